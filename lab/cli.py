@@ -1,0 +1,56 @@
+"""`ftlab`: the command line. Each command family lives in its own module and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lab import __version__
+from lab.errors import LabError
+
+# Each module has `register(subparsers)`, adding commands whose `func(args) -> int` runs them.
+COMMAND_MODULES = [
+    "lab.topo_cli",      # topo list/show/check
+    "lab.net_cli",       # shell, baseline, clean
+    "lab.ftps.cli",      # server, client, ca
+    "lab.matrix_cli",    # matrix, run, recommend, bench, report merge
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftlab",
+        description="FTPS Traversal Lab: will secure FTP get through this network?",
+    )
+    parser.add_argument("--version", action="version", version=f"ftlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:   # family not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LabError as exc:
+        print(f"ftlab: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ftlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The FTP wire grammar, in one place: commands, replies, and the address announcements
+(PORT, EPRT, 227, 229) that NAT devices and firewalls look for.
+
+RFC 959 (commands, replies, PORT/PASV), RFC 1123 4.1.2.6 (scan a 227 for the first digit),
+RFC 2428 (EPRT/EPSV). Pure functions and small incremental readers: the server, the client,
+the ALG and the dynamic filter all parse the control channel with this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+MAX_LINE = 4096          # longest control line we accept (RFC 959 sets no limit; servers do)
+CRLF = b"\r\n"
+
+
+class GrammarError(ValueError):
+    """A line that does not follow the grammar (the message says what is wrong)."""
+
+
+# -- commands ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    verb: str        # upper case, e.g. "RETR"
+    arg: str         # the rest of the line after one space ("" when none)
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.arg}" if self.arg else self.verb
+
+
+def parse_command(line: bytes | str) -> Command:
+    """Split one control line (CRLF or LF optional) into verb and argument."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "surrogateescape")
+    line = line.rstrip("\r\n")
+    # Telnet IP/DM sequences (RFC 959 ABOR) may precede the verb; drop non-printables there.
+    line = line.lstrip("\xff\xf4\xf2\x00")
+    verb, _, arg = line.partition(" ")
+    if not verb or not verb.isascii() or not verb.isalpha() or len(verb) > 4:
+        raise GrammarError(f"not an FTP command: {line[:40]!r}")
+    return Command(verb.upper(), arg)
+
+
+def format_command(verb: str, arg: str = "") -> bytes:
+    return (f"{verb} {arg}" if arg else verb).encode("utf-8", "surrogateescape") + CRLF
+
+
+# -- replies ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]   # text of each line without the code prefix
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def kind(self) -> int:
+        """First digit: 1 preliminary, 2 completion, 3 intermediate, 4 transient, 5 permanent."""
+        return self.code // 100
+
+    def __str__(self) -> str:
+        return format_reply(self.code, list(self.lines)).decode("utf-8", "replace").rstrip()
+
+
+def format_reply(code: int, text: str | list[str]) -> bytes:
+    """One reply; several lines become `code-first` ... `code last` (RFC 959 4.2)."""
+    lines = text.splitlines() if isinstance(text, str) else list(text)
+    if not lines:
+        lines = [""]
+    out = []
+    for i, line in enumerate(lines):
+        if i == len(lines) - 1:
+            out.append(f"{code} {line}")
+        elif i == 0:
+            out.append(f"{code}-{line}")
+        else:
+            # a middle line that starts with digits could be taken for the end: pad it
+            out.append(f" {line}" if line[:1].isdigit() else line)
+    return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+_REPLY_START = re.compile(r"^([1-5]\d\d)([ -])(.*)$", re.S)
+
+
+class ReplyReader:
+    """Incremental reply parser: feed bytes, take complete replies (multi-line aware)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._code: int | None = None
+        self._lines: list[str] = []
+
+    def feed(self, data: bytes) -> list[Reply]:
+        self._buf += data
+        replies = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_LINE:
+                    raise GrammarError("reply line too long")
+                return replies
+            raw, self._buf = self._buf[:nl], self._buf[nl + 1:]
+            line = raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+            reply = self._line(line)
+            if reply:
+                replies.append(reply)
+
+    def _line(self, line: str) -> Reply | None:
+        m = _REPLY_START.match(line)
+        if self._code is None:
+            if not m:
+                raise GrammarError(f"not an FTP reply: {line[:40]!r}")
+            code, sep, text = int(m.group(1)), m.group(2), m.group(3)
+            if sep == " ":
+                return Reply(code, (text,))
+            self._code, self._lines = code, [text]
+            return None
+        if m and int(m.group(1)) == self._code and m.group(2) == " ":
+            reply = Reply(self._code, (*self._lines, m.group(3)))
+            self._code, self._lines = None, []
+            return reply
+        self._lines.append(line[1:] if line.startswith(" ") else line)
+        return None
+
+
+class LineReader:
+    """Incremental command-line splitter (CRLF or bare LF), with a length limit."""
+
+    def __init__(self, limit: int = MAX_LINE) -> None:
+        self._buf = b""
+        self.limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        lines = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > self.limit:
+                    self._buf = b""
+                    raise GrammarError("line too long")
+                return lines
+            line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
+            if len(line) > self.limit:
+                raise GrammarError("line too long")
+            lines.append(line)
+
+    @property
+    def pending(self) -> bytes:
+        return self._buf
+
+
+# -- host/port announcements -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_BYTE = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# Six decimal numbers; each must be a byte written without sign or leading zeros beyond 3 digits.
+_SIX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+
+
+def _six_to_hostport(numbers: tuple[str, ...]) -> HostPort:
+    values = [int(n) for n in numbers]
+    if any(v > 255 for v in values):
+        raise GrammarError(f"number above 255 in {','.join(numbers)}")
+    return HostPort(".".join(str(v) for v in values[:4]), values[4] * 256 + values[5])
+
+
+def _check_port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise GrammarError(f"port {port} out of range")
+    return port
+
+
+def parse_port_args(arg: str) -> HostPort:
+    """`h1,h2,h3,h4,p1,p2` (the argument of PORT)."""
+    m = _SIX.fullmatch(arg.strip())
+    if not m:
+        raise GrammarError(f"PORT needs h1,h2,h3,h4,p1,p2, got {arg[:40]!r}")
+    hp = _six_to_hostport(m.groups())
+    _check_port(hp.port)
+    return hp
+
+
+def format_port_args(hp: HostPort) -> str:
+    a = hp.host.split(".")
+    return ",".join([*a, str(hp.port >> 8), str(hp.port & 0xFF)])
+
+
+def parse_eprt_args(arg: str) -> HostPort:
+    """`<d>1<d>a.b.c.d<d>port<d>` or `<d>2<d>ipv6<d>port<d>` (RFC 2428 section 2)."""
+    arg = arg.strip()
+    if len(arg) < 7:
+        raise GrammarError("EPRT argument too short")
+    d = arg[0]
+    if not (33 <= ord(d) <= 126) or d.isdigit():
+        raise GrammarError("EPRT delimiter must be a printable non-digit")
+    parts = arg.split(d)
+    if len(parts) != 5 or parts[0] or parts[4]:
+        raise GrammarError(f"EPRT needs {d}af{d}addr{d}port{d}, got {arg[:40]!r}")
+    af, addr, port = parts[1:4]
+    if af not in ("1", "2"):
+        raise GrammarError(f"EPRT network protocol {af!r} not supported")
+    try:
+        ip = ipaddress.IPv4Address(addr) if af == "1" else ipaddress.IPv6Address(addr)
+    except ValueError as exc:
+        raise GrammarError(f"EPRT address {addr[:40]!r}: {exc}") from None
+    if not port.isdigit() or len(port) > 5:
+        raise GrammarError(f"EPRT port {port[:10]!r} is not a number")
+    return HostPort(str(ip), _check_port(int(port)))
+
+
+def format_eprt_args(hp: HostPort) -> str:
+    af = 2 if ":" in hp.host else 1
+    return f"|{af}|{hp.host}|{hp.port}|"
+
+
+def parse_227(text: str) -> HostPort:
+    """The address in a 227 text: the first six comma-separated numbers (RFC 1123)."""
+    m = _SIX.search(text)
+    if not m:
+        raise GrammarError(f"227 reply without h1,h2,h3,h4,p1,p2: {text[:60]!r}")
+    hp = _six_to_hostport(m.groups())
+    _check_port(hp.port)
+    return hp
+
+
+def format_227(hp: HostPort) -> str:
+    return f"Entering Passive Mode ({format_port_args(hp)})"
+
+
+_EPSV = re.compile(r"\((.)\1\1(\d{1,5})\1\)")
+
+
+def parse_229(text: str) -> int:
+    """The port in a 229 text: `(|||port|)` with any repeated delimiter (RFC 2428 section 3)."""
+    m = _EPSV.search(text)
+    if not m:
+        raise GrammarError(f"229 reply without (|||port|): {text[:60]!r}")
+    return _check_port(int(m.group(2)))
+
+
+def format_229(port: int) -> str:
+    return f"Entering Extended Passive Mode (|||{port}|)"
+
+
+# -- announcements as the devices see them ----------------------------------------------
+
+@dataclass(frozen=True)
+class Announcement:
+    """An address or port announced on the control channel, located in its line.
+
+    kind is "PORT", "EPRT" (client -> server) or "227", "229" (server -> client).
+    span is the byte range of the rewritable part inside the line (the numbers, or the
+    EPRT/229 argument between and including the delimiters), so a device can replace it.
+    host is None for 229 (it carries only a port).
+    """
+
+    kind: str
+    host: str | None
+    port: int
+    span: tuple[int, int]
+
+
+_CMD_ANN = re.compile(rb"^(PORT|EPRT) +([^\r\n]*)", re.I)
+_227_ANN = re.compile(rb"^227 ")
+_229_ANN = re.compile(rb"^229 ")
+
+
+def command_announcement(line: bytes) -> Announcement | None:
+    """PORT/EPRT in one client line (the whole line, as sent). None when it is not one.
+
+    Raises GrammarError when the line is a PORT/EPRT whose argument does not parse.
+    """
+    m = _CMD_ANN.match(line)
+    if not m:
+        return None
+    verb = m.group(1).upper().decode()
+    arg = m.group(2).decode("ascii", "replace")
+    start, end = m.span(2)
+    stripped = arg.rstrip()
+    end = start + len(stripped.encode())
+    hp = parse_port_args(stripped) if verb == "PORT" else parse_eprt_args(stripped)
+    return Announcement(verb, hp.host, hp.port, (start, end))
+
+
+def reply_announcement(line: bytes) -> Announcement | None:
+    """227/229 in one server line (single-line form `227 `/`229 `, as the kernel helper)."""
+    text = line.decode("ascii", "replace")
+    if _227_ANN.match(line):
+        m = _SIX.search(text, 4)
+        if not m:
+            raise GrammarError(f"227 reply without h1,h2,h3,h4,p1,p2: {text[:60]!r}")
+        hp = _six_to_hostport(m.groups())
+        _check_port(hp.port)
+        return Announcement("227", hp.host, hp.port, m.span())
+    if _229_ANN.match(line):
+        m = _EPSV.search(text, 4)
+        if not m:
+            raise GrammarError(f"229 reply without (|||port|): {text[:60]!r}")
+        start, end = m.span()
+        return Announcement("229", None, _check_port(int(m.group(2))), (start + 1, end - 1))
+    return None
+
+
+def is_tls_record(data: bytes) -> bool:
+    """Does this look like the start of a TLS record (handshake, alert, CCS, application)?"""
+    return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 0x03 and data[2] <= 0x04
