@@ -1,0 +1,86 @@
+"""Fixtures for interop tests: third-party FTP servers on 127.0.0.1 (tests/peers.py), a lab CA with a
+server certificate, and payload files. Each server fixture skips the test, naming the reason, when
+its binary is missing; otherwise it starts a fresh server and stops it (by PID) afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import peers
+import pytest
+
+
+def _require(*tools: str) -> None:
+    for tool in tools:
+        reason = peers.missing(tool)
+        if reason:
+            pytest.skip(reason)
+
+
+def _require_root() -> None:
+    reason = peers.need_root()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> peers.Certs:
+    return peers.make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _serve(start: Callable[[], peers.Peer], request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    peer = start()
+    try:
+        yield peer
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- {peer.name} logs ---\n{peer.logs()}")
+        peer.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # Remember each phase's report on the test item, so a fixture can print server logs on failure.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def vsftpd_explicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    """vsftpd, explicit FTPS (AUTH TLS), TLS forced on login and data, require_ssl_reuse=YES."""
+    _require("vsftpd")
+    _require_root()
+    yield from _serve(lambda: peers.start_vsftpd(certs), request)
+
+
+@pytest.fixture
+def vsftpd_implicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    """vsftpd with implicit_ssl=YES (and require_ssl_reuse=YES)."""
+    _require("vsftpd")
+    _require_root()
+    yield from _serve(lambda: peers.start_vsftpd(certs, implicit=True), request)
+
+
+@pytest.fixture
+def proftpd_explicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    """ProFTPD + mod_tls, explicit, `TLSRequired auth+data` (so CCC is accepted after login)."""
+    _require("proftpd")
+    _require_root()
+    yield from _serve(lambda: peers.start_proftpd(certs), request)
+
+
+@pytest.fixture
+def proftpd_implicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    """ProFTPD + mod_tls with `TLSOptions UseImplicitSSL`."""
+    _require("proftpd")
+    _require_root()
+    yield from _serve(lambda: peers.start_proftpd(certs, implicit=True), request)
+
+
+@pytest.fixture
+def pyftpdlib_tls(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+    """pyftpdlib, explicit FTPS with TLS required on control and data."""
+    _require("pyftpdlib")
+    yield from _serve(lambda: peers.start_pyftpdlib(certs), request)
