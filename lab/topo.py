@@ -1,0 +1,787 @@
+"""Load topology files (YAML, format in topologies/README.md) into the lab.model dataclasses.
+
+Loading is also validation: every problem in a file is collected with its line and field
+(lab.errors.Problem) and reported together in one InputError, so an engineer fixes a file in
+one pass instead of one error per run. Nothing here touches the network.
+
+    load("client-nat")            # a shipped picture, by name
+    load("my/net.yaml")           # any file
+    names()                       # the shipped pictures
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import yaml
+
+from lab import TOPOLOGY_DIR
+from lab.errors import InputError, Problem
+from lab.model import (
+    FilterRule,
+    Firewall,
+    FtpSettings,
+    Interface,
+    Link,
+    Nat,
+    Node,
+    PortForward,
+    PortRange,
+    Route,
+    Topology,
+)
+
+#: Private address space (RFC 1918). The internet router must not route it. (Python's
+#: ipaddress calls the documentation ranges "private" too, so it cannot decide this for us.)
+RFC1918 = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+DEFAULT = ipaddress.IPv4Network("0.0.0.0/0")
+
+NODE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+STATEMENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+IFNAMSIZ = 15   # longest Linux interface name; "<node>-eth<N>" must fit
+
+TOP_KEYS = {"name", "description", "ftp", "nodes", "links", "internet"}
+TOP_REQUIRED = {"name", "description", "ftp", "nodes", "links"}
+NODE_KEYS = {"kind", "description", "gateway", "routes", "nat", "firewall"}
+ROUTE_KEYS = {"to", "via"}
+NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports"}
+FORWARD_KEYS = {"proto", "ports", "to", "to_ports"}
+FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports"}
+RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
+FTP_KEYS = {"client", "server", "server_address", "control_port", "implicit_port",
+            "server_statements", "client_statements"}
+ACTIONS = {"accept": "accept", "permit": "accept", "drop": "drop", "deny": "drop"}
+
+
+def is_private(net: ipaddress.IPv4Network | ipaddress.IPv4Address) -> bool:
+    if isinstance(net, ipaddress.IPv4Address):
+        net = ipaddress.IPv4Network(net)
+    return any(net.overlaps(p) for p in RFC1918)
+
+
+# -- YAML that remembers where things are ---------------------------------------------------
+
+class Mapping(dict):
+    """A YAML mapping plus the line of the mapping and of each key."""
+
+    line: int = 0
+    key_lines: dict
+    raw: dict      # the text of scalar values as written (YAML 1.1 turns `off` or `NO` into false)
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class Sequence(list):
+    """A YAML sequence plus the line of the sequence and of each item."""
+
+    line: int = 0
+    item_lines: list
+
+    def line_of(self, index: int) -> int:
+        return self.item_lines[index] if index < len(self.item_lines) else self.line
+
+
+class _LineLoader(yaml.SafeLoader):
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.key_problems: list[tuple[int, str]] = []
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode):
+    data = Mapping()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    data.raw = {}
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            loader.key_problems.append((line, "a key must be a plain name"))
+            continue
+        if key in data:
+            loader.key_problems.append((line, f"duplicate key {key!r} (first at line {data.key_lines[key]})"))
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = line
+        if isinstance(value_node, yaml.ScalarNode):
+            data.raw[key] = value_node.value
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode):
+    data = Sequence()
+    data.line = node.start_mark.line + 1
+    data.item_lines = []
+    yield data
+    for child in node.value:
+        data.append(loader.construct_object(child, deep=True))
+        data.item_lines.append(child.start_mark.line + 1)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def read_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
+    """Parse YAML into Mapping/Sequence/scalars; syntax errors come back as Problems."""
+    loader = _LineLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        what = " ".join(s for s in (exc.context, exc.problem) if s)
+        return None, [Problem(file, line, "", f"YAML syntax error: {what}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(file, 0, "", f"YAML error: {exc}")]
+    finally:
+        loader.dispose()
+    return data, [Problem(file, line, "", msg) for line, msg in loader.key_problems]
+
+
+# -- finding files ---------------------------------------------------------------------------
+
+def names() -> list[str]:
+    """The shipped topologies, sorted."""
+    return sorted(p.stem for p in TOPOLOGY_DIR.glob("*.yaml"))
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A shipped name ("client-nat") or a path to a YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_file():
+        return path
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        shipped = TOPOLOGY_DIR / f"{text}.yaml"
+        if shipped.is_file():
+            return shipped
+        raise InputError(f"no topology named {text!r}; shipped: {', '.join(names())}")
+    raise InputError(f"{text}: no such file")
+
+
+def load(name_or_path: str | Path) -> Topology:
+    """Load and validate a topology; InputError lists every problem with file:line and field."""
+    path = resolve(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    return loads(text, str(path), source=path)
+
+
+def loads(text: str, file: str = "<string>", source: Path | None = None) -> Topology:
+    data, problems = read_yaml(text, file)
+    if data is None and problems:
+        raise InputError(problems)
+    builder = _Builder(file, source)
+    builder.problems.extend(problems)
+    topology = builder.build(data)
+    if builder.problems:
+        raise InputError(sorted(builder.problems, key=lambda p: p.line))
+    assert topology is not None
+    return topology
+
+
+# -- the builder: raw YAML -> model, collecting problems ------------------------------------
+
+class _Builder:
+    def __init__(self, file: str, source: Path | None):
+        self.file = file
+        self.source = source
+        self.problems: list[Problem] = []
+        self.nodes: dict[str, Node] = {}
+
+    # small helpers ------------------------------------------------------------------------
+    def problem(self, line: int, field: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, field, message))
+
+    def mapping(self, value: Any, line: int, field: str) -> Mapping | None:
+        if isinstance(value, Mapping):
+            return value
+        self.problem(line, field, f"expected a mapping (key: value lines), got {_show(value)}")
+        return None
+
+    def keys(self, m: Mapping, field: str, allowed: set[str], required: set[str] = frozenset()) -> None:
+        for key in m:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problem(m.line_of(key), f"{field}.{key}",
+                             f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+        for key in sorted(required - set(m)):
+            self.problem(m.line, field, f"missing required key {key!r}")
+
+    def string(self, m: Mapping, key: str, field: str, choices: set[str] | None = None) -> str | None:
+        value = m.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(m.line_of(key), f"{field}.{key}", f"expected text, got {_show(value)}")
+            return None
+        if choices is not None and value not in choices:
+            self.problem(m.line_of(key), f"{field}.{key}",
+                         f"{value!r} is not one of: {', '.join(sorted(choices))}")
+            return None
+        return value
+
+    def address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Address | None:
+        try:
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                return ipaddress.IPv4Address(value if isinstance(value, str) else str(value))
+        except ValueError:
+            pass
+        self.problem(line, field, f"bad IPv4 address {_show(value)}")
+        return None
+
+    def network(self, value: Any, line: int, field: str) -> ipaddress.IPv4Network | None:
+        if isinstance(value, str) and value == "default":
+            return DEFAULT
+        try:
+            if isinstance(value, str):
+                return ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            self.problem(line, field, f"bad IPv4 prefix {value!r}: {exc}")
+            return None
+        self.problem(line, field, f"bad IPv4 prefix {_show(value)}")
+        return None
+
+    def port(self, value: Any, line: int, field: str) -> int | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+            return value
+        self.problem(line, field, f"bad port {_show(value)} (1-65535)")
+        return None
+
+    def port_range(self, value: Any, line: int, field: str) -> PortRange | None:
+        """21, or "60000-60100"."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            port = self.port(value, line, field)
+            return PortRange(port, port) if port else None
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+            if m:
+                low, high = int(m.group(1)), int(m.group(2))
+                if not (1 <= low <= 65535 and 1 <= high <= 65535):
+                    self.problem(line, field, f"port range {value!r} outside 1-65535")
+                    return None
+                if low > high:
+                    self.problem(line, field, f"reversed port range {value!r} (low-high)")
+                    return None
+                return PortRange(low, high)
+            if value.strip().isdigit():
+                return self.port_range(int(value), line, field)
+        self.problem(line, field, f"bad port or port range {_show(value)} (e.g. 21 or 60000-60100)")
+        return None
+
+    def port_list(self, m: Mapping, key: str, field: str) -> list[int] | None:
+        value = m.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Sequence):
+            self.problem(m.line_of(key), f"{field}.{key}", f"expected a list of ports, got {_show(value)}")
+            return None
+        ports = [self.port(v, value.line_of(i), f"{field}.{key}[{i}]") for i, v in enumerate(value)]
+        return [p for p in ports if p is not None]
+
+    # the whole file -------------------------------------------------------------------------
+    def build(self, data: Any) -> Topology | None:
+        if data is None:
+            self.problem(0, "", "the file is empty")
+            return None
+        top = self.mapping(data, 1, "(top level)")
+        if top is None:
+            return None
+        self.keys(top, "(top level)", TOP_KEYS, TOP_REQUIRED)
+        name = self.string(top, "name", "") or (self.source.stem if self.source else "unnamed")
+        description = self.string(top, "description", "") or ""
+        if "name" in top and not NODE_NAME.match(name):
+            self.problem(top.line_of("name"), "name", f"{name!r}: use lower-case letters, digits and '-'")
+
+        raw_nodes = self.mapping(top.get("nodes"), top.line_of("nodes"), "nodes") if "nodes" in top else None
+        raw = {}   # node name -> its raw mapping
+        for node_name, spec in (raw_nodes or {}).items():
+            node = self.node_header(str(node_name), spec, raw_nodes.line_of(node_name))
+            if node is not None:
+                self.nodes[node.name] = node
+                raw[node.name] = spec
+
+        links = self.links(top.get("links"), top.line_of("links")) if "links" in top else []
+        self.addresses(links)
+        for node_name, spec in raw.items():
+            self.node_body(self.nodes[node_name], spec)
+        for node in self.nodes.values():
+            if not node.interfaces:
+                self.problem(node.line, f"nodes.{node.name}", "not connected: no link names this node")
+
+        ftp = self.ftp(top.get("ftp"), top.line_of("ftp")) if "ftp" in top else None
+        internet = self.internet(top)
+        if ftp is None:
+            return None
+        topology = Topology(name=name, description=description, nodes=self.nodes, links=links,
+                            ftp=ftp, source=self.source, internet=internet)
+        self.reachability(topology, top.line_of("ftp"))
+        return topology
+
+    # nodes ----------------------------------------------------------------------------------
+    def node_header(self, name: str, spec: Any, line: int) -> Node | None:
+        field = f"nodes.{name}"
+        ok = True
+        if not NODE_NAME.match(name):
+            self.problem(line, field, "a node name uses lower-case letters, digits and '-' (e.g. nat-c)")
+            ok = False
+        elif len(name) + len("-eth9") > IFNAMSIZ:
+            self.problem(line, field, f"name too long: interface names '{name}-ethN' must fit in "
+                                      f"{IFNAMSIZ} characters")
+            ok = False
+        m = self.mapping(spec, line, field)
+        if m is None:
+            return None
+        self.keys(m, field, NODE_KEYS, {"kind"})
+        kind = self.string(m, "kind", field, {"host", "router"})
+        if kind is None or not ok:
+            return None
+        for key in ("nat", "firewall"):
+            if key in m and kind != "router":
+                self.problem(m.line_of(key), f"{field}.{key}", f"only a router can do {key}; this is a {kind}")
+        return Node(name=name, kind=kind, description=self.string(m, "description", field) or "", line=line)
+
+    def node_body(self, node: Node, m: Mapping) -> None:
+        """Routes, NAT and firewall: these need the interfaces, so they come after the links."""
+        field = f"nodes.{node.name}"
+        if "gateway" in m:
+            via = self.address(m["gateway"], m.line_of("gateway"), f"{field}.gateway")
+            if via is not None and self.check_via(node, via, m.line_of("gateway"), f"{field}.gateway"):
+                node.routes.append(Route(DEFAULT, via))
+        if "routes" in m:
+            self.routes(node, m["routes"], m.line_of("routes"), f"{field}.routes")
+        if "nat" in m and node.kind == "router":
+            node.nat = self.nat(node, m["nat"], m.line_of("nat"), f"{field}.nat")
+        if "firewall" in m and node.kind == "router":
+            node.firewall = self.firewall(node, m["firewall"], m.line_of("firewall"), f"{field}.firewall")
+
+    def routes(self, node: Node, value: Any, line: int, field: str) -> None:
+        if not isinstance(value, Sequence):
+            self.problem(line, field, f"expected a list of {{to: PREFIX, via: ADDRESS}}, got {_show(value)}")
+            return
+        seen = {r.destination: line for r in node.routes}
+        for i, item in enumerate(value):
+            where = f"{field}[{i}]"
+            m = self.mapping(item, value.line_of(i), where)
+            if m is None:
+                continue
+            self.keys(m, where, ROUTE_KEYS, ROUTE_KEYS)
+            if "to" not in m or "via" not in m:
+                continue
+            to = self.network(m["to"], m.line_of("to"), f"{where}.to")
+            via = self.address(m["via"], m.line_of("via"), f"{where}.via")
+            if to is None or via is None:
+                continue
+            if to in seen:
+                self.problem(m.line, f"{where}.to", f"second route to {to} (first at line {seen[to]})")
+                continue
+            if self.check_via(node, via, m.line_of("via"), f"{where}.via"):
+                seen[to] = m.line
+                node.routes.append(Route(to, via))
+
+    def check_via(self, node: Node, via: ipaddress.IPv4Address, line: int, field: str) -> bool:
+        """A next hop must be a neighbour's address on one of the node's own subnets."""
+        subnets = [i.address.network for i in node.interfaces]
+        if any(i.address.ip == via for i in node.interfaces):
+            self.problem(line, field, f"{via} is {node.name}'s own address, not a next hop")
+            return False
+        if not any(via in net for net in subnets):
+            have = ", ".join(str(n) for n in subnets) or "none"
+            self.problem(line, field, f"next hop {via} is not on a subnet connected to {node.name} "
+                                      f"(its subnets: {have})")
+            return False
+        if not any(i.address.ip == via for n in self.nodes.values() for i in n.interfaces):
+            self.problem(line, field, f"next hop {via}: no node has this address")
+            return False
+        return True
+
+    # links and addresses --------------------------------------------------------------------
+    def links(self, value: Any, line: int) -> list[Link]:
+        if not isinstance(value, Sequence):
+            self.problem(line, "links", f"expected a list of links ({{nodeA: ADDR/LEN, nodeB: ADDR/LEN}}), "
+                                        f"got {_show(value)}")
+            return []
+        links: list[Link] = []
+        pairs: dict[frozenset, int] = {}
+        for i, item in enumerate(value):
+            field = f"links[{i}]"
+            m = self.mapping(item, value.line_of(i), field)
+            if m is None:
+                continue
+            if len(m) != 2:
+                self.problem(m.line, field, f"a link joins exactly two nodes ({{nodeA: ADDR/LEN, nodeB: "
+                                            f"ADDR/LEN}}), this one names {len(m)}")
+                continue
+            ends = []
+            for end, addr in m.items():
+                end = str(end)
+                if end not in self.nodes:
+                    close = difflib.get_close_matches(end, self.nodes, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    self.problem(m.line_of(end), f"{field}.{end}", f"unknown node {end!r}{hint}")
+                    continue
+                address = self.interface_address(addr, m.line_of(end), f"{field}.{end}")
+                if address is not None:
+                    ends.append((end, address))
+            if len(ends) != 2:
+                continue
+            (a, a_addr), (b, b_addr) = ends
+            if a_addr.network != b_addr.network:
+                self.problem(m.line, field, f"the two ends are on different subnets ({a_addr} and {b_addr})")
+                continue
+            pair = frozenset((a, b))
+            if pair in pairs:
+                self.problem(m.line, field, f"second link between {a} and {b} (first at line {pairs[pair]})")
+                continue
+            pairs[pair] = m.line
+            a_if = self.add_interface(a, a_addr, b)
+            b_if = self.add_interface(b, b_addr, a)
+            links.append(Link(a, b, a_if, b_if, line=m.line))
+        return links
+
+    def interface_address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Interface | None:
+        if not isinstance(value, str) or "/" not in value:
+            self.problem(line, field, f"expected ADDRESS/PREFIXLEN such as 192.0.2.1/24, got {_show(value)}")
+            return None
+        try:
+            address = ipaddress.IPv4Interface(value)
+        except ValueError as exc:
+            self.problem(line, field, f"bad address {value!r}: {exc}")
+            return None
+        net = address.network
+        if net.prefixlen < 31 and address.ip in (net.network_address, net.broadcast_address):
+            which = "network" if address.ip == net.network_address else "broadcast"
+            self.problem(line, field, f"{address.ip} is the {which} address of {net}")
+            return None
+        return address
+
+    def add_interface(self, node: str, address: ipaddress.IPv4Interface, peer: str) -> str:
+        n = self.nodes[node]
+        name = f"{node}-eth{len(n.interfaces)}"   # Mininet's convention, in link order
+        n.interfaces.append(Interface(name, address, peer))
+        return name
+
+    def addresses(self, links: list[Link]) -> None:
+        """No address twice; no two links on overlapping subnets."""
+        owners: dict[ipaddress.IPv4Address, tuple[str, int]] = {}
+        nets: list[tuple[ipaddress.IPv4Network, Link]] = []
+        for link in links:
+            for end in (link.a, link.b):
+                intf = self.interface(end, link)
+                where = f"links[{links.index(link)}].{end}"
+                if intf.address.ip in owners:
+                    other, line = owners[intf.address.ip]
+                    self.problem(link.line, where, f"duplicate address {intf.address.ip} "
+                                                   f"(also {other}'s, line {line})")
+                else:
+                    owners[intf.address.ip] = (end, link.line)
+            net = self.interface(link.a, link).address.network
+            for other_net, other in nets:
+                if net.overlaps(other_net):
+                    self.problem(link.line, f"links[{links.index(link)}]",
+                                 f"subnet {net} overlaps {other_net} of the link {other.a}-{other.b} "
+                                 f"(line {other.line})")
+            nets.append((net, link))
+
+    def interface(self, node: str, link: Link) -> Interface:
+        name = link.a_interface if node == link.a else link.b_interface
+        return next(i for i in self.nodes[node].interfaces if i.name == name)
+
+    def resolve_interface(self, node: Node, value: Any, line: int, field: str) -> str | None:
+        """An interface by its name (nat-s-eth0) or by the neighbour it leads to (internet)."""
+        for intf in node.interfaces:
+            if value in (intf.name, intf.peer):
+                return intf.name
+        choices = ", ".join(f"{i.name} (to {i.peer})" for i in node.interfaces) or "none"
+        self.problem(line, field, f"{_show(value)} is not an interface of {node.name} nor a neighbour; "
+                                  f"choose from: {choices}")
+        return None
+
+    # NAT ------------------------------------------------------------------------------------
+    def nat(self, node: Node, value: Any, line: int, field: str) -> Nat | None:
+        m = self.mapping(value, line, field)
+        if m is None:
+            return None
+        self.keys(m, field, NAT_KEYS, {"outside"})
+        outside = self.resolve_interface(node, m["outside"], m.line_of("outside"), f"{field}.outside") \
+            if "outside" in m else None
+        masquerade = m.get("masquerade", True)
+        if not isinstance(masquerade, bool):
+            self.problem(m.line_of("masquerade"), f"{field}.masquerade", f"expected true or false, got "
+                                                                         f"{_show(masquerade)}")
+        # the text as written: YAML 1.1 would read a bare `off` as false
+        alg = m.raw.get("alg", _show(m["alg"])) if "alg" in m else "scapy"
+        if alg not in ("scapy", "kernel", "off"):
+            self.problem(m.line_of("alg"), f"{field}.alg", f"{alg!r} is not one of: scapy, kernel, off")
+            alg = "off"
+        forwards = []
+        if "forwards" in m and outside is not None:
+            forwards = self.forwards(node, outside, m["forwards"], m.line_of("forwards"), f"{field}.forwards")
+        control = self.port_list(m, "control_ports", field)
+        nat = Nat(outside=outside or "", masquerade=bool(masquerade), forwards=forwards, alg=alg)
+        if control is not None:
+            nat.control_ports = control
+        return nat if outside is not None else None
+
+    def forwards(self, node: Node, outside: str, value: Any, line: int, field: str) -> list[PortForward]:
+        if not isinstance(value, Sequence):
+            self.problem(line, field, f"expected a list of {{proto, ports, to}}, got {_show(value)}")
+            return []
+        inside = self.inside_nodes(node, outside)
+        result: list[PortForward] = []
+        for i, item in enumerate(value):
+            where = f"{field}[{i}]"
+            m = self.mapping(item, value.line_of(i), where)
+            if m is None:
+                continue
+            self.keys(m, where, FORWARD_KEYS, {"ports", "to"})
+            proto = self.string(m, "proto", where, {"tcp", "udp"}) if "proto" in m else "tcp"
+            ports = self.port_range(m["ports"], m.line_of("ports"), f"{where}.ports") if "ports" in m else None
+            to = self.address(m["to"], m.line_of("to"), f"{where}.to") if "to" in m else None
+            to_ports = ports
+            if "to_ports" in m:
+                to_ports = self.port_range(m["to_ports"], m.line_of("to_ports"), f"{where}.to_ports")
+                if ports and to_ports and to_ports.high - to_ports.low != ports.high - ports.low:
+                    self.problem(m.line_of("to_ports"), f"{where}.to_ports",
+                                 f"{to_ports} is not the same size as ports {ports}")
+                    to_ports = None
+            if to is not None:
+                owner = next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == to), None)
+                if owner is None:
+                    self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
+                    to = None
+                elif owner.name not in inside:
+                    self.problem(m.line_of("to"), f"{where}.to",
+                                 f"{to} ({owner.name}) is not inside {node.name}: a port forward leads "
+                                 f"to a host behind the NAT, not through its outside interface {outside}")
+                    to = None
+            if not (proto and ports and to and to_ports):
+                continue
+            for other in result:
+                if other.proto == proto and other.ports.low <= ports.high and ports.low <= other.ports.high:
+                    self.problem(m.line, where, f"{proto} ports {ports} overlap the forward at line {other.line}")
+                    break
+            else:
+                result.append(PortForward(proto, ports, to, to_ports, line=m.line))
+        return result
+
+    def inside_nodes(self, node: Node, outside: str) -> set[str]:
+        """Nodes reachable from a NAT router without leaving through its outside interface."""
+        g = nx.Graph()
+        g.add_nodes_from(self.nodes)
+        for n in self.nodes.values():
+            for intf in n.interfaces:
+                if not (n is node and intf.name == outside):
+                    g.add_edge(n.name, intf.peer)
+        # the outside link must be gone in both directions
+        peer = next(i.peer for i in node.interfaces if i.name == outside)
+        if g.has_edge(node.name, peer):
+            g.remove_edge(node.name, peer)
+        return nx.node_connected_component(g, node.name) - {node.name}
+
+    # firewall -------------------------------------------------------------------------------
+    def firewall(self, node: Node, value: Any, line: int, field: str) -> Firewall | None:
+        m = self.mapping(value, line, field)
+        if m is None:
+            return None
+        self.keys(m, field, FIREWALL_KEYS, {"mode"})
+        mode = self.string(m, "mode", field, {"static", "dynamic"})
+        if mode is None:
+            return None
+        fw = Firewall(mode=mode)
+        if mode == "dynamic":
+            for key in ("rules", "default", "iptables_save"):
+                if key in m:
+                    self.problem(m.line_of(key), f"{field}.{key}", "only a static firewall has this; a dynamic "
+                                                                  "one opens control_ports and learned pinholes")
+        else:
+            if "default" in m:
+                fw.default = ACTIONS.get(self.string(m, "default", field, set(ACTIONS)) or "drop", "drop")
+            if "rules" in m and "iptables_save" in m:
+                self.problem(m.line_of("iptables_save"), f"{field}.iptables_save",
+                             "give either rules or an iptables_save file, not both")
+            elif "iptables_save" in m:
+                fw.iptables_save = self.iptables_save(m["iptables_save"], m.line_of("iptables_save"),
+                                                      f"{field}.iptables_save")
+            elif "rules" in m:
+                fw.rules = self.rules(node, m["rules"], m.line_of("rules"), f"{field}.rules")
+            else:
+                self.problem(m.line, field, "a static firewall needs rules or an iptables_save file")
+        control = self.port_list(m, "control_ports", field)
+        if control is not None:
+            fw.control_ports = control
+        return fw
+
+    def iptables_save(self, value: Any, line: int, field: str) -> Path | None:
+        if not isinstance(value, str):
+            self.problem(line, field, f"expected a file name, got {_show(value)}")
+            return None
+        base = self.source.parent if self.source else Path.cwd()
+        path = (base / value).resolve()
+        if not path.is_file():
+            self.problem(line, field, f"no such file: {path}")
+            return None
+        text = path.read_text(errors="replace")
+        if "*filter" not in text or "COMMIT" not in text:
+            self.problem(line, field, f"{path} does not look like iptables-save output "
+                                      f"(needs a *filter table ending in COMMIT)")
+            return None
+        return path
+
+    def rules(self, node: Node, value: Any, line: int, field: str) -> list[FilterRule]:
+        if not isinstance(value, Sequence):
+            self.problem(line, field, f"expected a list of rules, got {_show(value)}")
+            return []
+        rules = []
+        for i, item in enumerate(value):
+            where = f"{field}[{i}]"
+            m = self.mapping(item, value.line_of(i), where)
+            if m is None:
+                continue
+            self.keys(m, where, RULE_KEYS, {"action"})
+            action = self.string(m, "action", where, set(ACTIONS))
+            proto = self.string(m, "proto", where, {"tcp", "udp", "icmp", "any"}) if "proto" in m else "tcp"
+            rule = FilterRule(action=ACTIONS.get(action or "", "drop"), proto=proto or "tcp", line=m.line,
+                              comment=self.string(m, "comment", where) or "")
+            for key in ("src", "dst"):
+                if key in m:
+                    v = m[key]
+                    v = f"{v}/32" if isinstance(v, str) and "/" not in v and v != "default" else v
+                    setattr(rule, key, self.network(v, m.line_of(key), f"{where}.{key}"))
+            for key in ("sport", "dport"):
+                if key in m:
+                    if proto not in ("tcp", "udp"):
+                        self.problem(m.line_of(key), f"{where}.{key}", f"ports need proto tcp or udp, not {proto}")
+                        continue
+                    setattr(rule, key, self.port_range(m[key], m.line_of(key), f"{where}.{key}"))
+            for key in ("in_interface", "out_interface"):
+                if key in m:
+                    setattr(rule, key, self.resolve_interface(node, m[key], m.line_of(key), f"{where}.{key}"))
+            if action and proto:
+                rules.append(rule)
+        return rules
+
+    # FTP and the internet -------------------------------------------------------------------
+    def ftp(self, value: Any, line: int) -> FtpSettings | None:
+        m = self.mapping(value, line, "ftp")
+        if m is None:
+            return None
+        self.keys(m, "ftp", FTP_KEYS, {"client", "server"})
+        ends = {}
+        for role in ("client", "server"):
+            name = self.string(m, role, "ftp")
+            if name is None:
+                continue
+            node = self.nodes.get(name)
+            if node is None:
+                self.problem(m.line_of(role), f"ftp.{role}", f"unknown node {name!r}")
+            elif node.kind != "host":
+                self.problem(m.line_of(role), f"ftp.{role}", f"{name} is a {node.kind}; the FTP {role} runs on a host")
+            elif node.interfaces:
+                ends[role] = node
+        ports = {}
+        for key, default in (("control_port", 21), ("implicit_port", 990)):
+            ports[key] = self.port(m[key], m.line_of(key), f"ftp.{key}") if key in m else default
+        statements = {}
+        for key in ("server_statements", "client_statements"):
+            statements[key] = self.statements(m, key)
+        if len(ends) != 2:
+            return None
+        server = ends["server"]
+        dial = server.interfaces[0].address.ip
+        if "server_address" in m:
+            dial = self.address(m["server_address"], m.line_of("server_address"), "ftp.server_address")
+            if dial is not None and not self.check_dial(dial, server, ports["control_port"] or 21,
+                                                        m.line_of("server_address")):
+                dial = None
+        if dial is None or None in ports.values():
+            return None
+        return FtpSettings(client=ends["client"].name, server=server.name, server_address=dial,
+                           control_port=ports["control_port"], implicit_port=ports["implicit_port"],
+                           **statements)
+
+    def statements(self, m: Mapping, key: str) -> dict[str, str]:
+        if key not in m:
+            return {}
+        value = self.mapping(m[key], m.line_of(key), f"ftp.{key}")
+        result = {}
+        for name, setting in (value or {}).items():
+            where = f"ftp.{key}.{name}"
+            if not isinstance(name, str) or not STATEMENT_NAME.match(name):
+                self.problem(value.line_of(name), where, "a statement name is upper case, as in FTP.DATA "
+                                                         "(e.g. PASSIVEDATAPORTS)")
+            elif isinstance(setting, Mapping | Sequence) or setting is None:
+                self.problem(value.line_of(name), where, f"expected a value, got {_show(setting)}")
+            else:
+                result[name] = value.raw.get(name, str(setting))
+        return result
+
+    def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
+        """The client dials the server itself, or a NAT router that forwards the control port to it."""
+        owner = next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == dial), None)
+        if owner is None:
+            self.problem(line, "ftp.server_address", f"{dial}: no node has this address")
+            return False
+        if owner is server:
+            return True
+        server_ips = {i.address.ip for i in server.interfaces}
+        if owner.nat and any(f.proto == "tcp" and port in f.ports and f.to in server_ips
+                             for f in owner.nat.forwards):
+            return True
+        self.problem(line, "ftp.server_address", f"{dial} belongs to {owner.name}, which does not forward "
+                                                 f"tcp port {port} to the server {server.name}")
+        return False
+
+    def internet(self, top: Mapping) -> str | None:
+        """The internet router routes only public prefixes, and has no default route."""
+        if "internet" in top:
+            name = self.string(top, "internet", "")
+            if name is not None and name not in self.nodes:
+                self.problem(top.line_of("internet"), "internet", f"unknown node {name!r}")
+                return None
+        else:
+            name = "internet" if "internet" in self.nodes else None
+        if name is None:
+            return None
+        node = self.nodes[name]
+        if node.kind != "router":
+            self.problem(node.line, f"nodes.{name}", "the internet is a router")
+        for route in node.routes:
+            if route.destination == DEFAULT:
+                self.problem(node.line, f"nodes.{name}.routes", "the internet has no default route: a "
+                                                                "destination it does not know is unreachable")
+            elif is_private(route.destination):
+                self.problem(node.line, f"nodes.{name}.routes", f"{route.destination} is private "
+                                                                "(RFC 1918): the internet routes only public prefixes")
+        for intf in node.interfaces:
+            if is_private(intf.address.network):
+                self.problem(node.line, f"nodes.{name}", f"{intf.name} has private address {intf.address}: "
+                                                         "the internet uses only public addresses")
+        return name
+
+    def reachability(self, topology: Topology, line: int) -> None:
+        g = topology.graph()
+        if not nx.has_path(g, topology.ftp.client, topology.ftp.server):
+            self.problem(line, "ftp", f"no chain of links joins {topology.ftp.client} and {topology.ftp.server}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, Sequence):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return repr(value)
