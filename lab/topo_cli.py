@@ -1,0 +1,148 @@
+"""`ftlab topo list|show|check`: look at network pictures without building them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lab import topo
+from lab.errors import InputError
+from lab.model import Firewall, Nat, Node, Topology
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("topo", help="list, show and check topology files")
+    sub = parser.add_subparsers(dest="topo_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("list", help="the shipped topologies, one line each")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="nodes, addresses, devices and the client->server path")
+    p.add_argument("topology", metavar="NAME|FILE")
+    p.add_argument("--png", metavar="FILE", help="also draw the topology into this PNG file")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("check", help="validate topology files (exit 2 with every problem listed)")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.set_defaults(func=cmd_check)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = topo.names()
+    width = max((len(n) for n in names), default=0)
+    status = 0
+    for name in names:
+        try:
+            print(f"{name:<{width}}  {topo.load(name).description}")
+        except InputError as exc:
+            print(f"{name:<{width}}  INVALID ({len(exc.problems)} problems: ftlab topo check {name})")
+            status = 2
+    return status
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    topology = topo.load(args.topology)
+    print(format_topology(topology))
+    if args.png:
+        from lab.diagram import draw  # matplotlib only when a picture is asked for
+
+        print(f"diagram: {draw(topology, args.png)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    status = 0
+    for file in args.files:
+        try:
+            t = topo.load(file)
+        except InputError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            count = len(exc.problems)
+            print(f"{file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+            status = 2
+        else:
+            print(f"{file}: ok ({t.name}: {len(t.nodes)} nodes, path {format_path(t)})")
+    return status
+
+
+# -- text ------------------------------------------------------------------------------------
+
+def format_path(topology: Topology) -> str:
+    """client → nat-c (nat) → internet → server"""
+    hops = [topology.ftp.client, *topology.path(), topology.ftp.server]
+    parts = []
+    for name in hops:
+        kinds = topology.nodes[name].device_kinds()
+        parts.append(f"{name} ({', '.join(kinds)})" if kinds else name)
+    return " → ".join(parts)
+
+
+def format_nat(nat: Nat) -> list[str]:
+    lines = [f"nat: outside {nat.outside}, masquerade {'on' if nat.masquerade else 'off'}, "
+             f"ALG {nat.alg} on ports {','.join(map(str, nat.control_ports))}"]
+    for f in nat.forwards:
+        to = f"{f.to}:{f.to_ports}"
+        lines.append(f"  forward {f.proto} {f.ports} -> {to}")
+    return lines
+
+
+def format_firewall(fw: Firewall) -> list[str]:
+    if fw.mode == "dynamic":
+        return [f"firewall: dynamic, open ports {','.join(map(str, fw.control_ports))}; "
+                "data only through pinholes learned from the control channel"]
+    if fw.iptables_save:
+        return [f"firewall: static, rules from iptables-save file {fw.iptables_save}"]
+    lines = ["firewall: static, new connections (established/related pass), first match wins:"]
+    for n, r in enumerate(fw.rules, 1):
+        match = [r.proto]
+        for key in ("src", "sport", "dst", "dport", "in_interface", "out_interface"):
+            value = getattr(r, key)
+            if value is not None:
+                match.append(f"{key.replace('_interface', '')} {value}")
+        comment = f"   # {r.comment}" if r.comment else ""
+        lines.append(f"  {n}. {r.action} {' '.join(match)}{comment}")
+    lines.append(f"  default: {fw.default}")
+    return lines
+
+
+def format_node(node: Node) -> list[str]:
+    head = f"{node.name}  ({node.kind}{': ' + ', '.join(node.device_kinds()) if node.is_device else ''})"
+    if node.description:
+        head += f"  {node.description}"
+    lines = [head]
+    for i in node.interfaces:
+        lines.append(f"  {i.name:<14} {str(i.address):<18} -> {i.peer}")
+    for r in node.routes:
+        dest = "default" if r.destination.prefixlen == 0 else str(r.destination)
+        lines.append(f"  route {dest} via {r.via}")
+    if node.nat:
+        lines += ["  " + x for x in format_nat(node.nat)]
+    if node.firewall:
+        lines += ["  " + x for x in format_firewall(node.firewall)]
+    return lines
+
+
+def format_topology(topology: Topology) -> str:
+    ftp = topology.ftp
+    lines = [f"{topology.name}: {topology.description}"]
+    if topology.source:
+        lines.append(f"file: {topology.source}")
+    lines.append("")
+    for node in topology.nodes.values():
+        lines += format_node(node)
+    lines.append("")
+    if topology.internet:
+        lines.append(f"internet: {topology.internet} (routes only public prefixes)")
+    devices = topology.devices_on_path()
+    lines.append("devices on the path: " + (", ".join(f"{d.name} ({', '.join(d.device_kinds())})"
+                                                      for d in devices) or "none"))
+    lines.append(f"path: {format_path(topology)}")
+    lines.append(f"the client dials: {ftp.server_address} port {ftp.control_port} "
+                 f"(implicit TLS: {ftp.implicit_port})")
+    for label, statements in (("server", ftp.server_statements), ("client", ftp.client_statements)):
+        if statements:
+            lines.append(f"{label} statements: " + "; ".join(f"{k} {v}" for k, v in statements.items()))
+    return "\n".join(lines)
