@@ -4,6 +4,7 @@ fixture problem. Every transfer checks bytes and SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from pathlib import Path
@@ -27,7 +28,10 @@ def test_curl_vsftpd_explicit(vsftpd_explicit: peers.Peer, tmp_path: Path, mode:
     out = tmp_path / "a.bin"
     _fetch_ok(peers.curl(["--ssl-reqd", *mode, p.url("a.bin"), "-o", str(out)], p.user, p.password),
               out, sha, 300_000)
-    up = peers.curl(["--ssl-reqd", *mode, "-T", str(out), p.url("up.bin")], p.user, p.password)
+    # curl 7.88 uploads to vsftpd 3.0.3 under TLS 1.3 fail ~6 in 10 ("426 Failure reading network
+    # stream": vsftpd's TLS shutdown on the data connection meets EPIPE); under TLS 1.2 10 in 10.
+    up = peers.curl(["--ssl-reqd", "--tls-max", "1.2", *mode, "-T", str(out), p.url("up.bin")],
+                    p.user, p.password)
     assert up.ok, up
     assert peers.sha256_file(p.root / "up.bin") == sha
 
@@ -100,7 +104,7 @@ def test_ftplib_reuse_vsftpd(vsftpd_explicit: peers.Peer) -> None:
     data = bytearray()
     ftp.retrbinary("RETR a.bin", data.extend)
     ftp.quit()
-    assert peers.hashlib.sha256(data).hexdigest() == sha
+    assert hashlib.sha256(data).hexdigest() == sha
 
 
 def test_curl_pyftpdlib(pyftpdlib_tls: peers.Peer, tmp_path: Path) -> None:
@@ -118,6 +122,6 @@ def test_fixture_leaves_nothing_behind(certs: peers.Certs) -> None:
     assert run.ok, run
     pid, work = peer.proc.pid, peer.workdir
     peer.stop()
-    assert not Path(f"/proc/{pid}").exists() and not peers._descendants(pid)
+    assert not Path(f"/proc/{pid}").exists() and not peers.descendants(pid)
     assert not work.exists()
-    assert peer.port not in peers._listening_ports()
+    assert peer.port not in peers.listening_ports()
