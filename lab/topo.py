@@ -35,6 +35,7 @@ from lab.model import (
     Route,
     Topology,
 )
+from lab.routing import control_connection
 
 #: Private address space (RFC 1918). The internet router must not route it. (Python's
 #: ipaddress calls the documentation ranges "private" too, so it cannot decide this for us.)
@@ -199,6 +200,7 @@ class _Builder:
         self.source = source
         self.problems: list[Problem] = []
         self.nodes: dict[str, Node] = {}
+        self.links_seen: list[Link] = []
 
     # small helpers ------------------------------------------------------------------------
     def problem(self, line: int, field: str, message: str) -> None:
@@ -313,6 +315,7 @@ class _Builder:
                 self.nodes[node.name] = node
                 raw[node.name] = spec
 
+        internet = self.internet(top)
         links = self.links(top.get("links"), top.line_of("links")) if "links" in top else []
         self.addresses(links)
         for node_name, spec in raw.items():
@@ -320,9 +323,10 @@ class _Builder:
         for node in self.nodes.values():
             if not node.interfaces:
                 self.problem(node.line, f"nodes.{node.name}", "not connected: no link names this node")
+        if internet:
+            self.public_only(self.nodes[internet], raw[internet])
 
         ftp = self.ftp(top.get("ftp"), top.line_of("ftp")) if "ftp" in top else None
-        internet = self.internet(top)
         if ftp is None:
             return None
         topology = Topology(name=name, description=description, nodes=self.nodes, links=links,
@@ -449,6 +453,7 @@ class _Builder:
             a_if = self.add_interface(a, a_addr, b)
             b_if = self.add_interface(b, b_addr, a)
             links.append(Link(a, b, a_if, b_if, line=m.line))
+        self.links_seen = links
         return links
 
     def interface_address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Interface | None:
@@ -741,11 +746,11 @@ class _Builder:
                              for f in owner.nat.forwards):
             return True
         self.problem(line, "ftp.server_address", f"{dial} belongs to {owner.name}, which does not forward "
-                                                 f"tcp port {port} to the server {server.name}")
+                                                 f"tcp port {port} to the FTP server ({server.name})")
         return False
 
     def internet(self, top: Mapping) -> str | None:
-        """The internet router routes only public prefixes, and has no default route."""
+        """The node that plays the internet: named by `internet:`, or the node called internet."""
         if "internet" in top:
             name = self.string(top, "internet", "")
             if name is not None and name not in self.nodes:
@@ -753,28 +758,46 @@ class _Builder:
                 return None
         else:
             name = "internet" if "internet" in self.nodes else None
-        if name is None:
+        if name is not None and self.nodes[name].kind != "router":
+            self.problem(self.nodes[name].line, f"nodes.{name}.kind", "the internet is a router")
             return None
-        node = self.nodes[name]
-        if node.kind != "router":
-            self.problem(node.line, f"nodes.{name}", "the internet is a router")
-        for route in node.routes:
-            if route.destination == DEFAULT:
-                self.problem(node.line, f"nodes.{name}.routes", "the internet has no default route: a "
-                                                                "destination it does not know is unreachable")
-            elif is_private(route.destination):
-                self.problem(node.line, f"nodes.{name}.routes", f"{route.destination} is private "
-                                                                "(RFC 1918): the internet routes only public prefixes")
+        return name
+
+    def public_only(self, node: Node, m: Mapping) -> None:
+        """The internet routes only public prefixes and has no default route, so a private
+        address announced in a PORT command or a 227 reply is unreachable, as on the real one."""
+        field = f"nodes.{node.name}"
+        if "gateway" in m:
+            self.problem(m.line_of("gateway"), f"{field}.gateway", "the internet has no default route: "
+                                                                  "a destination it does not know is unreachable")
+        routes = m.get("routes")
+        for i, item in enumerate(routes if isinstance(routes, Sequence) else []):
+            to = item.get("to") if isinstance(item, Mapping) else None
+            try:
+                net = DEFAULT if to == "default" else ipaddress.IPv4Network(to)
+            except (ValueError, TypeError):
+                continue   # already reported
+            if net == DEFAULT:
+                self.problem(item.line_of("to"), f"{field}.routes[{i}].to", "the internet has no default "
+                             "route: a destination it does not know is unreachable")
+            elif is_private(net):
+                self.problem(item.line_of("to"), f"{field}.routes[{i}].to", f"{net} is private (RFC 1918): "
+                             "the internet routes only public prefixes")
         for intf in node.interfaces:
             if is_private(intf.address.network):
-                self.problem(node.line, f"nodes.{name}", f"{intf.name} has private address {intf.address}: "
-                                                         "the internet uses only public addresses")
-        return name
+                link = next(lk for lk in self.links_seen if node.name in (lk.a, lk.b) and
+                            intf.name in (lk.a_interface, lk.b_interface))
+                self.problem(link.line, f"{field}.{intf.name}", f"private address {intf.address}: "
+                                                               "the internet uses only public addresses")
 
     def reachability(self, topology: Topology, line: int) -> None:
         g = topology.graph()
         if not nx.has_path(g, topology.ftp.client, topology.ftp.server):
             self.problem(line, "ftp", f"no chain of links joins {topology.ftp.client} and {topology.ftp.server}")
+        elif not self.problems:   # walking broken tables would only repeat what is reported
+            for message in control_connection(topology):
+                self.problem(line, "ftp", f"the control connection cannot flow: {message} "
+                                          "(check gateways, routes and port forwards)")
 
 
 def _show(value: Any) -> str:

@@ -1,0 +1,112 @@
+"""Walk a topology's routing tables the way the kernel will, before any namespace exists.
+
+A topology whose routes cannot carry the control connection fails later as an obscure timeout;
+walking the tables at load time turns that into "at nat-c: no route to 203.0.113.1". The walk
+uses longest-prefix match over connected subnets and routes, applies NAT port forwards on the
+way in (DNAT) and masquerade on the way out (SNAT), and traces the reply back through the same
+translations, as conntrack would.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from lab.model import Interface, Node, Topology
+
+IPv4Address = ipaddress.IPv4Address
+
+
+@dataclass
+class Trace:
+    hops: list[str]                       # nodes visited, first and last included
+    source: IPv4Address | None            # the source address as the last node sees it
+    problem: str | None = None            # why the packet does not arrive, or None
+    #: (NAT node, translated source) -> original source, for the reply's way back
+    snat: dict[tuple[str, IPv4Address], IPv4Address] = field(default_factory=dict)
+
+
+def next_hop(node: Node, dst: IPv4Address) -> tuple[Interface, IPv4Address] | None:
+    """(egress interface, the address to hand the packet to), by longest prefix; None: no route."""
+    best: tuple[int, Interface, IPv4Address] | None = None
+    for intf in node.interfaces:
+        if dst in intf.address.network and (best is None or intf.address.network.prefixlen > best[0]):
+            best = (intf.address.network.prefixlen, intf, dst)
+    for route in node.routes:
+        if dst in route.destination and (best is None or route.destination.prefixlen > best[0]):
+            egress = next((i for i in node.interfaces if route.via in i.address.network), None)
+            if egress is not None:
+                best = (route.destination.prefixlen, egress, route.via)
+    return (best[1], best[2]) if best else None
+
+
+def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = None,
+          reply_to: dict[tuple[str, IPv4Address], IPv4Address] | None = None,
+          max_hops: int = 64) -> Trace:
+    """Send a TCP packet from node `start` to dst:port; follow it until it arrives or is lost.
+
+    For a reply, pass the forward trace's `snat` map as reply_to: a NAT router that masqueraded
+    the request hands the reply on to the original source (conntrack's reverse translation).
+    """
+    node = topology.nodes[start]
+    result = Trace(hops=[node.name], source=None)
+    for _ in range(max_hops):
+        if any(i.address.ip == dst for i in node.interfaces):
+            translated = _translate(node, dst, port, reply_to)
+            if translated is None:
+                return result
+            dst, port = translated
+            if any(i.address.ip == dst for i in node.interfaces):
+                return result
+        hop = next_hop(node, dst)
+        if hop is None:
+            result.problem = f"at {node.name}: no route to {dst}"
+            return result
+        egress, via = hop
+        if result.source is None:
+            result.source = egress.address.ip
+        if node.nat and node.nat.masquerade and egress.name == node.nat.outside \
+                and result.source != egress.address.ip and len(result.hops) > 1:
+            result.snat[(node.name, egress.address.ip)] = result.source
+            result.source = egress.address.ip
+        peer = topology.nodes[egress.peer]
+        if not any(i.address.ip == via for i in peer.interfaces):
+            result.problem = f"at {node.name}: next hop {via} does not exist on {egress.name}'s link"
+            return result
+        if peer.kind == "host" and not any(i.address.ip == dst for i in peer.interfaces):
+            result.problem = f"at {node.name}: {dst} is routed to host {peer.name}, which does not forward"
+            result.hops.append(peer.name)
+            return result
+        node = peer
+        result.hops.append(node.name)
+    result.problem = f"routing loop: {' → '.join(result.hops[-6:])}"
+    return result
+
+
+def _translate(node: Node, dst: IPv4Address, port: int | None,
+               reply_to: dict[tuple[str, IPv4Address], IPv4Address] | None):
+    """(new dst, new port) if this node's NAT sends the packet on, None if it is for this node."""
+    if reply_to and (node.name, dst) in reply_to:
+        return reply_to[(node.name, dst)], port
+    if node.nat and port is not None:
+        for fwd in node.nat.forwards:
+            if fwd.proto == "tcp" and port in fwd.ports:
+                return fwd.to, fwd.to_ports.low + (port - fwd.ports.low)
+    return None
+
+
+def control_connection(topology: Topology) -> list[str]:
+    """Problems carrying the FTP control connection there and back (empty: it works)."""
+    ftp = topology.ftp
+    there = trace(topology, ftp.client, ftp.server_address, ftp.control_port)
+    if there.problem:
+        return [f"client → {ftp.server_address}:{ftp.control_port}: {there.problem}"]
+    if there.hops[-1] != ftp.server:
+        return [f"client → {ftp.server_address}:{ftp.control_port} arrives at {there.hops[-1]}, "
+                f"not at the server {ftp.server}"]
+    back = trace(topology, ftp.server, there.source, reply_to=there.snat)
+    if back.problem:
+        return [f"reply server → {there.source}: {back.problem}"]
+    if back.hops[-1] != ftp.client:
+        return [f"reply server → {there.source} arrives at {back.hops[-1]}, not at the client"]
+    return []
