@@ -1,0 +1,94 @@
+"""The static packet filter: an ordered rule list, first match wins, then the default.
+
+Pure: a model Firewall in, iptables argv lists out (lab.net runs them inside the filter's
+namespace). The filter sits in the FORWARD path and does no inspection:
+
+1. packets of connections already admitted (ESTABLISHED, RELATED) pass;
+2. then the user's rules in order; a rule's drop is observed (MARK + NFQUEUE 30, see
+   firewall.observed) so the run learns which rule dropped which packet;
+3. then the default (accept, or an observed drop).
+
+A user may hand an `iptables-save` file instead of rules; lab.net loads it with
+iptables-restore after checking it with `iptables-restore --test` (restore_argv below).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from firewall.observed import RuleSet, drop_chain
+from lab.model import FilterRule, Firewall
+
+CHAIN = "ftlab-filter"
+#: Drop reasons: the default drop, and one mark per dropping rule (RULE_MARK_BASE + position).
+MARK_DEFAULT = 3
+RULE_MARK_BASE = 100
+
+
+def _ports(ports) -> str:
+    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"
+
+
+def match_args(rule: FilterRule) -> list[str]:
+    """The iptables match for one rule (fields left None match anything)."""
+    args: list[str] = []
+    if rule.proto != "any":
+        args += ["-p", rule.proto]
+    elif rule.sport or rule.dport:
+        raise ValueError(f"line {rule.line}: ports need proto tcp or udp, not {rule.proto}")
+    if rule.proto == "icmp" and (rule.sport or rule.dport):
+        raise ValueError(f"line {rule.line}: icmp has no ports")
+    if rule.src is not None:
+        args += ["-s", str(rule.src)]
+    if rule.dst is not None:
+        args += ["-d", str(rule.dst)]
+    if rule.in_interface:
+        args += ["-i", rule.in_interface]
+    if rule.out_interface:
+        args += ["-o", rule.out_interface]
+    if rule.sport is not None:
+        args += ["--sport", _ports(rule.sport)]
+    if rule.dport is not None:
+        args += ["--dport", _ports(rule.dport)]
+    return args
+
+
+def describe(rule: FilterRule, position: int) -> str:
+    where = f" (line {rule.line})" if rule.line else ""
+    what = f": {rule.comment}" if rule.comment else ""
+    return f"static filter rule {position}{where}{what}"
+
+
+def filter_rules(firewall: Firewall) -> RuleSet:
+    """The rule list as iptables argv lists, with the drop reasons they use."""
+    if firewall.mode != "static":
+        raise ValueError(f"not a static filter: mode {firewall.mode}")
+    ipt = ["iptables", "-t", "filter"]
+    out = RuleSet()
+    out.iptables += [
+        ipt + ["-N", CHAIN],
+        ipt + ["-A", "FORWARD", "-j", CHAIN],
+        ipt + ["-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+    ]
+    for position, rule in enumerate(firewall.rules, start=1):
+        comment = ["-m", "comment", "--comment", describe(rule, position)[:250]]
+        if rule.action == "accept":
+            target = ["-j", "ACCEPT"]
+        else:
+            mark = RULE_MARK_BASE + position
+            chain = f"ftlab-fw-rule-{position}"
+            out.extend(RuleSet(drop_chain(chain, mark), {mark: f"dropped by {describe(rule, position)}"}))
+            target = ["-j", chain]
+        out.iptables.append(ipt + ["-A", CHAIN] + match_args(rule) + comment + target)
+    if firewall.default == "accept":
+        out.iptables.append(ipt + ["-A", CHAIN, "-j", "ACCEPT"])
+    else:
+        out.extend(RuleSet(drop_chain("ftlab-fw-default", MARK_DEFAULT),
+                           {MARK_DEFAULT: "dropped by the static filter's default (no rule permits it)"}))
+        out.iptables.append(ipt + ["-A", CHAIN, "-j", "ftlab-fw-default"])
+    return out
+
+
+def restore_argv(path: Path, test: bool = False) -> list[str]:
+    """Load (or with test=True only check) a user's iptables-save file."""
+    return ["iptables-restore", *(["--test"] if test else []), str(path)]

@@ -1,0 +1,303 @@
+"""Build a topology as a running network: Mininet hosts and veth links, programmed by the lab.
+
+Mininet is used as a namespace-and-veth library only: `controller=None`, no switches, every
+node (routers too) a Mininet Host, one veth per model Link with the model's interface names.
+Everything after that (addresses, routes, forwarding, NAT, static filters, the device
+programs) is done by this module with checked commands: a command that programs the network
+and fails raises LabError with the command and its stderr. Mininet's own `cmd()` hides
+errors, so it is used for nothing but building.
+
+    with LabNet(topology, workdir=path) as net:
+        net.run("client", ["ping", "-c1", "198.51.100.10"])
+
+A LabNet must be built inside a sandbox (lab.sandbox): the kernel then reaps everything if
+the run dies, and the real root namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from firewall.observed import RuleSet
+from firewall.static import filter_rules, restore_argv
+from lab.errors import LabError
+from lab.model import Node, Topology
+from nat.rules import internet_rules, nat_rules
+
+READY_TIMEOUT = 5.0
+STOP_GRACE = 2.0
+
+#: Namespace sysctls every node gets; routers forward. IPv6 is off: the lab is IPv4 and
+#: router solicitations would only clutter captures.
+HOST_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+ROUTER_SYSCTLS = {**HOST_SYSCTLS, "net.ipv4.ip_forward": "1"}
+
+
+@dataclass
+class Program:
+    """A long-running process started by the lab inside a node (device program, capture)."""
+
+    node: str
+    name: str
+    proc: subprocess.Popen
+    stdout: Path
+    stderr: Path
+
+
+def device_module(name: str):
+    """Import a device program's module lazily: the devices may be built after the network."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise LabError(f"device program {name} not available") from exc
+        raise
+
+
+class LabNet:
+    """A topology brought up as namespaces, links, kernel rules and device programs."""
+
+    def __init__(self, topology: Topology, alg: str | None = None, workdir: Path | None = None,
+                 pcap: bool = False, devices: bool = True):
+        if alg not in (None, "scapy", "kernel", "off"):
+            raise LabError(f"alg must be scapy, kernel or off, not {alg!r}")
+        self.topology = topology
+        self.alg = alg
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ftlab-run-"))
+        self.events_path = self.workdir / "events.jsonl"
+        self.pcap = pcap
+        self.devices = devices
+        self.mn = None
+        self.hosts: dict = {}
+        self.programs: list[Program] = []
+        self._popened: list[subprocess.Popen] = []
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> LabNet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from lab.probe import probe
+        from lab.sandbox import in_sandbox
+
+        if not in_sandbox():
+            raise LabError("LabNet must run inside a sandbox (lab.sandbox.ensure_sandbox or call_in_sandbox)")
+        t0 = time.monotonic()
+        probe()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.events_path.touch()
+        try:
+            self._build()
+            for node in self.topology.nodes.values():
+                self._configure(node)
+            if self.pcap:
+                self._start_captures()
+            for node in self.topology.nodes.values():
+                self._program(node)
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["up"] = time.monotonic() - t0
+
+    def stop(self) -> None:
+        t0 = time.monotonic()
+        for program in reversed(self.programs):
+            _terminate(program.proc)
+        self.programs.clear()
+        for proc in self._popened:
+            _terminate(proc)
+        self._popened.clear()
+        if self.mn is not None:
+            # Killing a node's shell frees its netns and the veths in it; deleting links one
+            # by one through Mininet's shells would only be slower.
+            for host in self.mn.hosts:
+                host.terminate()
+            self.mn = None
+        self.hosts.clear()
+        self.timings["down"] = time.monotonic() - t0
+
+    # -- running things in nodes -----------------------------------------------------------
+    def pid(self, node: str) -> int:
+        try:
+            return self.hosts[node].pid
+        except KeyError:
+            raise LabError(f"no node {node!r} in topology {self.topology.name}") from None
+
+    def argv_in(self, node: str, argv: list[str]) -> list[str]:
+        """argv prefixed to run inside the node's network and mount namespaces."""
+        return ["mnexec", "-a", str(self.pid(node)), *argv]
+
+    def run(self, node: str, argv: list[str], timeout: float = 30, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        """Run argv inside a node; with check, a failure raises LabError with its stderr."""
+        try:
+            done = subprocess.run(self.argv_in(node, argv), capture_output=True, text=True,
+                                  timeout=timeout, input=input)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{node}: `{' '.join(argv)}` timed out after {timeout} s") from None
+        if check and done.returncode != 0:
+            message = (done.stderr or done.stdout).strip()
+            raise LabError(f"{node}: `{' '.join(argv)}` failed (exit {done.returncode}): {message}")
+        return done
+
+    def popen(self, node: str, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+        """Start argv inside a node; the lab kills it at teardown if it is still running."""
+        proc = subprocess.Popen(self.argv_in(node, argv), **popen_kwargs)
+        self._popened.append(proc)
+        return proc
+
+    def address(self, node: str) -> IPv4Address:
+        return self.topology.address_of(node)
+
+    # -- building --------------------------------------------------------------------------
+    def _build(self) -> None:
+        from mininet.net import Mininet
+
+        # Mininet.init() would run fixLimits(), which raises host-wide limits (kernel.pty.max,
+        # fs.file-max): those are not per-namespace, so not even the sandbox contains them.
+        Mininet.inited = True
+        t0 = time.monotonic()
+        self.mn = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
+                          waitConnected=False)
+        try:
+            for name in self.topology.nodes:
+                self.hosts[name] = self.mn.addHost(name, ip=None)
+            for link in self.topology.links:
+                self.mn.addLink(link.a, link.b, intfName1=link.a_interface, intfName2=link.b_interface)
+        except LabError:
+            raise
+        except Exception as exc:   # Mininet raises bare Exception (e.g. "Error creating interface pair")
+            raise LabError(f"building {self.topology.name} with Mininet: {exc}") from exc
+        self.timings["mininet"] = time.monotonic() - t0
+
+    def _configure(self, node: Node) -> None:
+        """Addresses, routes and sysctls, one checked `ip -batch` per node."""
+        sysctls = ROUTER_SYSCTLS if node.kind == "router" else HOST_SYSCTLS
+        self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in sysctls.items())])
+        lines = ["link set lo up"]
+        for intf in node.interfaces:
+            lines += [f"link set {intf.name} up", f"addr add {intf.address} dev {intf.name}"]
+        for route in node.routes:
+            dest = "default" if route.destination.prefixlen == 0 else str(route.destination)
+            lines.append(f"route add {dest} via {route.via}")
+        self.run(node.name, ["ip", "-batch", "-"], input="\n".join(lines) + "\n")
+
+    def _program(self, node: Node) -> None:
+        """Kernel NAT and filters (this module's), then the device programs (nat/, firewall/)."""
+        rules = RuleSet()
+        if node.nat is not None:
+            rules.extend(nat_rules(node))
+        if node.name == self.topology.internet:
+            rules.extend(internet_rules(node))
+        if node.firewall is not None and node.firewall.mode == "static":
+            if node.firewall.iptables_save is not None:
+                self._restore(node, node.firewall.iptables_save)
+            else:
+                rules.extend(filter_rules(node.firewall))
+        for argv in rules.iptables:
+            self.run(node.name, argv)
+        if self.devices:
+            for name, setup in self._device_setups(node, rules.reasons):
+                self._start_device(node, name, setup)
+
+    def _restore(self, node: Node, path: Path) -> None:
+        """A user's iptables-save file: checked first, so an error names its line."""
+        for test in (True, False):
+            done = self.run(node.name, restore_argv(path, test=test), check=False)
+            if done.returncode != 0:
+                raise LabError(f"{node.name}: iptables-save file {path} does not load: "
+                               f"{(done.stderr or done.stdout).strip()}")
+
+    def _device_setups(self, node: Node, reasons: dict[int, str]) -> list[tuple[str, object]]:
+        events = self.events_path
+        setups = []
+        if node.nat is not None:
+            mode = self.alg or node.nat.alg
+            if mode == "scapy":
+                setups.append(("alg", device_module("nat.alg").setup(node, self.topology, events)))
+            elif mode == "kernel":
+                setups.append(("kernel-helper",
+                               device_module("nat.kernel_helper").setup(node, self.topology, events)))
+        if node.firewall is not None and node.firewall.mode == "dynamic":
+            setups.append(("dynamic", device_module("firewall.dynamic").setup(node, self.topology, events)))
+        if reasons:
+            setups.append(("dropwatch", device_module("firewall.dropwatch").setup(
+                node, self.topology, events, reasons)))
+        return setups
+
+    def _start_device(self, node: Node, name: str, setup) -> None:
+        if setup.sysctls:
+            self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in setup.sysctls.items())])
+        for argv in setup.iptables:
+            self.run(node.name, argv)
+        if setup.argv is None:
+            return
+        config = self.workdir / f"{node.name}-{name}.json"
+        config.write_text(json.dumps(setup.config or {}, indent=2, default=str))
+        argv = with_config(setup.argv, config)
+        self._start_program(node.name, name, argv, ready=lambda out, err: "READY" in out.splitlines())
+
+    def _start_captures(self) -> None:
+        pcaps = self.workdir / "pcap"
+        pcaps.mkdir(exist_ok=True)
+        for node in self.topology.nodes.values():
+            for intf in node.interfaces:
+                argv = ["tcpdump", "-n", "-U", "-i", intf.name, "-w", str(pcaps / f"{intf.name}.pcap")]
+                self._start_program(node.name, f"tcpdump-{intf.name}", argv,
+                                    ready=lambda out, err: "listening on" in err)
+
+    def _start_program(self, node: str, name: str, argv: list[str], ready) -> Program:
+        """Start a program in a node; wait (bounded) until ready(stdout, stderr) says so."""
+        out, err = self.workdir / f"{node}-{name}.out", self.workdir / f"{node}-{name}.err"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(out, "w") as fout, open(err, "w") as ferr:
+            proc = subprocess.Popen(self.argv_in(node, argv), stdout=fout, stderr=ferr, env=env,
+                                    stdin=subprocess.DEVNULL)
+        program = Program(node, name, proc, out, err)
+        self.programs.append(program)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready(out.read_text(), err.read_text()):
+            if proc.poll() is not None:
+                raise LabError(f"{node}: {name} exited (code {proc.returncode}) before it was ready: "
+                               f"{err.read_text().strip()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{node}: {name} not ready after {READY_TIMEOUT} s: `{' '.join(argv)}`")
+            time.sleep(0.02)
+        return program
+
+
+def with_config(argv: list[str], config: Path) -> list[str]:
+    """The device's argv, pointing at the config file LabNet wrote."""
+    argv = [str(config) if a == "{config}" else a for a in argv]
+    if str(config) in argv:
+        return argv
+    if "--config" in argv:
+        i = argv.index("--config")
+        return argv[: i + 1] + [str(config)] + argv[i + 2:]
+    return argv + ["--config", str(config)]
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+

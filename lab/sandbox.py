@@ -1,0 +1,213 @@
+"""Run isolation: every lab run lives in its own PID, network and mount namespaces.
+
+`ensure_sandbox()` re-executes the current command under
+`unshare --net --pid --mount --fork --mount-proc --kill-child`. Inside, the run's Python is
+PID 1 of a fresh PID namespace and Mininet's "root namespace" is a fresh, empty netns: when
+the run ends, however it ends (even `kill -9`), the kernel kills every process of the run
+and frees every namespace, veth and iptables rule with them. The real root namespace's
+links, rules and sysctls are never touched.
+
+The one thing that can outlive a run is the sandbox itself when only its parent is killed
+(the `unshare` process keeps the run going). So the parent writes a run-state file in
+/run/ftlab naming the sandbox's pid, its start time and command; `ftlab clean` stops only
+the processes such files name, and only while pid and start time still match.
+
+`call_in_sandbox(file, function, *args)` runs one function of a Python file in a fresh
+sandbox and returns its JSON result: network tests use it so that the pytest process never
+touches a namespace, and a crashed test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError, NotRoot
+
+#: Set (to the sandbox's state-file name) in the environment of everything inside a sandbox.
+ENV_MARKER = "FTLAB_SANDBOX"
+STATE_DIR = Path(os.environ.get("FTLAB_STATE_DIR", "/run/ftlab"))
+UNSHARE = ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
+RESULT_PREFIX = "FTLAB-RESULT "
+#: How long a sandbox gets to tear down after Ctrl-C before it is killed.
+INTERRUPT_GRACE = 10.0
+
+
+def in_sandbox() -> bool:
+    return bool(os.environ.get(ENV_MARKER))
+
+
+def require_root(what: str = "the lab") -> None:
+    if os.geteuid() != 0:
+        raise NotRoot(f"{what} needs root (it builds network namespaces and iptables rules): run it as root")
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+# -- run-state files --------------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    path: Path
+    pid: int              # the `unshare` process (killing it kills the whole sandbox)
+    start: int            # its start time, so a recycled pid is never killed
+    owner: int            # the ftlab process that started it
+    owner_start: int
+    argv: list[str]
+    created: float
+
+    @classmethod
+    def read(cls, path: Path) -> RunState:
+        data = json.loads(path.read_text())
+        return cls(path, data["pid"], data["start"], data["owner"], data["owner_start"],
+                   data["argv"], data["created"])
+
+    def write(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": self.pid, "start": self.start, "owner": self.owner,
+                                   "owner_start": self.owner_start, "argv": self.argv,
+                                   "created": self.created}))
+        tmp.replace(self.path)
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.start
+
+    def owner_alive(self) -> bool:
+        return start_time(self.owner) == self.owner_start
+
+
+def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run argv in a fresh sandbox, with a run-state file for as long as it runs."""
+    require_root()
+    name = f"run-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ if env is None else env, **{ENV_MARKER: name})
+    out = subprocess.PIPE if capture else None
+    try:
+        proc = subprocess.Popen(UNSHARE + argv, env=env, stdout=out, stderr=out, text=True)
+    except FileNotFoundError as exc:
+        raise LabError("unshare (util-linux) not found: it is needed to isolate each run") from exc
+    state = RunState(STATE_DIR / f"{name}.json", proc.pid, start_time(proc.pid) or 0,
+                     os.getpid(), start_time(os.getpid()) or 0, argv, time.time())
+    state.write()
+    try:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except KeyboardInterrupt:
+            # The whole foreground group got SIGINT: the run inside tears down by itself.
+            stdout, stderr = _wait_or_kill(proc, INTERRUPT_GRACE)
+            raise
+        except subprocess.TimeoutExpired:
+            stdout, stderr = _wait_or_kill(proc, 0)
+            raise LabError(f"sandboxed run timed out after {timeout} s: {' '.join(argv)}\n{stderr or ''}") \
+                from None
+    finally:
+        if proc.poll() is None:
+            _wait_or_kill(proc, 0)
+        state.path.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _wait_or_kill(proc: subprocess.Popen, grace: float) -> tuple[Any, Any]:
+    if grace:
+        try:
+            return proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()   # --kill-child: the sandbox's PID 1 dies, and the kernel reaps the rest
+    return proc.communicate()
+
+
+def ensure_sandbox(argv: list[str] | None = None) -> None:
+    """Return if already in a sandbox; otherwise re-run this ftlab command in one and exit."""
+    if in_sandbox():
+        return
+    require_root("ftlab")
+    argv = argv or [sys.executable, "-m", "lab.cli", *sys.argv[1:]]
+    try:
+        result = run_sandboxed(argv)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result.returncode)
+
+
+def clean(include_active: bool = False) -> list[str]:
+    """Stop the sandboxes that state files name (only stale ones unless include_active).
+
+    A sandbox is stale when the ftlab process that started it is gone. Only a pid whose
+    start time still matches the state file is signalled; then the state file is removed.
+    """
+    require_root("ftlab clean")
+    done = []
+    for path in sorted(STATE_DIR.glob("run-*.json")) if STATE_DIR.is_dir() else []:
+        try:
+            state = RunState.read(path)
+        except (OSError, ValueError, KeyError) as exc:
+            done.append(f"{path}: unreadable state file removed ({exc})")
+            path.unlink(missing_ok=True)
+            continue
+        if state.owner_alive() and state.alive() and not include_active:
+            continue
+        what = " ".join(state.argv)
+        if state.alive():
+            os.kill(state.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while state.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if state.alive():
+                raise LabError(f"sandbox pid {state.pid} ({what}) did not exit after SIGKILL")
+            done.append(f"stopped sandbox pid {state.pid}: {what}")
+        else:
+            done.append(f"removed state of finished sandbox pid {state.pid}: {what}")
+        path.unlink(missing_ok=True)
+    return done
+
+
+# -- running one function of a file in a sandbox (network tests) --------------------------------
+
+def call_in_sandbox(file: str | Path, function: str, *args: Any, timeout: float = 120) -> Any:
+    """Run `function(*args)` from a Python file in a fresh sandbox; return its JSON result.
+
+    Raises LabError with the sandbox's stderr when the function raised or the run failed.
+    """
+    argv = [sys.executable, "-m", "lab.sandbox", str(Path(file).resolve()), function, json.dumps(list(args))]
+    result = run_sandboxed(argv, capture=True, timeout=timeout)
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            if result.returncode != 0:
+                break
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise LabError(f"{Path(file).name}:{function} failed in its sandbox (exit {result.returncode}):\n"
+                   f"{result.stderr[-4000:]}{result.stdout[-2000:]}")
+
+
+def _call_main(file: str, function: str, args_json: str) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"sandboxed_{Path(file).stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    value = getattr(module, function)(*json.loads(args_json))
+    print(RESULT_PREFIX + json.dumps(value), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if not in_sandbox():
+        sys.exit("lab.sandbox: run through call_in_sandbox(), not directly")
+    sys.exit(_call_main(*sys.argv[1:4]))

@@ -1,0 +1,137 @@
+"""Each shipped picture's kernel-level behaviour, proved with real TCP packets (no FTP).
+
+Every check runs in its own sandbox (lab.sandbox.call_in_sandbox): the functions named
+`in_sandbox_*` below execute there and return plain JSON; the tests assert on it. The device
+programs are not started (devices=False): what is tested here is the kernel's part, i.e.
+routing, NAT, port forwards, the internet's refusal of private addresses and the static
+filters. A dropped connection shows as a connect timeout, a refused one as an RST.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from lab.sandbox import call_in_sandbox
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
+
+# Ports the listeners open: the control ports, a port nothing forwards or permits, and the
+# ends and middle of the pictures' passive range.
+PORTS = [21, 990, 22, 59999, 60000, 60050, 60100, 60101]
+
+
+# -- bodies (run inside the sandbox) ------------------------------------------------------------
+
+def in_sandbox_probe(name: str, checks: list[dict], devices: bool = False) -> list[dict]:
+    """Bring `name` up, open listeners, run each check {from, to_node|to_addr, ports, sport}."""
+    import contextlib
+
+    from lab.net import LabNet
+    from lab.netcheck import connect, listening
+    from lab.topo import load
+
+    topo = load(name)
+    results = []
+    with LabNet(topo, devices=devices) as net, contextlib.ExitStack() as stack:
+        for node in {c["listen"] for c in checks}:
+            stack.enter_context(listening(net, node, PORTS))
+        for check in checks:
+            addr = check.get("to_addr") or str(net.address(check["to_node"]))
+            out = connect(net, check["from"], [(addr, p) for p in check["ports"]],
+                          timeout=check.get("timeout", 1.0), sport=check.get("sport", 0))
+            results.append({r["to"].rsplit(":", 1)[1]: r for r in out})
+    return results
+
+
+def run(name: str, checks: list[dict], devices: bool = False) -> list[dict[str, dict]]:
+    return call_in_sandbox(__file__, "in_sandbox_probe", name, checks, devices, timeout=60)
+
+
+def reached(result: dict) -> bool:
+    return result["ok"]
+
+
+def dropped(result: dict) -> bool:
+    """Silently dropped on the way (timeout), not refused by a host."""
+    return not result["ok"] and "timed out" in (result["error"] or "")
+
+
+def ports_ok(results: dict) -> set[int]:
+    return {int(p) for p, r in results.items() if r["ok"]}
+
+
+# -- the pictures ---------------------------------------------------------------------------
+
+def test_lan_client_reaches_server_directly():
+    [res] = run("lan", [{"from": "client", "to_node": "server", "listen": "server", "ports": [21]}])
+    assert reached(res["21"]) and res["21"]["seen_as"] == "192.168.10.10"
+
+
+def test_client_nat_server_sees_nat_outside_address_and_private_side_is_unreachable():
+    out, back = run("client-nat", [
+        {"from": "client", "to_addr": "203.0.113.10", "listen": "server", "ports": [21, 60000]},
+        {"from": "server", "to_node": "client", "listen": "client", "ports": [21, 60000]},
+    ])
+    assert reached(out["21"]) and reached(out["60000"])
+    assert out["21"]["seen_as"] == "198.51.100.1", "the server must see nat-c's outside address"
+    assert dropped(back["21"]) and dropped(back["60000"]), "a private client address must not be routed"
+
+
+@pytest.mark.parametrize("name", ["server-nat", "double-nat", "dynamic-filter-nat"])
+def test_server_behind_nat_only_forwarded_ports_reach_it(name):
+    fwd, private = run(name, [
+        {"from": "client", "to_addr": "203.0.113.1", "listen": "server", "ports": [21, 990, 22, 60000]},
+        {"from": "client", "to_node": "server", "listen": "server", "ports": [21]},
+    ])
+    assert reached(fwd["21"]) and reached(fwd["990"]), "forwarded control ports must reach the server"
+    assert dropped(fwd["22"]) and dropped(fwd["60000"]), "unforwarded ports must not reach the server"
+    assert dropped(private["21"]), "the server's private address must be unreachable from the client site"
+    expected_source = "198.51.100.1" if name == "double-nat" else "198.51.100.10"
+    assert fwd["21"]["seen_as"] == expected_source
+
+
+def test_double_nat_client_private_address_unreachable_from_server():
+    [back] = run("double-nat", [{"from": "server", "to_node": "client", "listen": "client", "ports": [21]}])
+    assert dropped(back["21"])
+
+
+def test_static_filter_permits_only_its_ports_in_both_directions():
+    inbound, outbound_any, outbound_20 = run("static-filter", [
+        {"from": "client", "to_node": "server", "listen": "server", "ports": PORTS},
+        {"from": "server", "to_node": "client", "listen": "client", "ports": [21, 22, 60000]},
+        {"from": "server", "to_node": "client", "listen": "client", "ports": [60000], "sport": 20},
+    ])
+    assert ports_ok(inbound) == {21, 990, 60000, 60050, 60100}
+    assert all(dropped(inbound[str(p)]) for p in (22, 59999, 60101))
+    assert ports_ok(outbound_any) == set(), "server-initiated connections need source port 20"
+    assert reached(outbound_20["60000"]), "server port 20 -> client (active-mode data) is permitted"
+
+
+def test_static_filter_nat_forwards_range_and_filters():
+    fwd, private, out20, out_any = run("static-filter-nat", [
+        {"from": "client", "to_addr": "203.0.113.1", "listen": "server", "ports": PORTS},
+        {"from": "client", "to_node": "server", "listen": "server", "ports": [21]},
+        {"from": "server", "to_node": "client", "listen": "client", "ports": [60000], "sport": 20},
+        {"from": "server", "to_node": "client", "listen": "client", "ports": [22]},
+    ])
+    assert ports_ok(fwd) == {21, 990, 60000, 60050, 60100}, "forwarded range and control ports only"
+    assert fwd["60050"]["seen_as"] == "198.51.100.10"
+    assert dropped(private["21"])
+    assert reached(out20["60000"]) and out20["60000"]["seen_as"] == "203.0.113.1", "masqueraded"
+    assert dropped(out_any["22"])
+
+
+def test_dynamic_filter_routes_between_sites_without_its_inspector():
+    [res] = run("dynamic-filter", [{"from": "client", "to_node": "server", "listen": "server", "ports": [21]}])
+    assert reached(res["21"]) and res["21"]["seen_as"] == "198.51.100.10"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("firewall.dynamic") is None
+                    or importlib.util.find_spec("firewall.dropwatch") is None,
+                    reason="device programs firewall.dynamic/dropwatch not built yet")
+def test_dynamic_filter_with_inspector_opens_only_control_ports():
+    [res] = run("dynamic-filter", [{"from": "client", "to_node": "server", "listen": "server",
+                                    "ports": [21, 990, 22, 60000]}], devices=True)
+    assert ports_ok(res) == {21, 990}
