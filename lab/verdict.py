@@ -1,0 +1,140 @@
+"""The verdict on one cell: what the client reported plus what the devices saw. Pure functions.
+
+    outcome  pass   the file arrived whole (bytes and SHA-256 as sent)
+             fail   FTP did not get through: a device dropped a connection, the server refused,
+                    or the data arrived damaged; `stage` says where, `reason` says why in one line
+             error  the lab itself broke (no client result, a device crashed, a hang nobody
+                    explains); never counted as a fail of the method under test
+
+A drop names the device and the packet; an unreachable PASV/PORT names the announced address
+versus the one the peer can reach; a refusal names the reply code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STAGES = ("connect", "tls", "login", "data-setup", "data-connect", "transfer", "verify")
+
+
+@dataclass
+class Observation:
+    """Everything the runner observed about one cell."""
+    client: dict | None                  # the client's --json result (None: it printed none)
+    exit_code: int | None = None
+    events: list[dict] = field(default_factory=list)   # device events while the cell ran
+    expected_bytes: int | None = None
+    expected_sha256: str | None = None
+    killed_on_drop: bool = False         # the runner ended the client because a drop decided it
+    timed_out: bool = False              # the runner's hard timeout ended the client
+    stderr: str = ""
+    control_address: str | None = None   # the address the client dialed
+    control_ports: tuple[int, ...] = (21, 990)
+
+
+@dataclass
+class Verdict:
+    outcome: str                         # pass | fail | error
+    stage: str | None
+    reason: str
+    drop: dict | None = None             # the drop event that decided the cell
+    code: int | None = None              # the reply code of a refusal
+
+
+def describe_drop(e: dict) -> str:
+    """`fw dropped tcp 198.51.100.10:40001 -> 203.0.113.10:60005 [S] (no pinhole)`."""
+    flags = f" [{e['flags']}]" if e.get("flags") else ""
+    why = f" ({e['reason']})" if e.get("reason") else ""
+    return (f"{e.get('device', '?')} dropped {e.get('proto', 'tcp')} {e.get('src', '?')}:{e.get('sport', '?')}"
+            f" -> {e.get('dst', '?')}:{e.get('dport', '?')}{flags}{why}")
+
+
+def is_new_connection(e: dict) -> bool:
+    """A drop of a connection attempt (SYN without ACK), or of a packet whose flags are unknown."""
+    flags = str(e.get("flags") or "")
+    return not flags or ("S" in flags and "A" not in flags)
+
+
+def drop_stage(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> str:
+    """A dropped control connection fails at connect; anything else is a data connection."""
+    try:
+        if int(e.get("dport", -1)) in control_ports:
+            return "connect"
+    except (TypeError, ValueError):
+        pass
+    return "data-connect"
+
+
+def client_fields(result: dict) -> dict:
+    """The client's JSON result in the runner's terms (tolerant of the endpoints' key names)."""
+    error = result.get("error") if isinstance(result.get("error"), dict) else {}
+    ok = result.get("ok")
+    if ok is None:
+        ok = result.get("outcome") in ("ok", "pass", "success") or (not error and result.get("stage") is None
+                                                                   and "bytes" in result)
+    sha = result.get("sha256")
+    return {
+        "ok": bool(ok),
+        "stage": error.get("stage") or result.get("stage"),
+        "code": error.get("code") if error.get("code") is not None else result.get("code"),
+        "reason": error.get("reason") or error.get("message") or result.get("reason") or result.get("message") or "",
+        "bytes": result.get("bytes"),
+        "sha256": sha,
+        "mbps": result.get("mbps") if result.get("mbps") is not None else result.get("throughput_mbps"),
+        "seconds": result.get("seconds"),
+        "announced": error.get("announced") or result.get("announced") or result.get("data_address"),
+    }
+
+
+def verdict(obs: Observation) -> Verdict:
+    """Decide one cell. Pure."""
+    drops = [e for e in obs.events if e.get("type") == "drop"]
+    decisive = [e for e in drops if is_new_connection(e)]
+    device_errors = [e for e in obs.events if e.get("type") == "error"]
+    c = client_fields(obs.client) if isinstance(obs.client, dict) else None
+
+    if c and c["ok"]:
+        if obs.expected_bytes is not None and c["bytes"] is not None and c["bytes"] != obs.expected_bytes:
+            return Verdict("fail", "verify", f"transfer reported success but moved {c['bytes']} of "
+                                             f"{obs.expected_bytes} bytes")
+        if obs.expected_sha256 and c["sha256"] and c["sha256"] != obs.expected_sha256:
+            return Verdict("fail", "verify", f"the file arrived with SHA-256 {c['sha256'][:16]}..., "
+                                             f"expected {obs.expected_sha256[:16]}...: the data was altered")
+        if obs.expected_sha256 and not c["sha256"]:
+            return Verdict("error", "verify", "the client reported success without a SHA-256 to check")
+        return Verdict("pass", None, f"{c['bytes']} bytes, SHA-256 verified")
+
+    if device_errors:
+        e = device_errors[0]
+        return Verdict("error", c["stage"] if c else None,
+                       f"lab: device {e.get('device', '?')} reported an error: {e.get('message', '')}")
+
+    if decisive:
+        d = decisive[0]
+        stage = (c["stage"] if c and c["stage"] in STAGES else None) or drop_stage(d, obs.control_ports)
+        extra = ""
+        if c and c["announced"] and obs.control_address and not str(c["announced"]).startswith(
+                f"{obs.control_address}:"):
+            extra = f"; announced {c['announced']}, reachable {obs.control_address}"
+        return Verdict("fail", stage, describe_drop(d) + extra, drop=d)
+
+    if c and not c["ok"]:
+        stage = c["stage"] if c["stage"] in STAGES else None
+        if stage is None:
+            return Verdict("error", None, f"lab: client failed outside any FTP stage: {c['reason'] or obs.stderr[-200:]}")
+        code = c["code"]
+        reason = c["reason"] or "failed"
+        if code is not None and str(code) not in reason:
+            reason = f"server replied {code}: {reason}"
+        if stage == "data-connect" and c["announced"] and obs.control_address:
+            reason += f" (announced {c['announced']}, reachable {obs.control_address})"
+        if stage in ("data-connect", "transfer") and obs.timed_out:
+            reason += "; no device reported a drop"
+        return Verdict("fail", stage, reason, code=int(code) if isinstance(code, int | str) and str(code).isdigit()
+                       else None)
+
+    if obs.timed_out:
+        return Verdict("error", None, "lab: the client gave no result before the hard timeout and no device "
+                                      "reported a drop")
+    tail = obs.stderr.strip().splitlines()[-1] if obs.stderr.strip() else "no output"
+    return Verdict("error", None, f"lab: the client exited {obs.exit_code} without a result: {tail}")

@@ -1,0 +1,94 @@
+"""lab.verdict: client result + device events -> pass | fail | error, stage and a one-line reason."""
+
+from __future__ import annotations
+
+import hashlib
+
+from lab.verdict import Observation, describe_drop, verdict
+
+DATA = b"x" * 1000
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def drop(**kw) -> dict:
+    base = {"ts": 1.0, "device": "fw", "type": "drop", "reason": "no pinhole", "rule": "dyn-new",
+            "proto": "tcp", "src": "198.51.100.10", "sport": 40001, "dst": "203.0.113.10",
+            "dport": 60005, "flags": "S"}
+    return {**base, **kw}
+
+
+def ok_result(**kw) -> dict:
+    return {"ok": True, "bytes": len(DATA), "sha256": SHA, "seconds": 0.01, "mbps": 0.8, **kw}
+
+
+def failed(stage: str, reason: str, code=None, **kw) -> dict:
+    return {"ok": False, "error": {"stage": stage, "reason": reason, "code": code, **kw}}
+
+
+def obs(client, **kw) -> Observation:
+    return Observation(client, expected_bytes=len(DATA), expected_sha256=SHA,
+                       control_address="203.0.113.1", **kw)
+
+
+def test_whole_file_passes():
+    v = verdict(obs(ok_result(), exit_code=0))
+    assert (v.outcome, v.stage) == ("pass", None)
+    assert "SHA-256 verified" in v.reason
+
+
+def test_damaged_file_fails_at_verify():
+    v = verdict(obs(ok_result(sha256="0" * 64)))
+    assert (v.outcome, v.stage) == ("fail", "verify")
+    short = verdict(obs(ok_result(bytes=10)))
+    assert (short.outcome, short.stage) == ("fail", "verify") and "10 of 1000" in short.reason
+
+
+def test_drop_names_device_and_packet():
+    # The runner killed the client on the drop: no client JSON at all.
+    v = verdict(obs(None, killed_on_drop=True, exit_code=-9, events=[drop()]))
+    assert (v.outcome, v.stage) == ("fail", "data-connect")
+    assert v.reason == "fw dropped tcp 198.51.100.10:40001 -> 203.0.113.10:60005 [S] (no pinhole)"
+    assert v.drop["device"] == "fw"
+
+
+def test_drop_of_control_connection_fails_at_connect():
+    v = verdict(obs(None, killed_on_drop=True, events=[drop(dport=990, device="nat-s")]))
+    assert (v.outcome, v.stage) == ("fail", "connect") and v.reason.startswith("nat-s dropped")
+
+
+def test_unreachable_pasv_names_announced_and_reachable_address():
+    ev = drop(device="internet", reason="private destination", dst="10.1.1.10", dport=60007)
+    v = verdict(obs(failed("data-connect", "connect timed out", announced="10.1.1.10:60007"), events=[ev]))
+    assert v.outcome == "fail" and v.stage == "data-connect"
+    assert "internet dropped" in v.reason
+    assert "announced 10.1.1.10:60007, reachable 203.0.113.1" in v.reason
+
+
+def test_refusal_carries_reply_code():
+    v = verdict(obs(failed("data-setup", "PORT rejected: address is not the client's", code=504)))
+    assert (v.outcome, v.stage, v.code) == ("fail", "data-setup", 504)
+    assert "504" in v.reason
+
+
+def test_ack_drop_is_not_decisive():
+    # A stray ACK dropped after the fact does not decide the cell; the client's own report does.
+    v = verdict(obs(failed("login", "530 Login incorrect", code=530), events=[drop(flags="A")]))
+    assert (v.outcome, v.stage) == ("fail", "login")
+
+
+def test_lab_breakage_is_error_not_fail():
+    assert verdict(obs(None, exit_code=1, stderr="Traceback ...\nImportError: x")).outcome == "error"
+    hung = verdict(obs(None, timed_out=True))
+    assert hung.outcome == "error" and "no device reported a drop" in hung.reason
+    crashed = verdict(obs(None, events=[{"type": "error", "device": "nat-c", "message": "queue died"}]))
+    assert crashed.outcome == "error" and "nat-c" in crashed.reason
+    odd = verdict(obs(failed("internal", "bug")))
+    assert odd.outcome == "error"
+
+
+def test_success_wins_over_unrelated_drops():
+    assert verdict(obs(ok_result(), events=[drop()])).outcome == "pass"
+
+
+def test_describe_drop_tolerates_missing_fields():
+    assert describe_drop({"device": "fw"}).startswith("fw dropped tcp ?:? -> ?:?")
