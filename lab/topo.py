@@ -201,6 +201,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self.nodes: dict[str, Node] = {}
         self.links_seen: list[Link] = []
+        self.linked: set[str] = set()     # nodes named in a link, even one with problems
 
     # small helpers ------------------------------------------------------------------------
     def problem(self, line: int, field: str, message: str) -> None:
@@ -311,8 +312,8 @@ class _Builder:
         raw = {}   # node name -> its raw mapping
         for node_name, spec in (raw_nodes or {}).items():
             node = self.node_header(str(node_name), spec, raw_nodes.line_of(node_name))
-            if node is not None:
-                self.nodes[node.name] = node
+            self.nodes[node.name] = node
+            if isinstance(spec, Mapping):
                 raw[node.name] = spec
 
         internet = self.internet(top)
@@ -321,9 +322,9 @@ class _Builder:
         for node_name, spec in raw.items():
             self.node_body(self.nodes[node_name], spec)
         for node in self.nodes.values():
-            if not node.interfaces:
+            if node.name not in self.linked:
                 self.problem(node.line, f"nodes.{node.name}", "not connected: no link names this node")
-        if internet:
+        if internet in raw:
             self.public_only(self.nodes[internet], raw[internet])
 
         ftp = self.ftp(top.get("ftp"), top.line_of("ftp")) if "ftp" in top else None
@@ -335,27 +336,25 @@ class _Builder:
         return topology
 
     # nodes ----------------------------------------------------------------------------------
-    def node_header(self, name: str, spec: Any, line: int) -> Node | None:
+    def node_header(self, name: str, spec: Any, line: int) -> Node:
+        """The node's name and kind. A node with problems is still returned (as a host, if its
+        kind is unreadable), so links and ftp that name it do not report it a second time."""
         field = f"nodes.{name}"
-        ok = True
         if not NODE_NAME.match(name):
             self.problem(line, field, "a node name uses lower-case letters, digits and '-' (e.g. nat-c)")
-            ok = False
         elif len(name) + len("-eth9") > IFNAMSIZ:
             self.problem(line, field, f"name too long: interface names '{name}-ethN' must fit in "
                                       f"{IFNAMSIZ} characters")
-            ok = False
         m = self.mapping(spec, line, field)
         if m is None:
-            return None
+            return Node(name=name, kind="host", line=line)
         self.keys(m, field, NODE_KEYS, {"kind"})
         kind = self.string(m, "kind", field, {"host", "router"})
-        if kind is None or not ok:
-            return None
         for key in ("nat", "firewall"):
-            if key in m and kind != "router":
-                self.problem(m.line_of(key), f"{field}.{key}", f"only a router can do {key}; this is a {kind}")
-        return Node(name=name, kind=kind, description=self.string(m, "description", field) or "", line=line)
+            if key in m and kind == "host":
+                self.problem(m.line_of(key), f"{field}.{key}", f"only a router can do {key}; this is a host")
+        return Node(name=name, kind=kind or "host", description=self.string(m, "description", field) or "",
+                    line=line)
 
     def node_body(self, node: Node, m: Mapping) -> None:
         """Routes, NAT and firewall: these need the interfaces, so they come after the links."""
@@ -436,6 +435,7 @@ class _Builder:
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     self.problem(m.line_of(end), f"{field}.{end}", f"unknown node {end!r}{hint}")
                     continue
+                self.linked.add(end)
                 address = self.interface_address(addr, m.line_of(end), f"{field}.{end}")
                 if address is not None:
                     ends.append((end, address))
