@@ -246,8 +246,9 @@ def _spawn(argv: list[str], popen: Popen, port: int, work: Path, **peer: object)
 
 def vsftpd_config(*, host: str, port: int, root: Path, work: Path, cert: Path, key: Path,
                   implicit: bool, pasv_range: tuple[int, int], require_ssl_reuse: bool = True,
-                  client_ca: Path | None = None, log: Path) -> str:
-    """vsftpd 3.0.3: explicit or implicit FTPS, TLS forced on login and data, foreground."""
+                  client_ca: Path | None = None, log: Path, force_tls: bool = True) -> str:
+    """vsftpd 3.0.3: explicit or implicit FTPS, TLS forced on login and data (unless force_tls is
+    False: then plain FTP is allowed too), foreground."""
     yes = {True: "YES", False: "NO"}
     lines = [
         "listen=YES", "listen_ipv6=NO", f"listen_address={host}", f"listen_port={port}",
@@ -258,7 +259,7 @@ def vsftpd_config(*, host: str, port: int, root: Path, work: Path, cert: Path, k
         "seccomp_sandbox=NO", "isolate=NO", "isolate_network=NO",
         "ssl_enable=YES", f"implicit_ssl={yes[implicit]}", f"rsa_cert_file={cert}",
         f"rsa_private_key_file={key}", "ssl_ciphers=HIGH", "ssl_tlsv1=YES", "ssl_sslv2=NO",
-        "ssl_sslv3=NO", "force_local_logins_ssl=YES", "force_local_data_ssl=YES",
+        "ssl_sslv3=NO", f"force_local_logins_ssl={yes[force_tls]}", f"force_local_data_ssl={yes[force_tls]}",
         f"require_ssl_reuse={yes[require_ssl_reuse]}",
         f"ssl_request_cert={yes[client_ca is not None]}", f"require_cert={yes[client_ca is not None]}",
         f"validate_cert={yes[client_ca is not None]}",
@@ -272,7 +273,7 @@ def vsftpd_config(*, host: str, port: int, root: Path, work: Path, cert: Path, k
 
 
 def start_vsftpd(cert: Path, key: Path, implicit: bool = False, require_ssl_reuse: bool = True,
-                 client_ca: Path | None = None, host: str = LOOPBACK,
+                 client_ca: Path | None = None, force_tls: bool = True, host: str = LOOPBACK,
                  popen: Popen = subprocess.Popen) -> Peer:
     """vsftpd, explicit FTPS (AUTH TLS) or implicit_ssl=YES; require_ssl_reuse=YES by default."""
     if reason := missing("vsftpd"):
@@ -285,7 +286,7 @@ def start_vsftpd(cert: Path, key: Path, implicit: bool = False, require_ssl_reus
     conf = work / "vsftpd.conf"
     conf.write_text(vsftpd_config(host=host, port=port, root=root, work=work, cert=cert, key=key,
                                   implicit=implicit, pasv_range=pasv, require_ssl_reuse=require_ssl_reuse,
-                                  client_ca=client_ca, log=log))
+                                  client_ca=client_ca, log=log, force_tls=force_tls))
     return _spawn([VSFTPD, str(conf)], popen, port, work,
                   name="vsftpd-implicit" if implicit else "vsftpd", host=host, root=root, log=log,
                   user=user, password=password, implicit=implicit, pasv_range=pasv)

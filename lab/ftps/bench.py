@@ -1,0 +1,308 @@
+"""Throughput benchmark: the lab's FTPS client and server beside iperf3 and curl + vsftpd, on the same
+path in the same run, reported as ratios (never bare times: the machine decides those).
+
+    python -m lab.ftps.bench [--size MiB] [--runs N]         # loopback, 127.0.0.1
+
+For a lab path (the matrix engineer's `ftlab bench`), pass how to start a process on each side:
+
+    result = run_bench(server_host="198.51.100.10", server_popen=lambda argv, **kw: net.popen("server", argv, **kw),
+                       client_popen=lambda argv, **kw: net.popen("client", argv, **kw))
+    print(format_result(result))
+
+Every measurement moves `size` bytes one way: RETR (server -> client; iperf3 -R) and STOR
+(client -> server; iperf3 forward). Each tool is timed by itself over the data transfer only:
+iperf3's own receiver figure, curl's (time_total - time_pretransfer), and the lab client's
+TransferResult seconds. MB/s = 10^6 bytes per second. The median of `runs` runs is used.
+Targets (issue 3, 2-core machine): plain >= 0.9 x iperf3; PROT P >= 0.4 x iperf3 and >= 3 x curl +
+vsftpd PROT P.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lab.errors import LabError
+from lab.ftps import peers, pki
+
+Popen = Callable[..., subprocess.Popen]
+MiB = 1 << 20
+TARGETS = {"plain_vs_iperf3": 0.9, "tls_vs_iperf3": 0.4, "tls_vs_curl_vsftpd": 3.0}
+
+
+@dataclass
+class Measurement:
+    tool: str          # "iperf3", "curl+vsftpd", "ftlab"
+    security: str      # "plain" or "tls" (PROT P)
+    direction: str     # "retr" (server -> client) or "stor" (client -> server)
+    mbps: list[float] = field(default_factory=list)   # one per run; 0.0 = that run failed
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        good = [m for m in self.mbps if m > 0]
+        return statistics.median(good) if good else 0.0
+
+
+@dataclass
+class BenchResult:
+    size: int
+    runs: int
+    path: str
+    measurements: list[Measurement]
+    ratios: dict[str, float]           # e.g. {"retr.plain_vs_iperf3": 0.95, ...}
+    meets_targets: dict[str, bool]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for m, src in zip(d["measurements"], self.measurements, strict=True):
+            m["median"] = src.median
+        return d
+
+
+# -- one process pair -------------------------------------------------------------------------------
+
+def _client(popen: Popen, argv: list[str], timeout: float) -> tuple[int, str, str]:
+    proc = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        peers.stop_process(proc)
+        return -1, "", f"timed out after {timeout:.0f}s"
+    return proc.returncode, out, err
+
+
+def _iperf3(host: str, size: int, reverse: bool, server_popen: Popen, client_popen: Popen,
+            timeout: float) -> float:
+    port = peers.free_port()
+    server = server_popen(["iperf3", "-s", "-1", "-B", host, "-p", str(port)], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        peers.wait_listening(server, port, Path(os.devnull))
+        argv = ["iperf3", "-c", host, "-p", str(port), "-n", str(size), "-J", *(["-R"] if reverse else [])]
+        rc, out, err = _client(client_popen, argv, timeout)
+        if rc != 0:
+            raise LabError(f"iperf3 failed: {(err or out).strip()[-300:]}")
+        end = json.loads(out)["end"]
+        return end["sum_received"]["bytes"] / end["sum_received"]["seconds"] / 1e6
+    finally:
+        peers.stop_process(server)
+
+
+def _curl(url: str, user: str, password: str, tls: bool, upload: Path | None, client_popen: Popen,
+          timeout: float) -> float:
+    argv = ["curl", "-sS", "-k", "-u", f"{user}:{password}", "--max-time", str(int(timeout)),
+            "-w", "%{size_download} %{size_upload} %{time_pretransfer} %{time_total}"]
+    if tls:
+        # TLS 1.2: curl 7.88 uploads to vsftpd 3.0.3 under TLS 1.3 fail most of the time (426).
+        argv += ["--ssl-reqd", "--tls-max", "1.2"]
+    argv += ["-T", str(upload), url] if upload else [url, "-o", os.devnull]
+    rc, out, err = _client(client_popen, argv, timeout + 5)
+    if rc != 0:
+        raise LabError(f"curl failed (rc {rc}): {err.strip()[-300:]}")
+    down, up, pre, total = (float(x) for x in out.split())
+    return (down + up) / (total - pre) / 1e6
+
+
+def _ftlab_client(url: str, tls: bool, upload: Path | None, ca: Path, client_popen: Popen,
+                  timeout: float, size: int) -> float:
+    argv = [sys.executable, "-m", "lab.cli", "client", url, "--json", "--timeout", str(int(timeout)),
+            "--security", "tls" if tls else "plain", "--data", "pasv", "--ca", str(ca)]
+    argv += ["put", str(upload)] if upload else ["get", "-o", os.devnull]
+    rc, out, err = _client(client_popen, argv, timeout + 5)
+    try:
+        result = json.loads(out)
+    except json.JSONDecodeError:
+        raise LabError(f"ftlab client failed (rc {rc}): {(err or out).strip()[-300:]}") from None
+    if result.get("outcome") != "ok" or result.get("bytes") != size:
+        raise LabError(f"ftlab client: {result.get('stage')}: {result.get('reason')}")
+    return float(result["mbps"])
+
+
+class _FtlabServer:
+    """`ftlab server` in a process of its own (as a user would run it)."""
+
+    def __init__(self, host: str, root: Path, cert: Path, key: Path, popen: Popen, work: Path):
+        self.port = peers.free_port()
+        self.user, self.password = "bench", "bench-pw"
+        lo, hi = peers.free_port_range(10)
+        ftpdata = work / "ftp.data"
+        ftpdata.write_text(f"PASSIVEDATAPORTS ({lo},{hi})\nLOGINDELAY 0\n")
+        self.log = work / "ftlab-server.log"
+        argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{host}:{self.port}",
+                "--root", str(root), "--user", f"{self.user}:{self.password}", "--cert", str(cert),
+                "--key", str(key), "--ftpdata", str(ftpdata), "--quiet"]
+        with open(self.log, "ab") as out:
+            self.proc = popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+        try:
+            peers.wait_listening(self.proc, self.port, self.log)
+        except BaseException:
+            peers.stop_process(self.proc)
+            raise
+
+    def stop(self) -> None:
+        peers.stop_process(self.proc)
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+def _payload(path: Path, size: int) -> None:
+    """`size` bytes that do not compress (TLS does not compress, but keep the disk honest)."""
+    with open(path, "wb") as f:
+        chunk = os.urandom(16 * MiB)
+        left = size
+        while left:
+            n = min(left, len(chunk))
+            f.write(chunk[:n])
+            left -= n
+
+
+def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOOPBACK,
+              server_popen: Popen = subprocess.Popen, client_popen: Popen = subprocess.Popen,
+              tools: tuple[str, ...] = ("iperf3", "curl+vsftpd", "ftlab"),
+              progress: Callable[[str], None] = lambda line: None, timeout: float = 120) -> BenchResult:
+    """Measure every tool x security x direction `runs` times, interleaved, and compute the ratios."""
+    for tool in ("iperf3", "curl", "vsftpd"):
+        if (tool in "".join(tools)) and (why := peers.missing(tool)):
+            raise LabError(f"benchmark needs {tool}: {why}")
+    work = Path(tempfile.mkdtemp(prefix="ftlab-bench-"))
+    work.chmod(0o755)
+    started: list = []
+    try:
+        pki.init_ca(work / "pki")
+        server_cert = pki.issue_server(work / "pki", "server", ips=[server_host])
+        ca = work / "pki" / "ca.pem"
+        source = work / "payload.bin"
+        _payload(source, size)
+
+        cells: dict[tuple[str, str, str], Measurement] = {}
+        for tool in tools:
+            for sec in ("plain", "tls"):
+                if tool == "iperf3" and sec == "tls":
+                    continue
+                for d in ("retr", "stor"):
+                    cells[(tool, sec, d)] = Measurement(tool, sec, d)
+
+        vsftpd = ftlab = None
+        if "curl+vsftpd" in tools:
+            vsftpd = peers.start_vsftpd(server_cert.cert, server_cert.key, force_tls=False,
+                                        host=server_host, popen=server_popen)
+            started.append(vsftpd)
+            os.link(source, vsftpd.root / "payload.bin")
+        if "ftlab" in tools:
+            root = work / "ftlab-root"
+            root.mkdir()
+            os.link(source, root / "payload.bin")
+            ftlab = _FtlabServer(server_host, root, server_cert.cert, server_cert.key, server_popen, work)
+            started.append(ftlab)
+
+        for run in range(runs):
+            for (tool, sec, d), cell in cells.items():
+                tls, retr = sec == "tls", d == "retr"
+                try:
+                    if tool == "iperf3":
+                        mbps = _iperf3(server_host, size, retr, server_popen, client_popen, timeout)
+                    elif tool == "curl+vsftpd":
+                        assert vsftpd is not None
+                        url = vsftpd.url("payload.bin" if retr else f"up-{run}.bin")
+                        mbps = _curl(url, vsftpd.user, vsftpd.password, tls, None if retr else source,
+                                     client_popen, timeout)
+                        (vsftpd.root / f"up-{run}.bin").unlink(missing_ok=True)
+                    else:
+                        assert ftlab is not None
+                        url = (f"ftp://{ftlab.user}:{ftlab.password}@{server_host}:{ftlab.port}/"
+                               + ("payload.bin" if retr else f"up-{run}.bin"))
+                        mbps = _ftlab_client(url, tls, None if retr else source, ca, client_popen,
+                                             timeout, size)
+                        (work / "ftlab-root" / f"up-{run}.bin").unlink(missing_ok=True)
+                except LabError as exc:
+                    mbps = 0.0
+                    cell.errors.append(str(exc))
+                cell.mbps.append(mbps)
+                progress(f"run {run + 1}/{runs}  {tool:12} {sec:5} {d}  {mbps:8.1f} MB/s")
+        ratios, meets = _ratios(cells)
+        return BenchResult(size, runs, f"{server_host} (client -> server)", list(cells.values()),
+                           ratios, meets)
+    finally:
+        for s in reversed(started):
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ratios(cells: dict[tuple[str, str, str], Measurement]) -> tuple[dict[str, float], dict[str, bool]]:
+    def med(tool: str, sec: str, d: str) -> float:
+        cell = cells.get((tool, sec, d))
+        return cell.median if cell else 0.0
+
+    ratios: dict[str, float] = {}
+    for d in ("retr", "stor"):
+        pairs = {"plain_vs_iperf3": (med("ftlab", "plain", d), med("iperf3", "plain", d)),
+                 "tls_vs_iperf3": (med("ftlab", "tls", d), med("iperf3", "plain", d)),
+                 "tls_vs_curl_vsftpd": (med("ftlab", "tls", d), med("curl+vsftpd", "tls", d)),
+                 "curl_vsftpd_plain_vs_iperf3": (med("curl+vsftpd", "plain", d), med("iperf3", "plain", d)),
+                 "curl_vsftpd_tls_vs_iperf3": (med("curl+vsftpd", "tls", d), med("iperf3", "plain", d))}
+        for name, (num, den) in pairs.items():
+            if num and den:
+                ratios[f"{d}.{name}"] = round(num / den, 3)
+    meets = {key: value >= TARGETS[key.split(".", 1)[1]] for key, value in ratios.items()
+             if key.split(".", 1)[1] in TARGETS}
+    return ratios, meets
+
+
+def format_result(result: BenchResult) -> str:
+    lines = [f"FTPS benchmark: {result.size / MiB:.0f} MiB per transfer, median of {result.runs} run(s), "
+             f"path {result.path}", "",
+             f"{'tool':14}{'security':10}{'RETR MB/s':>12}{'STOR MB/s':>12}"]
+    by_key = {(m.tool, m.security, m.direction): m for m in result.measurements}
+    for tool, sec in dict.fromkeys((m.tool, m.security) for m in result.measurements):
+        retr, stor = by_key.get((tool, sec, "retr")), by_key.get((tool, sec, "stor"))
+        label = "PROT P" if sec == "tls" else "plain"
+        lines.append(f"{tool:14}{label:10}{retr.median if retr else 0:12.1f}{stor.median if stor else 0:12.1f}")
+    lines += ["", f"{'ratio':34}{'RETR':>8}{'STOR':>8}   target"]
+    for name in ("plain_vs_iperf3", "tls_vs_iperf3", "tls_vs_curl_vsftpd", "curl_vsftpd_plain_vs_iperf3",
+                 "curl_vsftpd_tls_vs_iperf3"):
+        r, s = result.ratios.get(f"retr.{name}"), result.ratios.get(f"stor.{name}")
+        target = f">= {TARGETS[name]}" if name in TARGETS else ""
+        verdicts = " ".join("ok" if result.meets_targets.get(f"{d}.{name}") else "MISSED"
+                            for d in ("retr", "stor") if f"{d}.{name}" in result.meets_targets)
+        lines.append(f"{name:34}{_fmt(r):>8}{_fmt(s):>8}   {target} {verdicts}".rstrip())
+    errors = [f"{m.tool} {m.security} {m.direction}: {e}" for m in result.measurements for e in m.errors]
+    if errors:
+        lines += ["", "errors:", *(f"  {e}" for e in errors)]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.ftps.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256, help="MiB per transfer (default 256)")
+    parser.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
+    parser.add_argument("--tools", default="iperf3,curl+vsftpd,ftlab", help="comma-separated subset")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = run_bench(args.size * MiB, args.runs, tools=tuple(args.tools.split(",")),
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except LabError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
