@@ -1,0 +1,401 @@
+"""`ftlab server`, `ftlab client`, `ftlab ca`: the lab's FTPS endpoints and its PKI on the command line.
+
+    ftlab server --listen 0.0.0.0:2121 --root /srv/ftp --user alice:secret --cert s.pem --key s.key
+    ftlab client ftp://alice:secret@10.0.0.2:2121/file.bin get -o file.bin --security tls --data epsv
+    ftlab ca init ./pki ; ftlab ca issue ./pki --server srv --ip 10.0.0.2 ; ftlab ca issue ./pki --client alice
+
+The client exits with a distinct code per failure stage (EXIT_CODES, also in `ftlab client --help`
+and lab/ftps/README.md) and always prints a one-line reason; `--json` prints one JSON object instead,
+for the matrix runner. Nothing here prints a traceback: bad input is an InputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from lab.errors import InputError, LabError, Problem
+
+SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
+DATA_MODES = ("pasv", "epsv", "port", "eprt")
+
+# Client exit codes, one per failure stage of lab.ftps.client (documented in --help and README).
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "usage": 2,           # bad arguments, URL or FTP.DATA file
+    "connect": 10,        # TCP connection to the server failed, or no/invalid greeting
+    "tls": 11,            # AUTH refused, TLS handshake or certificate failed, CCC failed
+    "login": 12,          # USER/PASS refused (or a policy forbids this login)
+    "data-setup": 13,     # PBSZ/PROT/TYPE/PASV/EPSV/PORT/EPRT refused or unparseable
+    "data-connect": 14,   # the data connection could not be made or accepted (or its TLS)
+    "transfer": 15,       # RETR/STOR/LIST refused, or the data stream ended early / failed
+    "verify": 16,         # the transfer ended but its size or checksum is wrong
+    "internal": 3,        # anything else the lab itself could not do
+}
+EXIT_HELP = "\n".join(f"  {code:3}  {stage}" for stage, code in sorted(EXIT_CODES.items(), key=lambda x: x[1]))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_server(sub)
+    _register_client(sub)
+    _register_ca(sub)
+
+
+# -- shared parsing -------------------------------------------------------------------------------
+
+def parse_hostport(text: str, what: str, default_port: int | None = None) -> tuple[str, int]:
+    """ADDR:PORT (or [v6]:PORT, or ADDR when a default port exists) -> (addr, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, ""
+    host = host.strip("[]")
+    if not port:
+        if default_port is None:
+            raise InputError([Problem("<command line>", 0, what, f"{text!r} is not ADDR:PORT")])
+        return (host or "0.0.0.0"), default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError([Problem("<command line>", 0, what, f"{text!r}: port must be 0..65535")])
+    return (host or "0.0.0.0"), int(port)
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name:
+        raise InputError([Problem("<command line>", 0, "--user", "want NAME:PASSWORD (the password is never logged)")])
+    return name, password
+
+
+def _existing(path: Path | None, what: str) -> Path | None:
+    if path is not None and not path.is_file():
+        raise InputError([Problem(str(path), 0, what, "no such file")])
+    return path
+
+
+def mask_password(line: str) -> str:
+    """A control line for a log: the argument of PASS (and of ACCT) is never shown."""
+    verb = line.split(" ", 1)[0].upper()
+    return f"{line.split(' ', 1)[0]} ****" if verb in ("PASS", "ACCT") and " " in line else line
+
+
+# -- server ---------------------------------------------------------------------------------------
+
+def _register_server(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="run the lab's FTPS server in the foreground",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run the lab's FTP/FTPS server in the foreground. Every command and "
+                       "reply is logged with a timestamp (passwords masked). Stop it with Ctrl-C or SIGTERM.",
+                       epilog="Security, passive range and the other z/OS statements come from --ftpdata "
+                       "(FTP.DATA syntax: one statement a line, ';' comments), e.g.\n"
+                       "  SECURE_FTP REQUIRED\n  PASSIVEDATAPORTS (60000,60100)\n  TLSPORT 990")
+    p.add_argument("--listen", required=True, metavar="ADDR:PORT", help="control-connection address")
+    p.add_argument("--root", required=True, type=Path, help="directory the users see as /")
+    p.add_argument("--ftpdata", type=Path, metavar="FILE", help="z/OS FTP.DATA-style server statements")
+    p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
+                   help="a user (repeatable); the password is never logged")
+    p.add_argument("--cert", type=Path, metavar="FILE", help="server certificate (PEM) for TLS")
+    p.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
+    p.add_argument("--ca", type=Path, metavar="FILE",
+                   help="CA certificate(s) trusted for client certificates (SECURE_LOGIN)")
+    p.add_argument("--tls-listen", metavar="ADDR:PORT",
+                   help="also listen for implicit TLS here (z/OS TLSPORT; needs --cert/--key; "
+                   "SECUREIMPLICITZOS in --ftpdata picks the model)")
+    p.add_argument("--quiet", action="store_true", help="log only sessions and errors, not every command")
+    p.set_defaults(func=cmd_server)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from lab.ftps.config import ServerConfig, parse_ftpdata
+    from lab.ftps.server import FTPServer
+
+    listen = parse_hostport(args.listen, "--listen")
+    if not args.root.is_dir():
+        raise InputError([Problem(str(args.root), 0, "--root", "not a directory")])
+    if (args.cert is None) != (args.key is None):
+        raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
+    _existing(args.cert, "--cert")
+    _existing(args.key, "--key")
+    _existing(args.ca, "--ca")
+    config = parse_ftpdata(args.ftpdata, "server") if args.ftpdata else ServerConfig()
+    users = dict(parse_user(u) for u in args.user)
+    if not users:
+        raise InputError([Problem("<command line>", 0, "--user", "give at least one NAME:PASSWORD")])
+    tls_listen = parse_hostport(args.tls_listen, "--tls-listen") if args.tls_listen else None
+
+    log = _Log(sys.stdout, quiet=args.quiet)
+    try:
+        server = FTPServer(config, args.root, users, cert=args.cert, key=args.key, ca=args.ca,
+                           listen=listen, tls_listen=tls_listen, log=log)
+    except OSError as exc:
+        raise LabError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError([Problem("<command line>", 0, "--tls-listen", str(exc))]) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    where = "{}:{}".format(*server.address)
+    if server.tls_address:
+        where += " and {}:{} (implicit TLS)".format(*server.tls_address)
+    log.event(f"listening on {where}, root {args.root}, users {', '.join(sorted(users))}")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.event("stopping")
+        server.close()
+    return 0
+
+
+class _Log:
+    """The server's log, called with each event of lab.ftps.server: one line per command, reply
+    and session event, with a UTC timestamp. The server masks passwords; mask_password is applied
+    again so that no log line can ever carry one."""
+
+    def __init__(self, stream, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict) -> None:
+        direction = event.get("dir", "info")
+        if self.quiet and direction != "info":
+            return
+        line = str(event.get("line", ""))
+        if direction == "C>S":
+            line = "> " + mask_password(line)
+        elif direction == "S>C":
+            line = "< " + line
+        self._write(event.get("ts", time.time()), f"[{event.get('session', '-')} {event.get('peer', '')}] {line}")
+
+    def event(self, text: str) -> None:
+        self._write(time.time(), f"[-] {text}")
+
+    def _write(self, ts: float, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+        with self._lock:
+            self.stream.write(f"{stamp} {text}\n")
+            self.stream.flush()
+
+
+# -- client ---------------------------------------------------------------------------------------
+
+def _register_client(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("client", help="run one FTP/FTPS transfer with the lab's client",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Connect, log in, do one transfer, print bytes, SHA-256 and MB/s.",
+                       epilog="URL: ftp://[USER[:PASSWORD]@]HOST[:PORT]/PATH (ftps:// = implicit TLS). "
+                       "The password may also come from --password or $FTLAB_PASSWORD.\n\n"
+                       f"exit codes (stage of the first failure):\n{EXIT_HELP}")
+    p.add_argument("url", help="ftp://user:password@host:port/path")
+    p.add_argument("--security", choices=SECURITY,
+                   help="plain | tls (AUTH TLS, PBSZ 0, PROT P) | tls-ccc (tls, then CCC after login) | "
+                   "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake). "
+                   "Default: implicit for ftps://, else as --ftpdata says (plain)")
+    p.add_argument("--data", choices=DATA_MODES, default="pasv", help="data-connection mode (default pasv)")
+    p.add_argument("--ftpdata", type=Path, metavar="FILE", help="z/OS FTP.DATA-style client statements")
+    p.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate(s) to verify the server with")
+    p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    p.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+    p.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
+    p.add_argument("--password", help="password (instead of the URL or $FTLAB_PASSWORD)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for connect+login and per reply (default 30)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print the control-connection transcript")
+    p.add_argument("--json", action="store_true", help="print one JSON object (for scripts); exit code as usual")
+    ops = p.add_subparsers(dest="op", metavar="get|put|ls", required=True)
+    g = ops.add_parser("get", help="download the URL's path")
+    g.add_argument("-o", "--output", type=Path, help="local file (default: the path's last name; - = stdout)")
+    u = ops.add_parser("put", help="upload FILE to the URL's path (a path ending in / gets FILE's name)")
+    u.add_argument("file", type=Path)
+    ops.add_parser("ls", help="list the URL's path (LIST)")
+    p.set_defaults(func=cmd_client)
+
+
+@dataclass
+class Target:
+    scheme: str
+    host: str
+    port: int | None
+    user: str
+    password: str
+    path: str
+
+
+def parse_url(url: str, password: str | None = None) -> Target:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ftp", "ftps") or not parts.hostname:
+        raise InputError([Problem("<command line>", 0, "URL",
+                                  f"{url!r} is not ftp://[user[:password]@]host[:port]/path")])
+    try:
+        port = parts.port
+    except ValueError:
+        raise InputError([Problem("<command line>", 0, "URL", f"{url!r}: bad port")]) from None
+    user = unquote(parts.username) if parts.username else "anonymous"
+    pw = password if password is not None else (
+        unquote(parts.password) if parts.password is not None else os.environ.get("FTLAB_PASSWORD", ""))
+    path = unquote(parts.path)
+    return Target(parts.scheme, parts.hostname, port, user, pw, path.removeprefix("/"))
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        return _client(args)
+    except InputError as exc:
+        if args.json:
+            print(json.dumps(_json_result(args, "failed", "usage", str(exc), None, started)))
+            return EXIT_CODES["usage"]
+        raise
+
+
+def _client(args: argparse.Namespace) -> int:
+    from lab.ftps.client import FTPClient, FTPError
+    from lab.ftps.config import ClientConfig, parse_ftpdata
+
+    target = parse_url(args.url, args.password)
+    config = parse_ftpdata(args.ftpdata, "client") if args.ftpdata else ClientConfig()
+    security = args.security or ("implicit" if target.scheme == "ftps" else None)
+    if (args.cert is None) != (args.key is None):
+        raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
+    for path, what in ((args.ca, "--ca"), (args.cert, "--cert"), (args.key, "--key")):
+        _existing(path, what)
+    if args.op == "put":
+        _existing(args.file, "put FILE")
+    transcript: list[str] = []
+
+    def on_line(direction: str, line: str) -> None:
+        shown = f"{direction} {mask_password(line) if direction == '>' else line}"
+        transcript.append(shown)
+        if args.verbose and not args.json:
+            print(shown, file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    client = FTPClient(config, security=security, data=args.data, ca=args.ca, cert=args.cert,
+                       key=args.key, verify=not args.insecure, timeout=args.timeout, on_line=on_line)
+    try:
+        with client.session(target.host, target.port, target.user, target.password):
+            if args.op == "get":
+                out = args.output or Path(Path(target.path).name or "download")
+                result = client.get(target.path, None if str(out) == "-" else out)
+            elif args.op == "put":
+                dest = target.path if target.path and not target.path.endswith("/") else target.path + args.file.name
+                result = client.put(args.file, dest)
+            else:
+                result = client.ls(target.path)
+    except FTPError as exc:
+        stage = exc.stage if exc.stage in EXIT_CODES else "internal"
+        if args.json:
+            print(json.dumps(_json_result(args, "failed", stage, exc.reason, exc.code, started, transcript=transcript)))
+        else:
+            code = f" (reply {exc.code})" if exc.code else ""
+            print(f"ftlab client: {stage} failed{code}: {exc.reason}", file=sys.stderr)
+        return EXIT_CODES[stage]
+    except OSError as exc:           # a local file could not be read or written
+        reason = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        if args.json:
+            print(json.dumps(_json_result(args, "failed", "internal", reason, None, started, transcript=transcript)))
+        else:
+            print(f"ftlab client: {reason}", file=sys.stderr)
+        return EXIT_CODES["internal"]
+
+    if args.json:
+        print(json.dumps(_json_result(args, "ok", None, "", None, started, result, transcript)))
+    else:
+        if args.op == "ls" and getattr(result, "listing", None) is not None:
+            sys.stdout.write(result.listing)
+        print(f"{result.bytes} bytes  sha256 {result.sha256}  {result.seconds:.3f} s  {result.mbps:.1f} MB/s",
+              file=sys.stderr if args.op == "get" and str(args.output) == "-" else sys.stdout)
+    return 0
+
+
+def _json_result(args: argparse.Namespace, outcome: str, stage: str | None, reason: str, code: int | None,
+                 started: float, result=None, transcript: list[str] | None = None) -> dict:
+    return {
+        "outcome": outcome,
+        "stage": stage,
+        "reason": reason,
+        "code": code,
+        "exit_code": EXIT_CODES.get(stage or "ok", 3),
+        "op": args.op,
+        "security": args.security,
+        "data": args.data,
+        "bytes": getattr(result, "bytes", 0),
+        "sha256": getattr(result, "sha256", None),
+        "seconds": round(getattr(result, "seconds", 0.0), 6),
+        "mbps": round(getattr(result, "mbps", 0.0), 3),
+        "elapsed": round(time.monotonic() - started, 6),
+        "transcript": transcript or [],
+    }
+
+
+# -- ca -------------------------------------------------------------------------------------------
+
+def _register_ca(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ca", help="the lab PKI: a CA, server and client certificates")
+    ops = p.add_subparsers(dest="ca_op", metavar="init|issue", required=True)
+    i = ops.add_parser("init", help="create the CA (DIR/ca.pem, DIR/ca.key) unless it exists")
+    i.add_argument("dir", type=Path)
+    i.add_argument("--name", default="FTPS Lab CA", help="the CA's common name")
+    i.set_defaults(func=cmd_ca_init)
+    s = ops.add_parser("issue", help="issue a server (--server) or client (--client) certificate")
+    s.add_argument("dir", type=Path)
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--server", metavar="NAME", help="server certificate DIR/NAME.pem + .key")
+    who.add_argument("--client", metavar="USER", help="client certificate DIR/client-USER.pem + .key (CN=USER)")
+    s.add_argument("--ip", action="append", default=[], metavar="ADDR", help="server address (repeatable)")
+    s.add_argument("--dns", action="append", default=[], metavar="NAME", help="server DNS name (repeatable)")
+    s.add_argument("--days", type=int, default=365)
+    s.set_defaults(func=cmd_ca_issue)
+
+
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from lab.ftps import pki
+
+    existed = (args.dir / "ca.pem").exists()
+    issued = _pki(lambda: pki.init_ca(args.dir, args.name), args.dir)
+    print(f"{'kept existing' if existed else 'created'} CA {issued.cert} (key {issued.key}, mode 0600)")
+    return 0
+
+
+def cmd_ca_issue(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from lab.ftps import pki
+
+    if not (args.dir / "ca.pem").exists():
+        raise InputError([Problem(str(args.dir), 0, "ca", f"no CA here: run `ftlab ca init {args.dir}` first")])
+    for ip in args.ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise InputError([Problem("<command line>", 0, "--ip", f"{ip!r} is not an IP address")]) from None
+    if args.client and (args.ip or args.dns):
+        raise InputError([Problem("<command line>", 0, "--ip/--dns", "only for --server certificates")])
+    if args.days < 1:
+        raise InputError([Problem("<command line>", 0, "--days", "must be at least 1")])
+    if args.server:
+        issued = _pki(lambda: pki.issue_server(args.dir, args.server, ips=args.ip, dns=args.dns,
+                                               days=args.days), args.dir)
+    else:
+        issued = _pki(lambda: pki.issue_client(args.dir, args.client, days=args.days), args.dir)
+    print(f"issued {issued.cert} (key {issued.key}, mode 0600), fingerprint {pki.fingerprint(issued.cert)}")
+    return 0
+
+
+def _pki(make, directory: Path):
+    try:
+        return make()
+    except OSError as exc:
+        raise LabError(f"{exc.filename or directory}: {exc.strerror or exc}") from None
+    except ValueError as exc:       # e.g. a CA file that is not PEM
+        raise InputError([Problem(str(directory), 0, "ca", str(exc))]) from None
