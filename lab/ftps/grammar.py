@@ -111,6 +111,11 @@ class ReplyReader:
             if reply:
                 replies.append(reply)
 
+    @property
+    def in_multiline(self) -> bool:
+        """Inside a multi-line reply (its text lines are not replies of their own)."""
+        return self._code is not None
+
     def _line(self, line: str) -> Reply | None:
         m = _REPLY_START.match(line)
         if self._code is None:

@@ -1,0 +1,355 @@
+"""The scapy ALG: a NAT router's FTP application-level gateway on NFQUEUE 10.
+
+    python -m nat.alg --config FILE
+
+Only control-channel packets (TCP 21, 990, configured control ports) are queued to this process;
+data connections are forwarded and NATed by the kernel. For an announcement made by a host on the
+inside (the packet did not arrive on the outside interface):
+
+- PORT/EPRT from a client, 227 from a server: the address becomes the NAT's outside address and
+  the port a mapped port (the same one when free); 229 (port only) is rewritten only when the port
+  had to change;
+- the data connection's mapping is installed in the kernel before the rewritten line leaves:
+  a DNAT rule  peer -> outside:port  =>  inside host:port, restricted to the control connection's
+  peer, removed after first use or after its lifetime;
+- TCP seq/ack/SACK stay consistent for the rest of the connection (nat.seqadj).
+
+Nothing is opened for an announcement that names another host than its sender, comes from the
+wrong side, does not parse, or sits anywhere but at the start of a line (nat.ctrlstream finds
+them). TLS bytes are never changed; after CCC inspection resumes on the first plaintext line.
+
+Divert point: the queue rule is in the `raw` table's PREROUTING, i.e. before conntrack. The
+kernel (conntrack, NAT, filter, TCP window tracking) then only ever sees the rewritten stream,
+whose segments are consistent with each other; rewriting after conntrack would show it one
+length and forward another. The one thing conntrack cannot get right by itself is the window
+check across our shift, hence net.netfilter.nf_conntrack_tcp_be_liberal=1 in the setup.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.ftps.grammar import HostPort, format_port_args
+from lab.model import Node, Topology
+from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
+from nat.device import DeviceSetup
+from nat.events import EventWriter
+from nat.seqadj import SeqMap
+from nat.tcpseg import Segment, parse, patch, rebuild
+
+QUEUE = 10
+MAP_CHAIN = "ALG-MAP"
+OTHER = {C2S: S2C, S2C: C2S}
+
+Runner = Callable[[list[str]], str]
+
+
+def run_checked(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+# -- data-connection mappings in the kernel ------------------------------------------------------
+
+@dataclass
+class Mapping:
+    peer: str
+    public_port: int
+    host: str
+    port: int
+    expires: float
+
+    def rule(self, outside: str) -> list[str]:
+        return ["-s", self.peer, "-d", outside, "-p", "tcp", "-m", "tcp", "--dport", str(self.public_port),
+                "-j", "DNAT", "--to-destination", f"{self.host}:{self.port}"]
+
+
+_COUNTED = re.compile(r"--dport (\d+) .*?-c (\d+) \d+")
+
+
+class Mappings:
+    """DNAT rules for announced data connections: allocated, installed, single-use, expiring."""
+
+    def __init__(self, outside: str, events: EventWriter, lifetime: float = 30.0,
+                 run: Runner = run_checked, chain: str = MAP_CHAIN,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.outside = outside
+        self.events = events
+        self.lifetime = lifetime
+        self.run = run
+        self.chain = chain
+        self.clock = clock
+        self.active: dict[int, Mapping] = {}
+
+    def allocate(self, preferred: int) -> int | None:
+        """The announced port when it is free, else the next free one (1024..65535)."""
+        port = preferred
+        for _ in range(65536):
+            if port not in self.active and port >= 1024:
+                return port
+            port = port + 1 if port < 65535 else 1024
+        return None
+
+    def open(self, peer: str, public_port: int, host: str, port: int) -> Mapping:
+        m = Mapping(peer, public_port, host, port, self.clock() + self.lifetime)
+        self.run(["iptables", "-t", "nat", "-A", self.chain, *m.rule(self.outside)])
+        self.active[public_port] = m
+        self.events.emit("mapping-open", public=f"{self.outside}:{public_port}", private=f"{host}:{port}",
+                         peer=peer, lifetime=self.lifetime)
+        return m
+
+    def _remove(self, m: Mapping, why: str) -> None:
+        self.active.pop(m.public_port, None)
+        try:
+            self.run(["iptables", "-t", "nat", "-D", self.chain, *m.rule(self.outside)])
+        except RuntimeError as exc:
+            self.events.emit("error", message=f"removing mapping {m.public_port}: {exc}")
+        self.events.emit(f"mapping-{why}", public=f"{self.outside}:{m.public_port}",
+                         private=f"{m.host}:{m.port}", peer=m.peer)
+
+    def poll(self) -> None:
+        """Retire used mappings (their rule counted a packet) and expired ones."""
+        if not self.active:
+            return
+        listing = self.run(["iptables", "-t", "nat", "-S", self.chain, "-v"])
+        used = {int(p) for p, pkts in _COUNTED.findall(listing) if int(pkts) > 0}
+        now = self.clock()
+        for m in list(self.active.values()):
+            if m.public_port in used:
+                self._remove(m, "used")
+            elif now > m.expires:
+                self._remove(m, "expired")
+
+    def close(self) -> None:
+        for m in list(self.active.values()):
+            self._remove(m, "expired")
+
+
+# -- the rewriting engine (pure but for the Mappings it is given) -------------------------------
+
+@dataclass
+class Verdict:
+    action: str                 # "accept" | "drop"
+    packet: bytes | None = None  # None: forward unchanged
+
+
+ACCEPT = Verdict("accept")
+
+
+class AlgEngine:
+    """Turns each control segment into what to forward. One per ALG process."""
+
+    def __init__(self, device: str, outside: str, control_ports: list[int], events: EventWriter,
+                 mappings: Mappings, drop_first_rewrite: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.device = device
+        self.outside = outside
+        self.events = events
+        self.mappings = mappings
+        self.tracker = ControlTracker(control_ports, hold=True, clock=clock)
+        self.drop_first_rewrite = drop_first_rewrite    # test hook: lose one rewritten segment
+        self.stats = {"packets": 0, "rewrites": 0, "gaps": 0, "test_drops": 0}
+
+    def process(self, seg: Segment, from_outside: bool) -> Verdict:
+        self.stats["packets"] += 1
+        got = self.tracker.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
+                                   seg.syn, seg.fin, seg.rst)
+        if got is None:
+            return ACCEPT
+        conn, direction, fed = got
+        if fed.status == "gap":
+            # Bytes before this segment never reached us: we cannot know its line boundaries.
+            # TCP resends it once the hole is filled.
+            self.stats["gaps"] += 1
+            return Verdict("drop")
+        maps = conn.device.setdefault("maps", {C2S: SeqMap(), S2C: SeqMap()})
+        rewrote = False
+        for finding in fed.findings:
+            rewrote |= self._act(conn, direction, finding, seg, from_outside, maps[direction])
+        if rewrote and self.drop_first_rewrite:
+            self.drop_first_rewrite = False
+            self.stats["test_drops"] += 1
+            return Verdict("drop")
+        return self._forward(conn, direction, fed.start, seg, maps)
+
+    def _forward(self, conn: Conn, direction: str, start: int, seg: Segment, maps: dict) -> Verdict:
+        half, other = conn.halves[direction], conn.halves[OTHER[direction]]
+        smap, omap = maps[direction], maps[OTHER[direction]]
+        if not smap.units and not omap.units and not half.holding:
+            return ACCEPT                     # nothing moved on this connection: the common case
+        if seg.payload:
+            out_off, payload = smap.segment(start, seg.payload, half.held_start)
+        else:
+            out_off, payload = smap.position(start, half.held_start), b""
+        seq = half.seq(out_off - (1 if seg.syn else 0))
+        ack, sack = seg.ack, None
+        if seg.has_ack and other.base is not None:
+            ack = other.seq(omap.to_orig(other.offset(seg.ack)))
+            blocks = seg.sack_blocks()
+            if blocks:
+                sack = [(other.seq(omap.to_orig(other.offset(a))), other.seq(omap.to_orig(other.offset(b))))
+                        for a, b in blocks]
+        if payload == seg.payload:
+            if seq == seg.seq and ack == seg.ack and sack is None:
+                return ACCEPT
+            return Verdict("accept", patch(seg, seq, ack, sack))
+        return Verdict("accept", rebuild(seg, seq, ack, sack, payload))
+
+    # -- findings ---------------------------------------------------------------------------------
+    def _act(self, conn: Conn, direction: str, f: Finding, seg: Segment, from_outside: bool,
+             smap: SeqMap) -> bool:
+        cid = str(conn.id)
+        new_line = None
+        if f.kind == "tls-start":
+            self.events.emit("tls-detected", conn=cid, direction=direction)
+        elif f.kind == "tls-end":
+            self.events.emit("ccc", conn=cid, direction=direction)
+        elif f.kind in ("malformed", "ignored", "overlong"):
+            self.events.emit("error", conn=cid, direction=direction,
+                             message=f"{f.message}; not rewritten, nothing opened",
+                             line=f.line[:120].decode("ascii", "replace").rstrip())
+        elif f.kind == "announcement" and not from_outside:
+            new_line = self._translate(cid, f, seg)
+        if new_line is not None:
+            smap.add(f.start, f.end, new_line)
+            self.stats["rewrites"] += 1
+            return True
+        if f.held and f.end > f.start:
+            smap.add(f.start, f.end, f.line)   # held back earlier: goes out whole, unchanged
+        return False
+
+    def _translate(self, cid: str, f: Finding, seg: Segment) -> bytes | None:
+        ann = f.ann
+        assert ann is not None
+        sender, peer = seg.src, seg.dst
+        text = f.line.decode("ascii", "replace").rstrip()
+        if ann.host is not None and ann.host != sender:
+            self.events.emit("error", conn=cid, line=text,
+                             message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
+                                     "not rewritten, nothing opened")
+            return None
+        port = self.mappings.allocate(ann.port)
+        if port is None:
+            self.events.emit("error", conn=cid, line=text, message="no free port for the mapping")
+            return None
+        s, e = ann.span
+        old = f.line[s:e]
+        if ann.kind in ("PORT", "227"):
+            new = format_port_args(HostPort(self.outside, port)).encode()
+        else:
+            d = old[:1].decode("ascii", "replace")
+            new = (f"{d}1{d}{self.outside}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
+        try:
+            self.mappings.open(peer, port, sender, ann.port)
+        except RuntimeError as exc:
+            self.events.emit("error", conn=cid, line=text, message=f"mapping not installed: {exc}")
+            return None
+        line = f.line[:s] + new + f.line[e:]
+        if line == f.line:
+            return None
+        self.events.emit("rewrite", conn=cid, before=text, after=line.decode("ascii", "replace").rstrip(),
+                         **{"from": f"{sender}:{ann.port}", "to": f"{self.outside}:{port}"})
+        return line
+
+
+# -- setup (pure, called by LabNet) --------------------------------------------------------------
+
+def control_ports(node: Node, topology: Topology) -> list[int]:
+    ports = set(node.nat.control_ports if node.nat else [21, 990])
+    ports |= {topology.ftp.control_port, topology.ftp.implicit_port}
+    return sorted(ports)
+
+
+def queue_rules(ports: list[int], queue: int, table: str, chain: str) -> list[list[str]]:
+    """Queue the control channel, both directions, to `queue`."""
+    spec = ",".join(str(p) for p in ports)
+    return [["iptables", "-t", table, "-A", chain, "-p", "tcp", "-m", "multiport", f"--{way}", spec,
+             "-j", "NFQUEUE", "--queue-num", str(queue)] for way in ("dports", "sports")]
+
+
+def config_path(events: Path, node: Node, program: str) -> Path:
+    return Path(events).parent / f"{node.name}-{program}.json"
+
+
+def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
+    if node.nat is None:
+        raise ValueError(f"{node.name} has no nat: section, the ALG has nothing to do")
+    outside = next((i for i in node.interfaces if i.name == node.nat.outside), None)
+    if outside is None:
+        raise ValueError(f"{node.name}: nat.outside {node.nat.outside!r} is not one of its interfaces")
+    ports = control_ports(node, topology)
+    conf = config_path(events, node, "alg")
+    rules = [
+        *queue_rules(ports, QUEUE, "raw", "PREROUTING"),
+        ["iptables", "-t", "nat", "-N", MAP_CHAIN],
+        ["iptables", "-t", "nat", "-I", "PREROUTING", "1", "-j", MAP_CHAIN],
+        # The mapped data connections were DNATed by us: let them through the router.
+        ["iptables", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
+    ]
+    return DeviceSetup(
+        iptables=rules,
+        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
+        argv=[sys.executable, "-m", "nat.alg", "--config", str(conf)],
+        config={"device": node.name, "events": str(events), "queue": QUEUE, "control_ports": ports,
+                "outside_interface": outside.name, "outside_address": str(outside.address.ip),
+                "lifetime": 30.0},
+    )
+
+
+# -- the process -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    import socket
+
+    from nat.nfq import load_config, serve
+
+    cfg = load_config(argv, "nat.alg")
+    events = EventWriter(cfg.get("events"), cfg["device"])
+    mappings = Mappings(cfg["outside_address"], events, float(cfg.get("lifetime", 30.0)),
+                        chain=cfg.get("map_chain", MAP_CHAIN))
+    engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,
+                       drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")))
+    outside_index = socket.if_nametoindex(cfg["outside_interface"])
+
+    def on_packet(pkt) -> None:
+        try:
+            seg = parse(pkt.get_payload())
+            verdict = ACCEPT if seg is None else engine.process(seg, pkt.indev == outside_index)
+        except Exception as exc:   # a bug must not take the router down: forward as is, say so
+            events.emit("error", message=f"ALG failed on a packet: {exc!r}")
+            pkt.accept()
+            return
+        if verdict.action == "drop":
+            pkt.drop()
+            return
+        if verdict.packet is not None:
+            pkt.set_payload(verdict.packet)
+        pkt.accept()
+
+    def tick() -> None:
+        try:
+            mappings.poll()
+        except RuntimeError as exc:
+            events.emit("error", message=str(exc))
+        engine.tracker.expire()
+
+    try:
+        serve({int(cfg.get("queue", QUEUE)): on_packet}, tick, period=0.02,
+              on_ready=lambda: events.emit("ready", queue=int(cfg.get("queue", QUEUE))))
+    finally:
+        mappings.close()
+        events.close()
+        print(f"nat.alg: {engine.stats}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

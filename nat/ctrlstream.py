@@ -1,0 +1,379 @@
+"""The control-channel tracker shared by the ALG and the dynamic filter (pure: no sockets).
+
+A device sees an FTP control connection as TCP segments, not lines. This module turns the
+segments of each direction back into the byte stream, in sequence order (retransmissions and
+overlaps are parsed once; a segment beyond a gap is reported so the device can drop it and let
+TCP resend), and finds in that stream what a device acts on:
+
+- announcements: PORT/EPRT from the client, single-line 227/229 from the server, each only at the
+  START of a line (`RETR PORT 1,2,3,4,5,6` or a text line of a multi-line reply never match),
+  parsed by lab.ftps.grammar, the one FTP grammar of the project;
+- TLS: a line that starts with a TLS record byte (after AUTH TLS -> 234, or from the first byte on
+  an implicit port) switches the direction to TLS; TLS records are then skipped by their length
+  field, never read as text;
+- the end of TLS (CCC): a record boundary followed by a byte that cannot start a TLS record is the
+  first plaintext byte, and inspection resumes right there. The kernel's nf_conntrack_ftp only
+  looks at segments that start right after a newline it saw, so it misses that first line.
+
+Holding: when a segment ends inside a line that may still become an announcement ("PO", "227 (10,0"),
+`held_start` says where it starts. The ALG leaves those bytes out of the segment it forwards and
+sends the whole (rewritten) line with the segment that completes it; see nat.seqadj.
+
+Memory is bounded: a line longer than MAX_LINE is skipped to its end, a held line longer than
+HOLD_LIMIT is released unrewritten, and the connection table has a size limit and idle expiry.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lab.ftps.grammar import (
+    MAX_LINE,
+    Announcement,
+    GrammarError,
+    ReplyReader,
+    command_announcement,
+    is_tls_record,
+    reply_announcement,
+)
+
+C2S = "c2s"   # client -> server: commands
+S2C = "s2c"   # server -> client: replies
+
+HOLD_LIMIT = 512          # an announcement line is short; longer held lines are released as they are
+TLS_TYPES = frozenset((0x14, 0x15, 0x16, 0x17, 0x18))   # change_cipher_spec .. heartbeat
+MASK32 = 0xFFFFFFFF
+
+_CANDIDATES = {C2S: (b"PORT ", b"EPRT "), S2C: (b"227 ", b"229 ")}
+_WRONG_SIDE = {C2S: re.compile(rb"^22[79][ -]"), S2C: re.compile(rb"^(PORT|EPRT) ", re.I)}
+
+
+def _may_be_announcement(direction: str, prefix: bytes) -> bool:
+    """Could a line starting with these bytes still turn out to be an announcement?"""
+    head = prefix[:5].upper()
+    return any(p.startswith(head) or head.startswith(p) for p in _CANDIDATES[direction])
+
+
+@dataclass(frozen=True)
+class ConnId:
+    client: str
+    cport: int
+    server: str
+    sport: int
+
+    def __str__(self) -> str:
+        return f"{self.client}:{self.cport}>{self.server}:{self.sport}"
+
+
+@dataclass
+class Finding:
+    """Something the tracker found in one direction's stream.
+
+    kind: "announcement" (ann is set), "held-line" (a line that was held back and is complete or
+    released, unchanged), "malformed" / "ignored" / "overlong" (message says why; nothing to act on),
+    "tls-start", "tls-end".
+    start/end: stream offsets of the line (end exclusive); held: the line was held back across a
+    segment boundary, so whoever forwards the stream must send it now.
+    """
+
+    kind: str
+    start: int
+    end: int
+    line: bytes = b""
+    ann: Announcement | None = None
+    held: bool = False
+    message: str = ""
+
+
+@dataclass
+class Fed:
+    """What one segment was, relative to the stream: offsets [start, end), and what it revealed."""
+
+    start: int
+    end: int
+    status: str                  # "new" (some bytes not seen before), "old" (all seen), "gap" (beyond a hole)
+    findings: list[Finding] = field(default_factory=list)
+
+
+class HalfStream:
+    """One direction of one control connection."""
+
+    def __init__(self, direction: str, hold: bool = True) -> None:
+        self.direction = direction
+        self.hold = hold
+        self.base: int | None = None       # sequence number of stream offset 0
+        self.next = 0                      # offsets below this have been parsed
+        self.mode = "plain"                # plain | tls | skip (to the next newline)
+        self.line = bytearray()
+        self.line_start = 0
+        self.held_start: int | None = None
+        self._tls_hdr = bytearray()
+        self._tls_left = 0
+        self._replies = ReplyReader()
+        self.fin_at: int | None = None
+        self.tls_seen = False
+
+    # -- sequence numbers <-> stream offsets ------------------------------------------------
+    def start(self, seq: int, syn: bool) -> None:
+        """First segment seen: a SYN anchors offset 0 at seq+1; anything else starts mid-stream,
+        so the first (partial) line is skipped instead of being misread."""
+        self.base = (seq + 1) & MASK32 if syn else seq
+        if not syn:
+            self.mode = "skip"
+
+    def offset(self, seq: int) -> int:
+        """The stream offset of a sequence number, unwrapped around what was parsed last."""
+        assert self.base is not None
+        here = (self.base + self.next) & MASK32
+        diff = ((seq - here + 0x80000000) & MASK32) - 0x80000000
+        return self.next + diff
+
+    def seq(self, offset: int) -> int:
+        assert self.base is not None
+        return (self.base + offset) & MASK32
+
+    # -- feeding ------------------------------------------------------------------------------
+    def feed(self, start: int, data: bytes, fin: bool = False) -> Fed:
+        end = start + len(data)
+        if start > self.next:
+            return Fed(start, end, "gap")
+        findings: list[Finding] = []
+        status = "old"
+        if end > self.next:
+            status = "new"
+            self._parse(data[self.next - start:], self.next, findings)
+            self.next = end
+            self._end_of_segment(end, findings)
+        if fin and self.fin_at is None and end == self.next:
+            self.fin_at = end
+            self._release(end, findings, "connection closed inside a held line")
+        return Fed(start, end, status, findings)
+
+    @property
+    def holding(self) -> bool:
+        return self.held_start is not None
+
+    def _parse(self, data: bytes, pos: int, out: list[Finding]) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self.mode == "skip":
+                nl = data.find(b"\n", i)
+                if nl < 0:
+                    return
+                i = nl + 1
+                self.mode, self.line_start = "plain", pos + i
+                self.line.clear()
+            elif self.mode == "tls":
+                i = self._skip_tls(data, i, pos, out)
+            elif not self.line and data[i] in TLS_TYPES:
+                # A text line never starts with 0x14..0x18: this is a TLS record (AUTH TLS -> 234, or
+                # an implicit port). From here bytes are only counted, never read or changed.
+                self.mode = "tls"
+                self.tls_seen = True
+                out.append(Finding("tls-start", pos + i, pos + i,
+                                   message="TLS record" if is_tls_record(data[i:i + 3]) else "TLS-like byte"))
+            else:
+                nl = data.find(b"\n", i)
+                stop = n if nl < 0 else nl + 1
+                self.line += data[i:stop]
+                i = stop
+                if len(self.line) > MAX_LINE:
+                    self._overlong(pos + i, out)
+                elif nl >= 0:
+                    self._line_done(out)
+                    self.line_start = pos + i
+
+    def _skip_tls(self, data: bytes, i: int, pos: int, out: list[Finding]) -> int:
+        n = len(data)
+        while i < n:
+            if self._tls_left:
+                take = min(self._tls_left, n - i)
+                self._tls_left -= take
+                i += take
+                continue
+            if not self._tls_hdr and data[i] not in TLS_TYPES:
+                # A record boundary followed by text: TLS was shut down (CCC). Resume on this byte.
+                self.mode, self.line_start = "plain", pos + i
+                self.line.clear()
+                out.append(Finding("tls-end", pos + i, pos + i))
+                return i
+            take = min(5 - len(self._tls_hdr), n - i)
+            self._tls_hdr += data[i:i + take]
+            i += take
+            if len(self._tls_hdr) == 5:
+                self._tls_left = int.from_bytes(self._tls_hdr[3:5], "big")
+                self._tls_hdr.clear()
+        return i
+
+    def _line_done(self, out: list[Finding]) -> None:
+        line = bytes(self.line)
+        start, end = self.line_start, self.line_start + len(line)
+        held = self.held_start == start
+        self.held_start = None
+        self.line.clear()
+        finding = self._classify(line, start, end)
+        if finding is None and held:
+            finding = Finding("held-line", start, end, line)
+        if finding is not None:
+            finding.held = held
+            out.append(finding)
+
+    def _classify(self, line: bytes, start: int, end: int) -> Finding | None:
+        try:
+            if self.direction == C2S:
+                if _may_be_announcement(C2S, line):
+                    ann = command_announcement(line)
+                    if ann:
+                        return Finding("announcement", start, end, line, ann)
+            else:
+                in_reply = self._in_multiline()
+                self._feed_reply(line)
+                if not in_reply and _may_be_announcement(S2C, line):
+                    ann = reply_announcement(line)
+                    if ann:
+                        return Finding("announcement", start, end, line, ann)
+                if in_reply and _may_be_announcement(S2C, line) and len(line) > 4:
+                    return Finding("ignored", start, end, line,
+                                   message="227/229 text inside a multi-line reply")
+        except GrammarError as exc:
+            return Finding("malformed", start, end, line, message=str(exc))
+        if _WRONG_SIDE[self.direction].match(line):
+            side = "client" if self.direction == C2S else "server"
+            return Finding("ignored", start, end, line,
+                           message=f"{line[:4].decode('ascii', 'replace')} sent by the {side}: not its announcement")
+        return None
+
+    def _in_multiline(self) -> bool:
+        return self._replies.in_multiline
+
+    def _feed_reply(self, line: bytes) -> None:
+        try:
+            self._replies.feed(line if line.endswith(b"\n") else line + b"\n")
+        except GrammarError:
+            self._replies = ReplyReader()    # not a reply: forget the framing, start afresh
+
+    def _overlong(self, pos: int, out: list[Finding]) -> None:
+        out.append(Finding("overlong", self.line_start, pos, b"", held=self.held_start is not None,
+                           message=f"line longer than {MAX_LINE} bytes skipped"))
+        self.held_start = None
+        self.line.clear()
+        self.mode = "skip"
+
+    def _end_of_segment(self, end: int, out: list[Finding]) -> None:
+        """Decide whether the unfinished line (if any) is held back from this segment."""
+        if self.mode != "plain" or not self.line:
+            self._release(end, out, "")
+            return
+        if not self.hold:
+            return
+        if not _may_be_announcement(self.direction, bytes(self.line)) or (
+                self.direction == S2C and self._in_multiline()):
+            self._release(end, out, "")
+        elif len(self.line) > HOLD_LIMIT:
+            self._release(end, out, f"announcement line longer than {HOLD_LIMIT} bytes not rewritten",
+                          "overlong")
+            self.line.clear()
+            self.mode = "skip"
+        else:
+            self.held_start = self.line_start
+
+    def _release(self, end: int, out: list[Finding], why: str, kind: str = "held-line") -> None:
+        """Stop holding: the bytes held so far go out unchanged, with the current segment."""
+        if self.held_start is None:
+            return
+        out.append(Finding(kind, self.held_start, end,
+                           bytes(self.line[:end - self.held_start]), held=True, message=why))
+        self.held_start = None
+
+
+def ids_for(src: str, sport: int, dst: str, dport: int, control_ports: frozenset[int]
+            ) -> tuple[ConnId, str] | None:
+    """Which control connection and direction a TCP packet belongs to (None: not control)."""
+    if dport in control_ports:
+        return ConnId(src, sport, dst, dport), C2S
+    if sport in control_ports:
+        return ConnId(dst, dport, src, sport), S2C
+    return None
+
+
+class Conn:
+    """Both directions of one control connection, plus a slot for the device's own state."""
+
+    def __init__(self, cid: ConnId, hold: bool, now: float) -> None:
+        self.id = cid
+        self.halves = {C2S: HalfStream(C2S, hold), S2C: HalfStream(S2C, hold)}
+        self.last = now
+        self.closing_since: float | None = None
+        self.device: dict = {}
+
+    @property
+    def tls(self) -> bool:
+        """Is either direction currently encrypted (the device is blind)?"""
+        return any(h.mode == "tls" for h in self.halves.values())
+
+
+class ControlTracker:
+    """The table of control connections a device watches. Bounded: at most max_conns entries,
+    idle ones expire after `idle` seconds, closed ones `linger` seconds after FIN/RST."""
+
+    def __init__(self, control_ports: list[int] | frozenset[int], hold: bool = True,
+                 max_conns: int = 4096, idle: float = 3600.0, linger: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.control_ports = frozenset(control_ports)
+        self.hold = hold
+        self.max_conns = max_conns
+        self.idle = idle
+        self.linger = linger
+        self.clock = clock
+        self.conns: OrderedDict[ConnId, Conn] = OrderedDict()
+        self.evicted = 0
+
+    def segment(self, src: str, sport: int, dst: str, dport: int, seq: int, data: bytes,
+                syn: bool = False, fin: bool = False, rst: bool = False
+                ) -> tuple[Conn, str, Fed] | None:
+        """Feed one TCP segment. Returns the connection, the direction and what was found."""
+        which = ids_for(src, sport, dst, dport, self.control_ports)
+        if which is None:
+            return None
+        cid, direction = which
+        now = self.clock()
+        conn = self.conns.get(cid)
+        if conn is None or (syn and direction == C2S and conn.halves[C2S].base is not None
+                            and conn.halves[C2S].base != (seq + 1) & MASK32):
+            conn = self._new(cid, now)
+        self.conns.move_to_end(cid)
+        conn.last = now
+        half = conn.halves[direction]
+        if half.base is None:
+            half.start(seq, syn)
+        offset = half.offset(seq) + (1 if syn else 0)
+        fed = half.feed(offset, data, fin)
+        if (fin or rst) and conn.closing_since is None:
+            conn.closing_since = now
+        return conn, direction, fed
+
+    def _new(self, cid: ConnId, now: float) -> Conn:
+        self.expire(now)
+        while len(self.conns) >= self.max_conns:
+            self.conns.popitem(last=False)   # least recently used
+            self.evicted += 1
+        conn = Conn(cid, self.hold, now)
+        self.conns[cid] = conn
+        return conn
+
+    def expire(self, now: float | None = None) -> list[Conn]:
+        now = self.clock() if now is None else now
+        gone = [c for c in self.conns.values()
+                if now - c.last > self.idle
+                or (c.closing_since is not None and now - c.closing_since > self.linger)]
+        for c in gone:
+            del self.conns[c.id]
+        return gone
+
+    def between(self, a: str, b: str) -> list[Conn]:
+        """Control connections between two hosts (either one the client)."""
+        return [c for c in self.conns.values() if {c.id.client, c.id.server} == {a, b}]

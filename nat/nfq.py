@@ -1,0 +1,65 @@
+"""The process side shared by every device program: config, NFQUEUE loop, READY, SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def load_config(argv: list[str] | None, prog: str) -> dict:
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--config", required=True, type=Path, help="JSON config written by LabNet")
+    args = parser.parse_args(argv)
+    try:
+        return json.loads(args.config.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"{prog}: cannot read config {args.config}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(queues: dict[int, Callable], tick: Callable[[], None] | None = None,
+          period: float = 0.05, on_ready: Callable[[], None] | None = None) -> None:
+    """Bind each queue to its callback, print READY, handle packets until SIGTERM/SIGINT.
+
+    `tick` runs every `period` seconds (expiry, counters) between packets.
+    """
+    from netfilterqueue import NetfilterQueue
+
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    bound = []
+    try:
+        for num, callback in queues.items():
+            q = NetfilterQueue()
+            q.bind(num, callback, max_len=4096)
+            bound.append(q)
+        fds = {q.get_fd(): q for q in bound}
+        print("READY", flush=True)
+        if on_ready:
+            on_ready()
+        last_tick = time.monotonic()
+        while not stop:
+            try:
+                ready, _, _ = select.select(list(fds), [], [], period)
+            except InterruptedError:
+                continue
+            for fd in ready:
+                fds[fd].run(block=False)
+            if tick and time.monotonic() - last_tick >= period:
+                last_tick = time.monotonic()
+                tick()
+    finally:
+        for q in bound:
+            q.unbind()
