@@ -109,7 +109,7 @@ def test_ccc_resumes_on_first_plaintext_line():
         for cut in range(1, len(stream)):
             half = HalfStream(direction)
             found = feed_all(half, [stream[:cut], stream[cut:]])
-            kinds = [f.kind for f in found]
+            kinds = [f.kind for f in found if f.kind != "held-line"]
             assert kinds == ["tls-start", "tls-end", "announcement"], (cut, kinds)
 
 
