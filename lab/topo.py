@@ -202,6 +202,9 @@ class _Builder:
         self.nodes: dict[str, Node] = {}
         self.links_seen: list[Link] = []
         self.linked: set[str] = set()     # nodes named in a link, even one with problems
+        #: every (node, address) written in links, also in links dropped for a problem: checks
+        #: that depend on addresses stay quiet about those instead of repeating the link's problem
+        self.claimed: list[tuple[str, ipaddress.IPv4Interface]] = []
 
     # small helpers ------------------------------------------------------------------------
     def problem(self, line: int, field: str, message: str) -> None:
@@ -401,12 +404,15 @@ class _Builder:
             self.problem(line, field, f"{via} is {node.name}'s own address, not a next hop")
             return False
         if not any(via in net for net in subnets):
+            if any(via in a.network for n, a in self.claimed if n == node.name) or node.name not in self.linked:
+                return False   # its link has a problem of its own, or it has no link: reported already
             have = ", ".join(str(n) for n in subnets) or "none"
             self.problem(line, field, f"next hop {via} is not on a subnet connected to {node.name} "
                                       f"(its subnets: {have})")
             return False
         if not any(i.address.ip == via for n in self.nodes.values() for i in n.interfaces):
-            self.problem(line, field, f"next hop {via}: no node has this address")
+            if not any(a.ip == via for _, a in self.claimed):
+                self.problem(line, field, f"next hop {via}: no node has this address")
             return False
         return True
 
@@ -430,13 +436,15 @@ class _Builder:
             ends = []
             for end, addr in m.items():
                 end = str(end)
+                address = self.interface_address(addr, m.line_of(end), f"{field}.{end}")
+                if address is not None:
+                    self.claimed.append((end, address))
                 if end not in self.nodes:
                     close = difflib.get_close_matches(end, self.nodes, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     self.problem(m.line_of(end), f"{field}.{end}", f"unknown node {end!r}{hint}")
                     continue
                 self.linked.add(end)
-                address = self.interface_address(addr, m.line_of(end), f"{field}.{end}")
                 if address is not None:
                     ends.append((end, address))
             if len(ends) != 2:
@@ -565,7 +573,8 @@ class _Builder:
             if to is not None:
                 owner = next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == to), None)
                 if owner is None:
-                    self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
+                    if not any(a.ip == to for _, a in self.claimed):   # else its link is reported
+                        self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
                     to = None
                 elif owner.name not in inside:
                     self.problem(m.line_of("to"), f"{where}.to",

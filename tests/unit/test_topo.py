@@ -225,3 +225,15 @@ def test_unreachable_server_is_reported_with_the_hop():
     found = problems(text)
     assert len(found) == 1 and found[0].field == "ftp"
     assert "reply server → 198.51.100.1: at server: no route to 198.51.100.1" in found[0].message
+
+
+def test_readme_example_is_valid(tmp_path):
+    """The documented format's full example must load: the README cannot drift from the code."""
+    readme = (TOPOLOGY_DIR / "README.md").read_text()
+    start = readme.index("```yaml\n") + len("```yaml\n")
+    example = tmp_path / "example.yaml"
+    example.write_text(readme[start:readme.index("```", start)])
+    t = topo.load(example)
+    assert t.path() == ["internet", "fw"]
+    assert [i.name for i in t.nodes["fw"].interfaces] == ["fw-eth0", "fw-eth1", "fw-eth2"]
+    assert t.nodes["fw"].nat.forwards[3].to_ports.low == 21
