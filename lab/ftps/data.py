@@ -1,0 +1,176 @@
+"""The data path: move a file over a data connection, plain or TLS, with no Python per byte.
+
+Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
+    send_file(conn, fd, offset=0, hasher=None) -> bytes sent
+        plain: os.sendfile (zero copy); TLS: 1 MiB reads, one SSL_write per MiB
+    send_stream(conn, read_into) -> bytes sent      # any source with readinto (e.g. a listing)
+    recv_file(conn, fd, hasher=None) -> bytes received
+        plain without hasher: os.splice socket -> pipe -> file (zero copy) when fd is a file;
+        otherwise recv_into a 1 MiB buffer and one write per MiB. fd=None discards the data.
+        TLS: SSL_read straight into the big buffer (one TLS record per call), write per MiB.
+        A TLS connection closed without close_notify raises lab.ftps.tls.Truncated.
+    finish(conn, sent_ok=True)   # sender's end of data: close_notify on TLS, then close TCP
+    BUFSIZE
+hasher is anything with update(buffer) (hashlib releases the GIL on big buffers).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import stat
+from collections.abc import Callable
+
+from lab.ftps.tls import TLSConn
+
+BUFSIZE = 1 << 20
+_PIPE_SIZE = 1 << 20
+
+
+def _is_tls(conn) -> bool:
+    return isinstance(conn, TLSConn)
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def send_file(conn, fd: int, offset: int = 0, hasher=None) -> int:
+    """Send the file behind fd from offset to its end."""
+    if not _is_tls(conn) and hasher is None:
+        sock: socket.socket = conn
+        total = 0
+        out = sock.fileno()
+        while True:
+            try:
+                n = os.sendfile(out, fd, offset + total, 1 << 30)
+            except BlockingIOError:
+                raise TimeoutError("data connection send timed out") from None
+            if n == 0:
+                return total
+            total += n
+    os.lseek(fd, offset, os.SEEK_SET)
+    buf = bytearray(BUFSIZE)
+    view = memoryview(buf)
+
+    def read_into(b: memoryview) -> int:
+        return os.readv(fd, [b])
+    return send_stream(conn, read_into, view, hasher)
+
+
+def send_stream(conn, read_into: Callable[[memoryview], int], view: memoryview | None = None,
+                hasher=None) -> int:
+    """Send everything read_into(buffer) yields until it returns 0."""
+    view = view if view is not None else memoryview(bytearray(BUFSIZE))
+    total = 0
+    sendall = conn.sendall
+    while True:
+        n = read_into(view)
+        if not n:
+            return total
+        chunk = view[:n]
+        if hasher is not None:
+            hasher.update(chunk)
+        try:
+            sendall(chunk)
+        except BlockingIOError:
+            raise TimeoutError("data connection send timed out") from None
+        total += n
+
+
+def _splice_ok(fd: int | None, hasher) -> bool:
+    if fd is None or hasher is not None or not hasattr(os, "splice") or os.environ.get("NOSPLICE"):
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def recv_file(conn, fd: int | None, hasher=None) -> int:
+    """Receive until the sender ends the data; write to fd (None = discard)."""
+    if not _is_tls(conn) and _splice_ok(fd, hasher):
+        return _recv_splice(conn, fd)
+    buf = bytearray(BUFSIZE)
+    view = memoryview(buf)
+    total = 0
+    recv_into = conn.recv_into
+    tls = _is_tls(conn)
+    while True:
+        filled = 0
+        eof = False
+        # Fill the big buffer before touching the file or the hash: few calls per MiB.
+        while filled < BUFSIZE:
+            try:
+                n = recv_into(view[filled:])
+            except BlockingIOError:
+                raise TimeoutError("data connection receive timed out") from None
+            if not n:
+                eof = True
+                break
+            filled += n
+            if not tls and filled >= BUFSIZE // 4:
+                break          # plain sockets return big chunks; flush often enough to overlap
+        if filled:
+            chunk = view[:filled]
+            if hasher is not None:
+                hasher.update(chunk)
+            if fd is not None:
+                _write_all(fd, chunk)
+            total += filled
+        if eof:
+            return total
+
+
+def _recv_splice(sock: socket.socket, fd: int) -> int:
+    r, w = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass
+        total = 0
+        src = sock.fileno()
+        while True:
+            try:
+                n = os.splice(src, w, _PIPE_SIZE, flags=os.SPLICE_F_MOVE)
+            except BlockingIOError:
+                raise TimeoutError("data connection receive timed out") from None
+            if n == 0:
+                return total
+            left = n
+            while left:
+                left -= os.splice(r, fd, left, flags=os.SPLICE_F_MOVE)
+            total += n
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def finish(conn, sent_ok: bool = True, linger: float = 5.0) -> None:
+    """End a data connection: the sender's close_notify on TLS (end of file), then close TCP.
+
+    The sender half-closes and then reads until the peer closes: bytes the sender never read
+    (TLS 1.3 session tickets from the server during an upload) would otherwise turn the close
+    into a RST that can destroy the tail of the data at the receiver.
+    """
+    sock = conn.sock if _is_tls(conn) else conn
+    if _is_tls(conn) and sent_ok:
+        conn.close_notify()
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        if sent_ok and linger:
+            _drain(sock, linger)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _drain(sock: socket.socket, seconds: float) -> None:
+    from lab.ftps.tls import set_timeout
+    set_timeout(sock, seconds)
+    while sock.recv(65536):
+        pass

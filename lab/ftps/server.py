@@ -1,0 +1,1019 @@
+"""The lab's FTP/FTPS server: RFC 959/2228/2428/3659/4217 with the z/OS statements.
+
+Public API
+    srv = FTPServer(config=ServerConfig(), root="/srv/ftp", users={"alice": "pw"},
+                    cert=None, key=None, ca=None, listen=("0.0.0.0", 21), tls_listen=None,
+                    log=None)
+    srv.start()            # accept in a background thread; srv.address / srv.tls_address = bound
+    srv.serve_forever()    # or block in the caller (Ctrl-C -> close)
+    srv.close()            # stop accepting, end every session, join the threads
+    srv.session_count      # sessions alive now
+  tls_listen=(addr, port) opens the implicit-TLS listener (z/OS TLSPORT; pass config.TLSPORT):
+  SECUREIMPLICITZOS TRUE sends a clear 220 then does the handshake, FALSE handshakes first.
+  cert/key enable AUTH TLS (with EXTENSIONS AUTH_TLS); ca (a PEM file) and KEYRING give the CAs
+  trusted for client certificates (KEYRING `*AUTH*/*` = the ca file).
+  log(event: dict) is called for every command and reply:
+      {"ts": float, "session": int, "peer": "ip:port", "dir": "C>S" | "S>C" | "info", "line": str}
+  with passwords masked (PASS ****); the same lines go to logging.getLogger("lab.ftps.server").
+
+Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
+- REPLYMODE ZOS: a data command under SECURE_DATACONN PRIVATE/SAFE with PROT C gets the
+  multi-line `425- Server requires protected data connection.`; REPLYMODE RFC gives 522.
+- CCC: 533 without TLS, 534 on the implicit port, 534 with SECURE_CTRLCONN SAFE/PRIVATE or at
+  TLSRFCLEVEL DRAFT; RFC4217 exchanges close_notify, CCCNONOTIFY sends no alert. Afterwards
+  PBSZ/PROT get `503 Command PROT rejected -- PROT not allowed after CCC`.
+- PASSIVEDATAPORTS: the passive port is always inside the range; all busy -> 425.
+  PASSIVEDATACONN NOREDIRECT closes passive data connections from another address.
+  PORTCOMMAND REJECT / PORTCOMMANDIPADDR NOREDIRECT / PORTCOMMANDPORT NOLOWPORTS -> 504.
+- Active data connections come from port L-1 of the control port L (20 for 21), SO_REUSEADDR;
+  without PORT/EPRT the server uses the default data port (the client's control port).
+- On data connections the server is always the TLS server; SECURE_SESSION_REUSE REQUIRED
+  refuses (522) a data handshake that did not resume a session.
+- Transfers run in the session's thread: ABOR is answered after the transfer (226/225).
+- The root directory cannot be left, also not through symlinks (paths are resolved and checked).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.ftps import data as datapath
+from lab.ftps import grammar
+from lab.ftps import tls as tlsmod
+from lab.ftps.config import ServerConfig, normalise_cert_key
+from lab.ftps.grammar import GrammarError, format_reply
+
+log = logging.getLogger("lab.ftps.server")
+
+MAX_LINE = 2048
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+class _Close(Exception):
+    """End the session (QUIT, idle timeout, TLS failure, peer gone)."""
+
+
+class _Refuse(Exception):
+    """A reply that ends the current command with an error."""
+
+    def __init__(self, code: int, text: str | list[str]):
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+class FTPServer:
+    def __init__(self, config: ServerConfig | None = None, root: str | Path = ".",
+                 users: dict[str, str] | None = None, cert: str | Path | None = None,
+                 key: str | Path | None = None, ca: str | Path | None = None,
+                 listen: tuple[str, int] = ("0.0.0.0", 21), tls_listen: tuple[str, int] | None = None,
+                 log: Callable[[dict], None] | None = None):
+        self.config = config or ServerConfig()
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"FTP root {root} is not a directory")
+        self.users = dict(users or {})
+        self.cert, self.key, self.ca = cert, key, ca
+        self.log_cb = log
+        self.tls_ctx = None
+        if cert:
+            c = self.config
+            auth = {"NO_CLIENT_AUTH": "none"}.get(c.SECURE_LOGIN, "required")
+            self.tls_ctx = tlsmod.server_context(
+                cert, key or cert, tlsmod.keyring_files(c.KEYRING, ca), client_auth=auth,
+                ciphers=c.CIPHERSUITE, session_timeout=c.TLSTIMEOUT)
+        if tls_listen and not self.tls_ctx:
+            raise ValueError("an implicit TLS listener needs cert and key")
+        self._listeners: list[tuple[socket.socket, bool]] = [(self._listen(listen), False)]
+        if tls_listen:
+            self._listeners.append((self._listen(tls_listen), True))
+        self._lock = threading.Lock()
+        self._sessions: dict[int, _Session] = {}
+        self._ids = 0
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._passive_lock = threading.Lock()
+
+    @staticmethod
+    def _listen(addr: tuple[str, int]) -> socket.socket:
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+        s.listen(128)
+        return s
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._listeners[0][0].getsockname()[:2]
+
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        return self._listeners[1][0].getsockname()[:2] if len(self._listeners) > 1 else None
+
+    @property
+    def session_count(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def start(self) -> FTPServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="ftps-accept", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        socks = {s.fileno(): (s, implicit) for s, implicit in self._listeners}
+        try:
+            while not self._closed.is_set():
+                try:
+                    ready, _, _ = select.select(list(socks), [], [], 0.5)
+                except (OSError, ValueError):
+                    break
+                for fd in ready:
+                    lsock, implicit = socks[fd]
+                    try:
+                        conn, peer = lsock.accept()
+                    except OSError as exc:
+                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            time.sleep(0.1)        # out of descriptors: let sessions end
+                        continue
+                    self._spawn(conn, implicit)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if self._thread is None or threading.current_thread() is not self._thread:
+                self.close()
+
+    def _spawn(self, conn: socket.socket, implicit: bool) -> None:
+        with self._lock:
+            self._ids += 1
+            session = _Session(self, conn, implicit, self._ids)
+            self._sessions[session.id] = session
+        t = threading.Thread(target=session.run, name=f"ftps-session-{session.id}", daemon=True)
+        session.thread = t
+        t.start()
+
+    def _ended(self, session: _Session) -> None:
+        with self._lock:
+            self._sessions.pop(session.id, None)
+
+    def close(self) -> None:
+        self._closed.set()
+        for s, _ in self._listeners:
+            try:
+                s.close()
+            except OSError:
+                pass
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join(2)
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.abort()
+        for session in sessions:
+            if session.thread:
+                session.thread.join(3)
+
+    def __enter__(self) -> FTPServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- logging
+    def emit(self, session: _Session, direction: str, line: str) -> None:
+        event = {"ts": time.time(), "session": session.id, "peer": session.peer_text,
+                 "dir": direction, "line": line}
+        log.info("[%d %s] %s %s", session.id, session.peer_text, direction, line)
+        if self.log_cb:
+            try:
+                self.log_cb(event)
+            except Exception:     # a broken logger must not kill a session
+                log.exception("log callback failed")
+
+
+class _Session:
+    """One control connection. Runs in its own thread; all replies are written from it."""
+
+    def __init__(self, server: FTPServer, sock: socket.socket, implicit: bool, ident: int):
+        self.server, self.cfg, self.id = server, server.config, ident
+        self.sock = sock                 # the TCP control socket
+        self.ctrl = None                 # TLSConn while the control channel is protected
+        self.implicit = implicit
+        self.thread: threading.Thread | None = None
+        peer = sock.getpeername()
+        self.peer_ip, self.peer_port = peer[0], peer[1]
+        local = sock.getsockname()
+        self.local_ip, self.local_port = local[0], local[1]
+        self.peer_text = f"{self.peer_ip}:{self.peer_port}"
+        self._buf = b""
+        self._skip_line = False
+        self._aborted = False
+        self.reset()
+
+    # -- state
+    def reset(self) -> None:
+        """Login and transfer state (connect, AUTH and REIN start over from here)."""
+        self.user: str | None = None
+        self.logged_in = False
+        self.cwd = "/"
+        self.type = "A"
+        self.rest = 0
+        self.rename_from: str | None = None
+        self.pbsz = self.implicit          # implicit sessions behave as if PBSZ 0 was sent
+        self.prot = self.cfg.IMPLICITPROT if self.implicit else "C"
+        self.cleared = False               # CCC done
+        self.epsv_all = False
+        self.active: tuple[str, int] | None = None
+        self._close_passive()
+        self.passive: socket.socket | None = None
+        self.reuse_required = self.cfg.SECURE_SESSION_REUSE == "REQUIRED"
+
+    def _close_passive(self) -> None:
+        p = getattr(self, "passive", None)
+        if p is not None:
+            p.close()
+        self.passive = None
+
+    # -- I/O
+    def send(self, code: int, text: str | list[str]) -> None:
+        raw = format_reply(code, text)
+        self._write(raw)
+        for line in raw.decode("utf-8", "replace").splitlines():
+            self.server.emit(self, "S>C", line)
+
+    def send_raw_lines(self, lines: list[str]) -> None:
+        raw = ("\r\n".join(lines) + "\r\n").encode()
+        self._write(raw)
+        for line in lines:
+            self.server.emit(self, "S>C", line)
+
+    def _write(self, raw: bytes) -> None:
+        try:
+            if self.ctrl is not None:
+                self.ctrl.sendall(raw)
+            else:
+                self.sock.sendall(raw)
+        except (OSError, tlsmod.TLSTimeout) as exc:
+            raise _Close(f"cannot write reply: {exc}") from None
+
+    def _read_some(self) -> bytes:
+        try:
+            if self.ctrl is not None:
+                data = self.ctrl.recv(8192)
+            else:
+                data = self.sock.recv(8192)
+        except (BlockingIOError, tlsmod.TLSTimeout):
+            self.send(421, f"Timeout ({self.cfg.INACTIVE} seconds): closing control connection.")
+            raise _Close("idle timeout") from None
+        except (OSError, tlsmod.Truncated) as exc:
+            raise _Close(f"control connection: {exc}") from None
+        if not data:
+            raise _Close("peer closed the control connection")
+        return data
+
+    def read_line(self) -> bytes | None:
+        """One command line; None after answering an overlong line with 500."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
+                if self._skip_line:
+                    self._skip_line = False
+                    return None
+                if len(line) > MAX_LINE:
+                    self.send(500, "Command line too long.")
+                    return None
+                return line
+            if len(self._buf) > MAX_LINE:
+                self._buf = b""
+                if not self._skip_line:
+                    self._skip_line = True
+                    self.send(500, "Command line too long.")
+            self._buf += self._read_some()
+
+    def abort(self) -> None:
+        self._aborted = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- main loop
+    def run(self) -> None:
+        try:
+            tlsmod.set_timeout(self.sock, self.cfg.INACTIVE)
+            if self.implicit and not self.cfg.SECUREIMPLICITZOS:
+                self.start_tls()
+                self.greet()
+            elif self.implicit:
+                self.greet()
+                self.start_tls()
+            else:
+                self.greet()
+            while not self._aborted:
+                line = self.read_line()
+                if line is None:
+                    continue
+                self.dispatch(line)
+        except _Close as exc:
+            self.server.emit(self, "info", f"session ends: {exc}")
+        except Exception as exc:             # never let one session take the server down
+            log.exception("session %d failed", self.id)
+            self.server.emit(self, "info", f"session ends on an internal error: {exc!r}")
+        finally:
+            self._close_passive()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.server._ended(self)
+
+    def greet(self) -> None:
+        minutes = max(1, self.cfg.INACTIVE // 60)
+        self.send(220, ["FTPS Traversal Lab FTP server ready.",
+                        f"Connection will close if idle for more than {minutes} minutes."])
+
+    def start_tls(self) -> None:
+        try:
+            self.ctrl = tlsmod.accept_tls(self.server.tls_ctx, self.sock, self.cfg.INACTIVE or 30)
+        except tlsmod.TLSFailure as exc:
+            self.server.emit(self, "info", f"TLS handshake failed: {exc.reason}")
+            raise _Close(f"TLS handshake failed: {exc.reason}") from None
+        self.server.emit(self, "info", f"TLS established: {self.ctrl.version} {self.ctrl.cipher}")
+
+    def dispatch(self, line: bytes) -> None:
+        try:
+            cmd = grammar.parse_command(line)
+        except GrammarError:
+            self.server.emit(self, "C>S", line.decode("utf-8", "replace").rstrip())
+            self.send(500, "Syntax error, command unrecognized.")
+            return
+        shown = "PASS ****" if cmd.verb == "PASS" else str(cmd)
+        self.server.emit(self, "C>S", shown)
+        handler = getattr(self, f"cmd_{cmd.verb}", None)
+        if handler is None:
+            self.send(500, f"Unknown command {cmd.verb}.")
+            return
+        if cmd.verb not in _NO_LOGIN and not self.logged_in:
+            self.send(530, "Not logged in.")
+            return
+        pending_rename = self.rename_from
+        try:
+            handler(cmd.arg)
+        except _Handled:
+            pass
+        except _Refuse as r:
+            self.send(r.code, r.text)
+        if cmd.verb != "RNFR" and pending_rename is not None:
+            self.rename_from = None
+
+    # -- paths
+    def virtual(self, arg: str) -> str:
+        path = arg if arg.startswith("/") else f"{self.cwd.rstrip('/')}/{arg}"
+        parts: list[str] = []
+        for p in path.split("/"):
+            if p in ("", "."):
+                continue
+            if p == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(p)
+        return "/" + "/".join(parts)
+
+    def real(self, arg: str, must_exist: bool = True) -> Path:
+        """The real path of a client path; symlinks resolved, and it must stay in the root."""
+        if "\x00" in arg:
+            raise _Refuse(501, "Bad path.")
+        v = self.virtual(arg or ".")
+        real = os.path.realpath(self.server.root / v.lstrip("/"))
+        root = str(self.server.root)
+        if real != root and not real.startswith(root + os.sep):
+            raise _Refuse(550, f"{arg}: permission denied (outside the FTP root).")
+        if must_exist and not os.path.lexists(real):
+            raise _Refuse(550, f"{arg}: no such file or directory.")
+        return Path(real)
+
+    # -- login
+    def cmd_USER(self, arg: str) -> None:
+        if not arg:
+            raise _Refuse(501, "USER needs a name.")
+        if self.cfg.SECURE_FTP == "REQUIRED" and self.ctrl is None and not self.cleared:
+            raise _Refuse(530, "Security is required: issue AUTH TLS before USER.")
+        if self.cfg.SECURE_LOGIN != "NO_CLIENT_AUTH" and self.ctrl is None and not self.cleared:
+            raise _Refuse(530, f"SECURE_LOGIN {self.cfg.SECURE_LOGIN}: a TLS client certificate is required.")
+        self.user, self.logged_in = arg, False
+        if self._cert_user_ok(arg) and self.cfg.SECURE_PASSWORD == "OPTIONAL" \
+                and self.cfg.SECURE_LOGIN != "NO_CLIENT_AUTH":
+            self._logged_in(232, f"{arg} is logged on, authorized by its TLS client certificate.")
+            return
+        self.send(331, "Send password please.")
+
+    def _cert_user_ok(self, user: str) -> bool:
+        """SECURE_LOGIN: REQUIRED = a trusted cert (checked in the handshake); VERIFY_USER = it maps to user."""
+        if self.cfg.SECURE_LOGIN == "NO_CLIENT_AUTH":
+            return True
+        cert = self.ctrl.peer_cert if self.ctrl is not None else self._cert_before_ccc
+        if cert is None:
+            return False
+        if self.cfg.SECURE_LOGIN == "REQUIRED":
+            return True
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+        fp = normalise_cert_key(cert.fingerprint(hashes.SHA256()).hex())
+        cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        mapping = self.cfg.CERTUSERMAP
+        mapped = mapping.get(fp) or next((mapping[c] for c in cns if c in mapping), None)
+        return mapped == user
+
+    _cert_before_ccc = None
+
+    def cmd_PASS(self, arg: str) -> None:
+        if self.user is None:
+            raise _Refuse(503, "Login with USER first.")
+        if self.logged_in:
+            raise _Refuse(503, "Already logged in.")
+        good = self.server.users.get(self.user)
+        if good is None or good != arg or not self._cert_user_ok(self.user):
+            why = "certificate does not map to this user" if good == arg else "bad user or password"
+            self.server.emit(self, "info", f"failed login for {self.user!r}: {why}")
+            time.sleep(self.cfg.LOGINDELAY)
+            self.user = None
+            raise _Refuse(530, "PASS command failed.")
+        self._logged_in(230, f"{self.user} is logged on.  Working directory is \"/\".")
+
+    def _logged_in(self, code: int, text: str) -> None:
+        self.logged_in, self.cwd = True, "/"
+        self.server.emit(self, "info", f"login {self.user}")
+        self.send(code, text)
+
+    def cmd_QUIT(self, arg: str) -> None:
+        self.send(221, "Quit command received. Goodbye.")
+        raise _Close("QUIT")
+
+    def cmd_REIN(self, arg: str) -> None:
+        self.send(220, "REIN command successful; the session starts over.")
+        if self.ctrl is not None:
+            self.ctrl.ccc(notify=True)
+            self.ctrl = None
+        self.implicit = False
+        self.reset()
+        self.reuse_required = False   # RFC 4217 section 13: must not mandate reuse after REIN
+
+    def cmd_NOOP(self, arg: str) -> None:
+        self.send(200, "NOOP command successful.")
+
+    def cmd_SYST(self, arg: str) -> None:
+        self.send(215, "UNIX Type: L8")
+
+    def cmd_HELP(self, arg: str) -> None:
+        verbs = sorted(n[4:] for n in dir(self) if n.startswith("cmd_"))
+        lines = ["The following commands are recognized:"]
+        lines += ["  " + " ".join(verbs[i:i + 12]) for i in range(0, len(verbs), 12)]
+        self.send(214, lines + ["HELP command successful."])
+
+    def cmd_FEAT(self, arg: str) -> None:
+        feats = []
+        if self._auth_enabled():
+            feats += ["AUTH TLS", "PBSZ", "PROT"]
+            if self.cfg.TLSRFCLEVEL != "DRAFT":
+                feats.append("CCC")
+        feats += ["EPRT", "EPSV"]
+        ext = self.cfg.EXTENSIONS
+        if "MDTM" in ext:
+            feats.append("MDTM")
+        feats.append("MLST type*;size*;modify*;perm*;")
+        if "REST_STREAM" in ext:
+            feats.append("REST STREAM")
+        if "SIZE" in ext:
+            feats.append("SIZE")
+        feats.append("TVFS")
+        if "UTF8" in ext:
+            feats.append("UTF8")
+        self.send_raw_lines(["211-Extensions supported"] + [f" {f}" for f in feats] + ["211 End"])
+
+    def cmd_OPTS(self, arg: str) -> None:
+        word = arg.split(" ", 1)[0].upper()
+        if word == "UTF8":
+            self.send(200, "UTF8 mode is always on.")
+        elif word == "MLST":
+            self.send(200, "MLST OPTS type;size;modify;perm;")
+        else:
+            raise _Refuse(501, f"OPTS {word} not understood.")
+
+    def cmd_STAT(self, arg: str) -> None:
+        if arg:
+            self._list_control(arg, 213)
+            return
+        prot = {"C": "clear", "P": "private"}[self.prot]
+        ctrl = "TLS " + self.ctrl.version if self.ctrl else ("clear after CCC" if self.cleared else "clear")
+        lines = [f"211-FTP server status for {self.peer_ip} port {self.peer_port}",
+                 f"211-User: {self.user or '-'}  Logged in: {'yes' if self.logged_in else 'no'}"
+                 f"  Working directory: {self.cwd}"]
+        if self._auth_enabled():
+            lines.append(f"211-TLS security is supported at the {self.cfg.TLSRFCLEVEL} level")
+        lines += [f"211-Control connection: {ctrl}; data connections: {prot}",
+                  f"211-TYPE {self.type}, MODE S, STRU F", "211 End of status"]
+        self.send_raw_lines(lines)
+
+    # -- TLS (RFC 2228 / 4217)
+    def _auth_enabled(self) -> bool:
+        return self.server.tls_ctx is not None and "AUTH_TLS" in self.cfg.EXTENSIONS
+
+    def cmd_AUTH(self, arg: str) -> None:
+        mech = arg.strip().upper()
+        if self.implicit:
+            raise _Refuse(503, "Server on the TLS secure port does not accept the AUTH command")
+        if self.ctrl is not None or self.cleared:
+            raise _Refuse(503, "Authentication already established")
+        if not self._auth_enabled():
+            raise _Refuse(502, "AUTH is not enabled on this server (EXTENSIONS AUTH_TLS and a certificate).")
+        if mech not in ("TLS", "TLS-C", "SSL", "TLS-P"):
+            raise _Refuse(504, "Server does not understand the specified mechanism")
+        self.send(234, "Security environment established - ready for negotiation")
+        self.start_tls()
+        self.reset()     # RFC 4217 section 4: the client logs in again
+
+    def cmd_PBSZ(self, arg: str) -> None:
+        if self.cleared:
+            raise _Refuse(503, "Command PBSZ rejected -- PBSZ not allowed after CCC")
+        if self.ctrl is None:
+            raise _Refuse(503, "Must first establish authentication")
+        if not arg.strip().isdigit():
+            raise _Refuse(501, "PBSZ needs a number.")
+        self.pbsz = True
+        self.send(200, "PBSZ=0")
+
+    def cmd_PROT(self, arg: str) -> None:
+        if self.cleared:
+            raise _Refuse(503, "Command PROT rejected -- PROT not allowed after CCC")
+        if self.ctrl is None:
+            raise _Refuse(503, "Must first establish authentication")
+        if not self.pbsz:
+            raise _Refuse(503, "Must first issue PBSZ")
+        level = arg.strip().upper()
+        if level not in ("C", "S", "P", "E"):
+            raise _Refuse(504, "Server does not understand the specified protection level")
+        dc = self.cfg.SECURE_DATACONN
+        if (level == "C" and dc in ("SAFE", "PRIVATE")) or level in ("S", "E") or \
+                (level == "P" and dc == "NEVER"):
+            raise _Refuse(536, "Data connection protection level not supported")
+        self.prot = level
+        self.send(200, f"Data connection protection set to {'private' if level == 'P' else 'clear'}.")
+
+    def cmd_CCC(self, arg: str) -> None:
+        if self.ctrl is None:
+            raise _Refuse(533, "CCC: the control connection is not protected")
+        if self.implicit:
+            raise _Refuse(534, "Command ccc not allowed for connection to secure port")
+        if self.cfg.SECURE_CTRLCONN in ("SAFE", "PRIVATE"):
+            raise _Refuse(534, "CCC not supported")
+        if self.cfg.TLSRFCLEVEL == "DRAFT":
+            raise _Refuse(534, "CCC not supported at TLSRFCLEVEL DRAFT")
+        self.send(200, "CCC command successful; the control connection is now clear.")
+        notify = self.cfg.TLSRFCLEVEL == "RFC4217"
+        self._cert_before_ccc = self.ctrl.peer_cert
+        self.ctrl.ccc(notify=notify)
+        self.server.emit(self, "info", f"CCC: control connection clear ({'close_notify exchanged' if notify else 'no alerts'})")
+        self.ctrl = None
+        self.cleared = True
+
+    # -- navigation
+    def cmd_PWD(self, arg: str) -> None:
+        self.send(257, f"\"{self.cwd}\" is working directory.")
+
+    cmd_XPWD = cmd_PWD
+
+    def cmd_CWD(self, arg: str) -> None:
+        if not self.real(arg).is_dir():
+            raise _Refuse(550, f"{arg}: not a directory.")
+        self.cwd = self.virtual(arg)
+        self.send(250, f"\"{self.cwd}\" is the working directory.")
+
+    def cmd_CDUP(self, arg: str) -> None:
+        self.cmd_CWD("..")
+
+    cmd_XCUP = cmd_CDUP
+
+    def cmd_TYPE(self, arg: str) -> None:
+        t = arg.strip().upper()
+        if t in ("A", "A N", "I", "L 8"):
+            self.type = "A" if t.startswith("A") else "I"
+            self.send(200, f"Representation type is {'ASCII' if self.type == 'A' else 'Image'}.")
+        else:
+            raise _Refuse(504, f"TYPE {arg} not implemented.")
+
+    def cmd_MODE(self, arg: str) -> None:
+        if arg.strip().upper() != "S":
+            raise _Refuse(504, "Only MODE S (stream) is implemented.")
+        self.send(200, "Data transfer mode is Stream.")
+
+    def cmd_STRU(self, arg: str) -> None:
+        if arg.strip().upper() != "F":
+            raise _Refuse(504, "Only STRU F (file) is implemented.")
+        self.send(200, "File structure is File.")
+
+    def cmd_ALLO(self, arg: str) -> None:
+        self.send(202, "ALLO command ignored.")
+
+    # -- file system
+    def cmd_DELE(self, arg: str) -> None:
+        p = self.real(arg)
+        if p.is_dir():
+            raise _Refuse(550, f"{arg}: is a directory.")
+        self._fs(os.unlink, p)
+        self.send(250, f"{arg} deleted.")
+
+    def cmd_MKD(self, arg: str) -> None:
+        p = self.real(arg, must_exist=False)
+        self._fs(os.mkdir, p)
+        self.send(257, f"\"{self.virtual(arg)}\" created.")
+
+    cmd_XMKD = cmd_MKD
+
+    def cmd_RMD(self, arg: str) -> None:
+        p = self.real(arg)
+        if p == self.server.root:
+            raise _Refuse(550, "Cannot remove the root directory.")
+        self._fs(os.rmdir, p)
+        self.send(250, f"{arg} removed.")
+
+    cmd_XRMD = cmd_RMD
+
+    def cmd_RNFR(self, arg: str) -> None:
+        self.real(arg)
+        self.rename_from = arg
+        self.send(350, "Ready for RNTO.")
+
+    def cmd_RNTO(self, arg: str) -> None:
+        if self.rename_from is None:
+            raise _Refuse(503, "RNFR required first.")
+        src, self.rename_from = self.real(self.rename_from), None
+        dst = self.real(arg, must_exist=False)
+        self._fs(os.rename, src, dst)
+        self.send(250, "Rename successful.")
+
+    def _fs(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except OSError as exc:
+            raise _Refuse(550, f"{exc.strerror}.") from None
+
+    def cmd_SIZE(self, arg: str) -> None:
+        if "SIZE" not in self.cfg.EXTENSIONS:
+            raise _Refuse(500, "SIZE not enabled (EXTENSIONS SIZE).")
+        p = self.real(arg)
+        if not p.is_file():
+            raise _Refuse(550, f"{arg}: not a plain file.")
+        self.send(213, str(p.stat().st_size))
+
+    def cmd_MDTM(self, arg: str) -> None:
+        if "MDTM" not in self.cfg.EXTENSIONS:
+            raise _Refuse(500, "MDTM not enabled (EXTENSIONS MDTM).")
+        p = self.real(arg)
+        self.send(213, time.strftime("%Y%m%d%H%M%S", time.gmtime(p.stat().st_mtime)))
+
+    def cmd_REST(self, arg: str) -> None:
+        if not arg.strip().isdigit():
+            raise _Refuse(501, "REST needs a byte offset.")
+        self.rest = int(arg)
+        self.send(350, f"Restarting at {self.rest}. Send STORE or RETRIEVE to initiate transfer.")
+
+    def cmd_MLST(self, arg: str) -> None:
+        p = self.real(arg)
+        self.send(250, ["Listing " + (arg or self.cwd), " " + _facts(p, self.virtual(arg or ".")), "End"])
+
+    # -- data connection setup
+    def _data_setup_allowed(self, verb: str) -> None:
+        if self.epsv_all and verb != "EPSV":
+            raise _Refuse(503, "EPSV ALL received - command not allowed after EPSV ALL")
+
+    def _check_port_cmd(self, host: str, port: int) -> None:
+        c = self.cfg
+        if c.PORTCOMMAND == "REJECT":
+            raise _Refuse(504, "PORT and EPRT are rejected by this server (PORTCOMMAND REJECT).")
+        if c.PORTCOMMANDIPADDR == "NOREDIRECT" and host != self.peer_ip:
+            raise _Refuse(504, f"Port command rejected: {host} is not the client's address.")
+        if c.PORTCOMMANDPORT == "NOLOWPORTS" and port < 1024:
+            raise _Refuse(504, f"Port command rejected: port {port} is below 1024.")
+
+    def cmd_PORT(self, arg: str) -> None:
+        self._data_setup_allowed("PORT")
+        if ":" in self.local_ip:
+            raise _Refuse(522, "command PORT not allowed with this session - current protocol is not IPv4.")
+        try:
+            hp = grammar.parse_port_args(arg)
+        except GrammarError as exc:
+            raise _Refuse(501, f"Syntax error in PORT: {exc}") from None
+        self._set_active(hp.host, hp.port)
+        self.send(200, "Port request OK.")
+
+    def cmd_EPRT(self, arg: str) -> None:
+        self._data_setup_allowed("EPRT")
+        try:
+            hp = grammar.parse_eprt_args(arg)
+        except GrammarError as exc:
+            if "not supported" in str(exc):
+                raise _Refuse(522, "Network protocol not supported. Use (1)") from None
+            raise _Refuse(501, f"Syntax error in EPRT: {exc}") from None
+        if (":" in hp.host) != (":" in self.local_ip):
+            want = 2 if ":" in self.local_ip else 1
+            raise _Refuse(522, f"network protocol {2 if ':' in hp.host else 1} not consistent with this session. Use {want}.")
+        self._set_active(hp.host, hp.port)
+        self.send(200, "EPRT request OK.")
+
+    def _set_active(self, host: str, port: int) -> None:
+        self._check_port_cmd(host, port)
+        self._close_passive()
+        self.active = (host, port)
+
+    def cmd_PASV(self, arg: str) -> None:
+        self._data_setup_allowed("PASV")
+        if ":" in self.local_ip:
+            raise _Refuse(522, "No IPv4 address available for PASV. Use EPSV.")
+        port = self._open_passive()
+        self.send(227, grammar.format_227(grammar.HostPort(self.local_ip, port)))
+
+    def cmd_EPSV(self, arg: str) -> None:
+        a = arg.strip().upper()
+        if a == "ALL":
+            self.epsv_all = True
+            self.send(200, "EPSV ALL command successful.")
+            return
+        want = "2" if ":" in self.local_ip else "1"
+        if a and a != want:
+            raise _Refuse(522, f"Network protocol not supported. Use ({want})")
+        port = self._open_passive()
+        self.send(229, grammar.format_229(port))
+
+    def _open_passive(self) -> int:
+        self._close_passive()
+        self.active = None
+        family = socket.AF_INET6 if ":" in self.local_ip else socket.AF_INET
+        rng = self.cfg.PASSIVEDATAPORTS
+        if rng is None:
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((self.local_ip, 0))
+            s.listen(1)
+            self.passive = s
+            return s.getsockname()[1]
+        low, high = rng
+        ports = list(range(low, high + 1))
+        start = random.randrange(len(ports))
+        with self.server._passive_lock:
+            for port in ports[start:] + ports[:start]:
+                s = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    s.bind((self.local_ip, port))
+                    s.listen(1)
+                except OSError:
+                    s.close()
+                    continue
+                self.passive = s
+                return port
+        self.server.emit(self, "info", f"PASSIVEDATAPORTS ({low},{high}): every port is busy")
+        raise _Refuse(425, f"Can't open passive connection: all PASSIVEDATAPORTS ({low},{high}) are busy.")
+
+    # -- data connections
+    def _ctrl_pending(self) -> bool:
+        """Did the client send something (or close) while we wait for the data connection?"""
+        if self._buf or (self.ctrl is not None and self.ctrl.conn.pending()):
+            return True
+        r, _, _ = select.select([self.sock], [], [], 0)
+        return bool(r)
+
+    def _wait(self, sock: socket.socket, write: bool, deadline: float) -> bool:
+        """Wait for sock, but give up early when the control connection speaks or closes."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            rl = [self.sock] + ([] if write else [sock])
+            wl = [sock] if write else []
+            r, w, _ = select.select(rl, wl, [], min(left, 1.0))
+            if sock in r or sock in w:
+                return True
+            if self.sock in r:
+                return False
+
+    def _open_data(self) -> socket.socket:
+        timeout = self.cfg.DATATIMEOUT or 86400
+        deadline = time.monotonic() + timeout
+        if self.passive is not None:
+            lsock = self.passive
+            while True:
+                if not self._wait(lsock, False, deadline):
+                    raise _Refuse(425, "Can't open data connection: nothing connected.")
+                conn, peer = lsock.accept()
+                if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and peer[0] != self.peer_ip:
+                    self.server.emit(self, "info", f"PASSIVEDATACONN NOREDIRECT: closed data connection from {peer[0]}:{peer[1]}")
+                    conn.close()
+                    continue
+                self._close_passive()
+                return conn
+        host, port = self.active or (self.peer_ip, self.peer_port)   # RFC 959 default data port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for src_port in (self.local_port - 1, 0):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.local_ip, max(src_port, 0)))
+            except OSError as exc:
+                s.close()
+                self.server.emit(self, "info", f"cannot bind data port {src_port}: {exc.strerror}")
+                continue
+            s.setblocking(False)
+            err = s.connect_ex((host, port))
+            if err in (errno.EADDRNOTAVAIL, errno.EADDRINUSE) and src_port:
+                s.close()
+                continue
+            if err not in (0, errno.EINPROGRESS):
+                s.close()
+                raise _Refuse(425, f"Can't open data connection to {host}:{port}: {os.strerror(err)}.")
+            if not self._wait(s, True, deadline):
+                s.close()
+                raise _Refuse(425, f"Can't open data connection to {host}:{port}: timed out.")
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                s.close()
+                raise _Refuse(425, f"Can't open data connection to {host}:{port}: {os.strerror(err)}.")
+            s.setblocking(True)
+            return s
+        raise _Refuse(425, "Can't open data connection: no local port.")
+
+    def _data_conn(self, what: str):
+        """Check protection, connect, send 150, secure: the data connection (socket or TLSConn)."""
+        if self.prot == "C" and self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE"):
+            self.active = None
+            self._close_passive()
+            if self.cfg.REPLYMODE == "ZOS":
+                self.send_raw_lines(["425- Server requires protected data connection.",
+                                     "425 Issue PROT P (PROTECT PRIVATE) and retry."])
+                raise _Handled()
+            raise _Refuse(522, "Data connections must be protected: issue PROT P.")
+        try:
+            sock = self._open_data()
+        finally:
+            self.active = None
+            self._close_passive()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.send(150, f"Opening {'BINARY' if self.type == 'I' else 'ASCII'} mode data connection for {what}.")
+        tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
+        if self.prot != "P":
+            return sock
+        try:
+            conn = tlsmod.accept_tls(self.server.tls_ctx, sock, min(self.cfg.DATATIMEOUT or 30, 30))
+        except tlsmod.TLSFailure as exc:
+            sock.close()
+            self.server.emit(self, "info", f"data TLS handshake failed: {exc.reason}")
+            raise _Refuse(522, f"TLS negotiation failed on the data connection: {exc.reason}") from None
+        if self.reuse_required and not conn.session_reused:
+            sock.close()
+            self.server.emit(self, "info", "SECURE_SESSION_REUSE REQUIRED: data TLS session not reused")
+            raise _Refuse(522, "Data connection TLS session was not reused (SECURE_SESSION_REUSE REQUIRED).")
+        tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
+        return conn
+
+    def _transfer(self, what: str, work) -> None:
+        rest, self.rest = self.rest, 0
+        conn = self._data_conn(what)
+        try:
+            n = work(conn, rest)
+        except tlsmod.Truncated:
+            datapath.finish(conn, sent_ok=False)
+            raise _Refuse(426, "Data connection closed without TLS close_notify: transfer incomplete.") from None
+        except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
+            datapath.finish(conn, sent_ok=False)
+            raise _Refuse(426, f"Connection closed; transfer aborted ({exc}).") from None
+        self.server.emit(self, "info", f"{what}: {n} bytes")
+        self.send(226, f"Transfer complete ({n} bytes).")
+
+    def cmd_RETR(self, arg: str) -> None:
+        p = self.real(arg)
+        if not p.is_file():
+            raise _Refuse(550, f"{arg}: not a plain file.")
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError as exc:
+            raise _Refuse(550, f"{arg}: {exc.strerror}.") from None
+        try:
+            def work(conn, rest):
+                n = datapath.send_file(conn, fd, rest)
+                datapath.finish(conn)
+                return n
+            self._transfer(f"{arg} ({os.fstat(fd).st_size} bytes)", work)
+        finally:
+            os.close(fd)
+
+    def _store(self, arg: str, append: bool) -> None:
+        p = self.real(arg, must_exist=False)
+        if p.is_dir():
+            raise _Refuse(550, f"{arg}: is a directory.")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
+        try:
+            fd = os.open(p, flags, 0o644)
+        except OSError as exc:
+            raise _Refuse(550, f"{arg}: {exc.strerror}.") from None
+        try:
+            def work(conn, rest):
+                if not append:
+                    os.ftruncate(fd, rest)
+                    os.lseek(fd, rest, os.SEEK_SET)
+                n = datapath.recv_file(conn, fd)
+                datapath.finish(conn, sent_ok=False)
+                return n
+            self._transfer(arg, work)
+        finally:
+            os.close(fd)
+
+    def cmd_STOR(self, arg: str) -> None:
+        self._store(arg, append=False)
+
+    def cmd_APPE(self, arg: str) -> None:
+        self._store(arg, append=True)
+
+    def _listing(self, arg: str, fmt: str) -> bytes:
+        args = [a for a in arg.split() if not a.startswith("-")]
+        target = args[0] if args else "."
+        p = self.real(target)
+        entries = sorted(os.listdir(p)) if p.is_dir() else [p.name]
+        base = p if p.is_dir() else p.parent
+        lines = []
+        for name in entries:
+            try:
+                if fmt == "NLST":
+                    lines.append(name)
+                elif fmt == "MLSD":
+                    lines.append(f"{_facts(base / name, name)} {name}")
+                else:
+                    lines.append(_ls_line(base / name, name))
+            except OSError:
+                continue
+        return "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape")
+
+    def _send_listing(self, arg: str, fmt: str) -> None:
+        body = self._listing(arg, fmt)
+
+        def work(conn, rest):
+            conn.sendall(body)
+            datapath.finish(conn)
+            return len(body)
+        self._transfer(f"{fmt} {arg}".strip(), work)
+
+    def cmd_LIST(self, arg: str) -> None:
+        self._send_listing(arg, "LIST")
+
+    def cmd_NLST(self, arg: str) -> None:
+        self._send_listing(arg, "NLST")
+
+    def cmd_MLSD(self, arg: str) -> None:
+        if not self.real(arg or ".").is_dir():
+            raise _Refuse(501, f"{arg}: not a directory.")
+        self._send_listing(arg, "MLSD")
+
+    def _list_control(self, arg: str, code: int) -> None:
+        body = self._listing(arg, "LIST").decode("utf-8", "replace").splitlines()
+        self.send(code, [f"Status of {arg}:", *body, "End of status"])
+
+    def cmd_ABOR(self, arg: str) -> None:
+        self._close_passive()
+        self.active = None
+        self.send(226, "ABOR command successful; no transfer in progress.")
+
+
+class _Handled(_Refuse):
+    """The reply was already sent (multi-line raw); nothing more to say."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "")
+
+
+_NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
+             "STAT", "OPTS", "REIN"}
+_DATA_COMMANDS = {"RETR", "STOR", "APPE", "LIST", "NLST", "MLSD"}
+
+
+def _ls_line(path: Path, name: str) -> str:
+    st = os.lstat(path)
+    t = time.gmtime(st.st_mtime)
+    when = (f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}"
+            if time.time() - st.st_mtime < 180 * 86400 else f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d}  {t.tm_year}")
+    return f"{stat.filemode(st.st_mode)} {st.st_nlink:3d} ftp      ftp      {st.st_size:12d} {when} {name}"
+
+
+def _facts(path: Path, name: str) -> str:
+    st = os.stat(path)
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    perm = "elcmfd" if kind == "dir" else "radfw"
+    modify = time.strftime("%Y%m%d%H%M%S", time.gmtime(st.st_mtime))
+    return f"type={kind};size={st.st_size};modify={modify};perm={perm};"

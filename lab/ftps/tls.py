@@ -1,0 +1,333 @@
+"""TLS for FTP with pyOpenSSL: contexts, the handshake, session reuse, CCC and end-of-data.
+
+Public API
+    server_context(cert, key, cas=(), client_auth="none"|"optional"|"required",
+                   ciphers=(), session_timeout=100) -> SSL.Context
+    client_context(cas=(), cert=None, key=None, verify=True, ciphers=()) -> SSL.Context
+    keyring_files(keyring, lab_ca=None) -> list[Path]   # z/OS KEYRING -> CA files
+    set_timeout(sock, seconds)     # kernel SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket
+    accept_tls(ctx, sock, timeout) -> TLSConn          # we are the TLS server
+    connect_tls(ctx, sock, timeout, session=None, hostname=None) -> TLSConn   # the TLS client
+    TLSConn: recv(n) / recv_into(buf) (0 = close_notify; Truncated = EOF without close_notify),
+             sendall(data), close_notify(), ccc(notify: bool), session, session_reused,
+             peer_cert (cryptography x509 or None), version, cipher, sock
+    check_hostname(cert, host) -> bool
+    TLSFailure (handshake or verification failed; .reason), Truncated, TLSTimeout
+
+Why these choices:
+- A socket BIO without read-ahead, so OpenSSL never reads past a record. That is what makes CCC
+  exact: after the close_notify (RFC4217) or right after the 200 (CCCNONOTIFY) the next bytes on
+  the TCP socket are plaintext and nothing is lost.
+- Timeouts are kernel socket timeouts on a blocking socket (no Python select per call): a read
+  that times out surfaces as WantRead, which TLSConn reports as TLSTimeout.
+- The data path calls SSL_read straight into the caller's buffer (no per-call allocation) and
+  SSL_write with the caller's big buffer (OpenSSL cuts it into records in one call).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from lab.ftps.config import cipher_list
+
+try:                                    # direct SSL_read into our buffer (see TLSConn.recv_into)
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+    _FAST = hasattr(_lib, "SSL_read") and hasattr(_lib, "SSL_session_reused")
+except ImportError:                     # pragma: no cover - pyOpenSSL internals moved
+    _ffi = _lib = None
+    _FAST = False
+
+# AES-128-GCM first: the fastest suite with AES-NI, the CPU is the limit for FTPS here.
+_TLS13_DEFAULT = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+_TLS12_DEFAULT = "ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE+AES:AES128-GCM-SHA256:AES128-SHA:AES256-SHA"
+
+
+class TLSFailure(Exception):
+    """The TLS handshake or the peer's certificate was refused; .reason says why in one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Truncated(Exception):
+    """The peer closed TCP without close_notify: the data may be incomplete (RFC 4217 12.6)."""
+
+
+class TLSTimeout(TimeoutError):
+    """No TLS progress within the socket timeout."""
+
+
+def set_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """Blocking socket with kernel send/receive timeouts (0/None = wait forever)."""
+    sock.settimeout(None)
+    secs = float(seconds or 0)
+    tv = struct.pack("ll", int(secs), int((secs - int(secs)) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+def keyring_files(keyring: str | None, lab_ca: str | Path | None = None) -> list[Path]:
+    """The CA files a z/OS KEYRING names: a PEM bundle, a folder of PEM files, or `*AUTH*/*`
+    (every CA certificate of the lab = the lab CA file)."""
+    files: list[Path] = []
+    if keyring and keyring.strip().upper() == "*AUTH*/*":
+        keyring = None
+        if lab_ca:
+            files.append(Path(lab_ca))
+    elif keyring:
+        p = Path(keyring)
+        files += sorted(f for f in p.iterdir() if f.suffix in (".pem", ".crt")) if p.is_dir() else [p]
+    if lab_ca and Path(lab_ca) not in files:
+        files.append(Path(lab_ca))
+    return files
+
+
+def _base_context(method: int, ciphers: Iterable[str]) -> SSL.Context:
+    ctx = SSL.Context(method)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    legacy, modern = cipher_list(ciphers)
+    ctx.set_cipher_list((legacy or _TLS12_DEFAULT).encode())
+    if modern == "":                       # only TLS <= 1.2 suites named (the z/OS names)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    else:
+        ctx.set_tls13_ciphersuites((modern or _TLS13_DEFAULT).encode())
+    return ctx
+
+
+def _verify_cb(conn: SSL.Connection, cert, errno: int, depth: int, ok: int) -> bool:
+    if not ok:
+        errors = conn.get_app_data() or []
+        errors.append(f"{cert.get_subject().CN}: {_x509_error(errno)}")
+        conn.set_app_data(errors)
+    return bool(ok)
+
+
+def _x509_error(errno: int) -> str:
+    names = {10: "certificate has expired", 9: "certificate is not yet valid",
+             18: "self-signed certificate", 19: "self-signed certificate in chain",
+             20: "unable to get local issuer certificate (untrusted CA)",
+             21: "unable to verify the first certificate", 62: "hostname mismatch"}
+    return names.get(errno, f"X509 verify error {errno}")
+
+
+def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] = (),
+                   client_auth: str = "none", ciphers: Iterable[str] = (),
+                   session_timeout: int = 100) -> SSL.Context:
+    """A TLS server context; client_auth "required" makes the handshake demand a trusted cert."""
+    ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers)
+    ctx.use_certificate_chain_file(str(cert))
+    ctx.use_privatekey_file(str(key))
+    ctx.check_privatekey()
+    for ca in cas:
+        ctx.load_verify_locations(str(ca))
+        ctx.load_client_ca(str(ca).encode())
+    # A session id context is what lets data connections resume the control session.
+    ctx.set_session_id(b"ftplab-ftps")
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    ctx.set_timeout(max(1, int(session_timeout or 1)))
+    mode = {"none": SSL.VERIFY_NONE, "optional": SSL.VERIFY_PEER,
+            "required": SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT}[client_auth]
+    ctx.set_verify(mode, _verify_cb)
+    return ctx
+
+
+def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = None,
+                   key: str | Path | None = None, verify: bool = True,
+                   ciphers: Iterable[str] = ()) -> SSL.Context:
+    """A TLS client context; verify=False accepts any server certificate (like curl -k)."""
+    ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers)
+    cas = list(cas)
+    for ca in cas:
+        ctx.load_verify_locations(str(ca))
+    if cert:
+        ctx.use_certificate_chain_file(str(cert))
+        ctx.use_privatekey_file(str(key or cert))
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
+    ctx.set_verify(SSL.VERIFY_PEER if verify else SSL.VERIFY_NONE, _verify_cb)
+    return ctx
+
+
+class TLSConn:
+    """One TLS connection on one TCP socket (control or data)."""
+
+    def __init__(self, conn: SSL.Connection, sock: socket.socket):
+        self.conn = conn
+        self.sock = sock
+        self._ssl = getattr(conn, "_ssl", None)
+
+    # -- facts about the session
+    @property
+    def version(self) -> str:
+        return self.conn.get_protocol_version_name()
+
+    @property
+    def cipher(self) -> str:
+        return self.conn.get_cipher_name() or ""
+
+    @property
+    def session(self) -> SSL.Session:
+        return self.conn.get_session()
+
+    @property
+    def session_reused(self) -> bool:
+        if _FAST and self._ssl is not None:
+            return bool(_lib.SSL_session_reused(self._ssl))
+        return False  # pragma: no cover
+
+    @property
+    def peer_cert(self) -> x509.Certificate | None:
+        cert = self.conn.get_peer_certificate()
+        return cert.to_cryptography() if cert is not None else None
+
+    # -- data
+    def recv(self, n: int = 65536) -> bytes:
+        buf = bytearray(n)
+        got = self.recv_into(buf)
+        return bytes(buf[:got])
+
+    def recv_into(self, buf, nbytes: int | None = None) -> int:
+        """Up to nbytes (one TLS record at most). 0 = the peer sent close_notify."""
+        view = memoryview(buf)
+        n = len(view) if nbytes is None else min(nbytes, len(view))
+        try:
+            if _FAST and self._ssl is not None:
+                ptr = _ffi.from_buffer(view)
+                got = _lib.SSL_read(self._ssl, ptr, n)
+                if got <= 0:
+                    self.conn._raise_ssl_error(self._ssl, got)
+                return got
+            return self.conn.recv_into(view, min(n, 16384))
+        except SSL.ZeroReturnError:
+            return 0
+        except SSL.WantReadError:
+            raise TLSTimeout("timed out reading TLS") from None
+        except SSL.SysCallError as exc:
+            if exc.args and exc.args[0] in (-1, 0):
+                raise Truncated("connection closed without TLS close_notify") from None
+            raise OSError(f"TLS read: {exc}") from None
+        except SSL.Error as exc:
+            if "unexpected eof" in str(exc).lower():
+                raise Truncated("connection closed without TLS close_notify") from None
+            raise OSError(f"TLS read: {_ssl_reason(exc)}") from None
+
+    def sendall(self, data) -> None:
+        try:
+            self.conn.sendall(data)
+        except SSL.WantWriteError:
+            raise TLSTimeout("timed out writing TLS") from None
+        except SSL.Error as exc:
+            raise OSError(f"TLS write: {_ssl_reason(exc)}") from None
+
+    # -- ends
+    def close_notify(self) -> None:
+        """Send close_notify (end of data); the TCP connection is closed by the caller."""
+        try:
+            self.conn.shutdown()
+        except (SSL.Error, OSError):
+            pass
+
+    def ccc(self, notify: bool, wait: float = 5.0) -> socket.socket:
+        """Leave TLS on this socket, keep TCP: the plain socket is returned.
+
+        notify=True (TLSRFCLEVEL RFC4217): send close_notify, then read the peer's if it sends one.
+        A peer that goes straight to plaintext (curl's passive CCC mode towards some servers,
+        a CCCNONOTIFY peer) is detected by peeking at the first byte: TLS records start with
+        0x14-0x17, FTP lines with printable characters.
+        notify=False (CCCNONOTIFY): no alerts at all; the TLS state is simply dropped.
+        """
+        if notify:
+            self.close_notify()
+            r, _, _ = select.select([self.sock], [], [], wait)
+            if r:
+                first = self.sock.recv(1, socket.MSG_PEEK)
+                if first and 0x14 <= first[0] <= 0x17:
+                    try:
+                        while self.recv_into(bytearray(4096)):
+                            pass            # data before close_notify is not expected; skip it
+                    except (Truncated, TLSTimeout, OSError):
+                        pass
+        # Tell OpenSSL the shutdown is done so freeing the object never writes anything.
+        self.conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        return self.sock
+
+
+def _ssl_reason(exc: Exception) -> str:
+    try:
+        errs = exc.args[0]
+        if isinstance(errs, list) and errs:
+            return "; ".join(e[2] for e in errs if len(e) > 2) or str(exc)
+    except (IndexError, TypeError):
+        pass
+    return str(exc) or type(exc).__name__
+
+
+def _handshake(conn: SSL.Connection, sock: socket.socket, timeout: float | None) -> TLSConn:
+    set_timeout(sock, timeout)
+    try:
+        conn.do_handshake()
+    except SSL.WantReadError:
+        raise TLSFailure("TLS handshake timed out") from None
+    except SSL.SysCallError as exc:
+        errors = conn.get_app_data() or []
+        raise TLSFailure("; ".join(errors) or f"connection closed during TLS handshake ({exc.args[-1]})") from None
+    except SSL.Error as exc:
+        errors = conn.get_app_data() or []
+        raise TLSFailure("; ".join(errors) or _ssl_reason(exc)) from None
+    return TLSConn(conn, sock)
+
+
+def accept_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 30) -> TLSConn:
+    """TLS server side on a connected socket (also on an active-mode data connection)."""
+    conn = SSL.Connection(ctx, sock)
+    conn.set_accept_state()
+    return _handshake(conn, sock, timeout)
+
+
+def connect_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 30,
+                session: SSL.Session | None = None, hostname: str | None = None) -> TLSConn:
+    """TLS client side (also on an accepted active-mode data connection: RFC 4217 section 7)."""
+    conn = SSL.Connection(ctx, sock)
+    conn.set_connect_state()
+    if hostname and not _is_ip(hostname):
+        conn.set_tlsext_host_name(hostname.encode("idna"))
+    if session is not None:
+        conn.set_session(session)
+    return _handshake(conn, sock, timeout)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False
+
+
+def check_hostname(cert: x509.Certificate, host: str) -> bool:
+    """Does the certificate name host (SAN DNS/IP, or CN when there are no SANs)? SECURE_HOSTNAME."""
+    import ipaddress
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = None
+    if _is_ip(host):
+        ip = ipaddress.ip_address(host)
+        return bool(sans) and ip in sans.get_values_for_type(x509.IPAddress)
+    names = sans.get_values_for_type(x509.DNSName) if sans else [
+        a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    host = host.lower().rstrip(".")
+    for name in names:
+        name = name.lower().rstrip(".")
+        if name == host or (name.startswith("*.") and host.split(".", 1)[-1] == name[2:] and "." in host):
+            return True
+    return False
