@@ -246,9 +246,9 @@ class LabNet:
             self.run(node.name, argv)
         if setup.argv is None:
             return
-        config = self.workdir / f"{node.name}-{name}.json"
+        argv, config = with_config(setup.argv, self.workdir / f"{node.name}-{name}.json")
+        config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(setup.config or {}, indent=2, default=str))
-        argv = with_config(setup.argv, config)
         self._start_program(node.name, name, argv, ready=lambda out, err: "READY" in out.splitlines())
 
     def _start_captures(self) -> None:
@@ -280,15 +280,12 @@ class LabNet:
         return program
 
 
-def with_config(argv: list[str], config: Path) -> list[str]:
-    """The device's argv, pointing at the config file LabNet wrote."""
-    argv = [str(config) if a == "{config}" else a for a in argv]
-    if str(config) in argv:
-        return argv
-    if "--config" in argv:
-        i = argv.index("--config")
-        return argv[: i + 1] + [str(config)] + argv[i + 2:]
-    return argv + ["--config", str(config)]
+def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:
+    """The device's argv and the file to write its config to: the one after --config if the
+    device chose it, else `default` (appended as --config)."""
+    if "--config" in argv[:-1]:
+        return list(argv), Path(argv[argv.index("--config") + 1])
+    return [*argv, "--config", str(default)], default
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -1,0 +1,167 @@
+"""Pure rule generation: NAT (nat.rules), static filter (firewall.static), observed drops."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import pytest
+
+from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain
+from firewall.static import CHAIN, MARK_DEFAULT, RULE_MARK_BASE, filter_rules, match_args, restore_argv
+from lab.model import FilterRule, Firewall, Interface, Nat, Node, PortForward, PortRange
+from nat.rules import (
+    MARK_PRIVATE_DESTINATION,
+    MARK_UNSOLICITED,
+    PRIVATE_CHAIN,
+    UNSOLICITED_CHAIN,
+    dnat_target,
+    internet_rules,
+    nat_rules,
+)
+
+SERVER = IPv4Address("10.1.1.10")
+
+
+def nat_node(forwards=(), masquerade=True) -> Node:
+    return Node("nat-s", "router", interfaces=[
+        Interface("nat-s-eth0", IPv4Interface("203.0.113.1/24"), "internet"),
+        Interface("nat-s-eth1", IPv4Interface("10.1.1.1/24"), "server"),
+    ], nat=Nat(outside="nat-s-eth0", masquerade=masquerade, forwards=list(forwards)))
+
+
+def fwd(ports, to_ports=None, proto="tcp") -> PortForward:
+    ports = PortRange(*ports)
+    return PortForward(proto, ports, SERVER, PortRange(*to_ports) if to_ports else ports)
+
+
+def test_masquerade_leaves_through_the_outside_interface():
+    rules = nat_rules(nat_node()).iptables
+    assert ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "nat-s-eth0", "-j", "MASQUERADE"] in rules
+
+
+def test_no_masquerade_no_postrouting_rule():
+    assert not [r for r in nat_rules(nat_node(masquerade=False)).iptables if "POSTROUTING" in r]
+
+
+def test_single_port_forward_to_the_inside_host():
+    rules = nat_rules(nat_node([fwd((21, 21))])).iptables
+    assert ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", "nat-s-eth0", "-d", "203.0.113.1", "-p", "tcp",
+            "--dport", "21", "-j", "DNAT", "--to-destination", "10.1.1.10"] in rules
+
+
+def test_forwarded_range_keeps_each_port():
+    rules = nat_rules(nat_node([fwd((60000, 60100))])).iptables
+    [rule] = [r for r in rules if "--to-destination" in r]
+    assert rule[rule.index("--dport") + 1] == "60000:60100"
+    assert rule[-1] == "10.1.1.10"   # identity: no port given, the kernel keeps it
+
+
+@pytest.mark.parametrize("ports,to_ports,expected", [
+    ((2121, 2121), (21, 21), "10.1.1.10:21"),
+    ((61000, 61100), (60000, 60100), "10.1.1.10:60000-60100/61000"),
+])
+def test_shifted_forwards(ports, to_ports, expected):
+    assert dnat_target(fwd(ports, to_ports)) == expected
+
+
+def test_forward_ranges_of_different_size_are_refused():
+    with pytest.raises(ValueError, match="differ in size"):
+        nat_rules(nat_node([fwd((60000, 60100), (60000, 60001))]))
+
+
+def test_unknown_outside_interface_is_named():
+    node = nat_node()
+    node.nat.outside = "eth9"
+    with pytest.raises(ValueError, match="eth9"):
+        nat_rules(node)
+
+
+def test_unsolicited_inbound_goes_to_dropwatch_with_its_reason():
+    ruleset = nat_rules(nat_node([fwd((21, 21))]))
+    assert set(ruleset.reasons) == {MARK_UNSOLICITED}
+    assert "not forwarded" in ruleset.reasons[MARK_UNSOLICITED]
+    jumps = [r for r in ruleset.iptables if r[-2:] == ["-j", UNSOLICITED_CHAIN]]
+    assert {r[2] for r in jumps} == {"INPUT", "FORWARD"}
+    forward = [r for r in jumps if r[2] == "FORWARD"]
+    assert all(["!", "--ctstate", "DNAT"] == r[r.index("!"):r.index("!") + 3] for r in forward), \
+        "forwarded (DNATed) connections must not be dropped"
+    # the chain is created before it is used
+    create = ruleset.iptables.index(["iptables", "-t", "filter", "-N", UNSOLICITED_CHAIN])
+    assert create < ruleset.iptables.index(jumps[0])
+
+
+def test_drop_chain_marks_then_queues_to_dropwatch():
+    assert drop_chain("c", 7, table="mangle") == [
+        ["iptables", "-t", "mangle", "-N", "c"],
+        ["iptables", "-t", "mangle", "-A", "c", "-j", "MARK", "--set-mark", "7"],
+        ["iptables", "-t", "mangle", "-A", "c", "-j", "NFQUEUE", "--queue-num", str(DROPWATCH_QUEUE)],
+    ]
+
+
+def test_internet_drops_private_destinations_before_routing():
+    ruleset = internet_rules(Node("internet", "router"))
+    assert ruleset.reasons == {MARK_PRIVATE_DESTINATION: "private address not routed on the internet"}
+    jumps = [r for r in ruleset.iptables if r[-1] == PRIVATE_CHAIN and "-d" in r]
+    assert {r[r.index("-d") + 1] for r in jumps} == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+    assert all(r[1:5] == ["-t", "mangle", "-A", "PREROUTING"] for r in jumps)
+
+
+def test_ruleset_refuses_a_mark_used_twice():
+    a = RuleSet([], {1: "x"})
+    with pytest.raises(ValueError, match="twice"):
+        a.extend(RuleSet([], {1: "y"}))
+
+
+# -- static filter --------------------------------------------------------------------------
+
+def slides_filter(default="drop") -> Firewall:
+    server = IPv4Network("203.0.113.10/32")
+    return Firewall("static", default=default, rules=[
+        FilterRule("accept", dst=server, dport=PortRange(21, 21), comment="control", line=10),
+        FilterRule("accept", src=server, sport=PortRange(20, 20), line=11),
+        FilterRule("drop", proto="any", src=IPv4Network("192.0.2.0/24"), comment="bad net", line=12),
+        FilterRule("accept", dst=server, dport=PortRange(60000, 60100), line=13),
+    ])
+
+
+def test_established_first_then_rules_in_order_then_default():
+    ruleset = filter_rules(slides_filter())
+    chain = [r for r in ruleset.iptables if r[3:5] == ["-A", CHAIN]]
+    assert chain[0][5:] == ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+    assert [r[-1] for r in chain[1:]] == ["ACCEPT", "ACCEPT", "ftlab-fw-rule-3", "ACCEPT", "ftlab-fw-default"]
+    assert ["iptables", "-t", "filter", "-A", "FORWARD", "-j", CHAIN] in ruleset.iptables
+
+
+def test_each_drop_has_its_own_observed_reason():
+    reasons = filter_rules(slides_filter()).reasons
+    assert set(reasons) == {RULE_MARK_BASE + 3, MARK_DEFAULT}
+    assert "rule 3 (line 12): bad net" in reasons[RULE_MARK_BASE + 3]
+    assert "default" in reasons[MARK_DEFAULT]
+
+
+def test_default_accept_has_no_drop_chain():
+    ruleset = filter_rules(Firewall("static", default="accept", rules=[]))
+    assert ruleset.reasons == {}
+    assert ruleset.iptables[-1][-2:] == ["-j", "ACCEPT"]
+
+
+def test_match_args():
+    rule = FilterRule("accept", proto="tcp", src=IPv4Network("198.51.100.0/24"), dport=PortRange(60000, 60100),
+                      in_interface="fw-eth0")
+    assert match_args(rule) == ["-p", "tcp", "-s", "198.51.100.0/24", "-i", "fw-eth0", "--dport", "60000:60100"]
+    assert match_args(FilterRule("drop", proto="any")) == []
+
+
+@pytest.mark.parametrize("proto", ["any", "icmp"])
+def test_ports_without_tcp_or_udp_are_refused(proto):
+    with pytest.raises(ValueError, match="line 5"):
+        match_args(FilterRule("accept", proto=proto, dport=PortRange(21, 21), line=5))
+
+
+def test_dynamic_firewall_is_not_a_static_filter():
+    with pytest.raises(ValueError):
+        filter_rules(Firewall("dynamic"))
+
+
+def test_restore_argv(tmp_path):
+    assert restore_argv(tmp_path / "r", test=True) == ["iptables-restore", "--test", str(tmp_path / "r")]
