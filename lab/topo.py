@@ -22,6 +22,7 @@ import yaml
 
 from lab import TOPOLOGY_DIR
 from lab.errors import InputError, Problem
+from lab.ftps.config import ClientConfig, ServerConfig
 from lab.model import (
     FilterRule,
     Firewall,
@@ -740,6 +741,14 @@ class _Builder:
                 self.problem(value.line_of(name), where, f"expected a value, got {_show(setting)}")
             else:
                 result[name] = value.raw.get(name, str(setting))
+        # the FTPS endpoints' own validation: unknown statements and bad values, at their lines
+        config = ServerConfig if key == "server_statements" else ClientConfig
+        try:
+            config.from_dict(result, self.file)
+        except InputError as exc:
+            lines = {str(k).upper(): value.line_of(k) for k in value}
+            for p in exc.problems:
+                self.problem(lines.get(p.field.upper(), value.line), f"ftp.{key}.{p.field}", p.message)
         return result
 
     def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:

@@ -97,6 +97,12 @@ CASES = [
     ("statement-name", 7, "  server_address: 203.0.113.1",
      "  server_address: 203.0.113.1\n  server_statements: {passivedataports: x}",
      "ftp.server_statements.passivedataports", "upper case"),
+    ("unknown-statement", 7, "  server_address: 203.0.113.1",
+     "  server_address: 203.0.113.1\n  server_statements: {PASSIVEDATAPORT: (60000,60100)}",
+     "ftp.server_statements.PASSIVEDATAPORT", "unknown statement PASSIVEDATAPORT"),
+    ("bad-statement-value", 9, "  server_address: 203.0.113.1",
+     "  server_address: 203.0.113.1\n  server_statements:\n    TLSRFCLEVEL: RFC4217\n    PASSIVEDATAPORTS: (60100,60000)",
+     "ftp.server_statements.PASSIVEDATAPORTS", "low <= high"),
     ("control-connection-lost", 3, "  client: {kind: host, gateway: 198.51.100.254}", "  client: {kind: host}",
      "ftp", "at client: no route to 203.0.113.1"),
 ]
