@@ -219,8 +219,7 @@ class LabNet:
         for test in (True, False):
             done = self.run(node.name, restore_argv(path, test=test), check=False)
             if done.returncode != 0:
-                raise LabError(f"{node.name}: iptables-save file {path} does not load: "
-                               f"{(done.stderr or done.stdout).strip()}")
+                raise LabError(f"{node.name}: iptables-save file {restore_error(path, done.stderr or done.stdout)}")
 
     def _device_setups(self, node: Node, reasons: dict[int, str]) -> list[tuple[str, object]]:
         events = self.events_path
@@ -286,6 +285,23 @@ def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:
     if "--config" in argv[:-1]:
         return list(argv), Path(argv[argv.index("--config") + 1])
     return [*argv, "--config", str(default)], default
+
+
+def restore_error(path: Path, stderr: str) -> str:
+    """iptables-restore's complaint as "FILE:LINE: the line: reason"."""
+    import re
+
+    found = re.search(r"(?:line:? )(\d+)", stderr)
+    reason = next((ln for ln in stderr.splitlines() if ln and not ln.startswith(("Error occurred", "Try `"))),
+                  "").split("): ", 1)[-1]
+    if not found:
+        return f"{path} does not load: {stderr.strip()}"
+    number = int(found.group(1))
+    try:
+        text = path.read_text().splitlines()[number - 1].strip()
+    except (OSError, IndexError):
+        text = "?"
+    return f"{path}:{number}: does not load: `{text}`: {reason or stderr.strip()}"
 
 
 def _terminate(proc: subprocess.Popen) -> None:

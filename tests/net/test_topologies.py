@@ -135,3 +135,51 @@ def test_dynamic_filter_with_inspector_opens_only_control_ports():
     [res] = run("dynamic-filter", [{"from": "client", "to_node": "server", "listen": "server",
                                     "ports": [21, 990, 22, 60000]}], devices=True)
     assert ports_ok(res) == {21, 990}
+
+
+# -- a user's iptables-save ruleset instead of rules ---------------------------------------------
+
+GOOD_RULESET = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A FORWARD -d 203.0.113.10/32 -p tcp -m tcp --dport 21 -j ACCEPT
+COMMIT
+"""
+BAD_RULESET = GOOD_RULESET.replace("--dport 21", "--dport 21 --no-such-option")
+
+
+def in_sandbox_iptables_save(text: str) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from lab.errors import LabError
+    from lab.model import Firewall
+    from lab.net import LabNet
+    from lab.netcheck import connect, listening
+    from lab.topo import load
+
+    topo = load("static-filter")
+    rules = Path(tempfile.mkdtemp()) / "fw.rules"
+    rules.write_text(text)
+    topo.nodes["fw"].firewall = Firewall("static", iptables_save=rules)
+    try:
+        with LabNet(topo, devices=False) as net, listening(net, "server", [21, 22]):
+            out = connect(net, "client", [("203.0.113.10", 21), ("203.0.113.10", 22)])
+            return {"ok": sorted(r["to"] for r in out if r["ok"])}
+    except LabError as exc:
+        return {"error": str(exc)}
+    finally:
+        rules.unlink()
+        rules.parent.rmdir()
+
+
+def test_iptables_save_ruleset_is_loaded_in_the_filter():
+    assert call_in_sandbox(__file__, "in_sandbox_iptables_save", GOOD_RULESET) == {"ok": ["203.0.113.10:21"]}
+
+
+def test_iptables_save_error_names_the_line():
+    result = call_in_sandbox(__file__, "in_sandbox_iptables_save", BAD_RULESET)
+    assert "fw.rules:6: does not load: `-A FORWARD -d 203.0.113.10/32" in result["error"], result
+    assert "no-such-option" in result["error"]
