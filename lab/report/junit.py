@@ -1,0 +1,58 @@
+"""junit.xml: one testcase per cell, failed when the observed outcome differs from the prediction.
+
+A cell whose outcome is `error` (the lab broke) is a JUnit <error>, not a <failure>, so CI tells a
+broken lab apart from a changed network verdict.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+
+def build(doc: dict) -> ET.Element:
+    by_topology: dict[str, list[dict]] = defaultdict(list)
+    for s in doc["scenarios"]:
+        by_topology[s["topology"]].append(s)
+    root = ET.Element("testsuites", name=f"ftlab matrix {doc['run_id']}")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "time": 0.0}
+    for topology, cells in by_topology.items():
+        suite = ET.SubElement(root, "testsuite", name=topology, hostname=str(doc.get("host", "")),
+                              timestamp=str(doc.get("started", "")))
+        n = {"tests": 0, "failures": 0, "errors": 0, "time": 0.0}
+        for s in cells:
+            name = s["id"].split("/", 1)[1]
+            case = ET.SubElement(suite, "testcase", classname=f"ftlab.{topology}", name=name,
+                                 time=f"{s.get('duration_s') or 0:.3f}")
+            n["tests"] += 1
+            n["time"] += s.get("duration_s") or 0
+            if s["outcome"] == "error":
+                n["errors"] += 1
+                el = ET.SubElement(case, "error", message=s["reason"][:500], type="lab-error")
+                el.text = s["reason"]
+            elif not s["matches"]:
+                n["failures"] += 1
+                msg = f"predicted {s['expected']}, observed {s['outcome']}: {s['reason']}"
+                el = ET.SubElement(case, "failure", message=msg[:500], type="outcome-changed")
+                el.text = (f"{msg}\nprediction: {s.get('expected_reason') or ''}\n"
+                           f"stage: {s.get('stage')}\n{s.get('why_differs') or ''}")
+            out = ET.SubElement(case, "system-out")
+            out.text = f"{s['outcome']} ({s.get('stage') or '-'}): {s['reason']}"
+        for key in ("tests", "failures", "errors"):
+            suite.set(key, str(n[key]))
+            totals[key] += n[key]
+        suite.set("time", f"{n['time']:.3f}")
+        totals["time"] += n["time"]
+    for key in ("tests", "failures", "errors"):
+        root.set(key, str(totals[key]))
+    root.set("time", f"{totals['time']:.3f}")
+    return root
+
+
+def write(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    tree = ET.ElementTree(build(doc))
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+    return path

@@ -1,0 +1,139 @@
+"""results.json: the contract between a matrix run, its report writers, CI and later runs.
+
+A run document is a plain dict (what json.load gives back), so writers, merge and baseline work
+the same on a fresh run and on a file from last week. The schema is reports/results.schema.json
+(documented in reports/README.md); `validate()` checks a document against it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lab import REPORT_DIR
+from lab.errors import InputError, Problem
+
+SCHEMA = "ftlab.results/1"
+SCHEMA_FILE = REPORT_DIR / "results.schema.json"
+OUTCOMES = ("pass", "fail", "error")
+
+#: Every scenario carries at least these keys (values may be null where not measured).
+REQUIRED = ("id", "topology", "security", "data", "variant", "client", "server", "expected", "outcome",
+            "matches", "stage", "reason", "bytes", "sha256_ok", "throughput_mbps", "baseline_mbps", "ratio",
+            "duration_s")
+
+
+def now_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="seconds")
+
+
+def new_run_id(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def new_run(run_id: str | None = None, started: float | None = None, **extra) -> dict:
+    started = started if started is not None else time.time()
+    return {"schema": SCHEMA, "run_id": run_id or new_run_id(started), "started": now_iso(started),
+            "finished": None, "host": socket.gethostname(), "scenarios": [], "topologies": {}, **extra}
+
+
+def scenario_entry(*, cell, spec, prediction, verdict, bytes: int | None = None, sha256_ok: bool | None = None,
+                   throughput_mbps: float | None = None, baseline_mbps: float | None = None,
+                   duration_s: float | None = None, **extra) -> dict:
+    """One scenario's result; `matches` is observed == predicted (an error never matches)."""
+    ratio = round(throughput_mbps / baseline_mbps, 4) if throughput_mbps and baseline_mbps else None
+    return {
+        "id": cell.id, "topology": cell.topology, "security": cell.security, "data": cell.data,
+        "variant": cell.variant, "client": spec.client, "server": spec.server,
+        "expected": prediction.outcome, "expected_stage": prediction.stage,
+        "expected_reason": prediction.reason, "expected_device": prediction.device,
+        "outcome": verdict.outcome, "matches": verdict.outcome == prediction.outcome,
+        "stage": verdict.stage, "reason": verdict.reason, "code": verdict.code,
+        "bytes": bytes, "sha256_ok": sha256_ok, "throughput_mbps": throughput_mbps,
+        "baseline_mbps": baseline_mbps, "ratio": ratio,
+        "duration_s": round(duration_s, 3) if duration_s is not None else None, **extra}
+
+
+# -- files -------------------------------------------------------------------------------------------
+
+def results_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "results.json" if p.is_dir() else p
+
+
+def load(path: str | Path, check: bool = True) -> dict:
+    """Read a results.json (or a report folder holding one); InputError when it is not one."""
+    p = results_path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError([Problem(str(p), 0, "", "no results.json here")]) from None
+    except json.JSONDecodeError as exc:
+        raise InputError([Problem(str(p), exc.lineno, "", f"not JSON: {exc.msg}")]) from None
+    if check:
+        problems = validate(doc)
+        if problems:
+            raise InputError([Problem(str(p), 0, where, msg) for where, msg in problems])
+    return doc
+
+
+def write(doc: dict, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+def validate(doc: dict) -> list[tuple[str, str]]:
+    """Problems of a document against the JSON schema: [(json path, message)], empty when valid."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    return [("/".join(str(p) for p in err.absolute_path) or "(top)", err.message)
+            for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))]
+
+
+# -- judging a run -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Change:
+    id: str
+    before: str | None      # outcome in the baseline (None: cell not in the baseline)
+    after: str | None       # outcome now (None: cell not run now)
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.before or 'absent'} -> {self.after or 'absent'}"
+
+
+def baseline_changes(doc: dict, baseline: dict) -> list[Change]:
+    """Every cell whose outcome differs from the baseline run's (cells run in both)."""
+    before = {s["id"]: s["outcome"] for s in baseline["scenarios"]}
+    return [Change(s["id"], before[s["id"]], s["outcome"])
+            for s in doc["scenarios"] if s["id"] in before and before[s["id"]] != s["outcome"]]
+
+
+def counts(doc: dict) -> dict:
+    sc = doc["scenarios"]
+    return {"cells": len(sc), "pass": sum(s["outcome"] == "pass" for s in sc),
+            "fail": sum(s["outcome"] == "fail" for s in sc), "error": sum(s["outcome"] == "error" for s in sc),
+            "matches": sum(bool(s["matches"]) for s in sc)}
+
+
+def exit_code(doc: dict, baseline: dict | None = None) -> int:
+    """0: everything as predicted (or as in the baseline); 1: some differ; 3: the lab failed somewhere."""
+    if any(s["outcome"] == "error" for s in doc["scenarios"]) or doc.get("lab_errors"):
+        return 3
+    if baseline is not None:
+        return 1 if baseline_changes(doc, baseline) else 0
+    return 0 if all(s["matches"] for s in doc["scenarios"]) else 1
