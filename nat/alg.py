@@ -66,6 +66,7 @@ class Mapping:
     host: str
     port: int
     expires: float
+    owner: str = ""          # the control connection that announced it
 
     def rule(self, outside: str) -> list[str]:
         return ["-s", self.peer, "-d", outside, "-p", "tcp", "-m", "tcp", "--dport", str(self.public_port),
@@ -98,13 +99,20 @@ class Mappings:
             port = port + 1 if port < 65535 else 1024
         return None
 
-    def open(self, peer: str, public_port: int, host: str, port: int) -> Mapping:
-        m = Mapping(peer, public_port, host, port, self.clock() + self.lifetime)
+    def open(self, peer: str, public_port: int, host: str, port: int, owner: str = "") -> Mapping:
+        m = Mapping(peer, public_port, host, port, self.clock() + self.lifetime, owner)
         self.run(["iptables", "-t", "nat", "-A", self.chain, *m.rule(self.outside)])
         self.active[public_port] = m
         self.events.emit("mapping-open", public=f"{self.outside}:{public_port}", private=f"{host}:{port}",
                          peer=peer, lifetime=self.lifetime)
         return m
+
+    def retire(self, owner: str) -> None:
+        """Like the kernel helper (max_expected=1), a control connection has one outstanding
+        mapping: a new announcement retires the previous unused one, so a flood of 227s holds
+        at most one rule per connection."""
+        for old in [m for m in self.active.values() if m.owner == owner]:
+            self._remove(old, "expired")
 
     def _remove(self, m: Mapping, why: str) -> None:
         self.active.pop(m.public_port, None)
@@ -236,6 +244,7 @@ class AlgEngine:
                              message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
                                      "not rewritten, nothing opened")
             return None
+        self.mappings.retire(cid)
         port = self.mappings.allocate(ann.port)
         if port is None:
             self.events.emit("error", conn=cid, line=text, message="no free port for the mapping")
@@ -248,7 +257,7 @@ class AlgEngine:
             d = old[:1].decode("ascii", "replace")
             new = (f"{d}1{d}{self.outside}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
         try:
-            self.mappings.open(peer, port, sender, ann.port)
+            self.mappings.open(peer, port, sender, ann.port, owner=cid)
         except RuntimeError as exc:
             self.events.emit("error", conn=cid, line=text, message=f"mapping not installed: {exc}")
             return None

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nat.ctrlstream import C2S, S2C, HOLD_LIMIT, ControlTracker, HalfStream
+from nat.ctrlstream import C2S, HOLD_LIMIT, S2C, ControlTracker, HalfStream
 
 TLS_HELLO = bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello"
 _SECRET = b"\r\nPORT 10,0,1,2,4,1\r\n227 (1"                     # FTP-looking application data

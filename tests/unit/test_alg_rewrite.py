@@ -1,0 +1,302 @@
+"""The ALG engine on simulated TCP segments: rewrites, mappings, seq/ack, hostile input.
+
+A real AlgEngine and Mappings; the only thing replaced is the iptables runner, which records
+the commands instead of programming a kernel (tests/net/test_devices.py does that for real).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP
+
+from nat.alg import AlgEngine, Mapping, Mappings
+from nat.events import EventWriter
+from nat.tcpseg import ACK, FIN, PSH, SYN, parse
+
+CLIENT, SERVER, OUTSIDE, THIRD = "10.0.1.2", "198.51.100.2", "203.0.113.1", "10.0.1.99"
+ISN_C, ISN_S = 0xFFFFFF00, 5000          # the client's sequence numbers wrap during the session
+
+
+class Events(EventWriter):
+    def __init__(self) -> None:
+        super().__init__(None, "nat-c")
+        self.log: list[dict] = []
+
+    def emit(self, type: str, **fields: object) -> dict:
+        event = super().emit(type, **fields)
+        self.log.append(event)
+        return event
+
+    def of(self, type: str) -> list[dict]:
+        return [e for e in self.log if e["type"] == type]
+
+
+class Kernel:
+    """Records iptables commands; counts nothing (no packet ever uses a mapping here)."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def __call__(self, argv: list[str]) -> str:
+        self.commands.append(argv)
+        return ""
+
+    def added(self) -> list[list[str]]:
+        return [c for c in self.commands if "-A" in c]
+
+
+def segment(src, sport, dst, dport, seq, ack, flags, payload=b"", sack=None):
+    options = [("SAck", sack)] if sack else []
+    return parse(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF,
+                                                  ack=ack & 0xFFFFFFFF, flags=flags, options=options)
+                       / payload))
+
+
+class Session:
+    """A client inside the NAT, a server outside; what each side receives is reassembled."""
+
+    def __init__(self, server: str = SERVER, client: str = CLIENT, drop_first_rewrite: bool = False):
+        self.events, self.kernel = Events(), Kernel()
+        self.mappings = Mappings(OUTSIDE, self.events, run=self.kernel)
+        self.alg = AlgEngine("nat-c", OUTSIDE, [21, 990], self.events, self.mappings,
+                             drop_first_rewrite=drop_first_rewrite)
+        self.client, self.server = client, server
+        self.inside = "s2c" if server == CLIENT else "c2s"    # whose packets come from the inside
+        self.sent = {"c2s": 0, "s2c": 0}          # original stream offsets
+        self.got = {"c2s": bytearray(), "s2c": bytearray()}
+        self.last_ack = {"c2s": None, "s2c": None}
+        self.out: list[bytes | None] = []
+        self._pass("c2s", ISN_C, 0, SYN, b"")
+        self._pass("s2c", ISN_S, ISN_C + 1, SYN | ACK, b"")
+
+    def _pass(self, d, seq, ack, flags, payload, sack=None):
+        src, dst = (self.client, self.server) if d == "c2s" else (self.server, self.client)
+        sport, dport = (40000, 21) if d == "c2s" else (21, 40000)
+        seg = segment(src, sport, dst, dport, seq, ack, flags, payload, sack)
+        verdict = self.alg.process(seg, from_outside=d != self.inside)
+        if verdict.action == "drop":
+            self.out.append(None)
+            return None
+        raw = verdict.packet or seg.raw
+        self.out.append(raw)
+        got = parse(raw)
+        check = IP(raw)
+        del check[TCP].chksum
+        assert IP(bytes(check))[TCP].chksum == IP(raw)[TCP].chksum, "bad TCP checksum"
+        isn = ISN_C if d == "c2s" else ISN_S
+        if got.payload:
+            off = (got.seq - isn - 1) & 0xFFFFFFFF
+            buf = self.got[d]
+            assert off <= len(buf), "a hole at the receiver"
+            buf[off:off + len(got.payload)] = got.payload
+        self.last_ack[d] = got.ack
+        return got
+
+    def send(self, d, *chunks, at=None):
+        """Send chunks (as separate segments) from the sender of direction d."""
+        isn, peer_isn = (ISN_C, ISN_S) if d == "c2s" else (ISN_S, ISN_C)
+        pos = self.sent[d] if at is None else at
+        other = "s2c" if d == "c2s" else "c2s"
+        outs = []
+        for chunk in chunks:
+            outs.append(self._pass(d, isn + 1 + pos, peer_isn + 1 + self.sent[other], ACK | PSH, chunk))
+            pos += len(chunk)
+        if at is None:
+            self.sent[d] = pos
+        return outs
+
+    def ack_all(self, d):
+        """The receiver of direction d acknowledges everything it got; returns the ack the sender sees."""
+        other = "s2c" if d == "c2s" else "c2s"
+        isn, peer_isn = (ISN_C, ISN_S) if d == "c2s" else (ISN_S, ISN_C)
+        got = self._pass(other, peer_isn + 1 + self.sent[other], isn + 1 + len(self.got[d]), ACK, b"")
+        return (got.ack - isn - 1) & 0xFFFFFFFF
+
+
+PORT = b"PORT 10,0,1,2,4,1\r\n"
+PORT_OUT = b"PORT 203,0,113,1,4,1\r\n"
+
+
+def test_port_rewritten_mapping_installed_and_acks_shifted_back():
+    s = Session()
+    s.send("c2s", b"USER a\r\n", PORT, b"LIST\r\n")
+    assert bytes(s.got["c2s"]) == b"USER a\r\n" + PORT_OUT + b"LIST\r\n"
+    assert s.ack_all("c2s") == s.sent["c2s"]          # the client sees its own positions acked
+    assert s.kernel.added() == [["iptables", "-t", "nat", "-A", "ALG-MAP", "-s", SERVER, "-d", OUTSIDE,
+                                 "-p", "tcp", "-m", "tcp", "--dport", "1025", "-j", "DNAT",
+                                 "--to-destination", f"{CLIENT}:1025"]]
+    (rw,) = s.events.of("rewrite")
+    assert rw["before"] == "PORT 10,0,1,2,4,1" and rw["after"] == "PORT 203,0,113,1,4,1"
+    assert rw["from"] == f"{CLIENT}:1025" and rw["to"] == f"{OUTSIDE}:1025"
+    assert s.events.of("mapping-open")[0]["public"] == f"{OUTSIDE}:1025"
+
+
+def test_eprt_rewritten():
+    s = Session()
+    s.send("c2s", b"EPRT |1|10.0.1.2|1027|\r\n")
+    assert bytes(s.got["c2s"]) == b"EPRT |1|203.0.113.1|1027|\r\n"
+
+
+def test_227_and_229_from_an_inside_server():
+    s = Session(server=CLIENT, client=SERVER)          # the server is the inside host now
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96).\r\n")
+    s.send("s2c", b"229 Entering Extended Passive Mode (|||60001|)\r\n")
+    assert bytes(s.got["s2c"]) == (b"227 Entering Passive Mode (203,0,113,1,234,96).\r\n"
+                                   b"229 Entering Extended Passive Mode (|||60001|)\r\n")
+    publics = [e["public"] for e in s.events.of("mapping-open")]
+    assert publics == [f"{OUTSIDE}:60000", f"{OUTSIDE}:60001"]
+
+
+def test_229_port_rewritten_only_when_mapped_port_differs():
+    s = Session(server=CLIENT, client=SERVER)
+    s.mappings.active[60001] = Mapping("192.0.2.7", 60001, "10.0.1.50", 60001, 1e12, owner="another")
+    s.send("s2c", b"229 Entering Extended Passive Mode (|||60001|)\r\n")
+    assert bytes(s.got["s2c"]) == b"229 Entering Extended Passive Mode (|||60002|)\r\n"
+
+
+def test_split_at_every_byte_boundary_rewritten_once_and_consistent():
+    for cut in range(1, len(PORT)):
+        s = Session()
+        s.send("c2s", b"NOOP\r\n" + PORT[:cut], PORT[cut:] + b"LIST\r\n")
+        assert bytes(s.got["c2s"]) == b"NOOP\r\n" + PORT_OUT + b"LIST\r\n", cut
+        assert s.ack_all("c2s") == s.sent["c2s"]
+        assert len(s.kernel.added()) == 1
+
+
+def test_retransmission_of_rewritten_segment_is_identical():
+    s = Session()
+    first = s.send("c2s", PORT)[0]
+    again = s.send("c2s", PORT, at=0)[0]
+    assert first.raw == again.raw and len(s.kernel.added()) == 1
+
+
+def test_lost_rewritten_segment_is_rewritten_on_retransmission():
+    s = Session(drop_first_rewrite=True)
+    assert s.send("c2s", PORT) == [None]                 # lost once (the test hook)
+    assert bytes(s.got["c2s"]) == b""
+    s.send("c2s", PORT, at=0)                            # TCP resends it
+    assert bytes(s.got["c2s"]) == PORT_OUT
+    s.send("c2s", b"LIST\r\n")
+    assert bytes(s.got["c2s"]) == PORT_OUT + b"LIST\r\n"
+
+
+def test_fifty_rewrites_keep_seq_and_ack_consistent():
+    s = Session()
+    expected = b""
+    for i in range(50):
+        port = 1024 + i * 7
+        line = f"PORT 10,0,1,2,{port >> 8},{port & 255}\r\n".encode()
+        s.send("c2s", line, b"RETR f\r\n")
+        s.send("s2c", b"200 ok\r\n150 go\r\n226 done\r\n")
+        expected += f"PORT 203,0,113,1,{port >> 8},{port & 255}\r\n".encode() + b"RETR f\r\n"
+        assert s.ack_all("c2s") == s.sent["c2s"]
+    assert bytes(s.got["c2s"]) == expected
+
+
+def test_sack_blocks_shifted_back():
+    s = Session()
+    s.send("c2s", PORT, b"NOOP\r\n")
+    isn = ISN_C
+    left, right = isn + 1 + len(PORT_OUT), isn + 1 + len(PORT_OUT) + 6
+    got = s._pass("s2c", ISN_S + 1, isn + 1, ACK, b"", sack=(left, right))
+    assert got.sack_blocks() == [((isn + 1 + len(PORT)) & 0xFFFFFFFF, (isn + 1 + len(PORT) + 6) & 0xFFFFFFFF)]
+
+
+# -- hostile control traffic opens nothing (issue 4, issue 6 "ALG abuse") -----------------------
+
+HOSTILE_FROM_CLIENT = {
+    "PORT naming another host": b"PORT 10,0,1,99,4,1\r\n",
+    "EPRT naming another host": b"EPRT |1|10.0.1.99|1025|\r\n",
+    "PORT inside a filename": b"RETR PORT 10,0,1,2,4,1\r\n",
+    "PORT after leading space": b" PORT 10,0,1,2,4,1\r\n",
+    "number above 255": b"PORT 10,0,1,2,256,1\r\n",
+    "negative number": b"PORT 10,0,-1,2,4,1\r\n",
+    "overlong number": b"PORT 10,0,1,0002,4,1\r\n",
+    "port zero": b"PORT 10,0,1,2,0,0\r\n",
+    "EPRT IPv6": b"EPRT |2|::1|1025|\r\n",
+    "227 from the client": b"227 Entering Passive Mode (10,0,1,2,4,1)\r\n",
+    "229 from the client": b"229 Entering Extended Passive Mode (|||1025|)\r\n",
+}
+
+
+@pytest.mark.parametrize("line", HOSTILE_FROM_CLIENT.values(), ids=HOSTILE_FROM_CLIENT.keys())
+def test_hostile_client_line_opens_nothing(line):
+    s = Session()
+    s.send("c2s", line)
+    assert bytes(s.got["c2s"]) == line and s.kernel.commands == [] and not s.events.of("rewrite")
+
+
+HOSTILE_FROM_SERVER = {
+    "227 naming a third host": b"227 Entering Passive Mode (10,0,1,99,4,1)\r\n",
+    "227 inside a multi-line reply": b"211-x\r\n227 Entering Passive Mode (10,0,1,2,4,1)\r\n211 end\r\n",
+    "227 as multi-line reply": b"227-Entering Passive Mode (10,0,1,2,4,1)\r\n227 x\r\n",
+    "PORT from the server": b"PORT 10,0,1,2,4,1\r\n",
+    "227 inside an error text": b"550 227 Entering Passive Mode (10,0,1,2,4,1)\r\n",
+}
+
+
+@pytest.mark.parametrize("line", HOSTILE_FROM_SERVER.values(), ids=HOSTILE_FROM_SERVER.keys())
+def test_hostile_server_line_opens_nothing(line):
+    s = Session(server=CLIENT, client=SERVER)
+    s.send("s2c", line)
+    assert bytes(s.got["s2c"]) == line and s.kernel.commands == []
+
+
+def test_port_split_at_every_boundary_of_hostile_filename_opens_nothing():
+    line = b"RETR PORT 10,0,1,2,4,1\r\n"
+    for cut in range(1, len(line)):
+        s = Session()
+        s.send("c2s", line[:cut], line[cut:])
+        assert bytes(s.got["c2s"]) == line and s.kernel.commands == []
+
+
+def tls_record(kind: int, body: bytes) -> bytes:
+    return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def test_tls_crosses_byte_identical_even_with_ftp_looking_data():
+    s = Session()
+    s.send("c2s", b"AUTH TLS\r\n")
+    s.send("s2c", b"234 go\r\n")
+    records = [tls_record(0x16, b"hello"), tls_record(0x17, b"\r\nPORT 10,0,1,2,4,1\r\n"),
+               tls_record(0x17, b"PORT 10,0,1,2,4,1\r\n" * 3)]
+    stream = b"".join(records)
+    outs = s.send("c2s", stream[:7], stream[7:30], stream[30:])
+    assert all(o.raw == segment(CLIENT, 40000, SERVER, 21, o.seq, o.ack, o.flags, o.payload).raw for o in outs)
+    assert bytes(s.got["c2s"]) == b"AUTH TLS\r\n" + stream
+    assert s.kernel.commands == [] and s.events.of("tls-detected")
+
+
+@pytest.mark.parametrize("first", [PORT, b"EPRT |1|10.0.1.2|1025|\r\n"])
+def test_ccc_first_plaintext_line_rewritten(first):
+    s = Session()
+    s.send("c2s", b"AUTH TLS\r\n")
+    s.send("s2c", b"234 go\r\n")
+    s.send("c2s", tls_record(0x16, b"hello"), tls_record(0x17, b"CCC"), tls_record(0x15, b"\x01\x00") + first)
+    assert b"203" in bytes(s.got["c2s"])[-len(first) - 4:]
+    assert len(s.events.of("rewrite")) == 1 and s.events.of("ccc")
+    assert s.ack_all("c2s") == s.sent["c2s"]
+
+
+def test_pasv_flood_holds_one_mapping_per_connection():
+    s = Session(server=CLIENT, client=SERVER)
+    reply = b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n"
+    for _ in range(20):
+        s.send("s2c", reply * 100)
+    assert len(s.mappings.active) == 1
+    assert len(s.events.of("rewrite")) == 2000
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(1, 300), max_size=5), st.booleans())
+def test_random_bytes_never_crash_and_keep_the_stream(data, cuts, c2s):
+    s = Session()
+    cuts = sorted({c for c in cuts if c < len(data)})
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True) if b > a]
+    d = "c2s" if c2s else "s2c"
+    s.send(d, *chunks)
+    s._pass(d, (ISN_C if c2s else ISN_S) + 1 + s.sent[d], 0, ACK | FIN, b"")
+    if not s.events.of("rewrite"):
+        assert bytes(s.got[d]) == data
