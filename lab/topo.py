@@ -301,7 +301,7 @@ class _Builder:
     # the whole file -------------------------------------------------------------------------
     def build(self, data: Any) -> Topology | None:
         if data is None:
-            self.problem(0, "", "the file is empty")
+            self.problem(1, "", "the file is empty")
             return None
         top = self.mapping(data, 1, "(top level)")
         if top is None:

@@ -237,3 +237,23 @@ def test_readme_example_is_valid(tmp_path):
     assert t.path() == ["internet", "fw"]
     assert [i.name for i in t.nodes["fw"].interfaces] == ["fw-eth0", "fw-eth1", "fw-eth2"]
     assert t.nodes["fw"].nat.forwards[3].to_ports.low == 21
+
+
+@pytest.mark.parametrize("name", EIGHT)
+def test_graph_path_is_the_forwarding_path(name):
+    """The path drawn from the graph is the one the routing tables take, both ways."""
+    t = topo.load(name)
+    there = routing.trace(t, "client", t.ftp.server_address, t.ftp.control_port)
+    assert there.problem is None and there.hops == ["client", *t.path(), "server"]
+    back = routing.trace(t, "server", there.source, reply_to=there.snat)
+    assert back.problem is None and back.hops == ["server", *reversed(t.path()), "client"]
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("", 1, "the file is empty"),
+    ("- a\n- b\n", 1, "expected a mapping"),
+    ("name: t\nnodes: {a: [\n", 3, "YAML syntax error"),
+])
+def test_unreadable_files(text, line, words):
+    found = problems(text)
+    assert found[0].line == line and words in found[0].message
