@@ -1,0 +1,579 @@
+"""The lab's FTP/FTPS client: the z/OS client statements, every data mode, failures by stage.
+
+Public API
+    c = FTPClient(config=ClientConfig(), security=None | "plain" | "tls" | "tls-ccc" | "implicit"
+                  | "implicit-zos", data=None | "pasv" | "epsv" | "port" | "eprt",
+                  ca=None, cert=None, key=None, verify=None, port_address=None, log=None)
+    c.connect(host, port=None)      # default port 21, or TLSPORT for implicit security
+    c.login(user, password)         # AUTH TLS / USER / PASS / PBSZ 0 / PROT P / CCC (+NOOP)
+    c.get(remote, local=None, rest=0, expect_sha256=None) -> TransferResult  # local None = discard
+    c.put(local, remote, rest=0) -> TransferResult
+    c.ls(path="", verb="LIST") -> str          (c.last_result has its TransferResult)
+    c.size(path), c.cwd(path), c.pwd(), c.command(verb, arg="") -> Reply, c.quit(), c.close()
+    c.transcript: list[(ts, dir, line)], dir "C>S" / "S>C" / "info", PASS masked
+    TransferResult(bytes, sha256, seconds, mbps, direction, remote).to_dict()
+    FTPError(stage, reason, code=None): stage in STAGES =
+        connect | tls | login | data-setup | data-connect | transfer | verify
+Also a context manager (closes on exit).
+
+What the options mean
+- security overrides the TLS statements: "tls" = SECURE_MECHANISM TLS + PROT P; "tls-ccc" = the
+  same then CCC after login (TLSRFCLEVEL RFC4217: close_notify both ways; CCCNONOTIFY: none;
+  DRAFT: the z/OS client has no CCC -> FTPError tls); "implicit" = handshake first on TLSPORT
+  (SECUREIMPLICITZOS FALSE); "implicit-zos" = clear 220 first, then the handshake (TRUE).
+  security=None derives it from the config (SECURE_MECHANISM, and the port equal to TLSPORT).
+- data forces one data mode. data=None runs the z/OS algorithm: EPSV4 TRUE tries EPSV first and
+  stops using EPSV/EPRT for the session when it is refused or the 229 is malformed; then
+  FWFRIENDLY TRUE -> PASV, FALSE -> PORT. PASSIVEIGNOREADDR TRUE connects to the control peer
+  address with the 227 port (default FALSE: trusts the 227 address, as z/OS does).
+- Data connections fail fast: connect/accept wait DATACONNTIME (default 2 s); replies wait
+  INACTTIME; connect + TLS + login must finish within MYOPENTIME.
+- TLS: data connections resume the control session (SECURE_SESSION_REUSE ALLOWED/REQUIRED;
+  REQUIRED fails when the server did not resume; NONE never offers it). The FTP client is the
+  TLS client on data connections also in active mode. SECURE_HOSTNAME REQUIRED checks the
+  server certificate names the host. verify=None verifies the server certificate when CAs are
+  given (ca / KEYRING), like curl without -k otherwise.
+- Stages: "verify" is a SHA-256 mismatch (expect_sha256) or a size mismatch after a transfer;
+  certificate problems are "tls". A truncated TLS data stream (no close_notify) is "transfer".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lab.ftps import data as datapath
+from lab.ftps import grammar
+from lab.ftps import tls as tlsmod
+from lab.ftps.config import ClientConfig
+from lab.ftps.grammar import GrammarError, Reply, ReplyReader
+
+STAGES = ("connect", "tls", "login", "data-setup", "data-connect", "transfer", "verify")
+SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
+DATA_MODES = ("pasv", "epsv", "port", "eprt")
+
+
+class FTPError(Exception):
+    """A failed step; stage says where (STAGES), code is the FTP reply code when there was one."""
+
+    def __init__(self, stage: str, reason: str, code: int | None = None):
+        assert stage in STAGES, stage
+        super().__init__(f"{stage}: {reason}" + (f" (reply {code})" if code else ""))
+        self.stage, self.reason, self.code = stage, reason, code
+
+
+@dataclass
+class TransferResult:
+    bytes: int
+    sha256: str
+    seconds: float
+    mbps: float              # MB/s (10^6 bytes per second)
+    direction: str = ""      # "get" | "put" | "ls"
+    remote: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FTPClient:
+    def __init__(self, config: ClientConfig | None = None, *, security: str | None = None,
+                 data: str | None = None, ca: str | Path | None = None, cert: str | Path | None = None,
+                 key: str | Path | None = None, verify: bool | None = None,
+                 port_address: str | None = None, log: Callable[[str, str], None] | None = None):
+        if security is not None and security not in SECURITY:
+            raise ValueError(f"security must be one of {', '.join(SECURITY)}")
+        if data is not None and data not in DATA_MODES:
+            raise ValueError(f"data must be one of {', '.join(DATA_MODES)}")
+        self.cfg = config or ClientConfig()
+        if security in ("tls", "tls-ccc", "implicit", "implicit-zos"):
+            dc = self.cfg.SECURE_DATACONN if self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE") else "PRIVATE"
+            self.cfg = self.cfg.updated(SECURE_MECHANISM="TLS", SECURE_DATACONN=dc)
+        elif security == "plain":
+            self.cfg = self.cfg.updated(SECURE_MECHANISM="NONE")
+        if security in ("implicit", "implicit-zos"):
+            self.cfg = self.cfg.updated(SECUREIMPLICITZOS=(security == "implicit-zos"))
+        self.security = security
+        self.data_mode = data
+        self.cas = tlsmod.keyring_files(self.cfg.KEYRING, ca)
+        self.cert, self.key = cert, key
+        self.verify = bool(self.cas) if verify is None else verify
+        self.port_address = port_address
+        self.log = log
+        self.transcript: list[tuple[float, str, str]] = []
+        self.sock: socket.socket | None = None
+        self.ctrl: tlsmod.TLSConn | None = None
+        self.host = ""
+        self.implicit = False
+        self.ccc_done = False
+        self.prot = "C"
+        self._reader = ReplyReader()
+        self._replies: list[Reply] = []
+        self._ctx = None
+        self._session = None
+        self._no_epsv = False
+        self.last_result: TransferResult | None = None
+        self.tls_info: dict = {}
+
+    # -- plumbing
+    def _note(self, direction: str, line: str) -> None:
+        self.transcript.append((time.time(), direction, line))
+        if self.log:
+            self.log(direction, line)
+
+    def _tls_context(self):
+        if self._ctx is None:
+            try:
+                self._ctx = tlsmod.client_context(self.cas, self.cert, self.key, verify=self.verify,
+                                                  ciphers=self.cfg.CIPHERSUITE)
+            except Exception as exc:
+                raise FTPError("tls", f"cannot set up TLS: {exc}") from None
+        return self._ctx
+
+    def _send(self, verb: str, arg: str = "") -> None:
+        line = grammar.format_command(verb, arg)
+        self._note("C>S", "PASS ****" if verb == "PASS" else line.decode("utf-8", "replace").rstrip())
+        try:
+            if self.ctrl is not None:
+                self.ctrl.sendall(line)
+            else:
+                self.sock.sendall(line)
+        except (OSError, tlsmod.TLSTimeout) as exc:
+            raise FTPError(self._stage_now, f"control connection lost while sending {verb}: {exc}") from None
+
+    _stage_now = "connect"
+
+    def _ctrl_buffered(self) -> bool:
+        return bool(self._replies) or (self.ctrl is not None and self.ctrl.conn.pending() > 0)
+
+    def read_reply(self, timeout: float | None = None) -> Reply:
+        tlsmod.set_timeout(self.sock, timeout or self.cfg.INACTTIME)
+        while not self._replies:
+            try:
+                chunk = self.ctrl.recv(8192) if self.ctrl is not None else self.sock.recv(8192)
+            except (BlockingIOError, tlsmod.TLSTimeout):
+                raise FTPError(self._stage_now, "no reply from the server (timeout)") from None
+            except (OSError, tlsmod.Truncated) as exc:
+                raise FTPError(self._stage_now, f"control connection lost: {exc}") from None
+            if not chunk:
+                raise FTPError(self._stage_now, "the server closed the control connection")
+            try:
+                self._replies += self._reader.feed(chunk)
+            except GrammarError as exc:
+                raise FTPError(self._stage_now, f"bad reply: {exc}") from None
+        reply = self._replies.pop(0)
+        for line in str(reply).splitlines():
+            self._note("S>C", line)
+        return reply
+
+    def command(self, verb: str, arg: str = "") -> Reply:
+        """Send one command, return its final reply (1xx are skipped)."""
+        self._send(verb, arg)
+        reply = self.read_reply()
+        while reply.kind == 1:
+            reply = self.read_reply()
+        return reply
+
+    def _expect(self, reply: Reply, ok: tuple[int, ...], stage: str, what: str) -> Reply:
+        if reply.code not in ok and reply.kind not in ok:
+            raise FTPError(stage, f"{what}: {reply.lines[-1] if reply.lines else ''}".strip(), reply.code)
+        return reply
+
+    # -- connect / TLS / login
+    def connect(self, host: str, port: int | None = None) -> Reply:
+        sec = self.security
+        implicit = sec in ("implicit", "implicit-zos") or (
+            sec is None and self.cfg.SECURE_MECHANISM == "TLS" and port is not None
+            and self.cfg.TLSPORT and port == self.cfg.TLSPORT)
+        port = port or (self.cfg.TLSPORT if implicit else 21)
+        self.host, self.implicit = host, bool(implicit)
+        self._stage_now = "connect"
+        self._deadline = time.monotonic() + self.cfg.MYOPENTIME
+        try:
+            self.sock = socket.create_connection((host, port), timeout=self.cfg.MYOPENTIME)
+        except OSError as exc:
+            raise FTPError("connect", f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._note("info", f"connected to {host}:{port}" + (" (implicit TLS)" if implicit else ""))
+        if implicit and not self.cfg.SECUREIMPLICITZOS:
+            self._start_tls()
+            greeting = self.read_reply()
+        else:
+            greeting = self.read_reply()
+            if greeting.code == 220 and implicit:
+                self._start_tls()
+        self._expect(greeting, (220,), "connect", "server refused the session")
+        if implicit:
+            self.prot = "P"
+        return greeting
+
+    def _start_tls(self) -> None:
+        self._stage_now = "tls"
+        try:
+            self.ctrl = tlsmod.connect_tls(self._tls_context(), self.sock, self._left(), hostname=self.host)
+        except tlsmod.TLSFailure as exc:
+            raise FTPError("tls", f"TLS handshake failed: {exc.reason}") from None
+        if self.cfg.SECURE_HOSTNAME == "REQUIRED":
+            cert = self.ctrl.peer_cert
+            if cert is None or not tlsmod.check_hostname(cert, self.host):
+                raise FTPError("tls", f"server certificate does not name {self.host} (SECURE_HOSTNAME REQUIRED)")
+        self.tls_info = {"version": self.ctrl.version, "cipher": self.ctrl.cipher}
+        self._note("info", f"TLS established: {self.ctrl.version} {self.ctrl.cipher}")
+
+    def _left(self) -> float:
+        return max(0.5, self._deadline - time.monotonic())
+
+    def login(self, user: str, password: str = "") -> Reply:
+        wants_tls = self.cfg.SECURE_MECHANISM == "TLS"
+        if wants_tls and not self.implicit:
+            self._stage_now = "tls"
+            reply = self.command("AUTH", "TLS")
+            if reply.code == 234:
+                self._start_tls()
+            elif self.cfg.SECURE_FTP == "REQUIRED" or self.security in ("tls", "tls-ccc"):
+                raise FTPError("tls", f"server refused AUTH TLS: {reply.lines[-1]}", reply.code)
+            else:
+                self._note("info", "AUTH TLS refused; continuing in clear (SECURE_FTP ALLOWED)")
+        self._stage_now = "login"
+        reply = self.command("USER", user)
+        if reply.code == 331:
+            reply = self.command("PASS", password)
+        self._expect(reply, (230, 232, 202), "login", "login refused")
+        if self.ctrl is not None:
+            self._stage_now = "tls"
+            self._expect(self.command("PBSZ", "0"), (2,), "tls", "PBSZ refused")
+            if self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE"):
+                self._expect(self.command("PROT", "P"), (2,), "tls", "PROT P refused")
+                self.prot = "P"
+            elif self.cfg.SECURE_DATACONN == "NEVER" and self.implicit:
+                self._expect(self.command("PROT", "C"), (2,), "tls", "PROT C refused")
+                self.prot = "C"
+            self._session = self.ctrl.session
+            if self.security == "tls-ccc":
+                self.ccc()
+        self._stage_now = "data-setup"
+        return reply
+
+    def ccc(self) -> Reply:
+        """Clear the control connection (CCC) per TLSRFCLEVEL; data stays at the current PROT."""
+        if self.ctrl is None:
+            raise FTPError("tls", "CCC needs a TLS control connection")
+        if self.cfg.TLSRFCLEVEL == "DRAFT":
+            raise FTPError("tls", "CCC is not available at TLSRFCLEVEL DRAFT")
+        self._stage_now = "tls"
+        self._session = self.ctrl.session
+        reply = self.command("CCC")
+        self._expect(reply, (200,), "tls", "server refused CCC")
+        notify = self.cfg.TLSRFCLEVEL == "RFC4217"
+        self.ctrl.ccc(notify=notify)
+        self.ctrl = None
+        self.ccc_done = True
+        self._note("info", "control connection clear after CCC" + (" (close_notify exchanged)" if notify else " (no alerts)"))
+        if self.cfg.CCCNOOP:
+            self._expect(self.command("NOOP"), (2,), "tls", "NOOP after CCC failed")
+        return reply
+
+    def quit(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            self._send("QUIT")
+            self.read_reply(timeout=5)
+        except FTPError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock, self.ctrl = None, None
+
+    def __enter__(self) -> FTPClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- simple commands
+    def pwd(self) -> str:
+        reply = self._expect(self.command("PWD"), (257,), "transfer", "PWD failed")
+        text = reply.lines[-1]
+        return text.split('"')[1] if text.count('"') >= 2 else text
+
+    def cwd(self, path: str) -> Reply:
+        return self._expect(self.command("CWD", path), (250,), "transfer", f"CWD {path} failed")
+
+    def size(self, path: str) -> int:
+        reply = self._expect(self.command("SIZE", path), (213,), "transfer", f"SIZE {path} failed")
+        return int(reply.lines[-1].split()[0])
+
+    # -- data connections
+    def _mode(self) -> str:
+        if self.data_mode:
+            return self.data_mode
+        ipv6 = self.sock.family == socket.AF_INET6
+        if ipv6 or (self.cfg.EPSV4 and not self._no_epsv):
+            return "epsv"
+        return "pasv" if self.cfg.FWFRIENDLY else "port"
+
+    def _passive(self, mode: str) -> socket.socket:
+        self._stage_now = "data-setup"
+        if mode == "epsv":
+            reply = self.command("EPSV")
+            try:
+                if reply.code != 229:
+                    raise GrammarError(reply.lines[-1])
+                hp = grammar.HostPort(self.sock.getpeername()[0], grammar.parse_229(reply.text))
+            except GrammarError:
+                if self.data_mode is None:       # z/OS: stop using EPSV/EPRT for this session
+                    self._no_epsv = True
+                    self._note("info", "EPSV refused or malformed; EPSV/EPRT off for this session")
+                    return self._open_data_fallback()
+                raise FTPError("data-setup", f"EPSV refused: {reply.lines[-1]}", reply.code) from None
+        else:
+            reply = self.command("PASV")
+            try:
+                if reply.code != 227:
+                    raise GrammarError(reply.lines[-1])
+                hp = grammar.parse_227(reply.text)
+            except GrammarError:
+                raise FTPError("data-setup", f"PASV refused: {reply.lines[-1]}", reply.code) from None
+            if self.cfg.PASSIVEIGNOREADDR:
+                hp = grammar.HostPort(self.sock.getpeername()[0], hp.port)
+        self._stage_now = "data-connect"
+        try:
+            s = socket.create_connection((hp.host, hp.port), timeout=self.cfg.DATACONNTIME)
+        except OSError as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            raise FTPError("data-connect", f"cannot connect to {hp}: {why}") from None
+        return s
+
+    def _open_data_fallback(self) -> socket.socket:
+        mode = "pasv" if self.cfg.FWFRIENDLY else "port"
+        return self._passive(mode) if mode == "pasv" else self._active(mode)
+
+    def _active(self, mode: str) -> socket.socket:
+        self._stage_now = "data-setup"
+        local_ip = self.sock.getsockname()[0]
+        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.bind((local_ip, 0))
+        lsock.listen(1)
+        hp = grammar.HostPort(self.port_address or local_ip, lsock.getsockname()[1])
+        if mode == "port":
+            reply = self.command("PORT", grammar.format_port_args(hp))
+        else:
+            reply = self.command("EPRT", grammar.format_eprt_args(hp))
+        if reply.code != 200:
+            lsock.close()
+            if mode == "eprt" and self.data_mode is None:
+                self._no_epsv = True
+            raise FTPError("data-setup", f"{mode.upper()} refused: {reply.lines[-1]}", reply.code)
+        return lsock
+
+    def _classify(self, reply: Reply, what: str) -> FTPError:
+        text = reply.lines[-1] if reply.lines else ""
+        full = " ".join(reply.lines)
+        if reply.code == 425 and "protect" in full.lower():
+            return FTPError("data-setup", f"{what}: {full.strip()}", reply.code)
+        if reply.code == 425:
+            return FTPError("data-connect", f"{what}: {text}", reply.code)
+        if reply.code in (521, 522, 534, 536):
+            return FTPError("tls", f"{what}: {text}", reply.code)
+        if reply.code == 530:
+            return FTPError("login", f"{what}: {text}", reply.code)
+        return FTPError("transfer", f"{what}: {text}", reply.code)
+
+    def _transfer(self, verb: str, arg: str, rest: int):
+        """Set up the data connection, send the transfer command; return (conn, 1xx reply)."""
+        if rest:
+            self._stage_now = "transfer"
+            self._expect(self.command("REST", str(rest)), (350,), "transfer", "REST refused")
+        mode = self._mode()
+        passive = mode in ("pasv", "epsv")
+        dsock = self._passive(mode) if passive else self._active(mode)
+        # (an EPSV refused under EPSV4 may have fallen back to PORT: look at what we got)
+        listener = dsock if self._is_listener(dsock) else None
+        try:
+            self._stage_now = "transfer"
+            self._send(verb, arg)
+            early = None
+            if listener is not None:
+                dsock, early = self._accept(listener, f"{verb} {arg}".strip())
+            reply = early or self.read_reply()
+            if reply.kind != 1:
+                raise self._classify(reply, f"{verb} {arg}".strip())
+        except BaseException:
+            (listener or dsock).close()
+            if listener is not None and dsock is not listener:
+                dsock.close()
+            raise
+        finally:
+            if listener is not None:
+                listener.close()
+        dsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = dsock
+        if self.prot == "P":
+            self._stage_now = "tls"
+            session = None if self.cfg.SECURE_SESSION_REUSE == "NONE" else self._session
+            try:
+                conn = tlsmod.connect_tls(self._tls_context(), dsock, self.cfg.DATACONNTIME + 3,
+                                          session=session, hostname=self.host)
+            except tlsmod.TLSFailure as exc:
+                dsock.close()
+                detail = self._late_reply()
+                raise FTPError("tls", f"TLS on the data connection failed: {exc.reason}{detail}") from None
+            if self.cfg.SECURE_SESSION_REUSE == "REQUIRED" and not conn.session_reused:
+                datapath.finish(conn, sent_ok=False)
+                raise FTPError("tls", "the server did not resume the TLS session on the data connection "
+                                      "(SECURE_SESSION_REUSE REQUIRED)")
+        tlsmod.set_timeout(dsock, self.cfg.INACTTIME)
+        self._stage_now = "transfer"
+        return conn, reply
+
+    @staticmethod
+    def _is_listener(sock: socket.socket) -> bool:
+        try:
+            return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        except OSError:
+            return False
+
+    def _late_reply(self) -> str:
+        try:
+            reply = self.read_reply(timeout=2)
+            return f" (server: {reply.code} {reply.lines[-1]})"
+        except FTPError:
+            return ""
+
+    def _accept(self, listener: socket.socket, what: str) -> tuple[socket.socket, Reply | None]:
+        """Active mode: wait for the server's connection, or its error reply, DATACONNTIME at most.
+
+        Returns the data socket and the 1xx reply when it came before the connection."""
+        deadline = time.monotonic() + self.cfg.DATACONNTIME
+        self._stage_now = "data-connect"
+        early = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FTPError("data-connect", f"{what}: the server did not connect within "
+                                               f"{self.cfg.DATACONNTIME:g} s")
+            watch = [listener] if early else [listener, self.sock]
+            r = [self.sock] if not early and self._ctrl_buffered() else \
+                select.select(watch, [], [], left)[0]
+            if listener in r:
+                conn, _ = listener.accept()
+                return conn, early
+            if self.sock in r:
+                reply = self.read_reply()
+                if reply.kind != 1:
+                    raise self._classify(reply, what)
+                early = reply
+
+    def _final(self, what: str) -> Reply:
+        reply = self.read_reply()
+        if reply.kind != 2:
+            raise self._classify(reply, what)
+        return reply
+
+    # -- transfers
+    def get(self, remote: str, local: str | Path | None = None, rest: int = 0,
+            expect_sha256: str | None = None, hash_inline: bool | None = None) -> TransferResult:
+        """RETR remote into local (None = discard). The SHA-256 covers the bytes received."""
+        self._expect(self.command("TYPE", "I"), (200,), "transfer", "TYPE I refused")
+        fd = None
+        if local is not None and str(local) != "-":
+            flags = os.O_WRONLY | os.O_CREAT | (0 if rest else os.O_TRUNC)
+            fd = os.open(local, flags, 0o644)
+            if rest:
+                os.lseek(fd, rest, os.SEEK_SET)
+        elif local is not None:
+            fd = 1
+        inline = hash_inline if hash_inline is not None else (fd is None or fd == 1)
+        hasher = hashlib.sha256() if inline else None
+        start = time.monotonic()
+        try:
+            conn, _ = self._transfer("RETR", remote, rest)
+            try:
+                n = datapath.recv_file(conn, fd, hasher)
+            except tlsmod.Truncated:
+                datapath.finish(conn, sent_ok=False)
+                self._late_reply()
+                raise FTPError("transfer", f"RETR {remote}: data connection closed without TLS "
+                                           "close_notify (incomplete transfer)") from None
+            except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
+                datapath.finish(conn, sent_ok=False)
+                raise FTPError("transfer", f"RETR {remote}: {exc}") from None
+            datapath.finish(conn, sent_ok=False)
+            self._final(f"RETR {remote}")
+            seconds = time.monotonic() - start
+        finally:
+            if fd is not None and fd != 1:
+                os.close(fd)
+        digest = hasher.hexdigest() if hasher else _sha256_file(local, rest)
+        result = _result(n, digest, seconds, "get", remote)
+        if expect_sha256 and digest != expect_sha256.lower():
+            raise FTPError("verify", f"SHA-256 of {remote} is {digest}, expected {expect_sha256}")
+        self.last_result = result
+        return result
+
+    def put(self, local: str | Path, remote: str, rest: int = 0, append: bool = False) -> TransferResult:
+        """STOR (or APPE) local to remote, from byte rest on."""
+        self._expect(self.command("TYPE", "I"), (200,), "transfer", "TYPE I refused")
+        fd = os.open(local, os.O_RDONLY)
+        try:
+            start = time.monotonic()
+            conn, _ = self._transfer("APPE" if append else "STOR", remote, rest)
+            try:
+                n = datapath.send_file(conn, fd, rest)
+                datapath.finish(conn, linger=self.cfg.INACTTIME)
+            except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
+                datapath.finish(conn, sent_ok=False)
+                raise FTPError("transfer", f"STOR {remote}: {exc}") from None
+            self._final(f"STOR {remote}")
+            seconds = time.monotonic() - start
+        finally:
+            os.close(fd)
+        result = _result(n, _sha256_file(local, rest), seconds, "put", remote)
+        self.last_result = result
+        return result
+
+    def ls(self, path: str = "", verb: str = "LIST") -> str:
+        self._expect(self.command("TYPE", "A"), (200,), "transfer", "TYPE A refused")
+        start = time.monotonic()
+        conn, _ = self._transfer(verb, path, 0)
+        chunks = []
+
+        class _Sink:
+            def update(self, b) -> None:
+                chunks.append(bytes(b))
+        try:
+            n = datapath.recv_file(conn, None, _Sink())
+        except (tlsmod.Truncated, OSError, TimeoutError) as exc:
+            datapath.finish(conn, sent_ok=False)
+            raise FTPError("transfer", f"{verb} {path}: {exc}") from None
+        datapath.finish(conn, sent_ok=False)
+        self._final(f"{verb} {path}".strip())
+        body = b"".join(chunks)
+        self.last_result = _result(n, hashlib.sha256(body).hexdigest(), time.monotonic() - start, "ls", path)
+        return body.decode("utf-8", "replace")
+
+
+def _result(n: int, digest: str, seconds: float, direction: str, remote: str) -> TransferResult:
+    seconds = max(seconds, 1e-9)
+    return TransferResult(n, digest, round(seconds, 6), round(n / seconds / 1e6, 2), direction, remote)
+
+
+def _sha256_file(path, offset: int = 0) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
