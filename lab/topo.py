@@ -268,12 +268,13 @@ class _Builder:
         return None
 
     def port_range(self, value: Any, line: int, field: str) -> PortRange | None:
-        """21, or "60000-60100"."""
+        """21, "60000-60100", or iptables' "60000:60100" (read from the raw text: YAML 1.1 would
+        take 1024:65535 for a base-60 number)."""
         if isinstance(value, int) and not isinstance(value, bool):
             port = self.port(value, line, field)
             return PortRange(port, port) if port else None
         if isinstance(value, str):
-            m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
+            m = re.fullmatch(r"\s*(\d+)\s*[-:]\s*(\d+)\s*", value)
             if m:
                 low, high = int(m.group(1)), int(m.group(2))
                 if not (1 <= low <= 65535 and 1 <= high <= 65535):
@@ -562,11 +563,11 @@ class _Builder:
                 continue
             self.keys(m, where, FORWARD_KEYS, {"ports", "to"})
             proto = self.string(m, "proto", where, {"tcp", "udp"}) if "proto" in m else "tcp"
-            ports = self.port_range(m["ports"], m.line_of("ports"), f"{where}.ports") if "ports" in m else None
+            ports = self.port_range(m.raw.get("ports", m["ports"]), m.line_of("ports"), f"{where}.ports") if "ports" in m else None
             to = self.address(m["to"], m.line_of("to"), f"{where}.to") if "to" in m else None
             to_ports = ports
             if "to_ports" in m:
-                to_ports = self.port_range(m["to_ports"], m.line_of("to_ports"), f"{where}.to_ports")
+                to_ports = self.port_range(m.raw.get("to_ports", m["to_ports"]), m.line_of("to_ports"), f"{where}.to_ports")
                 if ports and to_ports and to_ports.high - to_ports.low != ports.high - ports.low:
                     self.problem(m.line_of("to_ports"), f"{where}.to_ports",
                                  f"{to_ports} is not the same size as ports {ports}")
@@ -680,7 +681,7 @@ class _Builder:
                     if proto not in ("tcp", "udp"):
                         self.problem(m.line_of(key), f"{where}.{key}", f"ports need proto tcp or udp, not {proto}")
                         continue
-                    setattr(rule, key, self.port_range(m[key], m.line_of(key), f"{where}.{key}"))
+                    setattr(rule, key, self.port_range(m.raw.get(key, m[key]), m.line_of(key), f"{where}.{key}"))
             for key in ("in_interface", "out_interface"):
                 if key in m:
                     setattr(rule, key, self.resolve_interface(node, m[key], m.line_of(key), f"{where}.{key}"))

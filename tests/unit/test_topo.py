@@ -257,3 +257,11 @@ def test_graph_path_is_the_forwarding_path(name):
 def test_unreadable_files(text, line, words):
     found = problems(text)
     assert found[0].line == line and words in found[0].message
+
+
+def test_iptables_range_notation_is_read_as_text():
+    """YAML 1.1 would read 1024:65535 as a base-60 number; the loader reads the text."""
+    text = (TOPOLOGY_DIR / "static-filter.yaml").read_text().replace(
+        "dport: 60000-60100", "dport: 60000:60100").replace("sport: 20,", "sport: 20, dport: 1024:65535,")
+    rules = topo.loads(text, "x.yaml").nodes["fw"].firewall.rules
+    assert (str(rules[2].dport), str(rules[3].dport)) == ("1024-65535", "60000-60100")
