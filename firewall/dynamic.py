@@ -1,0 +1,234 @@
+"""The dynamic (stateful, inspecting) filter: data connections only through announced pinholes.
+
+    python -m firewall.dynamic --config FILE
+
+Kernel rules (setup()) in the mangle table's PREROUTING, so the filter sees each packet with the
+addresses it arrived with (before DNAT; after the ALG's rewrite in raw PREROUTING when a NAT on
+the same router also inspects), in a chain DYNFW:
+
+    control packets to 21/990 (and replies on ESTABLISHED control connections) -> NFQUEUE 20:
+        this process reads them with nat.ctrlstream and accepts them; PORT/EPRT/227/229 in
+        plaintext open a pinhole
+    ESTABLISHED (and RELATED ICMP)                                            -> ACCEPT (kernel)
+    anything else NEW                                                         -> NFQUEUE 21:
+        this process admits a SYN that matches a pinhole (single use), drops everything else
+        and writes a drop event: device, reason, 5-tuple, TCP flags.
+
+Only the first packet of a data connection visits Python: the transfer itself is forwarded by
+the kernel as ESTABLISHED. A pinhole is consumed by the first connection that uses it (its SYN
+retransmissions still pass) and expires after its lifetime (default 30 s). Design note: the brief
+proposed one kernel ACCEPT rule per pinhole with counters polled every 20 ms; admitting the SYN
+on queue 21 is exactly single-use (no polling window in which a second connection could slip
+through) and costs one queued packet per data connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.model import Node, Topology
+from nat.alg import config_path, control_ports
+from nat.ctrlstream import C2S, Conn, ControlTracker, Finding
+from nat.device import DeviceSetup
+from nat.events import EventWriter
+from nat.tcpseg import Segment, parse
+
+CONTROL_QUEUE, NEW_QUEUE = 20, 21
+CHAIN = "DYNFW"
+NO_PINHOLE = "no pinhole: not announced on the control channel"
+TLS_BLIND = "control channel is TLS: cannot see PORT/PASV"
+USED = "pinhole already used by another connection"
+PROTOS = {1: "icmp", 6: "tcp", 17: "udp"}
+NOT_START = "not the start of an admitted connection"
+
+
+@dataclass
+class Pinhole:
+    src: str
+    dst: str
+    dport: int
+    expires: float
+    owner: str
+    used_by: int | None = None     # source port of the connection that consumed it
+
+
+class DynamicFilter:
+    """Verdicts for control packets (queue 20) and new connections (queue 21)."""
+
+    def __init__(self, device: str, ports: list[int], events: EventWriter, own_addresses: list[str] = (),
+                 lifetime: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.device = device
+        self.events = events
+        self.own = set(own_addresses)
+        self.lifetime = lifetime
+        self.clock = clock
+        self.tracker = ControlTracker(ports, hold=False, clock=clock)
+        self.pinholes: dict[tuple[str, str, int], Pinhole] = {}
+
+    # -- queue 20 --------------------------------------------------------------------------------
+    def control(self, seg: Segment) -> bool:
+        """Inspect a control packet; control packets are always let through."""
+        got = self.tracker.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
+                                   seg.syn, seg.fin, seg.rst)
+        if got is not None:
+            conn, direction, fed = got
+            if direction != C2S:
+                conn.device["server_seen"] = seg.src
+            for f in fed.findings:
+                self._finding(conn, direction, f, seg)
+        return True
+
+    def _finding(self, conn: Conn, direction: str, f: Finding, seg: Segment) -> None:
+        cid = str(conn.id)
+        if f.kind == "tls-start":
+            self.events.emit("tls-detected", conn=cid, direction=direction)
+        elif f.kind == "tls-end":
+            self.events.emit("ccc", conn=cid, direction=direction)
+        elif f.kind in ("malformed", "ignored"):
+            self.events.emit("error", conn=cid, direction=direction, message=f"{f.message}; no pinhole",
+                             line=f.line[:120].decode("ascii", "replace").rstrip())
+        elif f.kind == "announcement":
+            ann = f.ann
+            if ann.host is not None and ann.host != seg.src and ann.host not in self.own:
+                self.events.emit("error", conn=cid, line=f.line[:120].decode("ascii", "replace").rstrip(),
+                                 message=f"{ann.kind} names {ann.host}, not its sender {seg.src}: no pinhole")
+                return
+            # Addresses as the data connection's first packet will arrive here: the client's as
+            # its control packets arrive; the server's as its replies arrive (its real address
+            # when a NAT on this router forwards to it); the server address the client dialed.
+            if direction == C2S:      # PORT/EPRT: the server connects to the announced address
+                src = conn.device.get("server_seen", conn.id.server)
+                dst = ann.host
+            else:                     # 227/229: the client connects to the announced server address
+                src, dst = conn.id.client, ann.host or conn.id.server
+            self.open(src, dst, ann.port, cid)
+
+    def open(self, src: str, dst: str, dport: int, owner: str) -> Pinhole:
+        # one outstanding pinhole per control connection (a flood of 227s opens one at a time)
+        for key, old in list(self.pinholes.items()):
+            if old.owner == owner and old.used_by is None:
+                del self.pinholes[key]
+                self.events.emit("pinhole-expired", src=old.src, dst=old.dst, dport=old.dport, replaced=True)
+        hole = Pinhole(src, dst, dport, self.clock() + self.lifetime, owner)
+        self.pinholes[(src, dst, dport)] = hole
+        self.events.emit("pinhole-open", src=src, dst=dst, dport=dport, conn=owner, lifetime=self.lifetime)
+        return hole
+
+    # -- queue 21 --------------------------------------------------------------------------------
+    def admit(self, seg: Segment) -> str | None:
+        """None: admit this new connection; otherwise the reason it is dropped."""
+        hole = self.pinholes.get((seg.src, seg.dst, seg.dport))
+        if seg.syn and not seg.has_ack and hole is not None and self.clock() <= hole.expires:
+            if hole.used_by is None:
+                hole.used_by = seg.sport
+                self.events.emit("pinhole-used", src=seg.src, dst=seg.dst, dport=seg.dport, sport=seg.sport)
+                return None
+            if hole.used_by == seg.sport:
+                return None                       # the same connection's SYN, retransmitted
+            return USED
+        if not seg.syn or seg.has_ack:
+            return NOT_START
+        if any(c.tls for c in self.tracker.conns.values()
+               if {c.id.client, c.id.server} & {seg.src, seg.dst}):
+            return TLS_BLIND
+        return NO_PINHOLE
+
+    def drop_event(self, seg: Segment, reason: str) -> dict:
+        return self.events.emit("drop", reason=reason, rule=f"{CHAIN} NFQUEUE {NEW_QUEUE}", proto="tcp",
+                                src=seg.src, sport=seg.sport, dst=seg.dst, dport=seg.dport,
+                                flags=seg.flag_text())
+
+    def expire(self) -> None:
+        now = self.clock()
+        for key, hole in list(self.pinholes.items()):
+            if now > hole.expires:
+                del self.pinholes[key]
+                if hole.used_by is None:
+                    self.events.emit("pinhole-expired", src=hole.src, dst=hole.dst, dport=hole.dport)
+        self.tracker.expire(now)
+
+
+# -- setup (pure, called by LabNet) --------------------------------------------------------------
+
+def rules(ports: list[int]) -> list[list[str]]:
+    spec = ",".join(str(p) for p in ports)
+    mangle = ["iptables", "-t", "mangle"]
+    return [
+        [*mangle, "-N", CHAIN],
+        [*mangle, "-A", "PREROUTING", "!", "-i", "lo", "-j", CHAIN],
+        [*mangle, "-A", CHAIN, "-p", "tcp", "-m", "multiport", "--dports", spec,
+         "-j", "NFQUEUE", "--queue-num", str(CONTROL_QUEUE)],
+        # replies from a control port only on a connection that was admitted (source port 21 is no key)
+        [*mangle, "-A", CHAIN, "-p", "tcp", "-m", "multiport", "--sports", spec, "-m", "conntrack",
+         "--ctstate", "ESTABLISHED", "-j", "NFQUEUE", "--queue-num", str(CONTROL_QUEUE)],
+        [*mangle, "-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT"],
+        [*mangle, "-A", CHAIN, "-p", "icmp", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"],
+        [*mangle, "-A", CHAIN, "-j", "NFQUEUE", "--queue-num", str(NEW_QUEUE)],
+    ]
+
+
+def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
+    ports = control_ports(node, topology)
+    if node.firewall is not None and node.firewall.control_ports:
+        ports = sorted(set(ports) | set(node.firewall.control_ports))
+    conf = config_path(events, node, "dynamic")
+    return DeviceSetup(
+        iptables=rules(ports),
+        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
+        argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(conf)],
+        config={"device": node.name, "events": str(events), "control_ports": ports,
+                "own_addresses": [str(i.address.ip) for i in node.interfaces], "lifetime": 30.0},
+    )
+
+
+# -- the process -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    from nat.nfq import load_config, serve
+
+    cfg = load_config(argv, "firewall.dynamic")
+    events = EventWriter(cfg.get("events"), cfg["device"])
+    fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, cfg.get("own_addresses", []),
+                       float(cfg.get("lifetime", 30.0)))
+
+    def on_control(pkt) -> None:
+        try:
+            seg = parse(pkt.get_payload())
+            if seg is not None:
+                fw.control(seg)
+        except Exception as exc:   # inspection failed: the control packet still passes
+            events.emit("error", message=f"dynamic filter failed on a control packet: {exc!r}")
+        pkt.accept()
+
+    def on_new(pkt) -> None:
+        raw = pkt.get_payload()
+        seg = parse(raw)
+        if seg is None:
+            events.emit("drop", reason=NO_PINHOLE if raw[9] != 6 else "unreadable TCP packet",
+                        rule=f"{CHAIN} NFQUEUE {NEW_QUEUE}", proto=PROTOS.get(raw[9], str(raw[9])),
+                        src=socket.inet_ntoa(raw[12:16]), dst=socket.inet_ntoa(raw[16:20]))
+            pkt.drop()
+            return
+        reason = fw.admit(seg)
+        if reason is None:
+            pkt.accept()
+        else:
+            fw.drop_event(seg, reason)
+            pkt.drop()
+
+    try:
+        serve({int(cfg.get("control_queue", CONTROL_QUEUE)): on_control,
+               int(cfg.get("new_queue", NEW_QUEUE)): on_new}, fw.expire, period=0.1,
+              on_ready=lambda: events.emit("ready", queues=[CONTROL_QUEUE, NEW_QUEUE]))
+    finally:
+        events.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

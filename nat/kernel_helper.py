@@ -1,0 +1,72 @@
+"""The reference device: the Linux kernel's own FTP helper (nf_conntrack_ftp + nf_nat_ftp).
+
+    alg: kernel   ->  nat.kernel_helper.setup()
+
+The helper is assigned explicitly (automatic assignment by port is gone from modern kernels):
+`-t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp`, also for 990 and any configured
+control port (on 990 it only ever sees TLS, like on a TLS-upgraded 21). The data connections it
+expects become RELATED, so they are accepted in FORWARD. How the helper parses and rewrites, and
+its blind spot after CCC (the first clear line is not inspected), is in
+reference/zos-ftp-and-rfcs.md section 8.1; tests/net/test_devices.py pins that difference.
+
+The optional process (`python -m nat.kernel_helper --config F`) turns `conntrack -E expect`
+into mapping-open events, so the kernel device is observable like the scapy one.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from lab.model import Node, Topology
+from nat.alg import config_path, control_ports
+from nat.device import DeviceSetup
+from nat.events import EventWriter
+
+
+def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
+    ports = control_ports(node, topology)
+    rules = [["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", str(p),
+              "-j", "CT", "--helper", "ftp"] for p in ports]
+    rules.append(["iptables", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"])
+    conf = config_path(events, node, "kernel-helper")
+    return DeviceSetup(
+        iptables=rules,
+        sysctls={},
+        argv=[sys.executable, "-m", "nat.kernel_helper", "--config", str(conf)],
+        config={"device": node.name, "events": str(events)},
+    )
+
+
+# [NEW] 300 proto=6 src=198.51.100.2 dst=203.0.113.1 sport=0 dport=1025 mask-src=... class=0 helper=ftp
+_EXPECT = re.compile(r"\[NEW\].*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from nat.nfq import load_config
+
+    cfg = load_config(argv, "nat.kernel_helper")
+    events = EventWriter(cfg.get("events"), cfg["device"])
+    proc = subprocess.Popen(["conntrack", "-E", "expect", "-e", "NEW"], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    print("READY", flush=True)
+    events.emit("ready", helper="ftp")
+    try:
+        for line in proc.stdout:
+            m = _EXPECT.search(line)
+            if m:
+                events.emit("mapping-open", public=f"{m.group(2)}:{m.group(3)}", peer=m.group(1),
+                            private="kernel expectation", expectation=line.strip())
+    finally:
+        proc.terminate()
+        events.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
