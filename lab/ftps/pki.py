@@ -1,7 +1,7 @@
 """The lab PKI: one CA, server and client certificates, and deliberately bad ones for tests.
 
 Public API (all paths are pathlib.Path; key files are created with mode 0600, never world-readable)
-    init_ca(dir, name="FTPS Lab CA") -> Issued          # dir/ca.pem, dir/ca.key; kept if present
+    init_ca(dir, name="FTPS Lab CA") -> Issued   # dir/ca.pem, dir/ca.key; kept if present; CN gets a random suffix
     issue_server(dir, name, ips=(), dns=(), days=365) -> Issued   # dir/<name>.pem/.key
     issue_client(dir, user, days=365) -> Issued                  # dir/client-<user>.pem/.key, CN=user
     issue(dir, name, *, client=False, ips=(), dns=(), cn=None, days=365, expired=False) -> Issued
@@ -68,7 +68,8 @@ def init_ca(directory: str | Path, name: str = "FTPS Lab CA", days: int = 3650) 
     if issued.cert.exists() and issued.key.exists():
         return issued
     key = _new_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
+    # A per-CA suffix: two lab CAs (the "other CA" of the tests) must never share a name.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} {os.urandom(4).hex()}"),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FTPS Traversal Lab")])
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
