@@ -16,9 +16,11 @@ the run dies, and the real root namespace is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -72,6 +74,8 @@ class LabNet:
             raise LabError(f"alg must be scapy, kernel or off, not {alg!r}")
         self.topology = topology
         self.alg = alg
+        # Without a workdir the run's files are throw-away: removed at teardown.
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ftlab-run-"))
         self.events_path = self.workdir / "events.jsonl"
         self.pcap = pcap
@@ -81,6 +85,7 @@ class LabNet:
         self.programs: list[Program] = []
         self._popened: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
+        self._netns: dict[str, str] = {}    # node -> its netns ("net:[inode]")
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LabNet:
@@ -127,7 +132,15 @@ class LabNet:
             for host in self.mn.hosts:
                 host.terminate()
             self.mn = None
+            # Whatever else still holds a node's netns (something started from the CLI) is ours:
+            # found by namespace inode, never by name.
+            for pid in processes_in(set(self._netns.values())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._netns.clear()
         self.hosts.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         self.timings["down"] = time.monotonic() - t0
 
     # -- running things in nodes -----------------------------------------------------------
@@ -182,6 +195,7 @@ class LabNet:
             raise
         except Exception as exc:   # Mininet raises bare Exception (e.g. "Error creating interface pair")
             raise LabError(f"building {self.topology.name} with Mininet: {exc}") from exc
+        self._netns = {name: os.readlink(f"/proc/{host.pid}/ns/net") for name, host in self.hosts.items()}
         self.timings["mininet"] = time.monotonic() - t0
 
     def _configure(self, node: Node) -> None:
@@ -302,6 +316,17 @@ def restore_error(path: Path, stderr: str) -> str:
     except (OSError, IndexError):
         text = "?"
     return f"{path}:{number}: does not load: `{text}`: {reason or stderr.strip()}"
+
+
+def processes_in(netns: set[str]) -> list[int]:
+    """Pids of the processes (visible here) whose network namespace is one of `netns`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "ns" / "net") in netns:
+                    found.append(int(entry.name))
+    return found
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-devices", action="store_true",
                    help="kernel rules only: start no ALG, inspector or dropwatch program")
     p.add_argument("--pcap", action="store_true", help="capture every interface into the workdir")
-    p.add_argument("--workdir", type=Path, help="where configs, logs and events go (default: a new /tmp dir)")
+    p.add_argument("--workdir", type=Path,
+                   help="keep configs, logs, events and captures here (default: a /tmp dir removed on exit)")
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("baseline", help="iperf3 throughput client->server and server->client on the data path")
@@ -72,12 +73,17 @@ def cmd_shell(args: argparse.Namespace) -> int:
     topo = _load(args.topology)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"ftlab-{topo.name}-"))
     progress(f"bringing up {topo.name} (workdir {workdir}) ...")
-    with LabNet(topo, alg=args.alg, workdir=workdir, pcap=args.pcap, devices=not args.no_devices) as net:
-        progress(f"up in {net.timings['up']:.2f} s; nodes: {', '.join(topo.nodes)}; "
-                 f"the client dials {topo.ftp.server_address}. Type 'exit' or Ctrl-D to tear down.")
-        LabCLI(net.mn)
-        progress("tearing down ...")
-    progress(f"down in {net.timings['down']:.2f} s")
+    try:
+        with LabNet(topo, alg=args.alg, workdir=workdir, pcap=args.pcap, devices=not args.no_devices) as net:
+            progress(f"up in {net.timings['up']:.2f} s; nodes: {', '.join(topo.nodes)}; "
+                     f"the client dials {topo.ftp.server_address}; device logs and events in {workdir}. "
+                     "Type 'exit' or Ctrl-D to tear down.")
+            LabCLI(net.mn)
+            progress("tearing down ...")
+        progress(f"down in {net.timings['down']:.2f} s")
+    finally:
+        if args.workdir is None:   # a throw-away dir: keep only what the user asked to keep
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ ENV_MARKER = "FTLAB_SANDBOX"
 STATE_DIR = Path(os.environ.get("FTLAB_STATE_DIR", "/run/ftlab"))
 UNSHARE = ["unshare", "--net", "--pid", "--mount", "--fork", "--mount-proc", "--kill-child"]
 RESULT_PREFIX = "FTLAB-RESULT "
+TMP_PREFIX = "ftlab-sandbox-"
 #: How long a sandbox gets to tear down after Ctrl-C before it is killed.
 INTERRUPT_GRACE = 10.0
 
@@ -69,19 +72,27 @@ class RunState:
     owner_start: int
     argv: list[str]
     created: float
+    tmpdir: str = ""      # the run's TMPDIR: its throw-away files, removed with the run
 
     @classmethod
     def read(cls, path: Path) -> RunState:
         data = json.loads(path.read_text())
         return cls(path, data["pid"], data["start"], data["owner"], data["owner_start"],
-                   data["argv"], data["created"])
+                   data["argv"], data["created"], data.get("tmpdir", ""))
+
+    def remove(self) -> None:
+        """Remove the state file and the run's TMPDIR (only a dir this module made)."""
+        tmp = Path(self.tmpdir) if self.tmpdir else None
+        if tmp and tmp.name.startswith(TMP_PREFIX) and tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.path.unlink(missing_ok=True)
 
     def write(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": self.pid, "start": self.start, "owner": self.owner,
                                    "owner_start": self.owner_start, "argv": self.argv,
-                                   "created": self.created}))
+                                   "created": self.created, "tmpdir": self.tmpdir}))
         tmp.replace(self.path)
 
     def alive(self) -> bool:
@@ -96,14 +107,18 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     """Run argv in a fresh sandbox, with a run-state file for as long as it runs."""
     require_root()
     name = f"run-{os.getpid()}-{time.monotonic_ns()}"
-    env = dict(os.environ if env is None else env, **{ENV_MARKER: name})
+    # Everything the run puts in a temp dir goes into its own TMPDIR, removed with the run
+    # (also by `ftlab clean` after a kill -9).
+    tmpdir = tempfile.mkdtemp(prefix=TMP_PREFIX)
+    env = dict(os.environ if env is None else env, **{ENV_MARKER: name, "TMPDIR": tmpdir})
     out = subprocess.PIPE if capture else None
     try:
         proc = subprocess.Popen(UNSHARE + argv, env=env, stdout=out, stderr=out, text=True)
     except FileNotFoundError as exc:
+        shutil.rmtree(tmpdir)
         raise LabError("unshare (util-linux) not found: it is needed to isolate each run") from exc
     state = RunState(STATE_DIR / f"{name}.json", proc.pid, start_time(proc.pid) or 0,
-                     os.getpid(), start_time(os.getpid()) or 0, argv, time.time())
+                     os.getpid(), start_time(os.getpid()) or 0, argv, time.time(), tmpdir)
     state.write()
     try:
         try:
@@ -119,7 +134,7 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     finally:
         if proc.poll() is None:
             _wait_or_kill(proc, 0)
-        state.path.unlink(missing_ok=True)
+        state.remove()
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
@@ -174,7 +189,7 @@ def clean(include_active: bool = False) -> list[str]:
             done.append(f"stopped sandbox pid {state.pid}: {what}")
         else:
             done.append(f"removed state of finished sandbox pid {state.pid}: {what}")
-        path.unlink(missing_ok=True)
+        state.remove()
     return done
 
 

@@ -7,6 +7,7 @@ looked up again afterwards by pid + start time and by netns inode.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -91,8 +92,6 @@ def start(argv: list[str], wait_for: str, timeout: float = 20) -> tuple[subproce
 
 
 def state_files_of(pids: set[int]) -> list[Path]:
-    import json
-
     return [f for f in STATE_DIR.glob("run-*.json") if json.loads(f.read_text())["pid"] in pids]
 
 
@@ -103,7 +102,9 @@ def kill_group_and_check(argv: list[str], wait_for: str) -> None:
     born = {p: start_time(p) for p in pids}
     inodes = netns_of(pids) - {os.readlink("/proc/self/ns/net")}
     assert len(inodes) >= 3, f"expected the sandbox and its nodes' namespaces, saw {inodes}"
-    assert state_files_of(pids), "a running sandbox must have a run-state file"
+    [state] = state_files_of(pids)
+    tmpdir = Path(json.loads(state.read_text())["tmpdir"])
+    assert tmpdir.is_dir(), "a running sandbox has its own TMPDIR"
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -117,6 +118,7 @@ def kill_group_and_check(argv: list[str], wait_for: str) -> None:
     cleaned = subprocess.run(FTLAB + ["clean"], capture_output=True, text=True, timeout=30)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not state_files_of(pids), "ftlab clean must remove the dead run's state file"
+    assert not tmpdir.exists(), "ftlab clean must remove the dead run's TMPDIR"
     assert root_state() == before
     assert next_run_works()
 
