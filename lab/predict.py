@@ -46,6 +46,7 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
     alg = alg or picture.alg
     passive_range = picture.passive_range if passive_range is None else passive_range
     first_after_ccc = "other" if "ccc-noop" in client_options else client.first_after_ccc
+    # (a client that sends NOOP right after CCC lets even the kernel helper re-synchronise)
     nat_reads, nat_blind = _clear_for(security, alg, first_after_ccc)
     # The dynamic filter is the lab's own inspector: it reads the first cleartext line after CCC.
     dyn_reads, dyn_blind = _clear_for(security, "scapy", "other")
@@ -135,9 +136,11 @@ def predict(scenarios: Scenarios, cell: Cell, picture: Picture | None = None) ->
     if "PASSIVEDATAPORTS" in spec.server_statements:
         passive_range = spec.server_statements["PASSIVEDATAPORTS"] is not None
     ignore = str(spec.client_statements.get("PASSIVEIGNOREADDR", "FALSE")).upper() == "TRUE"
+    options = spec.client_options
+    if str(spec.client_statements.get("CCCNOOP", "FALSE")).upper() == "TRUE":
+        options += ("ccc-noop",)
     return predict_facts(picture, cell.security, cell.data, alg=spec.alg, client=client,
-                         ignore_pasv_address=ignore, passive_range=passive_range,
-                         client_options=spec.client_options)
+                         ignore_pasv_address=ignore, passive_range=passive_range, client_options=options)
 
 
 # -- the slides' four steps --------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+"""`ftlab matrix`, `ftlab run`, `ftlab recommend`, `ftlab report merge`, `ftlab bench`.
+
+    ftlab matrix                                  # the 160 cells of scenarios/default.yaml
+    ftlab matrix --topologies server-nat --security tls tls-ccc --variants ignore-pasv-address
+    ftlab matrix --baseline reports/20260101-000000   # exit 1 when any outcome changed
+    ftlab run server-nat/tls/pasv --verbose       # one cell, with its transcript and device events
+    ftlab recommend static-filter-nat             # the slides' four steps, then checked for real
+    ftlab report merge reports/shard1 reports/shard2 --out reports/all
+    ftlab bench client-nat                        # throughput side by side on one picture
+
+Exit codes of matrix/run/recommend: 0 everything as predicted (or as in the baseline); 1 some
+cell differs; 2 bad usage or input; 3 the lab itself failed somewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from lab import REPORT_DIR, predict, scenario, topo
+from lab.errors import InputError, Problem
+from lab.report import merge as merge_mod
+from lab.report import results, write_all
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("matrix", help="run the decision matrix and write a report",
+                       description="Run every FTP method on every picture and compare with the slides.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1])
+    p.add_argument("--scenarios", default="default", metavar="NAME|FILE", help="scenario file (default: default)")
+    p.add_argument("--topologies", nargs="+", metavar="NAME", help="only these pictures")
+    p.add_argument("--security", nargs="+", choices=scenario.SECURITY_MODES, help="only these security modes")
+    p.add_argument("--data", nargs="+", choices=scenario.DATA_MODES, help="only these data modes")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="add variation cells (names from the scenario file, `a+b` combinations, or `all`)")
+    p.add_argument("--only-variants", action="store_true", help="run the variation cells without the base matrix")
+    p.add_argument("--client", metavar="NAME", help="client for every cell: builtin, curl, lftp")
+    p.add_argument("--server", metavar="NAME", help="server for every cell: builtin, vsftpd, proftpd")
+    p.add_argument("--size", default=None, help="bytes per transfer (default from the scenario file: 2MiB)")
+    p.add_argument("--jobs", type=int, default=2, help="networks run at once (default 2)")
+    p.add_argument("--timeout", type=float, default=None, help="hard limit per cell in seconds (default 20)")
+    p.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
+    p.add_argument("--baseline", type=Path, metavar="FILE|DIR", help="compare outcomes with an earlier run")
+    p.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
+    p.add_argument("--shard", metavar="K/N", help="run only shard K of N (CI); merge with `ftlab report merge`")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_matrix)
+
+    r = sub.add_parser("run", help="run one cell and show its transcript and device events")
+    r.add_argument("id", help="<topology>/<security>/<data>[+variation...], e.g. server-nat/tls/pasv")
+    r.add_argument("--scenarios", default="default", metavar="NAME|FILE")
+    r.add_argument("--size", default=None)
+    r.add_argument("--verbose", "-v", action="store_true", help="also the server log and every device event")
+    r.add_argument("--pcap", action="store_true")
+    r.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("recommend", help="the slides' four steps for a picture, then checked for real")
+    c.add_argument("topology", metavar="NAME|FILE")
+    c.add_argument("--scenarios", default="default", metavar="NAME|FILE")
+    c.add_argument("--no-run", action="store_true", help="only print the recommendation")
+    c.add_argument("--out", type=Path)
+    c.set_defaults(func=cmd_recommend)
+
+    rep = sub.add_parser("report", help="report folders: merge shards")
+    rsub = rep.add_subparsers(dest="report_op", metavar="merge", required=True)
+    m = rsub.add_parser("merge", help="merge results.json of several runs (CI shards) into one report")
+    m.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    m.add_argument("--out", type=Path, help="report folder (default reports/merged-<time>)")
+    m.add_argument("--scenarios", default="default", metavar="NAME|FILE")
+    m.set_defaults(func=cmd_report_merge)
+
+    b = sub.add_parser("bench", help="throughput on a picture's data path: ftlab plain/PROT P, curl+vsftpd, iperf3")
+    b.add_argument("topology", nargs="?", default="client-nat", metavar="NAME")
+    b.add_argument("--size", default="64MiB")
+    b.add_argument("--runs", type=int, default=3)
+    b.add_argument("--out", type=Path)
+    b.set_defaults(func=cmd_bench)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def _out_dir(out: Path | None, prefix: str = "") -> Path:
+    if out is not None:
+        return out
+    return REPORT_DIR / (prefix + results.new_run_id())
+
+
+def _load_baseline(path: Path | None) -> dict | None:
+    return results.load(path) if path is not None else None
+
+
+def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[scenario.Cell], dict[str, str]]:
+    """The cells the arguments ask for; user topology files are accepted as --topologies FILE."""
+    paths: dict[str, str] = {}
+    names = None
+    if args.topologies:
+        names = []
+        for t in args.topologies:
+            if t.endswith((".yaml", ".yml")) or "/" in t:
+                model = topo.load(t)
+                paths[model.name] = str(Path(t).resolve())
+                names.append(model.name)
+            elif t in scen.pictures or t in topo.names():
+                names.append(t)
+            else:
+                raise InputError([Problem("--topologies", 0, "", f"unknown picture {t!r}; known: "
+                                                                 f"{', '.join(topo.names())}")])
+    cells: list[scenario.Cell] = []
+    if not args.only_variants:
+        cells = scen.default_cells(names, args.security, args.data)
+    if args.variants:
+        cells += scen.variant_cells(args.variants, names, args.security, args.data)
+    if args.client or args.server:
+        cells = scen.with_endpoints(cells, args.client, args.server)
+    seen: set[str] = set()
+    unique = []
+    for c in cells:
+        if c.id not in seen:
+            seen.add(c.id)
+            unique.append(c)
+    for name in {c.topology for c in unique} - set(scen.pictures) - set(paths):
+        paths[name] = name
+    return unique, paths
+
+
+def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
+    n = results.counts(doc)
+    print(f"{n['cells']} cells in {doc.get('duration_s', 0):.0f} s: {n['pass']} pass, {n['fail']} fail, "
+          f"{n['error']} lab errors; {n['matches']} of {n['cells']} as the slides predict")
+    for s in doc["scenarios"]:
+        if s["outcome"] == "error":
+            print(f"  ERROR   {s['id']}: {s['reason']}")
+        elif not s["matches"]:
+            print(f"  DIFFERS {s['id']}: predicted {s['expected']}, observed {s['outcome']}: {s['reason']}")
+    for err in doc.get("lab_errors") or []:
+        print(f"  LAB     {err}")
+    if baseline is not None:
+        changes = results.baseline_changes(doc, baseline)
+        print(f"{len(changes)} cells changed since baseline {baseline['run_id']}")
+        for ch in changes:
+            print(f"  CHANGED {ch}")
+    print(f"report: {out}/index.html")
+
+
+def _scenarios(name: str) -> scenario.Scenarios:
+    return scenario.load(name)
+
+
+# -- commands -----------------------------------------------------------------------------------------
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from lab.matrix import DEFAULT_SIZE, parse_size, run_matrix
+
+    scen = _scenarios(args.scenarios)
+    cells, paths = _select(args, scen)
+    shard = None
+    if args.shard:
+        k, n = merge_mod.parse_shard(args.shard)
+        cells = merge_mod.shard(cells, k, n, group=lambda c: (c.topology, scen.spec(c).alg))
+        shard = args.shard
+    if args.jobs < 1:
+        raise InputError([Problem("--jobs", 0, "", "must be at least 1")])
+    baseline = _load_baseline(args.baseline)
+    size = parse_size(args.size or scen.defaults.get("size") or DEFAULT_SIZE)
+    timeout = args.timeout or float(scen.defaults.get("timeout_s", 20))
+    out = _out_dir(args.out)
+    doc = run_matrix(cells, scen, out, size=size, jobs=args.jobs, pcap=args.pcap, timeout=timeout,
+                     baseline=baseline, progress=not args.quiet, command=shlex.join(["ftlab", *sys.argv[1:]]),
+                     shard=shard, topology_paths=paths)
+    _summary(doc, baseline, out)
+    return results.exit_code(doc, baseline)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lab.matrix import DEFAULT_SIZE, parse_size, run_matrix
+
+    scen = _scenarios(args.scenarios)
+    cell = scenario.parse_cell_id(args.id)
+    if cell.topology not in scen.pictures and cell.topology not in topo.names():
+        raise InputError([Problem("ID", 0, "topology", f"unknown picture {cell.topology!r}")])
+    if cell.options:
+        scen.spec(cell)   # unknown variations: InputError
+    if not scen.supported(cell):
+        raise InputError([Problem("ID", 0, "", f"{cell.id}: the client or server does not support this cell")])
+    out = _out_dir(args.out, "run-")
+    size = parse_size(args.size or scen.defaults.get("size") or DEFAULT_SIZE)
+    doc = run_matrix([cell], scen, out, size=size, jobs=1, pcap=args.pcap, progress=False,
+                     command=shlex.join(["ftlab", *sys.argv[1:]]))
+    s = doc["scenarios"][0]
+    print(f"{s['id']}  (client {s['client']}, server {s['server']}, alg {s.get('alg') or 'as the picture says'})")
+    print("\n-- control channel, as the client saw it " + "-" * 40)
+    for line in s.get("transcript") or []:
+        if line.startswith("client ") or args.verbose:
+            print("  " + line)
+    print("\n-- what the devices saw " + "-" * 56)
+    for item in s.get("firewall_saw") or []:
+        print(f"  {item['device']:10} {item['kind']:10} {item['text']}")
+    if not s.get("firewall_saw"):
+        print("  (no device on the path inspected the control channel)")
+    if args.verbose:
+        print("\n-- device events " + "-" * 62)
+        for e in s.get("events") or []:
+            print("  " + json.dumps(e, default=str))
+    print("\n-- verdict " + "-" * 68)
+    print(f"  observed:  {s['outcome']}" + (f" at {s['stage']}" if s.get("stage") else "") + f": {s['reason']}")
+    print(f"  predicted: {s['expected']}: {s.get('expected_reason')}")
+    if s.get("throughput_mbps"):
+        print(f"  {s['bytes']} bytes, {s['throughput_mbps']} MB/s; iperf3 baseline {s['baseline_mbps']} MB/s "
+              f"(ratio {s['ratio']})")
+    print(f"  {'as predicted' if s['matches'] else 'DIFFERS from the prediction'}; report: {out}/index.html")
+    return results.exit_code(doc)
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from lab.matrix import run_matrix
+
+    scen = _scenarios(args.scenarios)
+    model = topo.load(args.topology)
+    picture, known = predict.picture_of(model)
+    if model.name in scen.pictures and known:
+        picture = scen.pictures[model.name]
+    rec = predict.recommend(picture, known=known)
+    print(f"{model.name}: {model.description}")
+    devices = ", ".join(f"{n.name} ({'+'.join(n.device_kinds())})" for n in model.devices_on_path()) or "none"
+    print(f"devices on the path: {devices}")
+    print(f"recommended: {rec.method}")
+    print(f"why: {rec.why}")
+    for side, st in rec.settings.items():
+        print(f"  {side}: {st}")
+    print(f"predicted for {rec.method}: {rec.predicted.outcome} - {rec.predicted.reason}")
+    print(f"other encrypted methods predicted to pass: {', '.join(rec.alternatives) or 'none'}")
+    if args.no_run:
+        return 0
+    paths = {}
+    if model.name not in scen.pictures:
+        paths[model.name] = str(Path(args.topology).resolve()) if Path(args.topology).exists() else args.topology
+    cells = [scenario.Cell(model.name, s, d) for s in scenario.SECURITY_MODES for d in scenario.DATA_MODES]
+    if model.name not in scen.pictures:
+        scen.pictures[model.name] = picture
+    out = _out_dir(args.out, "recommend-")
+    doc = run_matrix(cells, scen, out, jobs=1, command=shlex.join(["ftlab", *sys.argv[1:]]),
+                     topology_paths=paths)
+    by_id = {s["id"]: s for s in doc["scenarios"]}
+    mine = by_id[f"{model.name}/{rec.method}"]
+    agree = mine["outcome"] == rec.predicted.outcome
+    print(f"\nreality: {rec.method} {mine['outcome']}" + (f" ({mine['reason']})" if mine["outcome"] != "pass" else ""))
+    passing = [s["id"].split("/", 1)[1] for s in doc["scenarios"] if s["outcome"] == "pass"]
+    print(f"methods that passed for real: {', '.join(passing) or 'none'}")
+    print("reality agrees with the prediction" if agree else "reality DISAGREES with the prediction")
+    print(f"report: {out}/index.html")
+    code = results.exit_code(doc)
+    return code if code == 3 else (0 if agree else 1)
+
+
+def cmd_report_merge(args: argparse.Namespace) -> int:
+    doc = merge_mod.merge_dirs(args.dirs)
+    out = _out_dir(args.out, "merged-")
+    try:
+        scen = _scenarios(args.scenarios)
+    except InputError:
+        scen = None
+    write_all(doc, out, scenarios=scen)
+    n = results.counts(doc)
+    print(f"merged {len(args.dirs)} runs: {n['cells']} cells, {n['pass']} pass, {n['fail']} fail, "
+          f"{n['error']} errors, {n['matches']} as predicted; report: {out}/index.html")
+    return results.exit_code(doc)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lab.sandbox import ensure_sandbox
+
+    ensure_sandbox()
+    from lab.bench import bench_topology
+    from lab.matrix import parse_size
+
+    out = _out_dir(args.out, "bench-")
+    result = bench_topology(args.topology, parse_size(args.size), args.runs, out)
+    print(result)
+    return 0
