@@ -269,7 +269,9 @@ class LabNet:
         pcaps.mkdir(exist_ok=True)
         for node in self.topology.nodes.values():
             for intf in node.interfaces:
-                argv = ["tcpdump", "-n", "-U", "-i", intf.name, "-w", str(pcaps / f"{intf.name}.pcap")]
+                # --immediate-mode: without it packets sit in the capture ring for up to a second.
+                argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", intf.name,
+                        "-w", str(pcaps / f"{intf.name}.pcap")]
                 self._start_program(node.name, f"tcpdump-{intf.name}", argv,
                                     ready=lambda out, err: "listening on" in err)
 

@@ -183,3 +183,63 @@ def test_iptables_save_error_names_the_line():
     result = call_in_sandbox(__file__, "in_sandbox_iptables_save", BAD_RULESET)
     assert "fw.rules:6: does not load: `-A FORWARD -d 203.0.113.10/32" in result["error"], result
     assert "no-such-option" in result["error"]
+
+
+# -- with the device programs: drops are observed, not only counted ---------------------------
+
+def in_sandbox_observed_drops() -> dict:
+    import json
+
+    from lab.net import LabNet
+    from lab.netcheck import connect, listening
+    from lab.topo import load
+
+    topo = load("double-nat")
+    with LabNet(topo) as net, listening(net, "client", [21]), listening(net, "server", [22]):
+        private = connect(net, "server", [("192.168.1.10", 21)])[0]
+        unforwarded = connect(net, "client", [("203.0.113.1", 22)])[0]
+        time_budget = 2.0
+        import time
+        deadline = time.monotonic() + time_budget
+        while time.monotonic() < deadline:
+            events = [json.loads(line) for line in net.events_path.read_text().splitlines()]
+            drops = [e for e in events if e["type"] == "drop"]
+            if len(drops) >= 2:
+                break
+            time.sleep(0.05)
+    return {"private": private, "unforwarded": unforwarded, "drops": drops}
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("nat.alg", "firewall.dropwatch")),
+                    reason="device programs nat.alg/firewall.dropwatch not built yet")
+def test_drops_are_observed_with_device_and_reason():
+    out = call_in_sandbox(__file__, "in_sandbox_observed_drops")
+    assert dropped(out["private"]) and dropped(out["unforwarded"])
+    reasons = {(d["device"], d["reason"]) for d in out["drops"]}
+    assert ("internet", "private address not routed on the internet") in reasons
+    assert any(dev == "nat-s" and "not forwarded" in why for dev, why in reasons), reasons
+
+
+def in_sandbox_pcap() -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from scapy.utils import rdpcap
+
+    from lab.net import LabNet
+    from lab.netcheck import connect, listening
+    from lab.topo import load
+
+    workdir = Path(tempfile.mkdtemp())
+    with LabNet(load("client-nat"), devices=False, pcap=True, workdir=workdir) as net, \
+            listening(net, "server", [21]):
+        connect(net, "client", [("203.0.113.10", 21)])
+    return {p.stem: sorted({f"{pkt['IP'].src}>{pkt['IP'].dst}" for pkt in rdpcap(str(p)) if pkt.haslayer("IP")})
+            for p in (workdir / "pcap").glob("*.pcap")}
+
+
+def test_pcap_shows_the_nat_rewrite_on_each_side():
+    seen = call_in_sandbox(__file__, "in_sandbox_pcap")
+    assert "192.168.1.10>203.0.113.10" in seen["client-eth0"]
+    assert "198.51.100.1>203.0.113.10" in seen["server-eth0"]
+    assert "192.168.1.10>203.0.113.10" not in seen["server-eth0"]
