@@ -240,6 +240,7 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
             proc.kill()
             timed_out = True
     duration = time.monotonic() - t0
+    ended = time.time()
     time.sleep(0.02)                        # events written just before the client ended
     events.extend(tail.read())
     # A drop that an earlier cell already caused (a retransmitted SYN) is not this cell's.
@@ -264,7 +265,7 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
                       control_address=str(topology.ftp.server_address))
     transcript = [f"client {x}" for x in (client or {}).get("transcript", [])]
     transcript += [f"server {x}" for x in server_lines[-60:]]
-    return obs, {"duration": duration, "transcript": transcript}
+    return obs, {"duration": duration, "ended": round(ended, 3), "transcript": transcript}
 
 
 def measure_baseline(topology, g: Group) -> tuple[float | None, str | None, float | None]:
@@ -341,7 +342,7 @@ def run_group(g: Group) -> None:
                             bytes=c.get("bytes") if c else None,
                             sha256_ok=(c.get("sha256") == sha) if c.get("sha256") else None,
                             throughput_mbps=c.get("mbps") if ok else None,
-                            baseline_mbps=info["baseline_mbps"], duration_s=side["duration"],
+                            baseline_mbps=info["baseline_mbps"], duration_s=side["duration"], ended=side["ended"],
                             drop=v.drop, events=obs.events[:200], transcript=side["transcript"],
                             firewall_saw=firewall_saw(obs.events), pcaps=[])
                         if not entry["matches"] and v.outcome != "error":
