@@ -224,17 +224,18 @@ def in_sandbox_pcap() -> dict:
     import tempfile
     from pathlib import Path
 
+    from scapy.layers.inet import IP
     from scapy.utils import rdpcap
 
     from lab.net import LabNet
     from lab.netcheck import connect, listening
     from lab.topo import load
 
-    workdir = Path(tempfile.mkdtemp())
+    workdir = Path(tempfile.mkdtemp())   # inside the sandbox's own TMPDIR: removed with it
     with LabNet(load("client-nat"), devices=False, pcap=True, workdir=workdir) as net, \
             listening(net, "server", [21]):
         connect(net, "client", [("203.0.113.10", 21)])
-    return {p.stem: sorted({f"{pkt['IP'].src}>{pkt['IP'].dst}" for pkt in rdpcap(str(p)) if pkt.haslayer("IP")})
+    return {p.stem: sorted({f"{pkt[IP].src}>{pkt[IP].dst}" for pkt in rdpcap(str(p)) if pkt.haslayer(IP)})
             for p in (workdir / "pcap").glob("*.pcap")}
 
 
