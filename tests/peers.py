@@ -85,6 +85,12 @@ def start_proftpd(certs: Certs, implicit: bool = False, **kw) -> Peer:
     return _peers.start_proftpd(certs.cert, certs.key, implicit=implicit, **kw)
 
 
+def start_ftlab(certs: Certs | None, ftpdata: str = "", **kw) -> Peer:
+    """The lab's own server via `ftlab server` (peer.tls_port set when implicit_listener=True)."""
+    return _peers.start_ftlab_server(certs.cert if certs else None, certs.key if certs else None,
+                                     ftpdata, **kw)
+
+
 def start_pyftpdlib(certs: Certs | None) -> Peer:
     return _peers.start_pyftpdlib(certs.cert if certs else None, certs.key if certs else None)
 

@@ -129,32 +129,6 @@ def _ftlab_client(url: str, tls: bool, upload: Path | None, ca: Path, client_pop
     return float(result["mbps"])
 
 
-class _FtlabServer:
-    """`ftlab server` in a process of its own (as a user would run it)."""
-
-    def __init__(self, host: str, root: Path, cert: Path, key: Path, popen: Popen, work: Path):
-        self.port = peers.free_port()
-        self.user, self.password = "bench", "bench-pw"
-        lo, hi = peers.free_port_range(10)
-        ftpdata = work / "ftp.data"
-        ftpdata.write_text(f"PASSIVEDATAPORTS ({lo},{hi})\nLOGINDELAY 0\n")
-        self.log = work / "ftlab-server.log"
-        argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{host}:{self.port}",
-                "--root", str(root), "--user", f"{self.user}:{self.password}", "--cert", str(cert),
-                "--key", str(key), "--ftpdata", str(ftpdata), "--quiet"]
-        with open(self.log, "ab") as out:
-            self.proc = popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-        try:
-            peers.wait_listening(self.proc, self.port, self.log)
-        except BaseException:
-            peers.stop_process(self.proc)
-            raise
-
-    def stop(self) -> None:
-        peers.stop_process(self.proc)
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 def _payload(path: Path, size: int) -> None:
@@ -201,11 +175,10 @@ def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOO
             started.append(vsftpd)
             os.link(source, vsftpd.root / "payload.bin")
         if "ftlab" in tools:
-            root = work / "ftlab-root"
-            root.mkdir()
-            os.link(source, root / "payload.bin")
-            ftlab = _FtlabServer(server_host, root, server_cert.cert, server_cert.key, server_popen, work)
+            ftlab = peers.start_ftlab_server(server_cert.cert, server_cert.key, host=server_host,
+                                             quiet=True, popen=server_popen)
             started.append(ftlab)
+            os.link(source, ftlab.root / "payload.bin")
 
         for run in range(runs):
             for (tool, sec, d), cell in cells.items():
@@ -225,7 +198,7 @@ def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOO
                                + ("payload.bin" if retr else f"up-{run}.bin"))
                         mbps = _ftlab_client(url, tls, None if retr else source, ca, client_popen,
                                              timeout, size)
-                        (work / "ftlab-root" / f"up-{run}.bin").unlink(missing_ok=True)
+                        (ftlab.root / f"up-{run}.bin").unlink(missing_ok=True)
                 except LabError as exc:
                     mbps = 0.0
                     cell.errors.append(str(exc))

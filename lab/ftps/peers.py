@@ -198,6 +198,7 @@ class Peer:
     implicit: bool = False
     pasv_range: tuple[int, int] = (0, 0)
     extra_logs: list[Path] = field(default_factory=list)
+    tls_port: int | None = None          # the implicit-TLS listener beside an explicit one
 
     def url(self, path: str = "", scheme: str | None = None, credentials: bool = False) -> str:
         scheme = scheme or ("ftps" if self.implicit else "ftp")
@@ -237,6 +238,8 @@ def _spawn(argv: list[str], popen: Popen, port: int, work: Path, **peer: object)
                      start_new_session=True)
     try:
         wait_listening(proc, port, log)
+        if peer.get("tls_port"):
+            wait_listening(proc, peer["tls_port"], log)  # type: ignore[arg-type]
     except BaseException:
         stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
@@ -378,3 +381,40 @@ def start_pyftpdlib(cert: Path | None, key: Path | None, host: str = LOOPBACK,
     return _spawn(argv, popen, port, work, name="pyftpdlib", host=host, root=root,
                   log=work / "stdout.log", user=PYFTPDLIB_USER, password=PYFTPDLIB_PASSWORD,
                   pasv_range=pasv)
+
+
+def start_ftlab_server(cert: Path | None, key: Path | None, ftpdata: str = "", ca: Path | None = None,
+                       implicit_listener: bool = False, users: dict[str, str] | None = None,
+                       pasv_ports: int = 10, host: str = LOOPBACK, quiet: bool = False,
+                       popen: Popen = subprocess.Popen) -> Peer:
+    """The lab's own server, as a user runs it (`ftlab server`), in a process of its own.
+
+    ftpdata: extra FTP.DATA statements; PASSIVEDATAPORTS (a free range of `pasv_ports`) and
+    LOGINDELAY 0 are added unless given. implicit_listener adds --tls-listen on a free port
+    (peer.tls_port). The first of `users` (default ftlab:ftlab-pw) is peer.user."""
+    users = users or {"ftlab": "ftlab-pw"}
+    work, root = _workdir("ftlab-server", None)
+    port = free_port(host)
+    tls_port = free_port(host) if implicit_listener else None
+    pasv = free_port_range(pasv_ports, host)
+    statements = ftpdata
+    if "PASSIVEDATAPORTS" not in ftpdata.upper():
+        statements += f"\nPASSIVEDATAPORTS ({pasv[0]},{pasv[1]})"
+    if "LOGINDELAY" not in ftpdata.upper():
+        statements += "\nLOGINDELAY 0"
+    (work / "ftp.data").write_text(statements.strip() + "\n")
+    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{host}:{port}", "--root", str(root),
+            "--ftpdata", str(work / "ftp.data")]
+    argv += [a for name, pw in users.items() for a in ("--user", f"{name}:{pw}")]
+    if cert and key:
+        argv += ["--cert", str(cert), "--key", str(key)]
+    if ca:
+        argv += ["--ca", str(ca)]
+    if tls_port:
+        argv += ["--tls-listen", f"{host}:{tls_port}"]
+    if quiet:
+        argv.append("--quiet")
+    user, password = next(iter(users.items()))
+    return _spawn(argv, popen, port, work, name="ftlab-server", host=host, root=root,
+                  log=work / "stdout.log", user=user, password=password, pasv_range=pasv,
+                  tls_port=tls_port)

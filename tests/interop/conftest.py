@@ -84,3 +84,22 @@ def pyftpdlib_tls(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterato
     """pyftpdlib, explicit FTPS with TLS required on control and data."""
     _require("pyftpdlib")
     yield from _serve(lambda: peers.start_pyftpdlib(certs), request)
+
+
+@pytest.fixture
+def ftlab_server(certs: peers.Certs, request: pytest.FixtureRequest):
+    """A factory: ftlab_server(ftpdata="SECURE_FTP REQUIRED", implicit_listener=True) starts the lab's
+    server (`ftlab server` in its own process) and stops it after the test."""
+    started: list[peers.Peer] = []
+
+    def start(ftpdata: str = "", **kw) -> peers.Peer:
+        peer = peers.start_ftlab(certs, ftpdata, **kw)
+        started.append(peer)
+        return peer
+
+    yield start
+    report = getattr(request.node, "rep_call", None)
+    for peer in started:
+        if report is not None and report.failed:
+            print(f"--- {peer.name} log ---\n{peer.logs()}")
+        peer.stop()
