@@ -86,7 +86,7 @@ class DynamicFilter:
     def _finding(self, conn: Conn, direction: str, f: Finding, seg: Segment) -> None:
         cid = str(conn.id)
         if f.kind == "tls-start":
-            self.events.emit("tls-detected", conn=cid, direction=direction)
+            self.events.emit("tls-detected", conn=cid, direction=direction, first_bytes=f.line.hex(" "))
         elif f.kind == "tls-end":
             self.events.emit("ccc", conn=cid, direction=direction)
         elif f.kind in ("malformed", "ignored"):

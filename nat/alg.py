@@ -27,6 +27,7 @@ check across our shift, hence net.netfilter.nf_conntrack_tcp_be_liberal=1 in the
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -217,7 +218,7 @@ class AlgEngine:
         cid = str(conn.id)
         new_line = None
         if f.kind == "tls-start":
-            self.events.emit("tls-detected", conn=cid, direction=direction)
+            self.events.emit("tls-detected", conn=cid, direction=direction, first_bytes=f.line.hex(" "))
         elif f.kind == "tls-end":
             self.events.emit("ccc", conn=cid, direction=direction)
         elif f.kind in ("malformed", "ignored", "overlong"):
@@ -300,9 +301,7 @@ def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
         *queue_rules(ports, QUEUE, "raw", "PREROUTING"),
         ["iptables", "-t", "nat", "-N", MAP_CHAIN],
         ["iptables", "-t", "nat", "-I", "PREROUTING", "1", "-j", MAP_CHAIN],
-        # The mapped data connections were DNATed by us: let them through the router.
-        ["iptables", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
-    ]
+    ]   # mapped data connections are DNATed, which the NAT's own FORWARD rules let through
     return DeviceSetup(
         iptables=rules,
         sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
@@ -325,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     mappings = Mappings(cfg["outside_address"], events, float(cfg.get("lifetime", 30.0)),
                         chain=cfg.get("map_chain", MAP_CHAIN))
     engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,
-                       drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")))
+                       drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")
+                                               or os.environ.get("FTLAB_ALG_DROP_FIRST_REWRITE")))
     outside_index = socket.if_nametoindex(cfg["outside_interface"])
 
     def on_packet(pkt) -> None:

@@ -174,7 +174,7 @@ class HalfStream:
                 # an implicit port). From here bytes are only counted, never read or changed.
                 self.mode = "tls"
                 self.tls_seen = True
-                out.append(Finding("tls-start", pos + i, pos + i,
+                out.append(Finding("tls-start", pos + i, pos + i, bytes(data[i:i + 5]),
                                    message="TLS record" if is_tls_record(data[i:i + 3]) else "TLS-like byte"))
             else:
                 nl = data.find(b"\n", i)
@@ -330,6 +330,7 @@ class ControlTracker:
         self.linger = linger
         self.clock = clock
         self.conns: OrderedDict[ConnId, Conn] = OrderedDict()
+        self.aliases: dict[ConnId, ConnId] = {}    # a reply's view of a NATed connection -> its id
         self.evicted = 0
 
     def segment(self, src: str, sport: int, dst: str, dport: int, seq: int, data: bytes,
@@ -341,11 +342,14 @@ class ControlTracker:
             return None
         cid, direction = which
         now = self.clock()
+        cid = self.aliases.get(cid, cid)
         conn = self.conns.get(cid)
+        if conn is None and direction == S2C:
+            conn = self._pair(cid)
         if conn is None or (syn and direction == C2S and conn.halves[C2S].base is not None
                             and conn.halves[C2S].base != (seq + 1) & MASK32):
             conn = self._new(cid, now)
-        self.conns.move_to_end(cid)
+        self.conns.move_to_end(conn.id)
         conn.last = now
         half = conn.halves[direction]
         if half.base is None:
@@ -355,6 +359,21 @@ class ControlTracker:
         if (fin or rst) and conn.closing_since is None:
             conn.closing_since = now
         return conn, direction, fed
+
+    def _pair(self, cid: ConnId) -> Conn | None:
+        """The connection a server's packet belongs to when a NAT on this router translates one
+        side: devices divert before conntrack, so a reply still carries the translated address
+        (client-side source NAT: the NAT's outside address; server-side DNAT: the server's own).
+        The ports and the untranslated side identify the connection."""
+        found = [c for c in self.conns.values()
+                 if c.id.cport == cid.cport and c.id.sport == cid.sport
+                 and (c.id.client == cid.client or c.id.server == cid.server)
+                 and c.halves[S2C].base is None]
+        if not found:
+            return None
+        conn = found[-1]
+        self.aliases[cid] = conn.id
+        return conn
 
     def _new(self, cid: ConnId, now: float) -> Conn:
         self.expire(now)
@@ -372,6 +391,8 @@ class ControlTracker:
                 or (c.closing_since is not None and now - c.closing_since > self.linger)]
         for c in gone:
             del self.conns[c.id]
+        if gone:
+            self.aliases = {a: cid for a, cid in self.aliases.items() if cid in self.conns}
         return gone
 
     def between(self, a: str, b: str) -> list[Conn]:
