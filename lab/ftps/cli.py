@@ -202,14 +202,17 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
                    help="plain | tls (AUTH TLS, PBSZ 0, PROT P) | tls-ccc (tls, then CCC after login) | "
                    "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake). "
                    "Default: implicit for ftps://, else as --ftpdata says (plain)")
-    p.add_argument("--data", choices=DATA_MODES, default="pasv", help="data-connection mode (default pasv)")
+    p.add_argument("--data", choices=DATA_MODES,
+                   help="data-connection mode (default: the z/OS rule from --ftpdata: EPSV4 TRUE tries "
+                   "EPSV first, then FWFRIENDLY TRUE = PASV, FALSE = PORT)")
     p.add_argument("--ftpdata", type=Path, metavar="FILE", help="z/OS FTP.DATA-style client statements")
     p.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate(s) to verify the server with")
     p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     p.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (PEM)")
     p.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
     p.add_argument("--password", help="password (instead of the URL or $FTLAB_PASSWORD)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds for connect+login and per reply (default 30)")
+    p.add_argument("--timeout", type=float,
+                   help="seconds for connect+TLS+login and for each reply (MYOPENTIME/INACTTIME; default 30/120)")
     p.add_argument("--verbose", "-v", action="store_true", help="print the control-connection transcript")
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts); exit code as usual")
     ops = p.add_subparsers(dest="op", metavar="get|put|ls", required=True)
@@ -264,6 +267,10 @@ def _client(args: argparse.Namespace) -> int:
 
     target = parse_url(args.url, args.password)
     config = parse_ftpdata(args.ftpdata, "client") if args.ftpdata else ClientConfig()
+    if args.timeout is not None:
+        if args.timeout <= 0:
+            raise InputError([Problem("<command line>", 0, "--timeout", "must be more than 0 seconds")])
+        config = config.updated(MYOPENTIME=args.timeout, INACTTIME=args.timeout)
     security = args.security or ("implicit" if target.scheme == "ftps" else None)
     if (args.cert is None) != (args.key is None):
         raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
@@ -271,31 +278,37 @@ def _client(args: argparse.Namespace) -> int:
         _existing(path, what)
     if args.op == "put":
         _existing(args.file, "put FILE")
-    transcript: list[str] = []
+    if args.op == "get" and not target.path:
+        raise InputError([Problem("<command line>", 0, "URL", "get needs a file path in the URL")])
 
     def on_line(direction: str, line: str) -> None:
-        shown = f"{direction} {mask_password(line) if direction == '>' else line}"
-        transcript.append(shown)
         if args.verbose and not args.json:
-            print(shown, file=sys.stderr, flush=True)
+            mark = {"C>S": ">", "S>C": "<"}.get(direction, "*")
+            print(f"{mark} {mask_password(line) if mark == '>' else line}", file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    client = FTPClient(config, security=security, data=args.data, ca=args.ca, cert=args.cert,
-                       key=args.key, verify=not args.insecure, timeout=args.timeout, on_line=on_line)
+    client = FTPClient(config, security=security, data=args.data, ca=args.ca, cert=args.cert, key=args.key,
+                       verify=False if args.insecure else None, log=on_line)
+    listing = None
     try:
-        with client.session(target.host, target.port, target.user, target.password):
+        with client:
+            client.connect(target.host, target.port)
+            client.login(target.user, target.password)
             if args.op == "get":
-                out = args.output or Path(Path(target.path).name or "download")
-                result = client.get(target.path, None if str(out) == "-" else out)
+                out = args.output or Path(Path(target.path).name)
+                result = client.get(target.path, "-" if str(out) == "-" else out)
             elif args.op == "put":
                 dest = target.path if target.path and not target.path.endswith("/") else target.path + args.file.name
                 result = client.put(args.file, dest)
             else:
-                result = client.ls(target.path)
+                listing = client.ls(target.path)
+                result = client.last_result
+            client.quit()
     except FTPError as exc:
         stage = exc.stage if exc.stage in EXIT_CODES else "internal"
         if args.json:
-            print(json.dumps(_json_result(args, "failed", stage, exc.reason, exc.code, started, transcript=transcript)))
+            print(json.dumps(_json_result(args, "failed", stage, exc.reason, exc.code, started,
+                                          transcript=_transcript(client))))
         else:
             code = f" (reply {exc.code})" if exc.code else ""
             print(f"ftlab client: {stage} failed{code}: {exc.reason}", file=sys.stderr)
@@ -303,19 +316,26 @@ def _client(args: argparse.Namespace) -> int:
     except OSError as exc:           # a local file could not be read or written
         reason = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
         if args.json:
-            print(json.dumps(_json_result(args, "failed", "internal", reason, None, started, transcript=transcript)))
+            print(json.dumps(_json_result(args, "failed", "internal", reason, None, started,
+                                          transcript=_transcript(client))))
         else:
             print(f"ftlab client: {reason}", file=sys.stderr)
         return EXIT_CODES["internal"]
 
     if args.json:
-        print(json.dumps(_json_result(args, "ok", None, "", None, started, result, transcript)))
-    else:
-        if args.op == "ls" and getattr(result, "listing", None) is not None:
-            sys.stdout.write(result.listing)
-        print(f"{result.bytes} bytes  sha256 {result.sha256}  {result.seconds:.3f} s  {result.mbps:.1f} MB/s",
-              file=sys.stderr if args.op == "get" and str(args.output) == "-" else sys.stdout)
+        print(json.dumps(_json_result(args, "ok", None, "", None, started, result, _transcript(client))))
+        return 0
+    if listing is not None:
+        sys.stdout.write(listing)
+    summary = f"{result.bytes} bytes  sha256 {result.sha256}  {result.seconds:.3f} s  {result.mbps:.1f} MB/s"
+    to_stderr = args.op != "put" and (listing is not None or str(args.output) == "-")
+    print(summary, file=sys.stderr if to_stderr else sys.stdout)
     return 0
+
+
+def _transcript(client) -> list[str]:
+    marks = {"C>S": ">", "S>C": "<"}
+    return [f"{marks.get(d, '*')} {mask_password(line) if d == 'C>S' else line}" for _, d, line in client.transcript]
 
 
 def _json_result(args: argparse.Namespace, outcome: str, stage: str | None, reason: str, code: int | None,
