@@ -178,14 +178,22 @@ class LabNet:
 
     # -- building --------------------------------------------------------------------------
     def _build(self) -> None:
+        from mininet.link import Intf
         from mininet.net import Mininet
+
+        class QuietIntf(Intf):
+            """An interface Mininet does not configure: it would use unchecked ifconfig calls
+            through the node's shell; this module sets links up and addresses itself."""
+
+            def config(self, **_params):
+                return {}
 
         # Mininet.init() would run fixLimits(), which raises host-wide limits (kernel.pty.max,
         # fs.file-max): those are not per-namespace, so not even the sandbox contains them.
         Mininet.inited = True
         t0 = time.monotonic()
         self.mn = Mininet(topo=None, controller=None, build=False, autoSetMacs=False,
-                          waitConnected=False)
+                          waitConnected=False, intf=QuietIntf)
         try:
             for name in self.topology.nodes:
                 self.hosts[name] = self.mn.addHost(name, ip=None)
