@@ -25,6 +25,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -53,6 +54,8 @@ class Program:
     proc: subprocess.Popen
     stdout: Path
     stderr: Path
+    argv: list[str]
+    ready: Callable[[str, str], bool]     # ready(stdout text, stderr text)
 
 
 def device_module(name: str):
@@ -113,6 +116,7 @@ class LabNet:
                 self._start_captures()
             for node in self.topology.nodes.values():
                 self._program(node)
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -270,7 +274,8 @@ class LabNet:
         argv, config = with_config(setup.argv, self.workdir / f"{node.name}-{name}.json")
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(setup.config or {}, indent=2, default=str))
-        self._start_program(node.name, name, argv, ready=lambda out, err: "READY" in out.splitlines())
+        self._start_program(node.name, name, argv, ready=lambda out, err: "READY" in out.splitlines(),
+                            wait=False)
 
     def _start_captures(self) -> None:
         pcaps = self.workdir / "pcap"
@@ -283,24 +288,38 @@ class LabNet:
                 self._start_program(node.name, f"tcpdump-{intf.name}", argv,
                                     ready=lambda out, err: "listening on" in err)
 
-    def _start_program(self, node: str, name: str, argv: list[str], ready) -> Program:
-        """Start a program in a node; wait (bounded) until ready(stdout, stderr) says so."""
+    def _start_program(self, node: str, name: str, argv: list[str], ready, wait: bool = True) -> Program:
+        """Start a program in a node; it is ready when ready(stdout, stderr) says so.
+
+        wait=False leaves the waiting to _wait_ready(), so device programs start in parallel.
+        """
         out, err = self.workdir / f"{node}-{name}.out", self.workdir / f"{node}-{name}.err"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(out, "w") as fout, open(err, "w") as ferr:
             proc = subprocess.Popen(self.argv_in(node, argv), stdout=fout, stderr=ferr, env=env,
                                     stdin=subprocess.DEVNULL)
-        program = Program(node, name, proc, out, err)
+        program = Program(node, name, proc, out, err, argv, ready)
         self.programs.append(program)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready(out.read_text(), err.read_text()):
-            if proc.poll() is not None:
-                raise LabError(f"{node}: {name} exited (code {proc.returncode}) before it was ready: "
-                               f"{err.read_text().strip()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise LabError(f"{node}: {name} not ready after {READY_TIMEOUT} s: `{' '.join(argv)}`")
-            time.sleep(0.02)
+        if wait:
+            self._wait_ready([program])
         return program
+
+    def _wait_ready(self, programs: list[Program] | None = None) -> None:
+        """Wait (at most READY_TIMEOUT) until every program is ready; any that dies or hangs fails."""
+        pending = list(self.programs if programs is None else programs)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while pending:
+            for p in list(pending):
+                if p.ready(p.stdout.read_text(), p.stderr.read_text()):
+                    pending.remove(p)
+                elif p.proc.poll() is not None:
+                    raise LabError(f"{p.node}: {p.name} exited (code {p.proc.returncode}) before it was ready: "
+                                   f"{p.stderr.read_text().strip()[-2000:]}")
+            if pending and time.monotonic() > deadline:
+                p = pending[0]
+                raise LabError(f"{p.node}: {p.name} not ready after {READY_TIMEOUT} s: `{' '.join(p.argv)}`")
+            if pending:
+                time.sleep(0.02)
 
 
 def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:

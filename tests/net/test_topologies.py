@@ -244,3 +244,36 @@ def test_pcap_shows_the_nat_rewrite_on_each_side():
     assert "192.168.1.10>203.0.113.10" in seen["client-eth0"]
     assert "198.51.100.1>203.0.113.10" in seen["server-eth0"]
     assert "192.168.1.10>203.0.113.10" not in seen["server-eth0"]
+
+
+def in_sandbox_devices_up(alg: str | None) -> dict:
+    from lab.net import LabNet
+    from lab.topo import load, names
+
+    out = {}
+    for name in names():
+        with LabNet(load(name), alg=alg) as net:
+            out[name] = {"programs": sorted(f"{p.node}:{p.name}" for p in net.programs
+                                            if p.proc.poll() is None),
+                         "up": net.timings["up"]}
+    return out
+
+
+@pytest.mark.parametrize("alg", [None, "kernel", "off"])
+def test_every_picture_comes_up_with_its_device_programs(alg):
+    from lab.topo import load, names
+
+    out = call_in_sandbox(__file__, "in_sandbox_devices_up", alg)
+    for name in names():
+        topo = load(name)
+        expected = set()
+        for node in topo.nodes.values():
+            if node.nat is not None and (alg or node.nat.alg) == "scapy":
+                expected.add(f"{node.name}:alg")
+            if node.firewall is not None and node.firewall.mode == "dynamic":
+                expected.add(f"{node.name}:dynamic")
+            if node.nat is not None or node.name == topo.internet or \
+                    (node.firewall is not None and node.firewall.mode == "static"):
+                expected.add(f"{node.name}:dropwatch")
+        assert set(out[name]["programs"]) >= expected, name
+        assert out[name]["up"] < 5, f"{name} took {out[name]['up']:.1f} s to come up"
