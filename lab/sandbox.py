@@ -110,6 +110,7 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     # Everything the run puts in a temp dir goes into its own TMPDIR, removed with the run
     # (also by `ftlab clean` after a kill -9).
     tmpdir = tempfile.mkdtemp(prefix=TMP_PREFIX)
+    os.chmod(tmpdir, 0o1777)   # like /tmp: servers that drop privileges can still use it
     env = dict(os.environ if env is None else env, **{ENV_MARKER: name, "TMPDIR": tmpdir})
     out = subprocess.PIPE if capture else None
     try:

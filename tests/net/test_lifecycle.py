@@ -219,3 +219,24 @@ def in_sandbox_probe_without(tool: str) -> str:
 def test_missing_tool_is_named():
     message = call_in_sandbox(__file__, "in_sandbox_probe_without", "iperf3")
     assert message.startswith("missing tool: iperf3")
+
+
+def test_clean_never_signals_a_recycled_pid(tmp_path, monkeypatch):
+    """A state file whose pid now belongs to another process (start time differs) is only removed."""
+    import lab.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "STATE_DIR", tmp_path)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        leftover = tmp_path / "run-dead"
+        leftover.mkdir()
+        state = sandbox.RunState(tmp_path / "run-1.json", other.pid, start_time(other.pid) + 1,
+                                 999999, 1, ["ftlab", "shell", "lan"], time.time(),
+                                 str(tmp_path / "not-a-sandbox-dir"))
+        state.write()
+        assert sandbox.clean() == [f"removed state of finished sandbox pid {other.pid}: ftlab shell lan"]
+        assert other.poll() is None, "clean must not signal a pid that is not the sandbox any more"
+        assert not state.path.exists() and leftover.exists()
+    finally:
+        other.kill()
+        other.wait()
