@@ -61,6 +61,7 @@ def _load(name: str) -> Topology:
 def cmd_shell(args: argparse.Namespace) -> int:
     from lab.sandbox import ensure_sandbox
 
+    _load(args.topology)    # a bad file is reported before anything else (and without root)
     ensure_sandbox()
     from mininet.cli import CLI
 
@@ -133,6 +134,7 @@ def measure(net, port: int, seconds: float, reverse: bool) -> float:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from lab.sandbox import ensure_sandbox
 
+    _load(args.topology)
     ensure_sandbox()
     from lab.net import LabNet
 

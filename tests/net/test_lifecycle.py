@@ -240,3 +240,27 @@ def test_clean_never_signals_a_recycled_pid(tmp_path, monkeypatch):
     finally:
         other.kill()
         other.wait()
+
+
+def in_sandbox_probe_with_missing_feature() -> str:
+    from lab import probe as probe_module
+    from lab.errors import MissingFeature
+
+    # A target this kernel does not have stands in for a missing module.
+    probe_module.FEATURES.append(("frobnicate target", "CONFIG_FROBNICATE",
+                                  [["iptables", "-A", "ftlab-probe", "-j", "FROBNICATE"]]))
+    try:
+        probe_module.probe(force=True)
+    except MissingFeature as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_missing_kernel_feature_is_named():
+    message = call_in_sandbox(__file__, "in_sandbox_probe_with_missing_feature")
+    assert message.startswith("missing kernel feature: frobnicate target (CONFIG_FROBNICATE)"), message
+
+
+def test_bad_topology_name_is_an_input_error():
+    done = subprocess.run(FTLAB + ["shell", "no-such-picture"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "no-such-picture" in done.stderr, done.stderr
