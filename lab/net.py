@@ -296,8 +296,9 @@ class LabNet:
         out, err = self.workdir / f"{node}-{name}.out", self.workdir / f"{node}-{name}.err"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(out, "w") as fout, open(err, "w") as ferr:
+            # Own session: a Ctrl-C at `ftlab shell`'s prompt must not kill the devices.
             proc = subprocess.Popen(self.argv_in(node, argv), stdout=fout, stderr=ferr, env=env,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         program = Program(node, name, proc, out, err, argv, ready)
         self.programs.append(program)
         if wait:
