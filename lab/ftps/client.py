@@ -9,7 +9,8 @@ Public API
     c.get(remote, local=None, rest=0, expect_sha256=None) -> TransferResult  # local None = discard
     c.put(local, remote, rest=0) -> TransferResult
     c.ls(path="", verb="LIST") -> str          (c.last_result has its TransferResult)
-    c.size(path), c.cwd(path), c.pwd(), c.command(verb, arg="") -> Reply, c.quit(), c.close()
+    c.size(path), c.cwd(path), c.pwd(), c.command(verb, arg="") -> Reply, c.ccc(), c.rein(),
+    c.quit(), c.close()
     c.transcript: list[(ts, dir, line)], dir "C>S" / "S>C" / "info", PASS masked
     TransferResult(bytes, sha256, seconds, mbps, direction, remote).to_dict()
     FTPError(stage, reason, code=None): stage in STAGES =
@@ -147,6 +148,7 @@ class FTPClient:
             raise FTPError(self._stage_now, f"control connection lost while sending {verb}: {exc}") from None
 
     _stage_now = "connect"
+    _tls_fresh = False      # TLS just established, nothing read through it yet
 
     def _ctrl_buffered(self) -> bool:
         return bool(self._replies) or (self.ctrl is not None and self.ctrl.conn.pending() > 0)
@@ -159,14 +161,22 @@ class FTPClient:
             except (BlockingIOError, tlsmod.TLSTimeout):
                 raise FTPError(self._stage_now, "no reply from the server (timeout)") from None
             except (OSError, tlsmod.Truncated) as exc:
-                raise FTPError(self._stage_now, f"control connection lost: {exc}") from None
+                # TLS 1.3: the server checks our certificate after our side of the handshake is
+                # done, so its refusal arrives as an alert on the first read.
+                # A reset right after our handshake is the same refusal with the alert lost.
+                fresh = self.ctrl is not None and self._tls_fresh
+                stage = "tls" if fresh or "alert" in str(exc).lower() else self._stage_now
+                raise FTPError(stage, f"control connection lost: {exc}") from None
             if not chunk:
-                raise FTPError(self._stage_now, "the server closed the control connection")
+                fresh = self.ctrl is not None and self._tls_fresh
+                raise FTPError("tls" if fresh else self._stage_now, "the server closed the control connection"
+                               + (" right after the TLS handshake" if fresh else ""))
             try:
                 self._replies += self._reader.feed(chunk)
             except GrammarError as exc:
                 raise FTPError(self._stage_now, f"bad reply: {exc}") from None
         reply = self._replies.pop(0)
+        self._tls_fresh = False
         for line in str(reply).splitlines():
             self._note("S>C", line)
         return reply
@@ -222,6 +232,7 @@ class FTPClient:
             cert = self.ctrl.peer_cert
             if cert is None or not tlsmod.check_hostname(cert, self.host):
                 raise FTPError("tls", f"server certificate does not name {self.host} (SECURE_HOSTNAME REQUIRED)")
+        self._tls_fresh = True
         self.tls_info = {"version": self.ctrl.version, "cipher": self.ctrl.cipher}
         self._note("info", f"TLS established: {self.ctrl.version} {self.ctrl.cipher}")
 
@@ -276,6 +287,15 @@ class FTPClient:
         self._note("info", "control connection clear after CCC" + (" (close_notify exchanged)" if notify else " (no alerts)"))
         if self.cfg.CCCNOOP:
             self._expect(self.command("NOOP"), (2,), "tls", "NOOP after CCC failed")
+        return reply
+
+    def rein(self) -> Reply:
+        """REIN: the server answers (protected), then both sides clear TLS (RFC 4217 section 13)."""
+        reply = self._expect(self.command("REIN"), (220,), "login", "REIN refused")
+        if self.ctrl is not None:
+            self.ctrl.ccc(notify=True)
+            self.ctrl = None
+        self.implicit, self.ccc_done, self.prot, self._session = False, False, "C", None
         return reply
 
     def quit(self) -> None:
@@ -431,7 +451,7 @@ class FTPClient:
                 detail = self._late_reply()
                 raise FTPError("tls", f"TLS on the data connection failed: {exc.reason}{detail}") from None
             if self.cfg.SECURE_SESSION_REUSE == "REQUIRED" and not conn.session_reused:
-                datapath.finish(conn, sent_ok=False)
+                datapath.finish(conn, clean=False)
                 raise FTPError("tls", "the server did not resume the TLS session on the data connection "
                                       "(SECURE_SESSION_REUSE REQUIRED)")
         tlsmod.set_timeout(dsock, self.cfg.INACTTIME)
@@ -445,12 +465,15 @@ class FTPClient:
         except OSError:
             return False
 
-    def _late_reply(self) -> str:
+    def _late_reply_obj(self) -> Reply | None:
         try:
-            reply = self.read_reply(timeout=2)
-            return f" (server: {reply.code} {reply.lines[-1]})"
+            return self.read_reply(timeout=2)
         except FTPError:
-            return ""
+            return None
+
+    def _late_reply(self) -> str:
+        reply = self._late_reply_obj()
+        return f" (server: {reply.code} {reply.lines[-1]})" if reply else ""
 
     def _accept(self, listener: socket.socket, what: str) -> tuple[socket.socket, Reply | None]:
         """Active mode: wait for the server's connection, or its error reply, DATACONNTIME at most.
@@ -475,6 +498,14 @@ class FTPClient:
                 if reply.kind != 1:
                     raise self._classify(reply, what)
                 early = reply
+
+    def _end_data(self, conn, linger: float = 5.0) -> None:
+        """Close the data connection cleanly and keep its TLS session for the next one: in TLS 1.3
+        a ticket resumes once, so each data connection resumes the ticket the previous one got
+        (the chain starts at the control connection), as curl and lftp do."""
+        datapath.finish(conn, clean=True, linger=linger)
+        if isinstance(conn, tlsmod.TLSConn) and self.cfg.SECURE_SESSION_REUSE != "NONE":
+            self._session = conn.session
 
     def _final(self, what: str) -> Reply:
         reply = self.read_reply()
@@ -503,14 +534,16 @@ class FTPClient:
             try:
                 n = datapath.recv_file(conn, fd, hasher)
             except tlsmod.Truncated:
-                datapath.finish(conn, sent_ok=False)
-                self._late_reply()
+                datapath.finish(conn, clean=False)
+                reply = self._late_reply_obj()
+                if reply is not None and reply.kind != 2:
+                    raise self._classify(reply, f"RETR {remote}") from None
                 raise FTPError("transfer", f"RETR {remote}: data connection closed without TLS "
                                            "close_notify (incomplete transfer)") from None
             except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
-                datapath.finish(conn, sent_ok=False)
+                datapath.finish(conn, clean=False)
                 raise FTPError("transfer", f"RETR {remote}: {exc}") from None
-            datapath.finish(conn, sent_ok=False)
+            self._end_data(conn)
             self._final(f"RETR {remote}")
             seconds = time.monotonic() - start
         finally:
@@ -532,9 +565,9 @@ class FTPClient:
             conn, _ = self._transfer("APPE" if append else "STOR", remote, rest)
             try:
                 n = datapath.send_file(conn, fd, rest)
-                datapath.finish(conn, linger=self.cfg.INACTTIME)
+                self._end_data(conn, linger=self.cfg.INACTTIME)
             except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
-                datapath.finish(conn, sent_ok=False)
+                datapath.finish(conn, clean=False)
                 raise FTPError("transfer", f"STOR {remote}: {exc}") from None
             self._final(f"STOR {remote}")
             seconds = time.monotonic() - start
@@ -556,9 +589,9 @@ class FTPClient:
         try:
             n = datapath.recv_file(conn, None, _Sink())
         except (tlsmod.Truncated, OSError, TimeoutError) as exc:
-            datapath.finish(conn, sent_ok=False)
+            datapath.finish(conn, clean=False)
             raise FTPError("transfer", f"{verb} {path}: {exc}") from None
-        datapath.finish(conn, sent_ok=False)
+        self._end_data(conn)
         self._final(f"{verb} {path}".strip())
         body = b"".join(chunks)
         self.last_result = _result(n, hashlib.sha256(body).hexdigest(), time.monotonic() - start, "ls", path)

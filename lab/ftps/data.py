@@ -9,7 +9,7 @@ Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
         otherwise recv_into a 1 MiB buffer and one write per MiB. fd=None discards the data.
         TLS: SSL_read straight into the big buffer (one TLS record per call), write per MiB.
         A TLS connection closed without close_notify raises lab.ftps.tls.Truncated.
-    finish(conn, sent_ok=True)   # sender's end of data: close_notify on TLS, then close TCP
+    finish(conn, clean=True)     # end of data: close_notify on TLS, half-close, drain, close
     BUFSIZE
 hasher is anything with update(buffer) (hashlib releases the GIL on big buffers).
 """
@@ -150,27 +150,35 @@ def _recv_splice(sock: socket.socket, fd: int) -> int:
         os.close(w)
 
 
-def finish(conn, sent_ok: bool = True, linger: float = 5.0) -> None:
-    """End a data connection: the sender's close_notify on TLS (end of file), then close TCP.
+def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
+    """End a data connection, for sender and receiver alike.
 
-    The sender half-closes and then reads until the peer closes: bytes the sender never read
-    (TLS 1.3 session tickets from the server during an upload) would otherwise turn the close
-    into a RST that can destroy the tail of the data at the receiver.
+    clean (the data ended normally): send close_notify on TLS (the sender's end of file; the
+    receiver's answer), half-close, then read until the peer closes. Reading on is what makes it
+    reliable: bytes never read (TLS 1.3 tickets sent during an upload) would turn close() into a
+    RST that can destroy the tail of the data, and reading through TLS takes in the new session
+    ticket that the next data connection resumes. Ending TLS with close_notify also keeps the
+    session resumable (OpenSSL drops sessions of connections freed without one).
+    not clean: just close (the session is rightly no longer resumable).
     """
-    sock = conn.sock if _is_tls(conn) else conn
-    if _is_tls(conn) and sent_ok:
-        conn.close_notify()
+    tls = _is_tls(conn)
+    sock = conn.sock if tls else conn
     try:
-        sock.shutdown(socket.SHUT_WR)
-        if sent_ok and linger:
-            _drain(sock, linger)
-    except OSError:
+        if clean:
+            if tls:
+                conn.close_notify()
+            sock.shutdown(socket.SHUT_WR)
+            if linger:
+                _drain(conn, linger)
+    except (OSError, Exception):     # the peer may be gone already: closing is all that is left
         pass
     sock.close()
 
 
-def _drain(sock: socket.socket, seconds: float) -> None:
+def _drain(conn, seconds: float) -> None:
     from lab.ftps.tls import set_timeout
+    sock = conn.sock if _is_tls(conn) else conn
     set_timeout(sock, seconds)
-    while sock.recv(65536):
+    buf = bytearray(65536)
+    while conn.recv_into(buf):
         pass

@@ -348,8 +348,20 @@ class _Session:
             self.ctrl = tlsmod.accept_tls(self.server.tls_ctx, self.sock, self.cfg.INACTIVE or 30)
         except tlsmod.TLSFailure as exc:
             self.server.emit(self, "info", f"TLS handshake failed: {exc.reason}")
+            self._linger_close()
             raise _Close(f"TLS handshake failed: {exc.reason}") from None
         self.server.emit(self, "info", f"TLS established: {self.ctrl.version} {self.ctrl.cipher}")
+
+    def _linger_close(self) -> None:
+        """Half-close and read what the client still sends, so that our TLS alert is not
+        destroyed by the RST a close() with unread bytes would send."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            tlsmod.set_timeout(self.sock, 1)
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
 
     def dispatch(self, line: bytes) -> None:
         try:
@@ -890,10 +902,10 @@ class _Session:
         try:
             n = work(conn, rest)
         except tlsmod.Truncated:
-            datapath.finish(conn, sent_ok=False)
+            datapath.finish(conn, clean=False)
             raise _Refuse(426, "Data connection closed without TLS close_notify: transfer incomplete.") from None
         except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
-            datapath.finish(conn, sent_ok=False)
+            datapath.finish(conn, clean=False)
             raise _Refuse(426, f"Connection closed; transfer aborted ({exc}).") from None
         self.server.emit(self, "info", f"{what}: {n} bytes")
         self.send(226, f"Transfer complete ({n} bytes).")
@@ -930,7 +942,7 @@ class _Session:
                     os.ftruncate(fd, rest)
                     os.lseek(fd, rest, os.SEEK_SET)
                 n = datapath.recv_file(conn, fd)
-                datapath.finish(conn, sent_ok=False)
+                datapath.finish(conn)
                 return n
             self._transfer(arg, work)
         finally:

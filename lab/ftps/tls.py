@@ -107,7 +107,8 @@ def _base_context(method: int, ciphers: Iterable[str]) -> SSL.Context:
 def _verify_cb(conn: SSL.Connection, cert, errno: int, depth: int, ok: int) -> bool:
     if not ok:
         errors = conn.get_app_data() or []
-        errors.append(f"{cert.get_subject().CN}: {_x509_error(errno)}")
+        cn = cert.to_cryptography().subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        errors.append(f"{cn[0].value if cn else '?'}: {_x509_error(errno)}")
         conn.set_app_data(errors)
     return bool(ok)
 
