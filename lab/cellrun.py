@@ -107,7 +107,12 @@ def firewall_saw(events: list[dict]) -> list[dict]:
         elif t == "drop":
             from lab.verdict import describe_drop
             saw.append({"device": dev, "kind": "drop", "text": describe_drop(e)})
-    return saw
+    # Retransmitted SYNs and both directions of a TLS connection repeat an item: say how often.
+    counted: dict[tuple, int] = {}
+    for item in saw:
+        key = (item["device"], item["kind"], item["text"])
+        counted[key] = counted.get(key, 0) + 1
+    return [{"device": d, "kind": k, "text": t + (f" (x{n})" if n > 1 else "")} for (d, k, t), n in counted.items()]
 
 
 # -- one group ---------------------------------------------------------------------------------------
@@ -352,19 +357,20 @@ def run_group(g: Group) -> None:
                         done.add(cell.id)
                 finally:
                     stop_server(proc)
-            if g.pcap:
-                pass
     except (LabError, OSError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         for cell in cells:
             if cell.id not in done:
                 emit(lab_error(cell, scen.spec(cell), reason))
         info["lab_error"] = reason
-    info_path.write_text(json.dumps(info))
     if g.pcap:
-        pcaps = sorted(p for p in (wd / "net").rglob("*.pcap"))
-        info["pcaps"] = [str(p.relative_to(g.out)) for p in pcaps]
-        info_path.write_text(json.dumps(info))
+        # The captures of this network, one per device interface, into the report's pcaps/ folder.
+        dest = g.out / "pcaps" / wd.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in sorted((wd / "net").rglob("*.pcap")):
+            p.replace(dest / p.name)
+        info["pcaps"] = [str(p.relative_to(g.out)) for p in sorted(dest.glob("*.pcap"))]
+    info_path.write_text(json.dumps(info))
 
 
 def main(argv: list[str]) -> int:

@@ -89,6 +89,8 @@ class Progress:
         self.enabled = enabled and total > 0
         self.t0 = time.monotonic()
         self.last = ""
+        self.done = 0
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
 
     def update(self, entries: list[dict], note: str = "") -> None:
         if not self.enabled:
@@ -98,16 +100,22 @@ class Progress:
         differ = sum(not e["matches"] and e["outcome"] != "error" for e in entries)
         width = 30
         filled = int(width * n / self.total) if self.total else width
-        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total}  pass {c['pass']}  "
-                f"fail {c['fail']}  error {c['error']}  differ {differ}  {time.monotonic() - self.t0:4.0f} s"
-                f"  {note[:40]:40}")
+        text = (f"[{'#' * filled}{'.' * (width - filled)}] {n}/{self.total}  pass {c['pass']}  "
+                f"fail {c['fail']}  error {c['error']}  differ {differ}")
+        if self.tty:
+            line = f"\r{text}  {time.monotonic() - self.t0:4.0f} s  {note[:40]:40}"
+        elif n != self.done and (n - self.done >= 20 or n == self.total):
+            line = f"{text}  {time.monotonic() - self.t0:.0f} s\n"     # a log, not an animation
+            self.done = n
+        else:
+            return
         if line != self.last:
             self.stream.write(line)
             self.stream.flush()
             self.last = line
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -195,10 +203,11 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
     by_id: dict[str, dict] = {}
     for i, g in enumerate(groups):
         gdir = _group_dir(out, i, g)
-        for e in _read_entries(gdir / "cells.jsonl"):
-            by_id[e["id"]] = e
         info_path = gdir / "topology.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        for e in _read_entries(gdir / "cells.jsonl"):
+            e["pcaps"] = info.get("pcaps", [])
+            by_id[e["id"]] = e
         name = Path(g.topology).stem if g.topology.endswith((".yaml", ".yml")) else g.topology
         if info.get("lab_error"):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
@@ -215,8 +224,6 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
             rec = predict.recommend(picture)
             entry["recommendation"] = f"{rec.method} (step {rec.step}): {rec.why}"
             entry["reasoning"] = picture.reasoning or None
-        for p in info.get("pcaps", []):
-            entry.setdefault("pcaps", []).append(p)
     # A cell the worker never reported (it died): the lab failed there.
     from lab.verdict import Verdict
     for c in cells:

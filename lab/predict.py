@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from lab.scenario import Cell, ClientTraits, Picture, Scenarios
+from lab.scenario import Cell, ClientTraits, Picture, Scenarios, ServerTraits
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,11 @@ def _clear_for(security: str, alg: str, first_after_ccc: str) -> tuple[bool, str
 
 def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None = None,
                   client: ClientTraits | None = None, ignore_pasv_address: bool = False,
-                  passive_range: bool | None = None, client_options: tuple[str, ...] = ()) -> Prediction:
+                  passive_range: bool | None = None, client_options: tuple[str, ...] = (),
+                  server: ServerTraits | None = None) -> Prediction:
     """Follow the data connection of (security, data) through the picture. Pure."""
     client = client or ClientTraits("builtin")
+    server = server or ServerTraits("builtin")
     alg = alg or picture.alg
     passive_range = picture.passive_range if passive_range is None else passive_range
     first_after_ccc = "other" if "ccc-noop" in client_options else client.first_after_ccc
@@ -107,9 +109,12 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
             f"the {ann} announces the client's private address and {nat_blind}: {picture.client_nat} "
             f"cannot rewrite it, so the server connects to a private address and {picture.internet} drops it",
             picture.internet)
-    if flt and flt.mode == "static" and "active-from-20" not in flt.permits:
+    sport = server.data_source_port(security)
+    if flt and flt.mode == "static" and f"active-from-{sport}" not in flt.permits:
+        why = (" (an implicit session's control port is 990, so RFC 959's default data port L-1 is 989; the "
+               "slides' rule permits only port 20)" if sport == 989 else "")
         return Prediction("fail", "data-connect",
-                          f"{flt.node}'s static rules do not permit connections from the server's port 20",
+                          f"{flt.node}'s static rules do not permit connections from the server's port {sport}{why}",
                           flt.node)
     if flt and flt.mode == "dynamic" and not dyn_reads:
         return Prediction("fail", "data-connect",
@@ -123,7 +128,7 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
     if flt and flt.mode == "dynamic":
         how.append(f"{flt.node} opens a pinhole from the cleartext {ann}")
     if flt and flt.mode == "static":
-        how.append(f"{flt.node} permits connections from the server's port 20")
+        how.append(f"{flt.node} permits connections from the server's port {sport}")
     return Prediction("pass", None, "; ".join(how) or "nothing on the path stands in the way")
 
 
@@ -132,6 +137,7 @@ def predict(scenarios: Scenarios, cell: Cell, picture: Picture | None = None) ->
     picture = picture or scenarios.pictures[cell.topology]
     spec = scenarios.spec(cell)
     client = scenarios.clients[spec.client]
+    server = scenarios.servers[spec.server]
     passive_range = picture.passive_range
     if "PASSIVEDATAPORTS" in spec.server_statements:
         passive_range = spec.server_statements["PASSIVEDATAPORTS"] is not None
@@ -140,7 +146,8 @@ def predict(scenarios: Scenarios, cell: Cell, picture: Picture | None = None) ->
     if str(spec.client_statements.get("CCCNOOP", "FALSE")).upper() == "TRUE":
         options += ("ccc-noop",)
     return predict_facts(picture, cell.security, cell.data, alg=spec.alg, client=client,
-                         ignore_pasv_address=ignore, passive_range=passive_range, client_options=options)
+                         ignore_pasv_address=ignore, passive_range=passive_range, client_options=options,
+                         server=server)
 
 
 # -- the slides' four steps --------------------------------------------------------------------------
@@ -267,8 +274,9 @@ def picture_of(topology) -> tuple[Picture, bool]:
                 if prange and all(_rule_verdict(fw, "tcp", client_ip, None, server_ip, p) == "accept"
                                   for p in prange):
                     permits.append("passive-range")
-                if _rule_verdict(fw, "tcp", server_ip, 20, client_ip, 40000) == "accept":
-                    permits.append("active-from-20")
+                for sport in (20, 989):
+                    if _rule_verdict(fw, "tcp", server_ip, sport, client_ip, 40000) == "accept":
+                        permits.append(f"active-from-{sport}")
             flt = FilterFacts(node.name, fw.mode, tuple(permits))
     picture = Picture(name=topology.name, title=topology.description, client_nat=client_nat,
                       server_nat=server_nat, alg=alg, forwarded=forwarded, filter=flt,

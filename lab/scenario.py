@@ -22,7 +22,7 @@ SECURITY_MODES = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
 ALG_MODES = ("scapy", "kernel", "off")
 FILTER_MODES = ("static", "dynamic")
-FILTER_PERMITS = ("passive-range", "active-from-20")
+FILTER_PERMITS = ("passive-range", "active-from-20", "active-from-989")
 
 
 # -- cells ------------------------------------------------------------------------------------
@@ -117,6 +117,14 @@ class ClientTraits:
 class ServerTraits:
     name: str
     security: tuple[str, ...] = SECURITY_MODES
+    #: where active-mode data comes from: "l-1" = RFC 959's default data port, one below the control
+    #: port (20 for 21, 989 for the implicit port 990); or a fixed port number
+    active_source_port: str = "l-1"
+
+    def data_source_port(self, security: str) -> int:
+        if self.active_source_port == "l-1":
+            return 989 if security.startswith("implicit") else 20
+        return int(self.active_source_port)
 
 
 @dataclass(frozen=True)
@@ -364,7 +372,8 @@ def load(name_or_path: str | Path = "default") -> Scenarios:
             ignores_pasv_address=bool(c.get("ignores_pasv_address", False)),
             first_after_ccc=str(c.get("first_after_ccc", "data")), broken=dict(c.get("broken") or {}))
     clients.setdefault("builtin", ClientTraits("builtin"))
-    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)))
+    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)),
+                                  str(s.get("active_source_port", "l-1")))
                for name, s in (raw.get("servers") or {}).items()}
     servers.setdefault("builtin", ServerTraits("builtin"))
 

@@ -65,6 +65,27 @@ def drop_stage(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> str:
     return "data-connect"
 
 
+def announced_in(transcript: list[str]) -> tuple[str, str] | None:
+    """The last data-connection announcement in a client transcript: ("ip:port" or ":port", what)."""
+    from lab.ftps import grammar
+
+    for line in reversed(transcript or []):
+        direction, _, text = line.partition(" ")
+        try:
+            if direction == "<" and text.startswith("227"):
+                return str(grammar.parse_227(text)), "the 227 reply"
+            if direction == "<" and text.startswith("229"):
+                return f":{grammar.parse_229(text)}", "the 229 reply"
+            verb, _, arg = text.partition(" ")
+            if direction == ">" and verb.upper() == "PORT":
+                return str(grammar.parse_port_args(arg)), "PORT"
+            if direction == ">" and verb.upper() == "EPRT":
+                return str(grammar.parse_eprt_args(arg)), "EPRT"
+        except (grammar.GrammarError, ValueError):
+            continue
+    return None
+
+
 def client_fields(result: dict) -> dict:
     """The client's JSON result in the runner's terms (tolerant of the endpoints' key names)."""
     error = result.get("error") if isinstance(result.get("error"), dict) else {}
@@ -73,7 +94,8 @@ def client_fields(result: dict) -> dict:
         ok = result.get("outcome") in ("ok", "pass", "success") or (not error and result.get("stage") is None
                                                                    and "bytes" in result)
     sha = result.get("sha256")
-    return {
+    found = announced_in(result.get("transcript") or [])
+    fields = {
         "ok": bool(ok),
         "stage": error.get("stage") or result.get("stage"),
         "code": error.get("code") if error.get("code") is not None else result.get("code"),
@@ -83,7 +105,11 @@ def client_fields(result: dict) -> dict:
         "mbps": result.get("mbps") if result.get("mbps") is not None else result.get("throughput_mbps"),
         "seconds": result.get("seconds"),
         "announced": error.get("announced") or result.get("announced") or result.get("data_address"),
+        "announced_in": None,
     }
+    if not fields["announced"] and found:
+        fields["announced"], fields["announced_in"] = found
+    return fields
 
 
 def verdict(obs: Observation) -> Verdict:
@@ -112,11 +138,7 @@ def verdict(obs: Observation) -> Verdict:
     if decisive:
         d = decisive[0]
         stage = (c["stage"] if c and c["stage"] in STAGES else None) or drop_stage(d, obs.control_ports)
-        extra = ""
-        if c and c["announced"] and obs.control_address and not str(c["announced"]).startswith(
-                f"{obs.control_address}:"):
-            extra = f"; announced {c['announced']}, reachable {obs.control_address}"
-        return Verdict("fail", stage, describe_drop(d) + extra, drop=d)
+        return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d)
 
     if c and not c["ok"]:
         stage = c["stage"] if c["stage"] in STAGES else None
@@ -126,8 +148,8 @@ def verdict(obs: Observation) -> Verdict:
         reason = c["reason"] or "failed"
         if code is not None and str(code) not in reason:
             reason = f"server replied {code}: {reason}"
-        if stage == "data-connect" and c["announced"] and obs.control_address:
-            reason += f" (announced {c['announced']}, reachable {obs.control_address})"
+        if stage == "data-connect":
+            reason += _announced(c, obs)
         if stage in ("data-connect", "transfer") and obs.timed_out:
             reason += "; no device reported a drop"
         return Verdict("fail", stage, reason, code=int(code) if isinstance(code, int | str) and str(code).isdigit()
@@ -138,3 +160,17 @@ def verdict(obs: Observation) -> Verdict:
                                       "reported a drop")
     tail = obs.stderr.strip().splitlines()[-1] if obs.stderr.strip() else "no output"
     return Verdict("error", None, f"lab: the client exited {obs.exit_code} without a result: {tail}")
+
+
+def _announced(c: dict | None, obs: Observation) -> str:
+    """`; announced 10.1.1.10:60005 in the 227 reply, reachable 203.0.113.1` where they differ."""
+    if not c or not c["announced"] or str(c["announced"]).startswith(":"):
+        return ""
+    where = f" in {c['announced_in']}" if c.get("announced_in") else ""
+    host = str(c["announced"]).rsplit(":", 1)[0]
+    if c.get("announced_in") in ("PORT", "EPRT"):
+        return f"; {c['announced_in']} announced {c['announced']} (the client's own address)" \
+            if host != obs.control_address else ""
+    if obs.control_address and host != obs.control_address:
+        return f"; announced {c['announced']}{where}, reachable {obs.control_address}"
+    return ""

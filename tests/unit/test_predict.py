@@ -53,11 +53,16 @@ def test_nat_pictures_follow_the_slides():
 
 
 def test_static_filters_and_step_3():
-    for sec in S.security:
+    for sec in ("plain", "tls", "tls-ccc"):
         assert row("static-filter", sec) == "PPPP"
         # NAT + static filter + PASSIVEDATAPORTS: EPSV works; PASV's private 227 address never
         # gets rewritten (no inspection), active mode leaves from the permitted port 20.
         assert row("static-filter-nat", sec) == ".PPP"
+    for sec in ("implicit", "implicit-zos"):
+        # Implicit sessions (control port 990) send active data from port 989: not permitted.
+        assert row("static-filter", sec) == "PP.."
+        assert row("static-filter-nat", sec) == ".P.."
+    assert "989" in predict.predict(S, Cell("static-filter", "implicit", "port")).reason
     assert outcome("static-filter-nat/tls/pasv+ignore-pasv-address") == "pass"
     assert outcome("static-filter/tls/epsv+no-passive-range") == "fail"
     assert outcome("static-filter/tls/port+no-passive-range") == "pass"

@@ -92,3 +92,19 @@ def test_success_wins_over_unrelated_drops():
 
 def test_describe_drop_tolerates_missing_fields():
     assert describe_drop({"device": "fw"}).startswith("fw dropped tcp ?:? -> ?:?")
+
+
+def test_announced_address_read_from_the_client_transcript():
+    transcript = ["> PASV", "< 227 Entering Passive Mode (10,1,1,10,234,101)", "> RETR data.bin"]
+    result = {"outcome": "failed", "stage": "data-connect", "reason": "connect timed out", "code": None,
+              "transcript": transcript}
+    ev = drop(device="internet", reason="private address not routed", dst="10.1.1.10", dport=60005)
+    v = verdict(obs(result, events=[ev]))
+    assert v.reason.endswith("; announced 10.1.1.10:60005 in the 227 reply, reachable 203.0.113.1")
+    port = {"outcome": "failed", "stage": "data-connect", "reason": "no connection",
+            "transcript": ["> PORT 192,168,1,10,163,209", "< 200 ok"]}
+    v = verdict(obs(port, events=[drop(device="internet", dst="192.168.1.10", dport=41937)]))
+    assert "PORT announced 192.168.1.10:41937 (the client's own address)" in v.reason
+    epsv = {"outcome": "failed", "stage": "data-connect", "reason": "refused",
+            "transcript": ["< 229 Entering Extended Passive Mode (|||60005|)"]}
+    assert "announced" not in verdict(obs(epsv)).reason      # EPSV names no address
