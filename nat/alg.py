@@ -186,6 +186,8 @@ class AlgEngine:
         if rewrote and self.drop_first_rewrite:
             self.drop_first_rewrite = False
             self.stats["test_drops"] += 1
+            self.events.emit("error", conn=str(conn.id), message="test hook: the first rewritten segment "
+                             "was dropped once (TCP must resend it)")
             return Verdict("drop")
         return self._forward(conn, direction, fed.start, seg, maps)
 

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         ftp.login(a.user, a.password, secure=a.security != "plain")
         if a.security != "plain":
             ftp.prot_p()
+        # TYPE I now, so that the first command after CCC is the data-connection command itself
+        # (PASV/EPSV/PORT/EPRT): the line the kernel helper does not inspect.
+        ftp.voidcmd("TYPE I")
         if a.security == "tls-ccc":
             ftp.ccc()
             if a.noop_after_ccc:
@@ -85,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                 h.update(chunk)
                 size[0] += len(chunk)
 
-            ftp.retrbinary(f"RETR {a.path}", take)
+            with ftp.transfercmd(f"RETR {a.path}") as conn:     # retrbinary() without its TYPE I
+                while chunk := conn.recv(65536):
+                    take(chunk)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+            ftp.voidresp()
             out["bytes"].append(size[0])
             out["sha256"] = h.hexdigest()
             out["transfers"] += 1
