@@ -145,8 +145,26 @@ def _wait_or_kill(proc: subprocess.Popen, grace: float) -> tuple[Any, Any]:
             return proc.communicate(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
+    inner = _children(proc.pid)
     proc.kill()   # --kill-child: the sandbox's PID 1 dies, and the kernel reaps the rest
-    return proc.communicate()
+    result = proc.communicate()
+    # Return only once the sandbox's PID 1 (and so everything in it) is gone.
+    deadline = time.monotonic() + 5
+    while any(start_time(pid) == born for pid, born in inner.items()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return result
+
+
+def _children(pid: int) -> dict[int, int | None]:
+    """pid's children with their start times (for `unshare --fork`: the sandbox's PID 1)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            for child in (task / "children").read_text().split():
+                found[int(child)] = start_time(int(child))
+        except OSError:
+            pass
+    return found
 
 
 def ensure_sandbox(argv: list[str] | None = None) -> None:

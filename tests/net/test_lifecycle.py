@@ -181,7 +181,9 @@ def test_ctrl_c_tears_down_cleanly():
     rc = proc.wait(20)
     err = proc.stderr.read().decode()
     assert rc == 130, err
-    assert not processes_in(inodes)
+    assert "interrupted" in err or "tearing down" in err, err
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in processes_in(inodes)}
+    assert not left, f"left after Ctrl-C: {left}; ftlab said: {err}"
     assert not state_files_of(pids)
     assert root_state() == before
 
