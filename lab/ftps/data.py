@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 import stat
 from collections.abc import Callable
@@ -159,6 +160,8 @@ def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
     RST that can destroy the tail of the data, and reading through TLS takes in the new session
     ticket that the next data connection resumes. Ending TLS with close_notify also keeps the
     session resumable (OpenSSL drops sessions of connections freed without one).
+    linger=0 (a sender that has nothing more to learn, e.g. the server after RETR): read only
+    what has already arrived, so a client that waits for the 226 before closing never stalls.
     not clean: just close (the session is rightly no longer resumable).
     """
     tls = _is_tls(conn)
@@ -168,17 +171,18 @@ def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
             if tls:
                 conn.close_notify()
             sock.shutdown(socket.SHUT_WR)
-            if linger:
-                _drain(conn, linger)
+            _drain(conn, linger)
     except (OSError, Exception):     # the peer may be gone already: closing is all that is left
         pass
     sock.close()
 
 
 def _drain(conn, seconds: float) -> None:
+    """Read until the peer closes (at most seconds); seconds=0: only what has already arrived."""
     from lab.ftps.tls import set_timeout
     sock = conn.sock if _is_tls(conn) else conn
-    set_timeout(sock, seconds)
+    set_timeout(sock, seconds or 1)
     buf = bytearray(65536)
-    while conn.recv_into(buf):
-        pass
+    while seconds or select.select([sock], [], [], 0)[0]:
+        if not conn.recv_into(buf):
+            return

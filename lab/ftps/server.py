@@ -102,6 +102,7 @@ class FTPServer:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._passive_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()     # close() wakes the accept loop at once
 
     @staticmethod
     def _listen(addr: tuple[str, int]) -> socket.socket:
@@ -135,10 +136,12 @@ class FTPServer:
         try:
             while not self._closed.is_set():
                 try:
-                    ready, _, _ = select.select(list(socks), [], [], 0.5)
+                    ready, _, _ = select.select([*socks, self._wake_r], [], [], 5)
                 except (OSError, ValueError):
                     break
                 for fd in ready:
+                    if fd == self._wake_r:
+                        return
                     lsock, implicit = socks[fd]
                     try:
                         conn, peer = lsock.accept()
@@ -167,7 +170,10 @@ class FTPServer:
             self._sessions.pop(session.id, None)
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
         self._closed.set()
+        os.write(self._wake_w, b"x")
         for s, _ in self._listeners:
             try:
                 s.close()
@@ -182,6 +188,8 @@ class FTPServer:
         for session in sessions:
             if session.thread:
                 session.thread.join(3)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def __enter__(self) -> FTPServer:
         return self.start()
@@ -921,7 +929,7 @@ class _Session:
         try:
             def work(conn, rest):
                 n = datapath.send_file(conn, fd, rest)
-                datapath.finish(conn)
+                datapath.finish(conn, linger=0)
                 return n
             self._transfer(f"{arg} ({os.fstat(fd).st_size} bytes)", work)
         finally:
@@ -978,7 +986,7 @@ class _Session:
 
         def work(conn, rest):
             conn.sendall(body)
-            datapath.finish(conn)
+            datapath.finish(conn, linger=0)
             return len(body)
         self._transfer(f"{fmt} {arg}".strip(), work)
 
