@@ -102,12 +102,22 @@ class Site:
         return read(self.net.events_path)
 
 
-def in_sandbox_matrix(name: str, alg: str | None, cells: list[list[str]]) -> dict:
+def in_sandbox_matrix(name: str, alg: str | None, cells: list[list[str]], timeout: float = 4) -> dict:
     from lab.topo import load
 
+    import time
+
     with Site(load(name), alg) as site:
-        results = {f"{s}/{d}": site.client(s, d) for s, d in cells}
+        results = {}
+        for s, d in cells:
+            t0 = time.time()
+            results[f"{s}/{d}"] = site.client(s, d, timeout=timeout)
+            results[f"{s}/{d}"]["window"] = [t0, time.time()]
         return {"results": results, "events": site.events()}
+
+
+def in_sandbox_both(name: str, cells: list[list[str]]) -> dict:
+    return {alg: in_sandbox_matrix(name, alg, cells, timeout=2) for alg in ("scapy", "kernel")}
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -210,3 +220,41 @@ def test_kernel_helper_blind_spot_first_line_after_ccc(name, data):
     assert not first["result"]["ok"], first["result"]
     noop = call_in_sandbox(__file__, "in_sandbox_session", name, "kernel", "tls-ccc", data, 1, True, timeout=55)
     assert noop["result"]["ok"], noop["result"]
+
+
+@pytest.mark.timeout(150)
+def test_dynamic_filter_plain_and_ccc_pass_tls_fails_with_observed_drop():
+    cells = [[s, d] for s in ("plain", "tls", "tls-ccc") for d in DATA_MODES]
+    out = call_in_sandbox(__file__, "in_sandbox_matrix", "dynamic-filter", None, cells, timeout=140)
+    res, events = out["results"], out["events"]
+    for d in DATA_MODES:
+        assert ok(res[f"plain/{d}"]), (d, res[f"plain/{d}"])
+        assert ok(res[f"tls-ccc/{d}"]), (d, res[f"tls-ccc/{d}"])
+        assert not res[f"tls/{d}"]["ok"], d
+    drops = kinds(events, "drop", "fw")
+    # every TLS data mode left a drop naming the firewall, the reason and the packet (a SYN)
+    blind = [e for e in drops if "TLS" in e["reason"]]
+    server, client = "203.0.113.10", "198.51.100.10"
+    assert {(e["src"], e["dst"]) for e in blind} == {(client, server), (server, client)}
+    assert all(e["flags"] == "S" and e["proto"] == "tcp" and e["dport"] > 1023 for e in blind)
+    assert len(kinds(events, "pinhole-used", "fw")) == 8        # plain and tls-ccc, 4 modes each
+    assert not [e for e in kinds(events, "error", "fw") if "failed" in e.get("message", "")]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", ["client-nat", "server-nat", "double-nat"])
+def test_scapy_alg_and_kernel_helper_agree_except_first_line_after_ccc(name):
+    cells = [[s, d] for s in ("plain", "tls", "tls-ccc") for d in DATA_MODES]
+    out = call_in_sandbox(__file__, "in_sandbox_both", name, cells, timeout=230)
+    scapy, kernel = out["scapy"]["results"], out["kernel"]["results"]
+
+    def mapped(cell: str) -> bool:      # the scapy ALG had to open a mapping for this cell
+        t0, t1 = scapy[cell]["window"]
+        return any(t0 <= e["ts"] <= t1 for e in kinds(out["scapy"]["events"], "mapping-open"))
+
+    differ = {c for c in scapy if ok(scapy[c]) != ok(kernel[c])}
+    blind = {f"tls-ccc/{d}" for d in DATA_MODES if mapped(f"tls-ccc/{d}")}
+    assert blind, "this picture needs the ALG after CCC somewhere"
+    assert differ == blind, {c: (scapy[c], kernel[c]) for c in differ ^ blind}
+    assert all(ok(scapy[c]) for c in blind)
+    assert all(ok(scapy[f"plain/{d}"]) for d in DATA_MODES)
