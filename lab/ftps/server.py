@@ -793,6 +793,9 @@ class _Session:
         with self.server._passive_lock:
             for port in ports[start:] + ports[:start]:
                 s = socket.socket(family, socket.SOCK_STREAM)
+                # Ports of finished data connections linger in TIME_WAIT; REUSEADDR lets a new
+                # listener take them (Linux still refuses a second listener on the same port).
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind((self.local_ip, port))
                     s.listen(1)
