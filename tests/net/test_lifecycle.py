@@ -22,7 +22,12 @@ from lab.sandbox import STATE_DIR, call_in_sandbox, start_time
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
 
 FTLAB = [sys.executable, "-m", "lab.cli"]
-SYSCTLS = ["net/ipv4/ip_forward", "net/core/rmem_max", "net/ipv4/tcp_rmem", "kernel/pty/max"]
+# What a lab run sets in its namespaces, and what Mininet's fixLimits() would raise host-wide.
+SYSCTLS = ["net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv6/conf/all/disable_ipv6",
+           "net/netfilter/nf_conntrack_tcp_be_liberal", "fs/file-max", "kernel/pty/max",
+           "net/core/rmem_max", "net/core/wmem_max", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
+           "net/core/netdev_max_backlog", "net/ipv4/neigh/default/gc_thresh1",
+           "net/ipv4/neigh/default/gc_thresh2", "net/ipv4/neigh/default/gc_thresh3", "net/ipv4/route/max_size"]
 
 
 def root_state() -> dict:
