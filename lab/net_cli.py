@@ -36,7 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep configs, logs, events and captures here (default: a /tmp dir removed on exit)")
     p.set_defaults(func=cmd_shell)
 
-    p = sub.add_parser("baseline", help="iperf3 throughput client->server and server->client on the data path")
+    p = sub.add_parser(
+        "baseline", help="iperf3 throughput client->server and server->client on the data path",
+        description="Bring the picture up with its kernel data path only (forwarding, NAT, port forwards, "
+                    "static filters; no ALG, inspector or dropwatch program: they only see control ports), "
+                    "run iperf3 from the client to the address it dials, both ways, print MB/s and tear "
+                    "down. The port is the first of the server's PASSIVEDATAPORTS if the picture has a "
+                    "range, else 5201; where the server's NAT does not forward that port, a DNAT forward "
+                    "for it is added for the measurement only (and said so).")
     p.add_argument("topology", help="a shipped topology name or a YAML file")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
     p.set_defaults(func=cmd_baseline)
