@@ -55,6 +55,7 @@ def probe(force: bool = False) -> None:
     global _probed
     if _probed and not force:
         return
+    require_in_sandbox()
     missing = [f"{tool} ({pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
     if missing:
         raise MissingFeature("missing tool: " + ", ".join(missing))
