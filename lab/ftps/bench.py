@@ -9,8 +9,9 @@ For a lab path (the matrix engineer's `ftlab bench`), pass how to start a proces
                        client_popen=lambda argv, **kw: net.popen("client", argv, **kw))
     print(format_result(result))
 
-Every measurement moves `size` bytes one way: RETR (server -> client; iperf3 -R) and STOR
-(client -> server; iperf3 forward). Each tool is timed by itself over the data transfer only:
+Every measurement moves `size` bytes one way: RETR (server -> client; iperf3 -R) into a file, and
+STOR (client -> server; iperf3 forward) from a file. Each tool is timed by itself over the data
+transfer only (the lab client's SHA-256 of a received file is computed after it):
 iperf3's own receiver figure, curl's (time_total - time_pretransfer), and the lab client's
 TransferResult seconds. MB/s = 10^6 bytes per second. The median of `runs` runs is used.
 Targets (issue 3, 2-core machine): plain >= 0.9 x iperf3; PROT P >= 0.4 x iperf3 and >= 3 x curl +
@@ -100,13 +101,13 @@ def _iperf3(host: str, size: int, reverse: bool, server_popen: Popen, client_pop
 
 
 def _curl(url: str, user: str, password: str, tls: bool, upload: Path | None, client_popen: Popen,
-          timeout: float) -> float:
+          timeout: float, download: Path) -> float:
     argv = ["curl", "-sS", "-k", "-u", f"{user}:{password}", "--max-time", str(int(timeout)),
             "-w", "%{size_download} %{size_upload} %{time_pretransfer} %{time_total}"]
     if tls:
         # TLS 1.2: curl 7.88 uploads to vsftpd 3.0.3 under TLS 1.3 fail most of the time (426).
         argv += ["--ssl-reqd", "--tls-max", "1.2"]
-    argv += ["-T", str(upload), url] if upload else [url, "-o", os.devnull]
+    argv += ["-T", str(upload), url] if upload else [url, "-o", str(download)]
     rc, out, err = _client(client_popen, argv, timeout + 5)
     if rc != 0:
         raise LabError(f"curl failed (rc {rc}): {err.strip()[-300:]}")
@@ -115,10 +116,10 @@ def _curl(url: str, user: str, password: str, tls: bool, upload: Path | None, cl
 
 
 def _ftlab_client(url: str, tls: bool, upload: Path | None, ca: Path, client_popen: Popen,
-                  timeout: float, size: int) -> float:
+                  timeout: float, size: int, download: Path) -> float:
     argv = [sys.executable, "-m", "lab.cli", "client", url, "--json", "--timeout", str(int(timeout)),
             "--security", "tls" if tls else "plain", "--data", "pasv", "--ca", str(ca)]
-    argv += ["put", str(upload)] if upload else ["get", "-o", os.devnull]
+    argv += ["put", str(upload)] if upload else ["get", "-o", str(download)]
     rc, out, err = _client(client_popen, argv, timeout + 5)
     try:
         result = json.loads(out)
@@ -159,6 +160,7 @@ def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOO
         ca = work / "pki" / "ca.pem"
         source = work / "payload.bin"
         _payload(source, size)
+        download = work / "download.bin"     # RETR writes a real file (curl and ftlab alike)
 
         cells: dict[tuple[str, str, str], Measurement] = {}
         for tool in tools:
@@ -190,18 +192,20 @@ def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOO
                         assert vsftpd is not None
                         url = vsftpd.url("payload.bin" if retr else f"up-{run}.bin")
                         mbps = _curl(url, vsftpd.user, vsftpd.password, tls, None if retr else source,
-                                     client_popen, timeout)
+                                     client_popen, timeout, download)
                         (vsftpd.root / f"up-{run}.bin").unlink(missing_ok=True)
                     else:
                         assert ftlab is not None
                         url = (f"ftp://{ftlab.user}:{ftlab.password}@{server_host}:{ftlab.port}/"
                                + ("payload.bin" if retr else f"up-{run}.bin"))
                         mbps = _ftlab_client(url, tls, None if retr else source, ca, client_popen,
-                                             timeout, size)
+                                             timeout, size, download)
                         (ftlab.root / f"up-{run}.bin").unlink(missing_ok=True)
                 except LabError as exc:
                     mbps = 0.0
                     cell.errors.append(str(exc))
+                finally:
+                    download.unlink(missing_ok=True)
                 cell.mbps.append(mbps)
                 progress(f"run {run + 1}/{runs}  {tool:12} {sec:5} {d}  {mbps:8.1f} MB/s")
         ratios, meets = _ratios(cells)

@@ -296,7 +296,10 @@ def _client(args: argparse.Namespace) -> int:
             client.login(target.user, target.password)
             if args.op == "get":
                 out = args.output or Path(Path(target.path).name)
-                result = client.get(target.path, "-" if str(out) == "-" else out)
+                # /dev/null: discard in memory and hash on the fly (hashing the file after would
+                # give the SHA-256 of nothing)
+                local = None if str(out) == os.devnull else ("-" if str(out) == "-" else out)
+                result = client.get(target.path, local)
             elif args.op == "put":
                 dest = target.path if target.path and not target.path.endswith("/") else target.path + args.file.name
                 result = client.put(args.file, dest)
