@@ -131,7 +131,8 @@ class FTPClient:
         if self._ctx is None:
             try:
                 self._ctx = tlsmod.client_context(self.cas, self.cert, self.key, verify=self.verify,
-                                                  ciphers=self.cfg.CIPHERSUITE)
+                                                  ciphers=self.cfg.CIPHERSUITE,
+                                                  max_version=self.cfg.TLSMAXVERSION)
             except Exception as exc:
                 raise FTPError("tls", f"cannot set up TLS: {exc}") from None
         return self._ctx

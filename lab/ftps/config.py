@@ -33,6 +33,13 @@ Lab statements that are not z/OS statements:
             CERTUSERMAP cert user  SECURE_LOGIN VERIFY_USER map: cert = subject CN or SHA-256
                                    fingerprint (hex, colons optional) -> user (stands in for RACF)
             IMPLICITPROT C|P       data protection of an implicit (TLSPORT) session before any PROT
+    both    TLSMAXVERSION TLSV1.2|TLSV1.3   highest TLS version offered; server default TLSV1.2
+                                   because under TLS 1.3 the server must send session tickets on
+                                   every data connection, and clients that never read during an
+                                   upload (curl, lftp) then close with unread bytes: the kernel
+                                   sends RST and the end of the upload is lost. pyOpenSSL cannot
+                                   switch the tickets off (no SSL_CTX_set_num_tickets). Client
+                                   default TLSV1.3.
     client  CCCNOOP TRUE|FALSE     send NOOP as the first clear command after CCC (default FALSE)
             DATACONNTIME seconds   data-connection connect/accept timeout (default 2: fail fast)
     z/OS timers used: server DATATIMEOUT, INACTIVE; client MYOPENTIME (connect + TLS + login),
@@ -221,6 +228,7 @@ _COMMON: dict[str, _Spec] = {
     "TLSMECHANISM": _Spec(_keyword("FTP")),
     "CIPHERSUITE": _Spec(_cipher, repeat=True),
     "KEYRING": _Spec(_text),
+    "TLSMAXVERSION": _Spec(_keyword("TLSV1.2", "TLSV1.3")),
 }
 _SERVER: dict[str, _Spec] = {
     **_COMMON,
@@ -352,6 +360,7 @@ class ServerConfig(_Statements):
     DATATIMEOUT: int = 300
     INACTIVE: int = 300
     REPLYMODE: str = "ZOS"
+    TLSMAXVERSION: str = "TLSV1.2"
     LOGINDELAY: float = 1.0
     CERTUSERMAP: dict = field(default_factory=dict)
     IMPLICITPROT: str = "P"
@@ -377,6 +386,7 @@ class ClientConfig(_Statements):
     TLSMECHANISM: str = "FTP"
     CIPHERSUITE: tuple = ()
     KEYRING: str | None = None
+    TLSMAXVERSION: str = "TLSV1.3"
     EPSV4: bool = False
     FWFRIENDLY: bool = False
     PASSIVEIGNOREADDR: bool = False

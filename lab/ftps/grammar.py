@@ -38,7 +38,7 @@ def parse_command(line: bytes | str) -> Command:
     line = line.rstrip("\r\n")
     # Telnet IP/DM sequences (RFC 959 ABOR) may precede the verb; drop non-printables there.
     # (bytes arrive here as surrogate escapes: IAC IP = \udcff\udcf4, IAC DM = \udcff\udcf2)
-    line = line.lstrip("\xff\xf4\xf2\x00\udcff\udcf4\udcf2")
+    line = line.lstrip("\xff\xf4\xf2\x00\udcff\udcf4\udcf2")  # noqa: B005 - a set of bytes
     verb, _, arg = line.partition(" ")
     if not verb or not verb.isascii() or not verb.isalpha() or len(verb) > 4:
         raise GrammarError(f"not an FTP command: {line[:40]!r}")

@@ -90,7 +90,7 @@ class FTPServer:
             auth = {"NO_CLIENT_AUTH": "none"}.get(c.SECURE_LOGIN, "required")
             self.tls_ctx = tlsmod.server_context(
                 cert, key or cert, tlsmod.keyring_files(c.KEYRING, ca), client_auth=auth,
-                ciphers=c.CIPHERSUITE, session_timeout=c.TLSTIMEOUT)
+                ciphers=c.CIPHERSUITE, session_timeout=c.TLSTIMEOUT, max_version=c.TLSMAXVERSION)
         if tls_listen and not self.tls_ctx:
             raise ValueError("an implicit TLS listener needs cert and key")
         self._listeners: list[tuple[socket.socket, bool]] = [(self._listen(listen), False)]

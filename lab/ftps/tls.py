@@ -2,8 +2,8 @@
 
 Public API
     server_context(cert, key, cas=(), client_auth="none"|"optional"|"required",
-                   ciphers=(), session_timeout=100) -> SSL.Context
-    client_context(cas=(), cert=None, key=None, verify=True, ciphers=()) -> SSL.Context
+                   ciphers=(), session_timeout=100, max_version="TLSV1.3") -> SSL.Context
+    client_context(cas=(), cert=None, key=None, verify=True, ciphers=(), max_version=...)
     keyring_files(keyring, lab_ca=None) -> list[Path]   # z/OS KEYRING -> CA files
     set_timeout(sock, seconds)     # kernel SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket
     accept_tls(ctx, sock, timeout) -> TLSConn          # we are the TLS server
@@ -91,9 +91,11 @@ def keyring_files(keyring: str | None, lab_ca: str | Path | None = None) -> list
     return files
 
 
-def _base_context(method: int, ciphers: Iterable[str]) -> SSL.Context:
+def _base_context(method: int, ciphers: Iterable[str], max_version: str = "TLSV1.3") -> SSL.Context:
     ctx = SSL.Context(method)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    if max_version.upper() == "TLSV1.2":
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     legacy, modern = cipher_list(ciphers)
     ctx.set_cipher_list((legacy or _TLS12_DEFAULT).encode())
@@ -123,9 +125,9 @@ def _x509_error(errno: int) -> str:
 
 def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] = (),
                    client_auth: str = "none", ciphers: Iterable[str] = (),
-                   session_timeout: int = 100) -> SSL.Context:
+                   session_timeout: int = 100, max_version: str = "TLSV1.3") -> SSL.Context:
     """A TLS server context; client_auth "required" makes the handshake demand a trusted cert."""
-    ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers)
+    ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers, max_version)
     ctx.use_certificate_chain_file(str(cert))
     ctx.use_privatekey_file(str(key))
     ctx.check_privatekey()
@@ -144,9 +146,9 @@ def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] 
 
 def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = None,
                    key: str | Path | None = None, verify: bool = True,
-                   ciphers: Iterable[str] = ()) -> SSL.Context:
+                   ciphers: Iterable[str] = (), max_version: str = "TLSV1.3") -> SSL.Context:
     """A TLS client context; verify=False accepts any server certificate (like curl -k)."""
-    ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers)
+    ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers, max_version)
     cas = list(cas)
     for ca in cas:
         ctx.load_verify_locations(str(ca))

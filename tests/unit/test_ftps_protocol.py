@@ -679,3 +679,18 @@ def test_zos_algorithm_default_is_port():
     assert any(t.startswith("PORT ") for t in peer.seen)
     c.close()
     peer.close()
+
+
+@pytest.mark.parametrize("version", ["TLSV1.2", "TLSV1.3"])
+def test_session_reuse_chains_over_many_data_connections(serve, certs, tmp_path, version):
+    """TLS 1.3 tickets resume once: each data connection resumes the ticket the previous one
+    brought (the client reads it, also after an upload); TLS 1.2 reuses the session id."""
+    srv = serve(SECURE_SESSION_REUSE="REQUIRED", TLSMAXVERSION=version)
+    c = make_client(srv, certs, "tls", "epsv", ClientConfig(SECURE_SESSION_REUSE="REQUIRED"))
+    assert c.tls_info["version"] == {"TLSV1.2": "TLSv1.2", "TLSV1.3": "TLSv1.3"}[version]
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    for i in range(3):
+        assert c.put(src, f"u{i}.bin").sha256 == sha(PAYLOAD)
+        assert c.get(f"u{i}.bin").sha256 == sha(PAYLOAD)
+    c.quit()
