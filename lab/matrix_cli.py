@@ -138,6 +138,10 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
             print(f"  DIFFERS {s['id']}: predicted {s['expected']}, observed {s['outcome']}: {s['reason']}")
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
+    from lab.report.claims import check
+    for claim, holds, wrong in check(doc):
+        if holds is not None:
+            print(f"  {'holds  ' if holds else 'FAILS  '} {claim.text}" + (f" ({', '.join(wrong)})" if wrong else ""))
     if baseline is not None:
         changes = results.baseline_changes(doc, baseline)
         print(f"{len(changes)} cells changed since baseline {baseline['run_id']}")

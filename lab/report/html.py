@@ -28,7 +28,7 @@ small.pred{display:block;color:#666;font-size:.75em}
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.8em;max-height:24em}
 details{margin:.3em 0;border:1px solid #ddd;padding:.3em .6em}summary{cursor:pointer}
 .cleartext{color:#064}.ciphertext{color:#a40}.drop{color:#b00}
-img.diagram{max-width:100%;border:1px solid #eee}
+img.diagram{max-width:min(100%,52em);border:1px solid #eee}
 .legend span{margin-right:1.2em}
 """
 
@@ -82,6 +82,19 @@ def _matrix(doc: dict) -> str:
             f'<tr>{head2}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             '<p class="legend"><span>✔ pass</span><span>✘ fail</span><span>⚠ lab error</span>'
             '<span>small: the slides\' prediction</span><span>red frame: observed differs from prediction</span></p>')
+
+
+def _claims(doc: dict) -> str:
+    from lab.report.claims import check
+
+    items = []
+    for claim, holds, wrong in check(doc):
+        if holds is None:
+            continue
+        mark = '<b class="good">holds</b>' if holds else '<b class="bad">does not hold</b>: ' + ", ".join(
+            f'<a href="#{anchor(w)}"><code>{e(w)}</code></a>' for w in wrong)
+        items.append(f"<li>{e(claim.text)} - {mark}</li>")
+    return "<h2>The slides' analysis, checked</h2><ul>" + "".join(items) + "</ul>" if items else ""
 
 
 def _firewall_saw(s: dict) -> str:
@@ -143,6 +156,7 @@ def render(doc: dict, scenarios=None, baseline: dict | None = None, diagrams: bo
     if doc.get("lab_errors"):
         parts.append("<h2>Lab errors</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in doc["lab_errors"]) + "</ul>")
     parts.append(f'<h2 id="matrix">Predicted versus observed</h2>{_matrix(doc)}')
+    parts.append(_claims(doc))
     differing = [s for s in doc["scenarios"] if not s["matches"]]
     if differing:
         parts.append("<h2>Where observation and prediction differ</h2><ul>" + "".join(

@@ -118,3 +118,15 @@ def test_write_all(tmp_path):
     names = sorted(p.name for p in written)
     assert names == ["index.html", "junit.xml", "matrix.png", "results.json", "throughput.png"]
     assert "data:image/png;base64," in (tmp_path / "index.html").read_text()   # diagrams embedded
+
+
+def test_slides_claims_checked_on_observed_outcomes():
+    from lab.report.claims import check
+
+    holds = {c.text: h for c, h, _ in check(make_doc())}
+    assert len(holds) >= 7 and all(holds.values())
+    broken = check(make_doc(flip={"dynamic-filter/tls/epsv"}))
+    failing = [(c.text, wrong) for c, h, wrong in broken if h is False]
+    assert failing == [("Dynamic filtering: with TLS only the CCC method works (step 4)", ["dynamic-filter/tls/epsv"])]
+    partial = check(make_doc(S.default_cells(topologies=["lan"])))
+    assert [h for _, h, _ in partial].count(None) == len(partial) - 1

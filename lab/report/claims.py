@@ -1,0 +1,58 @@
+"""The slides' analysis as checkable claims over a run's observed outcomes. Pure.
+
+Each claim names the cells it is about; it holds when every one of them was observed as the
+slides say, and is "not run" when the run did not include them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TLS = ("tls", "implicit", "implicit-zos")
+DATA = ("pasv", "epsv", "port", "eprt")
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    expect: dict[str, str]       # cell id -> outcome the slides state
+
+
+def _all(topology: str, securities, datas, outcome: str) -> dict[str, str]:
+    return {f"{topology}/{s}/{d}": outcome for s in securities for d in datas}
+
+
+CLAIMS = (
+    Claim("Internal network without firewalls or NAT: 'there are no problems' - every method works",
+          _all("lan", ("plain", "tls", "tls-ccc", "implicit", "implicit-zos"), DATA, "pass")),
+    Claim("Client behind NAT, TLS: 'Passive mode (PASV) may work - Active mode (PORT) will not work'",
+          {"client-nat/tls/pasv": "pass", "client-nat/tls/port": "fail"}),
+    Claim("Server behind NAT, TLS: 'Passive mode (PASV) will not work - Active mode (PORT) may work'",
+          {"server-nat/tls/pasv": "fail", "server-nat/tls/port": "pass"}),
+    Claim("Both behind NAT, TLS: 'Neither passive mode (PASV) nor active mode (PORT) will work'",
+          {"double-nat/tls/pasv": "fail", "double-nat/tls/port": "fail"}),
+    Claim("NAT and static filtering with PASSIVEDATAPORTS: extended passive mode (EPSV) works (step 3)",
+          {f"static-filter-nat/{s}/epsv": "pass" for s in ("tls", "implicit", "implicit-zos")}),
+    Claim("Dynamic filtering: with TLS only the CCC method works (step 4)",
+          {**_all("dynamic-filter", TLS, DATA, "fail"), **_all("dynamic-filter", ("tls-ccc",), DATA, "pass")}),
+    Claim("Dynamic filtering with NAT: with TLS only the CCC method works (step 4)",
+          {**_all("dynamic-filter-nat", TLS, DATA, "fail"),
+           **_all("dynamic-filter-nat", ("tls-ccc",), DATA, "pass")}),
+    Claim("'The CCC command is a solution that solves SSL/TLS-enabled FTP issues with both NAT firewalls and "
+          "filtering firewalls'",
+          {k: v for t in ("client-nat", "server-nat", "double-nat", "dynamic-filter", "dynamic-filter-nat")
+           for k, v in _all(t, ("tls-ccc",), DATA, "pass").items()}),
+)
+
+
+def check(doc: dict) -> list[tuple[Claim, bool | None, list[str]]]:
+    """[(claim, holds (None = not run), ids observed otherwise)] for a results document."""
+    observed = {s["id"]: s["outcome"] for s in doc["scenarios"]}
+    out = []
+    for claim in CLAIMS:
+        if not all(cid in observed for cid in claim.expect):
+            out.append((claim, None, []))
+            continue
+        wrong = [cid for cid, want in claim.expect.items() if observed[cid] != want]
+        out.append((claim, not wrong, wrong))
+    return out
