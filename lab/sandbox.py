@@ -53,12 +53,14 @@ def require_root(what: str = "the lab") -> None:
 
 
 def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat);
+    None if there is no such process or it is a zombie (dead, only waiting to be reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 # -- run-state files --------------------------------------------------------------------------
@@ -121,6 +123,7 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     state = RunState(STATE_DIR / f"{name}.json", proc.pid, start_time(proc.pid) or 0,
                      os.getpid(), start_time(os.getpid()) or 0, argv, time.time(), tmpdir)
     state.write()
+    previous = _on_sigterm_exit()
     try:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -136,7 +139,23 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
         if proc.poll() is None:
             _wait_or_kill(proc, 0)
         state.remove()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _on_sigterm_exit():
+    """While a sandbox runs, SIGTERM ends this process through `finally` (which stops the
+    sandbox) instead of leaving the sandbox orphaned. Returns the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _wait_or_kill(proc: subprocess.Popen, grace: float) -> tuple[Any, Any]:

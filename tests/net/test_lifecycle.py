@@ -271,3 +271,15 @@ def test_missing_kernel_feature_is_named():
 def test_bad_topology_name_is_an_input_error():
     done = subprocess.run(FTLAB + ["shell", "no-such-picture"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "no-such-picture" in done.stderr, done.stderr
+
+
+def test_sigterm_to_ftlab_stops_its_sandbox():
+    before = root_state()
+    proc, _ = start(["shell", "lan", "--no-devices"], "Type 'exit'")
+    pids = descendants(proc.pid)
+    inodes = netns_of(pids) - {os.readlink("/proc/self/ns/net")}
+    proc.terminate()    # the ftlab process only, as `kill PID` would
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert not processes_in(inodes)
+    assert not state_files_of(pids)
+    assert root_state() == before
