@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.net import processes_in
 from lab.sandbox import STATE_DIR, call_in_sandbox, start_time
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
@@ -62,19 +63,6 @@ def netns_of(pids: set[int]) -> set[str]:
         except OSError:
             pass
     return inodes
-
-
-def processes_in(inodes: set[str]) -> list[int]:
-    """Every process on the machine still in one of these network namespaces."""
-    left = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if os.readlink(d / "ns" / "net") in inodes:
-                    left.append(int(d.name))
-            except OSError:
-                pass
-    return left
 
 
 def start(argv: list[str], wait_for: str, timeout: float = 20) -> tuple[subprocess.Popen, str]:
