@@ -10,7 +10,7 @@ For a lab path (the matrix engineer's `ftlab bench`), pass how to start a proces
     print(format_result(result))
 
 Every measurement moves `size` bytes one way: RETR (server -> client; iperf3 -R) into a file, and
-STOR (client -> server; iperf3 forward) from a file. Each tool is timed by itself over the data
+STOR (client -> server; iperf3 forward) from a file; all files on tmpfs (/dev/shm) when present. Each tool is timed by itself over the data
 transfer only (the lab client's SHA-256 of a received file is computed after it):
 iperf3's own receiver figure, curl's (time_total - time_pretransfer), and the lab client's
 TransferResult seconds. MB/s = 10^6 bytes per second. The median of `runs` runs is used.
@@ -146,12 +146,16 @@ def _payload(path: Path, size: int) -> None:
 def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOOPBACK,
               server_popen: Popen = subprocess.Popen, client_popen: Popen = subprocess.Popen,
               tools: tuple[str, ...] = ("iperf3", "curl+vsftpd", "ftlab"),
-              progress: Callable[[str], None] = lambda line: None, timeout: float = 120) -> BenchResult:
+              progress: Callable[[str], None] = lambda line: None, timeout: float = 120,
+              workbase: Path | None = None) -> BenchResult:
     """Measure every tool x security x direction `runs` times, interleaved, and compute the ratios."""
     for tool in ("iperf3", "curl", "vsftpd"):
         if (tool in "".join(tools)) and (why := peers.missing(tool)):
             raise LabError(f"benchmark needs {tool}: {why}")
-    work = Path(tempfile.mkdtemp(prefix="ftlab-bench-"))
+    # Files live in memory (tmpfs) when there is one: the benchmark measures the endpoints and the
+    # path, not this machine's disk (a VM disk writes 256 MiB slower than loopback moves it).
+    base = workbase if workbase is not None else (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    work = Path(tempfile.mkdtemp(prefix="ftlab-bench-", dir=base))
     work.chmod(0o755)
     started: list = []
     try:
@@ -173,12 +177,12 @@ def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOO
         vsftpd = ftlab = None
         if "curl+vsftpd" in tools:
             vsftpd = peers.start_vsftpd(server_cert.cert, server_cert.key, force_tls=False,
-                                        host=server_host, popen=server_popen)
+                                        host=server_host, popen=server_popen, workbase=base)
             started.append(vsftpd)
             os.link(source, vsftpd.root / "payload.bin")
         if "ftlab" in tools:
             ftlab = peers.start_ftlab_server(server_cert.cert, server_cert.key, host=server_host,
-                                             quiet=True, popen=server_popen)
+                                             quiet=True, popen=server_popen, workbase=base)
             started.append(ftlab)
             os.link(source, ftlab.root / "payload.bin")
 

@@ -220,9 +220,10 @@ class Peer:
         self.stop()
 
 
-def _workdir(name: str, owner: str | None) -> tuple[Path, Path]:
-    """A fresh directory for one server (config, logs) with root/ owned by the FTP user."""
-    work = Path(tempfile.mkdtemp(prefix=f"ftlab-{name}-"))
+def _workdir(name: str, owner: str | None, base: Path | None = None) -> tuple[Path, Path]:
+    """A fresh directory for one server (config, logs) with root/ owned by the FTP user; under
+    `base` (e.g. /dev/shm, so that a benchmark measures the endpoints, not the disk) or $TMPDIR."""
+    work = Path(tempfile.mkdtemp(prefix=f"ftlab-{name}-", dir=base))
     work.chmod(0o755)                      # the FTP user must be able to reach root/
     root = work / "root"
     root.mkdir()
@@ -277,12 +278,12 @@ def vsftpd_config(*, host: str, port: int, root: Path, work: Path, cert: Path, k
 
 def start_vsftpd(cert: Path, key: Path, implicit: bool = False, require_ssl_reuse: bool = True,
                  client_ca: Path | None = None, force_tls: bool = True, host: str = LOOPBACK,
-                 popen: Popen = subprocess.Popen) -> Peer:
+                 popen: Popen = subprocess.Popen, workbase: Path | None = None) -> Peer:
     """vsftpd, explicit FTPS (AUTH TLS) or implicit_ssl=YES; require_ssl_reuse=YES by default."""
     if reason := missing("vsftpd"):
         raise MissingFeature(reason)
     user, password = ensure_system_user()
-    work, root = _workdir("vsftpd", user)
+    work, root = _workdir("vsftpd", user, workbase)
     (work / "empty").mkdir()
     port, pasv = free_port(host), free_port_range(10, host)
     log = work / "vsftpd.log"
@@ -386,14 +387,14 @@ def start_pyftpdlib(cert: Path | None, key: Path | None, host: str = LOOPBACK,
 def start_ftlab_server(cert: Path | None, key: Path | None, ftpdata: str = "", ca: Path | None = None,
                        implicit_listener: bool = False, users: dict[str, str] | None = None,
                        pasv_ports: int = 10, host: str = LOOPBACK, quiet: bool = False,
-                       popen: Popen = subprocess.Popen) -> Peer:
+                       popen: Popen = subprocess.Popen, workbase: Path | None = None) -> Peer:
     """The lab's own server, as a user runs it (`ftlab server`), in a process of its own.
 
     ftpdata: extra FTP.DATA statements; PASSIVEDATAPORTS (a free range of `pasv_ports`) and
     LOGINDELAY 0 are added unless given. implicit_listener adds --tls-listen on a free port
     (peer.tls_port). The first of `users` (default ftlab:ftlab-pw) is peer.user."""
     users = users or {"ftlab": "ftlab-pw"}
-    work, root = _workdir("ftlab-server", None)
+    work, root = _workdir("ftlab-server", None, workbase)
     port = free_port(host)
     tls_port = free_port(host) if implicit_listener else None
     pasv = free_port_range(pasv_ports, host)
