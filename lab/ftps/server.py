@@ -29,7 +29,9 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
   without PORT/EPRT the server uses the default data port (the client's control port).
 - On data connections the server is always the TLS server; SECURE_SESSION_REUSE REQUIRED
   refuses (522) a data handshake that did not resume a session.
-- Transfers run in the session's thread: ABOR is answered after the transfer (226/225).
+- Transfers run in the session's thread: ABOR is answered after the transfer (226).
+- TLS: TLSMAXVERSION (lab statement, default TLSV1.2, see config.py for why), CIPHERSUITE order
+  is the server's preference, TLSTIMEOUT is the session cache lifetime.
 - The root directory cannot be left, also not through symlinks (paths are resolved and checked).
 """
 
@@ -149,7 +151,11 @@ class FTPServer:
                         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                             time.sleep(0.1)        # out of descriptors: let sessions end
                         continue
-                    self._spawn(conn, implicit)
+                    try:
+                        self._spawn(conn, implicit)
+                    except Exception as exc:     # peer gone before we looked, no threads left, ...
+                        log.warning("cannot start a session: %r", exc)
+                        conn.close()
         except KeyboardInterrupt:
             pass
         finally:
@@ -163,7 +169,11 @@ class FTPServer:
             self._sessions[session.id] = session
         t = threading.Thread(target=session.run, name=f"ftps-session-{session.id}", daemon=True)
         session.thread = t
-        t.start()
+        try:
+            t.start()
+        except BaseException:
+            self._ended(session)
+            raise
 
     def _ended(self, session: _Session) -> None:
         with self._lock:

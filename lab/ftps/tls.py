@@ -47,7 +47,8 @@ except ImportError:                     # pragma: no cover - pyOpenSSL internals
 
 # AES-128-GCM first: the fastest suite with AES-NI, the CPU is the limit for FTPS here.
 _TLS13_DEFAULT = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-_TLS12_DEFAULT = "ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE+AES:AES128-GCM-SHA256:AES128-SHA:AES256-SHA"
+_TLS12_DEFAULT = ("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE+AESGCM:ECDHE+CHACHA20:"
+                  "ECDHE+AES:AES128-GCM-SHA256:AES128-SHA:AES256-SHA")
 
 
 class TLSFailure(Exception):
@@ -128,6 +129,7 @@ def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] 
                    session_timeout: int = 100, max_version: str = "TLSV1.3") -> SSL.Context:
     """A TLS server context; client_auth "required" makes the handshake demand a trusted cert."""
     ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers, max_version)
+    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)     # CIPHERSUITE order = preference (z/OS)
     ctx.use_certificate_chain_file(str(cert))
     ctx.use_privatekey_file(str(key))
     ctx.check_privatekey()
