@@ -694,3 +694,94 @@ def test_session_reuse_chains_over_many_data_connections(serve, certs, tmp_path,
         assert c.put(src, f"u{i}.bin").sha256 == sha(PAYLOAD)
         assert c.get(f"u{i}.bin").sha256 == sha(PAYLOAD)
     c.quit()
+
+
+# -- one observable effect per statement that the tests above do not cover -----------------------
+
+def test_extensions_switch_features_off(serve, certs):
+    c = make_client(serve(EXTENSIONS=["SIZE"]), certs, login=False)
+    assert c.command("AUTH", "TLS").code == 502
+    feat = c.command("FEAT").text
+    assert "AUTH TLS" not in feat and "MDTM" not in feat and "SIZE" in feat
+    c.login("alice", "pw")
+    assert c.command("MDTM", "hello.txt").code == 500 and c.command("SIZE", "hello.txt").code == 213
+    c.quit()
+
+
+def test_client_secure_ftp_allowed_falls_back_required_refuses(serve, certs):
+    srv = serve(EXTENSIONS=["SIZE"])                                 # no AUTH_TLS
+    c = make_client(srv, certs, None, cfg=ClientConfig(SECURE_MECHANISM="TLS"))
+    assert c.ctrl is None and c.get("hello.txt").bytes == 7          # ALLOWED: on in clear
+    c.quit()
+    with pytest.raises(FTPError) as err:
+        make_client(srv, certs, None, cfg=ClientConfig(SECURE_MECHANISM="TLS", SECURE_FTP="REQUIRED"))
+    assert err.value.stage == "tls" and err.value.code == 502
+
+
+def test_secure_dataconn_never_and_portcommand_reject(serve, certs):
+    srv = serve(SECURE_DATACONN="NEVER", PORTCOMMAND="REJECT")
+    with pytest.raises(FTPError) as err:
+        make_client(srv, certs, "tls", "port")
+    assert err.value.code == 536                                    # PROT P refused
+    c = make_client(srv, certs, "plain", "port")
+    with pytest.raises(FTPError) as err:
+        c.get("hello.txt")
+    assert err.value.stage == "data-setup" and err.value.code == 504
+    c.quit()
+
+
+def test_tlsport_number_makes_the_client_implicit(serve, certs):
+    srv = serve()
+    port = srv.tls_address[1]
+    c = FTPClient(ClientConfig(SECURE_MECHANISM="TLS", TLSPORT=port), ca=certs / "ca.pem")
+    c.connect("127.0.0.1", port)
+    assert c.implicit and c.ctrl is not None
+    c.login("alice", "pw")
+    assert "AUTH TLS" not in [line for _, d, line in c.transcript if d == "C>S"]
+    c.quit()
+
+
+def test_secureimplicitzos_mismatch_fails_in_tls(serve, certs):
+    srv = serve(SECUREIMPLICITZOS=True)
+    c = FTPClient(ClientConfig(MYOPENTIME=3), security="implicit", ca=certs / "ca.pem")
+    t = time.monotonic()
+    with pytest.raises(FTPError) as err:
+        c.connect("127.0.0.1", srv.tls_address[1])
+    assert err.value.stage == "tls" and time.monotonic() - t < 4
+
+
+def test_ciphersuite_and_keyring(serve, certs):
+    srv = serve(CIPHERSUITE=["SSL_AES_128_SHA"])
+    for keyring in (str(certs), str(certs / "ca.pem"), "*AUTH*/*"):
+        c = FTPClient(ClientConfig(KEYRING=keyring), security="tls", verify=True,
+                      ca=certs / "ca.pem" if keyring == "*AUTH*/*" else None)
+        c.connect("127.0.0.1", srv.address[1])
+        c.login("alice", "pw")
+        assert c.tls_info == {"version": "TLSv1.2", "cipher": "AES128-SHA"}
+        c.quit()
+
+
+def test_tlstimeout_expires_the_session(serve, certs):
+    srv = serve(SECURE_SESSION_REUSE="REQUIRED", TLSTIMEOUT=1)
+    c = make_client(srv, certs, "tls")
+    assert c.get("hello.txt").bytes == 7
+    time.sleep(2.2)
+    with pytest.raises(FTPError) as err:
+        c.get("hello.txt")
+    assert err.value.code == 522
+    c.quit()
+
+
+def test_secure_hostname_mismatch(certs, root):
+    named = pki.issue_server(certs / "named", "ftp.example", dns=["ftp.example"])
+    srv = FTPServer(ServerConfig(LOGINDELAY=0), root, {"alice": "pw"}, cert=named.cert, key=named.key,
+                    listen=("127.0.0.1", 0)).start()
+    try:
+        c = FTPClient(ClientConfig(SECURE_HOSTNAME="REQUIRED"), security="tls", verify=False)
+        c.connect("127.0.0.1", srv.address[1])
+        with pytest.raises(FTPError, match="does not name 127.0.0.1") as err:
+            c.login("alice", "pw")
+        assert err.value.stage == "tls"
+        c.close()
+    finally:
+        srv.close()
