@@ -31,6 +31,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +49,11 @@ QUEUE = 10
 MAP_CHAIN = "ALG-MAP"
 OTHER = {C2S: S2C, S2C: C2S}
 
-Runner = Callable[[list[str]], str]
+Runner = Callable[..., str]     # run(argv, input=None) -> stdout; raises RuntimeError on failure
 
 
-def run_checked(argv: list[str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+def run_checked(argv: list[str], input: str | None = None) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, input=input)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
     return done.stdout
@@ -90,56 +91,91 @@ class Mappings:
         self.chain = chain
         self.clock = clock
         self.active: dict[int, Mapping] = {}
+        self.lock = threading.RLock()
+        self.retiring: list[Mapping] = []    # replaced mappings whose rules the poller deletes
 
-    def allocate(self, preferred: int) -> int | None:
-        """The announced port when it is free, else the next free one (1024..65535)."""
+    def allocate(self, preferred: int, owner: str = "") -> int | None:
+        """The announced port when it is free, else the next free one (1024..65535). A port held
+        by `owner`'s own outstanding mapping counts as free: open() replaces that mapping."""
         port = preferred
         for _ in range(65536):
-            if port not in self.active and port >= 1024:
+            held = self.active.get(port)
+            if port >= 1024 and (held is None or (owner and held.owner == owner)):
                 return port
             port = port + 1 if port < 65535 else 1024
         return None
 
     def open(self, peer: str, public_port: int, host: str, port: int, owner: str = "") -> Mapping:
+        """Install a mapping before the announcement goes out. Like the kernel helper
+        (max_expected=1), a control connection has one outstanding mapping, so a flood of 227s
+        holds at most one rule per connection: the owner's previous unused mapping is retired.
+
+        Only the insertion is on the packet's path (iptables -I: ~4 ms); deleting a rule costs
+        iptables-nft three times that, so retired rules are deleted by the poller thread. The
+        new rule goes first in the chain, so it wins over a retired one still being deleted."""
         m = Mapping(peer, public_port, host, port, self.clock() + self.lifetime, owner)
-        self.run(["iptables", "-t", "nat", "-A", self.chain, *m.rule(self.outside)])
-        self.active[public_port] = m
+        with self.lock:
+            old = [o for o in self.active.values() if owner and o.owner == owner]
+            same = next((o for o in old if o.rule(self.outside) == m.rule(self.outside)), None)
+            if same is not None:          # the same announcement again: the rule is already there
+                same.expires = m.expires
+                return same
+            self.run(["iptables", "-t", "nat", "-I", self.chain, *m.rule(self.outside)])
+            for o in old:
+                self.active.pop(o.public_port, None)
+                self.retiring.append(o)
+                self._event("expired", o, replaced=True)
+            self.active[public_port] = m
         self.events.emit("mapping-open", public=f"{self.outside}:{public_port}", private=f"{host}:{port}",
                          peer=peer, lifetime=self.lifetime)
         return m
 
-    def retire(self, owner: str) -> None:
-        """Like the kernel helper (max_expected=1), a control connection has one outstanding
-        mapping: a new announcement retires the previous unused one, so a flood of 227s holds
-        at most one rule per connection."""
-        for old in [m for m in self.active.values() if m.owner == owner]:
-            self._remove(old, "expired")
-
-    def _remove(self, m: Mapping, why: str) -> None:
-        self.active.pop(m.public_port, None)
+    def _delete(self, m: Mapping) -> None:
         try:
             self.run(["iptables", "-t", "nat", "-D", self.chain, *m.rule(self.outside)])
         except RuntimeError as exc:
             self.events.emit("error", message=f"removing mapping {m.public_port}: {exc}")
+
+    def _event(self, why: str, m: Mapping, **extra: object) -> None:
         self.events.emit(f"mapping-{why}", public=f"{self.outside}:{m.public_port}",
-                         private=f"{m.host}:{m.port}", peer=m.peer)
+                         private=f"{m.host}:{m.port}", peer=m.peer, **extra)
+
+    def _remove(self, m: Mapping, why: str) -> None:
+        self.active.pop(m.public_port, None)
+        self._delete(m)
+        self._event(why, m)
 
     def poll(self) -> None:
-        """Retire used mappings (their rule counted a packet) and expired ones."""
-        if not self.active:
+        """Retire used mappings (their rule counted a packet) and expired ones.
+
+        Runs in its own thread (listing the rules takes milliseconds that control packets must
+        not wait for); a mapping replaced while the listing ran is left alone."""
+        with self.lock:
+            retiring, self.retiring = self.retiring, []
+            for m in retiring:
+                self._delete(m)
+            snapshot = dict(self.active)
+        if not snapshot:
             return
         listing = self.run(["iptables", "-t", "nat", "-S", self.chain, "-v"])
         used = {int(p) for p, pkts in _COUNTED.findall(listing) if int(pkts) > 0}
         now = self.clock()
-        for m in list(self.active.values()):
-            if m.public_port in used:
-                self._remove(m, "used")
-            elif now > m.expires:
-                self._remove(m, "expired")
+        with self.lock:
+            for port, m in snapshot.items():
+                if self.active.get(port) is not m:
+                    continue
+                if port in used:
+                    self._remove(m, "used")
+                elif now > m.expires:
+                    self._remove(m, "expired")
 
     def close(self) -> None:
-        for m in list(self.active.values()):
-            self._remove(m, "expired")
+        with self.lock:
+            for m in self.retiring:
+                self._delete(m)
+            self.retiring = []
+            for m in list(self.active.values()):
+                self._remove(m, "expired")
 
 
 # -- the rewriting engine (pure but for the Mappings it is given) -------------------------------
@@ -247,8 +283,7 @@ class AlgEngine:
                              message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
                                      "not rewritten, nothing opened")
             return None
-        self.mappings.retire(cid)
-        port = self.mappings.allocate(ann.port)
+        port = self.mappings.allocate(ann.port, owner=cid)
         if port is None:
             self.events.emit("error", conn=cid, line=text, message="no free port for the mapping")
             return None
@@ -345,17 +380,23 @@ def main(argv: list[str] | None = None) -> int:
             pkt.set_payload(verdict.packet)
         pkt.accept()
 
-    def tick() -> None:
-        try:
-            mappings.poll()
-        except RuntimeError as exc:
-            events.emit("error", message=str(exc))
-        engine.tracker.expire()
+    stop = threading.Event()
 
+    def poll_mappings() -> None:
+        while not stop.wait(0.02):
+            try:
+                mappings.poll()
+            except RuntimeError as exc:
+                events.emit("error", message=str(exc))
+
+    poller = threading.Thread(target=poll_mappings, name="mappings", daemon=True)
+    poller.start()
     try:
-        serve({int(cfg.get("queue", QUEUE)): on_packet}, tick, period=0.02,
+        serve({int(cfg.get("queue", QUEUE)): on_packet}, engine.tracker.expire, period=1.0,
               on_ready=lambda: events.emit("ready", queue=int(cfg.get("queue", QUEUE))))
     finally:
+        stop.set()
+        poller.join(2)
         mappings.close()
         events.close()
         print(f"nat.alg: {engine.stats}", file=sys.stderr)

@@ -103,9 +103,9 @@ class Site:
 
 
 def in_sandbox_matrix(name: str, alg: str | None, cells: list[list[str]], timeout: float = 4) -> dict:
-    from lab.topo import load
-
     import time
+
+    from lab.topo import load
 
     with Site(load(name), alg) as site:
         results = {}
@@ -136,11 +136,11 @@ def test_alg_plain_all_data_modes(name):
 
 
 def in_sandbox_session(name: str, alg: str | None, security: str, data: str, count: int,
-                       noop_after_ccc: bool = False, env: dict | None = None) -> dict:
+                       noop_after_ccc: bool = False, env: dict | None = None, timeout: float = 4) -> dict:
     from lab.topo import load
 
     with Site(load(name), alg, env) as site:
-        result = site.client(security, data, count=count, noop_after_ccc=noop_after_ccc)
+        result = site.client(security, data, count=count, noop_after_ccc=noop_after_ccc, timeout=timeout)
         return {"result": result, "events": site.events()}
 
 
@@ -216,7 +216,8 @@ def test_tls_ccc_rewritten_when_transfer_command_is_first_after_ccc(name, data):
 def test_kernel_helper_blind_spot_first_line_after_ccc(name, data):
     """The kernel helper misses the first clear line after CCC (it resynchronises on a newline
     it saw, and the last one it saw was before TLS): PASV/PORT first fails, NOOP first works."""
-    first = call_in_sandbox(__file__, "in_sandbox_session", name, "kernel", "tls-ccc", data, 1, timeout=55)
+    first = call_in_sandbox(__file__, "in_sandbox_session", name, "kernel", "tls-ccc", data, 1, False, None, 2,
+                            timeout=55)
     assert not first["result"]["ok"], first["result"]
     noop = call_in_sandbox(__file__, "in_sandbox_session", name, "kernel", "tls-ccc", data, 1, True, timeout=55)
     assert noop["result"]["ok"], noop["result"]

@@ -39,12 +39,16 @@ class Kernel:
     def __init__(self) -> None:
         self.commands: list[list[str]] = []
 
-    def __call__(self, argv: list[str]) -> str:
-        self.commands.append(argv)
+    def __call__(self, argv: list[str], input: str | None = None) -> str:
+        if input is None:
+            self.commands.append(argv)
+        else:   # iptables-restore: one command per rule line
+            self.commands += [["iptables", "-t", "nat", *line.split()] for line in input.splitlines()
+                              if line.startswith(("-A", "-D"))]
         return ""
 
     def added(self) -> list[list[str]]:
-        return [c for c in self.commands if "-A" in c]
+        return [c for c in self.commands if "-I" in c]
 
 
 def segment(src, sport, dst, dport, seq, ack, flags, payload=b"", sack=None):
@@ -124,7 +128,7 @@ def test_port_rewritten_mapping_installed_and_acks_shifted_back():
     s.send("c2s", b"USER a\r\n", PORT, b"LIST\r\n")
     assert bytes(s.got["c2s"]) == b"USER a\r\n" + PORT_OUT + b"LIST\r\n"
     assert s.ack_all("c2s") == s.sent["c2s"]          # the client sees its own positions acked
-    assert s.kernel.added() == [["iptables", "-t", "nat", "-A", "ALG-MAP", "-s", SERVER, "-d", OUTSIDE,
+    assert s.kernel.added() == [["iptables", "-t", "nat", "-I", "ALG-MAP", "-s", SERVER, "-d", OUTSIDE,
                                  "-p", "tcp", "-m", "tcp", "--dport", "1025", "-j", "DNAT",
                                  "--to-destination", f"{CLIENT}:1025"]]
     (rw,) = s.events.of("rewrite")
