@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from nat.nfq import load_config, serve
 
     cfg = load_config(argv, "firewall.dropwatch")
-    events = EventWriter(cfg.get("events"), cfg["device"])
+    events = EventWriter(cfg.get("events"), cfg["device"], "dropwatch")
     reasons = cfg.get("reasons", {})
 
     def on_packet(pkt) -> None:

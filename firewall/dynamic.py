@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     from nat.nfq import load_config, serve
 
     cfg = load_config(argv, "firewall.dynamic")
-    events = EventWriter(cfg.get("events"), cfg["device"])
+    events = EventWriter(cfg.get("events"), cfg["device"], "dynamic")
     fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, cfg.get("own_addresses", []),
                        float(cfg.get("lifetime", 30.0)))
 

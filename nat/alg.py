@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     from nat.nfq import load_config, serve
 
     cfg = load_config(argv, "nat.alg")
-    events = EventWriter(cfg.get("events"), cfg["device"])
+    events = EventWriter(cfg.get("events"), cfg["device"], "alg")
     mappings = Mappings(cfg["outside_address"], events, float(cfg.get("lifetime", 30.0)),
                         chain=cfg.get("map_chain", MAP_CHAIN))
     engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,

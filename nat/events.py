@@ -21,8 +21,9 @@ TYPES = frozenset({
 class EventWriter:
     """Append events for one device: EventWriter(path, "nat-c").emit("rewrite", before=..., after=...)."""
 
-    def __init__(self, path: str | Path | None, device: str) -> None:
+    def __init__(self, path: str | Path | None, device: str, program: str | None = None) -> None:
         self.device = device
+        self.program = program      # which program on the node (alg, dynamic, ...), when several
         self.path = Path(path) if path else None
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if self.path else None
 
@@ -30,6 +31,8 @@ class EventWriter:
         if type not in TYPES:
             raise ValueError(f"unknown event type {type!r}")
         event = {"ts": time.time(), "device": self.device, "type": type, **fields}
+        if self.program:
+            event.setdefault("program", self.program)
         if self._fd is not None:
             os.write(self._fd, (json.dumps(event, default=str) + "\n").encode())
         return event

@@ -41,7 +41,7 @@ def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
 
 
 # [NEW] 300 proto=6 src=198.51.100.2 dst=203.0.113.1 sport=0 dport=1025 mask-src=... class=0 helper=ftp
-_EXPECT = re.compile(r"\[NEW\].*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+)")
+_EXPECT = re.compile(r"\[NEW\].*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+).*?master-src=(\S+)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     from nat.nfq import load_config
 
     cfg = load_config(argv, "nat.kernel_helper")
-    events = EventWriter(cfg.get("events"), cfg["device"])
-    proc = subprocess.Popen(["conntrack", "-E", "expect", "-e", "NEW"], stdout=subprocess.PIPE, text=True,
+    events = EventWriter(cfg.get("events"), cfg["device"], "kernel-helper")
+    # stdbuf: conntrack block-buffers its stdout on a pipe, and events must arrive as they happen
+    proc = subprocess.Popen(["stdbuf", "-oL", "conntrack", "-E", "expect"], stdout=subprocess.PIPE, text=True,
                             stderr=subprocess.DEVNULL)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     print("READY", flush=True)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             m = _EXPECT.search(line)
             if m:
                 events.emit("mapping-open", public=f"{m.group(2)}:{m.group(3)}", peer=m.group(1),
-                            private="kernel expectation", expectation=line.strip())
+                            private=f"{m.group(4)} (nf_nat_ftp expectation)", expectation=line.strip())
     finally:
         proc.terminate()
         events.close()
