@@ -29,7 +29,8 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
   without PORT/EPRT the server uses the default data port (the client's control port).
 - On data connections the server is always the TLS server; SECURE_SESSION_REUSE REQUIRED
   refuses (522) a data handshake that did not resume a session.
-- Transfers run in the session's thread: ABOR is answered after the transfer (226).
+- A transfer runs in a helper thread while the session thread watches the control connection:
+  ABOR cuts the data connection and is answered 426 + 226; other commands wait their turn.
 - TLS: TLSMAXVERSION (lab statement, default TLSV1.2, see config.py for why), CIPHERSUITE order
   is the server's preference, TLSTIMEOUT is the session cache lifetime.
 - The root directory cannot be left, also not through symlinks (paths are resolved and checked).
@@ -918,18 +919,83 @@ class _Session:
         return conn
 
     def _transfer(self, what: str, work) -> None:
+        """Run work(conn, rest) on the data connection in a helper thread, so that this thread
+        can watch the control connection for ABOR meanwhile (it alone talks on control)."""
         rest, self.rest = self.rest, 0
         conn = self._data_conn(what)
+        outcome: dict = {}
+        done = os.eventfd(0)
+
+        def run() -> None:
+            try:
+                outcome["n"] = work(conn, rest)
+            except BaseException as exc:      # handed to the session thread below
+                outcome["exc"] = exc
+            finally:
+                os.eventfd_write(done, 1)
+        worker = threading.Thread(target=run, name=f"ftps-data-{self.id}", daemon=True)
+        worker.start()
         try:
-            n = work(conn, rest)
-        except tlsmod.Truncated:
+            aborted = self._watch_for_abor(done, conn)
+        finally:
+            worker.join()
+            os.close(done)
+        if aborted:
             datapath.finish(conn, clean=False)
-            raise _Refuse(426, "Data connection closed without TLS close_notify: transfer incomplete.") from None
-        except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
+            self.send(426, "Connection closed; transfer aborted.")
+            self.send(226, "ABOR command successful.")
+            return
+        exc = outcome.get("exc")
+        if isinstance(exc, tlsmod.Truncated):
             datapath.finish(conn, clean=False)
-            raise _Refuse(426, f"Connection closed; transfer aborted ({exc}).") from None
+            raise _Refuse(426, "Data connection closed without TLS close_notify: transfer incomplete.")
+        if isinstance(exc, (OSError, TimeoutError, tlsmod.TLSTimeout)):
+            datapath.finish(conn, clean=False)
+            raise _Refuse(426, f"Connection closed; transfer aborted ({exc}).")
+        if exc is not None:
+            datapath.finish(conn, clean=False)
+            raise exc
+        n = outcome["n"]
         self.server.emit(self, "info", f"{what}: {n} bytes")
         self.send(226, f"Transfer complete ({n} bytes).")
+
+    def _watch_for_abor(self, done: int, conn) -> bool:
+        """Wait for the transfer; True when the client sent ABOR (the data connection is then cut).
+        Any other command waits in the buffer until the transfer is over (RFC 959 4.1.3)."""
+        watching = True
+        while True:
+            if watching and b"\n" in self._buf:
+                line = self._buf[:self._buf.index(b"\n") + 1]
+                try:
+                    verb = grammar.parse_command(line).verb
+                except GrammarError:
+                    verb = ""
+                if verb != "ABOR":
+                    watching = False
+                    continue
+                self._buf = self._buf[len(line):]
+                self.server.emit(self, "C>S", "ABOR")
+                sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return True
+            pending = watching and self.ctrl is not None and self.ctrl.conn.pending() > 0
+            ready = [self.sock] if pending else \
+                select.select([done] + ([self.sock] if watching else []), [], [])[0]
+            if done in ready:
+                return False
+            if self.sock in ready:
+                try:
+                    self._buf += self._read_some()
+                except _Close:
+                    sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    raise
 
     def cmd_RETR(self, arg: str) -> None:
         p = self.real(arg)

@@ -785,3 +785,20 @@ def test_secure_hostname_mismatch(certs, root):
         c.close()
     finally:
         srv.close()
+
+
+def test_abor_cuts_a_running_transfer(serve, certs, root):
+    (root / "huge.bin").write_bytes(b"\0" * (64 << 20))
+    srv = serve()
+    raw = Raw(srv.address[1])
+    raw.login()
+    port = int(raw.cmd("EPSV").text.split("|||")[1].rstrip("|)"))
+    raw.sock.sendall(b"RETR huge.bin\r\n")
+    data = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert raw.reply().code == 150
+    data.recv(65536)                                  # started; now stalled by our not reading
+    raw.sock.sendall(b"\xff\xf4\xff\xf2ABOR\r\n")     # Telnet IP + Synch, as RFC 959 asks
+    assert [raw.reply().code, raw.reply().code] == [426, 226]
+    assert raw.cmd("NOOP").code == 200
+    data.close()
+    raw.close()
