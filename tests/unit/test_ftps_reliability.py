@@ -252,11 +252,11 @@ def _big_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _ftlab_client_proc(port: int, ca: Path, security: str, op: list[str]) -> subprocess.Popen:
-    url = f"ftp://alice:pw@127.0.0.1:{port}/"
-    return subprocess.Popen([sys.executable, "-m", "lab.cli", "client", url + op[0], "--security", security,
-                             "--data", "pasv", "--ca", str(ca), *op[1:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def _slow_curl(port: int, ca: Path, security: str, args: list[str]) -> subprocess.Popen:
+    """curl at 4 MB/s, so that a kill lands mid-transfer whatever the machine's speed."""
+    tls = ["--ssl-reqd", "--cacert", str(ca)] if security == "tls" else []
+    return subprocess.Popen(["curl", "-sS", "--limit-rate", "4M", "-u", "alice:pw", *tls, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 @pytest.mark.timeout(60)
@@ -266,12 +266,14 @@ def test_client_killed_mid_retr_is_not_a_complete_transfer(pkidir, root, tmp_pat
     srv = start_server(pkidir, root)
     try:
         out = tmp_path / "out.bin"
-        proc = _ftlab_client_proc(srv.address[1], pkidir / "ca.pem", security, ["big.bin", "get", "-o", str(out)])
+        proc = _slow_curl(srv.address[1], pkidir / "ca.pem", security,
+                          [f"ftp://127.0.0.1:{srv.address[1]}/big.bin", "-o", str(out)])
         assert wait_for(lambda: out.exists() and out.stat().st_size > 1 << 20, 20)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
-        assert wait_for(lambda: srv.session_count == 0, 10)
+        assert wait_for(lambda: srv.session_count == 0, 15)
         text = lines(srv)
+        # the server (the sender) never claims success; it aborts (426) or sees the session die
         assert "226 Transfer complete" not in text, text[-2000:]
         assert "426" in text or "session ends" in text
         _check_still_serving(srv, pkidir)
@@ -285,12 +287,13 @@ def test_client_killed_mid_stor_then_rest_resumes(pkidir, root, tmp_path):
     sha = _big_file(src)
     srv = start_server(pkidir, root)
     try:
-        proc = _ftlab_client_proc(srv.address[1], pkidir / "ca.pem", "tls", ["big.bin", "put", str(src)])
+        proc = _slow_curl(srv.address[1], pkidir / "ca.pem", "tls",
+                          ["-T", str(src), f"ftp://127.0.0.1:{srv.address[1]}/big.bin"])
         target = root / "big.bin"
         assert wait_for(lambda: target.exists() and target.stat().st_size > 1 << 20, 20)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
-        assert wait_for(lambda: srv.session_count == 0, 10)
+        assert wait_for(lambda: srv.session_count == 0, 15)
         assert "226 Transfer complete" not in lines(srv)
         assert "426" in lines(srv)                          # TLS: truncated, reported as incomplete
         have = target.stat().st_size
@@ -325,23 +328,35 @@ def test_server_killed_mid_retr_then_rest_resumes(pkidir, root, tmp_path, securi
 
     server = start()
     out = tmp_path / "out.bin"
+    fifo = tmp_path / "slow.fifo"          # the client writes into a pipe drained at ~20 MB/s,
+    os.mkfifo(fifo)                        # so the kill lands mid-transfer on any machine
     error: list[BaseException] = []
+
+    def drain() -> None:
+        with open(fifo, "rb") as src, open(out, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                dst.flush()
+                time.sleep(0.05)
 
     def fetch() -> None:
         try:
             with FTPClient(ClientConfig(INACTTIME=10), security=security, data="pasv", ca=pkidir / "ca.pem") as c:
                 c.connect("127.0.0.1", port)
                 c.login("alice", "pw")
-                c.get("big.bin", out)
+                c.get("big.bin", fifo)
         except BaseException as exc:          # noqa: B036 - the test inspects it
             error.append(exc)
 
     try:
+        reader = threading.Thread(target=drain)
+        reader.start()
         t = threading.Thread(target=fetch)
         t.start()
-        assert wait_for(lambda: out.exists() and out.stat().st_size > 1 << 20, 20)
+        assert wait_for(lambda: out.exists() and out.stat().st_size > 2 << 20, 20)
         os.kill(server.pid, signal.SIGKILL)
         t.join(20)
+        reader.join(20)
         assert not t.is_alive()
         assert error and isinstance(error[0], FTPError), f"no failure reported: {error}"
         assert error[0].stage == "transfer", error[0]
