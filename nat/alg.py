@@ -225,15 +225,21 @@ class AlgEngine:
             self.events.emit("error", conn=str(conn.id), message="test hook: the first rewritten segment "
                              "was dropped once (TCP must resend it)")
             return Verdict("drop")
+        # A held line released by a segment without its bytes (a FIN) goes out with that segment.
+        early = [f for f in fed.findings if f.held and f.end <= fed.start]
+        if early:
+            return self._forward(conn, direction, early[0].start, seg, maps, early[0].line + seg.payload)
         return self._forward(conn, direction, fed.start, seg, maps)
 
-    def _forward(self, conn: Conn, direction: str, start: int, seg: Segment, maps: dict) -> Verdict:
+    def _forward(self, conn: Conn, direction: str, start: int, seg: Segment, maps: dict,
+                 data: bytes | None = None) -> Verdict:
         half, other = conn.halves[direction], conn.halves[OTHER[direction]]
         smap, omap = maps[direction], maps[OTHER[direction]]
         if not smap.units and not omap.units and not half.holding:
             return ACCEPT                     # nothing moved on this connection: the common case
-        if seg.payload:
-            out_off, payload = smap.segment(start, seg.payload, half.held_start)
+        data = seg.payload if data is None else data
+        if data:
+            out_off, payload = smap.segment(start, data, half.held_start)
         else:
             out_off, payload = smap.position(start, half.held_start), b""
         seq = half.seq(out_off - (1 if seg.syn else 0))

@@ -304,3 +304,28 @@ def test_random_bytes_never_crash_and_keep_the_stream(data, cuts, c2s):
     s._pass(d, (ISN_C if c2s else ISN_S) + 1 + s.sent[d], 0, ACK | FIN, b"")
     if not s.events.of("rewrite"):
         assert bytes(s.got[d]) == data
+
+
+def test_held_line_released_by_fin_is_delivered():
+    s = Session()
+    s.send("c2s", b"NOOP\r\nPORT 10,0")                   # held: may still become an announcement
+    assert bytes(s.got["c2s"]) == b"NOOP\r\n"
+    s._pass("c2s", ISN_C + 1 + s.sent["c2s"], ISN_S + 1, ACK | FIN, b"")
+    assert bytes(s.got["c2s"]) == b"NOOP\r\nPORT 10,0"
+
+
+def test_reply_direction_paired_through_source_nat():
+    """Before conntrack, the server's replies are addressed to the NAT's outside address: the
+    tracker pairs them with the client's commands by the ports."""
+    events, kernel = Events(), Kernel()
+    alg = AlgEngine("nat-c", OUTSIDE, [21], events, Mappings(OUTSIDE, events, run=kernel))
+    syn = segment(CLIENT, 40000, SERVER, 21, ISN_C, 0, SYN)
+    synack = segment(SERVER, 21, OUTSIDE, 40000, ISN_S, ISN_C + 1, SYN | ACK)
+    alg.process(syn, from_outside=False)
+    alg.process(synack, from_outside=True)
+    (conn,) = alg.tracker.conns.values()
+    assert conn.halves["s2c"].base == ISN_S + 1
+    alg.process(segment(CLIENT, 40000, SERVER, 21, ISN_C + 1, ISN_S + 1, ACK | PSH, PORT), from_outside=False)
+    ack = alg.process(segment(SERVER, 21, OUTSIDE, 40000, ISN_S + 1, ISN_C + 1 + len(PORT_OUT), ACK),
+                      from_outside=True)
+    assert parse(ack.packet).ack == ISN_C + 1 + len(PORT)
