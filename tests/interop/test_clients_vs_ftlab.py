@@ -16,11 +16,6 @@ import pytest
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
 SIZE = 700_000
-# Uploads run under TLS 1.2: under TLS 1.3 the server sends NewSessionTickets on the data
-# connection, curl/lftp never read them, close with unread data, the kernel sends RST and the end of
-# the upload is lost (426). test_curl_upload_tls13 below shows that defect on its own.
-CURL_UP = ["--tls-max", "1.2"]
-LFTP_UP = 'set ssl:priority "NORMAL:-VERS-TLS1.3"'
 
 # TLS allowed, data protection and session reuse required when TLS is on; implicit = handshake first.
 STRICT = "SECURE_SESSION_REUSE REQUIRED\nSECUREIMPLICITZOS FALSE"
@@ -56,17 +51,19 @@ def test_curl_explicit_tls(ftlab_server, certs: peers.Certs, tmp_path: Path, mod
     run = peers.curl([*tls, *mode, srv.url("a.bin"), "-o", str(out)], srv.user, srv.password)
     _check_get(run, out, sha)
     assert ("> EPSV" in run.output) == (not mode) and "> PROT P" in run.output and "> AUTH" in run.output
-    run = peers.curl([*tls, *CURL_UP, *mode, "-T", str(out), srv.url("up.bin")], srv.user, srv.password)
+    run = peers.curl([*tls, *mode, "-T", str(out), srv.url("up.bin")], srv.user, srv.password)
     _check_put(run, srv.root / "up.bin", sha)
 
 
-def test_curl_upload_tls13(ftlab_server, tmp_path: Path) -> None:
-    # Ten TLS 1.3 uploads in a row must all arrive complete (see CURL_UP for why they may not).
+def test_curl_uploads_repeated(ftlab_server, tmp_path: Path) -> None:
+    # Ten uploads in a row must all arrive complete. Under TLS 1.3 the server's NewSessionTickets on
+    # the data connection stay unread by curl, whose close then sends RST and loses the tail (426):
+    # the server's default TLS version must avoid that.
     srv = ftlab_server(STRICT)
     sha = peers.write_payload(tmp_path / "a.bin", SIZE)
     failures = []
     for i in range(10):
-        run = peers.curl(["--ssl-reqd", "--tls-max", "1.3", "-T", str(tmp_path / "a.bin"), srv.url(f"up{i}.bin")],
+        run = peers.curl(["--ssl-reqd", "-T", str(tmp_path / "a.bin"), srv.url(f"up{i}.bin")],
                          srv.user, srv.password)
         if not run.ok or peers.sha256_file(srv.root / f"up{i}.bin") != sha:
             failures.append(run.output.strip().splitlines()[-1])
@@ -105,7 +102,7 @@ def test_curl_active_clear_data(ftlab_server, tmp_path: Path) -> None:
                      srv.user, srv.password)
     _check_get(run, out, sha)
     assert "> PORT 127,0,0,1," in run.output and "> PROT P" not in run.output
-    run = peers.curl(["--ftp-ssl-control", *CURL_UP, "-P", "-", "--disable-eprt", "-T", str(out), srv.url("up.bin")],
+    run = peers.curl(["--ftp-ssl-control", "-P", "-", "--disable-eprt", "-T", str(out), srv.url("up.bin")],
                      srv.user, srv.password)
     _check_put(run, srv.root / "up.bin", sha)
 
@@ -119,7 +116,7 @@ def test_lftp_explicit_tls(ftlab_server, certs: peers.Certs, tmp_path: Path, set
     srv = ftlab_server(STRICT)
     sha = peers.write_payload(srv.root / "a.bin", SIZE)
     out = tmp_path / "a.bin"
-    run = peers.lftp(srv.url(), srv.user, srv.password, f"{settings}; {LFTP_UP}",
+    run = peers.lftp(srv.url(), srv.user, srv.password, settings,
                      f"get a.bin -o {out}; put {out} -o up.bin", ca=certs.ca)
     _check_get(run, out, sha)
     _check_put(run, srv.root / "up.bin", sha)
@@ -132,7 +129,7 @@ def test_lftp_implicit(ftlab_server, certs: peers.Certs, tmp_path: Path) -> None
     sha = peers.write_payload(srv.root / "a.bin", SIZE)
     out = tmp_path / "a.bin"
     run = peers.lftp(f"ftps://{srv.host}:{srv.tls_port}", srv.user, srv.password,
-                     f"set ftp:ssl-protect-data true; {LFTP_UP}", f"get a.bin -o {out}; put {out} -o up.bin",
+                     "set ftp:ssl-protect-data true", f"get a.bin -o {out}; put {out} -o up.bin",
                      ca=certs.ca)
     _check_get(run, out, sha)
     _check_put(run, srv.root / "up.bin", sha)
