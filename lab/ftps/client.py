@@ -44,6 +44,7 @@ import hashlib
 import os
 import select
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -527,7 +528,9 @@ class FTPClient:
                 os.lseek(fd, rest, os.SEEK_SET)
         elif local is not None:
             fd = 1
-        inline = hash_inline if hash_inline is not None else (fd is None or fd == 1)
+        # A regular file is hashed after the transfer (not timed); anything else on the fly.
+        regular = fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+        inline = hash_inline if hash_inline is not None else not regular
         hasher = hashlib.sha256() if inline else None
         start = time.monotonic()
         try:
