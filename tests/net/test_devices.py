@@ -259,3 +259,44 @@ def test_scapy_alg_and_kernel_helper_agree_except_first_line_after_ccc(name):
     assert differ == blind, {c: (scapy[c], kernel[c]) for c in differ ^ blind}
     assert all(ok(scapy[c]) for c in blind)
     assert all(ok(scapy[f"plain/{d}"]) for d in DATA_MODES)
+
+
+def peer_commands(addr: str) -> dict[str, list[str]]:
+    """curl and lftp through the ALG, each told to use the announced address as sent (curl skips
+    the 227 address by default since 7.74, lftp "fixes" private ones: both would hide the ALG)."""
+    url = f"ftp://{addr}/f.bin"
+    curl = ["curl", "-s", "-S", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}",
+            "--user", f"{USER}:{PASSWORD}"]
+    lftp_set = ("set ftp:ssl-allow no; set ftp:fix-pasv-address no; set net:max-retries 1; "
+                "set net:timeout 5; set xfer:clobber on; ")
+    lftp = ["lftp", "-u", f"{USER},{PASSWORD}", "-e"]
+    return {
+        "curl/pasv": [*curl, "--disable-epsv", "--no-ftp-skip-pasv-ip", url],
+        "curl/epsv": [*curl, url],
+        "curl/port": [*curl, "--ftp-port", "-", "--disable-eprt", url],
+        "curl/eprt": [*curl, "--ftp-port", "-", url],
+        "lftp/pasv": [*lftp, lftp_set + "set ftp:prefer-epsv no; get f.bin -o /dev/null; bye", addr],
+        "lftp/port": [*lftp, lftp_set + "set ftp:passive-mode no; get f.bin -o /dev/null; bye", addr],
+    }
+
+
+def in_sandbox_peers(name: str) -> dict:
+    from lab.topo import load
+
+    with Site(load(name), "scapy") as site:
+        out = {}
+        for label, argv in peer_commands(str(site.topology.ftp.server_address)).items():
+            done = site.net.run("client", argv, check=False, timeout=30)
+            out[label] = {"rc": done.returncode, "stdout": done.stdout[-200:], "stderr": done.stderr[-300:]}
+        return {"results": out, "events": site.events()}
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("name", ["client-nat", "server-nat", "double-nat"])
+def test_alg_with_curl_and_lftp(name):
+    out = call_in_sandbox(__file__, "in_sandbox_peers", name, timeout=140)
+    res = out["results"]
+    failed = {k: v for k, v in res.items() if v["rc"] != 0 or (k.startswith("curl") and v["stdout"] != str(FILE_SIZE))}
+    assert not failed, failed
+    assert kinds(out["events"], "rewrite") or kinds(out["events"], "mapping-open")
