@@ -168,6 +168,44 @@ def _flow(e: dict) -> tuple:
     return (e.get("src"), e.get("sport"), e.get("dst"), e.get("dport"))
 
 
+@dataclass
+class ServerRun:
+    """A running FTP server of a group: who logs in, where its log is, how to stop it."""
+    kind: str
+    user: str
+    password: str
+    logs: dict                         # "explicit" / "implicit" -> log path
+    stop: object                       # callable
+
+    def log_for(self, security: str) -> Path:
+        return self.logs["implicit" if security.startswith("implicit") else "explicit"]
+
+
+def server_key(topology, spec: scenario.CellSpec) -> str:
+    """Cells with the same key share one server process."""
+    st = server_statements(topology, spec)
+    if spec.server != "builtin":
+        st = {"PASSIVEDATAPORTS": st.get("PASSIVEDATAPORTS")}
+    return json.dumps({"server": spec.server, "statements": st}, sort_keys=True)
+
+
+def start_any_server(net, topology, key: str, g: Group, n: int) -> ServerRun:
+    info = json.loads(key)
+    if info["server"] == "builtin":
+        proc, log = start_server(net, topology, info["statements"], g, n)
+        return ServerRun("builtin", USER, PASSWORD, {"explicit": log, "implicit": log}, lambda: stop_server(proc))
+    from lab.endpoints import start_peer_server
+
+    peer = start_peer_server(info["server"], lambda argv, **kw: net.popen(topology.ftp.server, argv, **kw),
+                             topology.ftp.server, info["statements"], g.workdir / f"server-{n}",
+                             g.workdir / "root" / DATA_FILE, g.pki / "server.pem", g.pki / "server.key",
+                             topology.ftp.control_port, topology.ftp.implicit_port)
+    for log in peer.logs:
+        log.touch()
+    return ServerRun(peer.kind, peer.user, peer.password, {"explicit": peer.logs[0], "implicit": peer.logs[1]},
+                     peer.stop)
+
+
 def start_server(net, topology, statements: dict, g: Group, n: int):
     """The built-in server in the server node (control 21, implicit 990); returns (proc, log path)."""
     wd = g.workdir
@@ -203,19 +241,26 @@ def stop_server(proc) -> None:
 
 
 def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, sha: str,
-             server_log: Path) -> tuple[Observation, dict]:
+             server: ServerRun) -> tuple[Observation, dict]:
     """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
+    from lab.endpoints import client_argv, client_result
+
     wd = g.workdir
     safe = cell.id.replace("/", "_").replace("+", "_")
-    cfile = wd / f"{safe}.client.ftpdata"
-    cfile.write_text(ftpdata_text(client_statements(topology, spec)))
     out = wd / f"{safe}.out"
     implicit = cell.security.startswith("implicit")
     port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
-    url = f"ftp://{USER}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
-    argv = [sys.executable, "-m", "lab.cli", "client", url, "--security", cell.security, "--data", cell.data,
-            "--ftpdata", str(cfile), "--ca", str(g.pki / "ca.pem"), "--password", PASSWORD,
-            "--timeout", str(min(8.0, g.timeout)), "--json", "get", "-o", str(out)]
+    server_log = server.log_for(cell.security)
+    if spec.client == "builtin":
+        cfile = wd / f"{safe}.client.ftpdata"
+        cfile.write_text(ftpdata_text(client_statements(topology, spec)))
+        url = f"ftp://{server.user}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
+        argv = [sys.executable, "-m", "lab.cli", "client", url, "--security", cell.security, "--data", cell.data,
+                "--ftpdata", str(cfile), "--ca", str(g.pki / "ca.pem"), "--password", server.password,
+                "--timeout", str(min(8.0, g.timeout)), "--json", "get", "-o", str(out)]
+    else:
+        argv = client_argv(spec.client, cell.security, cell.data, str(topology.ftp.server_address), port,
+                           DATA_FILE, server.user, server.password, g.pki / "ca.pem", out, min(15.0, g.timeout))
     tail = EventTail(net.events_path)
     log_offset = server_log.stat().st_size
     events: list[dict] = []
@@ -252,7 +297,15 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     fresh = [e for e in events if not (e.get("type") == "drop" and _flow(e) in g.seen_flows)]
     g.seen_flows.update(_flow(e) for e in events if e.get("type") == "drop")
     client = None
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
+    if spec.client != "builtin":
+        if not (killed_on_drop or timed_out):
+            client = client_result(spec.client, proc.returncode, stdout.decode(errors="replace"),
+                                   stderr.decode(errors="replace"), out, duration)
+        elif stderr:
+            client = {"outcome": "failed", "stage": None, "reason": "killed",
+                      "transcript": client_result(spec.client, 1, "", stderr.decode(errors="replace"), out,
+                                                  duration)["transcript"]}
+    for line in reversed(stdout.decode(errors="replace").splitlines() if spec.client == "builtin" else []):
         line = line.strip()
         if line.startswith("{"):
             try:
@@ -315,8 +368,7 @@ def run_group(g: Group) -> None:
     by_server: dict[str, list] = {}
     for cell in cells:
         spec = scen.spec(cell)
-        key = json.dumps(server_statements(topology, spec), sort_keys=True)
-        by_server.setdefault(key, []).append((cell, spec))
+        by_server.setdefault(server_key(topology, spec), []).append((cell, spec))
 
     def emit(entry: dict) -> None:
         with open(sink, "a") as f:
@@ -334,10 +386,10 @@ def run_group(g: Group) -> None:
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):
-                proc, log = start_server(net, topology, json.loads(key), g, n)
+                server = start_any_server(net, topology, key, g, n)
                 try:
                     for cell, spec in members:
-                        obs, side = run_cell(net, topology, cell, spec, g, sha, log)
+                        obs, side = run_cell(net, topology, cell, spec, g, sha, server)
                         v = verdict(obs)
                         c = obs.client or {}
                         pred = predict.predict(scen, cell, picture)
@@ -356,7 +408,7 @@ def run_group(g: Group) -> None:
                         emit(entry)
                         done.add(cell.id)
                 finally:
-                    stop_server(proc)
+                    server.stop()
     except (LabError, OSError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         for cell in cells:

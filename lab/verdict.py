@@ -149,7 +149,7 @@ def verdict(obs: Observation) -> Verdict:
         if code is not None and str(code) not in reason:
             reason = f"server replied {code}: {reason}"
         if stage == "data-connect":
-            reason += _announced(c, obs)
+            reason += _announced(c, obs, dropped=False)
         if stage in ("data-connect", "transfer") and obs.timed_out:
             reason += "; no device reported a drop"
         return Verdict("fail", stage, reason, code=int(code) if isinstance(code, int | str) and str(code).isdigit()
@@ -162,15 +162,15 @@ def verdict(obs: Observation) -> Verdict:
     return Verdict("error", None, f"lab: the client exited {obs.exit_code} without a result: {tail}")
 
 
-def _announced(c: dict | None, obs: Observation) -> str:
+def _announced(c: dict | None, obs: Observation, dropped: bool = True) -> str:
     """`; announced 10.1.1.10:60005 in the 227 reply, reachable 203.0.113.1` where they differ."""
     if not c or not c["announced"] or str(c["announced"]).startswith(":"):
         return ""
     where = f" in {c['announced_in']}" if c.get("announced_in") else ""
     host = str(c["announced"]).rsplit(":", 1)[0]
     if c.get("announced_in") in ("PORT", "EPRT"):
-        return f"; {c['announced_in']} announced {c['announced']} (the client's own address)" \
-            if host != obs.control_address else ""
+        # The server connects to what the client announced: worth saying when that was dropped.
+        return f"; {c['announced_in']} announced {c['announced']} (the client's own address)" if dropped else ""
     if obs.control_address and host != obs.control_address:
         return f"; announced {c['announced']}{where}, reachable {obs.control_address}"
     return ""
