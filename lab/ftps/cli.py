@@ -198,6 +198,22 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
                        "The password may also come from --password or $FTLAB_PASSWORD.\n\n"
                        f"exit codes (stage of the first failure):\n{EXIT_HELP}")
     p.add_argument("url", help="ftp://user:password@host:port/path")
+    _client_options(p)
+    ops = p.add_subparsers(dest="op", metavar="get|put|ls", required=True)
+    g = ops.add_parser("get", help="download the URL's path")
+    _client_options(g, suppress=True)
+    g.add_argument("-o", "--output", type=Path, help="local file (default: the path's last name; - = stdout)")
+    u = ops.add_parser("put", help="upload FILE to the URL's path (a path ending in / gets FILE's name)")
+    u.add_argument("file", type=Path)
+    _client_options(u, suppress=True)
+    _client_options(ops.add_parser("ls", help="list the URL's path (LIST)"), suppress=True)
+    p.set_defaults(func=cmd_client)
+
+
+def _client_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The client's options; also accepted after get/put/ls (suppress: no defaults there)."""
+    if suppress:
+        p.argument_default = argparse.SUPPRESS
     p.add_argument("--security", choices=SECURITY,
                    help="plain | tls (AUTH TLS, PBSZ 0, PROT P) | tls-ccc (tls, then CCC after login) | "
                    "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake). "
@@ -215,13 +231,7 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
                    help="seconds for connect+TLS+login and for each reply (MYOPENTIME/INACTTIME; default 30/120)")
     p.add_argument("--verbose", "-v", action="store_true", help="print the control-connection transcript")
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts); exit code as usual")
-    ops = p.add_subparsers(dest="op", metavar="get|put|ls", required=True)
-    g = ops.add_parser("get", help="download the URL's path")
-    g.add_argument("-o", "--output", type=Path, help="local file (default: the path's last name; - = stdout)")
-    u = ops.add_parser("put", help="upload FILE to the URL's path (a path ending in / gets FILE's name)")
-    u.add_argument("file", type=Path)
-    ops.add_parser("ls", help="list the URL's path (LIST)")
-    p.set_defaults(func=cmd_client)
+    p.argument_default = None
 
 
 @dataclass
