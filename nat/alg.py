@@ -47,6 +47,7 @@ from nat.tcpseg import Segment, parse, patch, rebuild
 
 QUEUE = 10
 MAP_CHAIN = "ALG-MAP"
+MAP_RATE, MAP_BURST = 20.0, 20.0   # new mappings per second per control connection (flood guard)
 OTHER = {C2S: S2C, S2C: C2S}
 
 Runner = Callable[..., str]     # run(argv, input=None) -> stdout; raises RuntimeError on failure
@@ -200,6 +201,7 @@ class AlgEngine:
         self.events = events
         self.mappings = mappings
         self.tracker = ControlTracker(control_ports, hold=True, clock=clock)
+        self.clock = clock
         self.drop_first_rewrite = drop_first_rewrite    # test hook: lose one rewritten segment
         self.stats = {"packets": 0, "rewrites": 0, "gaps": 0, "test_drops": 0}
 
@@ -270,7 +272,7 @@ class AlgEngine:
                              message=f"{f.message}; not rewritten, nothing opened",
                              line=f.line[:120].decode("ascii", "replace").rstrip())
         elif f.kind == "announcement" and not from_outside:
-            new_line = self._translate(cid, f, seg)
+            new_line = self._translate(conn, f, seg)
         if new_line is not None:
             smap.add(f.start, f.end, new_line)
             self.stats["rewrites"] += 1
@@ -279,7 +281,18 @@ class AlgEngine:
             smap.add(f.start, f.end, f.line)   # held back earlier: goes out whole, unchanged
         return False
 
-    def _translate(self, cid: str, f: Finding, seg: Segment) -> bytes | None:
+    def _allowed(self, conn: Conn) -> bool:
+        """Token bucket per control connection: installing a mapping costs a kernel call, so a
+        flood of announcements with ever new ports is cut to MAP_RATE a second (after a burst)."""
+        now = self.clock()
+        tokens, last = conn.device.get("bucket", (MAP_BURST, now))
+        tokens = min(MAP_BURST, tokens + (now - last) * MAP_RATE)
+        allowed = tokens >= 1
+        conn.device["bucket"] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+    def _translate(self, conn: Conn, f: Finding, seg: Segment) -> bytes | None:
+        cid = str(conn.id)
         ann = f.ann
         assert ann is not None
         sender, peer = seg.src, seg.dst
@@ -288,6 +301,12 @@ class AlgEngine:
             self.events.emit("error", conn=cid, line=text,
                              message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
                                      "not rewritten, nothing opened")
+            return None
+        held = self.mappings.active.get(ann.port)
+        repeat = held is not None and held.owner == cid and held.host == sender and held.port == ann.port
+        if not repeat and not self._allowed(conn):
+            self.events.emit("error", conn=cid, line=text, message=f"more than {MAP_RATE} new mappings a "
+                             "second on this connection: not rewritten, nothing opened")
             return None
         port = self.mappings.allocate(ann.port, owner=cid)
         if port is None:

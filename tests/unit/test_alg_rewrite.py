@@ -6,6 +6,9 @@ the commands instead of programming a kernel (tests/net/test_devices.py does tha
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,11 +64,12 @@ def segment(src, sport, dst, dport, seq, ack, flags, payload=b"", sack=None):
 class Session:
     """A client inside the NAT, a server outside; what each side receives is reassembled."""
 
-    def __init__(self, server: str = SERVER, client: str = CLIENT, drop_first_rewrite: bool = False):
+    def __init__(self, server: str = SERVER, client: str = CLIENT, drop_first_rewrite: bool = False,
+                 clock=time.monotonic):
         self.events, self.kernel = Events(), Kernel()
-        self.mappings = Mappings(OUTSIDE, self.events, run=self.kernel)
+        self.mappings = Mappings(OUTSIDE, self.events, run=self.kernel, clock=clock)
         self.alg = AlgEngine("nat-c", OUTSIDE, [21, 990], self.events, self.mappings,
-                             drop_first_rewrite=drop_first_rewrite)
+                             drop_first_rewrite=drop_first_rewrite, clock=clock)
         self.client, self.server = client, server
         self.inside = "s2c" if server == CLIENT else "c2s"    # whose packets come from the inside
         self.sent = {"c2s": 0, "s2c": 0}          # original stream offsets
@@ -187,7 +191,8 @@ def test_lost_rewritten_segment_is_rewritten_on_retransmission():
 
 
 def test_fifty_rewrites_keep_seq_and_ack_consistent():
-    s = Session()
+    ticks = itertools.count()
+    s = Session(clock=lambda: next(ticks) * 0.1)         # a transfer every few tenths of a second
     expected = b""
     for i in range(50):
         port = 1024 + i * 7
@@ -289,8 +294,17 @@ def test_pasv_flood_holds_one_mapping_per_connection():
     reply = b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n"
     for _ in range(20):
         s.send("s2c", reply * 100)
-    assert len(s.mappings.active) == 1
+    assert len(s.mappings.active) == 1 and len(s.kernel.added()) == 1    # the same one, refreshed
     assert len(s.events.of("rewrite")) == 2000
+
+
+def test_pasv_flood_with_new_ports_is_rate_limited():
+    s = Session(server=CLIENT, client=SERVER, clock=lambda: 1000.0)   # all within one instant
+    lines = [f"227 Entering Passive Mode (10,0,1,2,{100 + i // 256},{i % 256})\r\n".encode() for i in range(3000)]
+    s.send("s2c", *(b"".join(lines[i:i + 25]) for i in range(0, 3000, 25)))
+    assert len(s.mappings.active) == 1
+    assert len(s.kernel.added()) <= 25                   # the burst, then MAP_RATE a second
+    assert len([e for e in s.events.of("error") if "a second" in e["message"]]) >= 2975
 
 
 @settings(max_examples=150, deadline=None)
