@@ -30,7 +30,10 @@ What the options mean
 - Data connections fail fast: connect/accept wait DATACONNTIME (default 2 s); replies wait
   INACTTIME; connect + TLS + login must finish within MYOPENTIME.
 - TLS: data connections resume the control session (SECURE_SESSION_REUSE ALLOWED/REQUIRED;
-  REQUIRED fails when the server did not resume; NONE never offers it). The FTP client is the
+  REQUIRED fails when the server did not resume; NONE never offers it). A TLS 1.3 ticket resumes
+  once, so each data connection offers the session the previous one ended with (a chain that
+  starts at the control connection), and every data connection ends with close_notify both
+  ways (OpenSSL drops sessions of connections that end without it). The FTP client is the
   TLS client on data connections also in active mode. SECURE_HOSTNAME REQUIRED checks the
   server certificate names the host. verify=None verifies the server certificate when CAs are
   given (ca / KEYRING), like curl without -k otherwise.

@@ -230,9 +230,9 @@ class _Session:
         self.implicit = implicit
         self.thread: threading.Thread | None = None
         peer = sock.getpeername()
-        self.peer_ip, self.peer_port = peer[0], peer[1]
+        self.peer_ip, self.peer_port = _unmap(peer[0]), peer[1]
         local = sock.getsockname()
-        self.local_ip, self.local_port = local[0], local[1]
+        self.local_ip, self.local_port = _unmap(local[0]), local[1]
         self.peer_text = f"{self.peer_ip}:{self.peer_port}"
         self._buf = b""
         self._skip_line = False
@@ -1100,6 +1100,11 @@ class _Handled(_Refuse):
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}
 _DATA_COMMANDS = {"RETR", "STOR", "APPE", "LIST", "NLST", "MLSD"}
+
+
+def _unmap(ip: str) -> str:
+    """An IPv4 client on a dual-stack listener is an IPv4 session (PASV/PORT work)."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _ls_line(path: Path, name: str) -> str:
