@@ -245,6 +245,9 @@ def test_no_password_or_private_key_in_server_log_or_client_output(pkidir, root,
         stop_process(server)
     server_log = log.read_text()
     assert "PASS ****" in server_log                     # the login was logged, masked
+    import re
+    logged = [ln for ln in server_log.splitlines() if "> USER alice" in ln]
+    assert logged and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[", ln) for ln in logged)
     key_body = (pkidir / "server.key").read_text().splitlines()[1]
     for text in [server_log, *outputs]:
         assert SECRET not in text and "S3cret" not in text
