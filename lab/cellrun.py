@@ -37,20 +37,19 @@ SERVER_BASE = {"TLSRFCLEVEL": "RFC4217"}
 
 
 def payload(path: Path, size: int) -> str:
-    """A deterministic, incompressible-looking file of `size` bytes; returns its SHA-256."""
+    """A deterministic, incompressible file of `size` bytes (same bytes every run); its SHA-256."""
     import hashlib
+    import random
 
     h = hashlib.sha256()
-    block = hashlib.sha256(b"ftlab").digest() * 2048          # 64 KiB
+    rng = random.Random(20131201)          # the slides' date: any fixed seed will do
     with open(path, "wb") as f:
-        left, n = size, 0
+        left = size
         while left > 0:
-            chunk = hashlib.sha256(n.to_bytes(8, "big")).digest() + block[32:]
-            chunk = chunk[:left]
+            chunk = rng.randbytes(min(left, 1 << 20))
             f.write(chunk)
             h.update(chunk)
             left -= len(chunk)
-            n += 1
     return h.hexdigest()
 
 
