@@ -9,6 +9,7 @@ Public API
     ClientConfig(**statements)        # e.g. ClientConfig(SECURE_MECHANISM="TLS", EPSV4=True)
     ServerConfig.from_dict({"PASSIVEDATAPORTS": "(60000,60100)"}, source="topology.yaml")
     cfg.updated(**statements)         # a validated copy with some statements changed
+    cfg.to_dict()                     # JSON-ready {statement: value}; from_dict(to_dict()) round-trips
     parse_ftpdata(path, side="server" | "client") -> ServerConfig | ClientConfig
     parse_ftpdata_text(text, side, source="<text>")
     cipher_list(names) -> (openssl_tls12_cipher_string, tls13_suites_or_None)
@@ -309,7 +310,15 @@ class _Statements:
         return type(self).from_dict(merged)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON-ready values (sets become sorted lists, tuples lists)."""
+        out = {}
+        for key, value in dataclasses.asdict(self).items():
+            if isinstance(value, frozenset):
+                value = sorted(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[key] = value
+        return out
 
 
 def _normalise(spec: _Spec, name: str, value: Any) -> Any:

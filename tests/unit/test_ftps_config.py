@@ -93,3 +93,10 @@ def test_cipher_names_map_to_openssl():
 def test_unreadable_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         parse_ftpdata(tmp_path / "missing")
+
+
+def test_to_dict_is_json_and_round_trips():
+    import json
+    cfg = ServerConfig(PASSIVEDATAPORTS=(60000, 60100), CIPHERSUITE=["SSL_AES_128_SHA"], CERTUSERMAP={"a": "b"})
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert ServerConfig.from_dict(data) == cfg
