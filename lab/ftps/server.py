@@ -429,7 +429,7 @@ class _Session:
         v = self.virtual(arg or ".")
         real = os.path.realpath(self.server.root / v.lstrip("/"))
         root = str(self.server.root)
-        if real != root and not real.startswith(root + os.sep):
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
             raise _Refuse(550, f"{arg}: permission denied (outside the FTP root).")
         if must_exist and not os.path.lexists(real):
             raise _Refuse(550, f"{arg}: no such file or directory.")
