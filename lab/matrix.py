@@ -205,8 +205,19 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         gdir = _group_dir(out, i, g)
         info_path = gdir / "topology.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        devices: set[str] = set()
+        if info.get("pcaps"):
+            try:
+                model = topo.load(g.topology)
+                devices = {n.name for n in model.nodes.values() if n.is_device}
+            except InputError:
+                pass
         for e in _read_entries(gdir / "cells.jsonl"):
             e["pcaps"] = info.get("pcaps", [])
+            if e["pcaps"] and e.get("ended") and e.get("duration_s") is not None:
+                from lab.report.wire import seen
+                e["wire"] = seen([out / p for p in e["pcaps"]], devices,
+                                 e["ended"] - e["duration_s"] - 0.2, e["ended"] + 0.2)
             by_id[e["id"]] = e
         name = Path(g.topology).stem if g.topology.endswith((".yaml", ".yml")) else g.topology
         if info.get("lab_error"):

@@ -129,11 +129,16 @@ def _cell(s: dict) -> str:
               ("ratio", s["ratio"]), ("duration s", s["duration_s"]),
               ("baseline run's outcome", s.get("baseline_outcome"))]
     table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in fields if v is not None)
+    wire = ""
+    if s.get("wire"):
+        wire = "<h4>On the wire at the devices (from the pcaps)</h4><ul>" + "".join(
+            f'<li class="{e(i["kind"])}"><b>{e(i["device"])}</b>: <code>{e(i["text"])}</code></li>'
+            for i in s["wire"]) + "</ul>"
     transcript = "\n".join(s.get("transcript") or []) or "(no transcript)"
     pcaps = "".join(f'<li><a href="{e(p)}">{e(p)}</a></li>' for p in s.get("pcaps") or [])
     return (f'<details id="{anchor(s["id"])}"><summary><code>{e(s["id"])}</code> - {SYMBOL[s["outcome"]]} '
             f'{e(s["outcome"])} (predicted {e(s["expected"])}){differs}: {e(s["reason"])}</summary>'
-            f"<table>{table}</table><h4>What the firewall saw</h4>{_firewall_saw(s)}"
+            f"<table>{table}</table><h4>What the firewall saw</h4>{_firewall_saw(s)}{wire}"
             f"<h4>Control channel (client side)</h4><pre>{e(transcript)}</pre>"
             f"<h4>Device events</h4>{_events(s)}"
             + (f"<h4>Packet captures</h4><ul>{pcaps}</ul>" if pcaps else "") + "</details>")
