@@ -282,6 +282,8 @@ def _client(args: argparse.Namespace) -> int:
             raise InputError([Problem("<command line>", 0, "--timeout", "must be more than 0 seconds")])
         config = config.updated(MYOPENTIME=args.timeout, INACTTIME=args.timeout)
     security = args.security or ("implicit" if target.scheme == "ftps" else None)
+    # what the run really used, for the JSON result (None above means: as the statements say)
+    args.security = security or ("tls" if config.SECURE_MECHANISM == "TLS" else "plain")
     if (args.cert is None) != (args.key is None):
         raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
     for path, what in ((args.ca, "--ca"), (args.cert, "--cert"), (args.key, "--key")):
