@@ -514,6 +514,7 @@ def test_file_commands(serve, certs, root):
 def test_many_concurrent_sessions(serve, certs):
     srv = serve()
     errors: list[Exception] = []
+    fds_before = len(os.listdir("/proc/self/fd"))
 
     def one(i: int) -> None:
         try:
@@ -532,6 +533,7 @@ def test_many_concurrent_sessions(serve, certs):
     while srv.session_count and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.session_count == 0
+    assert len(os.listdir("/proc/self/fd")) <= fds_before, "file descriptors leaked"
 
 
 def test_peer_vanishing_mid_session_does_not_leak(serve, certs):
