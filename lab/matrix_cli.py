@@ -196,15 +196,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                      command=shlex.join(["ftlab", *sys.argv[1:]]))
     s = doc["scenarios"][0]
     print(f"{s['id']}  (client {s['client']}, server {s['server']}, alg {s.get('alg') or 'as the picture says'})")
-    print("\n-- control channel, as the client saw it " + "-" * 40)
-    for line in s.get("transcript") or []:
-        if line.startswith("client ") or args.verbose:
+    lines = s.get("transcript") or []
+    for side in ("client", "server"):
+        print(f"\n-- control channel, as the {side} saw it " + "-" * (40 - len(side)))
+        shown = [x[len(side) + 1:] for x in lines if x.startswith(side + " ")]
+        for line in shown if args.verbose or side == "client" else shown[-40:]:
             print("  " + line)
+        if not shown:
+            print("  (nothing recorded)")
     print("\n-- what the devices saw " + "-" * 56)
     for item in s.get("firewall_saw") or []:
         print(f"  {item['device']:10} {item['kind']:10} {item['text']}")
     if not s.get("firewall_saw"):
         print("  (no device on the path inspected the control channel)")
+    for item in s.get("wire") or []:
+        print(f"  {item['device']:22} {item['kind']:10} {item['text']}")
     if args.verbose:
         print("\n-- device events " + "-" * 62)
         for e in s.get("events") or []:

@@ -56,11 +56,11 @@ def parse_cell_id(text: str) -> Cell:
     topology, security, data = parts
     problems = []
     if security not in SECURITY_MODES:
-        problems.append(Problem("", 0, "security", f"{security!r} is not one of {', '.join(SECURITY_MODES)}"))
+        problems.append(Problem(f"cell id {text}", 0, "security", f"{security!r} is not one of {', '.join(SECURITY_MODES)}"))
     if data not in DATA_MODES:
-        problems.append(Problem("", 0, "data", f"{data!r} is not one of {', '.join(DATA_MODES)}"))
+        problems.append(Problem(f"cell id {text}", 0, "data", f"{data!r} is not one of {', '.join(DATA_MODES)}"))
     if any(not o for o in options):
-        problems.append(Problem("", 0, "variation", f"empty variation in {text!r}"))
+        problems.append(Problem(f"cell id {text}", 0, "variation", f"empty variation in {text!r}"))
     if problems:
         raise InputError(problems)
     return Cell(topology, security, data, tuple(options))
