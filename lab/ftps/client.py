@@ -215,11 +215,18 @@ class FTPClient:
             raise FTPError("connect", f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._note("info", f"connected to {host}:{port}" + (" (implicit TLS)" if implicit else ""))
+        # The greeting must come within MYOPENTIME (a SECUREIMPLICITZOS mismatch waits here).
         if implicit and not self.cfg.SECUREIMPLICITZOS:
             self._start_tls()
-            greeting = self.read_reply()
+            greeting = self.read_reply(timeout=self._left())
         else:
-            greeting = self.read_reply()
+            try:
+                greeting = self.read_reply(timeout=self._left())
+            except FTPError as exc:
+                if not implicit:
+                    raise
+                raise FTPError("tls", f"{exc.reason}: no clear 220 on the implicit port "
+                                      "(a handshake-first server? SECUREIMPLICITZOS TRUE waits for it)") from None
             if greeting.code == 220 and implicit:
                 self._start_tls()
         self._expect(greeting, (220,), "connect", "server refused the session")

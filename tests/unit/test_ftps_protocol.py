@@ -804,3 +804,12 @@ def test_abor_cuts_a_running_transfer(serve, certs, root):
     assert raw.cmd("NOOP").code == 200
     data.close()
     raw.close()
+
+
+def test_secureimplicitzos_mismatch_other_way_times_out_in_tls(serve, certs):
+    srv = serve(SECUREIMPLICITZOS=False)          # handshake first; the client waits for a clear 220
+    c = FTPClient(ClientConfig(MYOPENTIME=1), security="implicit-zos", ca=certs / "ca.pem")
+    with pytest.raises(FTPError) as err:
+        c.connect("127.0.0.1", srv.tls_address[1])
+    assert err.value.stage == "tls" and "SECUREIMPLICITZOS" in err.value.reason
+    c.close()
