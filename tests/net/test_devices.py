@@ -212,7 +212,7 @@ def test_tls_ccc_rewritten_when_transfer_command_is_first_after_ccc(name, data):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name,data", CCC_CASES)
+@pytest.mark.parametrize("name,data", [CCC_CASES[0], CCC_CASES[3]])
 def test_kernel_helper_blind_spot_first_line_after_ccc(name, data):
     """The kernel helper misses the first clear line after CCC (it resynchronises on a newline
     it saw, and the last one it saw was before TLS): PASV/PORT first fails, NOOP first works."""
@@ -300,3 +300,89 @@ def test_alg_with_curl_and_lftp(name):
     failed = {k: v for k, v in res.items() if v["rc"] != 0 or (k.startswith("curl") and v["stdout"] != str(FILE_SIZE))}
     assert not failed, failed
     assert kinds(out["events"], "rewrite") or kinds(out["events"], "mapping-open")
+
+
+ECHO = r"""
+import socket, threading
+srv = socket.create_server(("0.0.0.0", 21))
+def serve(c):
+    f = c.makefile("rb")
+    c.sendall(b"220 echo\r\n")
+    for line in f:
+        c.sendall(b"200 " + line.rstrip(b"\r\n") + b"\r\n")
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+HOSTILE = r"""
+import json, os, socket, sys, time
+addr = sys.argv[1]
+def conn():
+    s = socket.create_connection((addr, 21), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = s.makefile("rb")
+    f.readline()
+    return s, f
+me = None
+out = {}
+s, f = conn()
+me = s.getsockname()[0].replace(".", ",")
+hostile = ["PORT 10,9,9,9,4,1", "RETR PORT %s,4,2" % me, "PORT %s,300,1" % me,
+           "EPRT |1|10.9.9.9|1030|", "227 Entering Passive Mode (%s,4,5)" % me, "PORT %s,-4,6" % me]
+for line in hostile:
+    s.sendall(line.encode() + b"\r\n")
+    out[line] = f.readline().decode().rstrip()
+s.sendall(b"PO")                                   # a valid PORT split across two segments
+time.sleep(0.05)
+s.sendall(("RT %s,4,9\r\n" % me).encode())
+out["split"] = f.readline().decode().rstrip()
+s.close()
+s, f = conn()                                      # FTP-looking text inside TLS, then garbage
+secret = ("\r\nPORT %s,4,10\r\n" % me).encode()
+s.sendall(bytes([0x16, 3, 1, 0, 4]) + b"helo" + bytes([0x17, 3, 3, 0, len(secret)]) + secret)
+s.sendall(os.urandom(3000))
+time.sleep(0.2)
+s.close()
+s, f = conn()                                      # the device is still up and rewriting
+s.sendall(("PORT %s,4,11\r\n" % me).encode())
+out["after"] = f.readline().decode().rstrip()
+print(json.dumps(out))
+"""
+
+
+def in_sandbox_hostile() -> dict:
+    import json
+    import sys
+    import time
+
+    from lab.net import LabNet
+    from lab.topo import load
+    from nat.events import read
+
+    topo = load("client-nat")
+    with LabNet(topo, alg="scapy") as net:
+        net.popen("server", [sys.executable, "-c", ECHO])
+        deadline = time.monotonic() + 5
+        while ":21 " not in net.run("server", ["ss", "-ltn"]).stdout:
+            assert time.monotonic() < deadline, "echo responder did not start"
+            time.sleep(0.02)
+        done = net.run("client", [sys.executable, "-c", HOSTILE, str(topo.ftp.server_address)], timeout=30)
+        time.sleep(0.2)
+        return {"echo": json.loads(done.stdout), "events": read(net.events_path)}
+
+
+@pytest.mark.timeout(60)
+def test_hostile_control_traffic_opens_nothing_live():
+    out = call_in_sandbox(__file__, "in_sandbox_hostile", timeout=55)
+    echo, events = out["echo"], out["events"]
+    for line, answer in echo.items():
+        if line not in ("split", "after"):
+            assert answer == "200 " + line, (line, answer)         # passed through unchanged
+    assert echo["split"] == "200 PORT 198,51,100,1,4,9"
+    assert echo["after"] == "200 PORT 198,51,100,1,4,11"
+    assert len(kinds(events, "rewrite", "nat-c")) == 2
+    assert [e["public"] for e in kinds(events, "mapping-open", "nat-c")] == ["198.51.100.1:1033", "198.51.100.1:1035"]
+    assert kinds(events, "tls-detected", "nat-c")
+    assert len(kinds(events, "error", "nat-c")) >= 5
