@@ -206,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         pkt.accept()
 
     def on_new(pkt) -> None:
+        try:
+            admit_or_drop(pkt)
+        except Exception as exc:   # fail closed, but say so: a packet without a verdict would hang
+            events.emit("error", message=f"dynamic filter failed on a new connection: {exc!r}")
+            pkt.drop()
+
+    def admit_or_drop(pkt) -> None:
         raw = pkt.get_payload()
         seg = parse(raw)
         if seg is None:
