@@ -43,7 +43,7 @@ from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
 from nat.device import DeviceSetup
 from nat.events import EventWriter
 from nat.seqadj import SeqMap
-from nat.tcpseg import Segment, parse, patch, rebuild
+from nat.tcpseg import FIN, Segment, parse, patch, rebuild
 
 QUEUE = 10
 MAP_CHAIN = "ALG-MAP"
@@ -195,8 +195,9 @@ class AlgEngine:
 
     def __init__(self, device: str, outside: str, control_ports: list[int], events: EventWriter,
                  mappings: Mappings, drop_first_rewrite: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, mtu: int = 1500) -> None:
         self.device = device
+        self.mtu = mtu
         self.outside = outside
         self.events = events
         self.mappings = mappings
@@ -240,8 +241,17 @@ class AlgEngine:
         if not smap.units and not omap.units and not half.holding:
             return ACCEPT                     # nothing moved on this connection: the common case
         data = seg.payload if data is None else data
+        flags = seg.flags
         if data:
             out_off, payload = smap.segment(start, data, half.held_start)
+            # A rewrite must not push a full-size segment past the MTU: send what fits (units stay
+            # whole); TCP resends the rest, which then maps like any retransmission.
+            headers, limit = len(seg.raw) - len(seg.payload), max(len(seg.raw), self.mtu)
+            cut = len(data)
+            while payload and headers + len(payload) > limit:
+                cut -= headers + len(payload) - limit
+                out_off, payload = smap.segment(start, data[:max(cut, 0)], half.held_start)
+                flags &= ~FIN
         else:
             out_off, payload = smap.position(start, half.held_start), b""
         seq = half.seq(out_off - (1 if seg.syn else 0))
@@ -256,7 +266,7 @@ class AlgEngine:
             if seq == seg.seq and ack == seg.ack and sack is None:
                 return ACCEPT
             return Verdict("accept", patch(seg, seq, ack, sack))
-        return Verdict("accept", rebuild(seg, seq, ack, sack, payload))
+        return Verdict("accept", rebuild(seg, seq, ack, sack, payload, flags))
 
     # -- findings ---------------------------------------------------------------------------------
     def _act(self, conn: Conn, direction: str, f: Finding, seg: Segment, from_outside: bool,

@@ -119,7 +119,8 @@ def patch(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None) 
     return bytes(buf)
 
 
-def rebuild(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None, payload: bytes) -> bytes:
+def rebuild(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None, payload: bytes,
+            flags: int | None = None) -> bytes:
     """The packet with a new payload (and seq/ack/SACK): scapy recomputes lengths and checksums."""
     from scapy.layers.inet import IP, TCP
     from scapy.packet import Raw
@@ -127,6 +128,8 @@ def rebuild(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None
     pkt = IP(seg.raw)
     tcp = pkt[TCP]
     tcp.seq, tcp.ack = seq, ack
+    if flags is not None:
+        tcp.flags = flags
     if sack is not None:
         blocks = iter(sack)
         options = []

@@ -292,8 +292,8 @@ def test_ccc_first_plaintext_line_rewritten(first):
 def test_pasv_flood_holds_one_mapping_per_connection():
     s = Session(server=CLIENT, client=SERVER)
     reply = b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n"
-    for _ in range(20):
-        s.send("s2c", reply * 100)
+    for _ in range(80):
+        s.send("s2c", reply * 25)
     assert len(s.mappings.active) == 1 and len(s.kernel.added()) == 1    # the same one, refreshed
     assert len(s.events.of("rewrite")) == 2000
 
@@ -343,3 +343,14 @@ def test_reply_direction_paired_through_source_nat():
     ack = alg.process(segment(SERVER, 21, OUTSIDE, 40000, ISN_S + 1, ISN_C + 1 + len(PORT_OUT), ACK),
                       from_outside=True)
     assert parse(ack.packet).ack == ISN_C + 1 + len(PORT)
+
+
+def test_rewrite_never_grows_a_segment_past_the_mtu():
+    s = Session(server=CLIENT, client=SERVER)
+    reply = b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n"           # grows by 3 bytes
+    filler = b"211-" + b"x" * (1460 - len(reply) - 4 - 2) + b"\r\n"
+    full = reply + filler                                                # 1460 bytes: IP packet 1500
+    (out,) = s.send("s2c", full)
+    assert len(out.raw) <= 1500 and out.payload.startswith(b"227 Entering Passive Mode (203,0,113,1,")
+    s.send("s2c", full[len(out.payload) - 3:], at=len(out.payload) - 3)   # TCP resends the rest
+    assert bytes(s.got["s2c"]) == reply.replace(b"10,0,1,2", b"203,0,113,1") + filler
