@@ -813,3 +813,26 @@ def test_secureimplicitzos_mismatch_other_way_times_out_in_tls(serve, certs):
         c.connect("127.0.0.1", srv.tls_address[1])
     assert err.value.stage == "tls" and "SECUREIMPLICITZOS" in err.value.reason
     c.close()
+
+
+def test_tls_truncation_is_an_incomplete_transfer_both_ways(serve, certs, tmp_path, monkeypatch):
+    """EOF without close_notify on a PROT P data connection is never a complete transfer."""
+    from lab.ftps import data, tls
+
+    def rude_finish(conn, clean=True, linger=5.0):      # TCP close, no close_notify
+        (conn.sock if isinstance(conn, tls.TLSConn) else conn).close()
+    srv = serve()
+    c = make_client(srv, certs, "tls")
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    monkeypatch.setattr(data, "finish", rude_finish)
+    with pytest.raises(FTPError) as err:
+        c.get("big.bin")
+    assert err.value.stage == "transfer" and "close_notify" in err.value.reason
+    with pytest.raises(FTPError) as err:
+        c.put(src, "up.bin")
+    assert err.value.stage == "transfer" and err.value.code == 426
+    assert any("426 Data connection closed without TLS close_notify" in e["line"] for e in srv.events)
+    monkeypatch.undo()
+    assert c.get("hello.txt").bytes == 7                     # the session is still usable
+    c.quit()
