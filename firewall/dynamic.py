@@ -44,6 +44,7 @@ NO_PINHOLE = "no pinhole: not announced on the control channel"
 TLS_BLIND = "control channel is TLS: cannot see PORT/PASV"
 USED = "pinhole already used by another connection"
 PROTOS = {1: "icmp", 6: "tcp", 17: "udp"}
+OWN = "this router"      # pinhole destination: any of the router's own addresses
 NOT_START = "not the start of an admitted connection"
 
 
@@ -110,12 +111,16 @@ class DynamicFilter:
 
     def open(self, src: str, dst: str, dport: int, owner: str) -> Pinhole:
         # one outstanding pinhole per control connection (a flood of 227s opens one at a time)
-        for key, old in list(self.pinholes.items()):
-            if old.owner == owner and old.used_by is None:
-                del self.pinholes[key]
-                self.events.emit("pinhole-expired", src=old.src, dst=old.dst, dport=old.dport, replaced=True)
+        replaced = {id(h): h for h in self.pinholes.values() if h.owner == owner and h.used_by is None}
+        self._forget(set(replaced))
+        for old in replaced.values():
+            self.events.emit("pinhole-expired", src=old.src, dst=old.dst, dport=old.dport, replaced=True)
         hole = Pinhole(src, dst, dport, self.clock() + self.lifetime, owner)
         self.pinholes[(src, dst, dport)] = hole
+        if dst not in self.own:
+            # A NAT on this router that rewrites in the kernel (nf_nat_ftp, after this filter has
+            # read the line) sends the peer to one of this router's own addresses instead.
+            self.pinholes[(src, OWN, dport)] = hole
         self.events.emit("pinhole-open", src=src, dst=dst, dport=dport, conn=owner, lifetime=self.lifetime)
         return hole
 
@@ -123,6 +128,8 @@ class DynamicFilter:
     def admit(self, seg: Segment) -> str | None:
         """None: admit this new connection; otherwise the reason it is dropped."""
         hole = self.pinholes.get((seg.src, seg.dst, seg.dport))
+        if hole is None and seg.dst in self.own:
+            hole = self.pinholes.get((seg.src, OWN, seg.dport))
         if seg.syn and not seg.has_ack and hole is not None and self.clock() <= hole.expires:
             if hole.used_by is None:
                 hole.used_by = seg.sport
@@ -143,13 +150,17 @@ class DynamicFilter:
                                 src=seg.src, sport=seg.sport, dst=seg.dst, dport=seg.dport,
                                 flags=seg.flag_text())
 
+    def _forget(self, holes: set[int]) -> None:
+        for key in [k for k, h in self.pinholes.items() if id(h) in holes]:
+            del self.pinholes[key]
+
     def expire(self) -> None:
         now = self.clock()
-        for key, hole in list(self.pinholes.items()):
-            if now > hole.expires:
-                del self.pinholes[key]
-                if hole.used_by is None:
-                    self.events.emit("pinhole-expired", src=hole.src, dst=hole.dst, dport=hole.dport)
+        gone = {id(h): h for h in self.pinholes.values() if now > h.expires}
+        self._forget(set(gone))
+        for hole in gone.values():
+            if hole.used_by is None:
+                self.events.emit("pinhole-expired", src=hole.src, dst=hole.dst, dport=hole.dport)
         self.tracker.expire(now)
 
 

@@ -243,7 +243,7 @@ def test_dynamic_filter_plain_and_ccc_pass_tls_fails_with_observed_drop():
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("name", ["client-nat", "server-nat", "double-nat"])
+@pytest.mark.parametrize("name", ["client-nat", "server-nat", "double-nat", "dynamic-filter-nat"])
 def test_scapy_alg_and_kernel_helper_agree_except_first_line_after_ccc(name):
     cells = [[s, d] for s in ("plain", "tls", "tls-ccc") for d in DATA_MODES]
     out = call_in_sandbox(__file__, "in_sandbox_both", name, cells, timeout=230)
