@@ -116,6 +116,24 @@ def firewall_saw(events: list[dict]) -> list[dict]:
 
 # -- one group ---------------------------------------------------------------------------------------
 
+HEARTBEAT_STALE = 10.0     # seconds without the runner touching its heartbeat: the runner is gone
+
+
+class RunnerGone(Exception):
+    """The runner that started this worker died (kill -9): stop and tear the network down."""
+
+
+def check_runner(heartbeat: Path | None) -> None:
+    if heartbeat is None:
+        return
+    try:
+        age = time.time() - heartbeat.stat().st_mtime
+    except FileNotFoundError:
+        age = HEARTBEAT_STALE + 1
+    if age > HEARTBEAT_STALE:
+        raise RunnerGone(f"the matrix runner stopped touching {heartbeat} {age:.0f} s ago")
+
+
 @dataclass
 class Group:
     index: int
@@ -128,6 +146,7 @@ class Group:
     pcap: bool
     scenario_file: str
     pki: Path
+    heartbeat: Path | None = None
     seen_flows: set = field(default_factory=set)
 
     @property
@@ -282,6 +301,8 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
                     and _flow(e) not in g.seen_flows:
                 drop_at = time.monotonic()
         now = time.monotonic()
+        if int(now * 5) % 5 == 0:
+            check_runner(g.heartbeat)
         if drop_at is not None and now - drop_at > DROP_GRACE:
             proc.kill()
             killed_on_drop = True
@@ -388,6 +409,7 @@ def run_group(g: Group) -> None:
                 server = start_any_server(net, topology, key, g, n)
                 try:
                     for cell, spec in members:
+                        check_runner(g.heartbeat)
                         obs, side = run_cell(net, topology, cell, spec, g, sha, server)
                         v = verdict(obs)
                         c = obs.client or {}
@@ -429,9 +451,13 @@ def main(argv: list[str]) -> int:
     raw = plan["groups"][int(argv[1])]
     g = Group(index=int(argv[1]), topology=raw["topology"], alg=raw["alg"], cells=raw["cells"],
               out=Path(plan["out"]), size=plan["size"], timeout=plan["timeout"], pcap=plan["pcap"],
-              scenario_file=plan["scenario_file"], pki=Path(plan["pki"]))
+              scenario_file=plan["scenario_file"], pki=Path(plan["pki"]),
+              heartbeat=Path(plan["heartbeat"]) if plan.get("heartbeat") else None)
     try:
         run_group(g)
+    except RunnerGone as exc:
+        print(f"ftlab matrix worker: {exc}; stopped", file=sys.stderr)
+        return 3
     except Exception:
         traceback.print_exc()
         return 3

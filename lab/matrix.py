@@ -154,7 +154,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
     (out / "work").mkdir(parents=True, exist_ok=True)
     groups = plan_groups(cells, scen, topology_paths)
     pki_dir = make_pki(out / "work" / "pki", sorted({g.topology for g in groups}))
-    plan = {"out": str(out.resolve()), "size": size, "timeout": timeout, "pcap": pcap,
+    plan = {"out": str(out.resolve()), "size": size, "heartbeat": str((out / "work" / "heartbeat").resolve()), "timeout": timeout, "pcap": pcap,
             "scenario_file": str(scen.source), "pki": str(pki_dir.resolve()),
             "groups": [{"topology": g.topology, "alg": g.alg, "cells": [c.id for c in g.cells]} for g in groups]}
     plan_path = out / "work" / "plan.json"
@@ -181,8 +181,11 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
             with lock:
                 lab_errors.append(f"{g.label}: {str(exc).splitlines()[0]}")
 
+    heartbeat = out / "work" / "heartbeat"
+    heartbeat.touch()
     try:
         while pending or running:
+            heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
             while pending and len(running) < max(1, jobs):
                 i = pending.pop(0)
                 t = threading.Thread(target=worker, args=(i,), daemon=True)
@@ -195,6 +198,11 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                                                                             "cells.jsonl")]
             bar.update(entries, ", ".join(groups[i].label for i in running))
             time.sleep(0.2)
+    except KeyboardInterrupt:
+        # The sandboxes got the same SIGINT and tear down by themselves: wait for them (bounded).
+        for t in running.values():
+            t.join(timeout=15)
+        raise
     finally:
         bar.close()
 
