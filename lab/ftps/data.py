@@ -98,13 +98,24 @@ def recv_file(conn, fd: int | None, hasher=None) -> int:
     buf = bytearray(BUFSIZE)
     view = memoryview(buf)
     total = 0
+    if _is_tls(conn):
+        while True:
+            filled, eof = conn.fill(buf)
+            if filled:
+                chunk = view[:filled]
+                if hasher is not None:
+                    hasher.update(chunk)
+                if fd is not None:
+                    _write_all(fd, chunk)
+                total += filled
+            if eof:
+                return total
     recv_into = conn.recv_into
-    tls = _is_tls(conn)
     while True:
         filled = 0
         eof = False
-        # Fill the big buffer before touching the file or the hash: few calls per MiB.
-        while filled < BUFSIZE:
+        # A quarter MiB or more before touching the file or the hash: few calls per MiB.
+        while filled < BUFSIZE // 4:
             try:
                 n = recv_into(view[filled:])
             except BlockingIOError:
@@ -113,8 +124,6 @@ def recv_file(conn, fd: int | None, hasher=None) -> int:
                 eof = True
                 break
             filled += n
-            if not tls and filled >= BUFSIZE // 4:
-                break          # plain sockets return big chunks; flush often enough to overlap
         if filled:
             chunk = view[:filled]
             if hasher is not None:

@@ -9,6 +9,7 @@ Public API
     accept_tls(ctx, sock, timeout) -> TLSConn          # we are the TLS server
     connect_tls(ctx, sock, timeout, session=None, hostname=None) -> TLSConn   # the TLS client
     TLSConn: recv(n) / recv_into(buf) (0 = close_notify; Truncated = EOF without close_notify),
+             fill(buf) -> (n, ended)   # bulk: records straight into buf until full or the end
              sendall(data), close_notify(), ccc(notify: bool), session, session_reused,
              peer_cert (cryptography x509 or None), version, cipher, sock
     check_hostname(cert, host) -> bool
@@ -224,6 +225,42 @@ class TLSConn:
             if "unexpected eof" in str(exc).lower():
                 raise Truncated("connection closed without TLS close_notify") from None
             raise OSError(f"TLS read: {_ssl_reason(exc)}") from None
+
+    def fill(self, buf: bytearray) -> tuple[int, bool]:
+        """Read records into buf until it is full or the peer's close_notify: (bytes, ended).
+
+        The bulk path of data connections: one SSL_read per record straight into buf, no Python
+        object per call. Errors as recv_into (Truncated, TLSTimeout, OSError)."""
+        if not (_FAST and self._ssl is not None):     # pragma: no cover - pyOpenSSL internals moved
+            view, filled = memoryview(buf), 0
+            while filled < len(buf):
+                n = self.recv_into(view[filled:])
+                if not n:
+                    return filled, True
+                filled += n
+            return filled, False
+        ptr, size, filled = _ffi.from_buffer(buf), len(buf), 0
+        ssl, read = self._ssl, _lib.SSL_read
+        while filled < size:
+            got = read(ssl, ptr + filled, size - filled)
+            if got > 0:
+                filled += got
+                continue
+            try:
+                self.conn._raise_ssl_error(ssl, got)
+            except SSL.ZeroReturnError:
+                return filled, True
+            except SSL.WantReadError:
+                raise TLSTimeout("timed out reading TLS") from None
+            except SSL.SysCallError as exc:
+                if exc.args and exc.args[0] in (-1, 0):
+                    raise Truncated("connection closed without TLS close_notify") from None
+                raise OSError(f"TLS read: {exc}") from None
+            except SSL.Error as exc:
+                if "unexpected eof" in str(exc).lower():
+                    raise Truncated("connection closed without TLS close_notify") from None
+                raise OSError(f"TLS read: {_ssl_reason(exc)}") from None
+        return filled, False
 
     def sendall(self, data) -> None:
         try:
