@@ -7,7 +7,8 @@ Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
     recv_file(conn, fd, hasher=None) -> bytes received
         plain without hasher: os.splice socket -> pipe -> file (zero copy) when fd is a file;
         otherwise recv_into a 1 MiB buffer and one write per MiB. fd=None discards the data.
-        TLS: SSL_read straight into the big buffer (one TLS record per call), write per MiB.
+        TLS: TLSConn.fill - SSL_read straight into the 1 MiB buffer (one record per call, no
+        Python object per call), then one write (and hash update) per MiB.
         A TLS connection closed without close_notify raises lab.ftps.tls.Truncated.
     finish(conn, clean=True)     # end of data: close_notify on TLS, half-close, drain, close
     BUFSIZE
@@ -83,7 +84,7 @@ def send_stream(conn, read_into: Callable[[memoryview], int], view: memoryview |
 
 
 def _splice_ok(fd: int | None, hasher) -> bool:
-    if fd is None or hasher is not None or not hasattr(os, "splice") or os.environ.get("NOSPLICE"):
+    if fd is None or hasher is not None or not hasattr(os, "splice"):
         return False
     try:
         return stat.S_ISREG(os.fstat(fd).st_mode)
