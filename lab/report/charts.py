@@ -24,7 +24,13 @@ def rows_and_columns(doc: dict) -> tuple[list[str], list[str]]:
             rows.append(row)
         if col not in cols:
             cols.append(col)
-    return rows, cols
+    from lab.scenario import DATA_MODES, SECURITY_MODES
+
+    def order(col: str) -> tuple[int, int]:
+        sec, data = col.split("/")
+        return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,
+                DATA_MODES.index(data) if data in DATA_MODES else 99)
+    return rows, sorted(cols, key=order)
 
 
 def matrix_png(doc: dict, path: Path) -> Path:

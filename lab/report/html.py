@@ -53,6 +53,14 @@ def _diagram_png(topology_name: str) -> str | None:
         return None
 
 
+def _col_order(col: tuple[str, str]) -> tuple[int, int]:
+    from lab.scenario import DATA_MODES, SECURITY_MODES
+
+    sec, data = col
+    return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,
+            DATA_MODES.index(data) if data in DATA_MODES else 99)
+
+
 def _matrix(doc: dict) -> str:
     cols: list[tuple[str, str]] = []
     rows: OrderedDict[str, dict] = OrderedDict()
@@ -61,6 +69,7 @@ def _matrix(doc: dict) -> str:
             cols.append((s["security"], s["data"]))
         row = s["topology"] + (f" +{s['variant']}" if s["variant"] else "")
         rows.setdefault(row, {"topology": s["topology"], "cells": {}})["cells"][(s["security"], s["data"])] = s
+    cols.sort(key=_col_order)
     securities = list(OrderedDict.fromkeys(c[0] for c in cols))
     head1 = "".join(f'<th colspan="{sum(1 for c in cols if c[0] == sec)}">{e(sec)}</th>' for sec in securities)
     head2 = "".join(f"<th>{e(d)}</th>" for sec in securities for (s2, d) in cols if s2 == sec)
