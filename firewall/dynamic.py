@@ -91,12 +91,12 @@ class DynamicFilter:
         elif f.kind == "tls-end":
             self.events.emit("ccc", conn=cid, direction=direction)
         elif f.kind in ("malformed", "ignored"):
-            self.events.emit("error", conn=cid, direction=direction, message=f"{f.message}; no pinhole",
+            self.events.emit("ignored", conn=cid, direction=direction, message=f"{f.message}; no pinhole",
                              line=f.line[:120].decode("ascii", "replace").rstrip())
         elif f.kind == "announcement":
             ann = f.ann
             if ann.host is not None and ann.host != seg.src and ann.host not in self.own:
-                self.events.emit("error", conn=cid, line=f.line[:120].decode("ascii", "replace").rstrip(),
+                self.events.emit("ignored", conn=cid, line=f.line[:120].decode("ascii", "replace").rstrip(),
                                  message=f"{ann.kind} names {ann.host}, not its sender {seg.src}: no pinhole")
                 return
             # Addresses as the data connection's first packet will arrive here: the client's as

@@ -225,8 +225,9 @@ class AlgEngine:
         if rewrote and self.drop_first_rewrite:
             self.drop_first_rewrite = False
             self.stats["test_drops"] += 1
-            self.events.emit("error", conn=str(conn.id), message="test hook: the first rewritten segment "
-                             "was dropped once (TCP must resend it)")
+            self.events.emit("drop", conn=str(conn.id), reason="test hook: the first rewritten segment is "
+                             "lost once (TCP must resend it)", rule="FTLAB_ALG_DROP_FIRST_REWRITE", proto="tcp",
+                             src=seg.src, sport=seg.sport, dst=seg.dst, dport=seg.dport, flags=seg.flag_text())
             return Verdict("drop")
         # A held line released by a segment without its bytes (a FIN) goes out with that segment.
         early = [f for f in fed.findings if f.held and f.end <= fed.start]
@@ -278,7 +279,7 @@ class AlgEngine:
         elif f.kind == "tls-end":
             self.events.emit("ccc", conn=cid, direction=direction)
         elif f.kind in ("malformed", "ignored", "overlong"):
-            self.events.emit("error", conn=cid, direction=direction,
+            self.events.emit("ignored", conn=cid, direction=direction,
                              message=f"{f.message}; not rewritten, nothing opened",
                              line=f.line[:120].decode("ascii", "replace").rstrip())
         elif f.kind == "announcement" and not from_outside:
@@ -308,14 +309,14 @@ class AlgEngine:
         sender, peer = seg.src, seg.dst
         text = f.line.decode("ascii", "replace").rstrip()
         if ann.host is not None and ann.host != sender:
-            self.events.emit("error", conn=cid, line=text,
+            self.events.emit("ignored", conn=cid, line=text,
                              message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
                                      "not rewritten, nothing opened")
             return None
         held = self.mappings.active.get(ann.port)
         repeat = held is not None and held.owner == cid and held.host == sender and held.port == ann.port
         if not repeat and not self._allowed(conn):
-            self.events.emit("error", conn=cid, line=text, message=f"more than {MAP_RATE} new mappings a "
+            self.events.emit("ignored", conn=cid, line=text, message=f"more than {MAP_RATE} new mappings a "
                              "second on this connection: not rewritten, nothing opened")
             return None
         port = self.mappings.allocate(ann.port, owner=cid)

@@ -15,6 +15,10 @@ from pathlib import Path
 TYPES = frozenset({
     "ready", "rewrite", "mapping-open", "mapping-used", "mapping-expired",
     "pinhole-open", "pinhole-used", "pinhole-expired", "tls-detected", "ccc", "drop", "error",
+    # A device saw an announcement and deliberately acted on nothing (names another host, sent by
+    # the wrong side, malformed, inside a multi-line reply, rate-limited): an observation, not a
+    # fault of the lab, which is what "error" means.
+    "ignored",
 })
 
 
