@@ -55,7 +55,13 @@ def test_matrix_twice_reproduces_the_slides(tmp_path):
     assert {s["id"]: s["outcome"] for s in doc2["scenarios"]} == {s["id"]: s["outcome"] for s in doc["scenarios"]}
     # And against the first run as a baseline: nothing changed.
     again = subprocess.run([*CMD, "--out", str(tmp_path / "three"), "--baseline", str(tmp_path / "one"),
-                            "--topologies", "dynamic-filter", "--security", "tls"],
+                            "--topologies", "dynamic-filter", "--security", "tls", "--pcap"],
                            capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 cells changed since baseline" in again.stdout
+    # With --pcap: what fw saw on the wire was ciphertext after AUTH TLS, and the pcaps are linked.
+    cell = results.load(tmp_path / "three")["scenarios"][0]
+    wire = cell["wire"]
+    assert any(w["device"].startswith("fw") and w["kind"] == "cleartext" and "AUTH TLS" in w["text"] for w in wire)
+    assert any(w["device"].startswith("fw") and w["kind"] == "ciphertext" for w in wire)
+    assert cell["pcaps"] and all((tmp_path / "three" / p).stat().st_size > 0 for p in cell["pcaps"])

@@ -130,3 +130,23 @@ def test_slides_claims_checked_on_observed_outcomes():
     assert failing == [("Dynamic filtering: with TLS only the CCC method works (step 4)", ["dynamic-filter/tls/epsv"])]
     partial = check(make_doc(S.default_cells(topologies=["lan"])))
     assert [h for _, h, _ in partial].count(None) == len(partial) - 1
+
+
+def test_report_merge_command(tmp_path):
+    import subprocess
+    import sys
+
+    cells = S.default_cells(topologies=["lan", "client-nat"])
+    for k in (1, 2):
+        results.write(make_doc(merge.shard(cells, k, 2), run_id=f"shard{k}"), tmp_path / f"s{k}")
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(tmp_path / "s1"),
+                           str(tmp_path / "s2"), "--out", str(tmp_path / "all")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "40 cells" in done.stdout
+    merged = results.load(tmp_path / "all")
+    assert len(merged["scenarios"]) == 40
+    assert (tmp_path / "all" / "index.html").exists() and (tmp_path / "all" / "junit.xml").exists()
+    bad = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no results.json" in bad.stderr
