@@ -77,10 +77,9 @@ class LabNet:
             raise LabError(f"alg must be scapy, kernel or off, not {alg!r}")
         self.topology = topology
         self.alg = alg
-        # Without a workdir the run's files are throw-away: removed at teardown.
+        # Without a workdir the run's files are throw-away: made at start, removed at teardown.
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ftlab-run-"))
-        self.events_path = self.workdir / "events.jsonl"
+        self.workdir = Path(workdir) if workdir else None
         self.pcap = pcap
         self.devices = devices
         self.mn = None
@@ -89,6 +88,11 @@ class LabNet:
         self._popened: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
         self._netns: dict[str, str] = {}    # node -> its netns ("net:[inode]")
+
+    @property
+    def events_path(self) -> Path:
+        """The JSON-lines file every device appends its events to."""
+        return self.workdir / "events.jsonl"
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LabNet:
@@ -106,6 +110,8 @@ class LabNet:
             raise LabError("LabNet must run inside a sandbox (lab.sandbox.ensure_sandbox or call_in_sandbox)")
         t0 = time.monotonic()
         probe()
+        if self._own_workdir:
+            self.workdir = Path(tempfile.mkdtemp(prefix="ftlab-run-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.events_path.touch()
         try:
@@ -124,11 +130,8 @@ class LabNet:
 
     def stop(self) -> None:
         t0 = time.monotonic()
-        for program in reversed(self.programs):
-            _terminate(program.proc)
+        _terminate_all([p.proc for p in self.programs] + self._popened)
         self.programs.clear()
-        for proc in self._popened:
-            _terminate(proc)
         self._popened.clear()
         if self.mn is not None:
             # Killing a node's shell frees its netns and the veths in it; deleting links one
@@ -143,7 +146,7 @@ class LabNet:
                     os.kill(pid, signal.SIGKILL)
             self._netns.clear()
         self.hosts.clear()
-        if self._own_workdir:
+        if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.timings["down"] = time.monotonic() - t0
 
@@ -359,13 +362,16 @@ def processes_in(netns: set[str]) -> list[int]:
     return found
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
+def _terminate_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process, give them STOP_GRACE together, then SIGKILL the rest."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
