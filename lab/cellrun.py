@@ -215,7 +215,7 @@ def start_any_server(net, topology, key: str, g: Group, n: int) -> ServerRun:
     from lab.endpoints import start_peer_server
 
     peer = start_peer_server(info["server"], lambda argv, **kw: net.popen(topology.ftp.server, argv, **kw),
-                             topology.ftp.server, info["statements"], g.workdir / f"server-{n}",
+                             topology.ftp.server, info["statements"], None,
                              g.workdir / "root" / DATA_FILE, g.pki / "server.pem", g.pki / "server.key",
                              topology.ftp.control_port, topology.ftp.implicit_port)
     for log in peer.logs:

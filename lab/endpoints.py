@@ -14,6 +14,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def _passive_range(statements: dict) -> tuple[int, int] | None:
     return (nums[0], nums[1]) if len(nums) == 2 else None
 
 
-def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Path, data_file: Path,
+def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Path | None, data_file: Path,
                       cert: Path, key: Path, control_port: int = 21, implicit_port: int = 990) -> PeerServer:
     """vsftpd or ProFTPD in `node`: one process for explicit/plain on 21, one for implicit on 990."""
     from lab.ftps import peers
@@ -142,7 +143,9 @@ def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Pa
     if why := peers.missing(kind):
         raise LabError(f"{kind} is not available: {why}")
     user, password = peers.ensure_system_user()
-    work = workdir / kind
+    # The FTP user must reach its root through every parent directory: a report folder may sit in
+    # a private (0700) directory, so the server's files live in the run's TMPDIR (removed with it).
+    work = Path(tempfile.mkdtemp(prefix=f"ftlab-{kind}-")) if workdir is None else workdir / kind
     root = work / "root"
     root.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
