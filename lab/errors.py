@@ -30,7 +30,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        parts = [p for p in (where, self.field, self.message) if p]
+        return ": ".join(parts)
 
 
 class InputError(LabError):
