@@ -137,8 +137,34 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _become_subreaper() -> None:
+    """Orphans of the processes we start are reparented to us, not to PID 1 (which, in some
+    containers, never reaps them): stop_process() then reaps exactly the PIDs it killed."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)      # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:         # not (or no longer) our child: its parent reaps it
+                break
+            if done:
+                break
+            time.sleep(0.01)
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """Stop a process started in its own session, and everything it forked, by PID."""
+    """Stop a process started in its own session, and everything it forked, by PID (the group,
+    then every descendant that left it); the killed descendants are reaped, not left as zombies."""
+    _become_subreaper()
+    stray: list[int] = []
     if proc.poll() is None:
         stray = descendants(proc.pid)
         try:
@@ -149,7 +175,8 @@ def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
-        for pid in [proc.pid, *stray, *descendants(proc.pid)]:
+        stray += [p for p in descendants(proc.pid) if p not in stray]
+        for pid in [proc.pid, *stray]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -158,6 +185,7 @@ def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         pass
+    _reap(stray, grace)
 
 
 def tail(path: Path, lines: int = 15) -> str:

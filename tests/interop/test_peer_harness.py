@@ -5,8 +5,8 @@ fixture problem. Every transfer checks bytes and SHA-256."""
 from __future__ import annotations
 
 import hashlib
-import os
 import ssl
+import time
 from pathlib import Path
 
 import peers
@@ -43,6 +43,9 @@ def test_curl_vsftpd_refuses_no_session_reuse(vsftpd_explicit: peers.Peer, tmp_p
     run = peers.curl(["--ssl-reqd", "--no-sessionid", p.url("a.bin"), "-o", str(tmp_path / "x")],
                      p.user, p.password)
     assert not run.ok, run
+    deadline = time.monotonic() + 5                 # vsftpd may log it after curl has gone
+    while "session reuse required" not in p.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "session reuse required" in p.logs()
 
 
@@ -114,14 +117,22 @@ def test_curl_pyftpdlib(pyftpdlib_tls: peers.Peer, tmp_path: Path) -> None:
     _fetch_ok(peers.curl(["--ssl-reqd", p.url("a.bin"), "-o", str(out)], p.user, p.password), out, sha, 100_000)
 
 
-def test_fixture_leaves_nothing_behind(certs: peers.Certs) -> None:
-    if peers.missing("vsftpd") or peers.need_root():
-        pytest.skip(peers.missing("vsftpd") or peers.need_root())
-    peer = peers.start_vsftpd(certs)
-    run = peers.curl(["--ssl-reqd", peer.url(""), "-o", os.devnull], peer.user, peer.password)
-    assert run.ok, run
+@pytest.mark.parametrize("kind", ["vsftpd", "proftpd", "pyftpdlib"])
+def test_fixture_leaves_nothing_behind(certs: peers.Certs, kind: str) -> None:
+    if why := peers.missing(kind) or (kind != "pyftpdlib" and peers.need_root()):
+        pytest.skip(why)
+    peer = {"vsftpd": peers.start_vsftpd, "proftpd": peers.start_proftpd,
+            "pyftpdlib": peers.start_pyftpdlib}[kind](certs)
+    # a session still open when the fixture stops: its per-session process must go too
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    ftp = peers.ReuseFTP_TLS(context=ctx, timeout=10)
+    ftp.connect(peer.host, peer.port)
+    ftp.login(peer.user, peer.password)
     pid, work = peer.proc.pid, peer.workdir
+    children = peers.descendants(pid)
+    assert children or kind == "pyftpdlib", "expected a per-session process"
     peer.stop()
-    assert not Path(f"/proc/{pid}").exists() and not peers.descendants(pid)
+    ftp.close()
+    assert not any(Path(f"/proc/{p}").exists() for p in [pid, *children])
     assert not work.exists()
     assert peer.port not in peers.listening_ports()
