@@ -173,16 +173,8 @@ class HostPort:
         return f"{self.host}:{self.port}"
 
 
-_BYTE = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-# Six decimal numbers; each must be a byte written without sign or leading zeros beyond 3 digits.
+# Six decimal numbers of at most three digits; _six_to_hostport checks that each is a byte.
 _SIX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
-
-
-def _six_to_hostport(numbers: tuple[str, ...]) -> HostPort:
-    values = [int(n) for n in numbers]
-    if any(v > 255 for v in values):
-        raise GrammarError(f"number above 255 in {','.join(numbers)}")
-    return HostPort(".".join(str(v) for v in values[:4]), values[4] * 256 + values[5])
 
 
 def _check_port(port: int) -> int:
@@ -191,14 +183,19 @@ def _check_port(port: int) -> int:
     return port
 
 
+def _six_to_hostport(numbers: tuple[str, ...]) -> HostPort:
+    values = [int(n) for n in numbers]
+    if any(v > 255 for v in values):
+        raise GrammarError(f"number above 255 in {','.join(numbers)}")
+    return HostPort(".".join(str(v) for v in values[:4]), _check_port(values[4] * 256 + values[5]))
+
+
 def parse_port_args(arg: str) -> HostPort:
     """`h1,h2,h3,h4,p1,p2` (the argument of PORT)."""
     m = _SIX.fullmatch(arg.strip())
     if not m:
         raise GrammarError(f"PORT needs h1,h2,h3,h4,p1,p2, got {arg[:40]!r}")
-    hp = _six_to_hostport(m.groups())
-    _check_port(hp.port)
-    return hp
+    return _six_to_hostport(m.groups())
 
 
 def format_port_args(hp: HostPort) -> str:
@@ -234,14 +231,17 @@ def format_eprt_args(hp: HostPort) -> str:
     return f"|{af}|{hp.host}|{hp.port}|"
 
 
-def parse_227(text: str) -> HostPort:
-    """The address in a 227 text: the first six comma-separated numbers (RFC 1123)."""
-    m = _SIX.search(text)
+def _find_227(text: str, pos: int = 0) -> tuple[HostPort, tuple[int, int]]:
+    """The first six comma-separated numbers from pos on (RFC 1123), and where they stand."""
+    m = _SIX.search(text, pos)
     if not m:
         raise GrammarError(f"227 reply without h1,h2,h3,h4,p1,p2: {text[:60]!r}")
-    hp = _six_to_hostport(m.groups())
-    _check_port(hp.port)
-    return hp
+    return _six_to_hostport(m.groups()), m.span()
+
+
+def parse_227(text: str) -> HostPort:
+    """The address in a 227 text: the first six comma-separated numbers (RFC 1123)."""
+    return _find_227(text)[0]
 
 
 def format_227(hp: HostPort) -> str:
@@ -251,12 +251,18 @@ def format_227(hp: HostPort) -> str:
 _EPSV = re.compile(r"\((.)\1\1(\d{1,5})\1\)")
 
 
-def parse_229(text: str) -> int:
-    """The port in a 229 text: `(|||port|)` with any repeated delimiter (RFC 2428 section 3)."""
-    m = _EPSV.search(text)
+def _find_229(text: str, pos: int = 0) -> tuple[int, tuple[int, int]]:
+    """The port of the first `(|||port|)` from pos on, and where the part inside the brackets stands."""
+    m = _EPSV.search(text, pos)
     if not m:
         raise GrammarError(f"229 reply without (|||port|): {text[:60]!r}")
-    return _check_port(int(m.group(2)))
+    start, end = m.span()
+    return _check_port(int(m.group(2))), (start + 1, end - 1)
+
+
+def parse_229(text: str) -> int:
+    """The port in a 229 text: `(|||port|)` with any repeated delimiter (RFC 2428 section 3)."""
+    return _find_229(text)[0]
 
 
 def format_229(port: int) -> str:
@@ -295,10 +301,10 @@ def command_announcement(line: bytes) -> Announcement | None:
     if not m:
         return None
     verb = m.group(1).upper().decode()
-    arg = m.group(2).decode("ascii", "replace")
-    start, end = m.span(2)
-    stripped = arg.rstrip()
-    end = start + len(stripped.encode())
+    stripped = m.group(2).decode("ascii", "replace").rstrip()
+    # Only ASCII parses below, so characters and bytes count alike in the span.
+    start = m.start(2)
+    end = start + len(stripped)
     hp = parse_port_args(stripped) if verb == "PORT" else parse_eprt_args(stripped)
     return Announcement(verb, hp.host, hp.port, (start, end))
 
@@ -307,18 +313,11 @@ def reply_announcement(line: bytes) -> Announcement | None:
     """227/229 in one server line (single-line form `227 `/`229 `, as the kernel helper)."""
     text = line.decode("ascii", "replace")
     if _227_ANN.match(line):
-        m = _SIX.search(text, 4)
-        if not m:
-            raise GrammarError(f"227 reply without h1,h2,h3,h4,p1,p2: {text[:60]!r}")
-        hp = _six_to_hostport(m.groups())
-        _check_port(hp.port)
-        return Announcement("227", hp.host, hp.port, m.span())
+        hp, span = _find_227(text, 4)
+        return Announcement("227", hp.host, hp.port, span)
     if _229_ANN.match(line):
-        m = _EPSV.search(text, 4)
-        if not m:
-            raise GrammarError(f"229 reply without (|||port|): {text[:60]!r}")
-        start, end = m.span()
-        return Announcement("229", None, _check_port(int(m.group(2))), (start + 1, end - 1))
+        port, span = _find_229(text, 4)
+        return Announcement("229", None, port, span)
     return None
 
 
