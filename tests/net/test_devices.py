@@ -24,7 +24,7 @@ FILE_SIZE = 300_000
 class Site:
     """A LabNet with the lab's server running on the `server` node."""
 
-    def __init__(self, topology, alg=None, env=None):
+    def __init__(self, topology, alg=None, env=None, statements=None):
         import os
         import tempfile
         from pathlib import Path
@@ -36,6 +36,7 @@ class Site:
             os.environ.update(env)
         self.net = LabNet(topology, alg=alg, workdir=self.tmp / "run")
         self.topology = topology
+        self.statements = {**topology.ftp.server_statements, **(statements or {})}
 
     def __enter__(self):
         import os
@@ -54,7 +55,7 @@ class Site:
             pki.init_ca(self.tmp / "pki")
             issued = pki.issue_server(self.tmp / "pki", "server", ips=[addr, str(self.net.address("server"))])
             ftpdata = self.tmp / "server.ftpdata"
-            ftpdata.write_text("".join(f"{k} {v}\n" for k, v in self.topology.ftp.server_statements.items()))
+            ftpdata.write_text("".join(f"{k} {v}\n" for k, v in self.statements.items()))
             self.ftlab = str(Path(sys.executable).with_name("ftlab"))
             self.server = self.net.popen("server", [
                 self.ftlab, "server", "--listen", "0.0.0.0:21", "--tls-listen", "0.0.0.0:990",
@@ -144,27 +145,36 @@ def in_sandbox_session(name: str, alg: str | None, security: str, data: str, cou
         return {"result": result, "events": site.events()}
 
 
-def in_sandbox_tls_byte_identical(name: str, device: str) -> dict:
-    """A TLS session through the ALG, captured on every interface of the device: the control
-    connection's bytes, per direction, on each side."""
+def in_sandbox_tls_byte_identical(name: str, device: str, implicit: bool = False) -> dict:
+    """A TLS session through the ALG (explicit with the ftplib driver, or implicit on 990 with
+    curl), captured on every interface of the device: the control connection's bytes, per
+    direction, on each side."""
     from scapy.layers.inet import TCP
     from scapy.utils import rdpcap
 
     from lab.topo import load
 
     topo = load(name)
-    site = Site(topo, "scapy")
+    # curl speaks the immediate-handshake model of implicit FTPS, not z/OS's clear 220 first
+    site = Site(topo, "scapy", statements={"SECUREIMPLICITZOS": "FALSE"} if implicit else None)
     site.net.pcap = True
+    port = 990 if implicit else 21
     with site:
-        result = site.client("tls", "epsv")
+        if implicit:
+            done = site.net.run("client", ["curl", "-s", "-S", "-k", "--max-time", "10", "-o", "/dev/null",
+                                           "-w", "%{size_download}", "--user", f"{USER}:{PASSWORD}",
+                                           f"ftps://{topo.ftp.server_address}/f.bin"], check=False)
+            result = {"ok": done.returncode == 0 and done.stdout == str(FILE_SIZE), "stderr": done.stderr}
+        else:
+            result = site.client("tls", "epsv")
         import time
         time.sleep(0.3)                          # let tcpdump flush
         streams = {}
         for intf in topo.nodes[device].interfaces:
             per_dir: dict[str, dict[int, bytes]] = {"c2s": {}, "s2c": {}}
             for pkt in rdpcap(str(site.net.workdir / "pcap" / f"{intf.name}.pcap")):
-                if TCP in pkt and 21 in (pkt[TCP].sport, pkt[TCP].dport) and bytes(pkt[TCP].payload):
-                    d = "c2s" if pkt[TCP].dport == 21 else "s2c"
+                if TCP in pkt and port in (pkt[TCP].sport, pkt[TCP].dport) and bytes(pkt[TCP].payload):
+                    d = "c2s" if pkt[TCP].dport == port else "s2c"
                     per_dir[d][pkt[TCP].seq] = bytes(pkt[TCP].payload)
             streams[intf.name] = {d: b"".join(v for _, v in sorted(segs.items())).hex()
                                   for d, segs in per_dir.items()}
@@ -191,8 +201,9 @@ def test_fifty_transfers_with_length_changing_rewrites(lose_one):
 
 
 @pytest.mark.timeout(60)
-def test_tls_crosses_the_alg_byte_identical():
-    out = call_in_sandbox(__file__, "in_sandbox_tls_byte_identical", "client-nat", "nat-c", timeout=55)
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit-990"])
+def test_tls_crosses_the_alg_byte_identical(implicit):
+    out = call_in_sandbox(__file__, "in_sandbox_tls_byte_identical", "client-nat", "nat-c", implicit, timeout=55)
     assert out["result"]["ok"], out["result"]
     sides = list(out["streams"].values())
     assert len(sides) == 2 and sides[0] == sides[1]
