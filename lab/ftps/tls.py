@@ -27,6 +27,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import ipaddress
 import select
 import socket
 import struct
@@ -215,16 +216,8 @@ class TLSConn:
             return self.conn.recv_into(view, min(n, 16384))
         except SSL.ZeroReturnError:
             return 0
-        except SSL.WantReadError:
-            raise TLSTimeout("timed out reading TLS") from None
-        except SSL.SysCallError as exc:
-            if exc.args and exc.args[0] in (-1, 0):
-                raise Truncated("connection closed without TLS close_notify") from None
-            raise OSError(f"TLS read: {exc}") from None
         except SSL.Error as exc:
-            if "unexpected eof" in str(exc).lower():
-                raise Truncated("connection closed without TLS close_notify") from None
-            raise OSError(f"TLS read: {_ssl_reason(exc)}") from None
+            raise _read_failure(exc) from None
 
     def fill(self, buf: bytearray) -> tuple[int, bool]:
         """Read records into buf until it is full or the peer's close_notify: (bytes, ended).
@@ -250,16 +243,8 @@ class TLSConn:
                 self.conn._raise_ssl_error(ssl, got)
             except SSL.ZeroReturnError:
                 return filled, True
-            except SSL.WantReadError:
-                raise TLSTimeout("timed out reading TLS") from None
-            except SSL.SysCallError as exc:
-                if exc.args and exc.args[0] in (-1, 0):
-                    raise Truncated("connection closed without TLS close_notify") from None
-                raise OSError(f"TLS read: {exc}") from None
             except SSL.Error as exc:
-                if "unexpected eof" in str(exc).lower():
-                    raise Truncated("connection closed without TLS close_notify") from None
-                raise OSError(f"TLS read: {_ssl_reason(exc)}") from None
+                raise _read_failure(exc) from None
         return filled, False
 
     def sendall(self, data) -> None:
@@ -301,6 +286,19 @@ class TLSConn:
         # Tell OpenSSL the shutdown is done so freeing the object never writes anything.
         self.conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         return self.sock
+
+
+def _read_failure(exc: SSL.Error) -> Exception:
+    """What a failed SSL_read (other than the peer's close_notify) means to the caller."""
+    if isinstance(exc, SSL.WantReadError):        # the kernel receive timeout expired
+        return TLSTimeout("timed out reading TLS")
+    if isinstance(exc, SSL.SysCallError):
+        if exc.args and exc.args[0] in (-1, 0):
+            return Truncated("connection closed without TLS close_notify")
+        return OSError(f"TLS read: {exc}")
+    if "unexpected eof" in str(exc).lower():
+        return Truncated("connection closed without TLS close_notify")
+    return OSError(f"TLS read: {_ssl_reason(exc)}")
 
 
 def _ssl_reason(exc: Exception) -> str:
@@ -357,7 +355,6 @@ def _is_ip(host: str) -> bool:
 
 def check_hostname(cert: x509.Certificate, host: str) -> bool:
     """Does the certificate name host (SAN DNS/IP, or CN when there are no SANs)? SECURE_HOSTNAME."""
-    import ipaddress
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
