@@ -607,3 +607,13 @@ def test_client_certificate_login(serve, pkidir):
                key=pkidir / "client-alice.key")
     with c:
         get_ok(c, srv)
+
+
+@pytest.mark.parametrize("statements, version", [({}, "TLSv1.2"), ({"TLSMAXVERSION": "TLSV1.3"}, "TLSv1.3"),
+                                                 ({"TLSMAXVERSION": "TLSV1.2"}, "TLSv1.2")])
+def test_tlsmaxversion_caps_the_negotiated_version(serve, raw, statements, version):
+    # A lab statement: the server offers TLS 1.2 unless told otherwise (TLS 1.3 tickets on data
+    # connections make curl/lftp uploads end in RST, see tests/interop/test_clients_vs_ftlab.py).
+    r = raw(serve(**statements))
+    r.auth()
+    assert r.sock.version() == version
