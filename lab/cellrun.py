@@ -98,11 +98,18 @@ def firewall_saw(events: list[dict]) -> list[dict]:
             saw.append({"device": dev, "kind": "cleartext",
                         "text": f"mapping {e.get('public', '?')} -> {e.get('private', '?')}"})
         elif t == "tls-detected":
+            first = str(e.get("first_bytes", ""))[:23]
+            way = f" ({e['direction']})" if e.get("direction") else ""
             saw.append({"device": dev, "kind": "ciphertext",
-                        "text": f"TLS records on {e.get('conn', 'the control connection')}: nothing readable"})
+                        "text": f"TLS on {e.get('conn', 'the control connection')}{way}"
+                                + (f": {first} ..." if first else "") + " - nothing readable"})
         elif t == "ccc":
+            way = f" ({e['direction']})" if e.get("direction") else ""
             saw.append({"device": dev, "kind": "cleartext",
-                        "text": f"CCC on {e.get('conn', '?')}: the control channel is readable again"})
+                        "text": f"CCC on {e.get('conn', '?')}{way}: the control channel is readable again"})
+        elif t == "ignored":
+            saw.append({"device": dev, "kind": "cleartext",
+                        "text": f"ignored: {e.get('line') or e.get('message', '')}"})
         elif t == "drop":
             from lab.verdict import describe_drop
             saw.append({"device": dev, "kind": "drop", "text": describe_drop(e)})
