@@ -233,7 +233,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
                                                                  "up_s")})
-        picture = scen.pictures.get(name)
+        picture = None if g.topology.endswith((".yaml", ".yml")) else scen.pictures.get(name)
         if picture is None:
             try:
                 picture = predict.picture_of(topo.load(g.topology))[0]
