@@ -148,7 +148,7 @@ def _cell(s: dict) -> str:
     return (f'<details id="{anchor(s["id"])}"><summary><code>{e(s["id"])}</code> - {SYMBOL[s["outcome"]]} '
             f'{e(s["outcome"])} (predicted {e(s["expected"])}){differs}: {e(s["reason"])}</summary>'
             f"<table>{table}</table><h4>What the firewall saw</h4>{_firewall_saw(s)}{wire}"
-            f"<h4>Control channel (client side)</h4><pre>{e(transcript)}</pre>"
+            f"<h4>Control channel, as the client and the server logged it</h4><pre>{e(transcript)}</pre>"
             f"<h4>Device events</h4>{_events(s)}"
             + (f"<h4>Packet captures</h4><ul>{pcaps}</ul>" if pcaps else "") + "</details>")
 
