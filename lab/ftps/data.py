@@ -24,7 +24,7 @@ import socket
 import stat
 from collections.abc import Callable
 
-from lab.ftps.tls import TLSConn
+from lab.ftps.tls import TLSConn, set_timeout
 
 BUFSIZE = 1 << 20
 _PIPE_SIZE = 1 << 20
@@ -55,12 +55,7 @@ def send_file(conn, fd: int, offset: int = 0, hasher=None) -> int:
                 return total
             total += n
     os.lseek(fd, offset, os.SEEK_SET)
-    buf = bytearray(BUFSIZE)
-    view = memoryview(buf)
-
-    def read_into(b: memoryview) -> int:
-        return os.readv(fd, [b])
-    return send_stream(conn, read_into, view, hasher)
+    return send_stream(conn, lambda view: os.readv(fd, [view]), hasher=hasher)
 
 
 def send_stream(conn, read_into: Callable[[memoryview], int], view: memoryview | None = None,
@@ -98,33 +93,10 @@ def recv_file(conn, fd: int | None, hasher=None) -> int:
         return _recv_splice(conn, fd)
     buf = bytearray(BUFSIZE)
     view = memoryview(buf)
+    tls = _is_tls(conn)
     total = 0
-    if _is_tls(conn):
-        while True:
-            filled, eof = conn.fill(buf)
-            if filled:
-                chunk = view[:filled]
-                if hasher is not None:
-                    hasher.update(chunk)
-                if fd is not None:
-                    _write_all(fd, chunk)
-                total += filled
-            if eof:
-                return total
-    recv_into = conn.recv_into
     while True:
-        filled = 0
-        eof = False
-        # A quarter MiB or more before touching the file or the hash: few calls per MiB.
-        while filled < BUFSIZE // 4:
-            try:
-                n = recv_into(view[filled:])
-            except BlockingIOError:
-                raise TimeoutError("data connection receive timed out") from None
-            if not n:
-                eof = True
-                break
-            filled += n
+        filled, eof = conn.fill(buf) if tls else _fill_plain(conn, view)
         if filled:
             chunk = view[:filled]
             if hasher is not None:
@@ -134,6 +106,22 @@ def recv_file(conn, fd: int | None, hasher=None) -> int:
             total += filled
         if eof:
             return total
+
+
+def _fill_plain(sock: socket.socket, view: memoryview) -> tuple[int, bool]:
+    """TLSConn.fill for a plain socket: (bytes, ended).
+
+    A quarter MiB or more before touching the file or the hash: few calls per MiB."""
+    filled = 0
+    while filled < BUFSIZE // 4:
+        try:
+            n = sock.recv_into(view[filled:])
+        except BlockingIOError:
+            raise TimeoutError("data connection receive timed out") from None
+        if not n:
+            return filled, True
+        filled += n
+    return filled, False
 
 
 def _recv_splice(sock: socket.socket, fd: int) -> int:
@@ -182,14 +170,13 @@ def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
                 conn.close_notify()
             sock.shutdown(socket.SHUT_WR)
             _drain(conn, linger)
-    except (OSError, Exception):     # the peer may be gone already: closing is all that is left
+    except Exception:     # the peer may be gone already (OSError, TLS errors): closing is all that is left
         pass
     sock.close()
 
 
 def _drain(conn, seconds: float) -> None:
     """Read until the peer closes (at most seconds); seconds=0: only what has already arrived."""
-    from lab.ftps.tls import set_timeout
     sock = conn.sock if _is_tls(conn) else conn
     set_timeout(sock, seconds or 1)
     buf = bytearray(65536)
