@@ -62,3 +62,12 @@ def test_bad_arguments():
         ids(["--variants", "warp-drive"])
     with pytest.raises(SystemExit):
         ids(["--security", "ssl"])
+
+
+def test_recommend_without_running(capsys):
+    assert cli.main(["recommend", "static-filter-nat", "--no-run"]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: tls/epsv" in out and "step 3" in out and "predicted for tls/epsv: pass" in out
+    assert cli.main(["recommend", "server-nat", "--no-run"]) == 0
+    out = capsys.readouterr().out
+    assert "step 2" in out and "FAIL" in out and "tls/port" in out
