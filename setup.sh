@@ -63,8 +63,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing Python packages into .venv"
-    .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -vE '^WARNING: Location|^ *(\*|!!|with strategy|$)' || true
+    log=$(mktemp)
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >"$log" 2>&1; then
+        grep -v '^WARNING: Location' "$log" >&2
+        die "pip could not install the Python packages (its output is above)"
+    fi
+    rm -f "$log"
     .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL' \
         || die "the Python packages did not install (see pip's output above)"
     echo "$want" > "$stamp"
