@@ -141,14 +141,16 @@ class FTPClient:
                 raise FTPError("tls", f"cannot set up TLS: {exc}") from None
         return self._ctx
 
+    @property
+    def _channel(self):
+        """What carries the control channel now: the TLSConn while protected, else the TCP socket."""
+        return self.ctrl if self.ctrl is not None else self.sock
+
     def _send(self, verb: str, arg: str = "") -> None:
         line = grammar.format_command(verb, arg)
         self._note("C>S", "PASS ****" if verb == "PASS" else line.decode("utf-8", "replace").rstrip())
         try:
-            if self.ctrl is not None:
-                self.ctrl.sendall(line)
-            else:
-                self.sock.sendall(line)
+            self._channel.sendall(line)
         except (OSError, tlsmod.TLSTimeout) as exc:
             raise FTPError(self._stage_now, f"control connection lost while sending {verb}: {exc}") from None
 
@@ -160,20 +162,19 @@ class FTPClient:
 
     def read_reply(self, timeout: float | None = None) -> Reply:
         tlsmod.set_timeout(self.sock, timeout or self.cfg.INACTTIME)
+        fresh = self.ctrl is not None and self._tls_fresh
         while not self._replies:
             try:
-                chunk = self.ctrl.recv(8192) if self.ctrl is not None else self.sock.recv(8192)
+                chunk = self._channel.recv(8192)
             except (BlockingIOError, tlsmod.TLSTimeout):
                 raise FTPError(self._stage_now, "no reply from the server (timeout)") from None
             except (OSError, tlsmod.Truncated) as exc:
                 # TLS 1.3: the server checks our certificate after our side of the handshake is
                 # done, so its refusal arrives as an alert on the first read.
                 # A reset right after our handshake is the same refusal with the alert lost.
-                fresh = self.ctrl is not None and self._tls_fresh
                 stage = "tls" if fresh or "alert" in str(exc).lower() else self._stage_now
                 raise FTPError(stage, f"control connection lost: {exc}") from None
             if not chunk:
-                fresh = self.ctrl is not None and self._tls_fresh
                 raise FTPError("tls" if fresh else self._stage_now, "the server closed the control connection"
                                + (" right after the TLS handshake" if fresh else ""))
             try:

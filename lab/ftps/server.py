@@ -50,6 +50,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
 from lab.ftps import data as datapath
 from lab.ftps import grammar
 from lab.ftps import tls as tlsmod
@@ -276,21 +279,20 @@ class _Session:
         for line in lines:
             self.server.emit(self, "S>C", line)
 
+    @property
+    def _channel(self):
+        """What carries the control channel now: the TLSConn while protected, else the TCP socket."""
+        return self.ctrl if self.ctrl is not None else self.sock
+
     def _write(self, raw: bytes) -> None:
         try:
-            if self.ctrl is not None:
-                self.ctrl.sendall(raw)
-            else:
-                self.sock.sendall(raw)
+            self._channel.sendall(raw)
         except (OSError, tlsmod.TLSTimeout) as exc:
             raise _Close(f"cannot write reply: {exc}") from None
 
     def _read_some(self) -> bytes:
         try:
-            if self.ctrl is not None:
-                data = self.ctrl.recv(8192)
-            else:
-                data = self.sock.recv(8192)
+            data = self._channel.recv(8192)
         except (BlockingIOError, tlsmod.TLSTimeout):
             self.send(421, f"Timeout ({self.cfg.INACTIVE} seconds): closing control connection.")
             raise _Close("idle timeout") from None
@@ -459,8 +461,6 @@ class _Session:
             return False
         if self.cfg.SECURE_LOGIN == "REQUIRED":
             return True
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.x509.oid import NameOID
         fp = normalise_cert_key(cert.fingerprint(hashes.SHA256()).hex())
         cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         mapping = self.cfg.CERTUSERMAP
@@ -575,21 +575,22 @@ class _Session:
         self.start_tls()
         self.reset()     # RFC 4217 section 4: the client logs in again
 
-    def cmd_PBSZ(self, arg: str) -> None:
+    def _need_protected_ctrl(self, verb: str) -> None:
+        """PBSZ and PROT belong to a TLS control connection: not before AUTH, not after CCC."""
         if self.cleared:
-            raise _Refuse(503, "Command PBSZ rejected -- PBSZ not allowed after CCC")
+            raise _Refuse(503, f"Command {verb} rejected -- {verb} not allowed after CCC")
         if self.ctrl is None:
             raise _Refuse(503, "Must first establish authentication")
+
+    def cmd_PBSZ(self, arg: str) -> None:
+        self._need_protected_ctrl("PBSZ")
         if not arg.strip().isdigit():
             raise _Refuse(501, "PBSZ needs a number.")
         self.pbsz = True
         self.send(200, "PBSZ=0")
 
     def cmd_PROT(self, arg: str) -> None:
-        if self.cleared:
-            raise _Refuse(503, "Command PROT rejected -- PROT not allowed after CCC")
-        if self.ctrl is None:
-            raise _Refuse(503, "Must first establish authentication")
+        self._need_protected_ctrl("PROT")
         if not self.pbsz:
             raise _Refuse(503, "Must first issue PBSZ")
         level = arg.strip().upper()
@@ -819,13 +820,6 @@ class _Session:
         raise _Refuse(425, f"Can't open passive connection: all PASSIVEDATAPORTS ({low},{high}) are busy.")
 
     # -- data connections
-    def _ctrl_pending(self) -> bool:
-        """Did the client send something (or close) while we wait for the data connection?"""
-        if self._buf or (self.ctrl is not None and self.ctrl.conn.pending()):
-            return True
-        r, _, _ = select.select([self.sock], [], [], 0)
-        return bool(r)
-
     def _wait(self, sock: socket.socket, write: bool, deadline: float) -> bool:
         """Wait for sock, but give up early when the control connection speaks or closes."""
         while True:
@@ -940,20 +934,18 @@ class _Session:
         finally:
             worker.join()
             os.close(done)
-        if aborted:
+        exc = outcome.get("exc")
+        if aborted or exc is not None:
             datapath.finish(conn, clean=False)
+        if aborted:
             self.send(426, "Connection closed; transfer aborted.")
             self.send(226, "ABOR command successful.")
             return
-        exc = outcome.get("exc")
         if isinstance(exc, tlsmod.Truncated):
-            datapath.finish(conn, clean=False)
             raise _Refuse(426, "Data connection closed without TLS close_notify: transfer incomplete.")
         if isinstance(exc, (OSError, TimeoutError, tlsmod.TLSTimeout)):
-            datapath.finish(conn, clean=False)
             raise _Refuse(426, f"Connection closed; transfer aborted ({exc}).")
         if exc is not None:
-            datapath.finish(conn, clean=False)
             raise exc
         n = outcome["n"]
         self.server.emit(self, "info", f"{what}: {n} bytes")
@@ -975,11 +967,7 @@ class _Session:
                     continue
                 self._buf = self._buf[len(line):]
                 self.server.emit(self, "C>S", "ABOR")
-                sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _cut(conn)
                 return True
             pending = watching and self.ctrl is not None and self.ctrl.conn.pending() > 0
             ready = [self.sock] if pending else \
@@ -990,11 +978,7 @@ class _Session:
                 try:
                     self._buf += self._read_some()
                 except _Close:
-                    sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    _cut(conn)
                     raise
 
     def cmd_RETR(self, arg: str) -> None:
@@ -1099,7 +1083,15 @@ class _Handled(_Refuse):
 
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}
-_DATA_COMMANDS = {"RETR", "STOR", "APPE", "LIST", "NLST", "MLSD"}
+
+
+def _cut(conn) -> None:
+    """Stop a data transfer at once: both directions of its TCP connection (TLS or not)."""
+    sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _unmap(ip: str) -> str:
