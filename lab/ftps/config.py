@@ -54,7 +54,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lab.errors import InputError, Problem
 
@@ -215,6 +215,7 @@ def _extension(value: Any) -> str:
 class _Spec:
     parse: Callable[[Any], Any]
     repeat: bool = False      # a file may repeat it; each line adds a value
+    optional: bool = False    # None is a value (the statement is not set)
 
 
 _COMMON: dict[str, _Spec] = {
@@ -228,7 +229,7 @@ _COMMON: dict[str, _Spec] = {
     "TLSTIMEOUT": _Spec(_number(0, 86400)),
     "TLSMECHANISM": _Spec(_keyword("FTP")),
     "CIPHERSUITE": _Spec(_cipher, repeat=True),
-    "KEYRING": _Spec(_text),
+    "KEYRING": _Spec(_text, optional=True),
     "TLSMAXVERSION": _Spec(_keyword("TLSV1.2", "TLSV1.3")),
 }
 _SERVER: dict[str, _Spec] = {
@@ -236,7 +237,7 @@ _SERVER: dict[str, _Spec] = {
     "EXTENSIONS": _Spec(_extension, repeat=True),
     "SECURE_LOGIN": _Spec(_keyword("NO_CLIENT_AUTH", "REQUIRED", "VERIFY_USER")),
     "SECURE_PASSWORD": _Spec(_keyword("REQUIRED", "OPTIONAL")),
-    "PASSIVEDATAPORTS": _Spec(_port_range),
+    "PASSIVEDATAPORTS": _Spec(_port_range, optional=True),
     "PASSIVEDATACONN": _Spec(_keyword("UNRESTRICTED", "NOREDIRECT")),
     "PORTCOMMAND": _Spec(_keyword("ACCEPT", "REJECT")),
     "PORTCOMMANDIPADDR": _Spec(_keyword("UNRESTRICTED", "NOREDIRECT")),
@@ -284,7 +285,7 @@ class _Statements:
         return sorted(cls._SPEC)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "<settings>"):
+    def from_dict(cls, values: Mapping[str, Any], source: str = "<settings>") -> Self:
         """Build from {statement: value}; keys are case-insensitive, values str or Python."""
         kwargs, problems = {}, []
         for key, value in values.items():
@@ -300,7 +301,7 @@ class _Statements:
             raise InputError(problems)
         return cls(**kwargs)
 
-    def updated(self, **statements: Any):
+    def updated(self, **statements: Any) -> Self:
         """A validated copy with the given statements (names case-insensitive) replaced."""
         merged = dataclasses.asdict(self)
         merged.update({k.upper(): v for k, v in statements.items()})
@@ -329,64 +330,25 @@ def _normalise(spec: _Spec, name: str, value: Any) -> Any:
             value = [value]
         items = tuple(spec.parse(v) for v in (value or ()))
         return frozenset(items) if name == "EXTENSIONS" else items
-    if value is None and spec.parse is _port_range:
-        return None
-    if value is None and name == "KEYRING":
+    if value is None and spec.optional:
         return None
     return spec.parse(value)
 
 
 def _unknown(name: str, cls: type) -> str:
-    other = _CLIENT if cls.SIDE == "server" else _SERVER
+    other_side, other = ("client", _CLIENT) if cls.SIDE == "server" else ("server", _SERVER)
     if name in other:
-        return f"{name} is a {('client' if cls.SIDE == 'server' else 'server')} statement, not valid for the {cls.SIDE}"
+        return f"{name} is a {other_side} statement, not valid for the {cls.SIDE}"
     return f"unknown statement {name}"
 
 
 @dataclass(frozen=True)
-class ServerConfig(_Statements):
-    """The z/OS FTP server statements the lab implements (defaults: z/OS, except as noted above)."""
+class _CommonStatements(_Statements):
+    """The statements of both sides (table _COMMON), with their defaults."""
 
-    EXTENSIONS: frozenset = frozenset(_EXTENSIONS)
-    SECURE_FTP: str = "ALLOWED"
-    SECURE_LOGIN: str = "NO_CLIENT_AUTH"
-    SECURE_PASSWORD: str = "REQUIRED"
-    SECURE_CTRLCONN: str = "CLEAR"
-    SECURE_DATACONN: str = "CLEAR"
-    SECURE_SESSION_REUSE: str = "ALLOWED"
-    TLSRFCLEVEL: str = "RFC4217"
-    TLSPORT: int = 990
-    SECUREIMPLICITZOS: bool = True
-    TLSTIMEOUT: int = 100
-    TLSMECHANISM: str = "FTP"
-    CIPHERSUITE: tuple = ()
-    KEYRING: str | None = None
-    PASSIVEDATAPORTS: tuple[int, int] | None = None
-    PASSIVEDATACONN: str = "UNRESTRICTED"
-    PORTCOMMAND: str = "ACCEPT"
-    PORTCOMMANDIPADDR: str = "UNRESTRICTED"
-    PORTCOMMANDPORT: str = "UNRESTRICTED"
-    DATATIMEOUT: int = 300
-    INACTIVE: int = 300
-    REPLYMODE: str = "ZOS"
-    TLSMAXVERSION: str = "TLSV1.2"
-    LOGINDELAY: float = 1.0
-    CERTUSERMAP: dict = field(default_factory=dict)
-    IMPLICITPROT: str = "P"
-
-    _SPEC = _SERVER
-    SIDE = "server"
-
-
-@dataclass(frozen=True)
-class ClientConfig(_Statements):
-    """The z/OS FTP client statements the lab implements."""
-
-    SECURE_MECHANISM: str = "NONE"
     SECURE_FTP: str = "ALLOWED"
     SECURE_CTRLCONN: str = "CLEAR"
     SECURE_DATACONN: str = "CLEAR"
-    SECURE_HOSTNAME: str = "OPTIONAL"
     SECURE_SESSION_REUSE: str = "ALLOWED"
     TLSRFCLEVEL: str = "RFC4217"
     TLSPORT: int = 990
@@ -396,6 +358,38 @@ class ClientConfig(_Statements):
     CIPHERSUITE: tuple = ()
     KEYRING: str | None = None
     TLSMAXVERSION: str = "TLSV1.3"
+
+
+@dataclass(frozen=True)
+class ServerConfig(_CommonStatements):
+    """The z/OS FTP server statements the lab implements (defaults: z/OS, except as noted above)."""
+
+    EXTENSIONS: frozenset = frozenset(_EXTENSIONS)
+    SECURE_LOGIN: str = "NO_CLIENT_AUTH"
+    SECURE_PASSWORD: str = "REQUIRED"
+    TLSMAXVERSION: str = "TLSV1.2"     # see "Lab statements" above: TLS 1.3 tickets vs uploads
+    PASSIVEDATAPORTS: tuple[int, int] | None = None
+    PASSIVEDATACONN: str = "UNRESTRICTED"
+    PORTCOMMAND: str = "ACCEPT"
+    PORTCOMMANDIPADDR: str = "UNRESTRICTED"
+    PORTCOMMANDPORT: str = "UNRESTRICTED"
+    DATATIMEOUT: int = 300
+    INACTIVE: int = 300
+    REPLYMODE: str = "ZOS"
+    LOGINDELAY: float = 1.0
+    CERTUSERMAP: dict = field(default_factory=dict)
+    IMPLICITPROT: str = "P"
+
+    _SPEC = _SERVER
+    SIDE = "server"
+
+
+@dataclass(frozen=True)
+class ClientConfig(_CommonStatements):
+    """The z/OS FTP client statements the lab implements."""
+
+    SECURE_MECHANISM: str = "NONE"
+    SECURE_HOSTNAME: str = "OPTIONAL"
     EPSV4: bool = False
     FWFRIENDLY: bool = False
     PASSIVEIGNOREADDR: bool = False
@@ -410,7 +404,9 @@ class ClientConfig(_Statements):
 
 # -- FTP.DATA files ---------------------------------------------------------------------------
 
-def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>"):
+_BLANKS = re.compile(r"[ \t]+")     # between a statement and its value
+
+def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>") -> ServerConfig | ClientConfig:
     """Statements in FTP.DATA syntax -> ServerConfig or ClientConfig (side = "server"/"client")."""
     cls = {"server": ServerConfig, "client": ClientConfig}.get(side)
     if cls is None:
@@ -422,10 +418,7 @@ def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>"):
         line = raw.split(";", 1)[0].strip()
         if not line:
             continue
-        name, _, value = line.partition(" ")
-        if "\t" in name:
-            name, _, rest = name.partition("\t")
-            value = f"{rest} {value}"
+        name, _, value = _BLANKS.sub(" ", line, count=1).partition(" ")
         name, value = name.upper(), value.strip()
         spec = cls._SPEC.get(name)
         if spec is None:
@@ -454,7 +447,7 @@ def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>"):
         raise InputError([dataclasses.replace(p, file=source) for p in exc.problems]) from None
 
 
-def parse_ftpdata(path: str | Path, side: str = "server"):
+def parse_ftpdata(path: str | Path, side: str = "server") -> ServerConfig | ClientConfig:
     """Read an FTP.DATA-style file -> ServerConfig or ClientConfig. Errors name file:line."""
     path = Path(path)
     try:
