@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -217,13 +218,18 @@ class _Builder:
         self.problem(line, field, f"expected a mapping (key: value lines), got {_show(value)}")
         return None
 
+    def sequence(self, value: Any, line: int, field: str, what: str) -> Sequence | None:
+        """value when it is a list; else a problem saying a list of `what` was expected."""
+        if isinstance(value, Sequence):
+            return value
+        self.problem(line, field, f"expected a list of {what}, got {_show(value)}")
+        return None
+
     def keys(self, m: Mapping, field: str, allowed: set[str], required: set[str] = frozenset()) -> None:
         for key in m:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.problem(m.line_of(key), f"{field}.{key}",
-                             f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+                             f"unknown key{_did_you_mean(str(key), allowed)}; allowed: {', '.join(sorted(allowed))}")
         for key in sorted(required - set(m)):
             self.problem(m.line, field, f"missing required key {key!r}")
 
@@ -289,12 +295,15 @@ class _Builder:
         self.problem(line, field, f"bad port or port range {_show(value)} (e.g. 21 or 60000-60100)")
         return None
 
+    def port_range_at(self, m: Mapping, key: str, field: str) -> PortRange | None:
+        """m[key] as a port range, read from the text as written (see port_range)."""
+        return self.port_range(m.raw.get(key, m[key]), m.line_of(key), f"{field}.{key}")
+
     def port_list(self, m: Mapping, key: str, field: str) -> list[int] | None:
-        value = m.get(key)
-        if value is None:
+        if m.get(key) is None:
             return None
-        if not isinstance(value, Sequence):
-            self.problem(m.line_of(key), f"{field}.{key}", f"expected a list of ports, got {_show(value)}")
+        value = self.sequence(m[key], m.line_of(key), f"{field}.{key}", "ports")
+        if value is None:
             return None
         ports = [self.port(v, value.line_of(i), f"{field}.{key}[{i}]") for i, v in enumerate(value)]
         return [p for p in ports if p is not None]
@@ -376,8 +385,8 @@ class _Builder:
             node.firewall = self.firewall(node, m["firewall"], m.line_of("firewall"), f"{field}.firewall")
 
     def routes(self, node: Node, value: Any, line: int, field: str) -> None:
-        if not isinstance(value, Sequence):
-            self.problem(line, field, f"expected a list of {{to: PREFIX, via: ADDRESS}}, got {_show(value)}")
+        value = self.sequence(value, line, field, "{to: PREFIX, via: ADDRESS}")
+        if value is None:
             return
         seen = {r.destination: line for r in node.routes}
         for i, item in enumerate(value):
@@ -412,7 +421,7 @@ class _Builder:
             self.problem(line, field, f"next hop {via} is not on a subnet connected to {node.name} "
                                       f"(its subnets: {have})")
             return False
-        if not any(i.address.ip == via for n in self.nodes.values() for i in n.interfaces):
+        if self.owner(via) is None:
             if not any(a.ip == via for _, a in self.claimed):
                 self.problem(line, field, f"next hop {via}: no node has this address")
             return False
@@ -420,9 +429,8 @@ class _Builder:
 
     # links and addresses --------------------------------------------------------------------
     def links(self, value: Any, line: int) -> list[Link]:
-        if not isinstance(value, Sequence):
-            self.problem(line, "links", f"expected a list of links ({{nodeA: ADDR/LEN, nodeB: ADDR/LEN}}), "
-                                        f"got {_show(value)}")
+        value = self.sequence(value, line, "links", "links ({nodeA: ADDR/LEN, nodeB: ADDR/LEN})")
+        if value is None:
             return []
         links: list[Link] = []
         pairs: dict[frozenset, int] = {}
@@ -442,9 +450,8 @@ class _Builder:
                 if address is not None:
                     self.claimed.append((end, address))
                 if end not in self.nodes:
-                    close = difflib.get_close_matches(end, self.nodes, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    self.problem(m.line_of(end), f"{field}.{end}", f"unknown node {end!r}{hint}")
+                    self.problem(m.line_of(end), f"{field}.{end}",
+                                 f"unknown node {end!r}{_did_you_mean(end, self.nodes)}")
                     continue
                 self.linked.add(end)
                 if address is not None:
@@ -481,6 +488,10 @@ class _Builder:
             self.problem(line, field, f"{address.ip} is the {which} address of {net}")
             return None
         return address
+
+    def owner(self, ip: ipaddress.IPv4Address) -> Node | None:
+        """The node with this address on one of its interfaces (links with problems add none)."""
+        return next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == ip), None)
 
     def add_interface(self, node: str, address: ipaddress.IPv4Interface, peer: str) -> str:
         n = self.nodes[node]
@@ -551,8 +562,8 @@ class _Builder:
         return nat if outside is not None else None
 
     def forwards(self, node: Node, outside: str, value: Any, line: int, field: str) -> list[PortForward]:
-        if not isinstance(value, Sequence):
-            self.problem(line, field, f"expected a list of {{proto, ports, to}}, got {_show(value)}")
+        value = self.sequence(value, line, field, "{proto, ports, to}")
+        if value is None:
             return []
         inside = self.inside_nodes(node, outside)
         result: list[PortForward] = []
@@ -563,17 +574,17 @@ class _Builder:
                 continue
             self.keys(m, where, FORWARD_KEYS, {"ports", "to"})
             proto = self.string(m, "proto", where, {"tcp", "udp"}) if "proto" in m else "tcp"
-            ports = self.port_range(m.raw.get("ports", m["ports"]), m.line_of("ports"), f"{where}.ports") if "ports" in m else None
+            ports = self.port_range_at(m, "ports", where) if "ports" in m else None
             to = self.address(m["to"], m.line_of("to"), f"{where}.to") if "to" in m else None
             to_ports = ports
             if "to_ports" in m:
-                to_ports = self.port_range(m.raw.get("to_ports", m["to_ports"]), m.line_of("to_ports"), f"{where}.to_ports")
+                to_ports = self.port_range_at(m, "to_ports", where)
                 if ports and to_ports and to_ports.high - to_ports.low != ports.high - ports.low:
                     self.problem(m.line_of("to_ports"), f"{where}.to_ports",
                                  f"{to_ports} is not the same size as ports {ports}")
                     to_ports = None
             if to is not None:
-                owner = next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == to), None)
+                owner = self.owner(to)
                 if owner is None:
                     if not any(a.ip == to for _, a in self.claimed):   # else its link is reported
                         self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
@@ -657,8 +668,8 @@ class _Builder:
         return path
 
     def rules(self, node: Node, value: Any, line: int, field: str) -> list[FilterRule]:
-        if not isinstance(value, Sequence):
-            self.problem(line, field, f"expected a list of rules, got {_show(value)}")
+        value = self.sequence(value, line, field, "rules")
+        if value is None:
             return []
         rules = []
         for i, item in enumerate(value):
@@ -681,7 +692,7 @@ class _Builder:
                     if proto not in ("tcp", "udp"):
                         self.problem(m.line_of(key), f"{where}.{key}", f"ports need proto tcp or udp, not {proto}")
                         continue
-                    setattr(rule, key, self.port_range(m.raw.get(key, m[key]), m.line_of(key), f"{where}.{key}"))
+                    setattr(rule, key, self.port_range_at(m, key, where))
             for key in ("in_interface", "out_interface"):
                 if key in m:
                     setattr(rule, key, self.resolve_interface(node, m[key], m.line_of(key), f"{where}.{key}"))
@@ -754,7 +765,7 @@ class _Builder:
 
     def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
         """The client dials the server itself, or a NAT router that forwards the control port to it."""
-        owner = next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == dial), None)
+        owner = self.owner(dial)
         if owner is None:
             self.problem(line, "ftp.server_address", f"{dial}: no node has this address")
             return False
@@ -817,6 +828,11 @@ class _Builder:
             for message in control_connection(topology):
                 self.problem(line, "ftp", f"the control connection cannot flow: {message} "
                                           "(check gateways, routes and port forwards)")
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _show(value: Any) -> str:
