@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab.model import PortRange
+
 #: The NFQUEUE number the dropwatch program listens on (interfaces E3).
 DROPWATCH_QUEUE = 30
 
@@ -36,3 +38,8 @@ def drop_chain(chain: str, mark: int, table: str = "filter") -> list[list[str]]:
         ["iptables", "-t", table, "-A", chain, "-j", "MARK", "--set-mark", str(mark)],
         ["iptables", "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH_QUEUE)],
     ]
+
+
+def port_match(ports: PortRange) -> str:
+    """A port range as an iptables --sport/--dport value: "21" or "60000:60100"."""
+    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firewall.observed import RuleSet, drop_chain
+from firewall.observed import RuleSet, drop_chain, port_match
 from lab.model import FilterRule, Firewall
 
 CHAIN = "ftlab-filter"
 #: Drop reasons: the default drop, and one mark per dropping rule (RULE_MARK_BASE + position).
 MARK_DEFAULT = 3
 RULE_MARK_BASE = 100
-
-
-def _ports(ports) -> str:
-    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"
 
 
 def match_args(rule: FilterRule) -> list[str]:
@@ -47,13 +43,14 @@ def match_args(rule: FilterRule) -> list[str]:
     if rule.out_interface:
         args += ["-o", rule.out_interface]
     if rule.sport is not None:
-        args += ["--sport", _ports(rule.sport)]
+        args += ["--sport", port_match(rule.sport)]
     if rule.dport is not None:
-        args += ["--dport", _ports(rule.dport)]
+        args += ["--dport", port_match(rule.dport)]
     return args
 
 
 def describe(rule: FilterRule, position: int) -> str:
+    """The rule as a drop reason and an iptables comment names it."""
     where = f" (line {rule.line})" if rule.line else ""
     what = f": {rule.comment}" if rule.comment else ""
     return f"static filter rule {position}{where}{what}"

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from firewall.observed import RuleSet, drop_chain
+from firewall.observed import RuleSet, drop_chain, port_match
 from lab.model import Nat, Node, PortForward
+from lab.topo import RFC1918
 
 #: Drop reasons (nfmark values) used by the rules in this module.
 MARK_UNSOLICITED = 1
@@ -23,18 +24,15 @@ MARK_PRIVATE_DESTINATION = 2
 UNSOLICITED_CHAIN = "ftlab-nat-unsolicited"
 PRIVATE_CHAIN = "ftlab-private-dst"
 
-PRIVATE_NETWORKS = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+PRIVATE_NETWORKS = RFC1918     # the same list the topology loader checks the internet with
 
 
 def outside_interface(node: Node, nat: Nat) -> ipaddress.IPv4Interface:
+    """The address of the NAT's outside interface (what masquerade and port forwards use)."""
     for intf in node.interfaces:
         if intf.name == nat.outside:
             return intf.address
     raise ValueError(f"{node.name}: NAT outside interface {nat.outside!r} is not one of its interfaces")
-
-
-def _ports(ports) -> str:
-    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"
 
 
 def dnat_target(fwd: PortForward) -> str:
@@ -57,11 +55,11 @@ def nat_rules(node: Node) -> RuleSet:
     if nat.masquerade:
         rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-j", "MASQUERADE"])
     for fwd in nat.forwards:
-        if len(range(fwd.ports.low, fwd.ports.high + 1)) != len(range(fwd.to_ports.low, fwd.to_ports.high + 1)):
+        if fwd.ports.high - fwd.ports.low != fwd.to_ports.high - fwd.to_ports.low:
             raise ValueError(f"{node.name}: forward {fwd.ports} -> {fwd.to_ports}: ranges differ in size")
         rules.append([
             "iptables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(outside.ip),
-            "-p", fwd.proto, "--dport", _ports(fwd.ports), "-j", "DNAT", "--to-destination", dnat_target(fwd),
+            "-p", fwd.proto, "--dport", port_match(fwd.ports), "-j", "DNAT", "--to-destination", dnat_target(fwd),
         ])
     # A connection that starts outside and was not port-forwarded has nowhere to go: to the
     # router itself (INPUT) or, if someone routes a private address here, through it (FORWARD).
