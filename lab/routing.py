@@ -51,12 +51,12 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
     node = topology.nodes[start]
     result = Trace(hops=[node.name], source=None)
     for _ in range(max_hops):
-        if any(i.address.ip == dst for i in node.interfaces):
+        if _owns(node, dst):
             translated = _translate(node, dst, port, reply_to)
             if translated is None:
                 return result
             dst, port = translated
-            if any(i.address.ip == dst for i in node.interfaces):
+            if _owns(node, dst):
                 return result
         hop = next_hop(node, dst)
         if hop is None:
@@ -70,10 +70,10 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
             result.snat[(node.name, egress.address.ip)] = result.source
             result.source = egress.address.ip
         peer = topology.nodes[egress.peer]
-        if not any(i.address.ip == via for i in peer.interfaces):
+        if not _owns(peer, via):
             result.problem = f"at {node.name}: next hop {via} does not exist on {egress.name}'s link"
             return result
-        if peer.kind == "host" and not any(i.address.ip == dst for i in peer.interfaces):
+        if peer.kind == "host" and not _owns(peer, dst):
             result.problem = f"at {node.name}: {dst} is routed to host {peer.name}, which does not forward"
             result.hops.append(peer.name)
             return result
@@ -81,6 +81,10 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
         result.hops.append(node.name)
     result.problem = f"routing loop: {' → '.join(result.hops[-6:])}"
     return result
+
+
+def _owns(node: Node, ip: IPv4Address) -> bool:
+    return any(i.address.ip == ip for i in node.interfaces)
 
 
 def _translate(node: Node, dst: IPv4Address, port: int | None,

@@ -49,9 +49,12 @@ def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+def _save(issued: Issued, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> Issued:
+    """The key first, private from its first byte; then the certificate that names it."""
+    _write(issued.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                         serialization.NoEncryption()), 0o600)
+    _write(issued.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return issued
 
 
 def _load(issued: Issued) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
@@ -82,9 +85,7 @@ def init_ca(directory: str | Path, name: str = "FTPS Lab CA", days: int = 3650) 
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    _write(issued.key, _key_pem(key), 0o600)
-    _write(issued.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return issued
+    return _save(issued, cert, key)
 
 
 def issue(directory: str | Path, name: str, *, client: bool = False, ips: Iterable[str] = (),
@@ -111,10 +112,7 @@ def issue(directory: str | Path, name: str, *, client: bool = False, ips: Iterab
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    issued = Issued(d / f"{name}.pem", d / f"{name}.key")
-    _write(issued.key, _key_pem(key), 0o600)
-    _write(issued.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return issued
+    return _save(Issued(d / f"{name}.pem", d / f"{name}.key"), cert, key)
 
 
 def issue_server(directory: str | Path, name: str, ips: Iterable[str] = (), dns: Iterable[str] = (),
