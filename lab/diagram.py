@@ -37,6 +37,7 @@ def role(node: Node) -> str:
 
 
 def device_label(node: Node) -> str:
+    """The node's name and, for a device, what it does (NAT forwards and ALG, filter rules)."""
     lines = [node.name]
     if node.nat:
         what = ["NAT"]
@@ -88,10 +89,8 @@ def draw(topology: Topology, out: Path | str) -> Path:
         nx.draw_networkx_nodes(g, pos, nodelist=names, node_shape=shape, node_size=1500, ax=ax,
                                node_color=[COLOURS[role(topology.nodes[n])] for n in names],
                                edgecolors="black")
-    path_edges = set()
     hops = [topology.ftp.client, *topology.path(), topology.ftp.server]
-    for a, b in zip(hops, hops[1:], strict=False):
-        path_edges.add(frozenset((a, b)))
+    path_edges = {frozenset(pair) for pair in zip(hops, hops[1:], strict=False)}
     nx.draw_networkx_edges(g, pos, ax=ax, node_size=1500,
                            width=[3.0 if frozenset(e) in path_edges else 1.0 for e in g.edges])
     labels = {n: device_label(node) for n, node in topology.nodes.items()}

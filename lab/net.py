@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -181,6 +182,7 @@ class LabNet:
         return proc
 
     def address(self, node: str) -> IPv4Address:
+        """The node's first address (lab.model.Topology.address_of)."""
         return self.topology.address_of(node)
 
     # -- building --------------------------------------------------------------------------
@@ -215,8 +217,7 @@ class LabNet:
 
     def _configure(self, node: Node) -> None:
         """Addresses, routes and sysctls, one checked `ip -batch` per node."""
-        sysctls = ROUTER_SYSCTLS if node.kind == "router" else HOST_SYSCTLS
-        self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in sysctls.items())])
+        self._sysctl(node, ROUTER_SYSCTLS if node.kind == "router" else HOST_SYSCTLS)
         lines = ["link set lo up"]
         for intf in node.interfaces:
             lines += [f"link set {intf.name} up", f"addr add {intf.address} dev {intf.name}"]
@@ -224,6 +225,10 @@ class LabNet:
             dest = "default" if route.destination.prefixlen == 0 else str(route.destination)
             lines.append(f"route add {dest} via {route.via}")
         self.run(node.name, ["ip", "-batch", "-"], input="\n".join(lines) + "\n")
+
+    def _sysctl(self, node: Node, values: dict[str, str]) -> None:
+        """Namespace sysctls of one node, in one checked call."""
+        self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())])
 
     def _program(self, node: Node) -> None:
         """Kernel NAT and filters (this module's), then the device programs (nat/, firewall/)."""
@@ -269,7 +274,7 @@ class LabNet:
 
     def _start_device(self, node: Node, name: str, setup) -> None:
         if setup.sysctls:
-            self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in setup.sysctls.items())])
+            self._sysctl(node, setup.sysctls)
         for argv in setup.iptables:
             self.run(node.name, argv)
         if setup.argv is None:
@@ -336,8 +341,6 @@ def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:
 
 def restore_error(path: Path, stderr: str) -> str:
     """iptables-restore's complaint as "FILE:LINE: the line: reason"."""
-    import re
-
     found = re.search(r"(?:line:? )(\d+)", stderr)
     reason = next((ln for ln in stderr.splitlines() if ln and not ln.startswith(("Error occurred", "Try `"))),
                   "").split("): ", 1)[-1]

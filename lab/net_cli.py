@@ -57,19 +57,22 @@ def progress(message: str) -> None:
     print(f"ftlab: {message}", file=sys.stderr, flush=True)
 
 
-def _load(name: str) -> Topology:
+def _load_in_sandbox(name: str) -> Topology:
+    """The topology, loaded inside a sandbox: this command re-runs itself in one first.
+
+    The file is checked before that too, so a bad one is reported at once (and without root)."""
+    from lab.sandbox import ensure_sandbox
     from lab.topo import load
 
+    load(name)
+    ensure_sandbox()
     return load(name)
 
 
 # -- shell --------------------------------------------------------------------------------------
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from lab.sandbox import ensure_sandbox
-
-    _load(args.topology)    # a bad file is reported before anything else (and without root)
-    ensure_sandbox()
+    topo = _load_in_sandbox(args.topology)
     from mininet.cli import CLI
 
     from lab.net import LabNet
@@ -78,7 +81,6 @@ def cmd_shell(args: argparse.Namespace) -> int:
         # Node names such as nat-c contain '-': let the command word include it.
         identchars = CLI.identchars + "-"
 
-    topo = _load(args.topology)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"ftlab-{topo.name}-"))
     progress(f"bringing up {topo.name} (workdir {workdir}) ...")
     try:
@@ -139,13 +141,9 @@ def measure(net, port: int, seconds: float, reverse: bool) -> float:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from lab.sandbox import ensure_sandbox
-
-    _load(args.topology)
-    ensure_sandbox()
+    topo = _load_in_sandbox(args.topology)
     from lab.net import LabNet
 
-    topo = _load(args.topology)
     port = baseline_port(topo)
     workdir = Path(tempfile.mkdtemp(prefix=f"ftlab-baseline-{topo.name}-"))
     progress(f"bringing up {topo.name} (kernel data path, no device programs) ...")

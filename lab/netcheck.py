@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ LISTENING = "LISTENING"
 
 
 def serve(ports: list[int]) -> None:
+    """Listen on every port; tell each peer the address it came from (what NAT made of it)."""
     socks = []
     for port in ports:
         s = socket.socket()
@@ -80,8 +83,6 @@ def connect_all(targets: list[tuple[str, int]], timeout: float, sport: int = 0) 
 @contextlib.contextmanager
 def listening(net, node: str, ports: list[int], ready_timeout: float = 5.0) -> Iterator[None]:
     """Run a listener in `node` on `ports` for the duration of the block."""
-    import subprocess
-
     proc = net.popen(node, [sys.executable, "-m", "lab.netcheck", "listen", *map(str, ports)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -96,14 +97,13 @@ def listening(net, node: str, ports: list[int], ready_timeout: float = 5.0) -> I
 
 
 def _readline(proc, timeout: float) -> str:
-    import select
-
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline() if ready else ""
 
 
 def connect(net, node: str, targets: list[tuple[str, int]], timeout: float = 1.0,
             sport: int = 0) -> list[dict]:
+    """try_connect() from inside `node` to every target (in parallel; see connect_all)."""
     argv = [sys.executable, "-m", "lab.netcheck", "connect", "--timeout", str(timeout), "--sport", str(sport),
             *(f"{a}:{p}" for a, p in targets)]
     done = net.run(node, argv, timeout=timeout + 10)

@@ -19,6 +19,8 @@ touches a namespace, and a crashed test leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ INTERRUPT_GRACE = 10.0
 
 
 def in_sandbox() -> bool:
+    """Is this process inside a lab sandbox (started by run_sandboxed)?"""
     return bool(os.environ.get(ENV_MARKER))
 
 
@@ -92,9 +96,9 @@ class RunState:
     def write(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "start": self.start, "owner": self.owner,
-                                   "owner_start": self.owner_start, "argv": self.argv,
-                                   "created": self.created, "tmpdir": self.tmpdir}))
+        fields = dataclasses.asdict(self)
+        del fields["path"]
+        tmp.write_text(json.dumps(fields))
         tmp.replace(self.path)
 
     def alive(self) -> bool:
@@ -147,8 +151,6 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
 def _on_sigterm_exit():
     """While a sandbox runs, SIGTERM ends this process through `finally` (which stops the
     sandbox) instead of leaving the sandbox orphaned. Returns the previous handler."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return None
 
@@ -250,8 +252,6 @@ def call_in_sandbox(file: str | Path, function: str, *args: Any, timeout: float 
 
 
 def _call_main(file: str, function: str, args_json: str) -> int:
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(f"sandboxed_{Path(file).stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
