@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,15 @@ class _Builder:
         self.problem(line, field, f"expected a list of {what}, got {_show(value)}")
         return None
 
+    def mappings(self, value: Any, line: int, field: str, what: str) -> Iterator[tuple[str, Mapping]]:
+        """(field, item) for each item of a list of mappings; a problem for anything else."""
+        items = self.sequence(value, line, field, what)
+        for i, item in enumerate(items or []):
+            where = f"{field}[{i}]"
+            m = self.mapping(item, items.line_of(i), where)
+            if m is not None:
+                yield where, m
+
     def keys(self, m: Mapping, field: str, allowed: set[str], required: set[str] = frozenset()) -> None:
         for key in m:
             if key not in allowed:
@@ -385,15 +394,8 @@ class _Builder:
             node.firewall = self.firewall(node, m["firewall"], m.line_of("firewall"), f"{field}.firewall")
 
     def routes(self, node: Node, value: Any, line: int, field: str) -> None:
-        value = self.sequence(value, line, field, "{to: PREFIX, via: ADDRESS}")
-        if value is None:
-            return
         seen = {r.destination: line for r in node.routes}
-        for i, item in enumerate(value):
-            where = f"{field}[{i}]"
-            m = self.mapping(item, value.line_of(i), where)
-            if m is None:
-                continue
+        for where, m in self.mappings(value, line, field, "{to: PREFIX, via: ADDRESS}"):
             self.keys(m, where, ROUTE_KEYS, ROUTE_KEYS)
             if "to" not in m or "via" not in m:
                 continue
@@ -429,16 +431,9 @@ class _Builder:
 
     # links and addresses --------------------------------------------------------------------
     def links(self, value: Any, line: int) -> list[Link]:
-        value = self.sequence(value, line, "links", "links ({nodeA: ADDR/LEN, nodeB: ADDR/LEN})")
-        if value is None:
-            return []
         links: list[Link] = []
         pairs: dict[frozenset, int] = {}
-        for i, item in enumerate(value):
-            field = f"links[{i}]"
-            m = self.mapping(item, value.line_of(i), field)
-            if m is None:
-                continue
+        for field, m in self.mappings(value, line, "links", "links ({nodeA: ADDR/LEN, nodeB: ADDR/LEN})"):
             if len(m) != 2:
                 self.problem(m.line, field, f"a link joins exactly two nodes ({{nodeA: ADDR/LEN, nodeB: "
                                             f"ADDR/LEN}}), this one names {len(m)}")
@@ -562,16 +557,9 @@ class _Builder:
         return nat if outside is not None else None
 
     def forwards(self, node: Node, outside: str, value: Any, line: int, field: str) -> list[PortForward]:
-        value = self.sequence(value, line, field, "{proto, ports, to}")
-        if value is None:
-            return []
         inside = self.inside_nodes(node, outside)
         result: list[PortForward] = []
-        for i, item in enumerate(value):
-            where = f"{field}[{i}]"
-            m = self.mapping(item, value.line_of(i), where)
-            if m is None:
-                continue
+        for where, m in self.mappings(value, line, field, "{proto, ports, to}"):
             self.keys(m, where, FORWARD_KEYS, {"ports", "to"})
             proto = self.string(m, "proto", where, {"tcp", "udp"}) if "proto" in m else "tcp"
             ports = self.port_range_at(m, "ports", where) if "ports" in m else None
@@ -668,15 +656,8 @@ class _Builder:
         return path
 
     def rules(self, node: Node, value: Any, line: int, field: str) -> list[FilterRule]:
-        value = self.sequence(value, line, field, "rules")
-        if value is None:
-            return []
         rules = []
-        for i, item in enumerate(value):
-            where = f"{field}[{i}]"
-            m = self.mapping(item, value.line_of(i), where)
-            if m is None:
-                continue
+        for where, m in self.mappings(value, line, field, "rules"):
             self.keys(m, where, RULE_KEYS, {"action"})
             action = self.string(m, "action", where, set(ACTIONS))
             proto = self.string(m, "proto", where, {"tcp", "udp", "icmp", "any"}) if "proto" in m else "tcp"
