@@ -124,6 +124,8 @@ class FTPClient:
         self._no_epsv = False
         self.last_result: TransferResult | None = None
         self.tls_info: dict = {}
+        self._stage_now = "connect"     # the STAGES entry a failure now belongs to
+        self._tls_fresh = False         # TLS just established, nothing read through it yet
 
     # -- plumbing
     def _note(self, direction: str, line: str) -> None:
@@ -153,9 +155,6 @@ class FTPClient:
             self._channel.sendall(line)
         except (OSError, tlsmod.TLSTimeout) as exc:
             raise FTPError(self._stage_now, f"control connection lost while sending {verb}: {exc}") from None
-
-    _stage_now = "connect"
-    _tls_fresh = False      # TLS just established, nothing read through it yet
 
     def _ctrl_buffered(self) -> bool:
         return bool(self._replies) or (self.ctrl is not None and self.ctrl.conn.pending() > 0)

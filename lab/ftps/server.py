@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
@@ -240,6 +241,8 @@ class _Session:
         self._buf = b""
         self._skip_line = False
         self._aborted = False
+        # The client certificate of the TLS session CCC ended: it still identifies the user.
+        self._cert_before_ccc: x509.Certificate | None = None
         self.reset()
 
     # -- state
@@ -466,8 +469,6 @@ class _Session:
         mapping = self.cfg.CERTUSERMAP
         mapped = mapping.get(fp) or next((mapping[c] for c in cns if c in mapping), None)
         return mapped == user
-
-    _cert_before_ccc = None
 
     def cmd_PASS(self, arg: str) -> None:
         if self.user is None:
