@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from types import ModuleType
 
 from firewall.observed import RuleSet
 from firewall.static import filter_rules, restore_argv
@@ -59,7 +60,7 @@ class Program:
     ready: Callable[[str, str], bool]     # ready(stdout text, stderr text)
 
 
-def device_module(name: str):
+def device_module(name: str) -> ModuleType:
     """Import a device program's module lazily: the devices may be built after the network."""
     try:
         return importlib.import_module(name)

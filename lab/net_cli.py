@@ -17,9 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.errors import LabError
 from lab.model import Topology
+
+if TYPE_CHECKING:                 # Mininet is imported only inside the sandbox
+    from lab.net import LabNet
 
 IPERF_DEFAULT_PORT = 5201
 
@@ -124,7 +128,7 @@ def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None
                            "-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", str(server_ip)]
 
 
-def measure(net, port: int, seconds: float, reverse: bool) -> float:
+def measure(net: LabNet, port: int, seconds: float, reverse: bool) -> float:
     """One iperf3 run from the client to the address it dials; MB/s received."""
     topo = net.topology
     argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J"]

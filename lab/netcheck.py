@@ -24,6 +24,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:                 # run as a program inside nodes: no Mininet import there
+    from lab.net import LabNet
 
 LISTENING = "LISTENING"
 
@@ -81,7 +85,7 @@ def connect_all(targets: list[tuple[str, int]], timeout: float, sport: int = 0) 
 # -- from a LabNet ----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def listening(net, node: str, ports: list[int], ready_timeout: float = 5.0) -> Iterator[None]:
+def listening(net: LabNet, node: str, ports: list[int], ready_timeout: float = 5.0) -> Iterator[None]:
     """Run a listener in `node` on `ports` for the duration of the block."""
     proc = net.popen(node, [sys.executable, "-m", "lab.netcheck", "listen", *map(str, ports)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -101,7 +105,7 @@ def _readline(proc, timeout: float) -> str:
     return proc.stdout.readline() if ready else ""
 
 
-def connect(net, node: str, targets: list[tuple[str, int]], timeout: float = 1.0,
+def connect(net: LabNet, node: str, targets: list[tuple[str, int]], timeout: float = 1.0,
             sport: int = 0) -> list[dict]:
     """try_connect() from inside `node` to every target (in parallel; see connect_all)."""
     argv = [sys.executable, "-m", "lab.netcheck", "connect", "--timeout", str(timeout), "--sport", str(sport),

@@ -388,8 +388,8 @@ class FTPClient:
         return s
 
     def _open_data_fallback(self) -> socket.socket:
-        mode = "pasv" if self.cfg.FWFRIENDLY else "port"
-        return self._passive(mode) if mode == "pasv" else self._active(mode)
+        """z/OS after EPSV failed: FWFRIENDLY TRUE -> PASV, FALSE -> PORT."""
+        return self._passive("pasv") if self.cfg.FWFRIENDLY else self._active("port")
 
     def _active(self, mode: str) -> socket.socket:
         self._stage_now = "data-setup"

@@ -23,14 +23,23 @@ import select
 import socket
 import stat
 from collections.abc import Callable
+from typing import Protocol
 
 from lab.ftps.tls import TLSConn, set_timeout
 
 BUFSIZE = 1 << 20
 _PIPE_SIZE = 1 << 20
 
+Conn = socket.socket | TLSConn      # a data connection, plain or TLS
 
-def _is_tls(conn) -> bool:
+
+class Hasher(Protocol):
+    """hashlib's interface, as far as the data path uses it."""
+
+    def update(self, data: memoryview, /) -> None: ...
+
+
+def _is_tls(conn: Conn) -> bool:
     return isinstance(conn, TLSConn)
 
 
@@ -40,7 +49,7 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-def send_file(conn, fd: int, offset: int = 0, hasher=None) -> int:
+def send_file(conn: Conn, fd: int, offset: int = 0, hasher: Hasher | None = None) -> int:
     """Send the file behind fd from offset to its end."""
     if not _is_tls(conn) and hasher is None:
         sock: socket.socket = conn
@@ -58,8 +67,8 @@ def send_file(conn, fd: int, offset: int = 0, hasher=None) -> int:
     return send_stream(conn, lambda view: os.readv(fd, [view]), hasher=hasher)
 
 
-def send_stream(conn, read_into: Callable[[memoryview], int], view: memoryview | None = None,
-                hasher=None) -> int:
+def send_stream(conn: Conn, read_into: Callable[[memoryview], int], view: memoryview | None = None,
+                hasher: Hasher | None = None) -> int:
     """Send everything read_into(buffer) yields until it returns 0."""
     view = view if view is not None else memoryview(bytearray(BUFSIZE))
     total = 0
@@ -78,7 +87,7 @@ def send_stream(conn, read_into: Callable[[memoryview], int], view: memoryview |
         total += n
 
 
-def _splice_ok(fd: int | None, hasher) -> bool:
+def _splice_ok(fd: int | None, hasher: Hasher | None) -> bool:
     if fd is None or hasher is not None or not hasattr(os, "splice"):
         return False
     try:
@@ -87,7 +96,7 @@ def _splice_ok(fd: int | None, hasher) -> bool:
         return False
 
 
-def recv_file(conn, fd: int | None, hasher=None) -> int:
+def recv_file(conn: Conn, fd: int | None, hasher: Hasher | None = None) -> int:
     """Receive until the sender ends the data; write to fd (None = discard)."""
     if not _is_tls(conn) and _splice_ok(fd, hasher):
         return _recv_splice(conn, fd)
@@ -149,7 +158,7 @@ def _recv_splice(sock: socket.socket, fd: int) -> int:
         os.close(w)
 
 
-def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
+def finish(conn: Conn, clean: bool = True, linger: float = 5.0) -> None:
     """End a data connection, for sender and receiver alike.
 
     clean (the data ended normally): send close_notify on TLS (the sender's end of file; the
@@ -175,7 +184,7 @@ def finish(conn, clean: bool = True, linger: float = 5.0) -> None:
     sock.close()
 
 
-def _drain(conn, seconds: float) -> None:
+def _drain(conn: Conn, seconds: float) -> None:
     """Read until the peer closes (at most seconds); seconds=0: only what has already arrived."""
     sock = conn.sock if _is_tls(conn) else conn
     set_timeout(sock, seconds or 1)

@@ -202,7 +202,7 @@ class TLSConn:
         got = self.recv_into(buf)
         return bytes(buf[:got])
 
-    def recv_into(self, buf, nbytes: int | None = None) -> int:
+    def recv_into(self, buf: bytearray | memoryview, nbytes: int | None = None) -> int:
         """Up to nbytes (one TLS record at most). 0 = the peer sent close_notify."""
         view = memoryview(buf)
         n = len(view) if nbytes is None else min(nbytes, len(view))
@@ -247,7 +247,7 @@ class TLSConn:
                 raise _read_failure(exc) from None
         return filled, False
 
-    def sendall(self, data) -> None:
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         try:
             self.conn.sendall(data)
         except SSL.WantWriteError:
