@@ -717,6 +717,8 @@ class _Session:
         self.send(213, time.strftime("%Y%m%d%H%M%S", time.gmtime(p.stat().st_mtime)))
 
     def cmd_REST(self, arg: str) -> None:
+        if "REST_STREAM" not in self.cfg.EXTENSIONS:
+            raise _Refuse(502, "REST not enabled (EXTENSIONS REST_STREAM).")
         if not arg.strip().isdigit():
             raise _Refuse(501, "REST needs a byte offset.")
         self.rest = int(arg)
@@ -836,20 +838,27 @@ class _Session:
                 return False
 
     def _open_data(self) -> socket.socket:
-        timeout = self.cfg.DATATIMEOUT or 86400
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (self.cfg.DATATIMEOUT or 86400)
         if self.passive is not None:
-            lsock = self.passive
-            while True:
-                if not self._wait(lsock, False, deadline):
-                    raise _Refuse(425, "Can't open data connection: nothing connected.")
-                conn, peer = lsock.accept()
-                if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and peer[0] != self.peer_ip:
-                    self.server.emit(self, "info", f"PASSIVEDATACONN NOREDIRECT: closed data connection from {peer[0]}:{peer[1]}")
-                    conn.close()
-                    continue
-                self._close_passive()
-                return conn
+            return self._accept_passive(deadline)
+        return self._connect_active(deadline)
+
+    def _accept_passive(self, deadline: float) -> socket.socket:
+        """The client's connection to our passive port (PASSIVEDATACONN NOREDIRECT: from its address only)."""
+        lsock = self.passive
+        while True:
+            if not self._wait(lsock, False, deadline):
+                raise _Refuse(425, "Can't open data connection: nothing connected.")
+            conn, peer = lsock.accept()
+            if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and peer[0] != self.peer_ip:
+                self.server.emit(self, "info", f"PASSIVEDATACONN NOREDIRECT: closed data connection from {peer[0]}:{peer[1]}")
+                conn.close()
+                continue
+            self._close_passive()
+            return conn
+
+    def _connect_active(self, deadline: float) -> socket.socket:
+        """Connect to the PORT/EPRT address from the port below the control port (20 for 21) when free."""
         host, port = self.active or (self.peer_ip, self.peer_port)   # RFC 959 default data port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for src_port in (self.local_port - 1, 0):
@@ -866,16 +875,14 @@ class _Session:
             if err in (errno.EADDRNOTAVAIL, errno.EADDRINUSE) and src_port:
                 s.close()
                 continue
-            if err not in (0, errno.EINPROGRESS):
+            why = os.strerror(err) if err not in (0, errno.EINPROGRESS) else None
+            if why is None and not self._wait(s, True, deadline):
+                why = "timed out"
+            if why is None and (err := s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)):
+                why = os.strerror(err)
+            if why is not None:
                 s.close()
-                raise _Refuse(425, f"Can't open data connection to {host}:{port}: {os.strerror(err)}.")
-            if not self._wait(s, True, deadline):
-                s.close()
-                raise _Refuse(425, f"Can't open data connection to {host}:{port}: timed out.")
-            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                s.close()
-                raise _Refuse(425, f"Can't open data connection to {host}:{port}: {os.strerror(err)}.")
+                raise _Refuse(425, f"Can't open data connection to {host}:{port}: {why}.")
             s.setblocking(True)
             return s
         raise _Refuse(425, "Can't open data connection: no local port.")
@@ -932,6 +939,12 @@ class _Session:
         worker.start()
         try:
             aborted = self._watch_for_abor(done, conn)
+        except _Close:
+            # The client is gone mid-transfer: no reply can reach it, but the log must still say
+            # that this transfer is incomplete, never let it pass for a success.
+            worker.join()
+            self.server.emit(self, "info", f"426 {what}: transfer incomplete, control connection lost")
+            raise
         finally:
             worker.join()
             os.close(done)

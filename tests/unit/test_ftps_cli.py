@@ -68,16 +68,26 @@ def test_success_prints_bytes_sha_and_rate(server, pkidir, tmp_path):
     assert done.stdout.startswith(f"10000 bytes  sha256 {sha}") and "MB/s" in done.stdout
 
 
-def _unreachable_pasv_server() -> int:
-    """A scripted server whose 227 names a port where nothing listens (data-connect failure)."""
+@pytest.fixture
+def unreachable_pasv_server():
+    """A scripted server whose 227 names a port where nothing listens (data-connect failure).
+    Closed after the test: a listener left behind would count against other tests' port checks."""
     lsock = socket.create_server(("127.0.0.1", 0))
+    yield _serve_unreachable_pasv(lsock)
+    lsock.close()
+
+
+def _serve_unreachable_pasv(lsock: socket.socket) -> int:
     dead = socket.create_server(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     dead.close()
 
     def run() -> None:
         while True:                      # one session per client run
-            conn, _ = lsock.accept()
+            try:
+                conn, _ = lsock.accept()
+            except OSError:              # closed by the fixture
+                return
             conn.sendall(b"220 hi\r\n")
             for line in conn.makefile("rb"):
                 verb = line.split()[0].upper()
@@ -97,7 +107,8 @@ def _unreachable_pasv_server() -> int:
 @pytest.mark.parametrize("case, stage", [
     ("connect", "connect"), ("tls", "tls"), ("login", "login"), ("data-setup", "data-setup"),
     ("data-connect", "data-connect"), ("transfer", "transfer"), ("usage", "usage")])
-def test_each_failure_stage_has_its_exit_code_and_one_line(server, pkidir, tmp_path, case, stage):
+def test_each_failure_stage_has_its_exit_code_and_one_line(server, pkidir, tmp_path, case, stage,
+                                                            unreachable_pasv_server):
     ca = str(pkidir / "ca.pem")
     out = ["get", "-o", str(tmp_path / "x")]
     closed = socket.create_server(("127.0.0.1", 0))
@@ -108,7 +119,7 @@ def test_each_failure_stage_has_its_exit_code_and_one_line(server, pkidir, tmp_p
         "tls": [url(server), "--security", "tls", "--ca", str(pkidir / "other" / "ca.pem"), *out],
         "login": [url(server, user="alice:nope"), *out],
         "data-setup": [url(server), "--data", "port", *out],
-        "data-connect": [f"ftp://a:b@127.0.0.1:{_unreachable_pasv_server()}/f", "--data", "pasv", *out],
+        "data-connect": [f"ftp://a:b@127.0.0.1:{unreachable_pasv_server}/f", "--data", "pasv", *out],
         "transfer": [url(server, "missing.bin"), "--security", "tls", "--data", "pasv", "--ca", ca, *out],
         "usage": ["http://nowhere/f", *out],
     }[case]

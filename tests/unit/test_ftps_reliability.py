@@ -204,8 +204,9 @@ class RawSession:
 @pytest.mark.timeout(60)
 def test_passive_range_exhaustion(pkidir, root):
     lo, hi = free_port_range(10)
+    earlier = _our_listening_ports()     # listeners of other tests in this process are not this server's
     srv = start_server(pkidir, root, PASSIVEDATAPORTS=(lo, hi))
-    control = {srv.address[1]}
+    control = {srv.address[1]} | earlier
     outside: set[int] = set()
     stop = threading.Event()
 
