@@ -157,6 +157,9 @@ class FTPServer:
                             time.sleep(0.1)        # out of descriptors: let sessions end
                         continue
                     try:
+                        # Replies are small writes: without NODELAY each 226 waits for the
+                        # client's delayed ACK (~40 ms), which caps short transfers.
+                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         self._spawn(conn, implicit)
                     except Exception as exc:     # peer gone before we looked, no threads left, ...
                         log.warning("cannot start a session: %r", exc)
