@@ -1,5 +1,5 @@
 """matrix.png (observed vs predicted per cell) and throughput.png (each passing cell against the
-iperf3 baseline of its picture), drawn with matplotlib's Agg backend (no display needed)."""
+iperf3 baseline of its picture, on the same grid), drawn with matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def rows_and_columns(doc: dict) -> tuple[list[str], list[str]]:
     """Rows: picture (+variant); columns: security/data, in the order the run met them."""
     rows, cols = [], []
     for s in doc["scenarios"]:
-        row = s["topology"] + (f" +{s['variant']}" if s["variant"] else "")
+        row = _row(s)
         col = f"{s['security']}/{s['data']}"
         if row not in rows:
             rows.append(row)
@@ -33,17 +33,15 @@ def rows_and_columns(doc: dict) -> tuple[list[str], list[str]]:
     return rows, sorted(cols, key=order)
 
 
-def matrix_png(doc: dict, path: Path) -> Path:
+def _row(s: dict) -> str:
+    return s["topology"] + (f" +{s['variant']}" if s["variant"] else "")
+
+
+def _grid(doc: dict, title: str, legend: list[Patch] | None = None):
+    """A figure with one square per (row, column) of the run; returns (fig, ax, place) where
+    place(scenario) gives the square's top-left corner."""
     rows, cols = rows_and_columns(doc)
     fig, ax = plt.subplots(figsize=(max(6, 0.42 * len(cols) + 3), max(2.5, 0.42 * len(rows) + 1.6)))
-    for s in doc["scenarios"]:
-        r = rows.index(s["topology"] + (f" +{s['variant']}" if s["variant"] else ""))
-        c = cols.index(f"{s['security']}/{s['data']}")
-        ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color=COLORS[s["outcome"]]))
-        mark = "" if s["matches"] else ("!" if s["outcome"] != "error" else "?")
-        if mark:
-            ax.text(c + 0.47, r + 0.5, mark, ha="center", va="center", color="white", fontsize=10,
-                    fontweight="bold")
     ax.set_xlim(0, len(cols))
     ax.set_ylim(len(rows), 0)
     ax.set_xticks([i + 0.47 for i in range(len(cols))], cols, rotation=90, fontsize=7)
@@ -51,36 +49,55 @@ def matrix_png(doc: dict, path: Path) -> Path:
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"ftlab matrix {doc['run_id']}: observed outcome ('!' = differs from the slides' prediction)",
-                 fontsize=9)
-    ax.legend(handles=[Patch(color=v, label=k) for k, v in COLORS.items()], loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=9)
+    if legend:
+        ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+    def place(s: dict) -> tuple[int, int]:
+        return cols.index(f"{s['security']}/{s['data']}"), rows.index(_row(s))
+    return fig, ax, place
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def matrix_png(doc: dict, path: Path) -> Path:
+    fig, ax, place = _grid(
+        doc, f"ftlab matrix {doc['run_id']}: observed outcome ('!' = differs from the slides' prediction)",
+        [Patch(color=v, label=k) for k, v in COLORS.items()])
+    for s in doc["scenarios"]:
+        c, r = place(s)
+        ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color=COLORS[s["outcome"]]))
+        mark = "" if s["matches"] else ("!" if s["outcome"] != "error" else "?")
+        if mark:
+            ax.text(c + 0.47, r + 0.5, mark, ha="center", va="center", color="white", fontsize=10,
+                    fontweight="bold")
+    return _save(fig, path)
 
 
 def throughput_png(doc: dict, path: Path) -> Path:
-    cells = [s for s in doc["scenarios"] if s["outcome"] == "pass" and s.get("throughput_mbps")]
-    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(cells) + 3), 4))
-    if cells:
-        labels = [s["id"] for s in cells]
-        ax.bar(range(len(cells)), [s["throughput_mbps"] for s in cells], color="#4c72b0", label="transfer")
-        base = [s.get("baseline_mbps") or 0 for s in cells]
-        ax.plot(range(len(cells)), base, "_", color="black", markersize=8, label="iperf3 baseline (same path)")
-        ax.set_xticks(range(len(cells)), labels, rotation=90, fontsize=5)
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no passing cell with a measured throughput", ha="center", va="center")
-        ax.set_xticks([])
-    ax.set_ylabel("MB/s (log)")
-    ax.set_title("Data-connection throughput on the native data path vs iperf3", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """Each passing cell coloured by its throughput as a fraction of the iperf3 baseline of the
+    same path (measured in the same run), labelled with its MB/s; cells that did not pass are grey."""
+    fig, ax, place = _grid(
+        doc, "Data-connection MB/s on the native data path; colour = fraction of the iperf3 baseline")
+    cmap = plt.get_cmap("viridis")
+    for s in doc["scenarios"]:
+        c, r = place(s)
+        mbps, ratio = s.get("throughput_mbps"), s.get("ratio")
+        if s["outcome"] != "pass" or not mbps:
+            ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color="#dddddd"))
+            continue
+        shade = cmap(min(max(ratio or 0.0, 0.0), 1.0))
+        ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color=shade))
+        ax.text(c + 0.47, r + 0.5, f"{mbps:.0f}", ha="center", va="center", fontsize=5,
+                color="white" if (ratio or 0) < 0.6 else "black")
+    fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=cmap), ax=ax,
+                 label="throughput / iperf3", fraction=0.03)
+    return _save(fig, path)
 
 
 def write(doc: dict, out_dir: str | Path) -> list[Path]:
