@@ -77,8 +77,8 @@ class FTPError(Exception):
 class TransferResult:
     bytes: int
     sha256: str
-    seconds: float
-    mbps: float              # MB/s (10^6 bytes per second)
+    seconds: float           # the data flow: from the data connection being ready to the final reply
+    mbps: float              # MB/s (10^6 bytes per second) over those seconds
     direction: str = ""      # "get" | "put" | "ls"
     remote: str = ""
 
@@ -542,9 +542,9 @@ class FTPClient:
         regular = fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
         inline = hash_inline if hash_inline is not None else not regular
         hasher = hashlib.sha256() if inline else None
-        start = time.monotonic()
         try:
             conn, _ = self._transfer("RETR", remote, rest)
+            start = time.monotonic()     # timed: the data flow, as curl's time_total - time_pretransfer
             try:
                 n = datapath.recv_file(conn, fd, hasher)
             except tlsmod.Truncated:
@@ -575,8 +575,8 @@ class FTPClient:
         self._expect(self.command("TYPE", "I"), (200,), "transfer", "TYPE I refused")
         fd = os.open(local, os.O_RDONLY)
         try:
-            start = time.monotonic()
             conn, _ = self._transfer("APPE" if append else "STOR", remote, rest)
+            start = time.monotonic()     # timed: the data flow, not the data-connection setup
             try:
                 n = datapath.send_file(conn, fd, rest)
                 self._end_data(conn, linger=self.cfg.INACTTIME)
