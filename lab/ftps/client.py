@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import socket
 import stat
 import time
@@ -54,7 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.ftps import data as datapath
-from lab.ftps import grammar
+from lab.ftps import grammar, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
@@ -501,7 +500,7 @@ class FTPClient:
                                                f"{self.cfg.DATACONNTIME:g} s")
             watch = [listener] if early else [listener, self.sock]
             r = [self.sock] if not early and self._ctrl_buffered() else \
-                select.select(watch, [], [], left)[0]
+                waiting.select(watch, [], left)[0]
             if listener in r:
                 conn, _ = listener.accept()
                 return conn, early

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import socket
 import stat
 from collections.abc import Callable
 from typing import Protocol
 
+from lab.ftps import waiting
 from lab.ftps.tls import TLSConn, set_timeout
 
 BUFSIZE = 1 << 20
@@ -189,6 +189,6 @@ def _drain(conn: Conn, seconds: float) -> None:
     sock = conn.sock if _is_tls(conn) else conn
     set_timeout(sock, seconds or 1)
     buf = bytearray(65536)
-    while seconds or select.select([sock], [], [], 0)[0]:
+    while seconds or waiting.select([sock], [], 0)[0]:
         if not conn.recv_into(buf):
             return

@@ -42,7 +42,6 @@ import errno
 import logging
 import os
 import random
-import select
 import socket
 import stat
 import threading
@@ -55,7 +54,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from lab.ftps import data as datapath
-from lab.ftps import grammar
+from lab.ftps import grammar, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
 from lab.ftps.grammar import GrammarError, format_reply
@@ -143,7 +142,7 @@ class FTPServer:
         try:
             while not self._closed.is_set():
                 try:
-                    ready, _, _ = select.select([*socks, self._wake_r], [], [], 5)
+                    ready, _ = waiting.select([*socks, self._wake_r], [], 5)
                 except (OSError, ValueError):
                     break
                 for fd in ready:
@@ -834,7 +833,7 @@ class _Session:
                 return False
             rl = [self.sock] + ([] if write else [sock])
             wl = [sock] if write else []
-            r, w, _ = select.select(rl, wl, [], min(left, 1.0))
+            r, w = waiting.select(rl, wl, min(left, 1.0))
             if sock in r or sock in w:
                 return True
             if self.sock in r:
@@ -988,7 +987,7 @@ class _Session:
                 return True
             pending = watching and self.ctrl is not None and self.ctrl.conn.pending() > 0
             ready = [self.sock] if pending else \
-                select.select([done] + ([self.sock] if watching else []), [], [])[0]
+                waiting.select([done] + ([self.sock] if watching else []))[0]
             if done in ready:
                 return False
             if self.sock in ready:

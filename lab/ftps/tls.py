@@ -28,7 +28,6 @@ Why these choices:
 from __future__ import annotations
 
 import ipaddress
-import select
 import socket
 import struct
 from collections.abc import Iterable
@@ -37,6 +36,7 @@ from pathlib import Path
 from cryptography import x509
 from OpenSSL import SSL
 
+from lab.ftps import waiting
 from lab.ftps.config import cipher_list
 
 try:                                    # direct SSL_read into our buffer (see TLSConn.recv_into)
@@ -274,7 +274,7 @@ class TLSConn:
         """
         if notify:
             self.close_notify()
-            r, _, _ = select.select([self.sock], [], [], wait)
+            r, _ = waiting.select([self.sock], [], wait)
             if r:
                 first = self.sock.recv(1, socket.MSG_PEEK)
                 if first and 0x14 <= first[0] <= 0x17:

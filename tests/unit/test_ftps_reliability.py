@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -545,7 +546,10 @@ def test_live_fuzz_server_keeps_serving(pkidir, root):
                 list(pool.map(lambda k: _fuzz_session(srv.address, pkidir, k), range(seed, seed + 32)))
                 seed += 32
         print(f"\nfuzz: {seed} hostile sessions")
-        (root / "small.bin").write_bytes(SMALL)         # the fuzz may have deleted or renamed it
+        small = root / "small.bin"                      # the fuzz may have deleted, renamed it or
+        if small.is_dir():                              # made a directory of that name (MKD)
+            shutil.rmtree(small)
+        small.write_bytes(SMALL)
         _check_still_serving(srv, pkidir)
         assert wait_for(lambda: srv.session_count == 0, 15), f"{srv.session_count} sessions leaked"
         assert wait_for(lambda: threading.active_count() <= base_threads, 10)
