@@ -58,7 +58,7 @@ def device_label(node: Node) -> str:
 def layout(topology: Topology) -> dict[str, tuple[float, float]]:
     """Left to right by hop distance from the client; the client->server path on one line."""
     g = topology.graph()
-    on_path = [topology.ftp.client, *topology.path(), topology.ftp.server]
+    on_path = topology.hops()
     distance = nx.single_source_shortest_path_length(g, topology.ftp.client)
     pos: dict[str, tuple[float, float]] = {name: (float(i), 0.0) for i, name in enumerate(on_path)}
     rows: dict[int, int] = {}
@@ -89,7 +89,7 @@ def draw(topology: Topology, out: Path | str) -> Path:
         nx.draw_networkx_nodes(g, pos, nodelist=names, node_shape=shape, node_size=1500, ax=ax,
                                node_color=[COLOURS[role(topology.nodes[n])] for n in names],
                                edgecolors="black")
-    hops = [topology.ftp.client, *topology.path(), topology.ftp.server]
+    hops = topology.hops()
     path_edges = {frozenset(pair) for pair in zip(hops, hops[1:], strict=False)}
     nx.draw_networkx_edges(g, pos, ax=ax, node_size=1500,
                            width=[3.0 if frozenset(e) in path_edges else 1.0 for e in g.edges])

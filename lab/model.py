@@ -161,6 +161,10 @@ class Topology:
         hops = nx.shortest_path(self.graph(), src, dst)
         return hops[1:-1]
 
+    def hops(self) -> list[str]:
+        """Every node from the FTP client to the FTP server, both included."""
+        return [self.ftp.client, *self.path(), self.ftp.server]
+
     def devices_on_path(self) -> list[Node]:
         return [self.nodes[n] for n in self.path() if self.nodes[n].is_device]
 

@@ -241,7 +241,7 @@ def picture_of(topology) -> tuple[Picture, bool]:
     from lab.scenario import FilterFacts
 
     ftp = topology.ftp
-    hops = [ftp.client, *topology.path(), ftp.server]
+    hops = topology.hops()
     prange = _passive_range(ftp.server_statements)
     client_ip = topology.address_of(ftp.client)
     server_ip = topology.address_of(ftp.server)

@@ -72,7 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def format_path(topology: Topology) -> str:
     """client → nat-c (nat) → internet → server"""
-    hops = [topology.ftp.client, *topology.path(), topology.ftp.server]
+    hops = topology.hops()
     parts = []
     for name in hops:
         kinds = topology.nodes[name].device_kinds()
