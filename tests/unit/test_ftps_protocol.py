@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from ftps_fixtures import RawControl, server_pki, start_ftps_server
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
@@ -27,9 +28,7 @@ PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)      # several MiB and records, odd l
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    pki.init_ca(d)
-    pki.issue_server(d, "server", ips=["127.0.0.1"], dns=["localhost"])
+    d = server_pki(tmp_path_factory.mktemp("pki"))
     pki.issue_client(d, "alice")
     pki.issue(d, "client-old", client=True, cn="alice", expired=True)
     pki.issue_client(d / "other", "alice")
@@ -53,14 +52,8 @@ def serve(certs, root):
     servers: list[FTPServer] = []
 
     def start(**statements) -> FTPServer:
-        statements.setdefault("LOGINDELAY", 0)
-        events: list[dict] = []
-        srv = FTPServer(ServerConfig(**statements), root, {"alice": "pw", "bob": "pw2"},
-                        cert=certs / "server.pem", key=certs / "server.key", ca=certs / "ca.pem",
-                        listen=("127.0.0.1", 0), tls_listen=("127.0.0.1", 0), log=events.append)
-        srv.events = events
-        servers.append(srv.start())
-        return srv
+        servers.append(start_ftps_server(certs, root, {"alice": "pw", "bob": "pw2"}, **statements))
+        return servers[-1]
 
     threads_before = threading.active_count()
     yield start
@@ -83,21 +76,11 @@ def make_client(srv, certs, security="plain", data="pasv", cfg=None, user="alice
     return c
 
 
-class Raw:
-    """A hand-driven control connection, for input no well-behaved client sends."""
+class Raw(RawControl):
+    """A control connection for input no well-behaved client sends: lines go out as given."""
 
     def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.reader = ReplyReader()
-        self.pending: list = []
-        self.greeting = self.reply()
-
-    def reply(self):
-        while not self.pending:
-            data = self.sock.recv(65536)
-            assert data, "server closed the connection"
-            self.pending += self.reader.feed(data)
-        return self.pending.pop(0)
+        super().__init__(("127.0.0.1", port))
 
     def cmd(self, line: str | bytes):
         self.sock.sendall(line if isinstance(line, bytes) else line.encode() + b"\r\n")
@@ -106,9 +89,6 @@ class Raw:
     def login(self):
         assert self.cmd("USER alice").code == 331
         assert self.cmd("PASS pw").code == 230
-
-    def close(self):
-        self.sock.close()
 
 
 def sha(data: bytes) -> str:

@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
 
-from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
-from lab.ftps.config import ClientConfig, ServerConfig
-from lab.ftps.grammar import ReplyReader, format_command, parse_227
+from lab.ftps.config import ClientConfig
+from lab.ftps.grammar import format_command, parse_227
 from lab.ftps.peers import free_port, free_port_range, stop_process, wait_listening
 from lab.ftps.server import FTPServer
 
@@ -33,10 +33,7 @@ SMALL_SHA = hashlib.sha256(SMALL).hexdigest()
 
 @pytest.fixture(scope="module")
 def pkidir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    pki.init_ca(d)
-    pki.issue_server(d, "server", ips=["127.0.0.1"], dns=["localhost"])
-    return d
+    return server_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -48,16 +45,7 @@ def root(tmp_path) -> Path:
 
 
 def start_server(pkidir: Path, root: Path, **statements) -> FTPServer:
-    statements.setdefault("LOGINDELAY", 0)
-    events: list[dict] = []
-    srv = FTPServer(ServerConfig(**statements), root, {"alice": "pw"}, cert=pkidir / "server.pem",
-                    key=pkidir / "server.key", listen=("127.0.0.1", 0), log=events.append)
-    srv.events = events
-    return srv.start()
-
-
-def lines(srv: FTPServer) -> str:
-    return "\n".join(str(e.get("line", "")) for e in srv.events)
+    return start_ftps_server(pkidir, root, {"alice": "pw"}, ca=False, implicit=False, **statements)
 
 
 def fds() -> int:
@@ -170,26 +158,7 @@ def _our_listening_ports() -> set[int]:
     return ports
 
 
-class RawSession:
-    def __init__(self, addr):
-        self.sock = socket.create_connection(addr, timeout=10)
-        self.reader = ReplyReader()
-        self.pending = []
-        self.reply()
-
-    def reply(self):
-        while not self.pending:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.pending += self.reader.feed(chunk)
-        return self.pending.pop(0)
-
-    def cmd(self, line: str):
-        verb, _, arg = line.partition(" ")
-        self.sock.sendall(format_command(verb, arg))
-        return self.reply()
-
+class RawSession(RawControl):
     def retr(self, host: str, port: int) -> bytes:
         self.sock.sendall(format_command("RETR", "small.bin"))
         data = socket.create_connection((host, port), timeout=10)
@@ -282,7 +251,7 @@ def test_client_killed_mid_retr_is_not_a_complete_transfer(pkidir, root, tmp_pat
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         assert wait_for(lambda: srv.session_count == 0, 15)
-        text = lines(srv)
+        text = event_text(srv)
         # the server (the sender) never claims success; it aborts (426) or sees the session die
         assert "226 Transfer complete" not in text, text[-2000:]
         assert "426" in text or "session ends" in text
@@ -304,8 +273,8 @@ def test_client_killed_mid_stor_then_rest_resumes(pkidir, root, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         assert wait_for(lambda: srv.session_count == 0, 15)
-        assert "226 Transfer complete" not in lines(srv)
-        assert "426" in lines(srv)                          # TLS: truncated, reported as incomplete
+        assert "226 Transfer complete" not in event_text(srv)
+        assert "426" in event_text(srv)                          # TLS: truncated, reported as incomplete
         have = target.stat().st_size
         assert 0 < have < BIG
         with FTPClient(ClientConfig(), security="tls", data="pasv", ca=pkidir / "ca.pem") as c:
@@ -553,7 +522,7 @@ def test_live_fuzz_server_keeps_serving(pkidir, root):
         _check_still_serving(srv, pkidir)
         assert wait_for(lambda: srv.session_count == 0, 15), f"{srv.session_count} sessions leaked"
         assert wait_for(lambda: threading.active_count() <= base_threads, 10)
-        assert "session ends on an internal error" not in lines(srv), \
+        assert "session ends on an internal error" not in event_text(srv), \
             [e for e in srv.events if "internal error" in str(e.get("line"))][:3]
     finally:
         srv.close()

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
 from lab.ftps.config import ClientConfig, ServerConfig
-from lab.ftps.grammar import ReplyReader, format_command, parse_227
+from lab.ftps.grammar import format_command, parse_227
 from lab.ftps.peers import free_port, stop_process, wait_listening
 from lab.ftps.server import FTPServer
 
@@ -30,9 +31,7 @@ SECRET = "S3cret pass;word"          # a password with a space and a ';', easy t
 
 @pytest.fixture(scope="module")
 def pkidir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    pki.init_ca(d)
-    pki.issue_server(d, "server", ips=["127.0.0.1"], dns=["localhost"])
+    d = server_pki(tmp_path_factory.mktemp("pki"))
     pki.issue_client(d, "alice")
     pki.issue_client(d, "bob")
     pki.issue(d, "client-expired", client=True, cn="alice", expired=True)
@@ -57,46 +56,20 @@ def serve(pkidir, root):
     servers = []
 
     def start(**statements) -> FTPServer:
-        statements.setdefault("LOGINDELAY", 0)
-        events: list[dict] = []
-        srv = FTPServer(ServerConfig(**statements), root, {"alice": SECRET, "bob": "pw2"},
-                        cert=pkidir / "server.pem", key=pkidir / "server.key", ca=pkidir / "ca.pem",
-                        listen=("127.0.0.1", 0), log=events.append)
-        srv.events = events
-        servers.append(srv.start())
-        return srv
+        servers.append(start_ftps_server(pkidir, root, {"alice": SECRET, "bob": "pw2"}, implicit=False,
+                                         **statements))
+        return servers[-1]
 
     yield start
     for srv in servers:
         srv.close()
 
 
-class Raw:
-    def __init__(self, addr):
-        self.sock = socket.create_connection(addr, timeout=10)
-        self.reader, self.pending = ReplyReader(), []
-        self.reply()
-
-    def reply(self):
-        while not self.pending:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.pending += self.reader.feed(chunk)
-        return self.pending.pop(0)
-
-    def cmd(self, line: str):
-        verb, _, arg = line.partition(" ")
-        self.sock.sendall(format_command(verb, arg))
-        return self.reply()
+class Raw(RawControl):
+    """Logs in as alice with the secret password unless told otherwise."""
 
     def login(self, user="alice", password=SECRET):
-        self.cmd(f"USER {user}")
-        return self.cmd(f"PASS {password}")
-
-
-def event_text(srv: FTPServer) -> str:
-    return "\n".join(str(e.get("line", "")) for e in srv.events)
+        return super().login(user, password)
 
 
 # -- bounce and theft ---------------------------------------------------------------------------------

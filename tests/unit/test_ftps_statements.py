@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
-from lab.ftps.config import ClientConfig, ServerConfig
-from lab.ftps.grammar import Reply, ReplyReader, format_command, parse_227, parse_229
+from lab.ftps.config import ClientConfig
+from lab.ftps.grammar import Reply, format_command, parse_227, parse_229
 from lab.ftps.server import FTPServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,9 +29,7 @@ DATA_SHA = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture(scope="module")
 def pkidir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    pki.init_ca(d)
-    pki.issue_server(d, "server", ips=["127.0.0.1"], dns=["localhost"])
+    d = server_pki(tmp_path_factory.mktemp("pki"))
     pki.issue_server(d, "elsewhere", ips=["192.0.2.1"], dns=["elsewhere.example"])
     pki.issue_client(d, "alice")
     return d
@@ -45,14 +44,9 @@ def serve(pkidir, tmp_path):
     servers: list[FTPServer] = []
 
     def start(cert: str = "server", **statements) -> FTPServer:
-        statements.setdefault("LOGINDELAY", 0)
-        events: list[dict] = []
-        srv = FTPServer(ServerConfig(**statements), root, {"alice": "pw", "bob": "pw2"},
-                        cert=pkidir / f"{cert}.pem", key=pkidir / f"{cert}.key", ca=pkidir / "ca.pem",
-                        listen=("127.0.0.1", 0), tls_listen=("127.0.0.1", 0), log=events.append)
-        srv.events = events
+        srv = start_ftps_server(pkidir, root, {"alice": "pw", "bob": "pw2"}, cert=cert, **statements)
         srv.root_dir = root
-        servers.append(srv.start())
+        servers.append(srv)
         return srv
 
     yield start
@@ -60,22 +54,20 @@ def serve(pkidir, tmp_path):
         srv.close()
 
 
-def log_text(srv: FTPServer) -> str:
-    return "\n".join(str(e.get("line", "")) for e in srv.events)
-
-
-class Raw:
+class Raw(RawControl):
     """A hand-driven control connection: send lines, read replies, start TLS with stdlib ssl."""
 
     def __init__(self, addr, pkidir: Path, implicit_tls: bool = False, greet: bool = True):
         self.pkidir = pkidir
-        self.sock = socket.create_connection(addr, timeout=10)
-        self.reader = ReplyReader()
-        self.pending: list[Reply] = []
+        self.implicit_tls = implicit_tls
         self.session = None
-        if implicit_tls:
-            self.sock = self.context().wrap_socket(self.sock, server_hostname="localhost")
-        self.greeting = self.reply() if greet else None
+        super().__init__(addr, greet)
+
+    def open(self, addr) -> socket.socket:
+        sock = super().open(addr)
+        if self.implicit_tls:
+            sock = self.context().wrap_socket(sock, server_hostname="localhost")
+        return sock
 
     def context(self, cert: str | None = None, ciphers: str | None = None,
                 max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
@@ -87,19 +79,6 @@ class Raw:
         if max_version:
             ctx.maximum_version = max_version
         return ctx
-
-    def reply(self) -> Reply:
-        while not self.pending:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("server closed the control connection")
-            self.pending += self.reader.feed(chunk)
-        return self.pending.pop(0)
-
-    def cmd(self, line: str) -> Reply:
-        verb, _, arg = line.partition(" ")
-        self.sock.sendall(format_command(verb, arg))
-        return self.reply()
 
     def auth(self, **ctx) -> Reply:
         r = self.cmd("AUTH TLS")
@@ -117,12 +96,6 @@ class Raw:
         assert r.code == 227, r
         hp = parse_227(r.text)
         return hp.host, hp.port
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -226,7 +199,7 @@ def test_secure_login_verify_user_maps_certificate_to_user(serve, raw):
     other = raw(srv)
     other.auth(cert="client-alice")
     assert other.login("bob", "pw2").code == 530          # right password, certificate of another user
-    assert "certificate does not map" in log_text(srv)
+    assert "certificate does not map" in event_text(srv)
 
 
 @pytest.mark.parametrize("level", ["REQUIRED", "OPTIONAL"])
@@ -318,7 +291,7 @@ def test_tlsrfclevel_ccc_close_notify(serve, raw, level, notify):
         plain.settimeout(10)
     r.sock = plain
     assert r.cmd("NOOP").code == 200                   # the control connection is now clear text
-    assert ("close_notify exchanged" if notify else "no alerts") in log_text(srv)
+    assert ("close_notify exchanged" if notify else "no alerts") in event_text(srv)
 
 
 def test_tlsrfclevel_draft_has_no_ccc(serve, raw):
@@ -407,7 +380,7 @@ def test_passivedataconn_noredirect_closes_a_connection_from_another_address(ser
     while chunk := mine.recv(65536):
         body += chunk
     assert body == DATA and r.reply().code == 226
-    assert "PASSIVEDATACONN NOREDIRECT" in log_text(srv)
+    assert "PASSIVEDATACONN NOREDIRECT" in event_text(srv)
 
 
 def test_passivedataconn_unrestricted_accepts_another_address(serve, raw):
@@ -506,7 +479,7 @@ def test_client_tlsrfclevel_ccc(serve, pkidir, level, notify):
     with c:
         get_ok(c, srv)
     assert "CCC" in server_verbs(srv)
-    assert ("close_notify exchanged" if notify else "no alerts") in log_text(srv)
+    assert ("close_notify exchanged" if notify else "no alerts") in event_text(srv)
 
 
 def test_client_ccc_noop_first(serve, pkidir):
