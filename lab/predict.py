@@ -55,6 +55,11 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
     flt = picture.filter
     ann = {"pasv": "227 reply", "epsv": "229 reply", "port": "PORT command", "eprt": "EPRT command"}[data]
 
+    def no_pinhole(connection: str) -> Prediction:
+        # A dynamic filter that cannot read the announcement drops the data connection, either way.
+        return Prediction("fail", "data-connect",
+                          f"{flt.node} opens no pinhole: {dyn_blind}; it drops {connection}", flt.node)
+
     broken = client.broken_for(security, data)
     if broken:
         return Prediction("fail", "data-connect", f"{client.name}: {broken}", None)
@@ -84,9 +89,7 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
                               f"{why}: the data port is an ephemeral one and {flt.node}'s static rules drop it",
                               flt.node)
         if flt and flt.mode == "dynamic" and not dyn_reads:
-            return Prediction("fail", "data-connect",
-                              f"{flt.node} opens no pinhole: {dyn_blind}; it drops the data connection",
-                              flt.node)
+            return no_pinhole("the data connection")
         how = []
         if picture.server_nat and nat_reads:
             how.append(f"{picture.server_nat}'s ALG reads the {ann}, rewrites/maps it")
@@ -117,9 +120,7 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
                           f"{flt.node}'s static rules do not permit connections from the server's port {sport}{why}",
                           flt.node)
     if flt and flt.mode == "dynamic" and not dyn_reads:
-        return Prediction("fail", "data-connect",
-                          f"{flt.node} opens no pinhole: {dyn_blind}; it drops the server's data connection",
-                          flt.node)
+        return no_pinhole("the server's data connection")
     how = []
     if picture.client_nat:
         how.append(f"{picture.client_nat}'s ALG rewrites the {ann} to its public address and maps the port")
