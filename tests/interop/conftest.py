@@ -28,15 +28,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> peers.Certs:
     return peers.make_certs(tmp_path_factory.mktemp("certs"))
 
 
-def _serve(start: Callable[[], peers.Peer], request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
+def _serve(tool: str, start: Callable[[], peers.Peer], request: pytest.FixtureRequest,
+           root: bool = True) -> Iterator[peers.Peer]:
+    """Skip unless `tool` is there (and we are root when the server needs it), else start the peer
+    for the test and stop it afterwards."""
+    _require(tool)
+    if root:
+        _require_root()
     peer = start()
     try:
         yield peer
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(f"--- {peer.name} logs ---\n{peer.logs()}")
-        peer.stop()
+        _stop(peer, request)
+
+
+def _stop(peer: peers.Peer, request: pytest.FixtureRequest) -> None:
+    """Stop a peer; print its logs first when the test failed."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- {peer.name} logs ---\n{peer.logs()}")
+    peer.stop()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -50,40 +61,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 @pytest.fixture
 def vsftpd_explicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
     """vsftpd, explicit FTPS (AUTH TLS), TLS forced on login and data, require_ssl_reuse=YES."""
-    _require("vsftpd")
-    _require_root()
-    yield from _serve(lambda: peers.start_vsftpd(certs), request)
+    yield from _serve("vsftpd", lambda: peers.start_vsftpd(certs), request)
 
 
 @pytest.fixture
 def vsftpd_implicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
     """vsftpd with implicit_ssl=YES (and require_ssl_reuse=YES)."""
-    _require("vsftpd")
-    _require_root()
-    yield from _serve(lambda: peers.start_vsftpd(certs, implicit=True), request)
+    yield from _serve("vsftpd", lambda: peers.start_vsftpd(certs, implicit=True), request)
 
 
 @pytest.fixture
 def proftpd_explicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
     """ProFTPD + mod_tls, explicit, `TLSRequired auth+data` (so CCC is accepted after login)."""
-    _require("proftpd")
-    _require_root()
-    yield from _serve(lambda: peers.start_proftpd(certs), request)
+    yield from _serve("proftpd", lambda: peers.start_proftpd(certs), request)
 
 
 @pytest.fixture
 def proftpd_implicit(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
     """ProFTPD + mod_tls with `TLSOptions UseImplicitSSL`."""
-    _require("proftpd")
-    _require_root()
-    yield from _serve(lambda: peers.start_proftpd(certs, implicit=True), request)
+    yield from _serve("proftpd", lambda: peers.start_proftpd(certs, implicit=True), request)
 
 
 @pytest.fixture
 def pyftpdlib_tls(certs: peers.Certs, request: pytest.FixtureRequest) -> Iterator[peers.Peer]:
     """pyftpdlib, explicit FTPS with TLS required on control and data."""
-    _require("pyftpdlib")
-    yield from _serve(lambda: peers.start_pyftpdlib(certs), request)
+    yield from _serve("pyftpdlib", lambda: peers.start_pyftpdlib(certs), request, root=False)
 
 
 @pytest.fixture
@@ -98,8 +100,5 @@ def ftlab_server(certs: peers.Certs, request: pytest.FixtureRequest):
         return peer
 
     yield start
-    report = getattr(request.node, "rep_call", None)
     for peer in started:
-        if report is not None and report.failed:
-            print(f"--- {peer.name} log ---\n{peer.logs()}")
-        peer.stop()
+        _stop(peer, request)
