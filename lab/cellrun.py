@@ -216,10 +216,11 @@ def server_key(topology, spec: scenario.CellSpec) -> str:
 
 def start_any_server(net, topology, key: str, g: Group, n: int) -> ServerRun:
     info = json.loads(key)
+    from lab.endpoints import start_peer_server, terminate
+
     if info["server"] == "builtin":
         proc, log = start_server(net, topology, info["statements"], g, n)
-        return ServerRun("builtin", USER, PASSWORD, {"explicit": log, "implicit": log}, lambda: stop_server(proc))
-    from lab.endpoints import start_peer_server
+        return ServerRun("builtin", USER, PASSWORD, {"explicit": log, "implicit": log}, lambda: terminate(proc))
 
     peer = start_peer_server(info["server"], lambda argv, **kw: net.popen(topology.ftp.server, argv, **kw),
                              topology.ftp.server, info["statements"], None,
@@ -253,16 +254,6 @@ def start_server(net, topology, statements: dict, g: Group, n: int):
         time.sleep(0.05)
     proc.kill()
     raise LabError(f"the FTP server did not start in {topology.ftp.server}: {log.read_text()[-800:]}")
-
-
-def stop_server(proc) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, sha: str,

@@ -121,13 +121,18 @@ class PeerServer:
 
     def stop(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(3)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            terminate(p)
+
+
+def terminate(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it has not gone within `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _passive_range(statements: dict) -> tuple[int, int] | None:
