@@ -171,21 +171,23 @@ def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
+        _wait(proc, grace)
         stray += [p for p in descendants(proc.pid) if p not in stray]
         for pid in [proc.pid, *stray]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    _wait(proc, grace)
+    _reap(stray, grace)
+
+
+def _wait(proc: subprocess.Popen, grace: float) -> None:
+    """Wait up to `grace` seconds for the process to exit; still running is not an error here."""
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
         pass
-    _reap(stray, grace)
 
 
 def tail(path: Path, lines: int = 15) -> str:
