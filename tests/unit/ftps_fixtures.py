@@ -38,6 +38,24 @@ def start_ftps_server(pkidir: Path, root: Path, users: dict[str, str], *, cert: 
     return srv.start()
 
 
+class Servers:
+    """The servers one test starts (`start(**statements)`), all with the same root, users and PKI;
+    `close()` closes every one of them."""
+
+    def __init__(self, pkidir: Path, root: Path, users: dict[str, str], **options):
+        self.pkidir, self.root, self.users, self.options = pkidir, root, users, options
+        self.started: list[FTPServer] = []
+
+    def start(self, **statements) -> FTPServer:
+        srv = start_ftps_server(self.pkidir, self.root, self.users, **self.options, **statements)
+        self.started.append(srv)
+        return srv
+
+    def close(self) -> None:
+        for srv in self.started:
+            srv.close()
+
+
 def event_text(srv: FTPServer) -> str:
     """The server's log lines as one text, to look for what it said about a session."""
     return "\n".join(str(e.get("line", "")) for e in srv.events)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from ftps_fixtures import RawControl, server_pki, start_ftps_server
+from ftps_fixtures import RawControl, Servers, server_pki
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
@@ -49,16 +49,11 @@ def root(tmp_path):
 
 @pytest.fixture
 def serve(certs, root):
-    servers: list[FTPServer] = []
-
-    def start(**statements) -> FTPServer:
-        servers.append(start_ftps_server(certs, root, {"alice": "pw", "bob": "pw2"}, **statements))
-        return servers[-1]
-
+    servers = Servers(certs, root, {"alice": "pw", "bob": "pw2"})
     threads_before = threading.active_count()
-    yield start
-    for srv in servers:
-        srv.close()
+    yield servers.start
+    servers.close()
+    for srv in servers.started:
         assert srv.session_count == 0
     deadline = time.monotonic() + 5
     while threading.active_count() > threads_before and time.monotonic() < deadline:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
+from ftps_fixtures import RawControl, Servers, event_text, server_pki
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
@@ -53,16 +53,9 @@ def root(tmp_path) -> Path:
 
 @pytest.fixture
 def serve(pkidir, root):
-    servers = []
-
-    def start(**statements) -> FTPServer:
-        servers.append(start_ftps_server(pkidir, root, {"alice": SECRET, "bob": "pw2"}, implicit=False,
-                                         **statements))
-        return servers[-1]
-
-    yield start
-    for srv in servers:
-        srv.close()
+    servers = Servers(pkidir, root, {"alice": SECRET, "bob": "pw2"}, implicit=False)
+    yield servers.start
+    servers.close()
 
 
 class Raw(RawControl):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
+from ftps_fixtures import RawControl, Servers, event_text, server_pki
 
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
@@ -41,17 +41,9 @@ def serve(pkidir, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "data.bin").write_bytes(DATA)
-    servers: list[FTPServer] = []
-
-    def start(cert: str = "server", **statements) -> FTPServer:
-        srv = start_ftps_server(pkidir, root, {"alice": "pw", "bob": "pw2"}, cert=cert, **statements)
-        srv.root_dir = root
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.close()
+    servers = Servers(pkidir, root, {"alice": "pw", "bob": "pw2"})
+    yield servers.start                  # serve(cert="elsewhere", ...) picks another server certificate
+    servers.close()
 
 
 class Raw(RawControl):
@@ -90,6 +82,15 @@ class Raw(RawControl):
     def login(self, user: str = "alice", password: str = "pw") -> Reply:
         r = self.cmd(f"USER {user}")
         return self.cmd(f"PASS {password}") if r.code == 331 else r
+
+    def protect(self, ctx: ssl.SSLContext) -> None:
+        """AUTH TLS with `ctx` (the caller keeps it for the data connections), log in, PBSZ 0, PROT P."""
+        self.sock.sendall(format_command("AUTH", "TLS"))
+        assert self.reply().code == 234
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.login()
+        self.cmd("PBSZ 0")
+        self.cmd("PROT P")
 
     def passive(self) -> tuple[str, int]:
         r = self.cmd("PASV")
@@ -264,12 +265,7 @@ def _data_tls(r: Raw, ctx: ssl.SSLContext, reuse: bool) -> tuple[bytes, Reply, b
 def test_secure_session_reuse(serve, raw, policy, reuse, ok):
     r = raw(serve(SECURE_SESSION_REUSE=policy))
     ctx = r.context()
-    r.sock.sendall(format_command("AUTH", "TLS"))
-    assert r.reply().code == 234
-    r.sock = ctx.wrap_socket(r.sock, server_hostname="localhost")
-    r.login()
-    r.cmd("PBSZ 0")
-    r.cmd("PROT P")
+    r.protect(ctx)
     body, final, reused = _data_tls(r, ctx, reuse)
     assert (final.code == 226 and body == DATA) == ok, final
     if ok and reuse:
@@ -326,12 +322,7 @@ def test_implicitprot_default_private(serve, raw):
 def test_tlstimeout_expires_the_session_for_reuse(serve, raw):
     r = raw(serve(TLSTIMEOUT=1, SECURE_SESSION_REUSE="REQUIRED"))
     ctx = r.context(max_version=ssl.TLSVersion.TLSv1_2)   # TLS 1.2: the session is there at once
-    r.sock.sendall(format_command("AUTH", "TLS"))
-    assert r.reply().code == 234
-    r.sock = ctx.wrap_socket(r.sock, server_hostname="localhost")
-    r.login()
-    r.cmd("PBSZ 0")
-    r.cmd("PROT P")
+    r.protect(ctx)
     body, final, reused = _data_tls(r, ctx, True)
     assert final.code == 226 and reused
     time.sleep(2.2)
