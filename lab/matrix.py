@@ -12,6 +12,8 @@ it follows the groups' result files for a live progress bar and writes the repor
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -144,7 +146,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
     """Run the cells and write the report folder; returns the results document."""
-    from lab.sandbox import require_root, run_sandboxed
+    from lab.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
@@ -183,6 +185,9 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
 
     heartbeat = out / "work" / "heartbeat"
     heartbeat.touch()
+    # SIGTERM to this process alone (`kill PID`, a service manager) reaches none of the sandboxes:
+    # stop them here instead of leaving them to run on until the heartbeat goes stale.
+    previous = sigterm_as_exit()
     try:
         while pending or running:
             heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
@@ -203,8 +208,17 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         for t in running.values():
             t.join(timeout=15)
         raise
+    except SystemExit:
+        deadline = time.monotonic() + 15
+        while any(t.is_alive() for t in running.values()) and time.monotonic() < deadline:
+            stop_sandboxes_of(os.getpid())   # again: a worker may have been starting its sandbox
+            for t in running.values():
+                t.join(timeout=0.2)
+        raise
     finally:
         bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
     doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
                           scenario_file=str(scen.source), size=size, shard=shard)

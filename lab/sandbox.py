@@ -127,7 +127,7 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     state = RunState(STATE_DIR / f"{name}.json", proc.pid, start_time(proc.pid) or 0,
                      os.getpid(), start_time(os.getpid()) or 0, argv, time.time(), tmpdir)
     state.write()
-    previous = _on_sigterm_exit()
+    previous = sigterm_as_exit()
     try:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -148,7 +148,7 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
-def _on_sigterm_exit():
+def sigterm_as_exit():
     """While a sandbox runs, SIGTERM ends this process through `finally` (which stops the
     sandbox) instead of leaving the sandbox orphaned. Returns the previous handler."""
     if threading.current_thread() is not threading.main_thread():
@@ -158,6 +158,21 @@ def _on_sigterm_exit():
         raise SystemExit(128 + signum)
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def stop_sandboxes_of(owner: int) -> list[int]:
+    """SIGKILL the live sandboxes that process `owner` started (as their state files say);
+    their pids. Each one's run_sandboxed() call then returns and removes its state file."""
+    stopped = []
+    for path in sorted(STATE_DIR.glob("run-*.json")) if STATE_DIR.is_dir() else []:
+        try:
+            state = RunState.read(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if state.owner == owner and state.alive():
+            os.kill(state.pid, signal.SIGKILL)
+            stopped.append(state.pid)
+    return stopped
 
 
 def _wait_or_kill(proc: subprocess.Popen, grace: float) -> tuple[Any, Any]:
