@@ -7,7 +7,7 @@ bounded wait, none of its processes is left (looked up by pid + start time, by n
 namespace, by the sandbox marker in their environment and by the out dir in their command
 line), the root namespace's links, named netns, iptables and nft rules and sysctls are as they
 were, `ftlab clean` only has dead runs' state files to remove (no sandbox left to stop), and the
-next run works.
+next run works. SIGTERM to the runner alone stops its sandboxes before it exits.
 """
 
 from __future__ import annotations
@@ -74,72 +74,111 @@ def marked_or_naming(markers: tuple[str, ...], out: Path) -> dict[int, str]:
     return found
 
 
-def test_kill_9_of_a_running_matrix_leaves_nothing(tmp_path):
-    before = full_root_state()
-    ours = os.readlink("/proc/self/ns/net")
-    out = tmp_path / "matrix"
-    proc = subprocess.Popen(FTLAB + ["matrix", "--topologies", "client-nat", "server-nat", "--out", str(out),
-                                     "--quiet"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    # Follow the run's process tree until it is in the middle: both sandboxes up, cells done.
-    born: dict[int, int | None] = {}
-    inodes: set[str] = set()
-    states: dict[Path, dict] = {}
-    deadline = time.monotonic() + MIDDLE_TIMEOUT
-    try:
+class Run:
+    """An `ftlab matrix` on two pictures in its own process group, followed until its middle."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.proc = subprocess.Popen(FTLAB + ["matrix", "--topologies", "client-nat", "server-nat", "--out",
+                                              str(out), "--quiet"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.born: dict[int, int | None] = {}     # every process of the run seen: pid -> start time
+        self.inodes: set[str] = set()             # its network namespaces
+        self.states: dict[Path, dict] = {}        # its sandboxes' run-state files
+
+    def follow_to_the_middle(self) -> None:
+        """Sample the process tree until both sandboxes are up and cells are done."""
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + MIDDLE_TIMEOUT
         while True:
-            pids = descendants(proc.pid)
-            born.update({p: start_time(p) for p in pids if p not in born})
-            inodes |= netns_of(pids) - {ours}
-            for f in our_state_files(proc.pid):
-                states.setdefault(f, json.loads(f.read_text()))
-            if len(states) >= 2 and cells_done(out) >= MIDDLE_CELLS:
+            pids = descendants(self.proc.pid)
+            self.born.update({p: start_time(p) for p in pids if p not in self.born})
+            self.inodes |= netns_of(pids) - {ours}
+            for f in our_state_files(self.proc.pid):
+                self.states.setdefault(f, json.loads(f.read_text()))
+            if len(self.states) >= 2 and cells_done(self.out) >= MIDDLE_CELLS:
                 break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the matrix did not reach its middle (exit {proc.poll()}, {len(states)} sandboxes, "
-                            f"{cells_done(out)} cells): {proc.stderr.read1(4000).decode(errors='replace')}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"the matrix did not reach its middle (exit {self.proc.poll()}, {len(self.states)} "
+                            f"sandboxes, {cells_done(self.out)} cells): "
+                            f"{self.proc.stderr.read1(4000).decode(errors='replace')}")
             time.sleep(0.1)
-        assert len(inodes) >= 6, f"expected two sandboxes and their nodes' namespaces, saw {inodes}"
-        assert all(Path(s["tmpdir"]).is_dir() for s in states.values()), "a running sandbox has its TMPDIR"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = time.monotonic()
+        assert len(self.inodes) >= 6, f"expected two sandboxes and their nodes' namespaces, saw {self.inodes}"
+        assert all(Path(s["tmpdir"]).is_dir() for s in self.states.values()), "a running sandbox has its TMPDIR"
 
-    markers = tuple(f"{ENV_MARKER}={f.stem}" for f in states)
-    sandbox_pids = {s["pid"] for s in states.values()}
-
-    def left() -> dict[str, object]:
+    def left(self) -> dict[str, object]:
+        markers = tuple(f"{ENV_MARKER}={f.stem}" for f in self.states)
         return {k: v for k, v in {
-            "processes of the run (pid + start time)": [p for p, t in born.items() if t and start_time(p) == t],
-            "processes in the run's network namespaces": processes_in(inodes),
-            "processes marked with or naming the run": marked_or_naming(markers, out),
+            "processes of the run (pid + start time)": [p for p, t in self.born.items()
+                                                        if t and start_time(p) == t],
+            "processes in the run's network namespaces": processes_in(self.inodes),
+            "processes marked with or naming the run": marked_or_naming(markers, self.out),
         }.items() if v}
 
-    while left() and time.monotonic() - killed_at < GONE_TIMEOUT:
-        time.sleep(0.1)
-    gone_s = time.monotonic() - killed_at
-    assert not left(), f"{gone_s:.1f} s after kill -9: {left()}"
-    print(f"{len(born)} processes in {len(inodes)} namespaces of {len(states)} sandboxes gone {gone_s:.2f} s "
-          f"after kill -9 (at {cells_done(out)} cells)")
+    def wait_gone(self, since: float) -> float:
+        while self.left() and time.monotonic() - since < GONE_TIMEOUT:
+            time.sleep(0.1)
+        gone_s = time.monotonic() - since
+        assert not self.left(), f"{gone_s:.1f} s after the signal: {self.left()}"
+        print(f"{len(self.born)} processes in {len(self.inodes)} namespaces of {len(self.states)} sandboxes "
+              f"gone {gone_s:.2f} s after the signal (at {cells_done(self.out)} cells)")
+        return gone_s
+
+    def tmpdirs_left(self) -> list[str]:
+        return [s["tmpdir"] for s in self.states.values() if Path(s["tmpdir"]).exists()]
+
+
+def next_run_works(tmp_path: Path) -> None:
+    run = subprocess.run(FTLAB + ["run", "lan/plain/pasv", "--out", str(tmp_path / "after")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "SHA-256 verified" in run.stdout, run.stdout[-2000:]
+
+
+def test_kill_9_of_a_running_matrix_leaves_nothing(tmp_path):
+    before = full_root_state()
+    run = Run(tmp_path / "matrix")
+    try:
+        run.follow_to_the_middle()
+    finally:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait()
+    run.wait_gone(time.monotonic())
 
     # The runner could not remove its sandboxes' state files and TMPDIRs: clean does, and has
     # no sandbox to stop (the kernel already reaped every one).
+    sandbox_pids = {s["pid"] for s in run.states.values()}
     cleaned = subprocess.run(FTLAB + ["clean"], capture_output=True, text=True, timeout=30)
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     assert not [line for line in cleaned.stdout.splitlines() if line.startswith("stopped sandbox")
                 and int(line.split()[3].rstrip(":")) in sandbox_pids], cleaned.stdout
-    assert not our_state_files(proc.pid), "ftlab clean must remove the killed run's state files"
-    assert not [s["tmpdir"] for s in states.values() if Path(s["tmpdir"]).exists()], \
-        "ftlab clean must remove the killed run's TMPDIRs"
+    assert not our_state_files(run.proc.pid), "ftlab clean must remove the killed run's state files"
+    assert not run.tmpdirs_left(), "ftlab clean must remove the killed run's TMPDIRs"
     again = subprocess.run(FTLAB + ["clean"], capture_output=True, text=True, timeout=30)
     assert again.returncode == 0
     assert not [line for line in again.stdout.splitlines() if any(f"pid {p}:" in line for p in sandbox_pids)], \
         again.stdout
 
     assert full_root_state() == before
+    next_run_works(tmp_path)
 
-    run = subprocess.run(FTLAB + ["run", "lan/plain/pasv", "--out", str(tmp_path / "after")],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "SHA-256 verified" in run.stdout, run.stdout[-2000:]
+
+def test_sigterm_to_the_matrix_runner_alone_stops_its_sandboxes(tmp_path):
+    """`kill PID` of the runner only (its sandboxes get no signal): it stops them before it exits,
+    so nothing runs on and nothing is left for `ftlab clean`."""
+    before = full_root_state()
+    run = Run(tmp_path / "matrix")
+    try:
+        run.follow_to_the_middle()
+        run.proc.terminate()
+        assert run.proc.wait(20) == 128 + signal.SIGTERM, run.proc.stderr.read1(4000).decode(errors="replace")
+    finally:
+        os.killpg(run.proc.pid, signal.SIGKILL)   # if it did not stop, do not leave it running
+        run.proc.wait()
+    exited = time.monotonic()
+    assert not our_state_files(run.proc.pid), "the runner must remove its sandboxes' state files"
+    assert not run.tmpdirs_left(), "the runner must remove its sandboxes' TMPDIRs"
+    assert run.wait_gone(exited) < 2.0, "the sandboxes must be gone when the runner exits"
+    assert full_root_state() == before
+    next_run_works(tmp_path)
