@@ -95,6 +95,16 @@ class _LineLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.key_problems: list[tuple[int, str]] = []
 
+    def construct_object(self, node, deep=False):
+        # PyYAML's own constructors fail with ValueError, IndexError, ... (not YAMLError) on a
+        # bad explicitly tagged value such as `!!int x` or an empty `!!timestamp`.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(None, None, f"bad {tag} value ({exc})",
+                                                    node.start_mark) from None
+
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode):
     data = Mapping()
@@ -135,7 +145,12 @@ _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
 
 def read_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse YAML into Mapping/Sequence/scalars; syntax errors come back as Problems."""
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)      # checks the characters of the whole text
+    except yaml.reader.ReaderError as exc:
+        line = len((text[:exc.position] + "x").splitlines())
+        return None, [Problem(file, line, "", f"character {exc.character:#x} is not allowed in YAML "
+                                              f"(column {exc.position - text.rfind(chr(10), 0, exc.position)})")]
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -145,6 +160,8 @@ def read_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
         return None, [Problem(file, line, "", f"YAML syntax error: {what}")]
     except yaml.YAMLError as exc:
         return None, [Problem(file, 0, "", f"YAML error: {exc}")]
+    except RecursionError:
+        return None, [Problem(file, loader.get_mark().line + 1, "", "YAML nested too deeply")]
     finally:
         loader.dispose()
     return data, [Problem(file, line, "", msg) for line, msg in loader.key_problems]
@@ -178,6 +195,10 @@ def load(name_or_path: str | Path) -> Topology:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise InputError([Problem(str(path), line, "", f"not UTF-8 text (byte {exc.object[exc.start]:#04x})")]) \
+            from None
     return loads(text, str(path), source=path)
 
 
@@ -544,6 +565,8 @@ class _Builder:
                                                                          f"{_show(masquerade)}")
         # the text as written: YAML 1.1 would read a bare `off` as false
         alg = m.raw.get("alg", _show(m["alg"])) if "alg" in m else "scapy"
+        if m.get("alg") is False:      # `off`, `no`, `false` in YAML 1.1; a re-dump writes `false`
+            alg = "off"
         if alg not in ("scapy", "kernel", "off"):
             self.problem(m.line_of("alg"), f"{field}.alg", f"{alg!r} is not one of: scapy, kernel, off")
             alg = "off"
@@ -691,6 +714,8 @@ class _Builder:
         for role in ("client", "server"):
             name = self.string(m, role, "ftp")
             if name is None:
+                if role in m and m[role] is None:
+                    self.problem(m.line_of(role), f"ftp.{role}", "expected a node name, got nothing")
                 continue
             node = self.nodes.get(name)
             if node is None:
