@@ -88,7 +88,7 @@ def _number(low: float, high: float, kind: type = int) -> Callable[[Any], Any]:
             raise ValueError(f"{value!r} is not a number")
         try:
             number = kind(value) if not isinstance(value, str) else kind(value.strip())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{value!r} is not a number") from None
         if not low <= number <= high:
             raise ValueError(f"{number} is outside {low}..{high}")
@@ -326,7 +326,7 @@ def _normalise(spec: _Spec, name: str, value: Any) -> Any:
     if spec.parse is _certmap:
         return _certmap(value) if value else {}
     if spec.repeat:
-        if isinstance(value, str):
+        if isinstance(value, str) or (value is not None and not isinstance(value, Iterable)):
             value = [value]
         items = tuple(spec.parse(v) for v in (value or ()))
         return frozenset(items) if name == "EXTENSIONS" else items
