@@ -944,7 +944,6 @@ class _Session:
         except _Close:
             # The client is gone mid-transfer: no reply can reach it, but the log must still say
             # that this transfer is incomplete, never let it pass for a success.
-            worker.join()
             self.server.emit(self, "info", f"426 {what}: transfer incomplete, control connection lost")
             raise
         finally:
