@@ -2,13 +2,14 @@
 
 Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
     send_file(conn, fd, offset=0, hasher=None) -> bytes sent
-        plain: os.sendfile (zero copy); TLS: 1 MiB reads, one SSL_write per MiB
+        plain: os.sendfile (zero copy); TLS: 1 MiB reads, one SSL_write and one send() per MiB
     send_stream(conn, read_into) -> bytes sent      # any source with readinto (e.g. a listing)
     recv_file(conn, fd, hasher=None) -> bytes received
         plain without hasher: os.splice socket -> pipe -> file (zero copy) when fd is a file;
         otherwise recv_into a 1 MiB buffer and one write per MiB. fd=None discards the data.
-        TLS: TLSConn.fill - SSL_read straight into the 1 MiB buffer (one record per call, no
-        Python object per call), then one write (and hash update) per MiB.
+        TLS: TLSConn.fill - one recv() per MiB into OpenSSL's memory BIO, SSL_read straight into
+        the 1 MiB buffer (one record per call, no Python object per call), then one write (and
+        hash update) per MiB.
         A TLS connection closed without close_notify raises lab.ftps.tls.Truncated.
     finish(conn, clean=True)     # end of data: close_notify on TLS, half-close, drain, close
     BUFSIZE
@@ -71,6 +72,8 @@ def send_stream(conn: Conn, read_into: Callable[[memoryview], int], view: memory
                 hasher: Hasher | None = None) -> int:
     """Send everything read_into(buffer) yields until it returns 0."""
     view = view if view is not None else memoryview(bytearray(BUFSIZE))
+    if _is_tls(conn):
+        conn.bulk()
     total = 0
     sendall = conn.sendall
     while True:
@@ -103,6 +106,8 @@ def recv_file(conn: Conn, fd: int | None, hasher: Hasher | None = None) -> int:
     buf = bytearray(BUFSIZE)
     view = memoryview(buf)
     tls = _is_tls(conn)
+    if tls:
+        conn.bulk()
     total = 0
     while True:
         filled, eof = conn.fill(buf) if tls else _fill_plain(conn, view)

@@ -12,6 +12,7 @@ Public API
              fill(buf) -> (n, ended)   # bulk: records straight into buf until full or the end
              sendall(data), close_notify(), ccc(notify: bool), session, session_reused,
              peer_cert (cryptography x509 or None), version, cipher, sock
+             bulk()                    # data connections: memory BIOs, 1 MiB per system call
     check_hostname(cert, host) -> bool
     TLSFailure (handshake or verification failed; .reason), Truncated, TLSTimeout
 
@@ -23,6 +24,11 @@ Why these choices:
   that times out surfaces as WantRead, which TLSConn reports as TLSTimeout.
 - The data path calls SSL_read straight into the caller's buffer (no per-call allocation) and
   SSL_write with the caller's big buffer (OpenSSL cuts it into records in one call).
+- A data connection (never subject to CCC) switches to memory BIOs after its handshake (bulk):
+  through a socket BIO without read-ahead OpenSSL makes two read() calls per 16 KiB record and one
+  write() per record; with memory BIOs the lab makes one recv() and one send() per MiB. Measured on
+  loopback (2 cores, 256 MiB, median of 10): 0.56 -> 0.50 CPU-s for both ends together, +13% MB/s.
+  The cryptography wheel's OpenSSL offers no kTLS and no read-ahead control; this is the lever left.
 """
 
 from __future__ import annotations
@@ -164,6 +170,9 @@ def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = Non
     return ctx
 
 
+_BULK_NET = 1 << 20        # bytes per recv() and per send() of a bulk connection
+
+
 class TLSConn:
     """One TLS connection on one TCP socket (control or data)."""
 
@@ -171,6 +180,61 @@ class TLSConn:
         self.conn = conn
         self.sock = sock
         self._ssl = getattr(conn, "_ssl", None)
+        self._rmem = self._wmem = None       # memory BIOs, once bulk() switched the connection
+
+    def bulk(self) -> None:
+        """Move records through memory BIOs from now on (data connections only: no CCC after it).
+
+        Reads take whatever TCP has (up to 1 MiB) in one recv() and hand it to OpenSSL; writes
+        collect the records of a whole sendall() and leave in one send(). The BIOs belong to the
+        SSL object (freed with it); the socket is still ours and still carries the timeouts."""
+        if self._rmem is not None or not _FAST or self._ssl is None:
+            return
+        rmem, wmem = _lib.BIO_new(_lib.BIO_s_mem()), _lib.BIO_new(_lib.BIO_s_mem())
+        for bio in (rmem, wmem):
+            _lib.BIO_set_mem_eof_return(bio, -1)     # empty = "retry", not end of file
+        _lib.SSL_set_bio(self._ssl, rmem, wmem)
+        self._rmem, self._wmem = rmem, wmem
+        self._net = bytearray(_BULK_NET)
+        self._net_ptr = _ffi.from_buffer(self._net)
+        self._net_view = memoryview(self._net)
+
+    def _feed(self) -> None:
+        """Bulk: send what OpenSSL has written, then one recv() into the read BIO."""
+        self._flush()
+        try:
+            n = self.sock.recv_into(self._net)
+        except BlockingIOError:                      # SO_RCVTIMEO expired
+            raise TLSTimeout("timed out reading TLS") from None
+        if not n:
+            raise Truncated("connection closed without TLS close_notify")
+        _lib.BIO_write(self._rmem, self._net_ptr, n)
+
+    def _flush(self) -> None:
+        """Bulk: send every record waiting in the write BIO."""
+        while (n := _lib.BIO_read(self._wmem, self._net_ptr, len(self._net))) > 0:
+            try:
+                self.sock.sendall(self._net_view[:n])
+            except BlockingIOError:                  # SO_SNDTIMEO expired
+                raise TLSTimeout("timed out writing TLS") from None
+
+    def _read(self, ptr, n: int) -> int:
+        """One SSL_read of up to n bytes at ptr: > 0 bytes, 0 = close_notify; raises on failure."""
+        ssl = self._ssl
+        while True:
+            got = _lib.SSL_read(ssl, ptr, n)
+            if got > 0:
+                return got
+            if self._rmem is not None and _lib.SSL_get_error(ssl, got) == _lib.SSL_ERROR_WANT_READ:
+                self._feed()
+                continue
+            try:
+                self.conn._raise_ssl_error(ssl, got)
+            except SSL.ZeroReturnError:
+                return 0
+            except SSL.Error as exc:
+                raise _read_failure(exc) from None
+            return 0                                 # pragma: no cover - _raise_ssl_error always raises
 
     # -- facts about the session
     @property
@@ -206,13 +270,9 @@ class TLSConn:
         """Up to nbytes (one TLS record at most). 0 = the peer sent close_notify."""
         view = memoryview(buf)
         n = len(view) if nbytes is None else min(nbytes, len(view))
+        if _FAST and self._ssl is not None:
+            return self._read(_ffi.from_buffer(view), n)
         try:
-            if _FAST and self._ssl is not None:
-                ptr = _ffi.from_buffer(view)
-                got = _lib.SSL_read(self._ssl, ptr, n)
-                if got <= 0:
-                    self.conn._raise_ssl_error(self._ssl, got)
-                return got
             return self.conn.recv_into(view, min(n, 16384))
         except SSL.ZeroReturnError:
             return 0
@@ -233,33 +293,31 @@ class TLSConn:
                 filled += n
             return filled, False
         ptr, size, filled = _ffi.from_buffer(buf), len(buf), 0
-        ssl, read = self._ssl, _lib.SSL_read
+        read = self._read
         while filled < size:
-            got = read(ssl, ptr + filled, size - filled)
-            if got > 0:
-                filled += got
-                continue
-            try:
-                self.conn._raise_ssl_error(ssl, got)
-            except SSL.ZeroReturnError:
+            got = read(ptr + filled, size - filled)
+            if not got:
                 return filled, True
-            except SSL.Error as exc:
-                raise _read_failure(exc) from None
+            filled += got
         return filled, False
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            self.conn.sendall(data)
+            self.conn.sendall(data)      # bulk: records pile up in the write BIO, sent below
         except SSL.WantWriteError:
             raise TLSTimeout("timed out writing TLS") from None
         except SSL.Error as exc:
             raise OSError(f"TLS write: {_ssl_reason(exc)}") from None
+        if self._wmem is not None:
+            self._flush()
 
     # -- ends
     def close_notify(self) -> None:
         """Send close_notify (end of data); the TCP connection is closed by the caller."""
         try:
             self.conn.shutdown()
+            if self._wmem is not None:
+                self._flush()
         except (SSL.Error, OSError):
             pass
 
