@@ -143,7 +143,7 @@ def _payload(path: Path, size: int) -> None:
             left -= n
 
 
-def run_bench(size: int = 256 * MiB, runs: int = 3, server_host: str = peers.LOOPBACK,
+def run_bench(size: int = 256 * MiB, runs: int = 5, server_host: str = peers.LOOPBACK,
               server_popen: Popen = subprocess.Popen, client_popen: Popen = subprocess.Popen,
               tools: tuple[str, ...] = ("iperf3", "curl+vsftpd", "ftlab"),
               progress: Callable[[str], None] = lambda line: None, timeout: float = 120,
@@ -271,7 +271,7 @@ def _fmt(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.ftps.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="MiB per transfer (default 256)")
-    parser.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="runs; the median is reported (default 5)")
     parser.add_argument("--tools", default="iperf3,curl+vsftpd,ftlab", help="comma-separated subset")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
