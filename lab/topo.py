@@ -263,9 +263,14 @@ class _Builder:
         for key in sorted(required - set(m)):
             self.problem(m.line, field, f"missing required key {key!r}")
 
-    def string(self, m: Mapping, key: str, field: str, choices: set[str] | None = None) -> str | None:
+    def string(self, m: Mapping, key: str, field: str, choices: set[str] | None = None,
+               empty_ok: bool = False) -> str | None:
+        """The text at key (None when absent). `key:` with nothing after it is a problem, not a
+        default: an empty `kind:` silently becoming a host hides a typo."""
         value = m.get(key)
         if value is None:
+            if key in m and not empty_ok:
+                self.problem(m.line_of(key), f"{field}.{key}".lstrip("."), "has no value")
             return None
         if not isinstance(value, str):
             self.problem(m.line_of(key), f"{field}.{key}", f"expected text, got {_show(value)}")
@@ -310,7 +315,7 @@ class _Builder:
             port = self.port(value, line, field)
             return PortRange(port, port) if port else None
         if isinstance(value, str):
-            m = re.fullmatch(r"\s*(\d+)\s*[-:]\s*(\d+)\s*", value)
+            m = re.fullmatch(r"\s*(\d+)\s*[-:]\s*(\d+)\s*", value, re.ASCII)
             if m:
                 low, high = int(m.group(1)), int(m.group(2))
                 if not (1 <= low <= 65535 and 1 <= high <= 65535):
@@ -320,7 +325,7 @@ class _Builder:
                     self.problem(line, field, f"reversed port range {value!r} (low-high)")
                     return None
                 return PortRange(low, high)
-            if value.strip().isdigit():
+            if value.strip().isascii() and value.strip().isdigit():
                 return self.port_range(int(value), line, field)
         self.problem(line, field, f"bad port or port range {_show(value)} (e.g. 21 or 60000-60100)")
         return None
@@ -348,7 +353,7 @@ class _Builder:
             return None
         self.keys(top, "(top level)", TOP_KEYS, TOP_REQUIRED)
         name = self.string(top, "name", "") or (self.source.stem if self.source else "unnamed")
-        description = self.string(top, "description", "") or ""
+        description = self.string(top, "description", "", empty_ok=True) or ""
         if "name" in top and not NODE_NAME.match(name):
             self.problem(top.line_of("name"), "name", f"{name!r}: use lower-case letters, digits and '-'")
 
@@ -397,7 +402,7 @@ class _Builder:
         for key in ("nat", "firewall"):
             if key in m and kind == "host":
                 self.problem(m.line_of(key), f"{field}.{key}", f"only a router can do {key}; this is a host")
-        return Node(name=name, kind=kind or "host", description=self.string(m, "description", field) or "",
+        return Node(name=name, kind=kind or "host", description=self.string(m, "description", field, empty_ok=True) or "",
                     line=line)
 
     def node_body(self, node: Node, m: Mapping) -> None:
@@ -685,7 +690,7 @@ class _Builder:
             action = self.string(m, "action", where, set(ACTIONS))
             proto = self.string(m, "proto", where, {"tcp", "udp", "icmp", "any"}) if "proto" in m else "tcp"
             rule = FilterRule(action=ACTIONS.get(action or "", "drop"), proto=proto or "tcp", line=m.line,
-                              comment=self.string(m, "comment", where) or "")
+                              comment=self.string(m, "comment", where, empty_ok=True) or "")
             for key in ("src", "dst"):
                 if key in m:
                     v = m[key]

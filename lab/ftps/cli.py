@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lab.errors import InputError, LabError, Problem
+from lab.ftps.grammar import is_decimal
 
 SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
@@ -61,7 +62,7 @@ def parse_hostport(text: str, what: str, default_port: int | None = None) -> tup
         if default_port is None:
             raise InputError([Problem("<command line>", 0, what, f"{text!r} is not ADDR:PORT")])
         return (host or "0.0.0.0"), default_port
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not is_decimal(port) or not 0 <= int(port) <= 65535:
         raise InputError([Problem("<command line>", 0, what, f"{text!r}: port must be 0..65535")])
     return (host or "0.0.0.0"), int(port)
 
@@ -221,6 +222,8 @@ def _client_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     p.add_argument("--data", choices=DATA_MODES,
                    help="data-connection mode (default: the z/OS rule from --ftpdata: EPSV4 TRUE tries "
                    "EPSV first, then FWFRIENDLY TRUE = PASV, FALSE = PORT)")
+    p.add_argument("--ascii", action="store_true",
+                   help="get/put as TYPE A: CRLF line ends on the wire, LF in the local file (default TYPE I)")
     p.add_argument("--ftpdata", type=Path, metavar="FILE", help="z/OS FTP.DATA-style client statements")
     p.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate(s) to verify the server with")
     p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
@@ -311,10 +314,10 @@ def _client(args: argparse.Namespace) -> int:
                 # /dev/null: discard in memory and hash on the fly (hashing the file after would
                 # give the SHA-256 of nothing)
                 local = None if str(out) == os.devnull else ("-" if str(out) == "-" else out)
-                result = client.get(target.path, local)
+                result = client.get(target.path, local, ascii=args.ascii)
             elif args.op == "put":
                 dest = target.path if target.path and not target.path.endswith("/") else target.path + args.file.name
-                result = client.put(args.file, dest)
+                result = client.put(args.file, dest, ascii=args.ascii)
             else:
                 listing = client.ls(target.path)
                 result = client.last_result

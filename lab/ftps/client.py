@@ -6,8 +6,8 @@ Public API
                   ca=None, cert=None, key=None, verify=None, port_address=None, log=None)
     c.connect(host, port=None)      # default port 21, or TLSPORT for implicit security
     c.login(user, password)         # AUTH TLS / USER / PASS / PBSZ 0 / PROT P / CCC (+NOOP)
-    c.get(remote, local=None, rest=0, expect_sha256=None) -> TransferResult  # local None = discard
-    c.put(local, remote, rest=0) -> TransferResult
+    c.get(remote, local=None, rest=0, expect_sha256=None, ascii=False) -> TransferResult  # local None = discard
+    c.put(local, remote, rest=0, ascii=False) -> TransferResult     # ascii: TYPE A (CRLF on the wire)
     c.ls(path="", verb="LIST") -> str          (c.last_result has its TransferResult)
     c.size(path), c.cwd(path), c.pwd(), c.command(verb, arg="") -> Reply, c.ccc(), c.rein(),
     c.quit(), c.close()
@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.ftps import data as datapath
-from lab.ftps import grammar, waiting
+from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
@@ -342,6 +342,8 @@ class FTPClient:
         return self._expect(self.command("CWD", path), (250,), "transfer", f"CWD {path} failed")
 
     def size(self, path: str) -> int:
+        """The file's size in octets: asked in TYPE I (in TYPE A a server counts CRLFs)."""
+        self._type(False, 0)
         reply = self._expect(self.command("SIZE", path), (213,), "transfer", f"SIZE {path} failed")
         return int(reply.lines[-1].split()[0])
 
@@ -526,9 +528,11 @@ class FTPClient:
 
     # -- transfers
     def get(self, remote: str, local: str | Path | None = None, rest: int = 0,
-            expect_sha256: str | None = None, hash_inline: bool | None = None) -> TransferResult:
-        """RETR remote into local (None = discard). The SHA-256 covers the bytes received."""
-        self._expect(self.command("TYPE", "I"), (200,), "transfer", "TYPE I refused")
+            expect_sha256: str | None = None, hash_inline: bool | None = None,
+            ascii: bool = False) -> TransferResult:
+        """RETR remote into local (None = discard). The SHA-256 covers the bytes written
+        (= received in TYPE I; ascii: TYPE A, CRLF on the wire becomes LF in the file)."""
+        text = netascii.FromWire() if self._type(ascii, rest) else None
         fd = None
         if local is not None and str(local) != "-":
             flags = os.O_WRONLY | os.O_CREAT | (0 if rest else os.O_TRUNC)
@@ -545,7 +549,7 @@ class FTPClient:
             conn, _ = self._transfer("RETR", remote, rest)
             start = time.monotonic()     # timed: the data flow, as curl's time_total - time_pretransfer
             try:
-                n = datapath.recv_file(conn, fd, hasher)
+                n = datapath.recv_file(conn, fd, hasher, text=text)
             except tlsmod.Truncated:
                 datapath.finish(conn, clean=False)
                 reply = self._late_reply_obj()
@@ -569,15 +573,16 @@ class FTPClient:
         self.last_result = result
         return result
 
-    def put(self, local: str | Path, remote: str, rest: int = 0, append: bool = False) -> TransferResult:
-        """STOR (or APPE) local to remote, from byte rest on."""
-        self._expect(self.command("TYPE", "I"), (200,), "transfer", "TYPE I refused")
+    def put(self, local: str | Path, remote: str, rest: int = 0, append: bool = False,
+            ascii: bool = False) -> TransferResult:
+        """STOR (or APPE) local to remote, from byte rest on (ascii: TYPE A, LF goes as CRLF)."""
+        text = netascii.ToWire() if self._type(ascii, rest) else None
         fd = os.open(local, os.O_RDONLY)
         try:
             conn, _ = self._transfer("APPE" if append else "STOR", remote, rest)
             start = time.monotonic()     # timed: the data flow, not the data-connection setup
             try:
-                n = datapath.send_file(conn, fd, rest)
+                n = datapath.send_file(conn, fd, rest, text=text)
                 self._end_data(conn, linger=self.cfg.INACTTIME)
             except (OSError, TimeoutError, tlsmod.TLSTimeout) as exc:
                 datapath.finish(conn, clean=False)
@@ -589,6 +594,15 @@ class FTPClient:
         result = _result(n, _sha256_file(local, rest), seconds, "put", remote)
         self.last_result = result
         return result
+
+    def _type(self, ascii: bool, rest: int) -> bool:
+        """Send TYPE A or TYPE I for a transfer; True for A."""
+        if ascii and rest:
+            # REST counts wire octets in TYPE A; the local offset would differ by every CR.
+            raise FTPError("transfer", "a restart (REST) needs TYPE I, not TYPE A")
+        t = "A" if ascii else "I"
+        self._expect(self.command("TYPE", t), (200,), "transfer", f"TYPE {t} refused")
+        return ascii
 
     def ls(self, path: str = "", verb: str = "LIST") -> str:
         self._expect(self.command("TYPE", "A"), (200,), "transfer", "TYPE A refused")

@@ -87,6 +87,8 @@ def _number(low: float, high: float, kind: type = int) -> Callable[[Any], Any]:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number")
         try:
+            if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
+                raise ValueError
             number = kind(value) if not isinstance(value, str) else kind(value.strip())
         except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{value!r} is not a number") from None
@@ -96,7 +98,8 @@ def _number(low: float, high: float, kind: type = int) -> Callable[[Any], Any]:
     return parse
 
 
-_RANGE = re.compile(r"^\(?\s*(\d{1,5})\s*[, ]\s*(\d{1,5})\s*\)?$")
+_RANGE = re.compile(r"^\(?\s*(\d{1,5})\s*[, ]\s*(\d{1,5})\s*\)?$", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?\d+(\.\d+)?", re.ASCII)     # no `1_000`, no '٣' (int() takes both)
 
 
 def _port_range(value: Any) -> tuple[int, int] | None:

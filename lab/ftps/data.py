@@ -3,6 +3,8 @@
 Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
     send_file(conn, fd, offset=0, hasher=None) -> bytes sent
         plain: os.sendfile (zero copy); TLS: 1 MiB reads, one SSL_write and one send() per MiB
+    send_file(conn, fd, skip, text=netascii.ToWire())   # TYPE A: LF -> CRLF, skip = REST in
+        wire octets; returns the wire octets sent
     send_stream(conn, read_into) -> bytes sent      # any source with readinto (e.g. a listing)
     recv_file(conn, fd, hasher=None) -> bytes received
         plain without hasher: os.splice socket -> pipe -> file (zero copy) when fd is a file;
@@ -11,6 +13,7 @@ Public API (conn is a connected socket.socket or a lab.ftps.tls.TLSConn)
         the 1 MiB buffer (one record per call, no Python object per call), then one write (and
         hash update) per MiB.
         A TLS connection closed without close_notify raises lab.ftps.tls.Truncated.
+    recv_file(conn, fd, text=netascii.FromWire())   # TYPE A: CRLF -> LF; returns wire octets
     finish(conn, clean=True)     # end of data: close_notify on TLS, half-close, drain, close
     BUFSIZE
 hasher is anything with update(buffer) (hashlib releases the GIL on big buffers).
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lab.ftps import waiting
+from lab.ftps.netascii import FromWire, ToWire
 from lab.ftps.tls import TLSConn, set_timeout
 
 BUFSIZE = 1 << 20
@@ -50,8 +54,11 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-def send_file(conn: Conn, fd: int, offset: int = 0, hasher: Hasher | None = None) -> int:
-    """Send the file behind fd from offset to its end."""
+def send_file(conn: Conn, fd: int, offset: int = 0, hasher: Hasher | None = None,
+              text: ToWire | None = None) -> int:
+    """Send the file behind fd from offset to its end (TYPE A: offset counts wire octets)."""
+    if text is not None:
+        return _send_text(conn, fd, offset, hasher, text)
     if not _is_tls(conn) and hasher is None:
         sock: socket.socket = conn
         total = 0
@@ -68,14 +75,42 @@ def send_file(conn: Conn, fd: int, offset: int = 0, hasher: Hasher | None = None
     return send_stream(conn, lambda view: os.readv(fd, [view]), hasher=hasher)
 
 
+def _send_text(conn: Conn, fd: int, skip: int, hasher: Hasher | None, text: ToWire) -> int:
+    """TYPE A from the start of the file; the first `skip` wire octets are not sent (REST)."""
+    _bulk(conn)
+    total, offset = 0, 0
+    while chunk := os.pread(fd, BUFSIZE // 2, offset):     # CRLF can double it
+        offset += len(chunk)
+        wire = text.convert(chunk)
+        if skip:
+            cut = min(skip, len(wire))
+            wire, skip = wire[cut:], skip - cut
+        if wire:
+            if hasher is not None:
+                hasher.update(wire)
+            _sendall(conn, wire)
+            total += len(wire)
+    return total
+
+
+def _sendall(conn: Conn, data: bytes | memoryview) -> None:
+    try:
+        conn.sendall(data)
+    except BlockingIOError:
+        raise TimeoutError("data connection send timed out") from None
+
+
+def _bulk(conn: Conn) -> None:
+    if _is_tls(conn):
+        conn.bulk()
+
+
 def send_stream(conn: Conn, read_into: Callable[[memoryview], int], view: memoryview | None = None,
                 hasher: Hasher | None = None) -> int:
     """Send everything read_into(buffer) yields until it returns 0."""
     view = view if view is not None else memoryview(bytearray(BUFSIZE))
-    if _is_tls(conn):
-        conn.bulk()
+    _bulk(conn)
     total = 0
-    sendall = conn.sendall
     while True:
         n = read_into(view)
         if not n:
@@ -83,10 +118,7 @@ def send_stream(conn: Conn, read_into: Callable[[memoryview], int], view: memory
         chunk = view[:n]
         if hasher is not None:
             hasher.update(chunk)
-        try:
-            sendall(chunk)
-        except BlockingIOError:
-            raise TimeoutError("data connection send timed out") from None
+        _sendall(conn, chunk)
         total += n
 
 
@@ -99,25 +131,28 @@ def _splice_ok(fd: int | None, hasher: Hasher | None) -> bool:
         return False
 
 
-def recv_file(conn: Conn, fd: int | None, hasher: Hasher | None = None) -> int:
-    """Receive until the sender ends the data; write to fd (None = discard)."""
-    if not _is_tls(conn) and _splice_ok(fd, hasher):
+def recv_file(conn: Conn, fd: int | None, hasher: Hasher | None = None,
+              text: FromWire | None = None) -> int:
+    """Receive until the sender ends the data; write to fd (None = discard). Returns the octets
+    received (TYPE A: before CRLF -> LF; the hash covers what is written)."""
+    if not _is_tls(conn) and text is None and _splice_ok(fd, hasher):
         return _recv_splice(conn, fd)
     buf = bytearray(BUFSIZE)
     view = memoryview(buf)
     tls = _is_tls(conn)
-    if tls:
-        conn.bulk()
+    _bulk(conn)
     total = 0
     while True:
         filled, eof = conn.fill(buf) if tls else _fill_plain(conn, view)
-        if filled:
-            chunk = view[:filled]
+        total += filled
+        chunk = view[:filled]
+        if text is not None:
+            chunk = memoryview(text.convert(chunk) + (text.flush() if eof else b""))
+        if chunk:
             if hasher is not None:
                 hasher.update(chunk)
             if fd is not None:
                 _write_all(fd, chunk)
-            total += filled
         if eof:
             return total
 

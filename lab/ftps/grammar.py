@@ -86,7 +86,7 @@ def format_reply(code: int, text: str | list[str]) -> bytes:
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
 
 
-_REPLY_START = re.compile(r"^([1-5]\d\d)([ -])(.*)$", re.S)
+_REPLY_START = re.compile(r"^([1-5]\d\d)([ -])(.*)$", re.S | re.ASCII)
 
 
 class ReplyReader:
@@ -174,7 +174,12 @@ class HostPort:
 
 
 # Six decimal numbers of at most three digits; _six_to_hostport checks that each is a byte.
-_SIX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+_SIX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})", re.ASCII)
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: FTP numbers are ASCII; str.isdigit() alone also takes '²' and '٣'."""
+    return text.isascii() and text.isdigit()
 
 
 def _check_port(port: int) -> int:
@@ -221,7 +226,7 @@ def parse_eprt_args(arg: str) -> HostPort:
         ip = ipaddress.IPv4Address(addr) if af == "1" else ipaddress.IPv6Address(addr)
     except ValueError as exc:
         raise GrammarError(f"EPRT address {addr[:40]!r}: {exc}") from None
-    if not port.isdigit() or len(port) > 5:
+    if not is_decimal(port) or len(port) > 5:
         raise GrammarError(f"EPRT port {port[:10]!r} is not a number")
     return HostPort(str(ip), _check_port(int(port)))
 
@@ -248,7 +253,7 @@ def format_227(hp: HostPort) -> str:
     return f"Entering Passive Mode ({format_port_args(hp)})"
 
 
-_EPSV = re.compile(r"\((.)\1\1(\d{1,5})\1\)")
+_EPSV = re.compile(r"\((.)\1\1(\d{1,5})\1\)", re.ASCII)
 
 
 def _find_229(text: str, pos: int = 0) -> tuple[int, tuple[int, int]]:

@@ -34,6 +34,8 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
 - TLS: TLSMAXVERSION (lab statement, default TLSV1.2, see config.py for why), CIPHERSUITE order
   is the server's preference, TLSTIMEOUT is the session cache lifetime.
 - The root directory cannot be left, also not through symlinks (paths are resolved and checked).
+- TYPE A (the RFC 959 default) sends files with CRLF line ends and stores uploads with LF
+  (lab.ftps.netascii); SIZE and REST count TYPE A octets; REST before STOR in TYPE A is 554.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from lab.ftps import data as datapath
-from lab.ftps import grammar, waiting
+from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
 from lab.ftps.grammar import GrammarError, format_reply
@@ -587,7 +589,7 @@ class _Session:
 
     def cmd_PBSZ(self, arg: str) -> None:
         self._need_protected_ctrl("PBSZ")
-        if not arg.strip().isdigit():
+        if not grammar.is_decimal(arg.strip()):
             raise _Refuse(501, "PBSZ needs a number.")
         self.pbsz = True
         self.send(200, "PBSZ=0")
@@ -710,7 +712,14 @@ class _Session:
         p = self.real(arg)
         if not p.is_file():
             raise _Refuse(550, f"{arg}: not a plain file.")
-        self.send(213, str(p.stat().st_size))
+        if self.type != "A":
+            self.send(213, str(p.stat().st_size))
+            return
+        fd = os.open(p, os.O_RDONLY)      # RFC 3659 4: the size as this TYPE would transfer it
+        try:
+            self.send(213, str(netascii.wire_size(fd)))
+        finally:
+            os.close(fd)
 
     def cmd_MDTM(self, arg: str) -> None:
         if "MDTM" not in self.cfg.EXTENSIONS:
@@ -721,7 +730,7 @@ class _Session:
     def cmd_REST(self, arg: str) -> None:
         if "REST_STREAM" not in self.cfg.EXTENSIONS:
             raise _Refuse(502, "REST not enabled (EXTENSIONS REST_STREAM).")
-        if not arg.strip().isdigit():
+        if not grammar.is_decimal(arg.strip()):
             raise _Refuse(501, "REST needs a byte offset.")
         self.rest = int(arg)
         self.send(350, f"Restarting at {self.rest}. Send STORE or RETRIEVE to initiate transfer.")
@@ -1005,8 +1014,10 @@ class _Session:
         except OSError as exc:
             raise _Refuse(550, f"{arg}: {exc.strerror}.") from None
         try:
+            text = netascii.ToWire() if self.type == "A" else None
+
             def work(conn, rest):
-                n = datapath.send_file(conn, fd, rest)
+                n = datapath.send_file(conn, fd, rest, text=text)
                 datapath.finish(conn, linger=0)
                 return n
             self._transfer(f"{arg} ({os.fstat(fd).st_size} bytes)", work)
@@ -1017,6 +1028,12 @@ class _Session:
         p = self.real(arg, must_exist=False)
         if p.is_dir():
             raise _Refuse(550, f"{arg}: is a directory.")
+        if self.type == "A" and self.rest and not append:
+            # The marker counts wire octets (RFC 3659 5); finding the file offset that matches
+            # would mean re-reading the file as TYPE A. Binary restarts are what clients use.
+            self.rest = 0
+            raise _Refuse(554, "Restart of an upload in TYPE A is not supported: use TYPE I.")
+        text = netascii.FromWire() if self.type == "A" else None
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
         try:
             fd = os.open(p, flags, 0o644)
@@ -1027,7 +1044,7 @@ class _Session:
                 if not append:
                     os.ftruncate(fd, rest)
                     os.lseek(fd, rest, os.SEEK_SET)
-                n = datapath.recv_file(conn, fd)
+                n = datapath.recv_file(conn, fd, text=text)
                 datapath.finish(conn)
                 return n
             self._transfer(arg, work)

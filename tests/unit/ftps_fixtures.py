@@ -89,8 +89,13 @@ class RawControl:
         return self.reply()
 
     def login(self, user: str = "alice", password: str = "pw") -> Reply:
+        """USER, PASS and, once logged in, TYPE I: the tests move binary payloads, and TYPE A
+        (RFC 959's default) would add a CR before every LF byte."""
         self.cmd(f"USER {user}")
-        return self.cmd(f"PASS {password}")
+        reply = self.cmd(f"PASS {password}")
+        if reply.code == 230:
+            self.cmd("TYPE I")
+        return reply
 
     def close(self) -> None:
         try:

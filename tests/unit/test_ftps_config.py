@@ -100,3 +100,10 @@ def test_to_dict_is_json_and_round_trips():
     cfg = ServerConfig(PASSIVEDATAPORTS=(60000, 60100), CIPHERSUITE=["SSL_AES_128_SHA"], CERTUSERMAP={"a": "b"})
     data = json.loads(json.dumps(cfg.to_dict()))
     assert ServerConfig.from_dict(data) == cfg
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0669\u0669\u0660", "9\u00b2"])
+def test_numbers_are_plain_ascii_decimals(value):
+    """int() takes `1_000` and Arabic-Indic digits; an FTP.DATA file does not."""
+    with pytest.raises(InputError, match="is not a number"):
+        parse_ftpdata_text(f"TLSPORT {value}\n")

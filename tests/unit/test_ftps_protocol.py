@@ -6,9 +6,12 @@ passive range, session reuse, client-certificate login, fast failure of data con
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
+import io
 import os
 import socket
+import ssl
 import threading
 import time
 
@@ -264,6 +267,8 @@ def test_bad_input_gets_the_right_code_and_the_server_keeps_serving(serve, certs
     assert raw.cmd("TYPE X").code == 504
     assert raw.cmd("MODE B").code == 504
     assert raw.cmd("RNTO x").code == 503
+    assert raw.cmd("REST ²").code == 501                   # '²'.isdigit() is True; int('²') fails
+    assert raw.cmd("EPRT |1|127.0.0.1|٢١|").code == 501   # Arabic-Indic digits
     for path in ("../../secret.txt", "/../secret.txt", "escape/secret.txt", "secret-link"):
         assert raw.cmd(f"SIZE {path}").code == 550, path
         assert raw.cmd(f"RETR {path}").code == 550, path
@@ -810,4 +815,71 @@ def test_tls_truncation_is_an_incomplete_transfer_both_ways(serve, certs, tmp_pa
     assert any("426 Data connection closed without TLS close_notify" in e["line"] for e in srv.events)
     monkeypatch.undo()
     assert c.get("hello.txt").bytes == 7                     # the session is still usable
+    c.quit()
+
+
+# -- TYPE A ------------------------------------------------------------------------------------
+
+TEXT = b"first line\nsecond\r\nthird\n" * 50000 + b"no line end"
+WIRE = TEXT.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def ftplib_session(srv, security: str):
+    if security == "plain":
+        f = ftplib.FTP()
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        f = ftplib.FTP_TLS(context=ctx)
+    f.connect("127.0.0.1", srv.address[1], timeout=20)
+    f.login("alice", "pw")
+    if security != "plain":
+        f.prot_p()
+    return f
+
+
+@pytest.mark.parametrize("security", ["plain", "tls"])
+def test_type_a_puts_crlf_on_the_wire_and_lf_in_files(serve, root, security):
+    """Observed with Python's ftplib, whose transfercmd hands over the raw data connection."""
+    (root / "text.txt").write_bytes(TEXT)
+    f = ftplib_session(serve(), security)
+    assert f.sendcmd("TYPE A").startswith("200")
+    assert f.sendcmd("SIZE text.txt") == f"213 {len(WIRE)}"      # RFC 3659 4: octets as TYPE A
+    for rest, expect in ((None, WIRE), (12, WIRE[12:])):
+        conn = f.transfercmd("RETR text.txt", rest)
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        conn.close()
+        f.voidresp()
+        assert got == expect
+    f.storlines("STOR lines.txt", io.BytesIO(b"a\nb\r\nc\n"))   # sends every line with CRLF
+    assert (root / "lines.txt").read_bytes() == b"a\nb\nc\n"
+    f.voidcmd("TYPE I")
+    assert f.sendcmd("SIZE text.txt") == f"213 {len(TEXT)}"
+    f.quit()
+
+
+def test_type_a_rest_before_stor_is_554(serve):
+    raw = Raw(serve().address[1])
+    raw.login()
+    assert raw.cmd("TYPE A").code == 200 and raw.cmd("REST 10").code == 350
+    assert raw.cmd("STOR x.txt").code == 554
+    assert raw.cmd("NOOP").code == 200      # the marker is gone with the refusal
+    raw.close()
+
+
+@pytest.mark.parametrize("security", ["plain", "tls"])
+def test_client_ascii_get_and_put(serve, certs, root, tmp_path, security):
+    (root / "text.txt").write_bytes(TEXT)
+    c = make_client(serve(), certs, security)
+    got = c.get("text.txt", tmp_path / "t.txt", ascii=True)
+    unix = TEXT.replace(b"\r\n", b"\n")
+    assert got.bytes == len(WIRE) and (tmp_path / "t.txt").read_bytes() == unix and got.sha256 == sha(unix)
+    up = c.put(tmp_path / "t.txt", "back.txt", ascii=True)
+    assert up.bytes == len(WIRE) and (root / "back.txt").read_bytes() == unix
+    with pytest.raises(FTPError, match="REST"):
+        c.get("text.txt", tmp_path / "t.txt", rest=5, ascii=True)
+    sent = [line for _, d, line in c.transcript if d == "C>S"]
+    assert sent.count("TYPE A") == 2
     c.quit()

@@ -193,6 +193,7 @@ def test_passive_range_exhaustion(pkidir, root):
         for s in sessions:
             s.cmd("USER alice")
             s.cmd("PASS pw")
+            s.cmd("TYPE I")          # binary: TYPE A (the default) would add CRs
         replies = [s.cmd("PASV") for s in sessions]       # 30 simultaneous passive requests
         granted = [(s, parse_227(r.text)) for s, r in zip(sessions, replies, strict=True) if r.code == 227]
         refused = [r for r in replies if r.code == 425]

@@ -80,8 +80,12 @@ class Raw(RawControl):
         return r
 
     def login(self, user: str = "alice", password: str = "pw") -> Reply:
+        """USER, PASS, then TYPE I once logged in (binary payloads; see ftps_fixtures)."""
         r = self.cmd(f"USER {user}")
-        return self.cmd(f"PASS {password}") if r.code == 331 else r
+        r = self.cmd(f"PASS {password}") if r.code == 331 else r
+        if r.code == 230:
+            self.cmd("TYPE I")
+        return r
 
     def protect(self, ctx: ssl.SSLContext) -> None:
         """AUTH TLS with `ctx` (the caller keeps it for the data connections), log in, PBSZ 0, PROT P."""

@@ -179,3 +179,14 @@ def test_overlong_line_is_refused_and_the_reader_recovers():
     with pytest.raises(GrammarError):
         reader.feed(b"x" * 100)
     assert reader.feed(b"\r\nNOOP\r\n")[-1] == b"NOOP\r\n"
+
+
+@pytest.mark.parametrize("text", ["|1|10.0.0.1|\u00b2|", "|1|10.0.0.1|\u0662\u0661|"])
+def test_numbers_are_ascii_digits_only(text):
+    """str.isdigit() and re's \\d take '²' and Arabic-Indic digits; FTP numbers are ASCII."""
+    with pytest.raises(GrammarError):
+        parse_eprt_args(text)
+    with pytest.raises(GrammarError):
+        parse_227("227 Entering Passive Mode (\u0661,2,3,4,5,6)")
+    with pytest.raises(GrammarError):
+        parse_229("229 Entering Extended Passive Mode (|||\u0662\u0661|)")

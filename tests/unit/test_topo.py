@@ -265,3 +265,18 @@ def test_iptables_range_notation_is_read_as_text():
         "dport: 60000-60100", "dport: 60000:60100").replace("sport: 20,", "sport: 20, dport: 1024:65535,")
     rules = topo.loads(text, "x.yaml").nodes["fw"].firewall.rules
     assert (str(rules[2].dport), str(rules[3].dport)) == ("1024-65535", "60000-60100")
+
+
+@pytest.mark.parametrize("old, new, line, field", [
+    ("kind: host}\n  server", "kind: }\n  server", 5, "nodes.client.kind"),
+    ("name: t\n", "name:\n", 1, "name"),
+])
+def test_a_key_without_a_value_is_a_problem_not_a_default(old, new, line, field):
+    found = problems(GOOD.replace(old, new))
+    assert [(p.line, p.field, p.message) for p in found] == [(line, field, "has no value")]
+
+
+@pytest.mark.parametrize("port", ["٢١", "2\u00b9"])
+def test_port_numbers_are_ascii_digits(port):
+    text = (TOPOLOGY_DIR / "static-filter.yaml").read_text().replace("dport: 60000-60100", f"dport: '{port}'")
+    assert any("bad port" in p.message for p in problems(text))
