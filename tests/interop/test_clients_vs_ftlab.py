@@ -107,6 +107,24 @@ def test_curl_active_clear_data(ftlab_server, tmp_path: Path) -> None:
     _check_put(run, srv.root / "up.bin", sha)
 
 
+def test_curl_ascii_mode(ftlab_server, tmp_path: Path) -> None:
+    """curl -B (TYPE A) over TLS: the server sends CRLF and curl turns it back into LF; curl --crlf
+    uploads CRLF lines and the server stores LF."""
+    srv = ftlab_server(STRICT)
+    text = b"".join(b"line %d\n" % i for i in range(20000))
+    (srv.root / "t.txt").write_bytes(text)
+    out = tmp_path / "t.txt"
+    run = peers.curl(["--ssl-reqd", "-B", srv.url("t.txt"), "-o", str(out), "-w", "wire=%{size_download}"],
+                     srv.user, srv.password)
+    assert run.ok and "> TYPE A" in run.output, run
+    lines = text.count(b"\n")
+    assert f"wire={len(text) + lines}" in run.output        # one CR added per line on the wire
+    assert out.read_bytes() == text
+    run = peers.curl(["--ssl-reqd", "-B", "--crlf", "-T", str(out), srv.url("up.txt")], srv.user, srv.password)
+    assert run.ok and "> TYPE A" in run.output, run
+    assert (srv.root / "up.txt").read_bytes() == text
+
+
 # -- lftp ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("settings", ["set ftp:ssl-force true; set ftp:passive-mode true",
