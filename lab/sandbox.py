@@ -72,7 +72,7 @@ def start_time(pid: int) -> int | None:
 @dataclass
 class RunState:
     path: Path
-    pid: int              # the `unshare` process (killing it kills the whole sandbox)
+    pid: int              # the `unshare` process (killing it kills the whole sandbox); 0 = not yet
     start: int            # its start time, so a recycled pid is never killed
     owner: int            # the ftlab process that started it
     owner_start: int
@@ -114,18 +114,24 @@ def run_sandboxed(argv: list[str], *, capture: bool = False, timeout: float | No
     require_root()
     name = f"run-{os.getpid()}-{time.monotonic_ns()}"
     # Everything the run puts in a temp dir goes into its own TMPDIR, removed with the run
-    # (also by `ftlab clean` after a kill -9).
-    tmpdir = tempfile.mkdtemp(prefix=TMP_PREFIX)
-    os.chmod(tmpdir, 0o1777)   # like /tmp: servers that drop privileges can still use it
-    env = dict(os.environ if env is None else env, **{ENV_MARKER: name, "TMPDIR": tmpdir})
-    out = subprocess.PIPE if capture else None
+    # (also by `ftlab clean` after a kill -9). The state file names it before it exists, so no
+    # moment leaves a folder that no state file names; pid 0 = the sandbox is not started yet.
+    tmpdir = str(Path(tempfile.gettempdir()) / f"{TMP_PREFIX}{name}")
+    state = RunState(STATE_DIR / f"{name}.json", 0, 0, os.getpid(), start_time(os.getpid()) or 0,
+                     argv, time.time(), tmpdir)
+    state.write()
     try:
+        os.mkdir(tmpdir)
+        os.chmod(tmpdir, 0o1777)   # like /tmp: servers that drop privileges can still use it
+        env = dict(os.environ if env is None else env, **{ENV_MARKER: name, "TMPDIR": tmpdir})
+        out = subprocess.PIPE if capture else None
         proc = subprocess.Popen(UNSHARE + argv, env=env, stdout=out, stderr=out, text=True)
-    except FileNotFoundError as exc:
-        shutil.rmtree(tmpdir)
-        raise LabError("unshare (util-linux) not found: it is needed to isolate each run") from exc
-    state = RunState(STATE_DIR / f"{name}.json", proc.pid, start_time(proc.pid) or 0,
-                     os.getpid(), start_time(os.getpid()) or 0, argv, time.time(), tmpdir)
+    except BaseException as exc:
+        state.remove()
+        if isinstance(exc, FileNotFoundError) and exc.filename == UNSHARE[0]:
+            raise LabError("unshare (util-linux) not found: it is needed to isolate each run") from exc
+        raise
+    state.pid, state.start = proc.pid, start_time(proc.pid) or 0
     state.write()
     previous = sigterm_as_exit()
     try:
@@ -231,8 +237,8 @@ def clean(include_active: bool = False) -> list[str]:
             done.append(f"{path}: unreadable state file removed ({exc})")
             path.unlink(missing_ok=True)
             continue
-        if state.owner_alive() and state.alive() and not include_active:
-            continue
+        if state.owner_alive() and not include_active:
+            continue          # its ftlab is running: the run is its to end (or it is starting)
         what = " ".join(state.argv)
         if state.alive():
             os.kill(state.pid, signal.SIGKILL)
