@@ -170,7 +170,8 @@ def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = Non
     return ctx
 
 
-_BULK_NET = 1 << 20        # bytes per recv() and per send() of a bulk connection
+_BULK_NET = 1 << 20        # bytes per recv() and per send() of a bulk connection at full speed
+_BULK_START = 64 << 10     # its first size: most data connections (listings, small files) stay small
 
 
 class TLSConn:
@@ -195,9 +196,19 @@ class TLSConn:
             _lib.BIO_set_mem_eof_return(bio, -1)     # empty = "retry", not end of file
         _lib.SSL_set_bio(self._ssl, rmem, wmem)
         self._rmem, self._wmem = rmem, wmem
-        self._net = bytearray(_BULK_NET)
+        self._net_buffer(_BULK_START)
+
+    def _net_buffer(self, size: int) -> None:
+        """The buffer between the socket and the BIOs. It starts small and grows to 1 MiB the first
+        time a recv() or a flush fills it: a MiB for every small transfer, hundreds of them at once,
+        cost more in allocation than the system calls it saves."""
+        self._net = bytearray(size)
         self._net_ptr = _ffi.from_buffer(self._net)
         self._net_view = memoryview(self._net)
+
+    def _grow(self) -> None:
+        if len(self._net) < _BULK_NET:
+            self._net_buffer(_BULK_NET)
 
     def _feed(self) -> None:
         """Bulk: send what OpenSSL has written, then one recv() into the read BIO."""
@@ -209,6 +220,8 @@ class TLSConn:
         if not n:
             raise Truncated("connection closed without TLS close_notify")
         _lib.BIO_write(self._rmem, self._net_ptr, n)
+        if n == len(self._net):
+            self._grow()
 
     def _flush(self) -> None:
         """Bulk: send every record waiting in the write BIO."""
@@ -217,6 +230,8 @@ class TLSConn:
                 self.sock.sendall(self._net_view[:n])
             except BlockingIOError:                  # SO_SNDTIMEO expired
                 raise TLSTimeout("timed out writing TLS") from None
+            if n == len(self._net):
+                self._grow()
 
     def _read(self, ptr, n: int) -> int:
         """One SSL_read of up to n bytes at ptr: > 0 bytes, 0 = close_notify; raises on failure."""
