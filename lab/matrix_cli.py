@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("topology", nargs="?", default="client-nat", metavar="NAME",
                    help="picture whose client->server path is measured (default client-nat)")
     b.add_argument("--size", default="256MiB", help="bytes per transfer (default 256MiB, as issue 3 asks)")
-    b.add_argument("--runs", type=int, default=5, help="runs of each measurement, interleaved; the median counts (default 5)")
+    b.add_argument("--runs", type=int, default=7, help="runs of each measurement, interleaved; the median counts (default 7)")
     b.add_argument("--out", type=Path, help="folder for bench.json (default reports/bench-<time>)")
     b.set_defaults(func=cmd_bench)
 

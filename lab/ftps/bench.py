@@ -143,7 +143,7 @@ def _payload(path: Path, size: int) -> None:
             left -= n
 
 
-def run_bench(size: int = 256 * MiB, runs: int = 5, server_host: str = peers.LOOPBACK,
+def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOOPBACK,
               server_popen: Popen = subprocess.Popen, client_popen: Popen = subprocess.Popen,
               tools: tuple[str, ...] = ("iperf3", "curl+vsftpd", "ftlab"),
               progress: Callable[[str], None] = lambda line: None, timeout: float = 120,
@@ -244,12 +244,12 @@ def _ratios(cells: dict[tuple[str, str, str], Measurement]) -> tuple[dict[str, f
 def format_result(result: BenchResult) -> str:
     lines = [f"FTPS benchmark: {result.size / MiB:.0f} MiB per transfer, median of {result.runs} run(s), "
              f"path {result.path}", "",
-             f"{'tool':14}{'security':10}{'RETR MB/s':>12}{'STOR MB/s':>12}"]
+             f"{'tool':14}{'security':10}{'RETR MB/s':>12}{'(min-max)':>13}{'STOR MB/s':>12}{'(min-max)':>13}"]
     by_key = {(m.tool, m.security, m.direction): m for m in result.measurements}
     for tool, sec in dict.fromkeys((m.tool, m.security) for m in result.measurements):
-        retr, stor = by_key.get((tool, sec, "retr")), by_key.get((tool, sec, "stor"))
         label = "PROT P" if sec == "tls" else "plain"
-        lines.append(f"{tool:14}{label:10}{retr.median if retr else 0:12.1f}{stor.median if stor else 0:12.1f}")
+        cols = "".join(_cell(by_key.get((tool, sec, d))) for d in ("retr", "stor"))
+        lines.append(f"{tool:14}{label:10}{cols}")
     lines += ["", f"{'ratio':34}{'RETR':>8}{'STOR':>8}   target"]
     for name in ("plain_vs_iperf3", "tls_vs_iperf3", "tls_vs_curl_vsftpd", "curl_vsftpd_plain_vs_iperf3",
                  "curl_vsftpd_tls_vs_iperf3"):
@@ -264,6 +264,14 @@ def format_result(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+def _cell(m: Measurement | None) -> str:
+    """Median and the spread of the runs: on a shared 2-core machine single runs vary up to 2x,
+    and the reader should see how much before trusting a ratio."""
+    good = [v for v in m.mbps if v > 0] if m else []
+    spread = f"({min(good):.0f}-{max(good):.0f})" if len(good) > 1 else ""
+    return f"{m.median if m else 0:12.1f}{spread:>13}"
+
+
 def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
@@ -271,7 +279,7 @@ def _fmt(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.ftps.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="MiB per transfer (default 256)")
-    parser.add_argument("--runs", type=int, default=5, help="runs; the median is reported (default 5)")
+    parser.add_argument("--runs", type=int, default=7, help="runs; the median is reported (default 7)")
     parser.add_argument("--tools", default="iperf3,curl+vsftpd,ftlab", help="comma-separated subset")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
