@@ -58,7 +58,7 @@ def ftpdata_text(statements: dict) -> str:
     for key, value in statements.items():
         if value is None:
             continue
-        lines.append(f"{key} {value}")
+        lines += [f"{key} {item}" for item in (value if isinstance(value, list) else [value])]
     return "\n".join(lines) + "\n"
 
 

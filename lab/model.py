@@ -131,8 +131,9 @@ class FtpSettings:
     server_address: IPv4Address           # the address the client dials (public one behind NAT)
     control_port: int = 21
     implicit_port: int = 990
-    server_statements: dict[str, str] = field(default_factory=dict)   # FTP.DATA statements
-    client_statements: dict[str, str] = field(default_factory=dict)
+    # FTP.DATA statements; a list = a statement repeated (CIPHERSUITE, EXTENSIONS, CERTUSERMAP)
+    server_statements: dict[str, str | list[str]] = field(default_factory=dict)
+    client_statements: dict[str, str | list[str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -750,7 +750,7 @@ class _Builder:
                            control_port=ports["control_port"], implicit_port=ports["implicit_port"],
                            **statements)
 
-    def statements(self, m: Mapping, key: str) -> dict[str, str]:
+    def statements(self, m: Mapping, key: str) -> dict[str, str | list[str]]:
         if key not in m:
             return {}
         value = self.mapping(m[key], m.line_of(key), f"ftp.{key}")
@@ -760,8 +760,12 @@ class _Builder:
             if not isinstance(name, str) or not STATEMENT_NAME.match(name):
                 self.problem(value.line_of(name), where, "a statement name is upper case, as in FTP.DATA "
                                                          "(e.g. PASSIVEDATAPORTS)")
+            elif isinstance(setting, Sequence) and not isinstance(setting, str) and setting and \
+                    all(isinstance(item, str | int | float) and not isinstance(item, bool) for item in setting):
+                result[name] = [str(item) for item in setting]    # a repeated statement, a line each
             elif isinstance(setting, Mapping | Sequence) or setting is None:
-                self.problem(value.line_of(name), where, f"expected a value, got {_show(setting)}")
+                self.problem(value.line_of(name), where, f"expected a value or a list of values, "
+                                                         f"got {_show(setting)}")
             else:
                 result[name] = value.raw.get(name, str(setting))
         # the FTPS endpoints' own validation: unknown statements and bad values, at their lines

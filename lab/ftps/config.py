@@ -197,6 +197,11 @@ def _certmap(value: Any) -> dict[str, str]:
         if len(parts) != 2:
             raise ValueError(f"{value!r}: want `CERTUSERMAP <subject-CN or sha256 fingerprint> <user>`")
         pairs = [(parts[0], parts[1])]
+    elif isinstance(value, Iterable):            # several lines' worth (a topology's list)
+        merged: dict[str, str] = {}
+        for item in value:
+            merged.update(_certmap(item))
+        return merged
     else:
         raise ValueError(f"{value!r} is not a certificate->user map")
     return {normalise_cert_key(str(k)): str(v) for k, v in pairs}

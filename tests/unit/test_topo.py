@@ -280,3 +280,18 @@ def test_a_key_without_a_value_is_a_problem_not_a_default(old, new, line, field)
 def test_port_numbers_are_ascii_digits(port):
     text = (TOPOLOGY_DIR / "static-filter.yaml").read_text().replace("dport: 60000-60100", f"dport: '{port}'")
     assert any("bad port" in p.message for p in problems(text))
+
+
+def test_repeated_statements_as_a_list_become_one_ftpdata_line_each():
+    from lab.cellrun import ftpdata_text
+    from lab.ftps.config import parse_ftpdata_text
+
+    text = GOOD.replace("ftp: {client: client, server: server}",
+                        "ftp:\n  client: client\n  server: server\n  server_statements:\n"
+                        "    CERTUSERMAP: [alice alice, bob-cn bob]\n    EXTENSIONS: [AUTH_TLS, SIZE]")
+    t = topo.loads(text, "t.yaml")
+    assert t.ftp.server_statements["CERTUSERMAP"] == ["alice alice", "bob-cn bob"]
+    cfg = parse_ftpdata_text(ftpdata_text(t.ftp.server_statements))
+    assert cfg.CERTUSERMAP == {"alice": "alice", "bob-cn": "bob"} and cfg.EXTENSIONS == {"AUTH_TLS", "SIZE"}
+    bad = problems(text.replace("[AUTH_TLS, SIZE]", "[AUTH_TLS, {x: 1}]"))
+    assert [(p.line, p.field) for p in bad] == [(8, "ftp.server_statements.EXTENSIONS")]
