@@ -50,8 +50,21 @@ ROUTER_SYSCTLS = {**HOST_SYSCTLS, "net.ipv4.ip_forward": "1"}
 #: overtake each other: thousands of spurious fast retransmits per 256 MiB on client-nat, and
 #: throughput that swings 4x between runs. RPS on every lab interface keeps each flow on one
 #: CPU, in order, as on a cable. The mask is inherited by the veths created after it is set
-#: (kernel 6.2 and later; older kernels keep their reordering).
+#: (kernel 6.2 and later); older kernels (Debian 12's 6.1) get each interface's rps_cpus written
+#: through a sysfs mounted in the node's own netns, in a private mount namespace.
 RPS_DEFAULT_MASK = "net.core.rps_default_mask"
+
+
+def rps_sysctl_available() -> bool:
+    return Path("/proc/sys", *RPS_DEFAULT_MASK.split(".")).exists()
+
+
+def rps_sysfs_argv(mask: str) -> list[str]:
+    """A command that sets RPS on every interface of the namespace it runs in (sysfs shows the
+    interfaces of the namespace that mounts it; the mount dies with the command)."""
+    script = ("umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys || exit 1; "
+              f'for f in /sys/class/net/*/queues/rx-*/rps_cpus; do echo {mask} > "$f" || exit 1; done')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
 def cpu_mask(cpus: int) -> str:
@@ -237,12 +250,14 @@ class LabNet:
     @staticmethod
     def _node_sysctls(node: Node) -> dict[str, str]:
         values = dict(ROUTER_SYSCTLS if node.kind == "router" else HOST_SYSCTLS)
-        if Path("/proc/sys", *RPS_DEFAULT_MASK.split(".")).exists():
+        if rps_sysctl_available():
             values[RPS_DEFAULT_MASK] = cpu_mask(os.cpu_count() or 1)
         return values
 
     def _configure(self, node: Node) -> None:
-        """Addresses and routes, one checked `ip -batch` per node."""
+        """Addresses and routes, one checked `ip -batch` per node (and RPS on older kernels)."""
+        if not rps_sysctl_available():
+            self.run(node.name, rps_sysfs_argv(cpu_mask(os.cpu_count() or 1)))
         lines = ["link set lo up"]
         for intf in node.interfaces:
             lines += [f"link set {intf.name} up", f"addr add {intf.address} dev {intf.name}"]
