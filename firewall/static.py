@@ -9,20 +9,28 @@ namespace). The filter sits in the FORWARD path and does no inspection:
 3. then the default (accept, or an observed drop).
 
 A user may hand an `iptables-save` file instead of rules; lab.net loads it with
-iptables-restore after checking it with `iptables-restore --test` (restore_argv below).
+iptables-restore after checking it with `iptables-restore --test` (restore_argv below). Its
+drops are observed too (observe_saved_drops): every `-j DROP` of the filter table and every DROP
+policy of a built-in chain becomes a jump to a marking chain, so a run names the file's line
+that dropped a packet, as it does for the lab's own rule lists.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from firewall.observed import RuleSet, drop_chain, port_match
+from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain, port_match
 from lab.model import FilterRule, Firewall
 
 CHAIN = "ftlab-filter"
 #: Drop reasons: the default drop, and one mark per dropping rule (RULE_MARK_BASE + position).
 MARK_DEFAULT = 3
 RULE_MARK_BASE = 100
+#: Marks of an iptables-save file's drops: SAVED_MARK_BASE + the file's line number.
+SAVED_MARK_BASE = 10000
+_DROP_TARGET = re.compile(r"\s(?:-j|--jump)\s+DROP\s*$")
+_POLICY = re.compile(r"^:(INPUT|FORWARD|OUTPUT) DROP\b")
 
 
 def match_args(rule: FilterRule) -> list[str]:
@@ -89,3 +97,46 @@ def filter_rules(firewall: Firewall) -> RuleSet:
 def restore_argv(path: Path, test: bool = False) -> list[str]:
     """Load (or with test=True only check) a user's iptables-save file."""
     return ["iptables-restore", *(["--test"] if test else []), str(path)]
+
+
+def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
+    """An iptables-save text whose filter-table drops go to dropwatch, and their reasons.
+
+    Pure. The packets meet the same fate (dropped; the kernel drops queued packets even with no
+    listener), only now each drop is reported with `name:line` and the rule's text. The marking
+    chains are declared right after `*filter` (a jump needs its chain to exist) and filled, with
+    the policies' catch-all rules, just before that table's COMMIT.
+    """
+    lines = text.splitlines()
+    reasons: dict[int, str] = {}
+    table, policies = "", {}
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped.startswith("*"):
+            table = stripped[1:]
+        elif table == "filter" and (m := _POLICY.match(stripped)):
+            policies[SAVED_MARK_BASE + number] = m.group(1)
+            reasons[SAVED_MARK_BASE + number] = f"dropped by {name}:{number}: the {m.group(1)} chain's policy DROP"
+        elif table == "filter" and stripped.startswith("-A ") and _DROP_TARGET.search(stripped):
+            reasons[SAVED_MARK_BASE + number] = f"dropped by {name}:{number}: {stripped}"
+    out: list[str] = []
+    table = ""
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        mark = SAVED_MARK_BASE + number
+        if stripped.startswith("*"):
+            table = stripped[1:]
+            out.append(line)
+            if table == "filter":
+                out += [f":ftlab-saved-{m - SAVED_MARK_BASE} - [0:0]" for m in sorted(reasons)]
+            continue
+        if table == "filter" and stripped == "COMMIT":
+            out += [f"-A {chain} -j ftlab-saved-{m - SAVED_MARK_BASE}" for m, chain in policies.items()]
+            for m in sorted(reasons):
+                chain = f"ftlab-saved-{m - SAVED_MARK_BASE}"
+                out += [f"-A {chain} -j MARK --set-mark {m}",
+                        f"-A {chain} -j NFQUEUE --queue-num {DROPWATCH_QUEUE}"]
+        elif table == "filter" and mark in reasons and mark not in policies:
+            line = _DROP_TARGET.sub(f" -j ftlab-saved-{number}", stripped)
+        out.append(line)
+    return "\n".join(out) + "\n", reasons

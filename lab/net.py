@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 from firewall.observed import RuleSet
-from firewall.static import filter_rules, restore_argv
+from firewall.static import filter_rules, observe_saved_drops, restore_argv
 from lab.errors import LabError
 from lab.model import Node, Topology
 from nat.rules import internet_rules, nat_rules
@@ -279,7 +279,7 @@ class LabNet:
             rules.extend(internet_rules(node))
         if node.firewall is not None and node.firewall.mode == "static":
             if node.firewall.iptables_save is not None:
-                self._restore(node, node.firewall.iptables_save)
+                rules.extend(RuleSet([], self._restore(node, node.firewall.iptables_save)))
             else:
                 rules.extend(filter_rules(node.firewall))
         for argv in rules.iptables:
@@ -288,12 +288,20 @@ class LabNet:
             for name, setup in self._device_setups(node, rules.reasons):
                 self._start_device(node, name, setup)
 
-    def _restore(self, node: Node, path: Path) -> None:
-        """A user's iptables-save file: checked first, so an error names its line."""
-        for test in (True, False):
-            done = self.run(node.name, restore_argv(path, test=test), check=False)
-            if done.returncode != 0:
-                raise LabError(f"{node.name}: iptables-save file {restore_error(path, done.stderr or done.stdout)}")
+    def _restore(self, node: Node, path: Path) -> dict[int, str]:
+        """A user's iptables-save file: checked as written first, so an error names its line; then
+        loaded with its drops observed (firewall.static.observe_saved_drops). The drop reasons."""
+        done = self.run(node.name, restore_argv(path, test=True), check=False)
+        if done.returncode != 0:
+            raise LabError(f"{node.name}: iptables-save file {restore_error(path, done.stderr or done.stdout)}")
+        observed, reasons = observe_saved_drops(path.read_text(), path.name)
+        loaded = self.workdir / f"{node.name}-iptables-observed.rules"
+        loaded.write_text(observed)
+        done = self.run(node.name, restore_argv(loaded), check=False)
+        if done.returncode != 0:
+            raise LabError(f"{node.name}: {path} loads as written but not with its drops observed "
+                           f"({loaded}): {restore_error(loaded, done.stderr or done.stdout)}")
+        return reasons
 
     def _device_setups(self, node: Node, reasons: dict[int, str]) -> list[tuple[str, object]]:
         events = self.events_path

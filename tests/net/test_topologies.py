@@ -176,6 +176,39 @@ def in_sandbox_iptables_save(text: str) -> dict:
         rules.parent.rmdir()
 
 
+def in_sandbox_iptables_save_drops(text: str) -> dict:
+    import json
+    import tempfile
+    import time
+
+    from lab.model import Firewall
+    from lab.net import LabNet
+    from lab.netcheck import connect, listening
+    from lab.topo import load
+
+    topo = load("static-filter")
+    rules = Path(tempfile.mkdtemp()) / "fw.rules"
+    rules.write_text(text)
+    topo.nodes["fw"].firewall = Firewall("static", iptables_save=rules)
+    with LabNet(topo) as net, listening(net, "server", [21, 22, 23]):
+        out = connect(net, "client", [("203.0.113.10", p) for p in (21, 22, 23)])
+        deadline, drops = time.monotonic() + 3, []
+        while time.monotonic() < deadline and len({d["reason"] for d in drops}) < 2:
+            events = [json.loads(line) for line in net.events_path.read_text().splitlines()]
+            drops = [e for e in events if e["type"] == "drop"]
+            time.sleep(0.05)
+    return {"ok": sorted(r["to"] for r in out if r["ok"]), "drops": sorted({(d["device"], d["reason"]) for d in drops})}
+
+
+def test_drops_of_an_iptables_save_ruleset_are_observed_with_file_and_line():
+    """The user's own DROP rule and the chain policy name themselves, as the lab's rule lists do."""
+    text = GOOD_RULESET.replace("COMMIT", "-A FORWARD -p tcp -m tcp --dport 22 -j DROP\nCOMMIT")
+    out = call_in_sandbox(__file__, "in_sandbox_iptables_save_drops", text)
+    assert out["ok"] == ["203.0.113.10:21"]
+    assert ["fw", "dropped by fw.rules:7: -A FORWARD -p tcp -m tcp --dport 22 -j DROP"] in out["drops"], out
+    assert ["fw", "dropped by fw.rules:3: the FORWARD chain's policy DROP"] in out["drops"], out
+
+
 def test_iptables_save_ruleset_is_loaded_in_the_filter():
     assert call_in_sandbox(__file__, "in_sandbox_iptables_save", GOOD_RULESET) == {"ok": ["203.0.113.10:21"]}
 

@@ -7,7 +7,16 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain
-from firewall.static import CHAIN, MARK_DEFAULT, RULE_MARK_BASE, filter_rules, match_args, restore_argv
+from firewall.static import (
+    CHAIN,
+    MARK_DEFAULT,
+    RULE_MARK_BASE,
+    SAVED_MARK_BASE,
+    filter_rules,
+    match_args,
+    observe_saved_drops,
+    restore_argv,
+)
 from lab.model import FilterRule, Firewall, Interface, Nat, Node, PortForward, PortRange
 from nat.rules import (
     MARK_PRIVATE_DESTINATION,
@@ -165,3 +174,36 @@ def test_dynamic_firewall_is_not_a_static_filter():
 
 def test_restore_argv(tmp_path):
     assert restore_argv(tmp_path / "r", test=True) == ["iptables-restore", "--test", str(tmp_path / "r")]
+
+
+SAVED = """*raw
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -s 10.9.9.9/32 -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --dport 21 -j ACCEPT
+-A FORWARD -p tcp -m comment --comment "no telnet" --dport 23 --jump DROP
+COMMIT
+"""
+
+
+def test_saved_ruleset_drops_become_observed_jumps_with_file_and_line():
+    text, reasons = observe_saved_drops(SAVED, "fw.rules")
+    assert reasons == {SAVED_MARK_BASE + 7: "dropped by fw.rules:7: the FORWARD chain's policy DROP",
+                       SAVED_MARK_BASE + 10: 'dropped by fw.rules:10: -A FORWARD -p tcp -m comment '
+                                             '--comment "no telnet" --dport 23 --jump DROP'}
+    lines = text.splitlines()
+    assert "-A PREROUTING -s 10.9.9.9/32 -j DROP" in lines            # other tables as written
+    assert lines.index(":ftlab-saved-10 - [0:0]") < lines.index(
+        '-A FORWARD -p tcp -m comment --comment "no telnet" --dport 23 -j ftlab-saved-10')
+    commit = len(lines) - 1
+    assert lines[commit] == "COMMIT" and "-A FORWARD -j ftlab-saved-7" in lines[commit - 5:commit]
+    assert f"-A ftlab-saved-10 -j MARK --set-mark {SAVED_MARK_BASE + 10}" in lines
+
+
+def test_saved_ruleset_without_drops_is_unchanged():
+    plain = SAVED.replace(":FORWARD DROP", ":FORWARD ACCEPT").replace("--jump DROP", "-j ACCEPT")
+    assert observe_saved_drops(plain, "x") == (plain, {})
