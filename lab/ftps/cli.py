@@ -346,6 +346,8 @@ def _client(args: argparse.Namespace) -> int:
     if listing is not None:
         sys.stdout.write(listing)
     summary = f"{result.bytes} bytes  sha256 {result.sha256}  {result.seconds:.3f} s  {result.mbps:.1f} MB/s"
+    if args.ascii and listing is None:
+        summary += "  (TYPE A: bytes on the wire; the SHA-256 is of the local file)"
     to_stderr = args.op != "put" and (listing is not None or str(args.output) == "-")
     print(summary, file=sys.stderr if to_stderr else sys.stdout)
     return 0

@@ -68,6 +68,16 @@ def test_success_prints_bytes_sha_and_rate(server, pkidir, tmp_path):
     assert done.stdout.startswith(f"10000 bytes  sha256 {sha}") and "MB/s" in done.stdout
 
 
+def test_ascii_get_and_put(server, pkidir, tmp_path):
+    (Path(server.root) / "t.txt").write_bytes(b"one\ntwo\n")
+    done = ftlab("client", url(server, "t.txt"), "--ascii", "--data", "pasv", "get", "-o", str(tmp_path / "t.txt"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t.txt").read_bytes() == b"one\ntwo\n"
+    assert done.stdout.startswith("10 bytes") and "TYPE A: bytes on the wire" in done.stdout
+    done = ftlab("client", url(server, "back.txt"), "--data", "pasv", "put", str(tmp_path / "t.txt"), "--ascii")
+    assert done.returncode == 0 and (Path(server.root) / "back.txt").read_bytes() == b"one\ntwo\n", done.stderr
+
+
 @pytest.fixture
 def unreachable_pasv_server():
     """A scripted server whose 227 names a port where nothing listens (data-connect failure).
