@@ -24,6 +24,7 @@ import yaml
 from lab import TOPOLOGY_DIR
 from lab.errors import InputError, Problem
 from lab.ftps.config import ClientConfig, ServerConfig
+from lab.ftps.grammar import is_decimal
 from lab.model import (
     FilterRule,
     Firewall,
@@ -325,7 +326,7 @@ class _Builder:
                     self.problem(line, field, f"reversed port range {value!r} (low-high)")
                     return None
                 return PortRange(low, high)
-            if value.strip().isascii() and value.strip().isdigit():
+            if is_decimal(value.strip()):
                 return self.port_range(int(value), line, field)
         self.problem(line, field, f"bad port or port range {_show(value)} (e.g. 21 or 60000-60100)")
         return None
