@@ -59,12 +59,16 @@ def rps_sysctl_available() -> bool:
     return Path("/proc/sys", *RPS_DEFAULT_MASK.split(".")).exists()
 
 
+def own_sysfs_argv(script: str) -> list[str]:
+    """A shell script run with /sys showing the interfaces of the namespace it runs in (sysfs
+    shows those of the namespace that mounts it); the private mount dies with the command."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys || exit 1; {script}"]
+
+
 def rps_sysfs_argv(mask: str) -> list[str]:
-    """A command that sets RPS on every interface of the namespace it runs in (sysfs shows the
-    interfaces of the namespace that mounts it; the mount dies with the command)."""
-    script = ("umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys || exit 1; "
-              f'for f in /sys/class/net/*/queues/rx-*/rps_cpus; do echo {mask} > "$f" || exit 1; done')
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    """A command that sets RPS on every interface of the namespace it runs in."""
+    return own_sysfs_argv(f'for f in /sys/class/net/*/queues/rx-*/rps_cpus; do echo {mask} > "$f" || exit 1; done')
 
 
 def cpu_mask(cpus: int) -> str:

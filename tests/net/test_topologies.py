@@ -342,9 +342,8 @@ def in_sandbox_bulk_flow_counters(sysfs: bool = False) -> dict:
         finally:
             stop_process(iperf)
         nstat = net.run("client", ["nstat", "-az", "TcpExtTCPOFOQueue", "TcpRetransSegs"]).stdout
-        rps = net.run("nat-c", ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                "umount -l /sys; mount -t sysfs sysfs /sys && "
-                                "cat /sys/class/net/nat-c-eth0/queues/rx-0/rps_cpus"]).stdout.strip()
+        rps = net.run("nat-c", netmod.own_sysfs_argv("cat /sys/class/net/nat-c-eth0/queues/rx-0/rps_cpus")
+                      ).stdout.strip()
     counters = {line.split()[0]: int(line.split()[1]) for line in nstat.splitlines()
                 if line and not line.startswith("#")}
     return {"bytes": json.loads(out)["end"]["sum_received"]["bytes"], "rps": rps,
