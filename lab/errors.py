@@ -1,14 +1,14 @@
-"""Errors that the CLI turns into one clear message and an exit code (never a traceback)."""
+"""Errors that the CLI turns into one clear message and an exit code (never a traceback).
+
+The basic three (LabError exit 3, InputError exit 2 with its Problems) and the way every input file
+is read are defined once, in the bottom layer `lab.ftps.errors`; the engine adds its own kinds here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from lab.ftps.errors import MAX_INPUT_BYTES, InputError, LabError, Problem, read_input
 
-
-class LabError(Exception):
-    """The lab itself could not do its job (exit code 3)."""
-
-    exit_code = 3
+__all__ = ["MAX_INPUT_BYTES", "InputError", "LabError", "MissingFeature", "NotRoot", "Problem", "read_input"]
 
 
 class MissingFeature(LabError):
@@ -17,30 +17,3 @@ class MissingFeature(LabError):
 
 class NotRoot(LabError):
     exit_code = 2
-
-
-@dataclass
-class Problem:
-    """One problem in an input file, with its place."""
-
-    file: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        parts = [p for p in (where, self.field, self.message) if p]
-        return ": ".join(parts)
-
-
-class InputError(LabError):
-    """Bad input (a file, an argument): exit code 2, every problem listed with its place."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[Problem] | str):
-        if isinstance(problems, str):
-            problems = [Problem("", 0, "", problems)]
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from lab.errors import InputError, LabError, Problem
+from lab.ftps.errors import InputError, LabError, Problem
 from lab.ftps.grammar import is_decimal
 
 SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")

@@ -18,7 +18,7 @@ Field names are the statement names. Values are normalised: keywords are upper-c
 TRUE/FALSE are bools, numbers are ints/floats, PASSIVEDATAPORTS is a (low, high) tuple or None,
 EXTENSIONS is a frozenset, CIPHERSUITE a tuple (order = preference). Every value is validated
 when the object is built, from a file, a dict or keyword arguments; bad input raises
-lab.errors.InputError naming the file:line (or the source) and the statement.
+lab.ftps.errors.InputError naming the file:line (or the source) and the statement.
 
 File syntax (FTP.DATA style): one statement a line, `STATEMENT value`; `;` starts a comment;
 statement names and keywords are case-insensitive; EXTENSIONS, CIPHERSUITE and CERTUSERMAP may be
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from lab.errors import InputError, Problem
+from lab.ftps.errors import InputError, Problem
 
 # -- value parsers: str -> normalised value, ValueError with a short reason on bad input --------
 
