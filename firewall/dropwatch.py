@@ -16,7 +16,7 @@ import struct
 import sys
 from pathlib import Path
 
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 from nat.alg import config_path
 from nat.device import DeviceSetup
 from nat.events import EventWriter

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 from nat.alg import config_path, control_ports
 from nat.ctrlstream import C2S, Conn, ControlTracker, Finding
 from nat.device import DeviceSetup

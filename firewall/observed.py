@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.model import PortRange
+from lab.topology.model import PortRange
 
 #: The NFQUEUE number the dropwatch program listens on (interfaces E3).
 DROPWATCH_QUEUE = 30

@@ -1,6 +1,6 @@
 """The static packet filter: an ordered rule list, first match wins, then the default.
 
-Pure: a model Firewall in, iptables argv lists out (lab.net runs them inside the filter's
+Pure: a model Firewall in, iptables argv lists out (lab.network.net runs them inside the filter's
 namespace). The filter sits in the FORWARD path and does no inspection:
 
 1. packets of connections already admitted (ESTABLISHED, RELATED) pass;
@@ -8,7 +8,7 @@ namespace). The filter sits in the FORWARD path and does no inspection:
    firewall.observed) so the run learns which rule dropped which packet;
 3. then the default (accept, or an observed drop).
 
-A user may hand an `iptables-save` file instead of rules; lab.net loads it with
+A user may hand an `iptables-save` file instead of rules; lab.network.net loads it with
 iptables-restore after checking it with `iptables-restore --test` (restore_argv below). Its
 drops are observed too (observe_saved_drops): every `-j DROP` of the filter table and every DROP
 policy of a built-in chain becomes a jump to a marking chain, so a run names the file's line
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain, port_match
-from lab.model import FilterRule, Firewall
+from lab.topology.model import FilterRule, Firewall
 
 CHAIN = "ftlab-filter"
 #: Drop reasons: the default drop, and one mark per dropping rule (RULE_MARK_BASE + position).

@@ -11,10 +11,10 @@ from lab.errors import LabError
 
 # Each module has `register(subparsers)`, adding commands whose `func(args) -> int` runs them.
 COMMAND_MODULES = [
-    "lab.topo_cli",      # topo list/show/check
-    "lab.net_cli",       # shell, baseline, clean
+    "lab.topology.cli",      # topo list/show/check
+    "lab.network.cli",       # shell, baseline, clean
     "lab.ftps.cli",      # server, client, ca
-    "lab.matrix_cli",    # matrix, run, recommend, bench, report merge
+    "lab.matrix.cli",    # matrix, run, recommend, bench, report merge
 ]
 
 

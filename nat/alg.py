@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.ftps.grammar import HostPort, format_port_args
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
 from nat.device import DeviceSetup
 from nat.events import EventWriter

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 from nat.alg import config_path, control_ports
 from nat.device import DeviceSetup
 from nat.events import EventWriter

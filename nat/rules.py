@@ -1,7 +1,7 @@
 """Kernel NAT rules for a NAT router, and the internet router's "no private addresses" rule.
 
 Pure functions: a model Node in, iptables argv lists out (run in order inside the router's
-namespace by lab.net). The ALG (nat.alg) and the kernel helper (nat.kernel_helper) add their
+namespace by lab.network.net). The ALG (nat.alg) and the kernel helper (nat.kernel_helper) add their
 own rules; what is here is the NAT itself:
 
 - source NAT (masquerade) of everything leaving through the outside interface;
@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 
 from firewall.observed import RuleSet, drop_chain, port_match
-from lab.model import Nat, Node, PortForward
-from lab.topo import RFC1918
+from lab.topology.loader import RFC1918
+from lab.topology.model import Nat, Node, PortForward
 
 #: Drop reasons (nfmark values) used by the rules in this module.
 MARK_UNSOLICITED = 1

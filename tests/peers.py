@@ -1,4 +1,4 @@
-"""Helpers for tests that use third-party FTP peers: the servers (from lab.ftps.peers), a lab CA and
+"""Helpers for tests that use third-party FTP peers: the servers (from lab.endpoints.peers), a lab CA and
 server certificate for 127.0.0.1, payload files, and the clients (curl, lftp, Python ftplib) run
 with the recipes of reference/peer-ftps-survey.md §4.2.
 
@@ -18,9 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.ftps import peers as _peers
-from lab.ftps import pki
-from lab.ftps.peers import (  # noqa: F401  (re-exported for the tests)
+from lab.endpoints import peers as _peers
+from lab.endpoints.peers import (  # noqa: F401  (re-exported for the tests)
     LOOPBACK,
     TEST_USER,
     Peer,
@@ -30,6 +29,7 @@ from lab.ftps.peers import (  # noqa: F401  (re-exported for the tests)
     listening_ports,
     missing,
 )
+from lab.ftps import pki
 
 
 def need_root() -> str | None:

@@ -42,9 +42,10 @@ def e(value) -> str:
 
 
 def _diagram_png(topology_name: str) -> str | None:
-    """The picture's diagram as a base64 PNG (None when the topology or lab.diagram is unavailable)."""
+    """The picture's diagram as a base64 PNG (None when the topology or lab.topology.diagram is unavailable)."""
     try:
-        from lab import diagram, topo
+        from lab.topology import diagram
+        from lab.topology import loader as topo
 
         with tempfile.TemporaryDirectory() as tmp:
             path = diagram.draw(topo.load(topology_name), Path(tmp) / "d.png")
@@ -54,7 +55,7 @@ def _diagram_png(topology_name: str) -> str | None:
 
 
 def _col_order(col: tuple[str, str]) -> tuple[int, int]:
-    from lab.scenario import DATA_MODES, SECURITY_MODES
+    from lab.matrix.scenario import DATA_MODES, SECURITY_MODES
 
     sec, data = col
     return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,

@@ -1,12 +1,12 @@
 """The benchmark harness runs end to end (small size, one run): every tool moves its bytes and the
-ratios are computed. The real measurement is `python -m lab.ftps.bench` (256 MiB, not a test)."""
+ratios are computed. The real measurement is `python -m lab.endpoints.throughput` (256 MiB, not a test)."""
 
 from __future__ import annotations
 
 import peers
 import pytest
 
-from lab.ftps import bench
+from lab.endpoints import throughput as bench
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 

@@ -2,7 +2,7 @@
 NFQUEUE inside the shipped pictures, with the lab's FTPS server and client (and ftplib where a
 test needs to choose the exact command after CCC).
 
-Every scenario runs in its own sandbox (lab.sandbox.call_in_sandbox): the `in_sandbox_*`
+Every scenario runs in its own sandbox (lab.network.sandbox.call_in_sandbox): the `in_sandbox_*`
 functions execute there and return plain JSON, the tests assert on it.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.sandbox import call_in_sandbox
+from lab.network.sandbox import call_in_sandbox
 
 pytestmark = [pytest.mark.network]
 
@@ -29,7 +29,7 @@ class Site:
         import tempfile
         from pathlib import Path
 
-        from lab.net import LabNet
+        from lab.network.net import LabNet
 
         self.tmp = Path(tempfile.mkdtemp(prefix="ftlab-devtest-"))
         if env:
@@ -106,7 +106,7 @@ class Site:
 def in_sandbox_matrix(name: str, alg: str | None, cells: list[list[str]], timeout: float = 4) -> dict:
     import time
 
-    from lab.topo import load
+    from lab.topology.loader import load
 
     with Site(load(name), alg) as site:
         results = {}
@@ -138,7 +138,7 @@ def test_alg_plain_all_data_modes(name):
 
 def in_sandbox_session(name: str, alg: str | None, security: str, data: str, count: int,
                        noop_after_ccc: bool = False, env: dict | None = None, timeout: float = 4) -> dict:
-    from lab.topo import load
+    from lab.topology.loader import load
 
     with Site(load(name), alg, env) as site:
         result = site.client(security, data, count=count, noop_after_ccc=noop_after_ccc, timeout=timeout)
@@ -152,7 +152,7 @@ def in_sandbox_tls_byte_identical(name: str, device: str, implicit: bool = False
     from scapy.layers.inet import TCP
     from scapy.utils import rdpcap
 
-    from lab.topo import load
+    from lab.topology.loader import load
 
     topo = load(name)
     # curl speaks the immediate-handshake model of implicit FTPS, not z/OS's clear 220 first
@@ -292,7 +292,7 @@ def peer_commands(addr: str) -> dict[str, list[str]]:
 
 
 def in_sandbox_peers(name: str) -> dict:
-    from lab.topo import load
+    from lab.topology.loader import load
 
     with Site(load(name), "scapy") as site:
         out = {}
@@ -368,8 +368,8 @@ def in_sandbox_hostile() -> dict:
     import sys
     import time
 
-    from lab.net import LabNet
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.topology.loader import load
     from nat.events import read
 
     topo = load("client-nat")

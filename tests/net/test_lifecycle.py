@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.net import processes_in
-from lab.sandbox import STATE_DIR, call_in_sandbox, start_time
+from lab.network.net import processes_in
+from lab.network.sandbox import STATE_DIR, call_in_sandbox, start_time
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
 
@@ -195,7 +195,7 @@ def in_sandbox_probe_without(tool: str) -> str:
     import tempfile
 
     from lab.errors import MissingFeature
-    from lab.probe import TOOLS, probe
+    from lab.network.probe import TOOLS, probe
 
     bin_dir = Path(tempfile.mkdtemp())
     for name in TOOLS:
@@ -218,7 +218,7 @@ def test_missing_tool_is_named():
 
 def test_clean_never_signals_a_recycled_pid(tmp_path, monkeypatch):
     """A state file whose pid now belongs to another process (start time differs) is only removed."""
-    import lab.sandbox as sandbox
+    import lab.network.sandbox as sandbox
 
     monkeypatch.setattr(sandbox, "STATE_DIR", tmp_path)
     other = subprocess.Popen(["sleep", "30"])
@@ -238,8 +238,8 @@ def test_clean_never_signals_a_recycled_pid(tmp_path, monkeypatch):
 
 
 def in_sandbox_probe_with_missing_feature() -> str:
-    from lab import probe as probe_module
     from lab.errors import MissingFeature
+    from lab.network import probe as probe_module
 
     # A target this kernel does not have stands in for a missing module.
     probe_module.FEATURES.append(("frobnicate target", "CONFIG_FROBNICATE",

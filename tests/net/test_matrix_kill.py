@@ -1,6 +1,6 @@
 """`kill -9` of `ftlab matrix` in the middle of a run leaves nothing behind (issue 6, lab faults).
 
-A matrix runs several sandboxes at once (lab.matrix: one per network, each `unshare` + a
+A matrix runs several sandboxes at once (lab.matrix.runner: one per network, each `unshare` + a
 cellrun worker + Mininet nodes, devices, servers and clients). The whole process group of the
 runner is killed with SIGKILL while both networks are up and cells are running; then, within a
 bounded wait, none of its processes is left (looked up by pid + start time, by network
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from test_lifecycle import FTLAB, descendants, netns_of, root_state
 
-from lab.net import processes_in
-from lab.sandbox import ENV_MARKER, STATE_DIR, start_time
+from lab.network.net import processes_in
+from lab.network.sandbox import ENV_MARKER, STATE_DIR, start_time
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 

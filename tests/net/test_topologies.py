@@ -1,6 +1,6 @@
 """Each shipped picture's kernel-level behaviour, proved with real TCP packets (no FTP).
 
-Every check runs in its own sandbox (lab.sandbox.call_in_sandbox): the functions named
+Every check runs in its own sandbox (lab.network.sandbox.call_in_sandbox): the functions named
 `in_sandbox_*` below execute there and return plain JSON; the tests assert on it. The device
 programs are not started (devices=False): what is tested here is the kernel's part, i.e.
 routing, NAT, port forwards, the internet's refusal of private addresses and the static
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.sandbox import call_in_sandbox
+from lab.network.sandbox import call_in_sandbox
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
 
@@ -30,9 +30,9 @@ def in_sandbox_probe(name: str, checks: list[dict], devices: bool = False) -> li
     """Bring `name` up, open listeners, run each check {from, to_node|to_addr, ports, sport}."""
     import contextlib
 
-    from lab.net import LabNet
-    from lab.netcheck import connect, listening
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
 
     topo = load(name)
     results = []
@@ -156,10 +156,10 @@ def in_sandbox_iptables_save(text: str) -> dict:
     import tempfile
 
     from lab.errors import LabError
-    from lab.model import Firewall
-    from lab.net import LabNet
-    from lab.netcheck import connect, listening
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
+    from lab.topology.model import Firewall
 
     topo = load("static-filter")
     rules = Path(tempfile.mkdtemp()) / "fw.rules"
@@ -181,10 +181,10 @@ def in_sandbox_iptables_save_drops(text: str) -> dict:
     import tempfile
     import time
 
-    from lab.model import Firewall
-    from lab.net import LabNet
-    from lab.netcheck import connect, listening
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
+    from lab.topology.model import Firewall
 
     topo = load("static-filter")
     rules = Path(tempfile.mkdtemp()) / "fw.rules"
@@ -224,9 +224,9 @@ def test_iptables_save_error_names_the_line():
 def in_sandbox_observed_drops() -> dict:
     import json
 
-    from lab.net import LabNet
-    from lab.netcheck import connect, listening
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
 
     topo = load("double-nat")
     with LabNet(topo) as net, listening(net, "client", [21]), listening(net, "server", [22]):
@@ -261,9 +261,9 @@ def in_sandbox_pcap() -> dict:
     from scapy.layers.inet import IP
     from scapy.utils import rdpcap
 
-    from lab.net import LabNet
-    from lab.netcheck import connect, listening
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
 
     workdir = Path(tempfile.mkdtemp())   # inside the sandbox's own TMPDIR: removed with it
     with LabNet(load("client-nat"), devices=False, pcap=True, workdir=workdir) as net, \
@@ -281,8 +281,8 @@ def test_pcap_shows_the_nat_rewrite_on_each_side():
 
 
 def in_sandbox_devices_up(alg: str | None) -> dict:
-    from lab.net import LabNet
-    from lab.topo import load, names
+    from lab.network.net import LabNet
+    from lab.topology.loader import load, names
 
     out = {}
     for name in names():
@@ -295,7 +295,7 @@ def in_sandbox_devices_up(alg: str | None) -> dict:
 
 @pytest.mark.parametrize("alg", [None, "kernel", "off"])
 def test_every_picture_comes_up_with_its_device_programs(alg):
-    from lab.topo import load, names
+    from lab.topology.loader import load, names
 
     out = call_in_sandbox(__file__, "in_sandbox_devices_up", alg)
     for name in names():
@@ -322,10 +322,10 @@ def in_sandbox_bulk_flow_counters(sysfs: bool = False) -> dict:
     import json
     import subprocess
 
-    from lab import net as netmod
-    from lab.ftps.peers import stop_process, wait_listening
-    from lab.net import LabNet
-    from lab.topo import load
+    from lab.endpoints.peers import stop_process, wait_listening
+    from lab.network import net as netmod
+    from lab.network.net import LabNet
+    from lab.topology.loader import load
 
     if sysfs:
         netmod.rps_sysctl_available = lambda: False

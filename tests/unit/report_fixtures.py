@@ -2,16 +2,16 @@
 
 Each cell's observation is what the runner would see if the network behaved as `behaviour`
 says: a success JSON from the client, or a drop event from the device the prediction names.
-The writers are then tested on what lab.verdict made of those observations.
+The writers are then tested on what lab.matrix.verdict made of those observations.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from lab import predict, scenario
+from lab.matrix import predict, scenario
+from lab.matrix.verdict import Observation, verdict
 from lab.report import results
-from lab.verdict import Observation, verdict
 
 S = scenario.load("default")
 SIZE = 4096

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from firewall import dropwatch, dynamic
-from lab.topo import load
+from lab.topology.loader import load
 from nat import alg, kernel_helper
 from nat.events import EventWriter, follow, read
 

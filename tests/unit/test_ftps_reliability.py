@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
 
+from lab.endpoints.peers import free_port, free_port_range, stop_process, wait_listening
 from lab.ftps.client import FTPClient, FTPError
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import format_command, parse_227
-from lab.ftps.peers import free_port, free_port_range, stop_process, wait_listening
 from lab.ftps.server import FTPServer
 
 SMALL = os.urandom(64 * 1024 + 11)

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from ftps_fixtures import RawControl, Servers, event_text, server_pki
 
+from lab.endpoints.peers import free_port, stop_process, wait_listening
 from lab.ftps import pki
 from lab.ftps.client import FTPClient, FTPError
 from lab.ftps.config import ClientConfig, ServerConfig
 from lab.ftps.grammar import format_command, parse_227
-from lab.ftps.peers import free_port, stop_process, wait_listening
 from lab.ftps.server import FTPServer
 
 pytestmark = pytest.mark.timeout(40)

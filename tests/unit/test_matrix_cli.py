@@ -6,9 +6,10 @@ import argparse
 
 import pytest
 
-from lab import cli, scenario
+from lab import cli
 from lab.errors import InputError
-from lab.matrix_cli import _select
+from lab.matrix import scenario
+from lab.matrix.cli import _select
 
 S = scenario.load("default")
 

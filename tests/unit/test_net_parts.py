@@ -1,10 +1,10 @@
-"""The pure parts of lab.net (no namespaces)."""
+"""The pure parts of lab.network.net (no namespaces)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lab.net import cpu_mask
+from lab.network.net import cpu_mask
 
 
 @pytest.mark.parametrize(("cpus", "mask"), [(1, "1"), (2, "3"), (4, "f"), (32, "ffffffff"),

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for the two parsers users feed by hand: topology files (lab.topo)
+"""Property tests (hypothesis) for the two parsers users feed by hand: topology files (lab.topology.loader)
 and FTP.DATA statements (lab.ftps.config).
 
 Whatever the input - random text, a shipped picture with a key dropped, a value of the wrong
@@ -26,9 +26,10 @@ import yaml
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from lab import TOPOLOGY_DIR, topo
+from lab import TOPOLOGY_DIR
 from lab.errors import InputError
 from lab.ftps.config import ClientConfig, ServerConfig, parse_ftpdata, parse_ftpdata_text
+from lab.topology import loader as topo
 
 pytestmark = pytest.mark.timeout(120)
 

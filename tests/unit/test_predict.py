@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lab import predict, scenario, topo
 from lab.errors import InputError
-from lab.scenario import Cell, ClientTraits
+from lab.matrix import predict, scenario
+from lab.matrix.scenario import Cell, ClientTraits
+from lab.topology import loader as topo
 
 S = scenario.load("default")
 TLS_LIKE = ("tls", "implicit", "implicit-zos")

@@ -1,4 +1,4 @@
-"""Report writers on run documents made by lab.verdict: schema, JUnit, merge, shard, baseline, charts."""
+"""Report writers on run documents made by lab.matrix.verdict: schema, JUnit, merge, shard, baseline, charts."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from firewall.static import (
     observe_saved_drops,
     restore_argv,
 )
-from lab.model import FilterRule, Firewall, Interface, Nat, Node, PortForward, PortRange
+from lab.topology.model import FilterRule, Firewall, Interface, Nat, Node, PortForward, PortRange
 from nat.rules import (
     MARK_PRIVATE_DESTINATION,
     MARK_UNSOLICITED,

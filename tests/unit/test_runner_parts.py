@@ -9,11 +9,12 @@ import json
 
 import pytest
 
-from lab import scenario, topo
-from lab.cellrun import EventTail, firewall_saw, ftpdata_text, payload, server_key, server_statements
-from lab.endpoints import client_argv, client_result
+from lab.endpoints.launch import client_argv, client_result
 from lab.errors import InputError
-from lab.matrix import Progress, parse_size, plan_groups
+from lab.matrix import scenario
+from lab.matrix.runner import Progress, parse_size, plan_groups
+from lab.matrix.worker import EventTail, firewall_saw, ftpdata_text, payload, server_key, server_statements
+from lab.topology import loader as topo
 
 S = scenario.load("default")
 

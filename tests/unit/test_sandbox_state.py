@@ -1,4 +1,4 @@
-"""Run-state bookkeeping of lab.sandbox, without starting a sandbox (no root, no namespaces)."""
+"""Run-state bookkeeping of lab.network.sandbox, without starting a sandbox (no root, no namespaces)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from lab import sandbox
 from lab.errors import LabError
+from lab.network import sandbox
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@ import ipaddress
 
 import pytest
 
-from lab import TOPOLOGY_DIR, routing, topo
+from lab import TOPOLOGY_DIR
 from lab.errors import InputError
+from lab.topology import loader as topo
+from lab.topology import routing
 
 EIGHT = ["client-nat", "double-nat", "dynamic-filter", "dynamic-filter-nat", "lan", "server-nat",
          "static-filter", "static-filter-nat"]
@@ -283,8 +285,8 @@ def test_port_numbers_are_ascii_digits(port):
 
 
 def test_repeated_statements_as_a_list_become_one_ftpdata_line_each():
-    from lab.cellrun import ftpdata_text
     from lab.ftps.config import parse_ftpdata_text
+    from lab.matrix.worker import ftpdata_text
 
     text = GOOD.replace("ftp: {client: client, server: server}",
                         "ftp:\n  client: client\n  server: server\n  server_statements:\n"

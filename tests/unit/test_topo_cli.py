@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab import topo
 from lab.cli import main
+from lab.topology import loader as topo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,10 +1,10 @@
-"""lab.verdict: client result + device events -> pass | fail | error, stage and a one-line reason."""
+"""lab.matrix.verdict: client result + device events -> pass | fail | error, stage and a one-line reason."""
 
 from __future__ import annotations
 
 import hashlib
 
-from lab.verdict import Observation, describe_drop, verdict
+from lab.matrix.verdict import Observation, describe_drop, verdict
 
 DATA = b"x" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -2,7 +2,7 @@
 
 A cell is one way of doing FTP on one picture: `<topology>/<security>/<data>[+variation...]`
 (e.g. `server-nat/tls/pasv+ignore-pasv-address`). A scenario file (scenarios/default.yaml) names the
-matrix, the variations, the clients and servers, and per picture the facts that lab.predict turns
+matrix, the variations, the clients and servers, and per picture the facts that lab.matrix.predict turns
 into an expected outcome. Loading is strict: every problem is reported with file:line and field.
 """
 
@@ -220,7 +220,7 @@ class Scenarios:
     def spec(self, cell: Cell) -> CellSpec:
         self._check_variant(cell.variant) if cell.options else None
         if cell.topology not in self.pictures:
-            # A user's topology: no facts in the file; lab.predict derives them from the model.
+            # A user's topology: no facts in the file; lab.matrix.predict derives them from the model.
             pass
         client = self.defaults.get("client", "builtin")
         server = self.defaults.get("server", "builtin")

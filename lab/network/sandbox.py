@@ -261,7 +261,7 @@ def call_in_sandbox(file: str | Path, function: str, *args: Any, timeout: float 
 
     Raises LabError with the sandbox's stderr when the function raised or the run failed.
     """
-    argv = [sys.executable, "-m", "lab.sandbox", str(Path(file).resolve()), function, json.dumps(list(args))]
+    argv = [sys.executable, "-m", "lab.network.sandbox", str(Path(file).resolve()), function, json.dumps(list(args))]
     result = run_sandboxed(argv, capture=True, timeout=timeout)
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
@@ -283,5 +283,5 @@ def _call_main(file: str, function: str, args_json: str) -> int:
 
 if __name__ == "__main__":
     if not in_sandbox():
-        sys.exit("lab.sandbox: run through call_in_sandbox(), not directly")
+        sys.exit("lab.network.sandbox: run through call_in_sandbox(), not directly")
     sys.exit(_call_main(*sys.argv[1:4]))

@@ -20,10 +20,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from lab import REPORT_DIR, predict, scenario, topo
+from lab import REPORT_DIR
 from lab.errors import InputError, Problem
+from lab.matrix import predict, scenario
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
+from lab.topology import loader as topo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +160,7 @@ def _scenarios(name: str) -> scenario.Scenarios:
 # -- commands -----------------------------------------------------------------------------------------
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from lab.matrix import DEFAULT_SIZE, parse_size, run_matrix
+    from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
     scen = _scenarios(args.scenarios)
     cells, paths = _select(args, scen)
@@ -181,7 +183,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab.matrix import DEFAULT_SIZE, parse_size, run_matrix
+    from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
     scen = _scenarios(args.scenarios)
     cell = scenario.parse_cell_id(args.id)
@@ -227,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from lab.matrix import run_matrix
+    from lab.matrix.runner import run_matrix
 
     scen = _scenarios(args.scenarios)
     model = topo.load(args.topology)
@@ -282,11 +284,11 @@ def cmd_report_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lab.sandbox import ensure_sandbox
+    from lab.network.sandbox import ensure_sandbox
 
     ensure_sandbox()
-    from lab.bench import bench_topology
-    from lab.matrix import parse_size
+    from lab.endpoints.bench import bench_topology
+    from lab.matrix.runner import parse_size
 
     out = _out_dir(args.out, "bench-")
     result = bench_topology(args.topology, parse_size(args.size), args.runs, out)

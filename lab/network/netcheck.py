@@ -3,8 +3,8 @@
 A listener accepts on some ports and answers every connection with the address it sees the
 peer as, then closes: so one connect tells both "did it get through" and "as whom" (NAT).
 
-    python -m lab.netcheck listen PORT...            # prints LISTENING, then serves forever
-    python -m lab.netcheck connect [--timeout S] [--sport P] ADDR:PORT...   # prints one JSON list
+    python -m lab.network.netcheck listen PORT...            # prints LISTENING, then serves forever
+    python -m lab.network.netcheck connect [--timeout S] [--sport P] ADDR:PORT...   # prints one JSON list
 
 From Python, with a running LabNet:
     with listening(net, "server", [21, 22]):
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:                 # run as a program inside nodes: no Mininet import there
-    from lab.net import LabNet
+    from lab.network.net import LabNet
 
 LISTENING = "LISTENING"
 
@@ -87,7 +87,7 @@ def connect_all(targets: list[tuple[str, int]], timeout: float, sport: int = 0) 
 @contextlib.contextmanager
 def listening(net: LabNet, node: str, ports: list[int], ready_timeout: float = 5.0) -> Iterator[None]:
     """Run a listener in `node` on `ports` for the duration of the block."""
-    proc = net.popen(node, [sys.executable, "-m", "lab.netcheck", "listen", *map(str, ports)],
+    proc = net.popen(node, [sys.executable, "-m", "lab.network.netcheck", "listen", *map(str, ports)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _readline(proc, ready_timeout)
@@ -108,14 +108,14 @@ def _readline(proc, timeout: float) -> str:
 def connect(net: LabNet, node: str, targets: list[tuple[str, int]], timeout: float = 1.0,
             sport: int = 0) -> list[dict]:
     """try_connect() from inside `node` to every target (in parallel; see connect_all)."""
-    argv = [sys.executable, "-m", "lab.netcheck", "connect", "--timeout", str(timeout), "--sport", str(sport),
+    argv = [sys.executable, "-m", "lab.network.netcheck", "connect", "--timeout", str(timeout), "--sport", str(sport),
             *(f"{a}:{p}" for a, p in targets)]
     done = net.run(node, argv, timeout=timeout + 10)
     return json.loads(done.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.netcheck")
+    parser = argparse.ArgumentParser(prog="python -m lab.network.netcheck")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_listen = sub.add_parser("listen")
     p_listen.add_argument("ports", nargs="+", type=int)

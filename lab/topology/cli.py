@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab import topo
 from lab.errors import InputError
-from lab.model import Firewall, Nat, Node, Topology
+from lab.topology import loader as topo
+from lab.topology.model import Firewall, Nat, Node, Topology
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     topology = topo.load(args.topology)
     print(format_topology(topology))
     if args.png:
-        from lab.diagram import draw  # matplotlib only when a picture is asked for
+        from lab.topology.diagram import draw  # matplotlib only when a picture is asked for
 
         print(f"diagram: {draw(topology, args.png)}")
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from lab.model import Interface, Node, Topology
+from lab.topology.model import Interface, Node, Topology
 
 IPv4Address = ipaddress.IPv4Address
 

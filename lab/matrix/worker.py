@@ -1,4 +1,4 @@
-"""Running the cells of one network inside a sandbox: `python -m lab.cellrun PLAN INDEX`.
+"""Running the cells of one network inside a sandbox: `python -m lab.matrix.worker PLAN INDEX`.
 
 One group = one picture brought up once with one ALG mode. The worker measures the iperf3
 baseline of the picture's data path, brings the picture up with its devices, starts the FTP
@@ -7,7 +7,7 @@ the cells one after the other, each as `ftlab client ... --json` in the client n
 client runs, the devices' event file is watched: when a device drops a new connection of this
 cell, the client gets a short grace to report and is then killed, so a failing cell ends within
 2 s of its drop. Each cell's result is appended as one JSON line to the group's cells.jsonl,
-which the parent (lab.matrix) reads for its progress bar.
+which the parent (lab.matrix.runner) reads for its progress bar.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import predict, scenario, topo
 from lab.errors import LabError
+from lab.matrix import predict, scenario
+from lab.matrix.verdict import Observation, is_new_connection, verdict
 from lab.report import results
-from lab.verdict import Observation, is_new_connection, verdict
+from lab.topology import loader as topo
 
 USER, PASSWORD = "lab", "lab-secret"
 DATA_FILE = "data.bin"
@@ -111,7 +112,7 @@ def firewall_saw(events: list[dict]) -> list[dict]:
             saw.append({"device": dev, "kind": "cleartext",
                         "text": f"ignored: {e.get('line') or e.get('message', '')}"})
         elif t == "drop":
-            from lab.verdict import describe_drop
+            from lab.matrix.verdict import describe_drop
             saw.append({"device": dev, "kind": "drop", "text": describe_drop(e)})
     # Retransmitted SYNs and both directions of a TLS connection repeat an item: say how often.
     counted: dict[tuple, int] = {}
@@ -216,7 +217,7 @@ def server_key(topology, spec: scenario.CellSpec) -> str:
 
 def start_any_server(net, topology, key: str, g: Group, n: int) -> ServerRun:
     info = json.loads(key)
-    from lab.endpoints import start_peer_server, terminate
+    from lab.endpoints.launch import start_peer_server, terminate
 
     if info["server"] == "builtin":
         proc, log = start_server(net, topology, info["statements"], g, n)
@@ -259,7 +260,7 @@ def start_server(net, topology, statements: dict, g: Group, n: int):
 def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, sha: str,
              server: ServerRun) -> tuple[Observation, dict]:
     """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
-    from lab.endpoints import client_argv, client_result
+    from lab.endpoints.launch import client_argv, client_result
 
     wd = g.workdir
     safe = cell.id.replace("/", "_").replace("+", "_")
@@ -346,8 +347,8 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
 
 def measure_baseline(topology, g: Group) -> tuple[float | None, str | None, float | None]:
     """iperf3 over the picture's data path (kernel only, no device programs), RETR direction."""
-    from lab.net import LabNet
-    from lab.net_cli import _wait_for, baseline_port, measure, temporary_forward
+    from lab.network.cli import _wait_for, baseline_port, measure, temporary_forward
+    from lab.network.net import LabNet
 
     try:
         with LabNet(topology, workdir=g.workdir / "baseline", devices=False) as net:
@@ -365,7 +366,7 @@ def measure_baseline(topology, g: Group) -> tuple[float | None, str | None, floa
 
 
 def run_group(g: Group) -> None:
-    from lab.net import LabNet
+    from lab.network.net import LabNet
 
     scen = scenario.load(g.scenario_file)
     topology = topo.load(g.topology)
@@ -393,7 +394,7 @@ def run_group(g: Group) -> None:
             f.write(json.dumps(entry, default=str) + "\n")
 
     def lab_error(cell, spec, reason: str) -> dict:
-        from lab.verdict import Verdict
+        from lab.matrix.verdict import Verdict
         return results.scenario_entry(cell=cell, spec=spec, prediction=predict.predict(scen, cell, picture),
                                       verdict=Verdict("error", None, f"lab: {reason}"), alg=g.alg,
                                       baseline_mbps=info["baseline_mbps"], duration_s=0.0)

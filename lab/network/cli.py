@@ -1,6 +1,6 @@
 """`ftlab shell`, `ftlab baseline`, `ftlab clean`: bring a picture up by hand, measure it, clean up.
 
-shell and baseline re-run themselves in a sandbox (lab.sandbox.ensure_sandbox) before they
+shell and baseline re-run themselves in a sandbox (lab.network.sandbox.ensure_sandbox) before they
 touch the network, so whatever happens to them the kernel reaps the whole run.
 """
 
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.errors import LabError
-from lab.model import Topology
+from lab.topology.model import Topology
 
 if TYPE_CHECKING:                 # Mininet is imported only inside the sandbox
-    from lab.net import LabNet
+    from lab.network.net import LabNet
 
 IPERF_DEFAULT_PORT = 5201
 
@@ -65,8 +65,8 @@ def _load_in_sandbox(name: str) -> Topology:
     """The topology, loaded inside a sandbox: this command re-runs itself in one first.
 
     The file is checked before that too, so a bad one is reported at once (and without root)."""
-    from lab.sandbox import ensure_sandbox
-    from lab.topo import load
+    from lab.network.sandbox import ensure_sandbox
+    from lab.topology.loader import load
 
     load(name)
     ensure_sandbox()
@@ -79,7 +79,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     topo = _load_in_sandbox(args.topology)
     from mininet.cli import CLI
 
-    from lab.net import LabNet
+    from lab.network.net import LabNet
 
     class LabCLI(CLI):
         # Node names such as nat-c contain '-': let the command word include it.
@@ -146,7 +146,7 @@ def measure(net: LabNet, port: int, seconds: float, reverse: bool) -> float:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     topo = _load_in_sandbox(args.topology)
-    from lab.net import LabNet
+    from lab.network.net import LabNet
 
     port = baseline_port(topo)
     workdir = Path(tempfile.mkdtemp(prefix=f"ftlab-baseline-{topo.name}-"))
@@ -190,7 +190,7 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float) -> None:
 # -- clean --------------------------------------------------------------------------------------
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from lab.sandbox import clean
+    from lab.network.sandbox import clean
 
     done = clean(include_active=args.all)
     for line in done:

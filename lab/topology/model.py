@@ -1,7 +1,7 @@
 """The topology model: what a network picture is, independent of how it is built.
 
 A topology file (YAML, see topologies/README.md) is loaded into these dataclasses by
-lab.topo; lab.net builds a Mininet network from them. Everything here is plain data
+lab.topology.loader; lab.network.net builds a Mininet network from them. Everything here is plain data
 plus a few pure queries (the client->server path, who owns an address).
 """
 

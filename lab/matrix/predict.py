@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from lab.scenario import Cell, ClientTraits, Picture, Scenarios, ServerTraits
+from lab.matrix.scenario import Cell, ClientTraits, Picture, Scenarios, ServerTraits
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def _rule_verdict(firewall, proto: str, src, sport: int | None, dst, dport: int)
 
 def picture_of(topology) -> tuple[Picture, bool]:
     """Derive a picture's facts from a topology model; False when a device cannot be read (step 1)."""
-    from lab.scenario import FilterFacts
+    from lab.matrix.scenario import FilterFacts
 
     ftp = topology.ftp
     hops = topology.hops()

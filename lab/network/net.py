@@ -10,7 +10,7 @@ errors, so it is used for nothing but building.
     with LabNet(topology, workdir=path) as net:
         net.run("client", ["ping", "-c1", "198.51.100.10"])
 
-A LabNet must be built inside a sandbox (lab.sandbox): the kernel then reaps everything if
+A LabNet must be built inside a sandbox (lab.network.sandbox): the kernel then reaps everything if
 the run dies, and the real root namespace is never touched.
 """
 
@@ -35,7 +35,7 @@ from types import ModuleType
 from firewall.observed import RuleSet
 from firewall.static import filter_rules, observe_saved_drops, restore_argv
 from lab.errors import LabError
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 from nat.rules import internet_rules, nat_rules
 
 READY_TIMEOUT = 5.0
@@ -139,11 +139,11 @@ class LabNet:
         self.stop()
 
     def start(self) -> None:
-        from lab.probe import probe
-        from lab.sandbox import in_sandbox
+        from lab.network.probe import probe
+        from lab.network.sandbox import in_sandbox
 
         if not in_sandbox():
-            raise LabError("LabNet must run inside a sandbox (lab.sandbox.ensure_sandbox or call_in_sandbox)")
+            raise LabError("LabNet must run inside a sandbox (lab.network.sandbox.ensure_sandbox or call_in_sandbox)")
         t0 = time.monotonic()
         probe()
         if self._own_workdir:
@@ -217,7 +217,7 @@ class LabNet:
         return proc
 
     def address(self, node: str) -> IPv4Address:
-        """The node's first address (lab.model.Topology.address_of)."""
+        """The node's first address (lab.topology.model.Topology.address_of)."""
         return self.topology.address_of(node)
 
     # -- building --------------------------------------------------------------------------

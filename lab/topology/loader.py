@@ -1,4 +1,4 @@
-"""Load topology files (YAML, format in topologies/README.md) into the lab.model dataclasses.
+"""Load topology files (YAML, format in topologies/README.md) into the lab.topology.model dataclasses.
 
 Loading is also validation: every problem in a file is collected with its line and field
 (lab.errors.Problem) and reported together in one InputError, so an engineer fixes a file in
@@ -25,7 +25,7 @@ from lab import TOPOLOGY_DIR
 from lab.errors import InputError, Problem
 from lab.ftps.config import ClientConfig, ServerConfig
 from lab.ftps.grammar import is_decimal
-from lab.model import (
+from lab.topology.model import (
     FilterRule,
     Firewall,
     FtpSettings,
@@ -38,7 +38,7 @@ from lab.model import (
     Route,
     Topology,
 )
-from lab.routing import control_connection
+from lab.topology.routing import control_connection
 
 #: Private address space (RFC 1918). The internet router must not route it. (Python's
 #: ipaddress calls the documentation ranges "private" too, so it cannot decide this for us.)

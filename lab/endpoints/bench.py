@@ -1,7 +1,7 @@
 """`ftlab bench [NAME]`: throughput on one picture's native data path, side by side in one run.
 
 The built-in client and server (plain and PROT P, RETR and STOR), curl + vsftpd and iperf3 move
-the same bytes between the picture's client and server nodes (lab.ftps.bench does the measuring);
+the same bytes between the picture's client and server nodes (lab.endpoints.throughput does the measuring);
 the result is printed as ratios and written to bench.json. The network is brought up without
 device programs: data connections never pass through Python anyway, and the benchmark's ports
 are not the pictures' control ports.
@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab import topo
 from lab.errors import InputError, Problem
+from lab.topology import loader as topo
 
 
 def bench_topology(name: str, size: int, runs: int, out: Path) -> str:
-    from lab.ftps import bench
-    from lab.net import LabNet
+    from lab.endpoints import throughput as bench
+    from lab.network.net import LabNet
 
     topology = topo.load(name)
     server_ip = topology.address_of(topology.ftp.server)

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lab.model import Node, Topology
+from lab.topology.model import Node, Topology
 
 COLOURS = {
     "host": "#9ecae1",

@@ -73,7 +73,7 @@ def probe(force: bool = False) -> None:
 
 
 def require_in_sandbox() -> None:
-    from lab.sandbox import in_sandbox
+    from lab.network.sandbox import in_sandbox
 
     if not in_sandbox():
         raise LabError("refusing to probe kernel features outside a sandbox (it loads throw-away rules)")

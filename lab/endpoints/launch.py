@@ -3,8 +3,8 @@
 A cell with `+curl` (or `+lftp`, `+vsftpd`, `+proftpd`) runs that program instead of the built-in
 endpoint, in the same node, on the same ports (21 and 990, which the pictures forward and
 permit). A client's outcome is turned into the same JSON shape as `ftlab client --json`
-(outcome, stage, reason, bytes, sha256, mbps, transcript), so lab.verdict judges every client
-alike. The servers' configuration files come from lab.ftps.peers (tested there against the
+(outcome, stage, reason, bytes, sha256, mbps, transcript), so lab.matrix.verdict judges every client
+alike. The servers' configuration files come from lab.endpoints.peers (tested there against the
 built-in endpoints); here they get the pictures' ports, passive range and active port 20.
 """
 
@@ -143,7 +143,7 @@ def _passive_range(statements: dict) -> tuple[int, int] | None:
 def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Path | None, data_file: Path,
                       cert: Path, key: Path, control_port: int = 21, implicit_port: int = 990) -> PeerServer:
     """vsftpd or ProFTPD in `node`: one process for explicit/plain on 21, one for implicit on 990."""
-    from lab.ftps import peers
+    from lab.endpoints import peers
 
     if why := peers.missing(kind):
         raise LabError(f"{kind} is not available: {why}")

@@ -1,7 +1,7 @@
 """Throughput benchmark: the lab's FTPS client and server beside iperf3 and curl + vsftpd, on the same
 path in the same run, reported as ratios (never bare times: the machine decides those).
 
-    python -m lab.ftps.bench [--size MiB] [--runs N]         # loopback, 127.0.0.1
+    python -m lab.endpoints.throughput [--size MiB] [--runs N]         # loopback, 127.0.0.1
 
 For a lab path (the matrix engineer's `ftlab bench`), pass how to start a process on each side:
 
@@ -32,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.endpoints import peers
 from lab.errors import LabError
-from lab.ftps import peers, pki
+from lab.ftps import pki
 
 Popen = Callable[..., subprocess.Popen]
 MiB = 1 << 20
@@ -277,7 +278,7 @@ def _fmt(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.ftps.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.endpoints.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="MiB per transfer (default 256)")
     parser.add_argument("--runs", type=int, default=7, help="runs; the median is reported (default 7)")
     parser.add_argument("--tools", default="iperf3,curl+vsftpd,ftlab", help="comma-separated subset")

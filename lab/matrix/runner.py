@@ -3,7 +3,7 @@
     doc = run_matrix(cells, scenarios, out_dir, jobs=2)
 
 Cells are grouped by network (picture + ALG mode): each group is brought up once, in its own
-sandbox (lab.sandbox: its own PID, network and mount namespaces), by `python -m lab.cellrun`.
+sandbox (lab.network.sandbox: its own PID, network and mount namespaces), by `python -m lab.matrix.worker`.
 Up to `jobs` groups run at once - they cannot disturb each other, and a drop event in a group's
 event file can only belong to that group's current cell. The parent needs no namespace itself:
 it follows the groups' result files for a live progress bar and writes the report at the end.
@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import predict, scenario, topo
 from lab.errors import InputError, LabError, Problem
+from lab.matrix import predict, scenario
 from lab.report import results, write_all
+from lab.topology import loader as topo
 
 MiB = 1 << 20
 DEFAULT_SIZE = 2 * MiB
@@ -146,7 +147,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
     """Run the cells and write the report folder; returns the results document."""
-    from lab.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
+    from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
@@ -173,7 +174,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
         budget = 60 + len(g.cells) * (timeout + 2)
         try:
-            done = run_sandboxed([sys.executable, "-m", "lab.cellrun", str(plan_path), str(i)],
+            done = run_sandboxed([sys.executable, "-m", "lab.matrix.worker", str(plan_path), str(i)],
                                  capture=True, timeout=budget)
             if done.returncode != 0:
                 with lock:
@@ -258,7 +259,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
             entry["recommendation"] = f"{rec.method} (step {rec.step}): {rec.why}"
             entry["reasoning"] = picture.reasoning or None
     # A cell the worker never reported (it died): the lab failed there.
-    from lab.verdict import Verdict
+    from lab.matrix.verdict import Verdict
     for c in cells:
         if c.id not in by_id:
             picture = scen.pictures.get(c.topology)

@@ -1,6 +1,6 @@
 """Added latency per control packet: the scapy ALG versus the kernel helper, same path, same run.
 
-    python -m nat.bench [--count 400] [--topology client-nat]
+    python -m lab.endpoints.algbench [--count 400] [--topology client-nat]
 
 In a sandbox, the picture is brought up three times (alg off, kernel, scapy). On each, a client
 holds one control connection to a responder on the server's port 21 and times `count` NOOP
@@ -56,8 +56,8 @@ def in_sandbox_bench(topology: str, count: int) -> dict:
     import statistics
     import time
 
-    from lab.net import LabNet
-    from lab.topo import load
+    from lab.network.net import LabNet
+    from lab.topology.loader import load
 
     topo = load(topology)
     out = {}
@@ -78,9 +78,9 @@ def in_sandbox_bench(topology: str, count: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lab.sandbox import call_in_sandbox
+    from lab.network.sandbox import call_in_sandbox
 
-    p = argparse.ArgumentParser(prog="nat.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="lab.endpoints.algbench", description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=400)
     p.add_argument("--topology", default="client-nat")
     a = p.parse_args(argv)
