@@ -57,8 +57,8 @@ from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
+from lab.ftps.modes import STAGES
 
-STAGES = ("connect", "tls", "login", "data-setup", "data-connect", "transfer", "verify")
 SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
 

@@ -17,9 +17,8 @@ import yaml
 
 from lab import SCENARIO_DIR
 from lab.errors import InputError, Problem
+from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 
-SECURITY_MODES = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
-DATA_MODES = ("pasv", "epsv", "port", "eprt")
 ALG_MODES = ("scapy", "kernel", "off")
 FILTER_MODES = ("static", "dynamic")
 FILTER_PERMITS = ("passive-range", "active-from-20", "active-from-989")

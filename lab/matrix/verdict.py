@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STAGES = ("connect", "tls", "login", "data-setup", "data-connect", "transfer", "verify")
+from lab.ftps.modes import STAGES
 
 
 @dataclass

@@ -24,7 +24,7 @@ def rows_and_columns(doc: dict) -> tuple[list[str], list[str]]:
             rows.append(row)
         if col not in cols:
             cols.append(col)
-    from lab.matrix.scenario import DATA_MODES, SECURITY_MODES
+    from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 
     def order(col: str) -> tuple[int, int]:
         sec, data = col.split("/")

@@ -55,7 +55,7 @@ def _diagram_png(topology_name: str) -> str | None:
 
 
 def _col_order(col: tuple[str, str]) -> tuple[int, int]:
-    from lab.matrix.scenario import DATA_MODES, SECURITY_MODES
+    from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 
     sec, data = col
     return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,

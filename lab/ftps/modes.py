@@ -1,0 +1,13 @@
+"""The names of the ways of doing FTP and of the stages a session can fail at: one definition, used
+by the client, the matrix, prediction, verdicts and reports alike."""
+
+#: How the control and data connections are protected.
+#: plain: no TLS; tls: AUTH TLS, PBSZ 0, PROT P; tls-ccc: as tls, then CCC after login (data stays
+#: PROT P); implicit: port 990, handshake first; implicit-zos: port 990, a clear 220 first.
+SECURITY_MODES = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
+
+#: How the data connection is set up (RFC 959 PASV/PORT, RFC 2428 EPSV/EPRT).
+DATA_MODES = ("pasv", "epsv", "port", "eprt")
+
+#: The stages of one session, in order; a failure names the first that failed.
+STAGES = ("connect", "tls", "login", "data-setup", "data-connect", "transfer", "verify")
