@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up the FTPS Traversal Lab on Debian 12, as root: system packages, ProFTPD (unpacked, because
-# Debian's proftpd conflicts with vsftpd), the Python virtual environment in .venv, and `ftlab` on
-# PATH. Idempotent and quick on a second run: it only installs what is missing or changed.
+# Set up the FTPS Traversal Lab on Debian 12, as root: the Debian packages listed in `tools`, ProFTPD
+# (unpacked, because Debian's proftpd conflicts with vsftpd), the Python virtual environment in .venv,
+# and `ftlab` on PATH. Idempotent and quick on a second run: it only installs what is missing or changed.
 #
 #   ./setup.sh            set up
-#   ./setup.sh --check    say what is missing, change nothing
+#   ./setup.sh --check    say what is missing, change nothing; exit 1 if anything is
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,29 +13,109 @@ cd "$here"
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
+check=no
+case "${1:-}" in
+    "") ;;
+    --check) check=yes ;;
+    *) die "unknown argument ${1}; use ./setup.sh or ./setup.sh --check" ;;
+esac
+
+# Programs are looked up where root finds them, also when --check runs as another user.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# -- the list: `tools` (package, then the programs and files it provides) --------------------------
+packages=()      # installed with apt-get
+unpacked=()      # unpacked into .deps/proftpd
+provides=()      # "package program-or-path" pairs
+while read -r line; do
+    line=${line%%#*}
+    read -r -a words <<<"$line"
+    [ ${#words[@]} -gt 0 ] || continue
+    pkg=${words[0]}
+    if [ "${pkg%:unpack}" != "$pkg" ]; then unpacked+=("${pkg%:unpack}"); else packages+=("$pkg"); fi
+    for thing in "${words[@]:1}"; do
+        [ "$thing" = "-" ] || provides+=("${pkg%:unpack} $thing")
+    done
+done < tools
+[ ${#packages[@]} -gt 0 ] || die "the list of tools (./tools) is empty or unreadable"
+
+missing_packages() {
+    command -v dpkg-query >/dev/null || { printf '%s\n' "${packages[@]}"; return; }
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
+# What each package should provide and does not: "thing (package)".
+missing_provides() {
+    for pair in "${provides[@]}"; do
+        pkg=${pair%% *} thing=${pair#* }
+        case "$thing" in
+            */*) [ -e "$thing" ] || echo "$thing ($pkg)" ;;
+            *) command -v "$thing" >/dev/null || echo "$thing ($pkg)" ;;
+        esac
+    done
+}
+
+# Libraries the unpacked ProFTPD needs and the system lacks.
+missing_libraries() {
+    for f in .deps/proftpd/usr/sbin/proftpd .deps/proftpd/usr/lib/proftpd/mod_tls.so; do
+        [ -e "$f" ] || continue
+        LD_LIBRARY_PATH=.deps/proftpd/usr/lib ldd "$f" 2>/dev/null | awk -v f="$f" '/not found/ {print $1 " (needed by " f ")"}'
+    done
+}
+
+venv_current() {
+    [ -x .venv/bin/python ] && [ "$(cat .venv/.ftlab-installed 2>/dev/null)" = "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]
+}
+
+# The requirements of pyproject.toml (and its test extra) that .venv does not satisfy, one a line.
+missing_python() {
+    [ -x .venv/bin/python ] || { echo "the .venv itself"; return; }
+    .venv/bin/python - <<'PY' 2>&1
+import importlib.metadata as md
+import tomllib
+
+from packaging.requirements import Requirement
+
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+    req = Requirement(text)
+    try:
+        version = md.version(req.name)
+    except md.PackageNotFoundError:
+        print(text)
+        continue
+    if not req.specifier.contains(version, prereleases=True):
+        print(f"{text} (installed: {version})")
+PY
+}
+
+if [ "$check" = yes ]; then
+    problems=0
+    report() {   # report WHAT ITEMS: the items one per line
+        [ -n "$2" ] || return 0
+        say "missing $1: $(paste -sd, <<<"$2" | sed 's/,/, /g')"
+        problems=1
+    }
+    report "Debian packages" "$(missing_packages)"
+    report "programs or files" "$(missing_provides)"
+    report "libraries" "$(missing_libraries)"
+    report "Python packages in .venv" "$(missing_python)"
+    if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL, jsonschema' 2>/dev/null; then
+        say "the Python environment .venv cannot import the lab's packages"; problems=1
+    fi
+    [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" = "$here/.venv/bin/ftlab" ] \
+        || { say "ftlab is not linked into /usr/local/bin"; problems=1; }
+    [ "$problems" -eq 0 ] && say "everything is in place"
+    exit "$problems"
+fi
+
 [ "$(id -u)" -eq 0 ] || die "run as root (the lab builds network namespaces and kernel rules)"
 command -v apt-get >/dev/null || die "this needs Debian (apt-get not found)"
 
-# Debian packages: what each is for.
-#   mininet                 mnexec (Mininet's namespace helper); OVS comes along but is never used
-#   iptables conntrack      kernel NAT, filters, NFQUEUE, the FTP conntrack helper
-#   iperf3                  the baseline throughput on each data path
-#   libnetfilter-queue-dev  builds the NetfilterQueue binding if no wheel fits
-#   curl lftp vsftpd        third-party FTPS peers for interop tests and benchmarks
-#   tcpdump                 pcaps on each side of a device
-#   chromium                renders the HTML report in a browser test
-#   proftpd runtime libs    for the unpacked ProFTPD
-packages=(mininet iptables conntrack iperf3 libnetfilter-queue-dev curl lftp vsftpd tcpdump chromium
-          python3-venv gcc python3-dev libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3
-          libsodium23)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${1:-}" = "--check" ]; then
-    [ ${#missing[@]} -eq 0 ] && say "all Debian packages present" || say "missing: ${missing[*]}"
-    exit 0
-fi
+# -- Debian packages ----------------------------------------------------------------------------------
+mapfile -t missing < <(missing_packages)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -43,25 +123,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# ProFTPD with mod_tls, unpacked into .deps/proftpd (cannot be installed beside vsftpd).
-if [ ! -x .deps/proftpd/usr/sbin/proftpd ] || [ ! -e .deps/proftpd/usr/lib/proftpd/mod_tls.so ]; then
+# -- ProFTPD with mod_tls, unpacked into .deps/proftpd (cannot be installed beside vsftpd) -------------
+if [ -n "$(missing_provides | grep '^\.deps/' || true)" ]; then
     say "unpacking ProFTPD into .deps/proftpd"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto >/dev/null 2>&1) \
-        || { apt-get update -q >/dev/null; (cd "$tmp" && apt-get download proftpd-core proftpd-mod-crypto >/dev/null); }
+    (cd "$tmp" && apt-get download "${unpacked[@]}" >/dev/null 2>&1) \
+        || { apt-get update -q >/dev/null; (cd "$tmp" && apt-get download "${unpacked[@]}" >/dev/null); }
     mkdir -p .deps/proftpd
     for d in "$tmp"/*.deb; do dpkg-deb -x "$d" .deps/proftpd; done
 fi
 
-# The Python environment; reinstalled only when pyproject.toml changes.
-stamp=.venv/.ftlab-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ]; then
-    say "creating .venv"
-    python3 -m venv .venv
-fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+# -- the Python environment; reinstalled only when pyproject.toml changes -------------------------------
+if ! venv_current || [ -n "$(missing_python)" ]; then
+    if [ ! -x .venv/bin/python ]; then
+        say "creating .venv"
+        python3 -m venv .venv
+    fi
     say "installing Python packages into .venv"
     log=$(mktemp)
     if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >"$log" 2>&1; then
@@ -69,13 +147,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         die "pip could not install the Python packages (its output is above)"
     fi
     rm -f "$log"
-    .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL' \
+    .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL, jsonschema' \
         || die "the Python packages did not install (see pip's output above)"
-    echo "$want" > "$stamp"
+    sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.ftlab-installed
 fi
 
-# ftlab on PATH as well as .venv/bin/ftlab.
+# -- ftlab on PATH as well as .venv/bin/ftlab ----------------------------------------------------------
 if [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" != "$here/.venv/bin/ftlab" ]; then
     ln -sf "$here/.venv/bin/ftlab" /usr/local/bin/ftlab
 fi
+
+# Whatever the list names must now be there: a package that does not provide what `tools` says
+# (renamed, split) is found here, not in the middle of a test.
+left=$(missing_provides; missing_libraries)
+[ -z "$left" ] || die "installed, but still missing: $(paste -sd, <<<"$left" | sed 's/,/, /g')"
 say "ready: ftlab is $(command -v ftlab)"
