@@ -9,7 +9,6 @@ filters. A dropped connection shows as a connect timeout, a refused one as an RS
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -130,9 +129,6 @@ def test_dynamic_filter_routes_between_sites_without_its_inspector():
     assert reached(res["21"]) and res["21"]["seen_as"] == "198.51.100.10"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("firewall.dynamic") is None
-                    or importlib.util.find_spec("firewall.dropwatch") is None,
-                    reason="device programs firewall.dynamic/dropwatch not built yet")
 def test_dynamic_filter_with_inspector_opens_only_control_ports():
     [res] = run("dynamic-filter", [{"from": "client", "to_node": "server", "listen": "server",
                                     "ports": [21, 990, 22, 60000]}], devices=True)
@@ -244,8 +240,6 @@ def in_sandbox_observed_drops() -> dict:
     return {"private": private, "unforwarded": unforwarded, "drops": drops}
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("nat.alg", "firewall.dropwatch")),
-                    reason="device programs nat.alg/firewall.dropwatch not built yet")
 def test_drops_are_observed_with_device_and_reason():
     out = call_in_sandbox(__file__, "in_sandbox_observed_drops")
     assert dropped(out["private"]) and dropped(out["unforwarded"])
