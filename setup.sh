@@ -76,10 +76,17 @@ missing_python() {
 import importlib.metadata as md
 import tomllib
 
-from packaging.requirements import Requirement
-
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+try:
+    from packaging.requirements import Requirement
+except ImportError:          # a bare venv: pip's own copy
+    try:
+        from pip._vendor.packaging.requirements import Requirement
+    except ImportError:
+        print("\n".join(wanted))
+        raise SystemExit(0) from None
+for text in wanted:
     req = Requirement(text)
     try:
         version = md.version(req.name)
