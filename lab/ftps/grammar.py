@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 MAX_LINE = 4096          # longest control line we accept (RFC 959 sets no limit; servers do)
+MAX_REPLY = 8 << 20      # longest multi-line reply a reader keeps (a STAT of a big directory fits)
 CRLF = b"\r\n"
 
 
@@ -46,7 +47,53 @@ def parse_command(line: bytes | str) -> Command:
 
 
 def format_command(verb: str, arg: str = "") -> bytes:
-    return (f"{verb} {arg}" if arg else verb).encode("utf-8", "surrogateescape") + CRLF
+    """One command line. CR, LF or NUL inside it would end it early or smuggle a second command
+    (`RETR a\r\nDELE b`): GrammarError."""
+    line = f"{verb} {arg}" if arg else verb
+    if any(c in line for c in "\r\n\x00"):
+        raise GrammarError(f"CR, LF or NUL inside a command: {printable(line[:40])}")
+    return line.encode("utf-8", "surrogateescape") + CRLF
+
+
+# Characters that some reader takes for the end of a line or that rewrite a terminal: C0 and C1
+# controls (CR, LF, NUL, VT, FF, FS/GS/RS, NEL, ESC, ...), DEL, LINE/PARAGRAPH SEPARATOR, and raw
+# bytes 0x80-0x9f carried as surrogate escapes (a Latin-1 reader sees C1 controls there). TAB stays.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\udc80-\udc9f]")
+_ESCAPES = {"\r": "\\r", "\n": "\\n", "\x00": "\\0"}
+
+
+def _escape(m: re.Match) -> str:
+    c = m.group()
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    n = ord(c)
+    return f"\\x{n & 0xFF:02x}" if n < 0x100 or 0xDC80 <= n <= 0xDC9F else f"\\u{n:04x}"
+
+
+def printable(text: str) -> str:
+    """text with every line-breaking or control character shown as an escape (`\\r`, `\\x0b`):
+    client-chosen text in a reply or a log line can then never start a line of its own."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+# The first word of a command line, as a server would read it however it is spelt: after Telnet
+# IP/Synch, NULs and blanks, up to the next blank (any Unicode space, tab, VT, ...).
+_FIRST_WORD = re.compile(r"[\s\x00\xff\xf4\xf2\udcff\udcf4\udcf2]*([^\s\x00]*)(.*)", re.S)
+_SECRET_VERBS = ("PASS", "ACCT")
+
+
+def loggable(line: str) -> str:
+    """A line as it may be logged or shown: the argument of PASS (and ACCT) replaced by ****
+    whatever the case or spacing (` PASS x`, `pass\tx`), made printable, and valid UTF-8.
+    RFC 2577 and the README: a password is never logged. Harmless on any other line (a reply
+    starts with its code), so a log applies it to every line."""
+    m = _FIRST_WORD.match(line.rstrip("\r\n"))
+    word = m.group(1) if m else ""
+    shown = f"{printable(word)} ****" if word.upper() in _SECRET_VERBS else printable(line.rstrip("\r\n"))
+    try:            # raw bytes that are not UTF-8 (surrogate escapes) as \xHH: valid text for any log
+        return shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return shown.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # -- replies ----------------------------------------------------------------------------
@@ -69,20 +116,23 @@ class Reply:
         return format_reply(self.code, list(self.lines)).decode("utf-8", "replace").rstrip()
 
 
-def format_reply(code: int, text: str | list[str]) -> bytes:
-    """One reply; several lines become `code-first` ... `code last` (RFC 959 4.2)."""
-    lines = text.splitlines() if isinstance(text, str) else list(text)
-    if not lines:
-        lines = [""]
+def format_reply(code: int, text: str | list[str], dashed: bool = False) -> bytes:
+    """One reply; several lines become `code-first` ... `code last` (RFC 959 4.2).
+
+    A str is one line; a list is the lines. Whatever the text holds (an echoed path, a file name),
+    every line on the wire starts with the code or, inside a multi-line reply, with a space
+    (`dashed`: with `code-`): control characters are escaped (printable), so no CR, LF or NUL
+    can start a line that a client or a device would read as a reply or a command of its own."""
+    lines = [printable(line) for line in ([text] if isinstance(text, str) else text)] or [""]
     out = []
     for i, line in enumerate(lines):
         if i == len(lines) - 1:
             out.append(f"{code} {line}")
-        elif i == 0:
+        elif i == 0 or dashed:
             out.append(f"{code}-{line}")
         else:
-            # a middle line that starts with digits could be taken for the end: pad it
-            out.append(f" {line}" if line[:1].isdigit() else line)
+            # a middle line is indented: never taken for the end (`123 ...`), a reply or a command
+            out.append(line if line.startswith(" ") else f" {line}")
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
 
 
@@ -96,6 +146,7 @@ class ReplyReader:
         self._buf = b""
         self._code: int | None = None
         self._lines: list[str] = []
+        self._size = 0           # bytes of the multi-line reply read so far (MAX_REPLY)
 
     def feed(self, data: bytes) -> list[Reply]:
         self._buf += data
@@ -111,6 +162,9 @@ class ReplyReader:
             reply = self._line(line)
             if reply:
                 replies.append(reply)
+            elif self._size > MAX_REPLY:
+                self._code, self._lines, self._size = None, [], 0
+                raise GrammarError(f"multi-line reply longer than {MAX_REPLY} bytes")
 
     @property
     def in_multiline(self) -> bool:
@@ -125,41 +179,56 @@ class ReplyReader:
             code, sep, text = int(m.group(1)), m.group(2), m.group(3)
             if sep == " ":
                 return Reply(code, (text,))
-            self._code, self._lines = code, [text]
+            self._code, self._lines, self._size = code, [text], len(line)
             return None
         if m and int(m.group(1)) == self._code and m.group(2) == " ":
             reply = Reply(self._code, (*self._lines, m.group(3)))
-            self._code, self._lines = None, []
+            self._code, self._lines, self._size = None, [], 0
             return reply
         self._lines.append(line[1:] if line.startswith(" ") else line)
+        self._size += len(line) + 2
         return None
 
 
 class LineReader:
-    """Incremental command-line splitter (CRLF or bare LF), with a length limit."""
+    """Incremental command-line splitter (CRLF or bare LF), with a length limit.
+
+    feed() returns the complete lines in order. A line longer than `limit` is reported once, as
+    TOO_LONG in its place, as soon as it passes the limit, and the rest of it (up to its newline)
+    is dropped: the reader never holds more than `limit` bytes of an unfinished line, and each
+    byte is scanned once (a peer sending megabytes without a newline costs nothing more)."""
+
+    TOO_LONG = b""        # never a real line: every real one ends with \n
 
     def __init__(self, limit: int = MAX_LINE) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._skipping = False
         self.limit = limit
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        lines = []
+        lines: list[bytes] = []
+        start = 0
         while True:
-            nl = self._buf.find(b"\n")
+            nl = data.find(b"\n", start)
+            part = data[start:] if nl < 0 else data[start:nl + 1]
+            if self._skipping:
+                self._skipping = nl < 0
+            elif len(self._buf) + len(part) > self.limit:
+                self._buf.clear()
+                self._skipping = nl < 0
+                lines.append(self.TOO_LONG)
+            elif nl < 0:
+                self._buf += part
+            else:
+                lines.append(bytes(self._buf + part))
+                self._buf.clear()
             if nl < 0:
-                if len(self._buf) > self.limit:
-                    self._buf = b""
-                    raise GrammarError("line too long")
                 return lines
-            line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
-            if len(line) > self.limit:
-                raise GrammarError("line too long")
-            lines.append(line)
+            start = nl + 1
 
     @property
     def pending(self) -> bytes:
-        return self._buf
+        return bytes(self._buf)
 
 
 # -- host/port announcements -----------------------------------------------------------
@@ -180,6 +249,20 @@ _SIX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})"
 def is_decimal(text: str) -> bool:
     """ASCII digits only: FTP numbers are ASCII; str.isdigit() alone also takes '²' and '٣'."""
     return text.isascii() and text.isdigit()
+
+
+MAX_OFFSET = (1 << 63) - 1     # the largest file offset (off_t) the kernel takes
+
+
+def parse_decimal(text: str, high: int = MAX_OFFSET) -> int:
+    """A decimal number 0..high (ASCII digits only, no sign), or GrammarError saying what is wrong.
+    The digits are counted before int() reads them: a 5000-digit argument is refused, not parsed."""
+    text = text.strip()
+    if not is_decimal(text):
+        raise GrammarError(f"{printable(text[:20])!r} is not a decimal number")
+    if len(text.lstrip("0")) > len(str(high)) or int(text) > high:
+        raise GrammarError(f"{text[:20]}{'...' if len(text) > 20 else ''} is out of range (0..{high})")
+    return int(text)
 
 
 def _check_port(port: int) -> int:

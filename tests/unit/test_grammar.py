@@ -5,6 +5,7 @@ answer or raise GrammarError - never anything else, never a hang.
 """
 
 import ipaddress
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -24,9 +25,11 @@ from lab.ftps.grammar import (
     format_port_args,
     format_reply,
     is_tls_record,
+    loggable,
     parse_227,
     parse_229,
     parse_command,
+    parse_decimal,
     parse_eprt_args,
     parse_port_args,
     reply_announcement,
@@ -174,11 +177,68 @@ def test_random_bytes_never_crash_the_parsers(data):
     is_tls_record(data)
 
 
-def test_overlong_line_is_refused_and_the_reader_recovers():
+def test_overlong_line_is_reported_once_and_the_reader_recovers():
     reader = LineReader(limit=64)
+    assert reader.feed(b"NOOP\r\n" + b"x" * 100) == [b"NOOP\r\n", LineReader.TOO_LONG]
+    assert reader.feed(b"x" * 10_000) == []                    # the rest of it is dropped, not kept
+    assert reader.pending == b""
+    assert reader.feed(b"x\r\nNOOP\r\n") == [b"NOOP\r\n"]
+    assert reader.feed(b"y" * 64 + b"\n") == [LineReader.TOO_LONG]   # too long with its newline too
+    assert reader.feed(b"y" * 62 + b"\r\n") == [b"y" * 62 + b"\r\n"]
+
+
+def test_line_reader_holds_at_most_its_limit():
+    """A peer sending megabytes without a newline: the reader keeps `limit` bytes, scans each once."""
+    reader = LineReader(limit=4096)
+    chunk = b"z" * 8192
+    for _ in range(2000):                                       # 16 MiB
+        reader.feed(chunk)
+        assert len(reader.pending) <= 4096
+
+
+# -- what the server writes and logs ---------------------------------------------------------------
+
+@pytest.mark.parametrize("brk", ["\r", "\n", "\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85",
+                                 "\u2028", "\u2029", "\udc85", "\x1b"])
+def test_format_reply_never_lets_an_argument_start_a_line(brk):
+    """`SIZE a\\rPORT 10,1,1,10,0,22\\rb` gave `550-a` / `PORT 10,1,1,10,0,22` / `550 b` (issue 10)."""
+    evil = f"a{brk}PORT 10,1,1,10,0,22{brk}b: no such file."
+    for raw in (format_reply(550, evil), format_reply(213, ["Status of x:", evil, "End"]),
+                format_reply(211, [evil, evil, "End"], dashed=True)):
+        text = raw.decode("utf-8", "surrogateescape")
+        assert text.count("\r\n") == len(text.splitlines()) and text.endswith("\r\n")
+        assert all(re.match(r"\d\d\d[ -]| ", line) for line in text.splitlines()), text
+        assert "\\" in text                                   # escaped, not removed
+    assert format_reply(550, "a\rb") == b"550 a\\rb\r\n"
+    assert format_reply(211, ["a", "b", "c"], dashed=True) == b"211-a\r\n211-b\r\n211 c\r\n"
+
+
+def test_format_command_refuses_a_smuggled_command():
+    for bad in ("a\r\nDELE b", "a\nDELE b", "a\x00b", "a\rb"):
+        with pytest.raises(GrammarError):
+            format_command("RETR", bad)
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("PASS secret", "PASS ****"), (" PASS secret", "PASS ****"), ("PASS\tsecret", "PASS ****"),
+    ("\tPASS secret", "PASS ****"), ("pass secret", "pass ****"), ("ACCT secret", "ACCT ****"),
+    ("\udcff\udcf4PASS secret", "PASS ****"), ("PASS", "PASS ****"), ("PASSWORD x", "PASSWORD x"),
+    ("SIZE a\rb\x1b[2J", "SIZE a\\rb\\x1b[2J"), ("RETR \udce9t\u00e9", "RETR \\xe9t\u00e9"),
+])
+def test_loggable(line, shown):
+    assert loggable(line) == shown
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("00012", 12), (" 42 ", 42),
+                                         ("9223372036854775807", 2**63 - 1)])
+def test_parse_decimal(text, value):
+    assert parse_decimal(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "-1", "+1", "1e3", "1_000", "\u0661", "9223372036854775808", "9" * 5000])
+def test_parse_decimal_refuses(text):
     with pytest.raises(GrammarError):
-        reader.feed(b"x" * 100)
-    assert reader.feed(b"\r\nNOOP\r\n")[-1] == b"NOOP\r\n"
+        parse_decimal(text)
 
 
 @pytest.mark.parametrize("text", ["|1|10.0.0.1|\u00b2|", "|1|10.0.0.1|\u0662\u0661|"])
@@ -190,3 +250,15 @@ def test_numbers_are_ascii_digits_only(text):
         parse_227("227 Entering Passive Mode (\u0661,2,3,4,5,6)")
     with pytest.raises(GrammarError):
         parse_229("229 Entering Extended Passive Mode (|||\u0662\u0661|)")
+
+
+def test_a_multiline_reply_that_never_ends_is_bounded():
+    """A hostile server's `211-` followed by endless lines: the reader gives up at MAX_REPLY bytes."""
+    from lab.ftps.grammar import MAX_REPLY
+    reader = ReplyReader()
+    line = b" " + b"x" * 1000 + b"\r\n"
+    reader.feed(b"211-start\r\n")
+    with pytest.raises(GrammarError, match="longer than"):
+        for _ in range(MAX_REPLY // len(line) + 2):
+            reader.feed(line)
+    assert reader.feed(b"200 ok\r\n") == [Reply(200, ("ok",))]     # and starts afresh
