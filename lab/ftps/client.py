@@ -11,7 +11,7 @@ Public API
     c.ls(path="", verb="LIST") -> str          (c.last_result has its TransferResult)
     c.size(path), c.cwd(path), c.pwd(), c.command(verb, arg="") -> Reply, c.ccc(), c.rein(),
     c.quit(), c.close()
-    c.transcript: list[(ts, dir, line)], dir "C>S" / "S>C" / "info", PASS masked
+    c.transcript: list[(ts, dir, line)], dir "C>S" / "S>C" / "info", grammar.loggable (PASS masked)
     TransferResult(bytes, sha256, seconds, mbps, direction, remote).to_dict()
     FTPError(stage, reason, code=None): stage in STAGES =
         connect | tls | login | data-setup | data-connect | transfer | verify
@@ -128,6 +128,7 @@ class FTPClient:
 
     # -- plumbing
     def _note(self, direction: str, line: str) -> None:
+        line = grammar.loggable(line)     # PASS in any spelling masked; a hostile server's bytes made printable
         self.transcript.append((time.time(), direction, line))
         if self.log:
             self.log(direction, line)
@@ -148,8 +149,11 @@ class FTPClient:
         return self.ctrl if self.ctrl is not None else self.sock
 
     def _send(self, verb: str, arg: str = "") -> None:
-        line = grammar.format_command(verb, arg)
-        self._note("C>S", "PASS ****" if verb == "PASS" else line.decode("utf-8", "replace").rstrip())
+        try:
+            line = grammar.format_command(verb, arg)
+        except GrammarError as exc:          # a path with CR/LF would smuggle a second command
+            raise FTPError(self._stage_now, f"refusing to send {verb}: {exc}") from None
+        self._note("C>S", line.decode("utf-8", "surrogateescape"))
         try:
             self._channel.sendall(line)
         except (OSError, tlsmod.TLSTimeout) as exc:
@@ -345,7 +349,10 @@ class FTPClient:
         """The file's size in octets: asked in TYPE I (in TYPE A a server counts CRLFs)."""
         self._type(False, 0)
         reply = self._expect(self.command("SIZE", path), (213,), "transfer", f"SIZE {path} failed")
-        return int(reply.lines[-1].split()[0])
+        try:
+            return grammar.parse_decimal(reply.lines[-1].split(" ")[0])
+        except GrammarError as exc:
+            raise FTPError("transfer", f"SIZE {path}: bad reply: {exc}", reply.code) from None
 
     # -- data connections
     def _mode(self) -> str:

@@ -30,7 +30,13 @@ Lab defaults that differ from z/OS (the z/OS default in brackets):
         EXTENSIONS, exactly those are enabled.
 Lab statements that are not z/OS statements:
     server  REPLYMODE ZOS|RFC      reply codes where z/OS and RFC 4217 differ (425- vs 522, ...)
-            LOGINDELAY seconds     delay before answering a failed login (default 1)
+            LOGINDELAY seconds     delay before answering a failed login (default 1), times the
+                                   failures of its address or user in LOGINWINDOW (it grows)
+            LOGINLIMIT n           failed logins per client address and per user name within
+                                   LOGINWINDOW; then PASS is refused without a look at the
+                                   password until the oldest failure leaves the window
+                                   (default 10; 0 = no limit; lab/ftps/throttle.py)
+            LOGINWINDOW seconds    that window (default 300)
             CERTUSERMAP cert user  SECURE_LOGIN VERIFY_USER map: cert = subject CN or SHA-256
                                    fingerprint (hex, colons optional) -> user (stands in for RACF)
             IMPLICITPROT C|P       data protection of an implicit (TLSPORT) session before any PROT
@@ -56,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from lab.ftps.errors import InputError, Problem
+from lab.ftps.errors import InputError, Problem, read_input
 
 # -- value parsers: str -> normalised value, ValueError with a short reason on bad input --------
 
@@ -254,6 +260,8 @@ _SERVER: dict[str, _Spec] = {
     "INACTIVE": _Spec(_number(0, 86400)),
     "REPLYMODE": _Spec(_keyword("ZOS", "RFC")),
     "LOGINDELAY": _Spec(_number(0, 60, float)),
+    "LOGINLIMIT": _Spec(_number(0, 1000000)),
+    "LOGINWINDOW": _Spec(_number(1, 86400)),
     "CERTUSERMAP": _Spec(_certmap, repeat=True),
     "IMPLICITPROT": _Spec(_keyword("C", "P")),
 }
@@ -385,6 +393,8 @@ class ServerConfig(_CommonStatements):
     INACTIVE: int = 300
     REPLYMODE: str = "ZOS"
     LOGINDELAY: float = 1.0
+    LOGINLIMIT: int = 10
+    LOGINWINDOW: int = 300
     CERTUSERMAP: dict = field(default_factory=dict)
     IMPLICITPROT: str = "P"
 
@@ -457,9 +467,5 @@ def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>") 
 
 def parse_ftpdata(path: str | Path, side: str = "server") -> ServerConfig | ClientConfig:
     """Read an FTP.DATA-style file -> ServerConfig or ClientConfig. Errors name file:line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputError([Problem(str(path), 0, "", f"cannot read: {exc.strerror}")]) from None
+    text = read_input(path, "FTP.DATA file")
     return parse_ftpdata_text(text, side, str(path))

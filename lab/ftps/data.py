@@ -126,7 +126,8 @@ def _splice_ok(fd: int | None, hasher: Hasher | None) -> bool:
     if fd is None or hasher is not None or not hasattr(os, "splice"):
         return False
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
+        # splice() into an O_APPEND file fails with EINVAL: such a file takes the copying path
+        return stat.S_ISREG(os.fstat(fd).st_mode) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
     except OSError:
         return False
 

@@ -41,6 +41,8 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
 from __future__ import annotations
 
 import errno
+import fcntl
+import hmac
 import logging
 import os
 import random
@@ -48,6 +50,7 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +62,8 @@ from lab.ftps import data as datapath
 from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
-from lab.ftps.grammar import GrammarError, format_reply
+from lab.ftps.grammar import GrammarError, LineReader, format_reply
+from lab.ftps.throttle import LoginThrottle
 
 log = logging.getLogger("lab.ftps.server")
 
@@ -110,6 +114,7 @@ class FTPServer:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._passive_lock = threading.Lock()
+        self.throttle = LoginThrottle(self.config.LOGINLIMIT, self.config.LOGINWINDOW)
         self._wake_r, self._wake_w = os.pipe()     # close() wakes the accept loop at once
 
     @staticmethod
@@ -218,6 +223,10 @@ class FTPServer:
 
     # -- logging
     def emit(self, session: _Session, direction: str, line: str) -> None:
+        """Log one line. The one place every log line passes: what the client sent is masked
+        (PASS in any spelling) and every line is made printable, so client bytes can neither show
+        a password nor forge a log line (a CR, an escape sequence)."""
+        line = grammar.loggable(line)
         event = {"ts": time.time(), "session": session.id, "peer": session.peer_text,
                  "dir": direction, "line": line}
         log.info("[%d %s] %s %s", session.id, session.peer_text, direction, line)
@@ -242,8 +251,8 @@ class _Session:
         local = sock.getsockname()
         self.local_ip, self.local_port = _unmap(local[0]), local[1]
         self.peer_text = f"{self.peer_ip}:{self.peer_port}"
-        self._buf = b""
-        self._skip_line = False
+        self._reader = LineReader(MAX_LINE)
+        self._lines: deque[bytes] = deque()   # complete lines read ahead (LineReader.TOO_LONG = overlong)
         self._aborted = False
         # The client certificate of the TLS session CCC ended: it still identifies the user.
         self._cert_before_ccc: x509.Certificate | None = None
@@ -274,17 +283,14 @@ class _Session:
         self.passive = None
 
     # -- I/O
-    def send(self, code: int, text: str | list[str]) -> None:
-        raw = format_reply(code, text)
-        self._write(raw)
-        for line in raw.decode("utf-8", "replace").splitlines():
+    def send(self, code: int, text: str | list[str], dashed: bool = False) -> None:
+        """Every reply goes through format_reply: no line on the wire without its code (or, inside a
+        multi-line reply, a leading space), whatever client text it echoes. Logged first, so the
+        log has the reply by the time the client reads it."""
+        raw = format_reply(code, text, dashed)
+        for line in raw.decode("utf-8", "replace").split("\r\n")[:-1]:
             self.server.emit(self, "S>C", line)
-
-    def send_raw_lines(self, lines: list[str]) -> None:
-        raw = ("\r\n".join(lines) + "\r\n").encode()
         self._write(raw)
-        for line in lines:
-            self.server.emit(self, "S>C", line)
 
     @property
     def _channel(self):
@@ -309,25 +315,20 @@ class _Session:
             raise _Close("peer closed the control connection")
         return data
 
+    def _read_lines(self) -> None:
+        """Read from the control connection into the line queue (at most MAX_LINE bytes of an
+        unfinished line are kept; see grammar.LineReader)."""
+        self._lines.extend(self._reader.feed(self._read_some()))
+
     def read_line(self) -> bytes | None:
         """One command line; None after answering an overlong line with 500."""
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                line, self._buf = self._buf[:nl + 1], self._buf[nl + 1:]
-                if self._skip_line:
-                    self._skip_line = False
-                    return None
-                if len(line) > MAX_LINE:
-                    self.send(500, "Command line too long.")
-                    return None
-                return line
-            if len(self._buf) > MAX_LINE:
-                self._buf = b""
-                if not self._skip_line:
-                    self._skip_line = True
-                    self.send(500, "Command line too long.")
-            self._buf += self._read_some()
+        while not self._lines:
+            self._read_lines()
+        line = self._lines.popleft()
+        if line is LineReader.TOO_LONG or not line:
+            self.send(500, "Command line too long.")
+            return None
+        return line
 
     def abort(self) -> None:
         self._aborted = True
@@ -356,8 +357,11 @@ class _Session:
         except _Close as exc:
             self.server.emit(self, "info", f"session ends: {exc}")
         except Exception as exc:             # never let one session take the server down
-            log.exception("session %d failed", self.id)
-            self.server.emit(self, "info", f"session ends on an internal error: {exc!r}")
+            if tlsmod.is_network_error(exc):  # the peer reset, vanished or broke TLS: one line
+                self.server.emit(self, "info", f"session ends: {tlsmod.network_error_text(exc)}")
+            else:
+                log.exception("session %d failed", self.id)
+                self.server.emit(self, "info", f"session ends on an internal error: {exc!r}")
         finally:
             self._close_passive()
             try:
@@ -392,14 +396,12 @@ class _Session:
             pass
 
     def dispatch(self, line: bytes) -> None:
+        self.server.emit(self, "C>S", line.decode("utf-8", "surrogateescape"))
         try:
             cmd = grammar.parse_command(line)
         except GrammarError:
-            self.server.emit(self, "C>S", line.decode("utf-8", "replace").rstrip())
             self.send(500, "Syntax error, command unrecognized.")
             return
-        shown = "PASS ****" if cmd.verb == "PASS" else str(cmd)
-        self.server.emit(self, "C>S", shown)
         handler = getattr(self, f"cmd_{cmd.verb}", None)
         if handler is None:
             self.send(500, f"Unknown command {cmd.verb}.")
@@ -479,13 +481,28 @@ class _Session:
             raise _Refuse(503, "Login with USER first.")
         if self.logged_in:
             raise _Refuse(503, "Already logged in.")
-        good = self.server.users.get(self.user)
-        if good is None or good != arg or not self._cert_user_ok(self.user):
-            why = "certificate does not map to this user" if good == arg else "bad user or password"
-            self.server.emit(self, "info", f"failed login for {self.user!r}: {why}")
+        user, self.user = self.user, None
+        throttle = self.server.throttle
+        attempt = throttle.begin(self.peer_ip, user)
+        if attempt.locked:
+            # not a guess: the password is not even compared while its address or user is locked
+            self.server.emit(self, "info", f"login refused for {user!r}: {attempt.locked} is locked "
+                                           f"(LOGINLIMIT {self.cfg.LOGINLIMIT} in {self.cfg.LOGINWINDOW} s)")
             time.sleep(self.cfg.LOGINDELAY)
-            self.user = None
+            raise _Refuse(530, "PASS command failed: too many failed logins, try again later.")
+        good = self.server.users.get(user)
+        right = good is not None and hmac.compare_digest(_octets(good), _octets(arg))
+        ok = right and self._cert_user_ok(user)
+        for key in throttle.end(attempt, ok):
+            self.server.emit(self, "info", f"login throttle: {key} has {self.cfg.LOGINLIMIT} failed logins in "
+                                           f"{self.cfg.LOGINWINDOW} s; its logins are refused until they age out")
+            log.warning("login throttle engaged for %s (session %d)", key, self.id)
+        if not ok:
+            why = "certificate does not map to this user" if right else "bad user or password"
+            self.server.emit(self, "info", f"failed login for {user!r}: {why}")
+            time.sleep(self.cfg.LOGINDELAY * max(1, throttle.failures(attempt)))
             raise _Refuse(530, "PASS command failed.")
+        self.user = user
         self._logged_in(230, f"{self.user} is logged on.  Working directory is \"/\".")
 
     def _logged_in(self, code: int, text: str) -> None:
@@ -536,7 +553,7 @@ class _Session:
         feats.append("TVFS")
         if "UTF8" in ext:
             feats.append("UTF8")
-        self.send_raw_lines(["211-Extensions supported"] + [f" {f}" for f in feats] + ["211 End"])
+        self.send(211, ["Extensions supported", *[f" {f}" for f in feats], "End"])
 
     def cmd_OPTS(self, arg: str) -> None:
         word = arg.split(" ", 1)[0].upper()
@@ -549,18 +566,21 @@ class _Session:
 
     def cmd_STAT(self, arg: str) -> None:
         if arg:
+            # a listing: only after login (with SECURE_FTP REQUIRED that login was protected)
+            if not self.logged_in:
+                raise _Refuse(530, "Not logged in.")
             self._list_control(arg, 213)
             return
         prot = {"C": "clear", "P": "private"}[self.prot]
         ctrl = "TLS " + self.ctrl.version if self.ctrl else ("clear after CCC" if self.cleared else "clear")
-        lines = [f"211-FTP server status for {self.peer_ip} port {self.peer_port}",
-                 f"211-User: {self.user or '-'}  Logged in: {'yes' if self.logged_in else 'no'}"
-                 f"  Working directory: {self.cwd}"]
+        where = f"  Working directory: {self.cwd}" if self.logged_in else ""
+        lines = [f"FTP server status for {self.peer_ip} port {self.peer_port}",
+                 f"User: {self.user or '-'}  Logged in: {'yes' if self.logged_in else 'no'}{where}"]
         if self._auth_enabled():
-            lines.append(f"211-TLS security is supported at the {self.cfg.TLSRFCLEVEL} level")
-        lines += [f"211-Control connection: {ctrl}; data connections: {prot}",
-                  f"211-TYPE {self.type}, MODE S, STRU F", "211 End of status"]
-        self.send_raw_lines(lines)
+            lines.append(f"TLS security is supported at the {self.cfg.TLSRFCLEVEL} level")
+        lines += [f"Control connection: {ctrl}; data connections: {prot}",
+                  f"TYPE {self.type}, MODE S, STRU F", "End of status"]
+        self.send(211, lines, dashed=True)
 
     # -- TLS (RFC 2228 / 4217)
     def _auth_enabled(self) -> bool:
@@ -709,15 +729,9 @@ class _Session:
     def cmd_SIZE(self, arg: str) -> None:
         if "SIZE" not in self.cfg.EXTENSIONS:
             raise _Refuse(500, "SIZE not enabled (EXTENSIONS SIZE).")
-        p = self.real(arg)
-        if not p.is_file():
-            raise _Refuse(550, f"{arg}: not a plain file.")
-        if self.type != "A":
-            self.send(213, str(p.stat().st_size))
-            return
-        fd = os.open(p, os.O_RDONLY)      # RFC 3659 4: the size as this TYPE would transfer it
-        try:
-            self.send(213, str(netascii.wire_size(fd)))
+        fd, _ = self._open_file(arg, self.real(arg))
+        try:            # RFC 3659 4: the size as this TYPE would transfer it
+            self.send(213, str(netascii.wire_size(fd) if self.type == "A" else os.fstat(fd).st_size))
         finally:
             os.close(fd)
 
@@ -730,9 +744,10 @@ class _Session:
     def cmd_REST(self, arg: str) -> None:
         if "REST_STREAM" not in self.cfg.EXTENSIONS:
             raise _Refuse(502, "REST not enabled (EXTENSIONS REST_STREAM).")
-        if not grammar.is_decimal(arg.strip()):
-            raise _Refuse(501, "REST needs a byte offset.")
-        self.rest = int(arg)
+        try:
+            self.rest = grammar.parse_decimal(arg)
+        except GrammarError as exc:
+            raise _Refuse(501, f"REST needs a byte offset: {exc}.") from None
         self.send(350, f"Restarting at {self.rest}. Send STORE or RETRIEVE to initiate transfer.")
 
     def cmd_MLST(self, arg: str) -> None:
@@ -904,8 +919,8 @@ class _Session:
             self.active = None
             self._close_passive()
             if self.cfg.REPLYMODE == "ZOS":
-                self.send_raw_lines(["425- Server requires protected data connection.",
-                                     "425 Issue PROT P (PROTECT PRIVATE) and retry."])
+                self.send(425, [" Server requires protected data connection.",
+                                "Issue PROT P (PROTECT PRIVATE) and retry."])
                 raise _Handled()
             raise _Refuse(522, "Data connections must be protected: issue PROT P.")
         try:
@@ -977,22 +992,17 @@ class _Session:
 
     def _watch_for_abor(self, done: int, conn) -> bool:
         """Wait for the transfer; True when the client sent ABOR (the data connection is then cut).
-        Any other command waits in the buffer until the transfer is over (RFC 959 4.1.3)."""
-        watching = True
+        Any other command waits in the line queue until the transfer is over (RFC 959 4.1.3), and
+        from then on nothing more is read: the kernel's buffers and TCP hold the client back. So
+        the server keeps at most one read and MAX_LINE bytes of an unfinished line, and scans each
+        byte once, whatever the client sends during a transfer."""
         while True:
-            if watching and b"\n" in self._buf:
-                line = self._buf[:self._buf.index(b"\n") + 1]
-                try:
-                    verb = grammar.parse_command(line).verb
-                except GrammarError:
-                    verb = ""
-                if verb != "ABOR":
-                    watching = False
-                    continue
-                self._buf = self._buf[len(line):]
+            if self._lines and _verb(self._lines[0]) == "ABOR":
+                self._lines.popleft()
                 self.server.emit(self, "C>S", "ABOR")
                 _cut(conn)
                 return True
+            watching = not self._lines
             pending = watching and self.ctrl is not None and self.ctrl.conn.pending() > 0
             ready = [self.sock] if pending else \
                 waiting.select([done] + ([self.sock] if watching else []))[0]
@@ -1000,21 +1010,59 @@ class _Session:
                 return False
             if self.sock in ready:
                 try:
-                    self._buf += self._read_some()
+                    self._read_lines()
                 except _Close:
                     _cut(conn)
                     raise
 
-    def cmd_RETR(self, arg: str) -> None:
-        p = self.real(arg)
-        if not p.is_file():
-            raise _Refuse(550, f"{arg}: not a plain file.")
+    def _open_file(self, arg: str, path: Path, write: bool = False) -> tuple[int, bool]:
+        """Open a regular file for RETR/SIZE, or for STOR/APPE (created when missing): (fd, created).
+
+        O_NONBLOCK: a FIFO or a device is never waited on (a FIFO without a peer would hang the
+        session); the type is checked on the open descriptor, so a rename in between cannot slip
+        one in. O_NOFOLLOW: the path was resolved inside the root; a symlink put there since is
+        refused. A STOR/APPE holds an exclusive flock on the file: a second upload to it is 450."""
+        flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+        created = False
         try:
-            fd = os.open(p, os.O_RDONLY)
+            if write:
+                try:
+                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                    created = True
+                except FileExistsError:
+                    fd = os.open(path, flags)
+            else:
+                fd = os.open(path, flags)
         except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ELOOP):    # a FIFO nobody reads; a symlink
+                raise _Refuse(550, f"{arg}: not a plain file.") from None
             raise _Refuse(550, f"{arg}: {exc.strerror}.") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Refuse(550, f"{arg}: not a plain file.")
+            if write:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _Refuse(450, f"{arg}: file busy: another upload is writing it; try again later.") from None
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, created
+
+    def _restart_at(self, fd: int, text: bool) -> None:
+        """554 (RFC 3659 5) when the REST marker is beyond the end of the file (TYPE A: its wire size)."""
+        size = os.fstat(fd).st_size
+        if self.rest > size and (not text or self.rest > netascii.wire_size(fd)):
+            self.rest = 0
+            raise _Refuse(554, "Restart position is beyond the end of the file.")
+
+    def cmd_RETR(self, arg: str) -> None:
+        fd, _ = self._open_file(arg, self.real(arg))
+        try:
             text = netascii.ToWire() if self.type == "A" else None
+            self._restart_at(fd, text is not None)
 
             def work(conn, rest):
                 n = datapath.send_file(conn, fd, rest, text=text)
@@ -1025,6 +1073,9 @@ class _Session:
             os.close(fd)
 
     def _store(self, arg: str, append: bool) -> None:
+        """STOR/APPE into the file itself (not a temporary file renamed at the end), under an exclusive
+        flock: a second upload to a busy file is 450, and an interrupted upload leaves its partial
+        file for REST + STOR to resume (RFC 3659 5), as vsftpd and z/OS do."""
         p = self.real(arg, must_exist=False)
         if p.is_dir():
             raise _Refuse(550, f"{arg}: is a directory.")
@@ -1034,20 +1085,27 @@ class _Session:
             self.rest = 0
             raise _Refuse(554, "Restart of an upload in TYPE A is not supported: use TYPE I.")
         text = netascii.FromWire() if self.type == "A" else None
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
+        fd, created = self._open_file(arg, p, write=True)
+
+        def work(conn, rest):
+            # No O_APPEND: splice() cannot write to an O_APPEND file (EINVAL); the flock makes
+            # this the only writer, so the end found here stays the end.
+            if append:
+                os.lseek(fd, 0, os.SEEK_END)
+            else:
+                os.ftruncate(fd, rest)
+                os.lseek(fd, rest, os.SEEK_SET)
+            n = datapath.recv_file(conn, fd, text=text)
+            datapath.finish(conn)
+            return n
         try:
-            fd = os.open(p, flags, 0o644)
-        except OSError as exc:
-            raise _Refuse(550, f"{arg}: {exc.strerror}.") from None
-        try:
-            def work(conn, rest):
-                if not append:
-                    os.ftruncate(fd, rest)
-                    os.lseek(fd, rest, os.SEEK_SET)
-                n = datapath.recv_file(conn, fd, text=text)
-                datapath.finish(conn)
-                return n
+            if not append:
+                self._restart_at(fd, False)
             self._transfer(arg, work)
+        except (_Refuse, _Close):
+            if created:
+                _remove_if_empty(p, fd)     # refused, or nothing received: leave nothing behind
+            raise
         finally:
             os.close(fd)
 
@@ -1058,6 +1116,11 @@ class _Session:
         self._store(arg, append=True)
 
     def _listing(self, arg: str, fmt: str) -> bytes:
+        """The body of LIST/NLST/MLSD on the data connection (file names as they are: it is data)."""
+        lines = self._listing_lines(arg, fmt)
+        return "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape")
+
+    def _listing_lines(self, arg: str, fmt: str) -> list[str]:
         args = [a for a in arg.split() if not a.startswith("-")]
         target = args[0] if args else "."
         p = self.real(target)
@@ -1074,7 +1137,7 @@ class _Session:
                     lines.append(_ls_line(base / name, name))
             except OSError:
                 continue
-        return "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape")
+        return lines
 
     def _send_listing(self, arg: str, fmt: str) -> None:
         body = self._listing(arg, fmt)
@@ -1097,8 +1160,7 @@ class _Session:
         self._send_listing(arg, "MLSD")
 
     def _list_control(self, arg: str, code: int) -> None:
-        body = self._listing(arg, "LIST").decode("utf-8", "replace").splitlines()
-        self.send(code, [f"Status of {arg}:", *body, "End of status"])
+        self.send(code, [f"Status of {arg}:", *self._listing_lines(arg, "LIST"), "End of status"])
 
     def cmd_ABOR(self, arg: str) -> None:
         self._close_passive()
@@ -1115,6 +1177,29 @@ class _Handled(_Refuse):
 
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}
+
+
+def _remove_if_empty(path: Path, fd: int) -> None:
+    """Remove the file this upload created when it is still empty and still the one at path."""
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0 and os.stat(path, follow_symlinks=False).st_ino == st.st_ino:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _octets(text: str) -> bytes:
+    """A password as bytes, for a constant-time comparison (hmac.compare_digest)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _verb(line: bytes) -> str:
+    """The verb of a queued command line ("" when it is none, or an overlong one)."""
+    try:
+        return grammar.parse_command(line).verb if line else ""
+    except GrammarError:
+        return ""
 
 
 def _cut(conn) -> None:

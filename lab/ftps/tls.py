@@ -15,6 +15,8 @@ Public API
              bulk()                    # data connections: memory BIOs, 1 MiB per system call
     check_hostname(cert, host) -> bool
     TLSFailure (handshake or verification failed; .reason), Truncated, TLSTimeout
+    TLSSetupError (a certificate/key/CA file OpenSSL refuses; .path, .reason)
+    is_network_error(exc), network_error_text(exc)   # a reset/timeout/TLS EOF: one log line
 
 Why these choices:
 - A socket BIO without read-ahead, so OpenSSL never reads past a record. That is what makes CCC
@@ -33,6 +35,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -67,12 +70,49 @@ class TLSFailure(Exception):
         self.reason = reason
 
 
+class TLSSetupError(ValueError):
+    """A certificate, key or CA file OpenSSL would not take: .path names it, .reason says why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def _load_file(load, path: str | Path, what: str) -> None:
+    """One OpenSSL file load; its failure as a TLSSetupError naming the file."""
+    try:
+        load(path)
+    except SSL.Error as exc:
+        raise TLSSetupError(path, f"OpenSSL cannot use this {what}: {_ssl_reason(exc)}") from None
+
+
 class Truncated(Exception):
     """The peer closed TCP without close_notify: the data may be incomplete (RFC 4217 12.6)."""
 
 
 class TLSTimeout(TimeoutError):
     """No TLS progress within the socket timeout."""
+
+
+# Errno values of a peer that reset, vanished or cannot be reached (beside ConnectionError's).
+_NETWORK_ERRNOS = {errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                   errno.ENETDOWN, errno.EHOSTDOWN, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Is exc what a network does to a session (a reset, a broken pipe, a timeout, a TLS EOF or
+    alert), as opposed to a bug? Those are one log line, never a traceback."""
+    if isinstance(exc, (ConnectionError, TimeoutError, Truncated, TLSTimeout, TLSFailure, SSL.Error)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
+
+
+def network_error_text(exc: BaseException) -> str:
+    """One line for a network error: `connection reset by peer (ConnectionResetError)`."""
+    if isinstance(exc, SSL.Error):
+        return f"TLS: {_ssl_reason(exc)} ({type(exc).__name__})"
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or "no detail")
+    return f"{text[:1].lower()}{text[1:]} ({type(exc).__name__})"
 
 
 def set_timeout(sock: socket.socket, seconds: float | None) -> None:
@@ -115,21 +155,21 @@ def _base_context(method: int, ciphers: Iterable[str], max_version: str = "TLSV1
     return ctx
 
 
-def _verify_cb(conn: SSL.Connection, cert, errno: int, depth: int, ok: int) -> bool:
+def _verify_cb(conn: SSL.Connection, cert, err: int, depth: int, ok: int) -> bool:
     if not ok:
         errors = conn.get_app_data() or []
         cn = cert.to_cryptography().subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        errors.append(f"{cn[0].value if cn else '?'}: {_x509_error(errno)}")
+        errors.append(f"{cn[0].value if cn else '?'}: {_x509_error(err)}")
         conn.set_app_data(errors)
     return bool(ok)
 
 
-def _x509_error(errno: int) -> str:
+def _x509_error(err: int) -> str:
     names = {10: "certificate has expired", 9: "certificate is not yet valid",
              18: "self-signed certificate", 19: "self-signed certificate in chain",
              20: "unable to get local issuer certificate (untrusted CA)",
              21: "unable to verify the first certificate", 62: "hostname mismatch"}
-    return names.get(errno, f"X509 verify error {errno}")
+    return names.get(err, f"X509 verify error {err}")
 
 
 def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] = (),
@@ -138,12 +178,12 @@ def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] 
     """A TLS server context; client_auth "required" makes the handshake demand a trusted cert."""
     ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers, max_version)
     ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)     # CIPHERSUITE order = preference (z/OS)
-    ctx.use_certificate_chain_file(str(cert))
-    ctx.use_privatekey_file(str(key))
-    ctx.check_privatekey()
+    _load_file(lambda p: ctx.use_certificate_chain_file(str(p)), cert, "certificate")
+    _load_file(lambda p: ctx.use_privatekey_file(str(p)), key, "private key")
+    _load_file(lambda p: ctx.check_privatekey(), key, "private key with this certificate")
     for ca in cas:
-        ctx.load_verify_locations(str(ca))
-        ctx.load_client_ca(str(ca).encode())
+        _load_file(lambda p: ctx.load_verify_locations(str(p)), ca, "CA certificate")
+        _load_file(lambda p: ctx.load_client_ca(str(p).encode()), ca, "CA certificate")
     # A session id context is what lets data connections resume the control session.
     ctx.set_session_id(b"ftplab-ftps")
     ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
@@ -161,10 +201,10 @@ def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = Non
     ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers, max_version)
     cas = list(cas)
     for ca in cas:
-        ctx.load_verify_locations(str(ca))
+        _load_file(lambda p: ctx.load_verify_locations(str(p)), ca, "CA certificate")
     if cert:
-        ctx.use_certificate_chain_file(str(cert))
-        ctx.use_privatekey_file(str(key or cert))
+        _load_file(lambda p: ctx.use_certificate_chain_file(str(p)), cert, "certificate")
+        _load_file(lambda p: ctx.use_privatekey_file(str(p)), key or cert, "private key")
     ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
     ctx.set_verify(SSL.VERIFY_PEER if verify else SSL.VERIFY_NONE, _verify_cb)
     return ctx

@@ -1,5 +1,7 @@
 """FTP.DATA statements: parsing, defaults, normalisation and errors that name file:line."""
 
+import os
+
 import pytest
 
 from lab.errors import InputError
@@ -91,8 +93,22 @@ def test_cipher_names_map_to_openssl():
 
 
 def test_unreadable_file_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="no such FTP.DATA file"):
         parse_ftpdata(tmp_path / "missing")
+
+
+@pytest.mark.timeout(10)
+def test_ftpdata_must_be_a_small_regular_utf8_file(tmp_path):
+    """/dev/zero made memory grow until MemoryError; a FIFO hung the command (issue 10, item 13)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "latin1").write_bytes(b"SECURE_FTP ALLOWED\n; caf\xe9\n")
+    for path, why in (("/dev/zero", "not a regular file"), (fifo, "not a regular file"),
+                      (tmp_path, "is a directory"), (tmp_path / "latin1", "not UTF-8")):
+        with pytest.raises(InputError, match=why) as err:
+            parse_ftpdata(path)
+        assert str(path) in str(err.value)
+    assert "latin1:2" in str(pytest.raises(InputError, parse_ftpdata, tmp_path / "latin1").value)
 
 
 def test_to_dict_is_json_and_round_trips():
