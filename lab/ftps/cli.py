@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lab.ftps.errors import InputError, LabError, Problem
-from lab.ftps.grammar import is_decimal
+from lab.ftps.grammar import is_decimal, loggable
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 
 # Client exit codes, one per failure stage of lab.ftps.client (documented in --help and README).
@@ -73,15 +73,26 @@ def parse_user(text: str) -> tuple[str, str]:
 
 
 def _existing(path: Path | None, what: str) -> Path | None:
-    if path is not None and not path.is_file():
+    if path is None:
+        return None
+    if not path.exists():
         raise InputError([Problem(str(path), 0, what, "no such file")])
+    if not path.is_file():
+        raise InputError([Problem(str(path), 0, what, "not a regular file (a directory, FIFO or device)")])
     return path
 
 
-def mask_password(line: str) -> str:
-    """A control line for a log: the argument of PASS (and of ACCT) is never shown."""
-    verb = line.split(" ", 1)[0].upper()
-    return f"{line.split(' ', 1)[0]} ****" if verb in ("PASS", "ACCT") and " " in line else line
+def check_tls_inputs(cert: Path | None, key: Path | None, ca: Path | None, keyring: str | None) -> None:
+    """Every TLS file a command was given, checked before OpenSSL sees it: each is a regular PEM
+    file of the right kind and the key is the certificate's; else one InputError (exit 2) naming
+    the file and what is wrong, never OpenSSL's traceback or a hang on a FIFO. keyring is the
+    KEYRING statement (a PEM bundle, a folder of them, or *AUTH*/* = the --ca file)."""
+    from lab.ftps import pki, tls
+
+    if cert is not None:
+        pki.check_pair(cert, key or cert)
+    for path in tls.keyring_files(keyring, ca):
+        pki.load_certificates(path, "--ca" if ca is not None and path == Path(ca) else "KEYRING")
 
 
 # -- server ---------------------------------------------------------------------------------------
@@ -113,16 +124,15 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
 def cmd_server(args: argparse.Namespace) -> int:
     from lab.ftps.config import ServerConfig, parse_ftpdata
     from lab.ftps.server import FTPServer
+    from lab.ftps.tls import TLSSetupError
 
     listen = parse_hostport(args.listen, "--listen")
     if not args.root.is_dir():
         raise InputError([Problem(str(args.root), 0, "--root", "not a directory")])
     if (args.cert is None) != (args.key is None):
         raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
-    _existing(args.cert, "--cert")
-    _existing(args.key, "--key")
-    _existing(args.ca, "--ca")
     config = parse_ftpdata(args.ftpdata, "server") if args.ftpdata else ServerConfig()
+    check_tls_inputs(args.cert, args.key, args.ca, config.KEYRING)
     users = dict(parse_user(u) for u in args.user)
     if not users:
         raise InputError([Problem("<command line>", 0, "--user", "give at least one NAME:PASSWORD")])
@@ -134,6 +144,8 @@ def cmd_server(args: argparse.Namespace) -> int:
                            listen=listen, tls_listen=tls_listen, log=log)
     except OSError as exc:
         raise LabError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    except TLSSetupError as exc:        # what check_tls_inputs cannot see (e.g. a key OpenSSL refuses)
+        raise InputError([Problem(exc.path, 0, "--cert/--key/--ca", exc.reason)]) from None
     except ValueError as exc:
         raise InputError([Problem("<command line>", 0, "--tls-listen", str(exc))]) from None
     stop = threading.Event()
@@ -159,8 +171,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 class _Log:
     """The server's log, called with each event of lab.ftps.server: one line per command, reply
-    and session event, with a UTC timestamp. The server masks passwords; mask_password is applied
-    again so that no log line can ever carry one."""
+    and session event, with a UTC timestamp. The server masks passwords; grammar.loggable is applied
+    again so that no log line can ever carry one (nor a control character)."""
 
     def __init__(self, stream, quiet: bool = False):
         self.stream, self.quiet = stream, quiet
@@ -172,7 +184,7 @@ class _Log:
             return
         line = str(event.get("line", ""))
         if direction == "C>S":
-            line = "> " + mask_password(line)
+            line = "> " + loggable(line)
         elif direction == "S>C":
             line = "< " + line
         self._write(event.get("ts", time.time()), f"[{event.get('session', '-')} {event.get('peer', '')}] {line}")
@@ -258,6 +270,10 @@ def parse_url(url: str, password: str | None = None) -> Target:
     pw = password if password is not None else (
         unquote(parts.password) if parts.password is not None else os.environ.get("FTLAB_PASSWORD", ""))
     path = unquote(parts.path)
+    for value, part in ((user, "user"), (pw, "password"), (path, "path")):
+        if any(c in value for c in "\r\n\x00"):
+            # %0d%0a in a path would end RETR early and smuggle a second command after it
+            raise InputError([Problem("<command line>", 0, "URL", f"CR, LF or NUL in the {part}")])
     return Target(parts.scheme, parts.hostname, port, user, pw, path.removeprefix("/"))
 
 
@@ -287,8 +303,7 @@ def _client(args: argparse.Namespace) -> int:
     args.security = security or ("tls" if config.SECURE_MECHANISM == "TLS" else "plain")
     if (args.cert is None) != (args.key is None):
         raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
-    for path, what in ((args.ca, "--ca"), (args.cert, "--cert"), (args.key, "--key")):
-        _existing(path, what)
+    check_tls_inputs(args.cert, args.key, args.ca, config.KEYRING)
     if args.op == "put":
         _existing(args.file, "put FILE")
     if args.op == "get" and not target.path:
@@ -297,7 +312,7 @@ def _client(args: argparse.Namespace) -> int:
     def on_line(direction: str, line: str) -> None:
         if args.verbose and not args.json:
             mark = {"C>S": ">", "S>C": "<"}.get(direction, "*")
-            print(f"{mark} {mask_password(line) if mark == '>' else line}", file=sys.stderr, flush=True)
+            print(f"{mark} {loggable(line)}", file=sys.stderr, flush=True)
 
     started = time.monotonic()
     client = FTPClient(config, security=security, data=args.data, ca=args.ca, cert=args.cert, key=args.key,
@@ -353,7 +368,7 @@ def _client(args: argparse.Namespace) -> int:
 
 def _transcript(client) -> list[str]:
     marks = {"C>S": ">", "S>C": "<"}
-    return [f"{marks.get(d, '*')} {mask_password(line) if d == 'C>S' else line}" for _, d, line in client.transcript]
+    return [f"{marks.get(d, '*')} {loggable(line)}" for _, d, line in client.transcript]
 
 
 def _json_result(args: argparse.Namespace, outcome: str, stage: str | None, reason: str, code: int | None,

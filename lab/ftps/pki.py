@@ -6,6 +6,8 @@ Public API (all paths are pathlib.Path; key files are created with mode 0600, ne
     issue_client(dir, user, days=365) -> Issued                  # dir/client-<user>.pem/.key, CN=user
     issue(dir, name, *, client=False, ips=(), dns=(), cn=None, days=365, expired=False) -> Issued
     fingerprint(cert_pem_path_or_bytes) -> "AB12..." (SHA-256, upper hex, no colons)
+    load_certificates(path, what) / load_private_key(path, what)   # InputError naming the file
+    check_pair(cert, key, cert_flag="--cert", key_flag="--key")  # both PEM, and the key is the cert's
 An "other CA" for untrusted-certificate tests is simply init_ca() in another folder; an expired
 certificate is issue(..., expired=True). Keys are RSA 2048: the z/OS CIPHERSUITE names are RSA
 key-exchange suites, so an RSA key works with every configuration.
@@ -21,9 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lab.ftps.errors import InputError, Problem, read_input
+
+#: A certificate bundle or a key is a few KiB; a CA bundle of a whole system is under 1 MiB.
+MAX_PEM_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,42 @@ def _save(issued: Issued, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> Iss
 
 
 def _load(issued: Issued) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    cert = x509.load_pem_x509_certificate(issued.cert.read_bytes())
-    key = serialization.load_pem_private_key(issued.key.read_bytes(), password=None)
-    return cert, key
+    return load_certificates(issued.cert, "ca")[0], load_private_key(issued.key, "ca")
+
+
+def _pem(path: str | Path, what: str) -> bytes:
+    """A PEM file's bytes: a regular file, at most MAX_PEM_BYTES, text (read_input's rules:
+    a FIFO, /dev/zero or a DER file is refused with its name, never handed to OpenSSL)."""
+    return read_input(path, f"PEM file ({what})", MAX_PEM_BYTES).encode()
+
+
+def load_certificates(path: str | Path, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (a chain or a CA bundle), or InputError naming the file."""
+    try:
+        return x509.load_pem_x509_certificates(_pem(path, what))
+    except ValueError:
+        raise InputError([Problem(str(path), 0, what, "not a PEM certificate "
+                                                      "(no readable -----BEGIN CERTIFICATE----- block)")]) from None
+
+
+def load_private_key(path: str | Path, what: str):
+    """The private key in a PEM file (without a passphrase), or InputError naming the file."""
+    try:
+        return serialization.load_pem_private_key(_pem(path, what), password=None)
+    except TypeError:
+        raise InputError([Problem(str(path), 0, what, "the private key has a passphrase; "
+                                                      "the lab needs one without")]) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError([Problem(str(path), 0, what, "not a PEM private key "
+                                                      "(no readable -----BEGIN ... PRIVATE KEY----- block)")]) from None
+
+
+def check_pair(cert: str | Path, key: str | Path, cert_flag: str = "--cert", key_flag: str = "--key") -> None:
+    """Both files are PEM and the key belongs to the (first) certificate; else InputError."""
+    leaf = load_certificates(cert, cert_flag)[0]
+    private = load_private_key(key, key_flag)
+    if leaf.public_key() != private.public_key():
+        raise InputError([Problem(str(key), 0, key_flag, f"this private key does not belong to the certificate {cert}")])
 
 
 def init_ca(directory: str | Path, name: str = "FTPS Lab CA", days: int = 3650) -> Issued:

@@ -4,6 +4,7 @@ a one-line reason, --json on success and failure, and clear errors instead of tr
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def test_json_success_has_the_runner_fields(server, pkidir, tmp_path):
     (["server", "--listen", "127.0.0.1:0", "--root", "/nonexistent", "--user", "a:b"], "not a directory"),
     (["server", "--listen", "127.0.0.1:0", "--root", "/", "--user", "nopassword"], "NAME:PASSWORD"),
     (["server", "--listen", "127.0.0.1:0", "--root", "/", "--user", "a:b", "--cert", "/nonexistent"], "give both"),
-    (["server", "--listen", "127.0.0.1:0", "--root", "/", "--user", "a:b", "--ftpdata", "/nonexistent"], "cannot read"),
+    (["server", "--listen", "127.0.0.1:0", "--root", "/", "--user", "a:b", "--ftpdata", "/nonexistent"], "no such FTP.DATA file"),
     (["ca", "issue", "/nonexistent-dir", "--client", "bob"], "ftlab ca init"),
 ])
 def test_bad_arguments_are_clear_errors(argv, needle):
@@ -182,3 +183,69 @@ def test_server_port_in_use_is_a_clear_error(tmp_path):
     finally:
         busy.close()
     assert done.returncode == 3 and "cannot listen" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- hostile input files (issue 10, item 13): one line naming the file, exit 2, never a traceback ---------
+
+@pytest.fixture
+def bad_files(tmp_path, pkidir) -> dict[str, Path]:
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo)
+    (tmp_path / "text.pem").write_text("this is not a certificate\n")
+    (tmp_path / "der.pem").write_bytes(b"\x30\x82\x03\x00" + bytes(range(256)))
+    (tmp_path / "keyring.data").write_text(f"KEYRING {tmp_path / 'missing-keyring.pem'}\n")
+    (tmp_path / "zero.data").symlink_to("/dev/zero")
+    return {"fifo": fifo, "text": tmp_path / "text.pem", "der": tmp_path / "der.pem",
+            "keyring": tmp_path / "keyring.data", "zero": tmp_path / "zero.data",
+            "cert": pkidir / "server.pem", "key": pkidir / "server.key", "otherkey": pkidir / "other" / "ca.key"}
+
+
+def _one_clear_line(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr and "OpenSSL" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+SERVER = ["server", "--listen", "127.0.0.1:0", "--root", "/", "--user", "a:b"]
+
+
+@pytest.mark.parametrize("extra, file, why", [
+    (["--ftpdata", "{zero}"], "zero", "not a regular file"),
+    (["--ftpdata", "{fifo}"], "fifo", "not a regular file"),
+    (["--ftpdata", "{keyring}"], "keyring", "no such"),
+    (["--cert", "{text}", "--key", "{key}"], "text", "not a PEM certificate"),
+    (["--cert", "{der}", "--key", "{key}"], "der", "not UTF-8"),
+    (["--cert", "{fifo}", "--key", "{key}"], "fifo", "not a regular file"),
+    (["--cert", "{cert}", "--key", "{text}"], "text", "not a PEM private key"),
+    (["--cert", "{cert}", "--key", "{otherkey}"], "otherkey", "does not belong"),
+    (["--cert", "{cert}", "--key", "{key}", "--ca", "{text}"], "text", "not a PEM certificate"),
+    (["--cert", "{cert}", "--key", "{key}", "--ca", "{fifo}"], "fifo", "not a regular file"),
+])
+def test_server_input_files(bad_files, extra, file, why):
+    argv = [a.format(**bad_files) for a in extra]
+    _one_clear_line(ftlab(*SERVER, *argv, timeout=10), str(bad_files[file]) if file != "keyring" else "missing-keyring",
+                    why)
+
+
+@pytest.mark.parametrize("extra, file, why", [
+    (["--ca", "{text}"], "text", "not a PEM certificate"),
+    (["--ca", "{fifo}"], "fifo", "not a regular file"),
+    (["--ftpdata", "{zero}"], "zero", "not a regular file"),
+    (["--cert", "{cert}", "--key", "{text}"], "text", "not a PEM private key"),
+])
+def test_client_input_files(bad_files, extra, file, why):
+    argv = [a.format(**bad_files) for a in extra]
+    _one_clear_line(ftlab("client", "ftp://a:b@127.0.0.1:1/f", *argv, "get", timeout=10), str(bad_files[file]), why)
+
+
+def test_client_refuses_a_url_that_smuggles_a_command():
+    _one_clear_line(ftlab("client", "ftp://a:b@127.0.0.1:1/f%0d%0aDELE%20x", "get"), "CR, LF or NUL in the path")
+
+
+@pytest.mark.parametrize("damage", ["ca.pem", "ca.key"])
+def test_ca_issue_with_a_damaged_ca(tmp_path, damage):
+    pki.init_ca(tmp_path)
+    (tmp_path / damage).write_text("garbage\n")
+    _one_clear_line(ftlab("ca", "issue", str(tmp_path), "--client", "bob"), str(tmp_path / damage), "not a PEM")
