@@ -54,21 +54,18 @@ while True:
 
 def in_sandbox_bench(topology: str, count: int) -> dict:
     import statistics
-    import time
 
     from lab.network.net import LabNet
+    from lab.network.ready import wait_until
     from lab.topology.loader import load
 
     topo = load(topology)
     out = {}
     for alg in ("off", "kernel", "scapy"):
         with LabNet(topo, alg=alg) as net:
-            net.popen("server", [sys.executable, "-c", RESPONDER])
-            deadline = time.monotonic() + 5
-            while ":21 " not in net.run("server", ["ss", "-ltn"]).stdout:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("responder did not start")
-                time.sleep(0.02)
+            responder = net.popen("server", [sys.executable, "-c", RESPONDER])
+            wait_until(lambda: ":21 " in net.run("server", ["ss", "-ltn"]).stdout, timeout=5,
+                       what="the responder in server", proc=responder)
             done = net.run("client", [sys.executable, "-c", CLIENT, str(topo.ftp.server_address), str(count)],
                            timeout=120)
             rtts = json.loads(done.stdout)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.ftps.config import ServerConfig
 
 CLIENTS = ("curl", "lftp")
 SERVERS = ("vsftpd", "proftpd")
@@ -136,8 +137,8 @@ def terminate(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 
 def _passive_range(statements: dict) -> tuple[int, int] | None:
-    nums = [int(x) for x in re.findall(r"\d+", str(statements.get("PASSIVEDATAPORTS") or ""))]
-    return (nums[0], nums[1]) if len(nums) == 2 else None
+    """PASSIVEDATAPORTS as the built-in server reads it (one parser for the statement)."""
+    return ServerConfig.from_dict({"PASSIVEDATAPORTS": statements.get("PASSIVEDATAPORTS")}).PASSIVEDATAPORTS
 
 
 def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Path | None, data_file: Path,

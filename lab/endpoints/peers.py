@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError, MissingFeature
+from lab.network.ready import log_tail, wait_until
 
 LOOPBACK = "127.0.0.1"
 TEST_USER = "ftlabtest"
@@ -190,25 +191,12 @@ def _wait(proc: subprocess.Popen, grace: float) -> None:
         pass
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
-
-
 def wait_listening(proc: subprocess.Popen, port: int, log: Path, timeout: float = 10.0) -> None:
     """Wait until `port` listens in the process's namespace (without connecting: a probe would be a
     session in the server's log)."""
-    deadline = time.monotonic() + timeout
     name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LabError(f"{name} exited with {proc.returncode}: {tail(log)}")
-        if port in listening_ports(proc.pid):
-            return
-        time.sleep(0.05)
-    raise LabError(f"{name} did not listen on port {port} within {timeout:.0f}s: {tail(log)}")
+    wait_until(lambda: port in listening_ports(proc.pid), timeout=timeout, what=f"{name} (port {port})",
+               proc=proc, log=log)
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -237,7 +225,7 @@ class Peer:
 
     def logs(self) -> str:
         paths = dict.fromkeys([self.log, *self.extra_logs, self.workdir / "stdout.log"])
-        return "\n".join(f"== {p.name}\n{tail(p, 40)}" for p in paths if p.exists())
+        return "\n".join(f"== {p.name}\n{log_tail(p, 40)}" for p in paths if p.exists())
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -11,18 +11,23 @@ it follows the groups' result files for a live progress bar and writes the repor
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
 from lab.matrix import predict, scenario
+from lab.matrix.jsonl import read_all
+from lab.matrix.plan import GroupPlan, RunPlan
+from lab.matrix.verdict import Verdict
 from lab.report import results, write_all
+from lab.report.wire import seen
 from lab.topology import loader as topo
 
 MiB = 1 << 20
@@ -45,27 +50,16 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
-@dataclass
-class GroupPlan:
-    topology: str            # name of a shipped picture, or a path to a user's file
-    alg: str | None
-    cells: list[scenario.Cell]
-
-    @property
-    def label(self) -> str:
-        return Path(self.topology).stem + (f" (alg {self.alg})" if self.alg else "")
-
-
 def plan_groups(cells: list[scenario.Cell], scen: scenario.Scenarios,
                 topology_paths: dict[str, str] | None = None) -> list[GroupPlan]:
     """One group per (picture, ALG mode), in the order the cells come; the biggest start first."""
-    groups: dict[tuple, GroupPlan] = {}
+    groups: dict[tuple, tuple[str, str | None, list[str]]] = {}
     for c in cells:
-        spec = scen.spec(c)
-        key = (c.topology, spec.alg)
+        alg = scen.spec(c).alg
         where = (topology_paths or {}).get(c.topology, c.topology)
-        groups.setdefault(key, GroupPlan(where, spec.alg, [])).cells.append(c)
-    return sorted(groups.values(), key=lambda g: -len(g.cells))
+        groups.setdefault((c.topology, alg), (where, alg, []))[2].append(c.id)
+    return sorted((GroupPlan(where, alg, tuple(ids)) for where, alg, ids in groups.values()),
+                  key=lambda g: -len(g.cells))
 
 
 def make_pki(directory: Path, topologies: list[str]) -> Path:
@@ -125,84 +119,74 @@ class Progress:
 
 # -- the run ------------------------------------------------------------------------------------------
 
-def _read_entries(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def _group_dir(out: Path, index: int, g: GroupPlan) -> Path:
-    label = Path(g.topology).stem + (f"-alg-{g.alg}" if g.alg else "")
-    return out / "work" / f"{index:02d}-{label}"
-
-
 def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, *, size: int = DEFAULT_SIZE,
                jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
     """Run the cells and write the report folder; returns the results document."""
-    from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
+    from lab.network.sandbox import require_root
 
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
     require_root("ftlab matrix")
     started = time.time()
     out = Path(out)
-    (out / "work").mkdir(parents=True, exist_ok=True)
+    work = out.resolve() / "work"
+    work.mkdir(parents=True, exist_ok=True)
     groups = plan_groups(cells, scen, topology_paths)
-    pki_dir = make_pki(out / "work" / "pki", sorted({g.topology for g in groups}))
-    plan = {"out": str(out.resolve()), "size": size, "heartbeat": str((out / "work" / "heartbeat").resolve()), "timeout": timeout, "pcap": pcap,
-            "scenario_file": str(scen.source), "pki": str(pki_dir.resolve()),
-            "groups": [{"topology": g.topology, "alg": g.alg, "cells": [c.id for c in g.cells]} for g in groups]}
-    plan_path = out / "work" / "plan.json"
-    plan_path.write_text(json.dumps(plan, indent=1))
+    plan = RunPlan(out=out.resolve(), size=size, timeout=timeout, pcap=pcap,
+                   scenario_file=Path(scen.source).resolve(),
+                   pki=make_pki(work / "pki", sorted({g.topology for g in groups})),
+                   heartbeat=work / "heartbeat", groups=tuple(groups))
+    plan_path = plan.write(work / "plan.json")
+    lab_errors = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
 
-    bar = Progress(len(cells), enabled=progress)
+    doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
+                          scenario_file=str(scen.source), size=size, shard=shard)
+    collect(doc, plan, cells, scen, lab_errors)
+    if baseline is not None:
+        before = {s["id"]: s["outcome"] for s in baseline["scenarios"]}
+        for s in doc["scenarios"]:
+            s["baseline_outcome"] = before.get(s["id"])
+    doc["lab_errors"] = lab_errors
+    doc["finished"] = results.now_iso()
+    doc["duration_s"] = round(time.time() - started, 1)
+    if reports:
+        write_all(doc, out, baseline=baseline)
+    else:
+        results.write(doc, out)
+    return doc
+
+
+def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list[str]:
+    """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
+    the workers that failed."""
+    from lab.network.sandbox import sigterm_as_exit, stop_sandboxes_of
+
     lab_errors: list[str] = []
-    pending = list(range(len(groups)))
+    pending = list(range(len(plan.groups)))
     running: dict[int, threading.Thread] = {}
-    lock = threading.Lock()
 
     def worker(i: int) -> None:
-        g = groups[i]
-        # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
-        budget = 60 + len(g.cells) * (timeout + 2)
-        try:
-            done = run_sandboxed([sys.executable, "-m", "lab.matrix.worker", str(plan_path), str(i)],
-                                 capture=True, timeout=budget)
-            if done.returncode != 0:
-                with lock:
-                    lab_errors.append(f"{g.label}: worker exited {done.returncode}: "
-                                      f"{(done.stderr or '').strip().splitlines()[-1:] or ''}")
-        except LabError as exc:
-            with lock:
-                lab_errors.append(f"{g.label}: {str(exc).splitlines()[0]}")
+        if error := run_worker(plan, plan_path, i):
+            lab_errors.append(error)     # list.append is atomic: no lock needed
 
-    heartbeat = out / "work" / "heartbeat"
-    heartbeat.touch()
+    plan.heartbeat.touch()
     # SIGTERM to this process alone (`kill PID`, a service manager) reaches none of the sandboxes:
     # stop them here instead of leaving them to run on until the heartbeat goes stale.
     previous = sigterm_as_exit()
     try:
         while pending or running:
-            heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
+            plan.heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
             while pending and len(running) < max(1, jobs):
                 i = pending.pop(0)
-                t = threading.Thread(target=worker, args=(i,), daemon=True)
-                running[i] = t
-                t.start()
+                running[i] = threading.Thread(target=worker, args=(i,), daemon=True)
+                running[i].start()
             for i, t in list(running.items()):
                 if not t.is_alive():
                     running.pop(i)
-            entries = [e for i in range(len(groups)) for e in _read_entries(_group_dir(out, i, groups[i]) /
-                                                                            "cells.jsonl")]
-            bar.update(entries, ", ".join(groups[i].label for i in running))
+            entries = [e for i in range(len(plan.groups)) for e in read_all(plan.group_dir(i) / "cells.jsonl")]
+            bar.update(entries, ", ".join(plan.groups[i].label for i in running))
             time.sleep(0.2)
     except KeyboardInterrupt:
         # The sandboxes got the same SIGINT and tear down by themselves: wait for them (bounded).
@@ -220,64 +204,98 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    return lab_errors
 
-    doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
-                          scenario_file=str(scen.source), size=size, shard=shard)
+
+def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
+    """`python -m lab.matrix.worker PLAN INDEX` in a sandbox of its own; a lab error, or None."""
+    from lab.network.sandbox import run_sandboxed
+
+    g = plan.groups[index]
+    # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
+    budget = 60 + len(g.cells) * (plan.timeout + 2)
+    try:
+        done = run_sandboxed([sys.executable, "-m", "lab.matrix.worker", str(plan_path), str(index)],
+                             capture=True, timeout=budget)
+    except LabError as exc:
+        return f"{g.label}: {str(exc).splitlines()[0]}"
+    if done.returncode != 0:
+        return f"{g.label}: worker exited {done.returncode}: {(done.stderr or '').strip().splitlines()[-1:] or ''}"
+    return None
+
+
+# -- the results document ---------------------------------------------------------------------------
+
+def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario.Scenarios,
+            lab_errors: list[str]) -> None:
+    """The groups' cells and facts into the document, in the order the cells were asked for; a
+    cell no worker reported is a lab error. Adds the groups' own lab errors to `lab_errors`."""
     by_id: dict[str, dict] = {}
-    for i, g in enumerate(groups):
-        gdir = _group_dir(out, i, g)
-        info_path = gdir / "topology.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        devices: set[str] = set()
-        if info.get("pcaps"):
-            try:
-                model = topo.load(g.topology)
-                devices = {n.name for n in model.nodes.values() if n.is_device}
-            except InputError:
-                pass
-        for e in _read_entries(gdir / "cells.jsonl"):
+    for i, g in enumerate(plan.groups):
+        gdir = plan.group_dir(i)
+        info = json.loads((gdir / "topology.json").read_text()) if (gdir / "topology.json").exists() else {}
+        model = _model(g.topology)
+        devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
+        for e in read_all(gdir / "cells.jsonl"):
             e["pcaps"] = info.get("pcaps", [])
             if e["pcaps"] and e.get("ended") and e.get("duration_s") is not None:
-                from lab.report.wire import seen
-                e["wire"] = seen([out / p for p in e["pcaps"]], devices,
+                e["wire"] = seen([plan.out / p for p in e["pcaps"]], devices,
                                  e["ended"] - e["duration_s"] - 0.2, e["ended"] + 0.2)
             by_id[e["id"]] = e
-        name = Path(g.topology).stem if g.topology.endswith((".yaml", ".yml")) else g.topology
         if info.get("lab_error"):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
-        entry = doc["topologies"].setdefault(name, {})
+        entry = doc["topologies"].setdefault(g.name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
                                                                  "up_s")})
-        picture = None if g.topology.endswith((".yaml", ".yml")) else scen.pictures.get(name)
-        if picture is None:
-            try:
-                picture = predict.picture_of(topo.load(g.topology))[0]
-            except InputError:
-                picture = None
-        if picture is not None:
-            rec = predict.recommend(picture)
-            entry["recommendation"] = f"{rec.method} (step {rec.step}): {rec.why}"
-            entry["reasoning"] = picture.reasoning or None
-    # A cell the worker never reported (it died): the lab failed there.
-    from lab.matrix.verdict import Verdict
+        if "diagram" not in entry:
+            entry.update(picture_facts(g, model, scen))
     for c in cells:
         if c.id not in by_id:
-            picture = scen.pictures.get(c.topology)
-            pred = predict.predict(scen, c, picture) if picture else predict.Prediction("fail", None, "unknown")
-            by_id[c.id] = results.scenario_entry(
-                cell=c, spec=scen.spec(c), prediction=pred,
-                verdict=Verdict("error", None, "lab: the cell was never run (its network's worker failed: "
-                                               f"{'; '.join(lab_errors)[:200] or 'no report'})"), duration_s=0.0)
+            by_id[c.id] = never_run(c, scen, lab_errors)
     doc["scenarios"] = [by_id[c.id] for c in cells]
-    if baseline is not None:
-        before = {s["id"]: s["outcome"] for s in baseline["scenarios"]}
-        for s in doc["scenarios"]:
-            s["baseline_outcome"] = before.get(s["id"])
-    doc["lab_errors"] = lab_errors
-    doc["finished"] = results.now_iso()
-    doc["duration_s"] = round(time.time() - started, 1)
-    if reports:
-        write_all(doc, out, scenarios=scen, baseline=baseline)
-    else:
-        results.write(doc, out)
-    return doc
+
+
+def _model(topology: str):
+    """The topology model, or None when a user's file has gone since the run started."""
+    try:
+        return topo.load(topology)
+    except InputError:
+        return None
+
+
+def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
+    """What the report says about a picture beside its cells: the slides' title, slide and
+    reasoning, the four steps' recommendation and the diagram (a PNG data URI)."""
+    user_file = g.topology.endswith((".yaml", ".yml"))
+    picture = None if user_file else scen.pictures.get(g.name)
+    if picture is None and model is not None:
+        picture = predict.picture_of(model)[0]
+    facts: dict = {"diagram": diagram_uri(model) if model else None}
+    if picture is not None:
+        rec = predict.recommend(picture)
+        facts.update({"title": picture.title or None, "slide": picture.slide or None,
+                      "reasoning": picture.reasoning or None,
+                      "recommendation": f"{rec.method} (step {rec.step}): {rec.why}"})
+    return facts
+
+
+def diagram_uri(model) -> str | None:
+    """The picture's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn)."""
+    from lab.topology import diagram
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
+    except Exception:     # a diagram must never cost the run its report
+        return None
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str]) -> dict:
+    """The entry of a cell that no worker reported (it died): the lab failed there."""
+    picture = scen.pictures.get(cell.topology)
+    pred = predict.predict(scen, cell, picture) if picture else predict.Prediction("fail", None, "unknown")
+    why = "; ".join(lab_errors)[:200] or "no report"
+    return results.scenario_entry(cell=cell, spec=scen.spec(cell), prediction=pred, duration_s=0.0,
+                                  verdict=Verdict("error", None, "lab: the cell was never run (its network's "
+                                                                 f"worker failed: {why})"))

@@ -22,19 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.matrix import predict, scenario
-from lab.matrix.verdict import Observation, is_new_connection, verdict
+from lab.matrix import predict, scenario, servers
+from lab.matrix.jsonl import JsonLines
+from lab.matrix.plan import GroupPlan, RunPlan
+from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
+from lab.matrix.verdict import Observation, Verdict, describe_drop, is_new_connection, verdict
+from lab.network.ready import log_tail
 from lab.report import results
 from lab.topology import loader as topo
 
-USER, PASSWORD = "lab", "lab-secret"
-DATA_FILE = "data.bin"
 DROP_GRACE = 1.5          # after a decisive drop: let the client report, then kill it (< 2 s)
 CLIENT_DATACONNTIME = 1.5  # the client gives up a data connection after this (lab RTT is < 1 ms)
-SERVER_READY_TIMEOUT = 10.0
 BASELINE_SECONDS = 1.0
-#: Server statements of the slides' pictures (DESIGN.md): the topology file adds PASSIVEDATAPORTS.
-SERVER_BASE = {"TLSRFCLEVEL": "RFC4217"}
 
 
 def payload(path: Path, size: int) -> str:
@@ -52,27 +51,6 @@ def payload(path: Path, size: int) -> str:
             h.update(chunk)
             left -= len(chunk)
     return h.hexdigest()
-
-
-def ftpdata_text(statements: dict) -> str:
-    lines = []
-    for key, value in statements.items():
-        if value is None:
-            continue
-        lines += [f"{key} {item}" for item in (value if isinstance(value, list) else [value])]
-    return "\n".join(lines) + "\n"
-
-
-def server_statements(topology, spec: scenario.CellSpec) -> dict:
-    st = {**SERVER_BASE, **topology.ftp.server_statements}
-    for key, value in spec.server_statements.items():
-        if value is None:
-            st.pop(key, None)
-        else:
-            st[key] = value
-    # The server's implicit port speaks the z/OS way (clear 220 first) only for implicit-zos.
-    st["SECUREIMPLICITZOS"] = "TRUE" if spec.cell.security == "implicit-zos" else "FALSE"
-    return st
 
 
 def client_statements(topology, spec: scenario.CellSpec) -> dict:
@@ -112,7 +90,6 @@ def firewall_saw(events: list[dict]) -> list[dict]:
             saw.append({"device": dev, "kind": "cleartext",
                         "text": f"ignored: {e.get('line') or e.get('message', '')}"})
         elif t == "drop":
-            from lab.matrix.verdict import describe_drop
             saw.append({"device": dev, "kind": "drop", "text": describe_drop(e)})
     # Retransmitted SYNs and both directions of a TLS connection repeat an item: say how often.
     counted: dict[tuple, int] = {}
@@ -144,145 +121,78 @@ def check_runner(heartbeat: Path | None) -> None:
 
 @dataclass
 class Group:
+    """One group of the plan as this worker runs it."""
+    plan: RunPlan
     index: int
-    topology: str                    # name or path
-    alg: str | None
-    cells: list[str]
-    out: Path
-    size: int
-    timeout: float
-    pcap: bool
-    scenario_file: str
-    pki: Path
-    heartbeat: Path | None = None
-    seen_flows: set = field(default_factory=set)
+    seen_flows: set = field(default_factory=set)    # drops of earlier cells: (src, sport, dst, dport)
+
+    @property
+    def spec(self) -> GroupPlan:
+        return self.plan.groups[self.index]
 
     @property
     def workdir(self) -> Path:
-        label = Path(self.topology).stem + (f"-alg-{self.alg}" if self.alg else "")
-        return self.out / "work" / f"{self.index:02d}-{label}"
-
-
-class EventTail:
-    """Reads the devices' JSON-lines event file from an offset on (a torn last line waits)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
-        self._pending = b""
-
-    def read(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(chunk)
-        data = self._pending + chunk
-        *lines, self._pending = data.split(b"\n")
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return self.plan.group_dir(self.index)
 
 
 def _flow(e: dict) -> tuple:
     return (e.get("src"), e.get("sport"), e.get("dst"), e.get("dport"))
 
 
+def lab_fault(net, server: ServerRun) -> str | None:
+    """The lab's own program that died, if any: the FTP server, a device program, a capture.
+
+    A cell that runs without one of them says nothing about the network (a client's "connection
+    refused" from a dead server is not a verdict), so the cell is a lab error."""
+    if why := server.exited():
+        return why
+    for p in net.programs:
+        if p.proc.poll() is not None:
+            last = log_tail(p.stderr, 1)
+            return f"the device program {p.name} in {p.node} exited with code {p.proc.returncode}" \
+                   + (f": {last}" if last else "")
+    return None
+
+
+# -- one cell ----------------------------------------------------------------------------------------
+
 @dataclass
-class ServerRun:
-    """A running FTP server of a group: who logs in, where its log is, how to stop it."""
-    kind: str
-    user: str
-    password: str
-    logs: dict                         # "explicit" / "implicit" -> log path
-    stop: object                       # callable
-
-    def log_for(self, security: str) -> Path:
-        return self.logs["implicit" if security.startswith("implicit") else "explicit"]
-
-
-def server_key(topology, spec: scenario.CellSpec) -> str:
-    """Cells with the same key share one server process."""
-    st = server_statements(topology, spec)
-    if spec.server != "builtin":
-        st = {"PASSIVEDATAPORTS": st.get("PASSIVEDATAPORTS")}
-    return json.dumps({"server": spec.server, "statements": st}, sort_keys=True)
+class ClientRun:
+    """How a cell's client process ended, and the device events meanwhile."""
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    ended: float                       # wall clock, for the pcaps
+    killed_on_drop: bool
+    timed_out: bool
+    events: list[dict]
 
 
-def start_any_server(net, topology, key: str, g: Group, n: int) -> ServerRun:
-    info = json.loads(key)
-    from lab.endpoints.launch import start_peer_server, terminate
+def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
+                out: Path) -> list[str]:
+    """The command line of the cell's client: `ftlab client --json`, curl or lftp."""
+    from lab.endpoints.launch import client_argv as peer_argv
 
-    if info["server"] == "builtin":
-        proc, log = start_server(net, topology, info["statements"], g, n)
-        return ServerRun("builtin", USER, PASSWORD, {"explicit": log, "implicit": log}, lambda: terminate(proc))
-
-    peer = start_peer_server(info["server"], lambda argv, **kw: net.popen(topology.ftp.server, argv, **kw),
-                             topology.ftp.server, info["statements"], None,
-                             g.workdir / "root" / DATA_FILE, g.pki / "server.pem", g.pki / "server.key",
-                             topology.ftp.control_port, topology.ftp.implicit_port)
-    for log in peer.logs:
-        log.touch()
-    return ServerRun(peer.kind, peer.user, peer.password, {"explicit": peer.logs[0], "implicit": peer.logs[1]},
-                     peer.stop)
-
-
-def start_server(net, topology, statements: dict, g: Group, n: int):
-    """The built-in server in the server node (control 21, implicit 990); returns (proc, log path)."""
-    wd = g.workdir
-    ftpdata = wd / f"server-{n}.ftpdata"
-    ftpdata.write_text(ftpdata_text(statements))
-    log = wd / f"server-{n}.log"
-    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"0.0.0.0:{topology.ftp.control_port}",
-            "--tls-listen", f"0.0.0.0:{topology.ftp.implicit_port}", "--root", str(wd / "root"),
-            "--user", f"{USER}:{PASSWORD}", "--cert", str(g.pki / "server.pem"), "--key", str(g.pki / "server.key"),
-            "--ftpdata", str(ftpdata)]
-    logf = open(log, "wb")
-    proc = net.popen(topology.ftp.server, argv, stdout=logf, stderr=subprocess.STDOUT)
-    logf.close()
-    deadline = time.monotonic() + SERVER_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if b"listening on" in log.read_bytes():
-            return proc, log
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise LabError(f"the FTP server did not start in {topology.ftp.server}: {log.read_text()[-800:]}")
-
-
-def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, sha: str,
-             server: ServerRun) -> tuple[Observation, dict]:
-    """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
-    from lab.endpoints.launch import client_argv, client_result
-
-    wd = g.workdir
-    safe = cell.id.replace("/", "_").replace("+", "_")
-    out = wd / f"{safe}.out"
     implicit = cell.security.startswith("implicit")
     port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
-    server_log = server.log_for(cell.security)
-    if spec.client == "builtin":
-        cfile = wd / f"{safe}.client.ftpdata"
-        cfile.write_text(ftpdata_text(client_statements(topology, spec)))
-        url = f"ftp://{server.user}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
-        argv = [sys.executable, "-m", "lab.cli", "client", url, "--security", cell.security, "--data", cell.data,
-                "--ftpdata", str(cfile), "--ca", str(g.pki / "ca.pem"), "--password", server.password,
-                "--timeout", str(min(8.0, g.timeout)), "--json", "get", "-o", str(out)]
-    else:
-        argv = client_argv(spec.client, cell.security, cell.data, str(topology.ftp.server_address), port,
-                           DATA_FILE, server.user, server.password, g.pki / "ca.pem", out, min(15.0, g.timeout))
-    tail = EventTail(net.events_path)
-    log_offset = server_log.stat().st_size
-    events: list[dict] = []
+    pki = g.plan.pki
+    if spec.client != "builtin":
+        return peer_argv(spec.client, cell.security, cell.data, str(topology.ftp.server_address), port,
+                         DATA_FILE, server.user, server.password, pki / "ca.pem", out, min(15.0, g.plan.timeout))
+    cfile = out.with_suffix(".client.ftpdata")
+    cfile.write_text(ftpdata_text(client_statements(topology, spec)))
+    url = f"ftp://{server.user}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
+    return [sys.executable, "-m", "lab.cli", "client", url, "--security", cell.security, "--data", cell.data,
+            "--ftpdata", str(cfile), "--ca", str(pki / "ca.pem"), "--password", server.password,
+            "--timeout", str(min(8.0, g.plan.timeout)), "--json", "get", "-o", str(out)]
+
+
+def watch_client(proc: subprocess.Popen, events: JsonLines, g: Group) -> ClientRun:
+    """Wait for the client while following the device events: a drop of a new connection this
+    cell made ends it after DROP_GRACE, the plan's timeout ends it anyway."""
     t0 = time.monotonic()
-    proc = net.popen(topology.ftp.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[dict] = []
     drop_at = None
     killed_on_drop = timed_out = False
     stdout = stderr = b""
@@ -294,138 +204,181 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
             break
         except subprocess.TimeoutExpired:
             pass
-        for e in tail.read():
-            events.append(e)
+        for e in events.read():
+            seen.append(e)
             if e.get("type") == "drop" and is_new_connection(e) and drop_at is None \
                     and _flow(e) not in g.seen_flows:
                 drop_at = time.monotonic()
         now = time.monotonic()
         if int(now * 5) % 5 == 0:
-            check_runner(g.heartbeat)
+            check_runner(g.plan.heartbeat)
         if drop_at is not None and now - drop_at > DROP_GRACE:
             proc.kill()
             killed_on_drop = True
-        elif now - t0 > g.timeout:
+        elif now - t0 > g.plan.timeout:
             proc.kill()
             timed_out = True
     duration = time.monotonic() - t0
     ended = time.time()
     time.sleep(0.02)                        # events written just before the client ended
-    events.extend(tail.read())
+    seen.extend(events.read())
+    return ClientRun(proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
+                     duration, ended, killed_on_drop, timed_out, seen)
+
+
+def client_report(spec: scenario.CellSpec, run: ClientRun, out: Path) -> dict | None:
+    """The client's result in the shape of `ftlab client --json` (None: it gave none)."""
+    from lab.endpoints.launch import client_result
+
+    if spec.client == "builtin":
+        for line in reversed(run.stdout.splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+        return None
+    if not (run.killed_on_drop or run.timed_out):
+        return client_result(spec.client, run.returncode, run.stdout, run.stderr, out, run.duration)
+    if run.stderr:
+        return {"outcome": "failed", "stage": None, "reason": "killed",
+                "transcript": client_result(spec.client, 1, "", run.stderr, out, run.duration)["transcript"]}
+    return None
+
+
+def read_from(path: Path, offset: int) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace").splitlines()
+
+
+def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, sha: str,
+             server: ServerRun) -> tuple[Observation, dict]:
+    """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
+    out = g.workdir / (cell.id.replace("/", "_").replace("+", "_") + ".out")
+    argv = client_argv(topology, cell, spec, g, server, out)
+    events = JsonLines(net.events_path)
+    server_log = server.log_for(cell.security)
+    log_offset = server_log.stat().st_size
+    proc = net.popen(topology.ftp.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = watch_client(proc, events, g)
     # A drop that an earlier cell already caused (a retransmitted SYN) is not this cell's.
-    fresh = [e for e in events if not (e.get("type") == "drop" and _flow(e) in g.seen_flows)]
-    g.seen_flows.update(_flow(e) for e in events if e.get("type") == "drop")
-    client = None
-    if spec.client != "builtin":
-        if not (killed_on_drop or timed_out):
-            client = client_result(spec.client, proc.returncode, stdout.decode(errors="replace"),
-                                   stderr.decode(errors="replace"), out, duration)
-        elif stderr:
-            client = {"outcome": "failed", "stage": None, "reason": "killed",
-                      "transcript": client_result(spec.client, 1, "", stderr.decode(errors="replace"), out,
-                                                  duration)["transcript"]}
-    for line in reversed(stdout.decode(errors="replace").splitlines() if spec.client == "builtin" else []):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                client = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
+    fresh = [e for e in run.events if not (e.get("type") == "drop" and _flow(e) in g.seen_flows)]
+    g.seen_flows.update(_flow(e) for e in run.events if e.get("type") == "drop")
+    client = client_report(spec, run, out)
     out.unlink(missing_ok=True)
-    with open(server_log, "rb") as f:
-        f.seek(log_offset)
-        server_lines = f.read().decode(errors="replace").splitlines()
-    obs = Observation(client, exit_code=proc.returncode, events=fresh, expected_bytes=g.size,
-                      expected_sha256=sha, killed_on_drop=killed_on_drop, timed_out=timed_out,
-                      stderr=stderr.decode(errors="replace")[-2000:],
-                      control_address=str(topology.ftp.server_address))
+    obs = Observation(client, exit_code=run.returncode, events=fresh, expected_bytes=g.plan.size,
+                      expected_sha256=sha, killed_on_drop=run.killed_on_drop, timed_out=run.timed_out,
+                      stderr=run.stderr[-2000:], control_address=str(topology.ftp.server_address))
     transcript = [f"client {x}" for x in (client or {}).get("transcript", [])]
-    transcript += [f"server {x}" for x in server_lines[-60:]]
-    return obs, {"duration": duration, "ended": round(ended, 3), "transcript": transcript}
+    transcript += [f"server {x}" for x in read_from(server_log, log_offset)[-60:]]
+    return obs, {"duration": run.duration, "ended": round(run.ended, 3), "transcript": transcript}
 
 
-def measure_baseline(topology, g: Group) -> tuple[float | None, str | None, float | None]:
+# -- the group ---------------------------------------------------------------------------------------
+
+def measure_baseline(topology, g: Group) -> tuple[float | None, str | None]:
     """iperf3 over the picture's data path (kernel only, no device programs), RETR direction."""
-    from lab.network.cli import _wait_for, baseline_port, measure, temporary_forward
-    from lab.network.net import LabNet
+    from lab.network import baseline
 
     try:
-        with LabNet(topology, workdir=g.workdir / "baseline", devices=False) as net:
-            port = baseline_port(topology)
-            forward = temporary_forward(topology, port)
-            if forward:
-                net.run(forward[0], forward[1])
-            server = net.popen(topology.ftp.server, ["iperf3", "-s", "-p", str(port), "--forceflush"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            _wait_for(server, "Server listening", 5.0)
-            mbps = measure(net, port, BASELINE_SECONDS, reverse=True)
-            return round(mbps, 1), None, net.timings.get("up")
+        result = baseline.measure(topology, g.workdir / "baseline", BASELINE_SECONDS, [baseline.RETR])
     except LabError as exc:
-        return None, str(exc)[:300], None
+        return None, str(exc)[:300]
+    return round(result.mbps[baseline.RETR[0]], 1), None
+
+
+@dataclass
+class Judge:
+    """Turns what a cell did into its results entry, and appends it to the group's cells.jsonl."""
+    scen: scenario.Scenarios
+    picture: scenario.Picture
+    alg: str | None
+    baseline_mbps: float | None
+    sha: str
+    sink: Path
+
+    def emit(self, entry: dict) -> None:
+        with open(self.sink, "a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+
+    def lab_error(self, cell: scenario.Cell, spec: scenario.CellSpec, reason: str, **side) -> dict:
+        return results.scenario_entry(cell=cell, spec=spec, prediction=predict.predict(self.scen, cell, self.picture),
+                                      verdict=Verdict("error", None, f"lab: {reason}"), alg=self.alg,
+                                      baseline_mbps=self.baseline_mbps, duration_s=side.pop("duration", 0.0),
+                                      **side)
+
+    def observed(self, cell: scenario.Cell, spec: scenario.CellSpec, obs: Observation, side: dict) -> dict:
+        v = verdict(obs)
+        c = obs.client or {}
+        pred = predict.predict(self.scen, cell, self.picture)
+        entry = results.scenario_entry(
+            cell=cell, spec=spec, prediction=pred, verdict=v, alg=self.alg,
+            bytes=c.get("bytes") if c else None,
+            sha256_ok=(c.get("sha256") == self.sha) if c.get("sha256") else None,
+            throughput_mbps=c.get("mbps") if v.outcome == "pass" else None,
+            baseline_mbps=self.baseline_mbps, duration_s=side["duration"], ended=side["ended"],
+            drop=v.drop, events=obs.events[:200], transcript=side["transcript"],
+            firewall_saw=firewall_saw(obs.events), pcaps=[])
+        if not entry["matches"] and v.outcome != "error":
+            entry["why_differs"] = (f"the slides predict {pred.outcome} ({pred.reason}); observed "
+                                    f"{v.outcome}: {v.reason}")
+        return entry
+
+
+def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
+               judge: Judge) -> tuple[dict, str | None]:
+    """Run one cell between two checks that the lab's programs live; (entry, the fault if one died)."""
+    if fault := lab_fault(net, server):
+        return judge.lab_error(cell, spec, f"before the cell: {fault}"), fault
+    obs, side = run_cell(net, topology, cell, spec, g, judge.sha, server)
+    if fault := lab_fault(net, server):
+        seen = verdict(obs)
+        return judge.lab_error(cell, spec, f"during the cell: {fault} (the client saw: {seen.outcome}: "
+                                           f"{seen.reason})", duration=side["duration"], ended=side["ended"],
+                               events=obs.events[:200], transcript=side["transcript"], pcaps=[]), fault
+    return judge.observed(cell, spec, obs, side), None
 
 
 def run_group(g: Group) -> None:
     from lab.network.net import LabNet
 
-    scen = scenario.load(g.scenario_file)
-    topology = topo.load(g.topology)
+    scen = scenario.load(g.plan.scenario_file)
+    topology = topo.load(g.spec.topology)
     wd = g.workdir
     (wd / "root").mkdir(parents=True, exist_ok=True)
-    sink = wd / "cells.jsonl"
     info_path = wd / "topology.json"
-    sha = payload(wd / "root" / DATA_FILE, g.size)
+    sha = payload(wd / "root" / DATA_FILE, g.plan.size)
     # A user's file is judged by its own facts, even when it reuses a shipped picture's name.
-    user_file = Path(g.topology).suffix in (".yaml", ".yml")
+    user_file = Path(g.spec.topology).suffix in (".yaml", ".yml")
     picture = (None if user_file else scen.pictures.get(topology.name)) or predict.picture_of(topology)[0]
     info = {"description": topology.description}
-    info["baseline_mbps"], info["baseline_error"], _ = measure_baseline(topology, g)
+    info["baseline_mbps"], info["baseline_error"] = measure_baseline(topology, g)
     info_path.write_text(json.dumps(info))
+    judge = Judge(scen, picture, g.spec.alg, info["baseline_mbps"], sha, wd / "cells.jsonl")
 
-    cells = [scenario.parse_cell_id(c) for c in g.cells]
+    cells = [scenario.parse_cell_id(c) for c in g.spec.cells]
     # Cells that need the same server statements run on one server process.
     by_server: dict[str, list] = {}
     for cell in cells:
         spec = scen.spec(cell)
-        by_server.setdefault(server_key(topology, spec), []).append((cell, spec))
-
-    def emit(entry: dict) -> None:
-        with open(sink, "a") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
-
-    def lab_error(cell, spec, reason: str) -> dict:
-        from lab.matrix.verdict import Verdict
-        return results.scenario_entry(cell=cell, spec=spec, prediction=predict.predict(scen, cell, picture),
-                                      verdict=Verdict("error", None, f"lab: {reason}"), alg=g.alg,
-                                      baseline_mbps=info["baseline_mbps"], duration_s=0.0)
+        by_server.setdefault(servers.server_key(topology, spec), []).append((cell, spec))
 
     done: set[str] = set()
     try:
-        with LabNet(topology, alg=g.alg, workdir=wd / "net", pcap=g.pcap) as net:
+        with LabNet(topology, alg=g.spec.alg, workdir=wd / "net", pcap=g.plan.pcap) as net:
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):
-                server = start_any_server(net, topology, key, g, n)
+                server = servers.start(net, topology, key, wd, g.plan.pki, n)
                 try:
                     for cell, spec in members:
-                        check_runner(g.heartbeat)
-                        obs, side = run_cell(net, topology, cell, spec, g, sha, server)
-                        v = verdict(obs)
-                        c = obs.client or {}
-                        pred = predict.predict(scen, cell, picture)
-                        ok = v.outcome == "pass"
-                        entry = results.scenario_entry(
-                            cell=cell, spec=spec, prediction=pred, verdict=v, alg=g.alg,
-                            bytes=c.get("bytes") if c else None,
-                            sha256_ok=(c.get("sha256") == sha) if c.get("sha256") else None,
-                            throughput_mbps=c.get("mbps") if ok else None,
-                            baseline_mbps=info["baseline_mbps"], duration_s=side["duration"], ended=side["ended"],
-                            drop=v.drop, events=obs.events[:200], transcript=side["transcript"],
-                            firewall_saw=firewall_saw(obs.events), pcaps=[])
-                        if not entry["matches"] and v.outcome != "error":
-                            entry["why_differs"] = (f"the slides predict {pred.outcome} ({pred.reason}); observed "
-                                                    f"{v.outcome}: {v.reason}")
-                        emit(entry)
+                        check_runner(g.plan.heartbeat)
+                        entry, fault = judge_cell(net, topology, cell, spec, g, server, judge)
+                        if fault and "lab_error" not in info:
+                            info["lab_error"] = f"{fault} (found at {cell.id})"
+                        judge.emit(entry)
                         done.add(cell.id)
                 finally:
                     server.stop()
@@ -433,25 +386,20 @@ def run_group(g: Group) -> None:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         for cell in cells:
             if cell.id not in done:
-                emit(lab_error(cell, scen.spec(cell), reason))
-        info["lab_error"] = reason
-    if g.pcap:
+                judge.emit(judge.lab_error(cell, scen.spec(cell), reason))
+        info.setdefault("lab_error", reason)
+    if g.plan.pcap:
         # The captures of this network, one per device interface, into the report's pcaps/ folder.
-        dest = g.out / "pcaps" / wd.name
+        dest = g.plan.out / "pcaps" / wd.name
         dest.mkdir(parents=True, exist_ok=True)
         for p in sorted((wd / "net").rglob("*.pcap")):
             p.replace(dest / p.name)
-        info["pcaps"] = [str(p.relative_to(g.out)) for p in sorted(dest.glob("*.pcap"))]
+        info["pcaps"] = [str(p.relative_to(g.plan.out)) for p in sorted(dest.glob("*.pcap"))]
     info_path.write_text(json.dumps(info))
 
 
 def main(argv: list[str]) -> int:
-    plan = json.loads(Path(argv[0]).read_text())
-    raw = plan["groups"][int(argv[1])]
-    g = Group(index=int(argv[1]), topology=raw["topology"], alg=raw["alg"], cells=raw["cells"],
-              out=Path(plan["out"]), size=plan["size"], timeout=plan["timeout"], pcap=plan["pcap"],
-              scenario_file=plan["scenario_file"], pki=Path(plan["pki"]),
-              heartbeat=Path(plan["heartbeat"]) if plan.get("heartbeat") else None)
+    g = Group(RunPlan.read(Path(argv[0])), int(argv[1]))
     try:
         run_group(g)
     except RunnerGone as exc:

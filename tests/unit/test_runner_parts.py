@@ -1,19 +1,30 @@
-"""The runner's pure parts: sizes, grouping, ftpdata, what the firewall saw, event tailing,
-third-party client command lines and their outcomes."""
+"""The runner's parts: sizes, grouping, the typed plan, ftpdata, what the firewall saw, JSON-lines
+tailing, waiting for readiness, noticing a dead server or device program, third-party client
+command lines and their outcomes."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from lab.endpoints.launch import client_argv, client_result
-from lab.errors import InputError
+from lab.errors import InputError, LabError
 from lab.matrix import scenario
+from lab.matrix.jsonl import JsonLines, read_all
+from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.runner import Progress, parse_size, plan_groups
-from lab.matrix.worker import EventTail, firewall_saw, ftpdata_text, payload, server_key, server_statements
+from lab.matrix.servers import ServerRun, ftpdata_text, server_key, server_statements
+from lab.matrix.worker import firewall_saw, lab_fault, payload
+from lab.network.net import Program
+from lab.network.ready import file_shows, wait_until
 from lab.topology import loader as topo
 
 S = scenario.load("default")
@@ -34,7 +45,8 @@ def test_groups_are_one_network_per_picture_and_alg():
     groups = plan_groups(cells, S)
     keys = sorted((g.topology, g.alg or "") for g in groups)
     assert keys == [("client-nat", ""), ("client-nat", "kernel"), ("lan", "")]
-    assert sum(len(g.cells) for g in groups) == len(cells)
+    assert sorted(c for g in groups for c in g.cells) == sorted(c.id for c in cells)
+    assert [len(g.cells) for g in groups] == sorted((len(g.cells) for g in groups), reverse=True)
 
 
 def test_server_statements_and_keys():
@@ -75,17 +87,19 @@ def test_firewall_saw_cleartext_ciphertext_and_repeats():
     assert saw[1]["text"].endswith("(x2)")
 
 
-def test_event_tail_reads_only_new_complete_lines(tmp_path):
+def test_json_lines_reads_only_new_complete_lines(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps({"type": "ready"}) + "\n")
-    tail = EventTail(path)
+    tail = JsonLines(path)
     assert tail.read() == []
     with open(path, "a") as f:
-        f.write(json.dumps({"type": "drop", "n": 1}) + "\n" + '{"type": "dr')
+        f.write(json.dumps({"type": "drop", "n": 1}) + "\n" + "not json\n" + '{"type": "dr')
     assert tail.read() == [{"type": "drop", "n": 1}]
     with open(path, "a") as f:
         f.write('op", "n": 2}\n')
     assert tail.read() == [{"type": "drop", "n": 2}]
+    assert read_all(path) == [{"type": "ready"}, {"type": "drop", "n": 1}, {"type": "drop", "n": 2}]
+    assert read_all(tmp_path / "absent.jsonl") == [] and JsonLines(tmp_path / "later.jsonl").read() == []
 
 
 def test_progress_logs_lines_when_not_a_tty():
@@ -128,3 +142,59 @@ def test_curl_outcomes_in_client_json_shape(tmp_path):
     assert refused["stage"] == "login" and refused["code"] == 530
     lftp = client_result("lftp", 1, "", "<--- 220 hi\n---> USER u\n<--- 230 ok\n---> PASV\n<--- 425 no\n", out, 1)
     assert lftp["stage"] == "data-setup" and lftp["transcript"][0] == "< 220 hi"
+
+
+def test_plan_round_trips_through_json(tmp_path):
+    groups = tuple(plan_groups(S.default_cells(topologies=["lan"]) + S.variant_cells(["alg-kernel"], ["client-nat"]),
+                               S, {"lan": str(tmp_path / "my-lan.yaml")}))
+    plan = RunPlan(out=tmp_path / "out", size=4096, timeout=7.5, pcap=True, scenario_file=S.source,
+                   pki=tmp_path / "pki", heartbeat=None, groups=groups)
+    again = RunPlan.read(plan.write(tmp_path / "plan.json"))
+    assert again == plan
+    assert isinstance(again.groups[0], GroupPlan) and isinstance(again.out, Path)
+    by_label = {g.label: plan.group_dir(i).name for i, g in enumerate(again.groups)}
+    assert by_label == {"my-lan": "00-my-lan", "client-nat (alg kernel)": "01-client-nat-alg-kernel"}
+
+
+def test_wait_until_ready_exited_or_late(tmp_path):
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(["sh", "-c", f"sleep 0.2; echo 'listening on 0.0.0.0:21' > {log}; sleep 5"])
+    try:
+        wait_until(file_shows(log, "listening on"), timeout=5, what="the server", proc=proc, log=log)
+    finally:
+        proc.kill()
+        proc.wait()
+    dead = subprocess.Popen(["sh", "-c", f"echo 'bind: address in use' > {log}; exit 4"])
+    with pytest.raises(LabError, match=r"the server exited with code 4 before it was ready: bind: address in use"):
+        wait_until(file_shows(tmp_path / "never", "x"), timeout=5, what="the server", proc=dead, log=log)
+    t0 = time.monotonic()
+    with pytest.raises(LabError, match=r"the responder was not ready within 0.3 s"):
+        wait_until(lambda: False, timeout=0.3, what="the responder")
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_a_dead_server_or_device_program_is_a_lab_fault(tmp_path):
+    """What the worker checks before and after every cell: real processes, alive or exited."""
+    log, err = tmp_path / "server.log", tmp_path / "alg.err"
+    log.write_text("listening on 0.0.0.0:21\nstopping\n")
+    err.write_text("Traceback (most recent call last):\nRuntimeError: queue 1 is gone\n")
+    server_proc = subprocess.Popen(["sleep", "30"])
+    device_proc = subprocess.Popen(["sleep", "30"])
+    server = ServerRun("builtin", "server", "lab", "pw", {"explicit": log, "implicit": log}, [server_proc],
+                       lambda: None)
+    net = SimpleNamespace(programs=[Program("nat-s", "alg", device_proc, tmp_path / "alg.out", err, ["alg"],
+                                            lambda out, err: True)])
+    try:
+        assert lab_fault(net, server) is None
+        device_proc.kill()
+        device_proc.wait()
+        assert lab_fault(net, server) == ("the device program alg in nat-s exited with code -9: "
+                                          "RuntimeError: queue 1 is gone")
+        server_proc.send_signal(signal.SIGINT)
+        server_proc.wait()
+        assert lab_fault(net, server) == ("the FTP server (builtin) in server exited with code -2, its log "
+                                          "ends: stopping")
+    finally:
+        for p in (server_proc, device_proc):
+            p.kill()
+            p.wait()

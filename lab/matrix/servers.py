@@ -1,0 +1,116 @@
+"""The FTP server of a matrix network: its statements, one process per distinct set, alive or not.
+
+Cells whose server needs the same statements share one server process (`server_key`). A server
+that dies is the lab's failure, never the network's: `ServerRun.exited()` says so, and the
+worker checks it before and after every cell (lab.matrix.worker).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.matrix import scenario
+from lab.network.ready import file_shows, log_tail, wait_until
+
+USER, PASSWORD = "lab", "lab-secret"
+DATA_FILE = "data.bin"
+SERVER_READY_TIMEOUT = 10.0
+#: Server statements of the slides' pictures (DESIGN.md): the topology file adds PASSIVEDATAPORTS.
+SERVER_BASE = {"TLSRFCLEVEL": "RFC4217"}
+
+
+def ftpdata_text(statements: dict) -> str:
+    lines = []
+    for key, value in statements.items():
+        if value is None:
+            continue
+        lines += [f"{key} {item}" for item in (value if isinstance(value, list) else [value])]
+    return "\n".join(lines) + "\n"
+
+
+def server_statements(topology, spec: scenario.CellSpec) -> dict:
+    st = {**SERVER_BASE, **topology.ftp.server_statements}
+    for key, value in spec.server_statements.items():
+        if value is None:
+            st.pop(key, None)
+        else:
+            st[key] = value
+    # The server's implicit port speaks the z/OS way (clear 220 first) only for implicit-zos.
+    st["SECUREIMPLICITZOS"] = "TRUE" if spec.cell.security == "implicit-zos" else "FALSE"
+    return st
+
+
+def server_key(topology, spec: scenario.CellSpec) -> str:
+    """Cells with the same key share one server process."""
+    st = server_statements(topology, spec)
+    if spec.server != "builtin":
+        st = {"PASSIVEDATAPORTS": st.get("PASSIVEDATAPORTS")}
+    return json.dumps({"server": spec.server, "statements": st}, sort_keys=True)
+
+
+@dataclass
+class ServerRun:
+    """A running FTP server of a network: who logs in, where it logs, its processes."""
+    kind: str
+    node: str
+    user: str
+    password: str
+    logs: dict[str, Path]              # "explicit" / "implicit" -> log path
+    procs: list[subprocess.Popen]
+    stop: Callable[[], None]
+
+    def log_for(self, security: str) -> Path:
+        return self.logs["implicit" if security.startswith("implicit") else "explicit"]
+
+    def exited(self) -> str | None:
+        """None while every process of the server runs; else what died, with its log's tail."""
+        for proc, log in zip(self.procs, self.logs.values(), strict=False):
+            if proc.poll() is not None:
+                last = log_tail(log, 1)
+                return f"the FTP server ({self.kind}) in {self.node} exited with code {proc.returncode}" \
+                       + (f", its log ends: {last}" if last else "")
+        return None
+
+
+def start(net, topology, key: str, workdir: Path, pki: Path, n: int) -> ServerRun:
+    """The server of `key` (from server_key) in the picture's server node, once it listens."""
+    from lab.endpoints.launch import start_peer_server, terminate
+
+    info = json.loads(key)
+    node = topology.ftp.server
+    if info["server"] == "builtin":
+        proc, log = start_builtin(net, topology, info["statements"], workdir, pki, n)
+        return ServerRun("builtin", node, USER, PASSWORD, {"explicit": log, "implicit": log}, [proc],
+                         lambda: terminate(proc))
+    peer = start_peer_server(info["server"], lambda argv, **kw: net.popen(node, argv, **kw), node,
+                             info["statements"], None, workdir / "root" / DATA_FILE, pki / "server.pem",
+                             pki / "server.key", topology.ftp.control_port, topology.ftp.implicit_port)
+    for log in peer.logs:
+        log.touch()
+    return ServerRun(peer.kind, node, peer.user, peer.password,
+                     {"explicit": peer.logs[0], "implicit": peer.logs[1]}, peer.procs, peer.stop)
+
+
+def start_builtin(net, topology, statements: dict, workdir: Path, pki: Path, n: int):
+    """The built-in server (control 21, implicit 990); returns (proc, log path)."""
+    ftpdata = workdir / f"server-{n}.ftpdata"
+    ftpdata.write_text(ftpdata_text(statements))
+    log = workdir / f"server-{n}.log"
+    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"0.0.0.0:{topology.ftp.control_port}",
+            "--tls-listen", f"0.0.0.0:{topology.ftp.implicit_port}", "--root", str(workdir / "root"),
+            "--user", f"{USER}:{PASSWORD}", "--cert", str(pki / "server.pem"), "--key", str(pki / "server.key"),
+            "--ftpdata", str(ftpdata)]
+    with open(log, "wb") as out:
+        proc = net.popen(topology.ftp.server, argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(file_shows(log, "listening on"), timeout=SERVER_READY_TIMEOUT,
+                   what=f"the FTP server in {topology.ftp.server}", proc=proc, log=log)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, log

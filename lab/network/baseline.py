@@ -1,0 +1,115 @@
+"""The iperf3 baseline of a picture's data path: what the kernel alone moves, client to server.
+
+    result = measure(topology, workdir, seconds=1.0, directions=RETR)
+    result.mbps["server→client"], result.up_s
+
+Used by `ftlab baseline` (both ways) and by every matrix network (the RETR direction, to set each
+cell's throughput beside it). The picture comes up with its kernel data path only - forwarding,
+NAT, port forwards, static filters; no ALG, inspector or dropwatch program: they only see control
+ports. The port is the first of the server's PASSIVEDATAPORTS if the picture has a range, else
+5201; where the server's NAT does not forward that port, a DNAT forward is added for the
+measurement only (and said so through `progress`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lab.errors import LabError
+from lab.ftps.config import ServerConfig
+from lab.network.ready import file_shows, wait_until
+from lab.topology.model import Topology
+
+if TYPE_CHECKING:                 # Mininet is imported only inside the sandbox
+    from lab.network.net import LabNet
+
+IPERF_DEFAULT_PORT = 5201
+SERVER_READY_TIMEOUT = 5.0
+#: (label, reverse): iperf3 -R makes the server send, as a RETR does.
+STOR = ("client→server", False)
+RETR = ("server→client", True)
+BOTH_WAYS = (STOR, RETR)
+
+
+@dataclass
+class Baseline:
+    mbps: dict[str, float]        # direction label -> MB/s received
+    up_s: float | None            # seconds to bring the network up
+    down_s: float | None
+
+
+def baseline_port(topo: Topology) -> int:
+    """A port the picture lets through: the passive range's first port if it has one."""
+    passive = ServerConfig.from_dict(topo.ftp.server_statements).PASSIVEDATAPORTS
+    return passive[0] if passive else IPERF_DEFAULT_PORT
+
+
+def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None:
+    """If the server sits behind a NAT that does not forward `port`, the DNAT rule that will.
+
+    Returns (nat node, iptables argv) or None.
+    """
+    server_ip = topo.address_of(topo.ftp.server)
+    if topo.ftp.server_address == server_ip:
+        return None
+    nat_node = topo.owner_of(topo.ftp.server_address)
+    if nat_node is None or nat_node.nat is None:
+        raise LabError(f"{topo.name}: nobody owns the server address {topo.ftp.server_address}")
+    if any(f.proto == "tcp" and port in f.ports for f in nat_node.nat.forwards):
+        return None
+    return nat_node.name, ["iptables", "-t", "nat", "-I", "PREROUTING", "-d", str(topo.ftp.server_address),
+                           "-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", str(server_ip)]
+
+
+def measure(topology: Topology, workdir: Path, seconds: float, directions=BOTH_WAYS,
+            progress: Callable[[str], None] = lambda message: None) -> Baseline:
+    """Bring the picture's kernel data path up in `workdir`, run iperf3 each way asked, tear down."""
+    from lab.network.net import LabNet
+
+    with LabNet(topology, workdir=workdir, devices=False) as net:
+        progress(f"up in {net.timings['up']:.2f} s")
+        port = baseline_port(topology)
+        forward = temporary_forward(topology, port)
+        if forward:
+            progress(f"{forward[0]} does not forward port {port}: adding a forward for the measurement")
+            net.run(forward[0], forward[1])
+        start_server(net, port)
+        mbps = {}
+        for label, reverse in directions:
+            progress(f"measuring {label} to {topology.ftp.server_address}:{port} for {seconds:g} s ...")
+            mbps[label] = iperf3(net, port, seconds, reverse)
+        progress("tearing down ...")
+    return Baseline(mbps, net.timings.get("up"), net.timings.get("down"))
+
+
+def start_server(net: LabNet, port: int) -> subprocess.Popen:
+    """iperf3 -s in the server node, once it listens (the lab stops it at teardown)."""
+    node = net.topology.ftp.server
+    log = net.workdir / f"iperf3-server-{port}.log"
+    with open(log, "wb") as out:
+        proc = net.popen(node, ["iperf3", "-s", "-p", str(port), "--forceflush"], stdout=out,
+                         stderr=subprocess.STDOUT)
+    wait_until(file_shows(log, "Server listening"), timeout=SERVER_READY_TIMEOUT,
+               what=f"the iperf3 server in {node}", proc=proc, log=log)
+    return proc
+
+
+def iperf3(net: LabNet, port: int, seconds: float, reverse: bool) -> float:
+    """One iperf3 run from the client to the address it dials; MB/s received."""
+    topo = net.topology
+    argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J"]
+    if reverse:
+        argv.append("-R")
+    done = net.run(topo.ftp.client, argv, timeout=seconds + 20, check=False)
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise LabError(f"iperf3 gave no result (exit {done.returncode}): {done.stderr.strip()}") from None
+    if "error" in result:
+        raise LabError(f"iperf3: {result['error']}")
+    return result["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
