@@ -72,7 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = rsub.add_parser("merge", help="merge results.json of several runs (CI shards) into one report")
     m.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="report folders (each with results.json)")
     m.add_argument("--out", type=Path, help="report folder (default reports/merged-<time>)")
-    m.add_argument("--scenarios", default="default", metavar="NAME|FILE", help="scenario file (default: default)")
     m.set_defaults(func=cmd_report_merge)
 
     b = sub.add_parser("bench", help="throughput on a picture's data path: ftlab plain/PROT P, curl+vsftpd, iperf3")
@@ -142,9 +141,11 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
     from lab.report.claims import check
-    for claim, holds, wrong in check(doc):
-        if holds is not None:
-            print(f"  {'holds  ' if holds else 'FAILS  '} {claim.text}" + (f" ({', '.join(wrong)})" if wrong else ""))
+    for claim, holds, ids in check(doc):
+        if holds is None and ids:
+            print(f"  UNKNOWN {claim.text} (lab errors in {', '.join(ids)})")
+        elif holds is not None:
+            print(f"  {'holds  ' if holds else 'FAILS  '} {claim.text}" + (f" ({', '.join(ids)})" if ids else ""))
     if baseline is not None:
         changes = results.baseline_changes(doc, baseline)
         print(f"{len(changes)} cells changed since baseline {baseline['run_id']}")
@@ -272,11 +273,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_report_merge(args: argparse.Namespace) -> int:
     doc = merge_mod.merge_dirs(args.dirs)
     out = _out_dir(args.out, "merged-")
-    try:
-        scen = _scenarios(args.scenarios)
-    except InputError:
-        scen = None
-    write_all(doc, out, scenarios=scen)
+    write_all(doc, out)
     n = results.counts(doc)
     print(f"merged {len(args.dirs)} runs: {n['cells']} cells, {n['pass']} pass, {n['fail']} fail, "
           f"{n['error']} errors, {n['matches']} as predicted; report: {out}/index.html")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def write_all(doc: dict, out_dir: str | Path, scenarios=None, baseline: dict | None = None) -> list[Path]:
+def write_all(doc: dict, out_dir: str | Path, baseline: dict | None = None) -> list[Path]:
     """results.json, junit.xml, matrix.png, throughput.png and index.html into out_dir."""
     from lab.report import charts, html, junit, results
 
     out = Path(out_dir)
     written = [results.write(doc, out), junit.write(doc, out / "junit.xml")]
     written += charts.write(doc, out)
-    written.append(html.write(doc, out / "index.html", scenarios=scenarios, baseline=baseline))
+    written.append(html.write(doc, out / "index.html", baseline=baseline))
     return written

@@ -46,12 +46,18 @@ CLAIMS = (
 
 
 def check(doc: dict) -> list[tuple[Claim, bool | None, list[str]]]:
-    """[(claim, holds (None = not run), ids observed otherwise)] for a results document."""
+    """[(claim, holds, ids)] for a results document: holds is True, or False with the ids observed
+    otherwise, or None - not run (no ids), or not decided: the ids are cells where the lab failed
+    (a lab error says nothing about the network, so it neither confirms nor refutes the slides)."""
     observed = {s["id"]: s["outcome"] for s in doc["scenarios"]}
     out = []
     for claim in CLAIMS:
         if not all(cid in observed for cid in claim.expect):
             out.append((claim, None, []))
+            continue
+        errors = [cid for cid in claim.expect if observed[cid] == "error"]
+        if errors:
+            out.append((claim, None, errors))
             continue
         wrong = [cid for cid, want in claim.expect.items() if observed[cid] != want]
         out.append((claim, not wrong, wrong))

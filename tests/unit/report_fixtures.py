@@ -54,3 +54,15 @@ def make_doc(cells=None, *, flip: set[str] = frozenset(), broken: set[str] = fro
     doc["finished"] = results.now_iso()
     doc["topologies"] = {t: {"baseline_mbps": 900.0, "up_s": 1.0} for t in S.topologies}
     return doc
+
+
+def with_pictures(doc: dict) -> dict:
+    """The document with what the runner records of each picture: title, slide, reasoning,
+    recommendation and the diagram (lab.matrix.runner.picture_facts, on the shipped pictures)."""
+    from lab.matrix.plan import GroupPlan
+    from lab.matrix.runner import picture_facts
+    from lab.topology import loader
+
+    for name, info in doc["topologies"].items():
+        info.update(picture_facts(GroupPlan(name, None, ()), loader.load(name), S))
+    return doc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from report_fixtures import S, make_doc
+from report_fixtures import S, make_doc, with_pictures
 
 from lab.report import write_all
 
@@ -19,8 +19,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def test_index_html_renders_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    doc = make_doc(S.default_cells(), flip={"server-nat/tls/pasv"})
-    write_all(doc, tmp_path, scenarios=S)
+    doc = with_pictures(make_doc(S.default_cells(), flip={"server-nat/tls/pasv"}))
+    write_all(doc, tmp_path)
     problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -6,10 +6,11 @@ import json
 
 import junitparser
 import pytest
-from report_fixtures import S, make_doc
+from report_fixtures import S, make_doc, with_pictures
 
 from lab.errors import InputError
 from lab.report import charts, html, junit, merge, results, write_all
+from lab.report.claims import check as check_claims
 
 FLIPPED = "server-nat/tls/pasv"
 BROKEN = "lan/plain/port"
@@ -106,7 +107,7 @@ def test_charts_and_html_are_written(tmp_path):
     doc = make_doc(flip={FLIPPED})
     for png in charts.write(doc, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
-    page = html.render(doc, scenarios=S, baseline=make_doc(), diagrams=False)
+    page = html.render(doc, baseline=make_doc())
     assert page.count("<details id=\"cell-") == 160
     assert 'id="matrix-table"' in page and "differs from prediction" in page
     assert "227 Entering Passive Mode" in page and "ciphertext" in page
@@ -114,10 +115,58 @@ def test_charts_and_html_are_written(tmp_path):
 
 
 def test_write_all(tmp_path):
-    written = write_all(make_doc(S.default_cells(topologies=["lan", "client-nat"])), tmp_path, scenarios=S)
+    doc = with_pictures(make_doc(S.default_cells(topologies=["lan", "client-nat"])))
+    written = write_all(doc, tmp_path)
     names = sorted(p.name for p in written)
     assert names == ["index.html", "junit.xml", "matrix.png", "results.json", "throughput.png"]
-    assert "data:image/png;base64," in (tmp_path / "index.html").read_text()   # diagrams embedded
+    page = (tmp_path / "index.html").read_text()
+    assert page.count('<img class="diagram" alt="diagram of') == 2   # diagrams embedded, from results.json
+    assert results.load(tmp_path)["topologies"]["client-nat"]["diagram"].startswith("data:image/png;base64,")
+
+
+HOSTILE_TRANSCRIPT = "client < 550 <script>alert(1)</script>"
+HOSTILE_RULE = """-A FORWARD -p tcp --dport 22 -m comment --comment "x'&<>" -j DROP"""
+
+
+def test_html_escapes_hostile_text():
+    """Transcripts and rule lines are whatever a peer or a user's ruleset says: text, never markup."""
+    doc = make_doc(S.default_cells(topologies=["dynamic-filter"]))
+    cell = doc["scenarios"][0]
+    cell["transcript"] = [HOSTILE_TRANSCRIPT]
+    cell["reason"] = f"fw dropped tcp 1.2.3.4:1 -> 5.6.7.8:22 [S] ({HOSTILE_RULE})"
+    cell["events"] = [{"device": "fw", "type": "drop", "reason": HOSTILE_RULE}]
+    cell["firewall_saw"] = [{"device": "fw", "kind": "drop", "text": HOSTILE_RULE}]
+    cell["pcaps"] = ["javascript:alert(1)", "pcaps/../../etc/passwd", "pcaps/00-dynamic-filter/fw-eth0.pcap"]
+    doc["lab_errors"] = ["<img src=x onerror=alert(1)>"]
+    doc["topologies"]["dynamic-filter"].update(
+        {"reasoning": "</pre><script>alert(2)</script>", "diagram": "javascript:alert(3)",
+         "title": '"><script>alert(4)</script>'})
+    page = html.render(doc)
+    assert "<script" not in page and "<img src=x" not in page and "javascript:" not in page
+    assert "550 &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    escaped_rule = "--comment &#34;x&#39;&amp;&lt;&gt;&#34; -j DROP"
+    # in the verdict, the device events, what the firewall saw (and the matrix cell's tooltip)
+    assert page.count(escaped_rule) >= 4, page.count(escaped_rule)
+    assert "&lt;/pre&gt;&lt;script&gt;alert(2)" in page and "&#34;&gt;&lt;script&gt;alert(4)" in page
+    assert '<a href="pcaps/00-dynamic-filter/fw-eth0.pcap">' in page and "etc/passwd" not in page
+    assert "<img" not in page                      # a diagram that is not a PNG data URI is not shown
+
+
+def test_html_reads_only_the_results_document():
+    """A picture the lab has never heard of renders from what its results document says."""
+    doc = make_doc(S.default_cells(topologies=["lan"]))
+    for s in doc["scenarios"]:
+        s["topology"] = "moon-base"
+        s["id"] = s["id"].replace("lan/", "moon-base/", 1)
+    doc["topologies"] = {"moon-base": {"description": "a picture nobody shipped", "title": "Moon base",
+                                       "slide": "slide 99", "reasoning": "no air, no NAT",
+                                       "recommendation": "tls/epsv (step 0): why not", "baseline_mbps": 12.5,
+                                       "diagram": "data:image/png;base64,iVBORw0KGgo="}}
+    page = html.render(doc)
+    for text in ("<b>Moon base</b>", "<i>Slides:</i> slide 99", "<pre>no air, no NAT</pre>",
+                 "tls/epsv (step 0): why not", "iperf3 baseline on this path: 12.5 MB/s",
+                 'src="data:image/png;base64,iVBORw0KGgo="', 'id="cell-moon-base_plain_pasv"'):
+        assert text in page, text
 
 
 def test_slides_claims_checked_on_observed_outcomes():
@@ -130,6 +179,16 @@ def test_slides_claims_checked_on_observed_outcomes():
     assert failing == [("Dynamic filtering: with TLS only the CCC method works (step 4)", ["dynamic-filter/tls/epsv"])]
     partial = check(make_doc(S.default_cells(topologies=["lan"])))
     assert [h for _, h, _ in partial].count(None) == len(partial) - 1
+
+
+def test_a_lab_error_neither_confirms_nor_refutes_a_claim():
+    broken = check_claims(make_doc(broken={"server-nat/tls/port"}))
+    undecided = [(c.text, ids) for c, h, ids in broken if h is None and ids]
+    assert undecided == [("Server behind NAT, TLS: 'Passive mode (PASV) will not work - Active mode (PORT) may "
+                          "work'", ["server-nat/tls/port"])]
+    assert all(h for c, h, _ in broken if c.text != undecided[0][0])
+    page = html.render(make_doc(broken={"server-nat/tls/port"}))
+    assert "<b>not decided</b>: lab errors in" in page and "does not hold" not in page
 
 
 def test_report_merge_command(tmp_path):
@@ -149,4 +208,4 @@ def test_report_merge_command(tmp_path):
     assert (tmp_path / "all" / "index.html").exists() and (tmp_path / "all" / "junit.xml").exists()
     bad = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "no results.json" in bad.stderr
+    assert bad.returncode == 2 and "results.json" in bad.stderr
