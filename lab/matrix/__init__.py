@@ -1,1 +1,2 @@
-"""The decision matrix: scenarios, prediction, verdicts, the runner and its per-network worker."""
+"""The decision matrix: scenarios, prediction, verdicts, the typed run plan, the runner, its
+per-network worker and that network's FTP server."""

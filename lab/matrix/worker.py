@@ -6,8 +6,11 @@ server in the server node (restarted only when a cell needs other server stateme
 the cells one after the other, each as `ftlab client ... --json` in the client node. While a
 client runs, the devices' event file is watched: when a device drops a new connection of this
 cell, the client gets a short grace to report and is then killed, so a failing cell ends within
-2 s of its drop. Each cell's result is appended as one JSON line to the group's cells.jsonl,
-which the parent (lab.matrix.runner) reads for its progress bar.
+2 s of its drop. Before and after each cell the lab's own programs are checked: a dead FTP
+server or device program makes the cell a lab error (a refused connection to a dead server says
+nothing about the network). Each cell's result is appended as one JSON line to the group's
+cells.jsonl, which the parent (lab.matrix.runner) reads for its progress bar. What to run comes
+from the run plan (lab.matrix.plan).
 """
 
 from __future__ import annotations
