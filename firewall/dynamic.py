@@ -7,8 +7,8 @@ addresses it arrived with (before DNAT; after the ALG's rewrite in raw PREROUTIN
 the same router also inspects), in a chain DYNFW:
 
     control packets to 21/990 (and replies on ESTABLISHED control connections) -> NFQUEUE 20:
-        this process reads them with nat.ctrlstream and accepts them; PORT/EPRT/227/229 in
-        plaintext open a pinhole
+        this process reads them with nat.ctrlstream and accepts them; PORT/EPRT from the
+        client and 227/229 from the server, in plaintext, naming their sender, open a pinhole
     ESTABLISHED (and RELATED ICMP)                                            -> ACCEPT (kernel)
     anything else NEW                                                         -> NFQUEUE 21:
         this process admits a SYN that matches a pinhole (single use), drops everything else
@@ -20,6 +20,11 @@ retransmissions still pass) and expires after its lifetime (default 30 s). Desig
 proposed one kernel ACCEPT rule per pinhole with counters polled every 20 ms; admitting the SYN
 on queue 21 is exactly single-use (no polling window in which a second connection could slip
 through) and costs one queued packet per data connection.
+
+Who is the client is who sent the connection's SYN (nat.ctrlstream), never a port number: a
+client connecting from port 21 or 990 cannot have the server's replies read as its commands. A
+control connection whose SYN this process did not see (it started before the filter did) is
+let through uninspected and opens nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 
 from lab.topology.model import Node, Topology
 from nat.alg import config_path, control_ports
-from nat.ctrlstream import C2S, Conn, ControlTracker, Finding
+from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
 from nat.device import DeviceSetup
 from nat.events import EventWriter
 from nat.tcpseg import Segment, parse
@@ -44,7 +49,6 @@ NO_PINHOLE = "no pinhole: not announced on the control channel"
 TLS_BLIND = "control channel is TLS: cannot see PORT/PASV"
 USED = "pinhole already used by another connection"
 PROTOS = {1: "icmp", 6: "tcp", 17: "udp"}
-OWN = "this router"      # pinhole destination: any of the router's own addresses
 NOT_START = "not the start of an admitted connection"
 
 
@@ -61,11 +65,10 @@ class Pinhole:
 class DynamicFilter:
     """Verdicts for control packets (queue 20) and new connections (queue 21)."""
 
-    def __init__(self, device: str, ports: list[int], events: EventWriter, own_addresses: list[str] = (),
+    def __init__(self, device: str, ports: list[int], events: EventWriter,
                  lifetime: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.device = device
         self.events = events
-        self.own = set(own_addresses)
         self.lifetime = lifetime
         self.clock = clock
         self.tracker = ControlTracker(ports, hold=False, clock=clock)
@@ -74,12 +77,12 @@ class DynamicFilter:
     # -- queue 20 --------------------------------------------------------------------------------
     def control(self, seg: Segment) -> bool:
         """Inspect a control packet; control packets are always let through."""
-        got = self.tracker.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
-                                   seg.syn, seg.fin, seg.rst)
+        got = self.tracker.see(seg)
         if got is not None:
             conn, direction, fed = got
-            if direction != C2S:
-                conn.device["server_seen"] = seg.src
+            if direction == S2C:
+                conn.device["server_seen"] = seg.src         # the server as its packets arrive here
+                conn.device["client_seen"] = seg.dst         # the client as the server addresses it
             for f in fed.findings:
                 self._finding(conn, direction, f, seg)
         return True
@@ -94,42 +97,54 @@ class DynamicFilter:
             self.events.emit("ignored", conn=cid, direction=direction, message=f"{f.message}; no pinhole",
                              line=f.line[:120].decode("ascii", "replace").rstrip())
         elif f.kind == "announcement":
-            ann = f.ann
-            if ann.host is not None and ann.host != seg.src and ann.host not in self.own:
-                self.events.emit("ignored", conn=cid, line=f.line[:120].decode("ascii", "replace").rstrip(),
-                                 message=f"{ann.kind} names {ann.host}, not its sender {seg.src}: no pinhole")
-                return
-            # Addresses as the data connection's first packet will arrive here: the client's as
-            # its control packets arrive; the server's as its replies arrive (its real address
-            # when a NAT on this router forwards to it); the server address the client dialed.
-            if direction == C2S:      # PORT/EPRT: the server connects to the announced address
-                src = conn.device.get("server_seen", conn.id.server)
-                dst = ann.host
-            else:                     # 227/229: the client connects to the announced server address
-                src, dst = conn.id.client, ann.host or conn.id.server
-            self.open(src, dst, ann.port, cid)
+            self._announcement(conn, direction, f, seg)
 
-    def open(self, src: str, dst: str, dport: int, owner: str) -> Pinhole:
+    def _announcement(self, conn: Conn, direction: str, f: Finding, seg: Segment) -> None:
+        """Open a pinhole for an announcement that names its sender's own address.
+
+        The sender has two addresses here: the one its packets carry, and the one its peer
+        addresses it by (they differ when a NAT on this router translates it: the server the
+        client dialed, the client's masqueraded address). An announcement naming anything else
+        (a third host, this router) opens nothing. The pinhole is for the peer only, to the
+        announced address; when the announcement names the sender's own address and its peer
+        knows it by another, to that one too: a kernel NAT helper on this router (nf_nat_ftp)
+        rewrites the line after this filter read it, and the peer then dials that address."""
+        ann = f.ann
+        assert ann is not None
+        cid = str(conn.id)
+        if direction == C2S:       # PORT/EPRT: the server connects to the client
+            src = conn.device.get("server_seen", conn.id.server)
+            toward_peer = conn.device.get("client_seen", conn.id.client)
+        else:                      # 227/229: the client connects to the server
+            src, toward_peer = conn.id.client, conn.id.server
+        if ann.host is not None and ann.host not in (seg.src, toward_peer):
+            self.events.emit("ignored", conn=cid, direction=direction,
+                             line=f.line[:120].decode("ascii", "replace").rstrip(),
+                             message=f"{ann.kind} names {ann.host}, not its sender {seg.src}"
+                                     + (f" (or {toward_peer})" if toward_peer != seg.src else "") + ": no pinhole")
+            return
+        dst = ann.host or toward_peer
+        self.open(src, [dst, toward_peer] if dst == seg.src else [dst], ann.port, cid)
+
+    def open(self, src: str, dsts: list[str], dport: int, owner: str) -> Pinhole:
+        """A single-use pinhole src -> dst:dport (under each of `dsts`, the first the announced one)."""
         # one outstanding pinhole per control connection (a flood of 227s opens one at a time)
         replaced = {id(h): h for h in self.pinholes.values() if h.owner == owner and h.used_by is None}
         self._forget(set(replaced))
         for old in replaced.values():
             self.events.emit("pinhole-expired", src=old.src, dst=old.dst, dport=old.dport, replaced=True)
-        hole = Pinhole(src, dst, dport, self.clock() + self.lifetime, owner)
-        self.pinholes[(src, dst, dport)] = hole
-        if dst not in self.own:
-            # A NAT on this router that rewrites in the kernel (nf_nat_ftp, after this filter has
-            # read the line) sends the peer to one of this router's own addresses instead.
-            self.pinholes[(src, OWN, dport)] = hole
-        self.events.emit("pinhole-open", src=src, dst=dst, dport=dport, conn=owner, lifetime=self.lifetime)
+        dsts = list(dict.fromkeys(dsts))
+        hole = Pinhole(src, dsts[0], dport, self.clock() + self.lifetime, owner)
+        for dst in dsts:
+            self.pinholes[(src, dst, dport)] = hole
+        self.events.emit("pinhole-open", src=src, dst=dsts[0], dport=dport, conn=owner, lifetime=self.lifetime,
+                         **({"also": dsts[1:]} if dsts[1:] else {}))
         return hole
 
     # -- queue 21 --------------------------------------------------------------------------------
     def admit(self, seg: Segment) -> str | None:
         """None: admit this new connection; otherwise the reason it is dropped."""
         hole = self.pinholes.get((seg.src, seg.dst, seg.dport))
-        if hole is None and seg.dst in self.own:
-            hole = self.pinholes.get((seg.src, OWN, seg.dport))
         if seg.syn and not seg.has_ack and hole is not None and self.clock() <= hole.expires:
             if hole.used_by is None:
                 hole.used_by = seg.sport
@@ -193,7 +208,7 @@ def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
         sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
         argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(conf)],
         config={"device": node.name, "events": str(events), "control_ports": ports,
-                "own_addresses": [str(i.address.ip) for i in node.interfaces], "lifetime": 30.0},
+                "lifetime": 30.0},
     )
 
 
@@ -204,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(argv, "firewall.dynamic")
     events = EventWriter(cfg.get("events"), cfg["device"], "dynamic")
-    fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, cfg.get("own_addresses", []),
-                       float(cfg.get("lifetime", 30.0)))
+    fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, float(cfg.get("lifetime", 30.0)))
 
     def on_control(pkt) -> None:
         try:

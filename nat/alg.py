@@ -16,7 +16,10 @@ inside (the packet did not arrive on the outside interface):
 
 Nothing is opened for an announcement that names another host than its sender, comes from the
 wrong side, does not parse, or sits anywhere but at the start of a line (nat.ctrlstream finds
-them). TLS bytes are never changed; after CCC inspection resumes on the first plaintext line.
+them). Who is the client is who sent the connection's SYN, never a port number (a client
+connecting from port 21 or 990 cannot make the server's replies count as its commands); a
+control connection whose SYN this process did not see is forwarded untouched. TLS bytes are
+never changed; after CCC inspection resumes on the first plaintext line.
 
 Divert point: the queue rule is in the `raw` table's PREROUTING, i.e. before conntrack. The
 kernel (conntrack, NAT, filter, TCP window tracking) then only ever sees the rewritten stream,
@@ -212,8 +215,7 @@ class AlgEngine:
 
     def process(self, seg: Segment, from_outside: bool) -> Verdict:
         self.stats["packets"] += 1
-        got = self.tracker.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
-                                   seg.syn, seg.fin, seg.rst)
+        got = self.tracker.see(seg)
         if got is None:
             return ACCEPT
         conn, direction, fed = got
@@ -398,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(argv, "nat.alg")
     events = EventWriter(cfg.get("events"), cfg["device"], "alg")
-    mappings = Mappings(cfg["outside_address"], events, float(cfg.get("lifetime", 30.0)),
+    # FTLAB_ALG_LIFETIME: a shorter mapping lifetime, so that a test can watch one expire
+    lifetime = float(os.environ.get("FTLAB_ALG_LIFETIME") or cfg.get("lifetime", 30.0))
+    mappings = Mappings(cfg["outside_address"], events, lifetime,
                         chain=cfg.get("map_chain", MAP_CHAIN))
     engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,
                        drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")

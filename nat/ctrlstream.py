@@ -15,6 +15,11 @@ TCP resend), and finds in that stream what a device acts on:
   first plaintext byte, and inspection resumes right there. The kernel's nf_conntrack_ftp only
   looks at segments that start right after a newline it saw, so it misses that first line.
 
+Direction: the client is whoever opened the connection (its SYN without ACK, to a control
+port: conntrack's original direction); the server's packets carry the reverse tuple. Port
+numbers never decide who is speaking, and a connection whose opening SYN the device did not see
+is not tracked at all: nothing on it is read, rewritten or opened.
+
 Holding: when a segment ends inside a line that may still become an announcement ("PO", "227 (10,0"),
 `held_start` says where it starts. The ALG leaves those bytes out of the segment it forwards and
 sends the whole (rewritten) line with the segment that completes it; see nat.seqadj.
@@ -40,6 +45,7 @@ from lab.ftps.grammar import (
     is_tls_record,
     reply_announcement,
 )
+from nat.tcpseg import Segment
 
 C2S = "c2s"   # client -> server: commands
 S2C = "s2c"   # server -> client: replies
@@ -290,16 +296,6 @@ class HalfStream:
         self.held_start = None
 
 
-def ids_for(src: str, sport: int, dst: str, dport: int, control_ports: frozenset[int]
-            ) -> tuple[ConnId, str] | None:
-    """Which control connection and direction a TCP packet belongs to (None: not control)."""
-    if dport in control_ports:
-        return ConnId(src, sport, dst, dport), C2S
-    if sport in control_ports:
-        return ConnId(dst, dport, src, sport), S2C
-    return None
-
-
 class Conn:
     """Both directions of one control connection, plus a slot for the device's own state."""
 
@@ -334,21 +330,28 @@ class ControlTracker:
         self.evicted = 0
 
     def segment(self, src: str, sport: int, dst: str, dport: int, seq: int, data: bytes,
-                syn: bool = False, fin: bool = False, rst: bool = False
+                syn: bool = False, fin: bool = False, rst: bool = False, ack: bool = False
                 ) -> tuple[Conn, str, Fed] | None:
-        """Feed one TCP segment. Returns the connection, the direction and what was found."""
-        which = ids_for(src, sport, dst, dport, self.control_ports)
-        if which is None:
-            return None
-        cid, direction = which
+        """Feed one TCP segment. Returns the connection, the direction and what was found, or
+        None for a segment of no control connection this tracker saw open.
+
+        The direction comes from who opened the connection: a SYN without ACK to a control port
+        makes its sender the client (conntrack's original direction). Port numbers never decide
+        it: a client whose control connection comes *from* port 21 or 990 would otherwise have
+        the server's replies read as its commands (slipstreaming). A connection whose opening
+        SYN was not seen here is never tracked, so nothing on it is ever acted upon.
+        """
         now = self.clock()
-        cid = self.aliases.get(cid, cid)
-        conn = self.conns.get(cid)
-        if conn is None and direction == S2C:
-            conn = self._pair(cid)
-        if conn is None or (syn and direction == C2S and conn.halves[C2S].base is not None
-                            and conn.halves[C2S].base != (seq + 1) & MASK32):
-            conn = self._new(cid, now)
+        found = self._find(src, sport, dst, dport)
+        opening = syn and not ack
+        if opening and (found is None or found[1] == C2S) and dport in self.control_ports:
+            # A new connection, or a new one on a reused tuple (another initial sequence number).
+            old = found[0] if found else None
+            if old is None or old.halves[C2S].base != (seq + 1) & MASK32:
+                found = self._new(ConnId(src, sport, dst, dport), now), C2S
+        if found is None:
+            return None
+        conn, direction = found
         self.conns.move_to_end(conn.id)
         conn.last = now
         half = conn.halves[direction]
@@ -360,11 +363,29 @@ class ControlTracker:
             conn.closing_since = now
         return conn, direction, fed
 
+    def see(self, seg: Segment) -> tuple[Conn, str, Fed] | None:
+        """segment() for a parsed packet (what the device programs call)."""
+        return self.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
+                            seg.syn, seg.fin, seg.rst, seg.has_ack)
+
+    def _find(self, src: str, sport: int, dst: str, dport: int) -> tuple[Conn, str] | None:
+        """The known connection a packet belongs to and its direction: the client's packets
+        carry the opening SYN's tuple, the server's its reverse (or a NATed view of it)."""
+        conn = self.conns.get(ConnId(src, sport, dst, dport))
+        if conn is not None:
+            return conn, C2S
+        reply = ConnId(dst, dport, src, sport)
+        conn = self.conns.get(self.aliases.get(reply, reply))
+        if conn is None:
+            conn = self._pair(reply)
+        return (conn, S2C) if conn is not None else None
+
     def _pair(self, cid: ConnId) -> Conn | None:
         """The connection a server's packet belongs to when a NAT on this router translates one
         side: devices divert before conntrack, so a reply still carries the translated address
         (client-side source NAT: the NAT's outside address; server-side DNAT: the server's own).
-        The ports and the untranslated side identify the connection."""
+        The ports and the untranslated side identify the connection; only a connection whose
+        server has not answered yet is paired, so an answer is paired once, with its SYN's."""
         found = [c for c in self.conns.values()
                  if c.id.cport == cid.cport and c.id.sport == cid.sport
                  and (c.id.client == cid.client or c.id.server == cid.server)

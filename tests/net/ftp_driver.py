@@ -4,7 +4,7 @@ the precise command after CCC, many transfers in one session, all four data mode
     python ftp_driver.py HOST USER PASSWORD PATH --security plain|tls|tls-ccc --data pasv|epsv|port|eprt
                          [--count N] [--noop-after-ccc] [--timeout S]
 
-Prints one JSON object: ok, transfers done, bytes of each, sha256 of the last, error (if any).
+Prints one JSON object: ok, transfers done, bytes and SHA-256 of each, error (if any).
 ftplib is a third-party-grade peer here: it honours the 227 address (as z/OS does with
 PASSIVEIGNOREADDR FALSE) and ccc() does the bidirectional TLS shutdown of RFC 4217.
 """
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    out: dict = {"ok": False, "transfers": 0, "bytes": [], "stage": "connect"}
+    out: dict = {"ok": False, "transfers": 0, "bytes": [], "sha256": [], "stage": "connect"}
     t0 = time.monotonic()
     try:
         ftp = Client(context=ctx, timeout=a.timeout)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     conn.unwrap()
             ftp.voidresp()
             out["bytes"].append(size[0])
-            out["sha256"] = h.hexdigest()
+            out["sha256"].append(h.hexdigest())
             out["transfers"] += 1
         ftp.quit()
         out["ok"] = True

@@ -8,6 +8,9 @@ functions execute there and return plain JSON, the tests assert on it.
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import pytest
 
 from lab.network.sandbox import call_in_sandbox
@@ -17,6 +20,9 @@ pytestmark = [pytest.mark.network]
 DATA_MODES = ["pasv", "epsv", "port", "eprt"]
 USER, PASSWORD = "lab", "lab-pw"
 FILE_SIZE = 300_000
+#: The served file: the same bytes in the sandbox and here, so every transfer is checked whole.
+CONTENT = random.Random(10).randbytes(FILE_SIZE)
+SHA256 = hashlib.sha256(CONTENT).hexdigest()
 
 
 # -- bodies (run inside the sandbox) ------------------------------------------------------------
@@ -39,7 +45,6 @@ class Site:
         self.statements = {**topology.ftp.server_statements, **(statements or {})}
 
     def __enter__(self):
-        import os
         import sys
         import time
         from pathlib import Path
@@ -50,7 +55,7 @@ class Site:
         try:
             root = self.tmp / "root"
             root.mkdir()
-            (root / "f.bin").write_bytes(os.urandom(FILE_SIZE))
+            (root / "f.bin").write_bytes(CONTENT)
             addr = str(self.topology.ftp.server_address)
             pki.init_ca(self.tmp / "pki")
             issued = pki.issue_server(self.tmp / "pki", "server", ips=[addr, str(self.net.address("server"))])
@@ -124,7 +129,10 @@ def in_sandbox_both(name: str, cells: list[list[str]]) -> dict:
 # -- tests ----------------------------------------------------------------------------------------
 
 def ok(result: dict) -> bool:
-    return result.get("ok") is True and set(result["bytes"]) == {FILE_SIZE}
+    """The session ended well and every transfer delivered the file, byte for byte."""
+    n = result.get("transfers", 0)
+    return (result.get("ok") is True and n > 0 and result["bytes"] == [FILE_SIZE] * n
+            and result["sha256"] == [SHA256] * n)
 
 
 @pytest.mark.timeout(120)
@@ -161,12 +169,15 @@ def in_sandbox_tls_byte_identical(name: str, device: str, implicit: bool = False
     port = 990 if implicit else 21
     with site:
         if implicit:
-            done = site.net.run("client", ["curl", "-s", "-S", "-k", "--max-time", "10", "-o", "/dev/null",
-                                           "-w", "%{size_download}", "--user", f"{USER}:{PASSWORD}",
+            got = site.tmp / "got.bin"
+            done = site.net.run("client", ["curl", "-s", "-S", "-k", "--max-time", "10", "-o", str(got),
+                                           "--user", f"{USER}:{PASSWORD}",
                                            f"ftps://{topo.ftp.server_address}/f.bin"], check=False)
-            result = {"ok": done.returncode == 0 and done.stdout == str(FILE_SIZE), "stderr": done.stderr}
+            result = {"ok": done.returncode == 0 and got.exists() and got.read_bytes() == CONTENT,
+                      "stderr": done.stderr}
         else:
             result = site.client("tls", "epsv")
+            result["ok"] = ok(result)
         import time
         time.sleep(0.3)                          # let tcpdump flush
         streams = {}
@@ -193,7 +204,7 @@ def test_fifty_transfers_with_length_changing_rewrites(lose_one):
     env = {"FTLAB_ALG_DROP_FIRST_REWRITE": "1"} if lose_one else None
     out = call_in_sandbox(__file__, "in_sandbox_session", "double-nat", "scapy", "plain", "pasv", 50,
                           False, env, timeout=110)
-    assert out["result"]["ok"] and out["result"]["bytes"] == [FILE_SIZE] * 50, out["result"]
+    assert ok(out["result"]) and out["result"]["transfers"] == 50, out["result"]
     rewrites = kinds(out["events"], "rewrite", "nat-s")
     assert len(rewrites) == 50 and all(len(r["after"]) == len(r["before"]) + 2 for r in rewrites)
     lost = [e for e in kinds(out["events"], "drop") if "test hook" in e["reason"]]
@@ -218,7 +229,7 @@ CCC_CASES = [("client-nat", "port"), ("client-nat", "eprt"), ("server-nat", "pas
 @pytest.mark.parametrize("name,data", CCC_CASES)
 def test_tls_ccc_rewritten_when_transfer_command_is_first_after_ccc(name, data):
     out = call_in_sandbox(__file__, "in_sandbox_session", name, "scapy", "tls-ccc", data, 2, timeout=55)
-    assert out["result"]["ok"], (out["result"], kinds(out["events"], "error"))
+    assert ok(out["result"]) and out["result"]["transfers"] == 2, (out["result"], kinds(out["events"], "error"))
     assert kinds(out["events"], "ccc") and len(kinds(out["events"], "rewrite")) >= 2
 
 
@@ -231,7 +242,7 @@ def test_kernel_helper_blind_spot_first_line_after_ccc(name, data):
                             timeout=55)
     assert not first["result"]["ok"], first["result"]
     noop = call_in_sandbox(__file__, "in_sandbox_session", name, "kernel", "tls-ccc", data, 1, True, timeout=55)
-    assert noop["result"]["ok"], noop["result"]
+    assert ok(noop["result"]), noop["result"]
 
 
 @pytest.mark.timeout(150)
@@ -274,10 +285,10 @@ def test_scapy_alg_and_kernel_helper_agree_except_first_line_after_ccc(name):
 
 def peer_commands(addr: str) -> dict[str, list[str]]:
     """curl and lftp through the ALG, each told to use the announced address as sent (curl skips
-    the 227 address by default since 7.74, lftp "fixes" private ones: both would hide the ALG)."""
+    the 227 address by default since 7.74, lftp "fixes" private ones: both would hide the ALG).
+    `{out}` in an argument is the file the download goes to."""
     url = f"ftp://{addr}/f.bin"
-    curl = ["curl", "-s", "-S", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}",
-            "--user", f"{USER}:{PASSWORD}"]
+    curl = ["curl", "-s", "-S", "--max-time", "10", "-o", "{out}", "--user", f"{USER}:{PASSWORD}"]
     lftp_set = ("set ftp:ssl-allow no; set ftp:fix-pasv-address no; set net:max-retries 1; "
                 "set net:timeout 5; set xfer:clobber on; ")
     lftp = ["lftp", "-u", f"{USER},{PASSWORD}", "-e"]
@@ -286,8 +297,8 @@ def peer_commands(addr: str) -> dict[str, list[str]]:
         "curl/epsv": [*curl, url],
         "curl/port": [*curl, "--ftp-port", "-", "--disable-eprt", url],
         "curl/eprt": [*curl, "--ftp-port", "-", url],
-        "lftp/pasv": [*lftp, lftp_set + "set ftp:prefer-epsv no; get f.bin -o /dev/null; bye", addr],
-        "lftp/port": [*lftp, lftp_set + "set ftp:passive-mode no; get f.bin -o /dev/null; bye", addr],
+        "lftp/pasv": [*lftp, lftp_set + "set ftp:prefer-epsv no; get f.bin -o {out}; bye", addr],
+        "lftp/port": [*lftp, lftp_set + "set ftp:passive-mode no; get f.bin -o {out}; bye", addr],
     }
 
 
@@ -297,8 +308,10 @@ def in_sandbox_peers(name: str) -> dict:
     with Site(load(name), "scapy") as site:
         out = {}
         for label, argv in peer_commands(str(site.topology.ftp.server_address)).items():
-            done = site.net.run("client", argv, check=False, timeout=30)
-            out[label] = {"rc": done.returncode, "stdout": done.stdout[-200:], "stderr": done.stderr[-300:]}
+            got = site.tmp / label.replace("/", "-")
+            done = site.net.run("client", [a.replace("{out}", str(got)) for a in argv], check=False, timeout=30)
+            out[label] = {"rc": done.returncode, "stdout": done.stdout[-200:], "stderr": done.stderr[-300:],
+                          "sha256": hashlib.sha256(got.read_bytes()).hexdigest() if got.exists() else None}
         return {"results": out, "events": site.events()}
 
 
@@ -308,7 +321,7 @@ def in_sandbox_peers(name: str) -> dict:
 def test_alg_with_curl_and_lftp(name):
     out = call_in_sandbox(__file__, "in_sandbox_peers", name, timeout=140)
     res = out["results"]
-    failed = {k: v for k, v in res.items() if v["rc"] != 0 or (k.startswith("curl") and v["stdout"] != str(FILE_SIZE))}
+    failed = {k: v for k, v in res.items() if v["rc"] != 0 or v["sha256"] != SHA256}
     assert not failed, failed
     assert kinds(out["events"], "rewrite") or kinds(out["events"], "mapping-open")
 
@@ -363,6 +376,18 @@ print(json.dumps(out))
 """
 
 
+def responder(net, script: str) -> None:
+    """Start a scripted FTP responder on the server node's port 21 and wait until it listens."""
+    import sys
+    import time
+
+    net.popen("server", [sys.executable, "-c", script])
+    deadline = time.monotonic() + 5
+    while ":21 " not in net.run("server", ["ss", "-ltn"]).stdout:
+        assert time.monotonic() < deadline, "responder did not start"
+        time.sleep(0.02)
+
+
 def in_sandbox_hostile() -> dict:
     import json
     import sys
@@ -374,11 +399,7 @@ def in_sandbox_hostile() -> dict:
 
     topo = load("client-nat")
     with LabNet(topo, alg="scapy") as net:
-        net.popen("server", [sys.executable, "-c", ECHO])
-        deadline = time.monotonic() + 5
-        while ":21 " not in net.run("server", ["ss", "-ltn"]).stdout:
-            assert time.monotonic() < deadline, "echo responder did not start"
-            time.sleep(0.02)
+        responder(net, ECHO)
         done = net.run("client", [sys.executable, "-c", HOSTILE, str(topo.ftp.server_address)], timeout=30)
         time.sleep(0.2)
         return {"echo": json.loads(done.stdout), "events": read(net.events_path)}
@@ -397,3 +418,251 @@ def test_hostile_control_traffic_opens_nothing_live():
     assert [e["public"] for e in kinds(events, "mapping-open", "nat-c")] == ["198.51.100.1:1033", "198.51.100.1:1035"]
     assert kinds(events, "tls-detected", "nat-c")
     assert len(kinds(events, "ignored", "nat-c")) >= 5
+
+
+# -- slipstreaming: direction from the SYN, announcements naming their sender (issue 10) ----------
+
+# A server that puts the client's argument in its reply and breaks the reply at each CR (as the
+# built-in server did before issue 10): `SIZE a\rPORT h,0,22\rb` comes back as the lines
+# `550-a` / `PORT h,0,22` / `550 b...`. A device must never take that line for a client's PORT.
+SPLIT_ECHO = r"""
+import socket, threading
+srv = socket.create_server(("0.0.0.0", 21))
+def serve(c):
+    f = c.makefile("rb")
+    c.sendall(b"220 echo\r\n")
+    for line in f:
+        verb, _, arg = line.rstrip(b"\r\n").partition(b" ")
+        if verb.upper() == b"SIZE":
+            *lines, last = arg.split(b"\r")
+            c.sendall(b"550-" + b"\r\n".join(lines) + b"\r\n550 " + last + b": no such file.\r\n")
+        else:
+            c.sendall(b"200 ok\r\n")
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# The client: a control connection FROM source port sys.argv[2], the slipstream command, then a
+# connection attempt to every address the reply announced and to the extra targets given.
+SLIPSTREAM = r"""
+import json, re, socket, sys
+addr, sport, host = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+targets = [(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in sys.argv[4:]]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", sport))
+s.settimeout(5)
+s.connect((addr, 21))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"SIZE a\rPORT " + host.replace(".", ",").encode() + b",0,22\rb\r\n")
+reply = []
+while not reply or not reply[-1].startswith("550 "):
+    line = f.readline().decode("ascii", "replace")
+    if not line:
+        break
+    reply.append(line.rstrip("\r\n"))
+for line in reply:
+    m = re.match(r"PORT (\d+),(\d+),(\d+),(\d+),(\d+),(\d+)$", line)
+    if m:
+        n = [int(x) for x in m.groups()]
+        targets.append((".".join(map(str, n[:4])), n[4] * 256 + n[5]))
+tried = {}
+for target in dict.fromkeys(targets):
+    c = socket.socket()
+    c.settimeout(1.5)
+    try:
+        c.connect(target)
+        tried["%s:%d" % target] = "connected"
+    except OSError as exc:
+        tried["%s:%d" % target] = str(exc) or type(exc).__name__
+    finally:
+        c.close()
+s.close()
+print(json.dumps({"reply": reply, "tried": tried}))
+"""
+
+
+def wait_for_drops(net, device: str, targets: set[str], seconds: float = 3.0) -> list[dict]:
+    """The events once `device` has reported a drop to every ADDR:PORT in targets (or time is up)."""
+    import time
+
+    from nat.events import read
+
+    deadline = time.monotonic() + seconds
+    while True:
+        events = read(net.events_path)
+        dropped = {f"{e.get('dst')}:{e.get('dport')}" for e in kinds(events, "drop", device)}
+        if targets <= dropped or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
+def in_sandbox_slipstream(name: str, device: str, cport: int) -> dict:
+    import json
+    import sys
+
+    from lab.network.net import LabNet
+    from lab.network.netcheck import listening
+    from lab.topology.loader import load
+
+    topo = load(name)
+    with LabNet(topo) as net, listening(net, "server", [22]):
+        responder(net, SPLIT_ECHO)
+        server, dialed = str(net.address("server")), str(topo.ftp.server_address)
+        # the server's port 22, directly and (NAT) at the lowest port an ALG may map it to
+        extra = [f"{dialed}:22"] + ([f"{dialed}:1024"] if dialed != server else [])
+        done = net.run("client", [sys.executable, "-c", SLIPSTREAM, dialed, str(cport), server, *extra],
+                       timeout=30)
+        out = json.loads(done.stdout)
+        public = {t for t in out["tried"] if not t.startswith("10.")}
+        return {**out, "server": server, "events": wait_for_drops(net, device, public)}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cport", [990, 21], ids=["from-990", "from-21"])
+@pytest.mark.parametrize("name,device", [("server-nat", "nat-s"), ("dynamic-filter", "fw")])
+def test_slipstream_from_a_control_port_opens_nothing(name, device, cport):
+    """Issue 10, item 1 on the shipped pictures: a client whose control connection comes from
+    port 990 or 21 makes the server echo `PORT <server>,0,22` on a line of its own. The device
+    takes the direction from the SYN: that line is the server's text. Nothing is rewritten or
+    opened, and every attempt to reach the server's port 22 is dropped by the device, by name."""
+    out = call_in_sandbox(__file__, "in_sandbox_slipstream", name, device, cport, timeout=55)
+    events, server = out["events"], out["server"]
+    assert out["tried"] and all("timed out" in r for r in out["tried"].values()), out["tried"]
+    assert out["reply"] == ["550-a", f"PORT {server.replace('.', ',')},0,22", "550 b: no such file."]
+    assert not [e for e in events if e["type"] in ("rewrite", "mapping-open", "pinhole-open")]
+    (ignored,) = kinds(events, "ignored", device)
+    assert ignored["message"].startswith("PORT sent by the server: not its announcement")
+    # the device drops what reaches it; the server's private address (the echo, unrewritten)
+    # never gets past the internet
+    drops = {f"{e['dst']}:{e['dport']}": (e["device"], e["reason"]) for e in kinds(events, "drop")}
+    assert set(drops) == set(out["tried"]), (drops, out["tried"])
+    why = {"nat-s": "unsolicited inbound connection", "fw": "no pinhole: not announced",
+           "internet": "private address not routed"}
+    for target, (by, reason) in drops.items():
+        assert by == ("internet" if target.startswith("10.") else device) and reason.startswith(why[by]), drops
+
+
+# One control connection per line (so each one's pinhole, if any, stands on its own).
+SAY = r"""
+import json, socket, sys
+out = {}
+for line in sys.argv[2:]:
+    with socket.create_connection((sys.argv[1], 21), timeout=5) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(line.encode() + b"\r\n")
+        out[line] = f.readline().decode().rstrip()
+print(json.dumps(out))
+"""
+
+FW_ADDRESSES = ["198.51.100.1", "203.0.113.1"]          # the dynamic-filter picture's fw
+
+
+def in_sandbox_port_naming_the_firewall() -> dict:
+    import json
+    import sys
+
+    from lab.network.net import LabNet
+    from lab.network.netcheck import connect, listening
+    from lab.topology.loader import load
+
+    topo = load("dynamic-filter")
+    with LabNet(topo) as net, listening(net, "fw", [22, 1025]), listening(net, "client", [1025]):
+        responder(net, ECHO)
+        lines = [f"PORT {a.replace('.', ',')},0,22" for a in FW_ADDRESSES] + ["PORT 198,51,100,10,4,1"]
+        said = json.loads(net.run("client", [sys.executable, "-c", SAY, "203.0.113.10", *lines]).stdout)
+        to_fw = connect(net, "server", [(a, p) for a in FW_ADDRESSES for p in (22, 1025)], timeout=1.5)
+        to_client = connect(net, "server", [("198.51.100.10", 1025)], timeout=1.5)
+        targets = {r["to"] for r in to_fw}
+        return {"said": said, "to_fw": to_fw, "to_client": to_client,
+                "events": wait_for_drops(net, "fw", targets)}
+
+
+@pytest.mark.timeout(60)
+def test_dynamic_filter_opens_nothing_to_itself():
+    """Issue 10, item 2 on the shipped picture: a PORT naming the firewall's own address opened a
+    pinhole to fw:22, and every PORT also admitted the server to any of fw's addresses. Now only
+    the announced client address opens, for the server only, and the rest is dropped by name."""
+    out = call_in_sandbox(__file__, "in_sandbox_port_naming_the_firewall", timeout=55)
+    events = out["events"]
+    assert all(not r["ok"] and "timed out" in r["error"] for r in out["to_fw"]), out["to_fw"]
+    assert all(answer == "200 " + line for line, answer in out["said"].items()), out["said"]
+    assert [e["message"] for e in kinds(events, "ignored", "fw")] == [
+        f"PORT names {a}, not its sender 198.51.100.10: no pinhole" for a in FW_ADDRESSES]
+    opened = [(e["src"], e["dst"], e["dport"], e.get("also")) for e in kinds(events, "pinhole-open", "fw")]
+    assert opened == [("203.0.113.10", "198.51.100.10", 1025, None)]
+    drops = {f"{e['dst']}:{e['dport']}": e["reason"] for e in kinds(events, "drop", "fw")}
+    assert set(drops) == {r["to"] for r in out["to_fw"]}
+    assert all(reason.startswith("no pinhole") for reason in drops.values()), drops
+    (reached,) = out["to_client"]
+    assert reached["ok"] and reached["seen_as"] == "203.0.113.10", reached
+
+
+# -- ALG mappings: single use, limited lifetime ------------------------------------------------
+
+MAPPINGS = r"""
+import ftplib, json, socket, sys, time
+addr, user, password, lifetime = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def dial(target):
+    c = socket.socket()
+    c.settimeout(1.5)
+    try:
+        c.connect(target)
+        return "connected"
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        c.close()
+ftp = ftplib.FTP()
+ftp.connect(addr, 21, timeout=5)
+ftp.login(user, password)
+out = {}
+first = ftplib.parse227(ftp.sendcmd("PASV"))
+out["used"] = "%s:%d" % first
+out["first"] = dial(first)
+time.sleep(0.5)                       # the ALG reads its rules' counters every 20 ms
+out["again"] = dial(first)
+late = ftplib.parse227(ftp.sendcmd("PASV"))
+out["expired"] = "%s:%d" % late
+time.sleep(lifetime + 1)
+out["late"] = dial(late)
+ftp.close()
+print(json.dumps(out))
+"""
+
+LIFETIME = 2.0
+
+
+def in_sandbox_mappings() -> dict:
+    import json
+    import sys
+
+    from lab.topology.loader import load
+
+    topo = load("server-nat")
+    with Site(topo, "scapy", env={"FTLAB_ALG_LIFETIME": str(LIFETIME)}) as site:
+        done = site.net.run("client", [sys.executable, "-c", MAPPINGS, str(topo.ftp.server_address), USER,
+                                       PASSWORD, str(LIFETIME)], timeout=30)
+        out = json.loads(done.stdout)
+        return {**out, "events": wait_for_drops(site.net, "nat-s", {out["used"], out["expired"]})}
+
+
+@pytest.mark.timeout(60)
+def test_alg_mapping_is_single_use_and_expires():
+    """server-nat, PASV through the scapy ALG: the mapping to the server's passive port admits
+    one connection; a second one to the same public port is dropped (the server still listens:
+    a mapping left in place would reach it). A mapping nobody uses is gone after its lifetime."""
+    out = call_in_sandbox(__file__, "in_sandbox_mappings", timeout=55)
+    events = out["events"]
+    assert out["used"].startswith("203.0.113.1:") and out["expired"].startswith("203.0.113.1:")
+    assert out["first"] == "connected", out
+    assert "timed out" in out["again"] and "timed out" in out["late"], out
+    assert [e["public"] for e in kinds(events, "mapping-open", "nat-s")] == [out["used"], out["expired"]]
+    assert [e["public"] for e in kinds(events, "mapping-used", "nat-s")] == [out["used"]]
+    assert [e["public"] for e in kinds(events, "mapping-expired", "nat-s")] == [out["expired"]]
+    drops = {f"{e['dst']}:{e['dport']}": e["reason"] for e in kinds(events, "drop", "nat-s")}
+    assert set(drops) == {out["used"], out["expired"]}, drops

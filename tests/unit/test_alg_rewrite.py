@@ -37,18 +37,33 @@ class Events(EventWriter):
 
 
 class Kernel:
-    """Records iptables commands; counts nothing (no packet ever uses a mapping here)."""
+    """Records iptables commands and keeps the ALG-MAP chain's rules, with packet counters that a
+    test raises (`hit`) as a data connection using the mapping would."""
 
     def __init__(self) -> None:
         self.commands: list[list[str]] = []
+        self.chain: list[list[str]] = []          # the rules, as inserted (-I puts them first)
+        self.counts: dict[int, int] = {}          # --dport -> packets
 
     def __call__(self, argv: list[str], input: str | None = None) -> str:
-        if input is None:
-            self.commands.append(argv)
-        else:   # iptables-restore: one command per rule line
-            self.commands += [["iptables", "-t", "nat", *line.split()] for line in input.splitlines()
-                              if line.startswith(("-A", "-D"))]
+        if "-S" in argv:       # iptables -t nat -S ALG-MAP -v
+            return "".join(self._listed(rule) for rule in self.chain)
+        self.commands.append(argv)
+        rule = argv[argv.index("ALG-MAP") + 1:]
+        if "-I" in argv:
+            self.chain.insert(0, rule)
+        elif "-D" in argv:
+            self.chain.remove(rule)
         return ""
+
+    def _listed(self, rule: list[str]) -> str:
+        port = int(rule[rule.index("--dport") + 1])
+        n = self.counts.get(port, 0)
+        target = rule.index("-j")
+        return " ".join(["-A", "ALG-MAP", *rule[:target], "-c", str(n), str(60 * n), *rule[target:]]) + "\n"
+
+    def hit(self, port: int) -> None:
+        self.counts[port] = self.counts.get(port, 0) + 1
 
     def added(self) -> list[list[str]]:
         return [c for c in self.commands if "-I" in c]
@@ -65,12 +80,12 @@ class Session:
     """A client inside the NAT, a server outside; what each side receives is reassembled."""
 
     def __init__(self, server: str = SERVER, client: str = CLIENT, drop_first_rewrite: bool = False,
-                 clock=time.monotonic):
+                 clock=time.monotonic, cport: int = 40000):
         self.events, self.kernel = Events(), Kernel()
         self.mappings = Mappings(OUTSIDE, self.events, run=self.kernel, clock=clock)
         self.alg = AlgEngine("nat-c", OUTSIDE, [21, 990], self.events, self.mappings,
                              drop_first_rewrite=drop_first_rewrite, clock=clock)
-        self.client, self.server = client, server
+        self.client, self.server, self.cport = client, server, cport
         self.inside = "s2c" if server == CLIENT else "c2s"    # whose packets come from the inside
         self.sent = {"c2s": 0, "s2c": 0}          # original stream offsets
         self.got = {"c2s": bytearray(), "s2c": bytearray()}
@@ -81,7 +96,7 @@ class Session:
 
     def _pass(self, d, seq, ack, flags, payload, sack=None):
         src, dst = (self.client, self.server) if d == "c2s" else (self.server, self.client)
-        sport, dport = (40000, 21) if d == "c2s" else (21, 40000)
+        sport, dport = (self.cport, 21) if d == "c2s" else (21, self.cport)
         seg = segment(src, sport, dst, dport, seq, ack, flags, payload, sack)
         verdict = self.alg.process(seg, from_outside=d != self.inside)
         if verdict.action == "drop":
@@ -354,3 +369,71 @@ def test_rewrite_never_grows_a_segment_past_the_mtu():
     assert len(out.raw) <= 1500 and out.payload.startswith(b"227 Entering Passive Mode (203,0,113,1,")
     s.send("s2c", full[len(out.payload) - 3:], at=len(out.payload) - 3)   # TCP resends the rest
     assert bytes(s.got["s2c"]) == reply.replace(b"10,0,1,2", b"203,0,113,1") + filler
+
+
+# -- direction from the SYN (issue 10, item 1) --------------------------------------------------
+
+@pytest.mark.parametrize("cport", [990, 21])
+def test_slipstream_from_a_control_port_opens_nothing(cport):
+    """The server (inside) echoes the client's argument with a CR turned into a line of its own:
+    `PORT <server>,0,22` at the start of a line, in the server's reply. A client connecting FROM
+    port 990 or 21 made the ALG read that reply as a client command and map public:1024 to the
+    server's port 22. The client is who sent the SYN: the line is the server's text."""
+    s = Session(server=CLIENT, client=SERVER, cport=cport)        # the server is the inside host
+    s.send("s2c", b"220 hi\r\n")
+    s.send("c2s", b"SIZE a\rPORT 10,0,1,2,0,22\rb\r\n")
+    echo = b"550-a\r\nPORT 10,0,1,2,0,22\r\n550 b: no such file.\r\n"
+    s.send("s2c", echo)
+    assert s.kernel.commands == [] and not s.events.of("rewrite")
+    assert bytes(s.got["s2c"]) == b"220 hi\r\n" + echo
+    assert [e["message"] for e in s.events.of("ignored")] == [
+        "PORT sent by the server: not its announcement; not rewritten, nothing opened"]
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")    # the real thing still works
+    assert [e["public"] for e in s.events.of("mapping-open")] == [f"{OUTSIDE}:60000"]
+
+
+def test_connection_opened_before_the_alg_is_passed_untouched():
+    """No SYN seen, no direction known: nothing is read, rewritten or opened."""
+    events, kernel = Events(), Kernel()
+    alg = AlgEngine("nat-c", OUTSIDE, [21, 990], events, Mappings(OUTSIDE, events, run=kernel))
+    for seg in (segment(CLIENT, 40000, SERVER, 21, 100, 7, ACK | PSH, PORT),
+                segment(SERVER, 21, CLIENT, 40000, 7, 100 + len(PORT), ACK | PSH, b"200 ok\r\n")):
+        assert alg.process(seg, from_outside=seg.src == SERVER).packet is None
+    assert kernel.commands == [] and events.log == [] and alg.tracker.conns == {}
+
+
+# -- mapping lifetime and single use --------------------------------------------------------------
+
+def test_mapping_removed_after_first_use():
+    s = Session(server=CLIENT, client=SERVER)
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
+    s.mappings.poll()
+    assert list(s.mappings.active) == [60000] and len(s.kernel.chain) == 1     # unused: stays
+    s.kernel.hit(60000)                       # the data connection's SYN went through the rule
+    s.mappings.poll()
+    assert s.mappings.active == {} and s.kernel.chain == []
+    assert [e["public"] for e in s.events.of("mapping-used")] == [f"{OUTSIDE}:60000"]
+
+
+def test_mapping_expires_after_its_lifetime():
+    now = [1000.0]
+    s = Session(server=CLIENT, client=SERVER, clock=lambda: now[0])
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
+    now[0] += s.mappings.lifetime - 1
+    s.mappings.poll()
+    assert list(s.mappings.active) == [60000]
+    now[0] += 2
+    s.mappings.poll()
+    assert s.mappings.active == {} and s.kernel.chain == []
+    assert [e["public"] for e in s.events.of("mapping-expired")] == [f"{OUTSIDE}:60000"]
+    assert not s.events.of("mapping-used")
+
+
+def test_replaced_mapping_rule_is_deleted():
+    """One outstanding mapping per control connection: a second 227 retires the first's rule."""
+    s = Session(server=CLIENT, client=SERVER)
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,97)\r\n")
+    s.mappings.poll()
+    assert list(s.mappings.active) == [60001] and len(s.kernel.chain) == 1
+    assert "60001" in s.kernel.chain[0]

@@ -1,5 +1,6 @@
 """The control-channel tracker: lines across segments, TLS and CCC, hostile lines, bounds."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,7 +136,7 @@ def test_tracker_directions_and_bounds():
     t = ControlTracker([21, 990], max_conns=3, idle=10, clock=lambda: now[0])
     conn, d, _ = t.segment("10.0.1.2", 40000, "198.51.100.2", 21, 1000, b"", syn=True)
     assert d == C2S and str(conn.id) == "10.0.1.2:40000>198.51.100.2:21"
-    _, d, _ = t.segment("198.51.100.2", 21, "10.0.1.2", 40000, 5000, b"", syn=True)
+    _, d, _ = t.segment("198.51.100.2", 21, "10.0.1.2", 40000, 5000, b"", syn=True, ack=True)
     assert d == S2C and len(t.conns) == 1
     assert t.segment("10.0.1.2", 40000, "198.51.100.2", 60000, 1, b"x") is None
     for p in range(1, 10):
@@ -152,10 +153,45 @@ def test_pasv_flood_stays_bounded():
     assert len(anns(found)) == 5000 and len(half.line) == 0 and half.held_start is None
 
 
-def test_mid_stream_start_skips_partial_line():
+def test_connection_without_its_opening_syn_is_never_tracked():
     t = ControlTracker([21])
-    _, _, fed = t.segment("10.0.1.2", 40000, "198.51.100.2", 21, 77, b"0,1,2,4,1\r\nPORT 10,0,1,2,4,1\r\n")
-    assert anns(fed.findings) == [("PORT", "10.0.1.2", 1025)]
+    assert t.segment("10.0.1.2", 40000, "198.51.100.2", 21, 77, b"PORT 10,0,1,2,4,1\r\n") is None
+    assert t.segment("198.51.100.2", 21, "10.0.1.2", 40000, 9, b"227 (10,0,1,2,4,1)\r\n") is None
+    # a SYN/ACK opens nothing either: only a SYN without ACK says who the client is
+    assert t.segment("10.0.1.2", 40001, "198.51.100.2", 21, 5, b"", syn=True, ack=True) is None
+    assert t.conns == {}
+
+
+def open_conn(t: ControlTracker, client: tuple[str, int], server: tuple[str, int]) -> None:
+    assert t.segment(*client, *server, 1000, b"", syn=True)[1] == C2S
+    assert t.segment(*server, *client, 5000, b"", syn=True, ack=True)[1] == S2C
+
+
+@pytest.mark.parametrize("cport", [990, 21])
+def test_direction_comes_from_the_syn_not_the_ports(cport):
+    """Slipstreaming: a client whose control connection comes FROM a control port. The server's
+    reply echoing `PORT ...` on a line of its own is the server's text, never a client command."""
+    client, server = ("198.51.100.10", cport), ("10.1.1.10", 21)
+    t = ControlTracker([21, 990])
+    open_conn(t, client, server)
+    echo = b"550-a\r\nPORT 10,1,1,10,0,22\r\n550 b: no such file\r\n"
+    conn, d, fed = t.segment(*server, *client, 5001, echo)
+    assert d == S2C and anns(fed.findings) == []
+    assert [f.message for f in fed.findings] == ["PORT sent by the server: not its announcement"]
+    _, d, fed = t.segment(*client, *server, 1001, b"PORT 198,51,100,10,4,1\r\n")
+    assert d == C2S and anns(fed.findings) == [("PORT", "198.51.100.10", 1025)]
+    assert len(t.conns) == 1
+
+
+def test_reply_through_destination_nat_paired_with_its_syn():
+    """Before conntrack the server's replies come from its own address, not the one the client
+    dialed: paired by the ports and the client's address, still the server's direction."""
+    t = ControlTracker([21, 990])
+    assert t.segment("198.51.100.10", 990, "203.0.113.1", 21, 1000, b"", syn=True)[1] == C2S
+    conn, d, _ = t.segment("10.1.1.10", 21, "198.51.100.10", 990, 5000, b"", syn=True, ack=True)
+    assert d == S2C and str(conn.id) == "198.51.100.10:990>203.0.113.1:21"
+    _, d, fed = t.segment("10.1.1.10", 21, "198.51.100.10", 990, 5001, b"PORT 10,1,1,10,0,22\r\n")
+    assert d == S2C and anns(fed.findings) == []
 
 
 @settings(max_examples=300, deadline=None)

@@ -41,7 +41,8 @@ def test_dynamic_setup_admits_only_through_its_queues(tmp_path):
     assert chain[-1][-1] == "21" and "NFQUEUE" in chain[-1]              # everything else new -> queue 21
     sport_rule = next(r for r in chain if "--sports" in r)
     assert "ESTABLISHED" in sport_rule                                  # source port 21 is no key
-    assert setup.config["own_addresses"] == ["198.51.100.1", "203.0.113.1"]
+    assert setup.config == {"device": "fw", "events": str(tmp_path / "e"), "control_ports": [21, 990],
+                            "lifetime": 30.0}           # no list of its own addresses to open pinholes to
 
 
 def test_dropwatch_setup_carries_reasons(tmp_path):

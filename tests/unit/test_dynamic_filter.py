@@ -3,6 +3,7 @@ expiring, and a drop reason that says why."""
 
 from __future__ import annotations
 
+import pytest
 from scapy.layers.inet import IP, TCP
 
 from firewall.dropwatch import describe, reason_for
@@ -29,24 +30,31 @@ def seg(src, sport, dst, dport, seq=1, ack=1, flags=ACK | PSH, payload=b""):
 
 
 class Fw:
-    def __init__(self):
+    """A control connection client:cport -> dialed:21 through the filter; the server answers
+    from `server` (its own address: not the dialed one when a NAT on this router forwards)."""
+
+    def __init__(self, cport: int = 40000, dialed: str = SERVER, server: str = SERVER, client: str = CLIENT):
         self.now = 0.0
         self.events = Events()
         self.fw = DynamicFilter("fw", [21, 990], self.events, lifetime=30, clock=lambda: self.now)
+        self.client, self.cport, self.dialed, self.server = client, cport, dialed, server
         self.c = self.s = 1
-        self.fw.control(seg(CLIENT, 40000, SERVER, 21, 0, 0, SYN))
-        self.fw.control(seg(SERVER, 21, CLIENT, 40000, 0, 1, SYN | ACK))
+        self.fw.control(seg(client, cport, dialed, 21, 0, 0, SYN))
+        self.fw.control(seg(server, 21, client, cport, 0, 1, SYN | ACK))
 
     def client_says(self, data: bytes):
-        self.fw.control(seg(CLIENT, 40000, SERVER, 21, self.c, self.s, payload=data))
+        self.fw.control(seg(self.client, self.cport, self.dialed, 21, self.c, self.s, payload=data))
         self.c += len(data)
 
     def server_says(self, data: bytes):
-        self.fw.control(seg(SERVER, 21, CLIENT, 40000, self.s, self.c, payload=data))
+        self.fw.control(seg(self.server, 21, self.client, self.cport, self.s, self.c, payload=data))
         self.s += len(data)
 
     def syn(self, src, dst, dport, sport=50000):
         return self.fw.admit(seg(src, sport, dst, dport, 7, 0, SYN))
+
+    def ignored(self) -> list[str]:
+        return [e["message"] for e in self.events.log if e["type"] == "ignored"]
 
 
 def test_pasv_opens_single_use_pinhole_for_the_client():
@@ -117,11 +125,68 @@ def test_dropwatch_describes_packet_and_reason():
 
 
 def test_pinhole_follows_a_kernel_nat_on_the_same_router():
-    """nf_nat_ftp rewrites after the filter read the line: the peer then dials the router's own
-    address, which the pinhole admits too (same single use)."""
-    f = Fw()
-    f.fw.own = {"203.0.113.1"}
-    f.server_says(b"227 Entering Passive Mode (203,0,113,10,234,96)\r\n")
+    """NAT and filter on one router, the server behind it: the client dialed the router's outside
+    address, the server answers from its own. nf_nat_ftp rewrites the 227 after the filter read
+    it, so the client dials the address it knows the server by: that one is admitted too (same
+    single use), no other address of the router."""
+    f = Fw(dialed="203.0.113.1", server="10.1.1.10")
+    f.server_says(b"227 Entering Passive Mode (10,1,1,10,234,96)\r\n")
     assert f.syn(CLIENT, "203.0.113.1", 60000) is None
-    assert f.syn(CLIENT, SERVER, 60000, sport=50001) == USED
-    assert f.syn(CLIENT, "203.0.113.99", 60000) == NO_PINHOLE
+    assert f.syn(CLIENT, "10.1.1.10", 60000, sport=50001) == USED
+    assert f.syn(CLIENT, "198.51.100.1", 60000) == NO_PINHOLE       # another address of the router
+
+
+def test_announcement_rewritten_by_an_alg_on_the_same_router():
+    """The scapy ALG rewrites in raw PREROUTING, before the filter reads: the 227 then names the
+    address the client dialed (the server's address toward its peer)."""
+    f = Fw(dialed="203.0.113.1", server="10.1.1.10")
+    f.server_says(b"227 Entering Passive Mode (203,0,113,1,234,96)\r\n")
+    assert set(f.fw.pinholes) == {(CLIENT, "203.0.113.1", 60000)}
+
+
+FW_ADDRESSES = ["198.51.100.1", "203.0.113.1"]
+
+
+@pytest.mark.parametrize("fw", FW_ADDRESSES)
+def test_port_naming_the_firewall_opens_nothing(fw):
+    """Issue 10, item 2: a PORT naming the firewall's own address opened a pinhole to fw:22."""
+    f = Fw()
+    f.server_says(b"220 hi\r\n")
+    f.client_says(f"PORT {fw.replace('.', ',')},0,22\r\n".encode())
+    assert f.fw.pinholes == {}
+    assert f.syn(SERVER, fw, 22, sport=20) == NO_PINHOLE
+    assert f.ignored() == [f"PORT names {fw}, not its sender {CLIENT}: no pinhole"]
+
+
+def test_port_opens_the_client_address_only():
+    """Issue 10, item 2: every PORT also admitted the server to any of the firewall's addresses."""
+    f = Fw()
+    f.server_says(b"220 hi\r\n")
+    f.client_says(b"PORT 198,51,100,10,4,1\r\n")
+    assert set(f.fw.pinholes) == {(SERVER, CLIENT, 1025)}
+    for fw in FW_ADDRESSES:
+        assert f.syn(SERVER, fw, 1025, sport=20) == NO_PINHOLE
+
+
+@pytest.mark.parametrize("cport", [990, 21])
+def test_slipstream_from_a_control_port_opens_nothing(cport):
+    """Issue 10, item 1: a client connecting FROM port 990 or 21 makes the server echo a PORT
+    line; the direction is the SYN's, so it is the server's text, not a client command."""
+    f = Fw(cport=cport)
+    f.server_says(b"220 hi\r\n")
+    f.client_says(b"SIZE a\rPORT 203,0,113,10,0,22\rb\r\n")
+    f.server_says(b"550-a\r\nPORT 203,0,113,10,0,22\r\n550 b: no such file.\r\n")
+    assert f.fw.pinholes == {}
+    assert f.syn(CLIENT, SERVER, 22) == NO_PINHOLE
+    assert f.ignored() == ["PORT sent by the server: not its announcement; no pinhole"]
+    f.server_says(b"227 Entering Passive Mode (203,0,113,10,234,96)\r\n")   # the real thing still works
+    assert f.syn(CLIENT, SERVER, 60000) is None
+
+
+def test_connection_opened_before_the_filter_opens_nothing():
+    """No SYN seen: the control connection is let through but never read."""
+    f = Fw()
+    f.fw = DynamicFilter("fw", [21, 990], f.events, lifetime=30, clock=lambda: f.now)   # restarted
+    f.server_says(b"227 Entering Passive Mode (203,0,113,10,234,96)\r\n")
+    f.client_says(b"PORT 198,51,100,10,4,1\r\n")
+    assert f.fw.pinholes == {} and f.fw.tracker.conns == {}
