@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 
 from lab import TOPOLOGY_DIR
-from lab.errors import InputError, Problem
+from lab.errors import InputError, Problem, read_input
 from lab.ftps.config import ClientConfig, ServerConfig
 from lab.ftps.grammar import is_decimal
 from lab.topology.model import (
@@ -39,6 +39,7 @@ from lab.topology.model import (
     Topology,
 )
 from lab.topology.routing import control_connection
+from lab.topology.yamlfile import MAX_BYTES, Mapping, Sequence, not_ours, read_yaml, show
 
 #: Private address space (RFC 1918). The internet router must not route it. (Python's
 #: ipaddress calls the documentation ranges "private" too, so it cannot decide this for us.)
@@ -68,106 +69,6 @@ def is_private(net: ipaddress.IPv4Network | ipaddress.IPv4Address) -> bool:
     return any(net.overlaps(p) for p in RFC1918)
 
 
-# -- YAML that remembers where things are ---------------------------------------------------
-
-class Mapping(dict):
-    """A YAML mapping plus the line of the mapping and of each key."""
-
-    line: int = 0
-    key_lines: dict
-    raw: dict      # the text of scalar values as written (YAML 1.1 turns `off` or `NO` into false)
-
-    def line_of(self, key: Any) -> int:
-        return self.key_lines.get(key, self.line)
-
-
-class Sequence(list):
-    """A YAML sequence plus the line of the sequence and of each item."""
-
-    line: int = 0
-    item_lines: list
-
-    def line_of(self, index: int) -> int:
-        return self.item_lines[index] if index < len(self.item_lines) else self.line
-
-
-class _LineLoader(yaml.SafeLoader):
-    def __init__(self, stream: str):
-        super().__init__(stream)
-        self.key_problems: list[tuple[int, str]] = []
-
-    def construct_object(self, node, deep=False):
-        # PyYAML's own constructors fail with ValueError, IndexError, ... (not YAMLError) on a
-        # bad explicitly tagged value such as `!!int x` or an empty `!!timestamp`.
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
-            tag = str(node.tag).rsplit(":", 1)[-1]
-            raise yaml.constructor.ConstructorError(None, None, f"bad {tag} value ({exc})",
-                                                    node.start_mark) from None
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode):
-    data = Mapping()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    data.raw = {}
-    yield data
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            loader.key_problems.append((line, "a key must be a plain name"))
-            continue
-        if key in data:
-            loader.key_problems.append((line, f"duplicate key {key!r} (first at line {data.key_lines[key]})"))
-        data[key] = loader.construct_object(value_node, deep=True)
-        data.key_lines[key] = line
-        if isinstance(value_node, yaml.ScalarNode):
-            data.raw[key] = value_node.value
-
-
-def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode):
-    data = Sequence()
-    data.line = node.start_mark.line + 1
-    data.item_lines = []
-    yield data
-    for child in node.value:
-        data.append(loader.construct_object(child, deep=True))
-        data.item_lines.append(child.start_mark.line + 1)
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
-
-
-def read_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
-    """Parse YAML into Mapping/Sequence/scalars; syntax errors come back as Problems."""
-    try:
-        loader = _LineLoader(text)      # checks the characters of the whole text
-    except yaml.reader.ReaderError as exc:
-        line = len((text[:exc.position] + "x").splitlines())
-        return None, [Problem(file, line, "", f"character {exc.character:#x} is not allowed in YAML "
-                                              f"(column {exc.position - text.rfind(chr(10), 0, exc.position)})")]
-    try:
-        data = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        what = " ".join(s for s in (exc.context, exc.problem) if s)
-        return None, [Problem(file, line, "", f"YAML syntax error: {what}")]
-    except yaml.YAMLError as exc:
-        return None, [Problem(file, 0, "", f"YAML error: {exc}")]
-    except RecursionError:
-        return None, [Problem(file, loader.get_mark().line + 1, "", "YAML nested too deeply")]
-    finally:
-        loader.dispose()
-    return data, [Problem(file, line, "", msg) for line, msg in loader.key_problems]
-
-
 # -- finding files ---------------------------------------------------------------------------
 
 def names() -> list[str]:
@@ -176,37 +77,31 @@ def names() -> list[str]:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A shipped name ("client-nat") or a path to a YAML file."""
+    """A shipped name ("client-nat") or a path to a file (whatever it is: reading it decides)."""
     text = str(name_or_path)
     path = Path(text)
-    if path.is_file():
+    if os.path.lexists(path):
         return path
     if "/" not in text and not text.endswith((".yaml", ".yml")):
         shipped = TOPOLOGY_DIR / f"{text}.yaml"
         if shipped.is_file():
             return shipped
         raise InputError(f"no topology named {text!r}; shipped: {', '.join(names())}")
-    raise InputError(f"{text}: no such file")
+    raise InputError([Problem(text, 0, "", "no such topology file")])
 
 
 def load(name_or_path: str | Path) -> Topology:
     """Load and validate a topology; InputError lists every problem with file:line and field."""
     path = resolve(name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[:exc.start].count(b"\n") + 1
-        raise InputError([Problem(str(path), line, "", f"not UTF-8 text (byte {exc.object[exc.start]:#04x})")]) \
-            from None
-    return loads(text, str(path), source=path)
+    return loads(read_input(path, "topology file", MAX_BYTES), str(path), source=path)
 
 
 def loads(text: str, file: str = "<string>", source: Path | None = None) -> Topology:
     data, problems = read_yaml(text, file)
     if data is None and problems:
         raise InputError(problems)
+    if data is not None and (foreign := not_ours(file, data, TOP_KEYS, "topology file")):
+        raise foreign
     builder = _Builder(file, source)
     builder.problems.extend(problems)
     topology = builder.build(data)
@@ -214,6 +109,19 @@ def loads(text: str, file: str = "<string>", source: Path | None = None) -> Topo
         raise InputError(sorted(builder.problems, key=lambda p: p.line))
     assert topology is not None
     return topology
+
+
+def statement_problems(values: dict, written: Mapping, side: str, file: str, field: str) -> list[Problem]:
+    """The FTPS endpoints' own validation of FTP.DATA statements given as a mapping (unknown names,
+    bad values), each problem at the line of its statement in `written`."""
+    config = ServerConfig if side == "server" else ClientConfig
+    try:
+        config.from_dict(values, file)
+    except InputError as exc:
+        lines = {str(k).upper(): written.line_of(k) for k in written}
+        return [Problem(file, lines.get(p.field.upper(), written.line), f"{field}.{p.field}", p.message)
+                for p in exc.problems]
+    return []
 
 
 # -- the builder: raw YAML -> model, collecting problems ------------------------------------
@@ -237,14 +145,14 @@ class _Builder:
     def mapping(self, value: Any, line: int, field: str) -> Mapping | None:
         if isinstance(value, Mapping):
             return value
-        self.problem(line, field, f"expected a mapping (key: value lines), got {_show(value)}")
+        self.problem(line, field, f"expected a mapping (key: value lines), got {show(value)}")
         return None
 
     def sequence(self, value: Any, line: int, field: str, what: str) -> Sequence | None:
         """value when it is a list; else a problem saying a list of `what` was expected."""
         if isinstance(value, Sequence):
             return value
-        self.problem(line, field, f"expected a list of {what}, got {_show(value)}")
+        self.problem(line, field, f"expected a list of {what}, got {show(value)}")
         return None
 
     def mappings(self, value: Any, line: int, field: str, what: str) -> Iterator[tuple[str, Mapping]]:
@@ -274,7 +182,7 @@ class _Builder:
                 self.problem(m.line_of(key), f"{field}.{key}".lstrip("."), "has no value")
             return None
         if not isinstance(value, str):
-            self.problem(m.line_of(key), f"{field}.{key}", f"expected text, got {_show(value)}")
+            self.problem(m.line_of(key), f"{field}.{key}", f"expected text, got {show(value)}")
             return None
         if choices is not None and value not in choices:
             self.problem(m.line_of(key), f"{field}.{key}",
@@ -288,7 +196,7 @@ class _Builder:
                 return ipaddress.IPv4Address(value if isinstance(value, str) else str(value))
         except ValueError:
             pass
-        self.problem(line, field, f"bad IPv4 address {_show(value)}")
+        self.problem(line, field, f"bad IPv4 address {show(value)}")
         return None
 
     def network(self, value: Any, line: int, field: str) -> ipaddress.IPv4Network | None:
@@ -300,13 +208,13 @@ class _Builder:
         except ValueError as exc:
             self.problem(line, field, f"bad IPv4 prefix {value!r}: {exc}")
             return None
-        self.problem(line, field, f"bad IPv4 prefix {_show(value)}")
+        self.problem(line, field, f"bad IPv4 prefix {show(value)}")
         return None
 
     def port(self, value: Any, line: int, field: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
             return value
-        self.problem(line, field, f"bad port {_show(value)} (1-65535)")
+        self.problem(line, field, f"bad port {show(value)} (1-65535)")
         return None
 
     def port_range(self, value: Any, line: int, field: str) -> PortRange | None:
@@ -328,7 +236,7 @@ class _Builder:
                 return PortRange(low, high)
             if is_decimal(value.strip()):
                 return self.port_range(int(value), line, field)
-        self.problem(line, field, f"bad port or port range {_show(value)} (e.g. 21 or 60000-60100)")
+        self.problem(line, field, f"bad port or port range {show(value)} (e.g. 21 or 60000-60100)")
         return None
 
     def port_range_at(self, m: Mapping, key: str, field: str) -> PortRange | None:
@@ -497,7 +405,7 @@ class _Builder:
 
     def interface_address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Interface | None:
         if not isinstance(value, str) or "/" not in value:
-            self.problem(line, field, f"expected ADDRESS/PREFIXLEN such as 192.0.2.1/24, got {_show(value)}")
+            self.problem(line, field, f"expected ADDRESS/PREFIXLEN such as 192.0.2.1/24, got {show(value)}")
             return None
         try:
             address = ipaddress.IPv4Interface(value)
@@ -553,7 +461,7 @@ class _Builder:
             if value in (intf.name, intf.peer):
                 return intf.name
         choices = ", ".join(f"{i.name} (to {i.peer})" for i in node.interfaces) or "none"
-        self.problem(line, field, f"{_show(value)} is not an interface of {node.name} nor a neighbour; "
+        self.problem(line, field, f"{show(value)} is not an interface of {node.name} nor a neighbour; "
                                   f"choose from: {choices}")
         return None
 
@@ -568,9 +476,9 @@ class _Builder:
         masquerade = m.get("masquerade", True)
         if not isinstance(masquerade, bool):
             self.problem(m.line_of("masquerade"), f"{field}.masquerade", f"expected true or false, got "
-                                                                         f"{_show(masquerade)}")
+                                                                         f"{show(masquerade)}")
         # the text as written: YAML 1.1 would read a bare `off` as false
-        alg = m.raw.get("alg", _show(m["alg"])) if "alg" in m else "scapy"
+        alg = m.raw.get("alg", show(m["alg"])) if "alg" in m else "scapy"
         if m.get("alg") is False:      # `off`, `no`, `false` in YAML 1.1; a re-dump writes `false`
             alg = "off"
         if alg not in ("scapy", "kernel", "off"):
@@ -670,14 +578,15 @@ class _Builder:
 
     def iptables_save(self, value: Any, line: int, field: str) -> Path | None:
         if not isinstance(value, str):
-            self.problem(line, field, f"expected a file name, got {_show(value)}")
+            self.problem(line, field, f"expected a file name, got {show(value)}")
             return None
         base = self.source.parent if self.source else Path.cwd()
         path = (base / value).resolve()
-        if not path.is_file():
-            self.problem(line, field, f"no such file: {path}")
+        try:
+            text = read_input(path, "iptables-save file")
+        except InputError as exc:
+            self.problem(line, field, "; ".join(str(p) for p in exc.problems))
             return None
-        text = path.read_text(errors="replace")
         if "*filter" not in text or "COMMIT" not in text:
             self.problem(line, field, f"{path} does not look like iptables-save output "
                                       f"(needs a *filter table ending in COMMIT)")
@@ -766,17 +675,12 @@ class _Builder:
                 result[name] = [str(item) for item in setting]    # a repeated statement, a line each
             elif isinstance(setting, Mapping | Sequence) or setting is None:
                 self.problem(value.line_of(name), where, f"expected a value or a list of values, "
-                                                         f"got {_show(setting)}")
+                                                         f"got {show(setting)}")
             else:
                 result[name] = value.raw.get(name, str(setting))
-        # the FTPS endpoints' own validation: unknown statements and bad values, at their lines
-        config = ServerConfig if key == "server_statements" else ClientConfig
-        try:
-            config.from_dict(result, self.file)
-        except InputError as exc:
-            lines = {str(k).upper(): value.line_of(k) for k in value}
-            for p in exc.problems:
-                self.problem(lines.get(p.field.upper(), value.line), f"ftp.{key}.{p.field}", p.message)
+        if value is not None:
+            side = "server" if key == "server_statements" else "client"
+            self.problems += statement_problems(result, value, side, self.file, f"ftp.{key}")
         return result
 
     def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
@@ -849,13 +753,3 @@ class _Builder:
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, Sequence):
-        return "a list"
-    if value is None:
-        return "nothing"
-    return repr(value)

@@ -108,7 +108,7 @@ def test_load_by_path_and_unknown_name(tmp_path):
     assert topo.load(TOPOLOGY_DIR / "lan.yaml").name == "lan"
     with pytest.raises(InputError, match="no topology named 'nope'.*client-nat"):
         topo.load("nope")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such topology file"):
         topo.load(tmp_path / "missing.yaml")
 
 
@@ -207,7 +207,7 @@ def test_iptables_save_file_relative_to_the_yaml(tmp_path):
     fw = topo.load(tmp_path / "mine.yaml").nodes["fw"].firewall
     assert fw.iptables_save == (tmp_path / "fw.rules").resolve() and fw.rules == []
     (tmp_path / "fw.rules").unlink()
-    with pytest.raises(InputError, match=r"mine.yaml:\d+: nodes.fw.firewall.iptables_save: no such file"):
+    with pytest.raises(InputError, match=r"mine.yaml:\d+: nodes.fw.firewall.iptables_save: \S+: no such iptables-save file"):
         topo.load(tmp_path / "mine.yaml")
 
 
