@@ -3,21 +3,24 @@
 A cell is one way of doing FTP on one picture: `<topology>/<security>/<data>[+variation...]`
 (e.g. `server-nat/tls/pasv+ignore-pasv-address`). A scenario file (scenarios/default.yaml) names the
 matrix, the variations, the clients and servers, and per picture the facts that lab.matrix.predict turns
-into an expected outcome. Loading is strict: every problem is reported with file:line and field.
+into an expected outcome. Loading is strict: the file is read as hostile input (lab.topology.yamlfile),
+checked against its JSON schema (scenarios/scenarios.schema.json), then its names are checked against
+each other; every problem is reported with file:line and field, and nothing is half-loaded.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from lab import SCENARIO_DIR
 from lab.errors import InputError, Problem
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
+from lab.topology.loader import statement_problems
+from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
 
 ALG_MODES = ("scapy", "kernel", "off")
 FILTER_MODES = ("static", "dynamic")
@@ -258,34 +261,25 @@ class Scenarios:
 
 # -- loading ----------------------------------------------------------------------------------------
 
-class _Map(dict):
-    """A YAML mapping that remembers its line and its keys' lines (for error messages)."""
-    line = 0
-    lines: dict = {}
+SCHEMA_FILE = SCENARIO_DIR / "scenarios.schema.json"
+TOP_KEYS = {"schema", "name", "description", "defaults", "matrix", "pictures", "clients", "servers",
+            "variations", "variation_cells"}
 
 
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _Map:
-    m = _Map(loader.construct_mapping(node, deep=True))
-    m.line = node.start_mark.line + 1
-    m.lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-    return m
-
-
-def _line(m: object, key: str) -> int:
-    """Line of `key` in mapping m (of the mapping itself when unknown)."""
-    return getattr(m, "lines", {}).get(key, getattr(m, "line", 0))
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+@functools.cache
+def schema() -> dict:
+    """The JSON schema of a scenario file, with the names of modes filled in from their one definition."""
+    doc = json.loads(SCHEMA_FILE.read_text())
+    for name, values in {"security": SECURITY_MODES, "data": DATA_MODES, "alg": ALG_MODES,
+                         "alg_or_null": (*ALG_MODES, None), "filter_mode": FILTER_MODES,
+                         "filter_permit": FILTER_PERMITS}.items():
+        doc["$defs"][name]["enum"] = list(values)
+    return doc
 
 
 def _names_or_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or "/" in str(name_or_path) or p.exists() or p.is_symlink():
         return p
     return SCENARIO_DIR / f"{name_or_path}.yaml"
 
@@ -294,121 +288,95 @@ def load(name_or_path: str | Path = "default") -> Scenarios:
     """Load a scenario file by name (a stem in scenarios/) or path; InputError lists every problem."""
     path = _names_or_path(name_or_path)
     where = str(path)
-    try:
-        raw = yaml.load(path.read_text(), Loader=_LineLoader)
-    except FileNotFoundError as exc:
-        raise InputError([Problem(where, 0, "", "no such scenario file")]) from exc
-    except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else 0
-        raise InputError([Problem(where, line, "", f"not valid YAML: {exc}")]) from exc
-    problems: list[Problem] = []
-
-    def need(m: dict, key: str, kind: type, ctx: str) -> Any:
-        if not isinstance(m, dict) or key not in m:
-            problems.append(Problem(where, getattr(m, "line", 0), f"{ctx}{key}", "missing"))
-            return kind()
-        if not isinstance(m[key], kind):
-            problems.append(Problem(where, _line(m, key), f"{ctx}{key}",
-                                    f"expected {kind.__name__}, got {type(m[key]).__name__}"))
-            return kind()
-        return m[key]
-
-    if not isinstance(raw, dict):
-        raise InputError([Problem(where, 1, "", "expected a mapping at the top")])
-    if raw.get("schema") != "ftlab.scenarios/1":
-        problems.append(Problem(where, _line(raw, "schema"), "schema", "expected 'ftlab.scenarios/1'"))
-    matrix = need(raw, "matrix", dict, "")
-    topologies = [str(t) for t in need(matrix, "topologies", list, "matrix.")]
-    security = [str(s) for s in need(matrix, "security", list, "matrix.")]
-    data = [str(d) for d in need(matrix, "data", list, "matrix.")]
-    for s in security:
-        if s not in SECURITY_MODES:
-            problems.append(Problem(where, _line(matrix, "security"), "matrix.security", f"unknown security mode {s!r}"))
-    for d in data:
-        if d not in DATA_MODES:
-            problems.append(Problem(where, _line(matrix, "data"), "matrix.data", f"unknown data mode {d!r}"))
-
-    pictures: dict[str, Picture] = {}
-    for name, p in need(raw, "pictures", dict, "").items():
-        ctx = f"pictures.{name}."
-        if not isinstance(p, dict):
-            problems.append(Problem(where, raw["pictures"].line, ctx[:-1], "expected a mapping"))
-            continue
-        alg = str(p.get("alg", "scapy"))
-        if alg not in ALG_MODES:
-            problems.append(Problem(where, _line(p, "alg"), ctx + "alg", f"{alg!r} is not one of {', '.join(ALG_MODES)}"))
-        flt = None
-        if p.get("filter") is not None:
-            f = p["filter"]
-            if not isinstance(f, dict) or f.get("mode") not in FILTER_MODES or not f.get("node"):
-                problems.append(Problem(where, getattr(f, "line", p.line), ctx + "filter",
-                                        "expected {node: NAME, mode: static|dynamic, permits: [...]}"))
-            else:
-                permits = tuple(f.get("permits") or ())
-                for x in permits:
-                    if x not in FILTER_PERMITS:
-                        problems.append(Problem(where, f.line, ctx + "filter.permits",
-                                                f"{x!r} is not one of {', '.join(FILTER_PERMITS)}"))
-                flt = FilterFacts(str(f["node"]), str(f["mode"]), permits)
-        for key in ("reasoning", "title", "slide"):
-            if key == "reasoning" and not str(p.get(key, "")).strip():
-                problems.append(Problem(where, p.line, ctx + key, "every picture needs its reasoning"))
-        pictures[name] = Picture(
-            name=name, title=str(p.get("title", "")), slide=str(p.get("slide", "")),
-            reasoning=str(p.get("reasoning", "")).strip(),
-            client_nat=p.get("client_nat"), server_nat=p.get("server_nat"), alg=alg,
-            forwarded=tuple(p.get("forwarded") or ()), filter=flt,
-            passive_range=bool(p.get("passive_range", False)),
-            internet=str(p.get("internet", "internet")))
-    for t in topologies:
-        if t not in pictures:
-            problems.append(Problem(where, _line(matrix, "topologies"), "matrix.topologies", f"{t!r} has no entry in pictures"))
-
-    clients = {}
-    for name, c in (raw.get("clients") or {}).items():
-        clients[name] = ClientTraits(
-            name=name, security=tuple(c.get("security", SECURITY_MODES)), data=tuple(c.get("data", DATA_MODES)),
-            ignores_pasv_address=bool(c.get("ignores_pasv_address", False)),
-            first_after_ccc=str(c.get("first_after_ccc", "data")), broken=dict(c.get("broken") or {}))
-    clients.setdefault("builtin", ClientTraits("builtin"))
-    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)),
-                                  str(s.get("active_source_port", "l-1")))
-               for name, s in (raw.get("servers") or {}).items()}
-    servers.setdefault("builtin", ServerTraits("builtin"))
-
-    variations = {}
-    for name, v in (raw.get("variations") or {}).items():
-        if v.get("alg") is not None and str(v["alg"]) not in ALG_MODES:
-            problems.append(Problem(where, v.line, f"variations.{name}.alg", f"{v['alg']!r} is not an ALG mode"))
-        for key in ("client", "server"):
-            table = clients if key == "client" else servers
-            if v.get(key) and v[key] not in table:
-                problems.append(Problem(where, v.line, f"variations.{name}.{key}", f"unknown {key} {v[key]!r}"))
-        variations[name] = Variation(
-            name=name, what=str(v.get("what", "")), alg=str(v["alg"]) if v.get("alg") else None,
-            client=v.get("client"), server=v.get("server"),
-            client_statements=dict(v.get("client_statements") or {}),
-            server_statements=dict(v.get("server_statements") or {}),
-            client_option=v.get("client_option"))
-
-    vcells = []
-    for i, vc in enumerate(raw.get("variation_cells") or []):
-        ctx = f"variation_cells[{i}]"
-        for part in str(vc.get("variant", "")).split("+"):
-            if part not in variations:
-                problems.append(Problem(where, vc.line, ctx + ".variant", f"unknown variation {part!r}"))
-        entry = {"variant": str(vc.get("variant", "")),
-                 "topologies": list(vc.get("topologies") or topologies),
-                 "security": list(vc.get("security") or security),
-                 "data": list(vc.get("data") or data)}
-        for t in entry["topologies"]:
-            if t not in pictures:
-                problems.append(Problem(where, vc.line, ctx + ".topologies", f"unknown picture {t!r}"))
-        vcells.append(entry)
-
+    raw, problems = load_file(path, "scenario file")
+    if raw is None and not problems:
+        problems = [Problem(where, 1, "", "the file is empty")]
     if problems:
         raise InputError(problems)
+    if foreign := not_ours(where, raw, TOP_KEYS, "scenario file"):
+        raise foreign
+    problems = schema_problems(raw, schema(), where)
+    if problems:
+        raise InputError(problems)
+    scen = _build(raw, path)
+    problems = _cross_references(raw, scen, where)
+    if problems:
+        raise InputError(sorted(problems, key=lambda p: p.line))
+    return scen
+
+
+def _build(raw: Mapping, path: Path) -> Scenarios:
+    """The Scenarios of a file that is valid by its schema (so every value has its type)."""
+    matrix = raw["matrix"]
+    clients = {name: ClientTraits(name, tuple(c.get("security", SECURITY_MODES)), tuple(c.get("data", DATA_MODES)),
+                                  c.get("ignores_pasv_address", False), c.get("first_after_ccc", "data"),
+                                  dict(c.get("broken") or {}))
+               for name, c in (raw.get("clients") or {}).items()}
+    clients.setdefault("builtin", ClientTraits("builtin"))
+    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)), str(s.get("active_source_port", "l-1")))
+               for name, s in (raw.get("servers") or {}).items()}
+    servers.setdefault("builtin", ServerTraits("builtin"))
+    variations = {name: Variation(name, v.get("what", ""), v.get("alg"), v.get("client"), v.get("server"),
+                                  _statements(v.get("client_statements")), _statements(v.get("server_statements")),
+                                  v.get("client_option"))
+                  for name, v in (raw.get("variations") or {}).items()}
+    vcells = [{"variant": vc["variant"], "topologies": list(vc.get("topologies") or matrix["topologies"]),
+               "security": list(vc.get("security") or matrix["security"]), "data": list(vc.get("data") or matrix["data"])}
+              for vc in raw.get("variation_cells") or []]
     return Scenarios(
-        name=str(raw.get("name", path.stem)), description=str(raw.get("description", "")), source=path,
-        defaults=dict(raw.get("defaults") or {}), topologies=topologies, security=security, data=data,
-        pictures=pictures, clients=clients, servers=servers, variations=variations, variation_cells=vcells)
+        name=raw.get("name", path.stem), description=raw.get("description", ""), source=path,
+        defaults=dict(raw.get("defaults") or {}), topologies=list(matrix["topologies"]),
+        security=list(matrix["security"]), data=list(matrix["data"]),
+        pictures={name: _picture(name, p) for name, p in raw["pictures"].items()},
+        clients=clients, servers=servers, variations=variations, variation_cells=vcells)
+
+
+def _picture(name: str, p: Mapping) -> Picture:
+    f = p.get("filter")
+    return Picture(
+        name=name, title=p.get("title", ""), slide=p.get("slide", ""), reasoning=p["reasoning"].strip(),
+        client_nat=p.get("client_nat"), server_nat=p.get("server_nat"), alg=p.get("alg", "scapy"),
+        forwarded=tuple(p.get("forwarded") or ()),
+        filter=FilterFacts(f["node"], f["mode"], tuple(f.get("permits") or ())) if f else None,
+        passive_range=p.get("passive_range", False), internet=p.get("internet", "internet"))
+
+
+def _statements(values: Mapping | None) -> dict:
+    """Statement values as the endpoints take them: text, or None to remove a statement."""
+    return {k: None if v is None else str(v) for k, v in (values or {}).items()}
+
+
+def _cross_references(raw: Mapping, scen: Scenarios, where: str) -> list[Problem]:
+    """What the schema cannot see: names that must name something elsewhere in the file, and the
+    statements of each variation as the FTPS endpoints read them."""
+    problems = []
+    matrix = raw["matrix"]
+    for i, t in enumerate(scen.topologies):
+        if t not in scen.pictures:
+            problems.append(Problem(where, matrix["topologies"].line_of(i), "matrix.topologies",
+                                    f"{t!r} has no entry in pictures"))
+    for name, v in (raw.get("variations") or {}).items():
+        for key, table in (("client", scen.clients), ("server", scen.servers)):
+            if v.get(key) and v[key] not in table:
+                problems.append(Problem(where, v.line_of(key), f"variations.{name}.{key}",
+                                        f"unknown {key} {v[key]!r}; known: {', '.join(table)}"))
+        for side in ("client", "server"):
+            written = v.get(f"{side}_statements")
+            if written:
+                given = {k: value for k, value in _statements(written).items() if value is not None}
+                problems += statement_problems(given, written, side, where, f"variations.{name}.{side}_statements")
+    for key, table in (("client", scen.clients), ("server", scen.servers)):
+        value = scen.defaults.get(key)
+        if value and value not in table:
+            problems.append(Problem(where, raw["defaults"].line_of(key), f"defaults.{key}",
+                                    f"unknown {key} {value!r}; known: {', '.join(table)}"))
+    for i, vc in enumerate(raw.get("variation_cells") or []):
+        field = f"variation_cells[{i}]"
+        for part in vc["variant"].split("+"):
+            if part not in scen.variations:
+                problems.append(Problem(where, vc.line_of("variant"), f"{field}.variant", f"unknown variation {part!r}"))
+        for j, t in enumerate(scen.variation_cells[i]["topologies"]):
+            if t not in scen.pictures:
+                line = vc["topologies"].line_of(j) if "topologies" in vc else vc.line
+                problems.append(Problem(where, line, f"{field}.topologies", f"unknown picture {t!r}"))
+    return problems
