@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import REPORT_DIR
-from lab.errors import InputError, Problem
+from lab.errors import InputError, Problem, read_input
 
 SCHEMA = "ftlab.results/1"
 SCHEMA_FILE = REPORT_DIR / "results.schema.json"
@@ -65,20 +65,78 @@ def results_path(path: str | Path) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
+#: A results.json nests about six levels (scenarios[i].events[j].detail); numbers are counts,
+#: bytes, seconds: none has more than a few digits.
+MAX_JSON_DEPTH = 64
+MAX_DIGITS = 30
+#: A 160-cell run with transcripts is a few MiB; a full one with --variants all stays well below.
+MAX_RESULTS_BYTES = 64 * 1024 * 1024
+
+
 def load(path: str | Path, check: bool = True) -> dict:
     """Read a results.json (or a report folder holding one); InputError when it is not one."""
     p = results_path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError([Problem(str(p), 0, "", "no results.json here")]) from None
-    except json.JSONDecodeError as exc:
-        raise InputError([Problem(str(p), exc.lineno, "", f"not JSON: {exc.msg}")]) from None
+    doc = read_json(read_input(p, "results.json", MAX_RESULTS_BYTES), str(p))
+    if not isinstance(doc, dict) or ("schema" not in doc and "scenarios" not in doc):
+        raise InputError([Problem(str(p), 1, "", f"not a results.json of ftlab (no \"schema\": \"{SCHEMA}\")")])
     if check:
         problems = validate(doc)
         if problems:
             raise InputError([Problem(str(p), 0, where, msg) for where, msg in problems])
     return doc
+
+
+def read_json(text: str, file: str) -> object:
+    """JSON from a file that may be hostile: nested at most MAX_JSON_DEPTH deep, numbers of at most
+    MAX_DIGITS digits; else an InputError at the line where it goes wrong."""
+    too_deep = _depth_exceeded(text, MAX_JSON_DEPTH)
+    if too_deep is not None:
+        raise InputError([Problem(file, _line_at(text, too_deep), "", f"nested deeper than {MAX_JSON_DEPTH} levels")])
+    long_numbers: list[str] = []
+
+    def number(digits: str, kind: type = int) -> int | float:
+        if len(digits) > MAX_DIGITS:
+            long_numbers.append(digits)
+            raise ValueError(digits[:10])
+        return kind(digits)
+
+    try:
+        return json.loads(text, parse_int=number, parse_float=lambda digits: number(digits, float))
+    except json.JSONDecodeError as exc:
+        raise InputError([Problem(file, exc.lineno, "", f"not JSON: {exc.msg}")]) from None
+    except ValueError:
+        if not long_numbers:
+            raise
+        digits = long_numbers[0]
+        raise InputError([Problem(file, _line_at(text, text.find(digits)), "",
+                                  f"a number of {len(digits)} characters; at most {MAX_DIGITS} make sense here")]) \
+            from None
+
+
+def _depth_exceeded(text: str, limit: int) -> int | None:
+    """The offset where JSON text nests deeper than `limit` (brackets inside strings do not count)."""
+    depth, in_string, escaped = 0, False, False
+    for i, c in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return i
+        elif c in "]}":
+            depth -= 1
+    return None
+
+
+def _line_at(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
 
 
 def write(doc: dict, out_dir: str | Path) -> Path:
