@@ -1,5 +1,5 @@
-"""Property tests (hypothesis) for the two parsers users feed by hand: topology files (lab.topology.loader)
-and FTP.DATA statements (lab.ftps.config).
+"""Property tests (hypothesis) for the parsers users feed by hand: topology files (lab.topology.loader),
+scenario files (lab.matrix.scenario) and FTP.DATA statements (lab.ftps.config).
 
 Whatever the input - random text, a shipped picture with a key dropped, a value of the wrong
 type, random bytes pasted in, a cut-off file, statement lines with NULs, non-UTF-8 bytes or
@@ -26,9 +26,10 @@ import yaml
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from lab import TOPOLOGY_DIR
+from lab import SCENARIO_DIR, TOPOLOGY_DIR
 from lab.errors import InputError
 from lab.ftps.config import ClientConfig, ServerConfig, parse_ftpdata, parse_ftpdata_text
+from lab.matrix import scenario
 from lab.topology import loader as topo
 
 pytestmark = pytest.mark.timeout(120)
@@ -167,11 +168,8 @@ def parent_of(tree: Any, path: tuple) -> Any:
     return tree
 
 
-@st.composite
-def mutated_topologies(draw) -> str:
-    """A shipped picture with one or more structural mutations, dumped back to YAML text."""
-    name = draw(st.sampled_from(SHIPPED))
-    tree = tree_of(name)
+def mutate(draw, tree: Any, key_names: list[str]) -> str:
+    """One to three structural mutations of a YAML tree (drop, retype, duplicate, rename), dumped."""
     for _ in range(draw(st.integers(1, 3))):
         where = paths(tree)
         if not where:
@@ -186,11 +184,16 @@ def mutated_topologies(draw) -> str:
         elif action == "duplicate" and isinstance(parent, list):
             parent.append(json.loads(json.dumps(parent[path[-1]])))
         elif action == "rename" and isinstance(parent, dict):
-            parent[draw(st.text(max_size=12) | st.sampled_from(sorted(topo.TOP_KEYS | topo.NODE_KEYS
-                                                                       | topo.RULE_KEYS | topo.FTP_KEYS)))] \
-                = parent.pop(path[-1])
+            parent[draw(st.text(max_size=12) | st.sampled_from(key_names))] = parent.pop(path[-1])
     flow = draw(st.sampled_from([None, False, True]))
     return yaml.safe_dump(tree, default_flow_style=flow, sort_keys=draw(st.booleans()), allow_unicode=True)
+
+
+@st.composite
+def mutated_topologies(draw) -> str:
+    """A shipped picture with one or more structural mutations, dumped back to YAML text."""
+    return mutate(draw, tree_of(draw(st.sampled_from(SHIPPED))),
+                  sorted(topo.TOP_KEYS | topo.NODE_KEYS | topo.RULE_KEYS | topo.FTP_KEYS))
 
 
 @st.composite
@@ -305,6 +308,42 @@ def test_shipped_topology_survives_round_trips(name, how):
     assert shape(again) == shape(original)
 
 
+# -- scenario files --------------------------------------------------------------------------------
+
+SCENARIO_TEXT = (SCENARIO_DIR / "default.yaml").read_text()
+SCENARIO_TREE = yaml.safe_load(SCENARIO_TEXT)
+SCENARIO_KEYS = sorted(scenario.TOP_KEYS | {"reasoning", "alg", "filter", "permits", "security", "data",
+                                            "variant", "client_statements", "broken", "active_source_port"})
+
+
+def scenario_loads_cleanly(text: str, tmp: Any) -> scenario.Scenarios | None:
+    path = tmp.mktemp("scen") / "s.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        return scenario.load(path)
+    except InputError as exc:
+        check_problems(exc, str(path), text)
+        return None
+
+
+@st.composite
+def mutated_scenarios(draw) -> str:
+    """scenarios/default.yaml with one or more structural mutations, dumped back to YAML text."""
+    return mutate(draw, json.loads(json.dumps(SCENARIO_TREE)), SCENARIO_KEYS)
+
+
+@FUZZ
+@given(mutated_scenarios())
+def test_mutated_scenario_file_is_loaded_or_refused_cleanly(tmp_path_factory, text):
+    scenario_loads_cleanly(text, tmp_path_factory)
+
+
+@FEW
+@given(any_text)
+def test_random_text_as_a_scenario_file_is_refused_cleanly(tmp_path_factory, text):
+    scenario_loads_cleanly(text, tmp_path_factory)
+
+
 # -- FTP.DATA statements --------------------------------------------------------------------------
 
 # Valid values per statement (what a z/OS FTP.DATA holds; the lab's own statements too).
@@ -333,6 +372,8 @@ VALID: dict[str, list[str]] = {
     "INACTIVE": ["300", "86400"],
     "REPLYMODE": ["ZOS", "RFC"],
     "LOGINDELAY": ["1", "0.25", "60"],
+    "LOGINLIMIT": ["10", "0", "1000000"],
+    "LOGINWINDOW": ["300", "1", "86400"],
     "CERTUSERMAP": ["alice lab", "bob user2",
                     "AB:" * 31 + "AB lab"],
     "IMPLICITPROT": ["C", "P"],
