@@ -11,40 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from lab.report.grid import column_of, row_of, rows_and_columns  # noqa: E402
+
 COLORS = {"pass": "#3a9d5d", "fail": "#c8553d", "error": "#7f7f7f"}
-
-
-def rows_and_columns(doc: dict) -> tuple[list[str], list[str]]:
-    """Rows: picture (+variant); columns: security/data, in the order the run met them."""
-    rows, cols = [], []
-    for s in doc["scenarios"]:
-        row = _row(s)
-        col = f"{s['security']}/{s['data']}"
-        if row not in rows:
-            rows.append(row)
-        if col not in cols:
-            cols.append(col)
-    from lab.ftps.modes import DATA_MODES, SECURITY_MODES
-
-    def order(col: str) -> tuple[int, int]:
-        sec, data = col.split("/")
-        return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,
-                DATA_MODES.index(data) if data in DATA_MODES else 99)
-    return rows, sorted(cols, key=order)
-
-
-def _row(s: dict) -> str:
-    return s["topology"] + (f" +{s['variant']}" if s["variant"] else "")
 
 
 def _grid(doc: dict, title: str, legend: list[Patch] | None = None):
     """A figure with one square per (row, column) of the run; returns (fig, ax, place) where
     place(scenario) gives the square's top-left corner."""
     rows, cols = rows_and_columns(doc)
+    labels = [f"{sec}/{data}" for sec, data in cols]
     fig, ax = plt.subplots(figsize=(max(6, 0.42 * len(cols) + 3), max(2.5, 0.42 * len(rows) + 1.6)))
     ax.set_xlim(0, len(cols))
     ax.set_ylim(len(rows), 0)
-    ax.set_xticks([i + 0.47 for i in range(len(cols))], cols, rotation=90, fontsize=7)
+    ax.set_xticks([i + 0.47 for i in range(len(cols))], labels, rotation=90, fontsize=7)
     ax.set_yticks([i + 0.47 for i in range(len(rows))], rows, fontsize=8)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -54,7 +34,7 @@ def _grid(doc: dict, title: str, legend: list[Patch] | None = None):
         ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
     def place(s: dict) -> tuple[int, int]:
-        return cols.index(f"{s['security']}/{s['data']}"), rows.index(_row(s))
+        return cols.index(column_of(s)), rows.index(row_of(s))
     return fig, ax, place
 
 

@@ -13,13 +13,12 @@ What this module adds is the arrangement: the matrix's rows and columns, the cla
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 from lab.report.claims import check
+from lab.report.grid import column_of, row_of, rows_and_columns
 from lab.report.results import baseline_changes, counts
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -32,27 +31,16 @@ def anchor(cell_id: str) -> str:
     return "cell-" + re.sub(r"[^A-Za-z0-9_-]", "_", cell_id)
 
 
-def _col_order(col: tuple[str, str]) -> tuple[int, int]:
-    sec, data = col
-    return (SECURITY_MODES.index(sec) if sec in SECURITY_MODES else 99,
-            DATA_MODES.index(data) if data in DATA_MODES else 99)
-
-
 def matrix(doc: dict) -> dict:
-    """Rows (picture + variant) by columns (security/data, in the modes' order) of the run's cells."""
-    cols: list[tuple[str, str]] = []
-    rows: OrderedDict[str, dict] = OrderedDict()
-    for s in doc["scenarios"]:
-        col = (s["security"], s["data"])
-        if col not in cols:
-            cols.append(col)
-        label = s["topology"] + (f" +{s['variant']}" if s["variant"] else "")
-        rows.setdefault(label, {"label": label, "topology": s["topology"], "by_col": {}})["by_col"][col] = s
-    cols.sort(key=_col_order)
-    securities = list(OrderedDict.fromkeys(sec for sec, _ in cols))
+    """The matrix table: security modes over their data modes, one row per picture (+ variant)."""
+    rows, cols = rows_and_columns(doc)
+    by_place = {(row_of(s), column_of(s)): s for s in doc["scenarios"]}
+    topology = {row_of(s): s["topology"] for s in doc["scenarios"]}
+    securities = list(dict.fromkeys(sec for sec, _ in cols))
     return {"securities": [(sec, sum(1 for c in cols if c[0] == sec)) for sec in securities],
             "columns": cols,
-            "rows": [{**r, "cells": [r["by_col"].get(c) for c in cols]} for r in rows.values()]}
+            "rows": [{"label": r, "topology": topology[r], "cells": [by_place.get((r, c)) for c in cols]}
+                     for r in rows]}
 
 
 def claims(doc: dict) -> list[dict]:
@@ -99,7 +87,7 @@ def diagram(info: dict) -> str | None:
 
 def pictures(doc: dict) -> list[dict]:
     out = []
-    for name in OrderedDict.fromkeys(s["topology"] for s in doc["scenarios"]):
+    for name in dict.fromkeys(s["topology"] for s in doc["scenarios"]):
         info = (doc.get("topologies") or {}).get(name, {})
         cells = [s for s in doc["scenarios"] if s["topology"] == name]
         out.append({"name": name, "info": info, "diagram": diagram(info), "cells": cells,
