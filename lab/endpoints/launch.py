@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.endpoints import peers
 from lab.errors import LabError
 from lab.ftps.config import ServerConfig
 
@@ -144,8 +145,6 @@ def _passive_range(statements: dict) -> tuple[int, int] | None:
 def start_peer_server(kind: str, popen, node: str, statements: dict, workdir: Path | None, data_file: Path,
                       cert: Path, key: Path, control_port: int = 21, implicit_port: int = 990) -> PeerServer:
     """vsftpd or ProFTPD in `node`: one process for explicit/plain on 21, one for implicit on 990."""
-    from lab.endpoints import peers
-
     if why := peers.missing(kind):
         raise LabError(f"{kind} is not available: {why}")
     user, password = peers.ensure_system_user()

@@ -25,6 +25,7 @@ from lab.errors import InputError, Problem
 from lab.matrix import predict, scenario
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
+from lab.report.claims import check
 from lab.topology import loader as topo
 
 
@@ -140,7 +141,6 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
             print(f"  DIFFERS {s['id']}: predicted {s['expected']}, observed {s['outcome']}: {s['reason']}")
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
-    from lab.report.claims import check
     for claim, holds, ids in check(doc):
         if holds is None and ids:
             print(f"  UNKNOWN {claim.text} (lab errors in {', '.join(ids)})")

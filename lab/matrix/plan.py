@@ -28,6 +28,11 @@ class GroupPlan:
         return Path(self.topology).stem
 
     @property
+    def user_file(self) -> bool:
+        """A user's topology file: judged by its own facts, even when it reuses a shipped name."""
+        return Path(self.topology).suffix in (".yaml", ".yml")
+
+    @property
     def label(self) -> str:
         return self.name + (f" (alg {self.alg})" if self.alg else "")
 

@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
+from lab.ftps import pki
 from lab.matrix import predict, scenario
-from lab.matrix.jsonl import read_all
+from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.verdict import Verdict
+from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.report.wire import seen
+from lab.topology import diagram
 from lab.topology import loader as topo
 
 MiB = 1 << 20
@@ -64,8 +67,6 @@ def plan_groups(cells: list[scenario.Cell], scen: scenario.Scenarios,
 
 def make_pki(directory: Path, topologies: list[str]) -> Path:
     """The run's CA and one server certificate valid for every address a client dials."""
-    from lab.ftps import pki
-
     ips = set()
     for name in topologies:
         t = topo.load(name)
@@ -124,8 +125,6 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
     """Run the cells and write the report folder; returns the results document."""
-    from lab.network.sandbox import require_root
-
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
     require_root("ftlab matrix")
@@ -161,11 +160,11 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
 def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list[str]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
     the workers that failed."""
-    from lab.network.sandbox import sigterm_as_exit, stop_sandboxes_of
-
     lab_errors: list[str] = []
     pending = list(range(len(plan.groups)))
     running: dict[int, threading.Thread] = {}
+    reported = [JsonLines(plan.group_dir(i) / "cells.jsonl", from_start=True) for i in range(len(plan.groups))]
+    entries: list[dict] = []
 
     def worker(i: int) -> None:
         if error := run_worker(plan, plan_path, i):
@@ -185,7 +184,7 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list
             for i, t in list(running.items()):
                 if not t.is_alive():
                     running.pop(i)
-            entries = [e for i in range(len(plan.groups)) for e in read_all(plan.group_dir(i) / "cells.jsonl")]
+            entries += [e for cells in reported for e in cells.read()]
             bar.update(entries, ", ".join(plan.groups[i].label for i in running))
             time.sleep(0.2)
     except KeyboardInterrupt:
@@ -209,8 +208,6 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list
 
 def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
     """`python -m lab.matrix.worker PLAN INDEX` in a sandbox of its own; a lab error, or None."""
-    from lab.network.sandbox import run_sandboxed
-
     g = plan.groups[index]
     # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
     budget = 60 + len(g.cells) * (plan.timeout + 2)
@@ -266,8 +263,7 @@ def _model(topology: str):
 def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
     """What the report says about a picture beside its cells: the slides' title, slide and
     reasoning, the four steps' recommendation and the diagram (a PNG data URI)."""
-    user_file = g.topology.endswith((".yaml", ".yml"))
-    picture = None if user_file else scen.pictures.get(g.name)
+    picture = None if g.user_file else scen.pictures.get(g.name)
     if picture is None and model is not None:
         picture = predict.picture_of(model)[0]
     facts: dict = {"diagram": diagram_uri(model) if model else None}
@@ -281,8 +277,6 @@ def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
 
 def diagram_uri(model) -> str | None:
     """The picture's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn)."""
-    from lab.topology import diagram
-
     try:
         with tempfile.TemporaryDirectory() as tmp:
             png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()

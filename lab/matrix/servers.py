@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.endpoints.launch import start_peer_server, terminate
 from lab.matrix import scenario
 from lab.network.ready import file_shows, log_tail, wait_until
 
@@ -79,8 +80,6 @@ class ServerRun:
 
 def start(net, topology, key: str, workdir: Path, pki: Path, n: int) -> ServerRun:
     """The server of `key` (from server_key) in the picture's server node, once it listens."""
-    from lab.endpoints.launch import start_peer_server, terminate
-
     info = json.loads(key)
     node = topology.ftp.server
     if info["server"] == "builtin":

@@ -24,12 +24,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.endpoints.launch import client_argv as peer_argv
+from lab.endpoints.launch import client_result
 from lab.errors import LabError
 from lab.matrix import predict, scenario, servers
 from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
 from lab.matrix.verdict import Observation, Verdict, describe_drop, is_new_connection, verdict
+from lab.network import baseline
 from lab.network.ready import log_tail
 from lab.report import results
 from lab.topology import loader as topo
@@ -130,7 +133,7 @@ class Group:
     seen_flows: set = field(default_factory=set)    # drops of earlier cells: (src, sport, dst, dport)
 
     @property
-    def spec(self) -> GroupPlan:
+    def group_plan(self) -> GroupPlan:
         return self.plan.groups[self.index]
 
     @property
@@ -175,8 +178,6 @@ class ClientRun:
 def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
                 out: Path) -> list[str]:
     """The command line of the cell's client: `ftlab client --json`, curl or lftp."""
-    from lab.endpoints.launch import client_argv as peer_argv
-
     implicit = cell.security.startswith("implicit")
     port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
     pki = g.plan.pki
@@ -231,8 +232,6 @@ def watch_client(proc: subprocess.Popen, events: JsonLines, g: Group) -> ClientR
 
 def client_report(spec: scenario.CellSpec, run: ClientRun, out: Path) -> dict | None:
     """The client's result in the shape of `ftlab client --json` (None: it gave none)."""
-    from lab.endpoints.launch import client_result
-
     if spec.client == "builtin":
         for line in reversed(run.stdout.splitlines()):
             line = line.strip()
@@ -283,8 +282,6 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
 
 def measure_baseline(topology, g: Group) -> tuple[float | None, str | None]:
     """iperf3 over the picture's data path (kernel only, no device programs), RETR direction."""
-    from lab.network import baseline
-
     try:
         result = baseline.measure(topology, g.workdir / "baseline", BASELINE_SECONDS, [baseline.RETR])
     except LabError as exc:
@@ -348,20 +345,19 @@ def run_group(g: Group) -> None:
     from lab.network.net import LabNet
 
     scen = scenario.load(g.plan.scenario_file)
-    topology = topo.load(g.spec.topology)
+    topology = topo.load(g.group_plan.topology)
     wd = g.workdir
     (wd / "root").mkdir(parents=True, exist_ok=True)
     info_path = wd / "topology.json"
     sha = payload(wd / "root" / DATA_FILE, g.plan.size)
-    # A user's file is judged by its own facts, even when it reuses a shipped picture's name.
-    user_file = Path(g.spec.topology).suffix in (".yaml", ".yml")
-    picture = (None if user_file else scen.pictures.get(topology.name)) or predict.picture_of(topology)[0]
+    picture = (None if g.group_plan.user_file else scen.pictures.get(topology.name)) \
+        or predict.picture_of(topology)[0]
     info = {"description": topology.description}
     info["baseline_mbps"], info["baseline_error"] = measure_baseline(topology, g)
     info_path.write_text(json.dumps(info))
-    judge = Judge(scen, picture, g.spec.alg, info["baseline_mbps"], sha, wd / "cells.jsonl")
+    judge = Judge(scen, picture, g.group_plan.alg, info["baseline_mbps"], sha, wd / "cells.jsonl")
 
-    cells = [scenario.parse_cell_id(c) for c in g.spec.cells]
+    cells = [scenario.parse_cell_id(c) for c in g.group_plan.cells]
     # Cells that need the same server statements run on one server process.
     by_server: dict[str, list] = {}
     for cell in cells:
@@ -370,7 +366,7 @@ def run_group(g: Group) -> None:
 
     done: set[str] = set()
     try:
-        with LabNet(topology, alg=g.spec.alg, workdir=wd / "net", pcap=g.plan.pcap) as net:
+        with LabNet(topology, alg=g.group_plan.alg, workdir=wd / "net", pcap=g.plan.pcap) as net:
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):

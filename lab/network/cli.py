@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab.network import baseline
 from lab.topology.model import Topology
 
 
@@ -92,8 +93,6 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     topo = _load_in_sandbox(args.topology)
-    from lab.network import baseline
-
     workdir = Path(tempfile.mkdtemp(prefix=f"ftlab-baseline-{topo.name}-"))
     progress(f"bringing up {topo.name} (kernel data path, no device programs) ...")
     try:
