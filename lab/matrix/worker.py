@@ -39,7 +39,7 @@ from lab.topology import loader as topo
 
 DROP_GRACE = 1.5          # after a decisive drop: let the client report, then kill it (< 2 s)
 CLIENT_DATACONNTIME = 1.5  # the client gives up a data connection after this (lab RTT is < 1 ms)
-BASELINE_SECONDS = 1.0
+BASELINE_SECONDS = 1
 
 
 def payload(path: Path, size: int) -> str:

@@ -1,6 +1,6 @@
 """The iperf3 baseline of a picture's data path: what the kernel alone moves, client to server.
 
-    result = measure(topology, workdir, seconds=1.0, directions=RETR)
+    result = measure(topology, workdir, seconds=1, directions=[RETR])
     result.mbps["server→client"], result.up_s
 
 Used by `ftlab baseline` (both ways) and by every matrix network (the RETR direction, to set each
@@ -66,7 +66,7 @@ def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None
                            "-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", str(server_ip)]
 
 
-def measure(topology: Topology, workdir: Path, seconds: float, directions=BOTH_WAYS,
+def measure(topology: Topology, workdir: Path, seconds: int, directions=BOTH_WAYS,
             progress: Callable[[str], None] = lambda message: None) -> Baseline:
     """Bring the picture's kernel data path up in `workdir`, run iperf3 each way asked, tear down."""
     from lab.network.net import LabNet
@@ -81,7 +81,7 @@ def measure(topology: Topology, workdir: Path, seconds: float, directions=BOTH_W
         start_server(net, port)
         mbps = {}
         for label, reverse in directions:
-            progress(f"measuring {label} to {topology.ftp.server_address}:{port} for {seconds:g} s ...")
+            progress(f"measuring {label} to {topology.ftp.server_address}:{port} for {seconds} s ...")
             mbps[label] = iperf3(net, port, seconds, reverse)
         progress("tearing down ...")
     return Baseline(mbps, net.timings.get("up"), net.timings.get("down"))
@@ -99,8 +99,11 @@ def start_server(net: LabNet, port: int) -> subprocess.Popen:
     return proc
 
 
-def iperf3(net: LabNet, port: int, seconds: float, reverse: bool) -> float:
-    """One iperf3 run from the client to the address it dials; MB/s received."""
+def iperf3(net: LabNet, port: int, seconds: int, reverse: bool) -> float:
+    """One iperf3 run from the client to the address it dials; MB/s received. iperf3 takes whole
+    seconds (a fraction is cut, and 0 runs forever)."""
+    if seconds < 1:
+        raise LabError(f"iperf3 measures whole seconds, at least 1 (not {seconds})")
     topo = net.topology
     argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J"]
     if reverse:

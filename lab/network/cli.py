@@ -37,12 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "range, else 5201; where the server's NAT does not forward that port, a DNAT forward "
                     "for it is added for the measurement only (and said so). See lab/network/baseline.py.")
     p.add_argument("topology", help="a shipped topology name or a YAML file")
-    p.add_argument("--seconds", type=float, default=3.0, help="length of each measurement (default 3)")
+    p.add_argument("--seconds", type=whole_seconds, default=3,
+                   help="length of each measurement, whole seconds as iperf3 takes them (default 3)")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("clean", help="stop what a killed run left behind (only what its state file names)")
     p.add_argument("--all", action="store_true", help="also stop runs whose ftlab process is still alive")
     p.set_defaults(func=cmd_clean)
+
+
+def whole_seconds(text: str) -> int:
+    """iperf3 -t reads whole seconds, and 0 means "forever": 0.5 would hang the measurement."""
+    if not text.isdecimal() or not 1 <= int(text) <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 1 to 3600")
+    return int(text)
 
 
 def progress(message: str) -> None:
