@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -554,6 +555,8 @@ def test_a_reset_is_one_log_line_never_a_traceback(serve, root, caplog, when):
         tls.sendall(b"CCC\r\n")
         if when == "after-ccc-reply":
             assert tls.recv(4096).startswith(b"200")
+            # the server's close_notify is here: it now waits for ours, and gets a RST instead
+            assert select.select([tls], [], [], 5)[0]
         _reset(tls)                                               # RST, no close_notify
     deadline = time.monotonic() + 10
     while srv.session_count and time.monotonic() < deadline:
