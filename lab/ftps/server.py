@@ -433,14 +433,18 @@ class _Session:
             parts.append(p)
         return "/" + "/".join(parts)
 
+    def _inside(self, real: str) -> bool:
+        """Is this resolved path the root or below it?"""
+        root = str(self.server.root)
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
     def real(self, arg: str, must_exist: bool = True) -> Path:
         """The real path of a client path; symlinks resolved, and it must stay in the root."""
         if "\x00" in arg:
             raise _Refuse(501, "Bad path.")
         v = self.virtual(arg or ".")
         real = os.path.realpath(self.server.root / v.lstrip("/"))
-        root = str(self.server.root)
-        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        if not self._inside(real):
             raise _Refuse(550, f"{arg}: permission denied (outside the FTP root).")
         if must_exist and not os.path.lexists(real):
             raise _Refuse(550, f"{arg}: no such file or directory.")
@@ -752,7 +756,7 @@ class _Session:
 
     def cmd_MLST(self, arg: str) -> None:
         p = self.real(arg)
-        self.send(250, ["Listing " + (arg or self.cwd), " " + _facts(p, self.virtual(arg or ".")), "End"])
+        self.send(250, ["Listing " + (arg or self.cwd), f" {_facts(p)} {self.virtual(arg or '.')}", "End"])
 
     # -- data connection setup
     def _data_setup_allowed(self, verb: str) -> None:
@@ -1132,7 +1136,9 @@ class _Session:
                 if fmt == "NLST":
                     lines.append(name)
                 elif fmt == "MLSD":
-                    lines.append(f"{_facts(base / name, name)} {name}")
+                    # a symlink is followed only inside the root: no size or date from outside it
+                    inside = self._inside(os.path.realpath(base / name))
+                    lines.append(f"{_facts(base / name, follow=inside)} {name}")
                 else:
                     lines.append(_ls_line(base / name, name))
             except OSError:
@@ -1224,9 +1230,10 @@ def _ls_line(path: Path, name: str) -> str:
     return f"{stat.filemode(st.st_mode)} {st.st_nlink:3d} ftp      ftp      {st.st_size:12d} {when} {name}"
 
 
-def _facts(path: Path, name: str) -> str:
-    st = os.stat(path)
-    kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+def _facts(path: Path, follow: bool = True) -> str:
+    """RFC 3659 facts of path; follow=False describes a symlink itself (type=OS.unix=slink)."""
+    st = os.stat(path) if follow else os.lstat(path)
+    kind = "dir" if stat.S_ISDIR(st.st_mode) else "OS.unix=slink" if stat.S_ISLNK(st.st_mode) else "file"
     perm = "elcmfd" if kind == "dir" else "radfw"
     modify = time.strftime("%Y%m%d%H%M%S", time.gmtime(st.st_mtime))
     return f"type={kind};size={st.st_size};modify={modify};perm={perm};"

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_KEYS = 10000      # addresses and users remembered; the oldest are forgotten beyond this
+MAX_NAME = 256        # characters of a user name in its key (a name may be a 2 KiB command line)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class LoginThrottle:
         self._inflight: dict[str, int] = {}
 
     def begin(self, client_ip: str, user: str) -> Attempt:
-        attempt = Attempt((address_key(client_ip), f"user {user!r}"))
+        attempt = Attempt((address_key(client_ip), f"user {user[:MAX_NAME]!r}"))
         if self.limit <= 0:
             return attempt
         with self._lock:

@@ -566,3 +566,21 @@ def test_a_reset_is_one_log_line_never_a_traceback(serve, root, caplog, when):
     assert not [r for r in records if r.exc_info], [r.getMessage() for r in records if r.exc_info]
     assert "Traceback" not in caplog.text and "internal error" not in event_text(srv)
     assert "session ends" in event_text(srv)
+
+
+# -- more of the same class, found by reading server.py as an attacker ----------------------------------
+
+def test_mlsd_does_not_describe_files_outside_the_root(serve, root, tmp_path):
+    """MLSD followed symlinks: a link to a file outside the root showed that file's size and date."""
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"x" * 123457)
+    os.symlink(outside, root / "escape")
+    os.symlink("f.txt", root / "inside-link")
+    with FTPClient(ClientConfig(), security="plain", data="pasv") as c:
+        c.connect("127.0.0.1", serve().address[1])
+        c.login("alice", SECRET)
+        listing = c.ls("", "MLSD")
+        assert "123457" not in listing
+        assert re.search(r"type=OS\.unix=slink;[^ ]* escape\r?$", listing, re.M), listing
+        assert re.search(r"type=file;size=6;[^ ]* inside-link\r?$", listing, re.M), listing
+        assert c.command("MLST", "f.txt").lines[1].endswith(" /f.txt")       # RFC 3659 7.2: facts, then the path
