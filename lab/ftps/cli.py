@@ -342,7 +342,7 @@ def _client(args: argparse.Namespace) -> int:
                                           transcript=_transcript(client))))
         else:
             code = f" (reply {exc.code})" if exc.code else ""
-            print(f"ftlab client: {stage} failed{code}: {exc.reason}", file=sys.stderr)
+            print(f"ftlab client: {stage} failed{code}: {loggable(exc.reason)}", file=sys.stderr)   # server text: no escapes
         return EXIT_CODES[stage]
     except OSError as exc:           # a local file could not be read or written
         reason = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
