@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError, NotRoot
+from lab.errors import InputError, LabError, NotRoot, read_input
 
 #: Set (to the sandbox's state-file name) in the environment of everything inside a sandbox.
 ENV_MARKER = "FTLAB_SANDBOX"
@@ -82,14 +82,21 @@ class RunState:
 
     @classmethod
     def read(cls, path: Path) -> RunState:
-        data = json.loads(path.read_text())
+        """The state in `path`; ValueError when it is not a state file this module wrote."""
+        data = json.loads(read_input(path, "run-state file", 64 * 1024))
+        ints = ("pid", "start", "owner", "owner_start")
+        if not isinstance(data, dict) or not all(type(data.get(k)) is int for k in ints) \
+                or not isinstance(data.get("argv"), list) or not all(isinstance(a, str) for a in data["argv"]) \
+                or not isinstance(data.get("created"), int | float) or not isinstance(data.get("tmpdir", ""), str):
+            raise ValueError("not a run-state file of ftlab")
         return cls(path, data["pid"], data["start"], data["owner"], data["owner_start"],
                    data["argv"], data["created"], data.get("tmpdir", ""))
 
     def remove(self) -> None:
-        """Remove the state file and the run's TMPDIR (only a dir this module made)."""
+        """Remove the state file and the run's TMPDIR: only the folder this module made for this
+        state file (named after it), so a state file cannot make clean delete any other."""
         tmp = Path(self.tmpdir) if self.tmpdir else None
-        if tmp and tmp.name.startswith(TMP_PREFIX) and tmp.is_dir() and not tmp.is_symlink():
+        if tmp and tmp.name == TMP_PREFIX + self.path.stem and tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
         self.path.unlink(missing_ok=True)
 
@@ -103,6 +110,18 @@ class RunState:
 
     def alive(self) -> bool:
         return start_time(self.pid) == self.start
+
+    def is_sandbox(self) -> bool:
+        """Is the pid still this run's sandbox: the same start time, and the command line of the
+        `unshare` that run_sandboxed() started for this argv. Only then may it be signalled: a pid
+        that a state file names is never trusted by itself (nor any process by its name)."""
+        if not self.alive():
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return cmdline.split(b"\0")[:-1] == [a.encode() for a in UNSHARE + self.argv]
 
     def owner_alive(self) -> bool:
         return start_time(self.owner) == self.owner_start
@@ -173,9 +192,9 @@ def stop_sandboxes_of(owner: int) -> list[int]:
     for path in sorted(STATE_DIR.glob("run-*.json")) if STATE_DIR.is_dir() else []:
         try:
             state = RunState.read(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, InputError):
             continue
-        if state.owner == owner and state.alive():
+        if state.owner == owner and state.is_sandbox():
             os.kill(state.pid, signal.SIGKILL)
             stopped.append(state.pid)
     return stopped
@@ -225,21 +244,26 @@ def ensure_sandbox(argv: list[str] | None = None) -> None:
 def clean(include_active: bool = False) -> list[str]:
     """Stop the sandboxes that state files name (only stale ones unless include_active).
 
-    A sandbox is stale when the ftlab process that started it is gone. Only a pid whose
-    start time still matches the state file is signalled; then the state file is removed.
+    A sandbox is stale when the ftlab process that started it is gone. Only the pid of the
+    sandbox itself is signalled (its start time and command line still those of the state file);
+    then the state file and the run's TMPDIR are removed. A file that is not a state file of this
+    module, or one naming a process that is not its sandbox, is reported and left alone: clean never
+    acts on a name, a guess or a file it did not write.
     """
     require_root("ftlab clean")
     done = []
     for path in sorted(STATE_DIR.glob("run-*.json")) if STATE_DIR.is_dir() else []:
         try:
             state = RunState.read(path)
-        except (OSError, ValueError, KeyError) as exc:
-            done.append(f"{path}: unreadable state file removed ({exc})")
-            path.unlink(missing_ok=True)
+        except (OSError, ValueError, InputError) as exc:
+            done.append(f"{path}: left alone: not a run-state file of ftlab ({str(exc)[:80]})")
             continue
         if state.owner_alive() and not include_active:
             continue          # its ftlab is running: the run is its to end (or it is starting)
         what = " ".join(state.argv)
+        if state.alive() and not state.is_sandbox():
+            done.append(f"{path}: left alone: pid {state.pid} is not the sandbox it names ({what[:80]})")
+            continue
         if state.alive():
             os.kill(state.pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
