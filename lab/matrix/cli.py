@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from lab import REPORT_DIR
-from lab.errors import InputError, Problem
+from lab.errors import InputError, LabError, Problem
 from lab.matrix import predict, scenario
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
@@ -87,9 +87,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- helpers ------------------------------------------------------------------------------------------
 
 def _out_dir(out: Path | None, prefix: str = "") -> Path:
+    """--out as given, else a new folder in reports/ named after the time; two runs started in the
+    same second each get their own (the folder is claimed by creating it: -2, -3, ...)."""
     if out is not None:
         return out
-    return REPORT_DIR / (prefix + results.new_run_id())
+    base = REPORT_DIR / (prefix + results.new_run_id())
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise LabError(f"no free report folder named {base.name}-N in {REPORT_DIR}")
 
 
 def _load_baseline(path: Path | None) -> dict | None:
