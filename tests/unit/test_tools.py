@@ -117,8 +117,9 @@ class _Scope(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def argv_programs(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """(program, line) for every argv[0] literal of one module."""
+def argv_programs(tree: ast.Module, known: frozenset[str] = frozenset()) -> Iterator[tuple[str, int]]:
+    """(program, line) for every argv[0] literal of one module. `known`: programs already listed; a
+    literal list of argvs (a probe's steps) with one of them first in any item names programs in all."""
     module = _Scope(tree)
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     scopes = {id(f): _Scope(f) for f in functions}
@@ -169,13 +170,21 @@ def argv_programs(tree: ast.Module) -> Iterator[tuple[str, int]]:
     for returns in argv_functions.values():
         for value, where in returns:
             yield from resolve(value, where)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List | ast.Tuple) and len(node.elts) > 1 and all(
+                isinstance(e, ast.List | ast.Tuple) and e.elts and isinstance(e.elts[0], ast.Constant)
+                and isinstance(e.elts[0].value, str) for e in node.elts):
+            found = [p for e in node.elts for p in programs_in_list(e)]
+            if any(p in known for p, _ in found):
+                yield from found
 
 
 def code_programs() -> dict[str, list[str]]:
     """{program: [file:line, ...]} for every argv[0] literal in the code and the tests."""
     found: dict[str, list[str]] = {}
+    known = frozenset(read_tools())
     for path in python_files():
-        for program, line in argv_programs(ast.parse(path.read_text(), str(path))):
+        for program, line in argv_programs(ast.parse(path.read_text(), str(path)), known):
             found.setdefault(program, []).append(f"{path.relative_to(ROOT)}:{line}")
     return found
 
@@ -200,7 +209,6 @@ def test_the_scanner_finds_what_it_must():
                     "iptables",        # nat/ and firewall/ rule lists
                     "iptables-restore",  # returned by firewall.static.restore_argv()
                     "unshare", "sh",   # the sandbox's UNSHARE + argv; own_sysfs_argv's wrapper
-                    "tc",              # probe.FEATURES: a list of argv steps, run in a for loop
                     "conntrack",       # behind stdbuf in nat/kernel_helper.py
                     "nft", "iperf3", "tcpdump", "curl", "lftp", "sysctl", "ip", "ss", "setpriv",
                     "useradd", "chpasswd"):
@@ -255,6 +263,8 @@ def test_setup_check_fails_and_names_what_is_missing(tmp_path):
     ('subprocess.run([*FTLAB, "topo", "list"])', set()),
     ('subprocess.run(FTLAB + ["topo", "list"])', set()),
     ('modes = ["plain", "tls"]', set()),
+    ('PAIRS = [("plain", "tls"), ("pasv", "port")]', set()),
+    ('F = Feature("htb", (("tc", "qdisc", "add"), ("frob", "-x")))', {"tc", "frob"}),
 ])
 def test_the_scanner_reads_each_shape(source, programs):
-    assert {p for p, _ in argv_programs(ast.parse(source))} == programs
+    assert {p for p, _ in argv_programs(ast.parse(source), frozenset({"tc"}))} == programs
