@@ -174,7 +174,7 @@ def test_junk_on_the_control_connection_during_a_transfer_is_bounded(serve, root
     cpu0 = _session_cpu_seconds()
     w.sock.setblocking(False)
     junk = b"x" * (1 << 20)
-    sent, deadline = 0, time.monotonic() + 4
+    sent, deadline = 0, time.monotonic() + 2
     while time.monotonic() < deadline and sent < (256 << 20):
         try:
             sent += w.sock.send(junk)
@@ -375,13 +375,13 @@ def test_one_address_guessing_many_users_is_bounded(serve):
 
 
 def test_lockout_ends_and_right_logins_are_never_slowed(serve):
-    srv = serve(LOGINDELAY=0.3, LOGINLIMIT=3, LOGINWINDOW=2)
+    srv = serve(LOGINDELAY=0.1, LOGINLIMIT=3, LOGINWINDOW=1)
     t = time.monotonic()
     assert _guess(srv.address, "127.0.0.1", "bob", ["pw2"]) == [230]
     assert time.monotonic() - t < 0.3                             # a right login waits for nothing
     codes = _guess(srv.address, "127.0.0.1", "alice", ["a", "b", "c", SECRET])
     assert codes == [530, 530, 530, 530]
-    time.sleep(2.1)
+    time.sleep(1.1)
     t = time.monotonic()
     assert _guess(srv.address, "127.0.0.1", "alice", [SECRET]) == [230]
     assert time.monotonic() - t < 0.3
