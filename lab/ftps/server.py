@@ -325,7 +325,7 @@ class _Session:
         while not self._lines:
             self._read_lines()
         line = self._lines.popleft()
-        if line is LineReader.TOO_LONG or not line:
+        if not line:                         # LineReader.TOO_LONG
             self.send(500, "Command line too long.")
             return None
         return line
