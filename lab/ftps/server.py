@@ -876,12 +876,17 @@ class _Session:
     def _accept_passive(self, deadline: float) -> socket.socket:
         """The client's connection to our passive port (PASSIVEDATACONN NOREDIRECT: from its address only)."""
         lsock = self.passive
+        foreign = 0
         while True:
             if not self._wait(lsock, False, deadline):
                 raise _Refuse(425, "Can't open data connection: nothing connected.")
             conn, peer = lsock.accept()
-            if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and peer[0] != self.peer_ip:
-                self.server.emit(self, "info", f"PASSIVEDATACONN NOREDIRECT: closed data connection from {peer[0]}:{peer[1]}")
+            if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and _unmap(peer[0]) != self.peer_ip:
+                foreign += 1
+                if foreign <= _FOREIGN_LOGGED:      # a host that keeps connecting cannot flood the log
+                    more = "; further ones are not logged" if foreign == _FOREIGN_LOGGED else ""
+                    self.server.emit(self, "info", f"PASSIVEDATACONN NOREDIRECT: closed data connection "
+                                                   f"from {peer[0]}:{peer[1]}{more}")
                 conn.close()
                 continue
             self._close_passive()
@@ -1180,6 +1185,8 @@ class _Handled(_Refuse):
     def __init__(self) -> None:
         super().__init__(0, "")
 
+
+_FOREIGN_LOGGED = 5      # foreign passive connections logged per data connection (NOREDIRECT)
 
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}

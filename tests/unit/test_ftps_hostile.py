@@ -584,3 +584,23 @@ def test_mlsd_does_not_describe_files_outside_the_root(serve, root, tmp_path):
         assert re.search(r"type=OS\.unix=slink;[^ ]* escape\r?$", listing, re.M), listing
         assert re.search(r"type=file;size=6;[^ ]* inside-link\r?$", listing, re.M), listing
         assert c.command("MLST", "f.txt").lines[1].endswith(" /f.txt")       # RFC 3659 7.2: facts, then the path
+
+
+def test_a_foreign_host_hammering_a_passive_port_cannot_flood_the_log(serve, root):
+    srv = serve(PASSIVEDATACONN="NOREDIRECT")
+    w = Wire(srv.address)
+    w.login()
+    hp = parse_227(w.cmd("PASV").text)
+    w.sock.sendall(b"RETR f.txt\r\n")
+    for _ in range(50):
+        thief = socket.socket()
+        thief.bind(("127.0.0.2", 0))
+        thief.settimeout(5)
+        thief.connect((hp.host, hp.port))
+        assert thief.recv(100) == b""                     # closed, nothing leaked
+        thief.close()
+    mine = socket.create_connection((hp.host, hp.port), timeout=5)
+    assert w.reply().code == 150 and mine.recv(100) == b"hello\n"
+    mine.close()
+    assert w.reply().code == 226
+    assert event_text(srv).count("closed data connection from 127.0.0.2") == 5
