@@ -210,7 +210,7 @@ def test_the_scanner_finds_what_it_must():
                     "iptables-restore",  # returned by firewall.static.restore_argv()
                     "unshare", "sh",   # the sandbox's UNSHARE + argv; own_sysfs_argv's wrapper
                     "conntrack",       # behind stdbuf in nat/kernel_helper.py
-                    "nft", "iperf3", "tcpdump", "curl", "lftp", "sysctl", "ip", "ss", "setpriv",
+                    "nft", "iperf3", "tcpdump", "curl", "lftp", "sysctl", "ip", "ss",
                     "useradd", "chpasswd"):
         assert program in found, f"the scanner no longer sees {program}"
 
