@@ -1,4 +1,4 @@
-"""Observed drops: NFQUEUE 30 drops every packet it gets and says which rule dropped it.
+"""The drop observer: NFQUEUE 30 drops every packet it gets and says which rule dropped it.
 
     python -m firewall.dropwatch --config FILE
 
@@ -7,37 +7,22 @@ destination) do not DROP silently: their rule is `-j MARK --set-mark N` then `-j
 --queue-num 30` (in a per-reason chain). This process drops the packet and writes a drop event
 with config["reasons"][str(N)] as the reason, the 5-tuple and the TCP flags. Without this
 process the queue drops anyway (fail closed), only unobserved.
+
+The device: on every node whose other devices declared observed drops (NodeView.drop_reasons).
+Events: ready, drop. Kernel features: NFQUEUE. No model (it decides nothing: the rules did).
 """
 
 from __future__ import annotations
 
-import socket
-import struct
 import sys
-from pathlib import Path
 
-from lab.topology.model import Node, Topology
-from nat.alg import config_path
-from nat.device import DeviceSetup
-from nat.events import EventWriter
-from nat.tcpseg import parse
+from lab.devkit import features, queues
+from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.events import EventWriter
+from lab.devkit.tcpseg import describe
+from lab.devkit.view import NodeView, config_path
 
-QUEUE = 30
-PROTOS = {1: "icmp", 6: "tcp", 17: "udp"}
-
-
-def describe(raw: bytes) -> dict:
-    """The 5-tuple (and TCP flags) of an IPv4 packet, for a drop event."""
-    if len(raw) < 20 or raw[0] >> 4 != 4:
-        return {"proto": "non-ipv4"}
-    fields: dict = {"proto": PROTOS.get(raw[9], str(raw[9])),
-                    "src": socket.inet_ntoa(raw[12:16]), "dst": socket.inet_ntoa(raw[16:20])}
-    seg = parse(raw)
-    if seg is not None:
-        fields.update(sport=seg.sport, dport=seg.dport, flags=seg.flag_text())
-    elif raw[9] == 17 and len(raw) >= (raw[0] & 0x0F) * 4 + 4:
-        fields["sport"], fields["dport"] = struct.unpack_from("!HH", raw, (raw[0] & 0x0F) * 4)
-    return fields
+QUEUE = queues.DROPWATCH
 
 
 def reason_for(mark: int, reasons: dict) -> tuple[str, str]:
@@ -50,19 +35,24 @@ def reason_for(mark: int, reasons: dict) -> tuple[str, str]:
     return str(entry), f"mark {mark}"
 
 
-def setup(node: Node, topology: Topology, events: Path, reasons: dict[int, str]) -> DeviceSetup:
-    conf = config_path(events, node, "dropwatch")
+def setup(view: NodeView) -> DeviceSetup:
     return DeviceSetup(
-        iptables=[],      # the MARK + NFQUEUE 30 rules belong to the rules that drop (network engineer)
+        iptables=[],      # the MARK + NFQUEUE 30 rules belong to the rules that drop
         sysctls={},
-        argv=[sys.executable, "-m", "firewall.dropwatch", "--config", str(conf)],
-        config={"device": node.name, "events": str(events), "queue": QUEUE,
-                "reasons": {str(k): v for k, v in reasons.items()}},
+        argv=[sys.executable, "-m", "firewall.dropwatch", "--config", str(config_path(view, "dropwatch"))],
+        config={"device": view.name, "events": str(view.events), "queue": QUEUE,
+                "reasons": {str(k): v for k, v in view.drop_reasons.items()}},
     )
 
 
+DEVICE = Device(
+    name="dropwatch", section=None, applies=lambda view: bool(view.drop_reasons), setup=setup,
+    program="firewall.dropwatch", events=frozenset({"ready", "drop"}), features=(features.NFQUEUE,),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from nat.nfq import load_config, serve
+    from lab.devkit.nfq import load_config, serve
 
     cfg = load_config(argv, "firewall.dropwatch")
     events = EventWriter(cfg.get("events"), cfg["device"], "dropwatch")

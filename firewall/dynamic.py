@@ -7,7 +7,7 @@ addresses it arrived with (before DNAT; after the ALG's rewrite in raw PREROUTIN
 the same router also inspects), in a chain DYNFW:
 
     control packets to 21/990 (and replies on ESTABLISHED control connections) -> NFQUEUE 20:
-        this process reads them with nat.ctrlstream and accepts them; PORT/EPRT from the
+        this process reads them with lab.devkit.ctrlstream and accepts them; PORT/EPRT from the
         client and 227/229 from the server, in plaintext, naming their sender, open a pinhole
     ESTABLISHED (and RELATED ICMP)                                            -> ACCEPT (kernel)
     anything else NEW                                                         -> NFQUEUE 21:
@@ -21,34 +21,37 @@ proposed one kernel ACCEPT rule per pinhole with counters polled every 20 ms; ad
 on queue 21 is exactly single-use (no polling window in which a second connection could slip
 through) and costs one queued packet per data connection.
 
-Who is the client is who sent the connection's SYN (nat.ctrlstream), never a port number: a
+Who is the client is who sent the connection's SYN (lab.devkit.ctrlstream), never a port number: a
 client connecting from port 21 or 990 cannot have the server's replies read as its commands. A
 control connection whose SYN this process did not see (it started before the filter did) is
 let through uninspected and opens nothing.
+
+The device: `firewall:` section with `mode: dynamic`. Queue numbers: lab.devkit.queues. Events:
+ready, pinhole-open/-used/-expired, tls-detected, ccc, ignored, drop, error. Kernel features:
+NFQUEUE, conntrack. Its model for prediction: an inspector that reads the first cleartext line
+after CCC (lab.devkit.inspection).
 """
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from lab.topology.model import Node, Topology
-from nat.alg import config_path, control_ports
-from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
-from nat.device import DeviceSetup
-from nat.events import EventWriter
-from nat.tcpseg import Segment, parse
+from lab.devkit import features, queues
+from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
+from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.events import EventWriter
+from lab.devkit.inspection import Inspector
+from lab.devkit.tcpseg import Segment, describe, parse
+from lab.devkit.view import NodeView, config_path
 
-CONTROL_QUEUE, NEW_QUEUE = 20, 21
+CONTROL_QUEUE, NEW_QUEUE = queues.DYNAMIC_CONTROL, queues.DYNAMIC_NEW
 CHAIN = "DYNFW"
 NO_PINHOLE = "no pinhole: not announced on the control channel"
 TLS_BLIND = "control channel is TLS: cannot see PORT/PASV"
 USED = "pinhole already used by another connection"
-PROTOS = {1: "icmp", 6: "tcp", 17: "udp"}
 NOT_START = "not the start of an admitted connection"
 
 
@@ -179,9 +182,9 @@ class DynamicFilter:
         self.tracker.expire(now)
 
 
-# -- setup (pure, called by LabNet) --------------------------------------------------------------
+# -- setup (pure, called by the engine) --------------------------------------------------------------
 
-def rules(ports: list[int]) -> list[list[str]]:
+def rules(ports: tuple[int, ...]) -> list[list[str]]:
     spec = ",".join(str(p) for p in ports)
     mangle = ["iptables", "-t", "mangle"]
     return [
@@ -198,24 +201,29 @@ def rules(ports: list[int]) -> list[list[str]]:
     ]
 
 
-def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
-    ports = control_ports(node, topology)
-    if node.firewall is not None and node.firewall.control_ports:
-        ports = sorted(set(ports) | set(node.firewall.control_ports))
-    conf = config_path(events, node, "dynamic")
+def setup(view: NodeView) -> DeviceSetup:
     return DeviceSetup(
-        iptables=rules(ports),
+        iptables=rules(view.control_ports),
         sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
-        argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(conf)],
-        config={"device": node.name, "events": str(events), "control_ports": ports,
+        argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(config_path(view, "dynamic"))],
+        config={"device": view.name, "events": str(view.events), "control_ports": list(view.control_ports),
                 "lifetime": 30.0},
     )
+
+
+DEVICE = Device(
+    name="dynamic", section="firewall", applies=lambda view: view.section.mode == "dynamic", setup=setup,
+    program="firewall.dynamic", model=Inspector("the dynamic filter"),
+    events=frozenset({"ready", "pinhole-open", "pinhole-used", "pinhole-expired", "tls-detected", "ccc",
+                      "ignored", "drop", "error"}),
+    features=(features.NFQUEUE, features.CONNTRACK_MARK),
+)
 
 
 # -- the process -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    from nat.nfq import load_config, serve
+    from lab.devkit.nfq import load_config, serve
 
     cfg = load_config(argv, "firewall.dynamic")
     events = EventWriter(cfg.get("events"), cfg["device"], "dynamic")
@@ -241,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         raw = pkt.get_payload()
         seg = parse(raw)
         if seg is None:
-            events.emit("drop", reason=NO_PINHOLE if raw[9] != 6 else "unreadable TCP packet",
-                        rule=f"{CHAIN} NFQUEUE {NEW_QUEUE}", proto=PROTOS.get(raw[9], str(raw[9])),
-                        src=socket.inet_ntoa(raw[12:16]), dst=socket.inet_ntoa(raw[16:20]))
+            what = describe(raw)
+            events.emit("drop", reason=NO_PINHOLE if what["proto"] != "tcp" else "unreadable TCP packet",
+                        rule=f"{CHAIN} NFQUEUE {NEW_QUEUE}", **what)
             pkt.drop()
             return
         reason = fw.admit(seg)

@@ -1,27 +1,38 @@
 """The static packet filter: an ordered rule list, first match wins, then the default.
 
-Pure: a model Firewall in, iptables argv lists out (lab.network.net runs them inside the filter's
-namespace). The filter sits in the FORWARD path and does no inspection:
+Pure: the `firewall:` section (mode static) in, iptables argv lists out (the engine runs them
+inside the filter's namespace). The filter sits in the FORWARD path and does no inspection:
 
 1. packets of connections already admitted (ESTABLISHED, RELATED) pass;
 2. then the user's rules in order; a rule's drop is observed (MARK + NFQUEUE 30, see
-   firewall.observed) so the run learns which rule dropped which packet;
+   lab.devkit.observed) so the run learns which rule dropped which packet;
 3. then the default (accept, or an observed drop).
 
-A user may hand an `iptables-save` file instead of rules; lab.network.net loads it with
+A user may hand an `iptables-save` file instead of rules; the engine loads it with
 iptables-restore after checking it with `iptables-restore --test` (restore_argv below). Its
 drops are observed too (observe_saved_drops): every `-j DROP` of the filter table and every DROP
 policy of a built-in chain becomes a jump to a marking chain, so a run names the file's line
 that dropped a packet, as it does for the lab's own rule lists.
+
+What a rule's fields mean is written once, in FIELDS: each field's iptables option (rule
+generation, match_args) and its test on a connection (the model prediction asks, verdict).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain, port_match
-from lab.topology.model import FilterRule, Firewall
+from firewall.section import FilterRule, Firewall
+from lab.devkit import features
+from lab.devkit.device import Device, DeviceSetup, Restore
+from lab.devkit.observed import RuleSet, drop_chain
+from lab.devkit.queues import DROPWATCH
+from lab.devkit.types import Flow
+from lab.devkit.view import NodeView
 
 CHAIN = "ftlab-filter"
 #: Drop reasons: the default drop, and one mark per dropping rule (RULE_MARK_BASE + position).
@@ -33,28 +44,56 @@ _DROP_TARGET = re.compile(r"\s(?:-j|--jump)\s+DROP\s*$")
 _POLICY = re.compile(r"^:(INPUT|FORWARD|OUTPUT) DROP\b")
 
 
-def match_args(rule: FilterRule) -> list[str]:
-    """The iptables match for one rule (fields left None match anything)."""
-    args: list[str] = []
-    if rule.proto != "any":
-        args += ["-p", rule.proto]
-    elif rule.sport or rule.dport:
+@dataclass(frozen=True)
+class Field:
+    """One field of a rule: the iptables option it becomes, and whether a connection matches it."""
+
+    name: str
+    option: str
+    text: Callable[[Any], str]                  # the field's value as iptables writes it
+    matches: Callable[[Any, Flow], bool]        # does the connection match this (set) value?
+
+
+#: A rule's fields in the order iptables takes them; a field left None (proto: "any") matches anything.
+FIELDS = (
+    Field("proto", "-p", str, lambda proto, f: proto == f.proto),
+    Field("src", "-s", str, lambda net, f: f.src in net),
+    Field("dst", "-d", str, lambda net, f: f.dst in net),
+    Field("in_interface", "-i", str, lambda name, f: name == f.in_interface),
+    Field("out_interface", "-o", str, lambda name, f: name == f.out_interface),
+    # an unknown source port (None: the client's ephemeral one) never matches a sport rule
+    Field("sport", "--sport", lambda r: r.iptables(), lambda r, f: f.sport is not None and f.sport in r),
+    Field("dport", "--dport", lambda r: r.iptables(), lambda r, f: f.dport in r),
+)
+
+
+def _set_fields(rule: FilterRule) -> list[tuple[Field, Any]]:
+    """The fields this rule sets (checked: ports need tcp or udp)."""
+    if rule.proto == "any" and (rule.sport or rule.dport):
         raise ValueError(f"line {rule.line}: ports need proto tcp or udp, not {rule.proto}")
     if rule.proto == "icmp" and (rule.sport or rule.dport):
         raise ValueError(f"line {rule.line}: icmp has no ports")
-    if rule.src is not None:
-        args += ["-s", str(rule.src)]
-    if rule.dst is not None:
-        args += ["-d", str(rule.dst)]
-    if rule.in_interface:
-        args += ["-i", rule.in_interface]
-    if rule.out_interface:
-        args += ["-o", rule.out_interface]
-    if rule.sport is not None:
-        args += ["--sport", port_match(rule.sport)]
-    if rule.dport is not None:
-        args += ["--dport", port_match(rule.dport)]
-    return args
+    values = [(f, getattr(rule, f.name)) for f in FIELDS]
+    return [(f, v) for f, v in values if v is not None and not (f.name == "proto" and v == "any")]
+
+
+def match_args(rule: FilterRule) -> list[str]:
+    """The iptables match for one rule."""
+    return [arg for f, value in _set_fields(rule) for arg in (f.option, f.text(value))]
+
+
+def matches(rule: FilterRule, flow: Flow) -> bool:
+    """Does the rule match a new connection?"""
+    return all(f.matches(value, flow) for f, value in _set_fields(rule))
+
+
+def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
+    """The filter's model: what it does with a new connection (accept | drop) and the position of
+    the rule that decides (None: the default). Connections it admitted before pass anyway."""
+    for position, rule in enumerate(firewall.rules, start=1):
+        if matches(rule, flow):
+            return rule.action, position
+    return firewall.default, None
 
 
 def describe(rule: FilterRule, position: int) -> str:
@@ -135,8 +174,25 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
             for m in sorted(reasons):
                 chain = f"ftlab-saved-{m - SAVED_MARK_BASE}"
                 out += [f"-A {chain} -j MARK --set-mark {m}",
-                        f"-A {chain} -j NFQUEUE --queue-num {DROPWATCH_QUEUE}"]
+                        f"-A {chain} -j NFQUEUE --queue-num {DROPWATCH}"]
         elif table == "filter" and mark in reasons and mark not in policies:
             line = _DROP_TARGET.sub(f" -j ftlab-saved-{number}", stripped)
         out.append(line)
     return "\n".join(out) + "\n", reasons
+
+
+def setup(view: NodeView) -> DeviceSetup:
+    firewall: Firewall = view.section
+    if firewall.iptables_save is not None:
+        source = Path(firewall.iptables_save)
+        text, reasons = observe_saved_drops(source.read_text(), source.name)
+        return DeviceSetup(restore=Restore(source, text), reasons=reasons)
+    rules = filter_rules(firewall)
+    return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons)
+
+
+DEVICE = Device(
+    name="static", section="firewall", applies=lambda view: view.section.mode == "static", setup=setup,
+    model=verdict, events=frozenset({"drop"}),        # its drops are reported by the drop observer
+    features=(features.CONNTRACK_MARK, features.NFQUEUE),
+)

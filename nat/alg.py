@@ -1,4 +1,4 @@
-"""The scapy ALG: a NAT router's FTP application-level gateway on NFQUEUE 10.
+"""The scapy ALG: a NAT router's FTP application-level gateway on NFQUEUE 10 (lab.devkit.queues).
 
     python -m nat.alg --config FILE
 
@@ -14,8 +14,11 @@ inside (the packet did not arrive on the outside interface):
   peer, removed after first use or after its lifetime;
 - TCP seq/ack/SACK stay consistent for the rest of the connection (nat.seqadj).
 
+The device: `nat:` section with `alg: scapy`. Events: rewrite, mapping-open/-used/-expired,
+tls-detected, ccc, ignored, drop (test hook only), error, ready. Kernel features: NFQUEUE, NAT.
+
 Nothing is opened for an announcement that names another host than its sender, comes from the
-wrong side, does not parse, or sits anywhere but at the start of a line (nat.ctrlstream finds
+wrong side, does not parse, or sits anywhere but at the start of a line (lab.devkit.ctrlstream finds
 them). Who is the client is who sent the connection's SYN, never a port number (a client
 connecting from port 21 or 990 cannot make the server's replies count as its commands); a
 control connection whose SYN this process did not see is forwarded untouched. TLS bytes are
@@ -38,17 +41,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from lab.devkit import features, queues
+from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
+from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.events import EventWriter
+from lab.devkit.inspection import Inspector
+from lab.devkit.tcpseg import FIN, Segment, parse, patch, rebuild
+from lab.devkit.view import NodeView, config_path
 from lab.ftps.grammar import HostPort, format_port_args
-from lab.topology.model import Node, Topology
-from nat.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
-from nat.device import DeviceSetup
-from nat.events import EventWriter
+from nat.section import Nat
 from nat.seqadj import SeqMap
-from nat.tcpseg import FIN, Segment, parse, patch, rebuild
 
-QUEUE = 10
 MAP_CHAIN = "ALG-MAP"
 # Flood guard: new mappings per second per control connection, after a burst. A real session
 # with many small transfers makes one per transfer (the fifty-transfer test does ~50 a second once
@@ -349,46 +353,41 @@ class AlgEngine:
         return line
 
 
-# -- setup (pure, called by LabNet) --------------------------------------------------------------
+# -- setup (pure, called by the engine) ----------------------------------------------------------
 
-def control_ports(node: Node, topology: Topology) -> list[int]:
-    ports = set(node.nat.control_ports if node.nat else [21, 990])
-    ports |= {topology.ftp.control_port, topology.ftp.implicit_port}
-    return sorted(ports)
-
-
-def queue_rules(ports: list[int], queue: int, table: str, chain: str) -> list[list[str]]:
+def queue_rules(ports: tuple[int, ...], queue: int, table: str, chain: str) -> list[list[str]]:
     """Queue the control channel, both directions, to `queue`."""
     spec = ",".join(str(p) for p in ports)
     return [["iptables", "-t", table, "-A", chain, "-p", "tcp", "-m", "multiport", f"--{way}", spec,
              "-j", "NFQUEUE", "--queue-num", str(queue)] for way in ("dports", "sports")]
 
 
-def config_path(events: Path, node: Node, program: str) -> Path:
-    return Path(events).parent / f"{node.name}-{program}.json"
-
-
-def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
-    if node.nat is None:
-        raise ValueError(f"{node.name} has no nat: section, the ALG has nothing to do")
-    outside = next((i for i in node.interfaces if i.name == node.nat.outside), None)
-    if outside is None:
-        raise ValueError(f"{node.name}: nat.outside {node.nat.outside!r} is not one of its interfaces")
-    ports = control_ports(node, topology)
-    conf = config_path(events, node, "alg")
+def setup(view: NodeView) -> DeviceSetup:
+    nat: Nat = view.section
+    outside = view.interface(nat.outside)
+    ports = list(view.control_ports)
     rules = [
-        *queue_rules(ports, QUEUE, "raw", "PREROUTING"),
+        *queue_rules(view.control_ports, queues.ALG, "raw", "PREROUTING"),
         ["iptables", "-t", "nat", "-N", MAP_CHAIN],
         ["iptables", "-t", "nat", "-I", "PREROUTING", "1", "-j", MAP_CHAIN],
     ]   # mapped data connections are DNATed, which the NAT's own FORWARD rules let through
     return DeviceSetup(
         iptables=rules,
         sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
-        argv=[sys.executable, "-m", "nat.alg", "--config", str(conf)],
-        config={"device": node.name, "events": str(events), "queue": QUEUE, "control_ports": ports,
+        argv=[sys.executable, "-m", "nat.alg", "--config", str(config_path(view, "alg"))],
+        config={"device": view.name, "events": str(view.events), "queue": queues.ALG, "control_ports": ports,
                 "outside_interface": outside.name, "outside_address": str(outside.address.ip),
                 "lifetime": 30.0},
     )
+
+
+DEVICE = Device(
+    name="alg", section="nat", applies=lambda view: view.section.alg == "scapy", setup=setup,
+    program="nat.alg", model=Inspector("the scapy ALG"),
+    events=frozenset({"ready", "rewrite", "mapping-open", "mapping-used", "mapping-expired", "tls-detected",
+                      "ccc", "ignored", "drop", "error"}),
+    features=(features.NFQUEUE, features.KERNEL_NAT),
+)
 
 
 # -- the process -----------------------------------------------------------------------------------
@@ -396,7 +395,7 @@ def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
 def main(argv: list[str] | None = None) -> int:
     import socket
 
-    from nat.nfq import load_config, serve
+    from lab.devkit.nfq import load_config, serve
 
     cfg = load_config(argv, "nat.alg")
     events = EventWriter(cfg.get("events"), cfg["device"], "alg")
@@ -436,8 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     poller = threading.Thread(target=poll_mappings, name="mappings", daemon=True)
     poller.start()
     try:
-        serve({int(cfg.get("queue", QUEUE)): on_packet}, engine.tracker.expire, period=1.0,
-              on_ready=lambda: events.emit("ready", queue=int(cfg.get("queue", QUEUE))))
+        queue = int(cfg.get("queue", queues.ALG))
+        serve({queue: on_packet}, engine.tracker.expire, period=1.0,
+              on_ready=lambda: events.emit("ready", queue=queue))
     finally:
         stop.set()
         poller.join(2)

@@ -1,6 +1,6 @@
 """The reference device: the Linux kernel's own FTP helper (nf_conntrack_ftp + nf_nat_ftp).
 
-    alg: kernel   ->  nat.kernel_helper.setup()
+    nat: {alg: kernel}   ->  nat.kernel_helper.setup(view)
 
 The helper is assigned explicitly (automatic assignment by port is gone from modern kernels):
 `-t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp`, also for 990 and any configured
@@ -11,6 +11,9 @@ reference/zos-ftp-and-rfcs.md section 8.1; tests/net/test_devices.py pins that d
 
 The optional process (`python -m nat.kernel_helper --config F`) turns `conntrack -E expect`
 into mapping-open events, so the kernel device is observable like the scapy one.
+
+Kernel features: the conntrack FTP helper (CT --helper ftp). Its model for prediction: an
+inspector that misses the first cleartext line after CCC.
 """
 
 from __future__ import annotations
@@ -18,26 +21,33 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-from lab.topology.model import Node, Topology
-from nat.alg import config_path, control_ports
-from nat.device import DeviceSetup
-from nat.events import EventWriter
+from lab.devkit import features
+from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.events import EventWriter
+from lab.devkit.inspection import Inspector
+from lab.devkit.view import NodeView, config_path
 
 
-def setup(node: Node, topology: Topology, events: Path) -> DeviceSetup:
-    ports = control_ports(node, topology)
+def setup(view: NodeView) -> DeviceSetup:
     rules = [["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", str(p),
-              "-j", "CT", "--helper", "ftp"] for p in ports]
+              "-j", "CT", "--helper", "ftp"] for p in view.control_ports]
     rules.append(["iptables", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"])
-    conf = config_path(events, node, "kernel-helper")
     return DeviceSetup(
         iptables=rules,
         sysctls={},
-        argv=[sys.executable, "-m", "nat.kernel_helper", "--config", str(conf)],
-        config={"device": node.name, "events": str(events)},
+        argv=[sys.executable, "-m", "nat.kernel_helper", "--config", str(config_path(view, "kernel-helper"))],
+        config={"device": view.name, "events": str(view.events)},
     )
+
+
+DEVICE = Device(
+    name="kernel-helper", section="nat", applies=lambda view: view.section.alg == "kernel", setup=setup,
+    program="nat.kernel_helper",
+    model=Inspector("the kernel helper", misses_first_line_after_ccc=True),
+    events=frozenset({"ready", "mapping-open"}),
+    features=(features.FTP_HELPER, features.CONNTRACK_MARK),
+)
 
 
 # [NEW] 300 proto=6 src=198.51.100.2 dst=203.0.113.1 sport=0 dport=1025 mask-src=... class=0 helper=ftp
@@ -47,7 +57,7 @@ _EXPECT = re.compile(r"\[NEW\].*?src=(\S+) dst=(\S+) sport=\d+ dport=(\d+).*?mas
 def main(argv: list[str] | None = None) -> int:
     import signal
 
-    from nat.nfq import load_config
+    from lab.devkit.nfq import load_config
 
     cfg = load_config(argv, "nat.kernel_helper")
     events = EventWriter(cfg.get("events"), cfg["device"], "kernel-helper")

@@ -10,10 +10,10 @@ A SeqMap holds, for one direction, the rewritten lines ("units": original range 
 - `segment()` builds what to forward for any original segment, the same way every time: a
   retransmission of a rewritten segment is rewritten identically, because units are remembered by
   their original offsets. A unit is sent whole in the segment that completes it (also when its
-  first bytes came in an earlier segment: those were held back, see nat.ctrlstream), and a segment
+  first bytes came in an earlier segment: those were held back, see lab.devkit.ctrlstream), and a segment
   that holds only part of a unit does not carry it.
 
-Offsets are stream offsets (0 = the first byte after the SYN); nat.ctrlstream converts sequence
+Offsets are stream offsets (0 = the first byte after the SYN); lab.devkit.ctrlstream converts sequence
 numbers. Memory is bounded by max_units (the oldest units are folded into a base delta: only
 positions older than every remembered unit lose precision, and those are long acknowledged).
 """

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from lab.devkit.types import Flow
 from lab.matrix.scenario import Cell, ClientTraits, Picture, Scenarios, ServerTraits
+from lab.topology import devices
 
 
 @dataclass(frozen=True)
@@ -20,22 +22,6 @@ class Prediction:
     stage: str | None       # the stage expected to fail (data-connect, ...); None on pass
     reason: str             # one line: why
     device: str | None = None   # the node expected to drop the data connection
-
-
-def _clear_for(security: str, alg: str, first_after_ccc: str) -> tuple[bool, str]:
-    """Can an inspecting device read the data-connection setup? (yes/no, and the reason why not)."""
-    if alg == "off":
-        return False, "the device does not inspect the control channel"
-    if security == "plain":
-        return True, ""
-    if security == "tls-ccc":
-        if alg == "kernel" and first_after_ccc == "data":
-            return False, ("the kernel helper misses the first cleartext line after CCC, and the client's "
-                           "first command after CCC is the data command")
-        return True, ""
-    if security in ("implicit", "implicit-zos"):
-        return False, "the control channel is encrypted from the first byte (implicit TLS, no CCC possible)"
-    return False, "the announcement is inside TLS"
 
 
 def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None = None,
@@ -49,9 +35,9 @@ def predict_facts(picture: Picture, security: str, data: str, *, alg: str | None
     passive_range = picture.passive_range if passive_range is None else passive_range
     first_after_ccc = "other" if "ccc-noop" in client_options else client.first_after_ccc
     # (a client that sends NOOP right after CCC lets even the kernel helper re-synchronise)
-    nat_reads, nat_blind = _clear_for(security, alg, first_after_ccc)
-    # The dynamic filter is the lab's own inspector: it reads the first cleartext line after CCC.
-    dyn_reads, dyn_blind = _clear_for(security, "scapy", "other")
+    # What can read the data connection's announcement: each inspecting device's own model.
+    nat_reads, nat_blind = devices.nat_inspector(alg).reads(security, first_after_ccc)
+    dyn_reads, dyn_blind = devices.model("dynamic").reads(security, first_after_ccc)
     flt = picture.filter
     ann = {"pasv": "227 reply", "epsv": "229 reply", "port": "PORT command", "eprt": "EPRT command"}[data]
 
@@ -220,23 +206,6 @@ def _passive_range(statements: dict) -> tuple[int, int] | None:
     return (nums[0], nums[1]) if len(nums) == 2 else None
 
 
-def _rule_verdict(firewall, proto: str, src, sport: int | None, dst, dport: int) -> str:
-    """First matching static rule's action for one new connection (interfaces are not modelled)."""
-    for r in firewall.rules:
-        if r.proto not in ("any", proto):
-            continue
-        if r.src is not None and src not in r.src:
-            continue
-        if r.dst is not None and dst not in r.dst:
-            continue
-        if r.sport is not None and (sport is None or sport not in r.sport):
-            continue
-        if r.dport is not None and dport not in r.dport:
-            continue
-        return r.action
-    return firewall.default
-
-
 def picture_of(topology) -> tuple[Picture, bool]:
     """Derive a picture's facts from a topology model; False when a device cannot be read (step 1)."""
     from lab.matrix.scenario import FilterFacts
@@ -272,11 +241,14 @@ def picture_of(topology) -> tuple[Picture, bool]:
             if fw.mode == "static":
                 if fw.iptables_save is not None:
                     known = False
-                if prange and all(_rule_verdict(fw, "tcp", client_ip, None, server_ip, p) == "accept"
-                                  for p in prange):
+                # the static filter's own model, with the interfaces the data connection crosses
+                admits = devices.model("static")
+                if prange and all(admits(fw, Flow("tcp", client_ip, server_ip, p, None, toward_client,
+                                                  toward_server))[0] == "accept" for p in prange):
                     permits.append("passive-range")
                 for sport in (20, 989):
-                    if _rule_verdict(fw, "tcp", server_ip, sport, client_ip, 40000) == "accept":
+                    if admits(fw, Flow("tcp", server_ip, client_ip, 40000, sport, toward_server,
+                                       toward_client))[0] == "accept":
                         permits.append(f"active-from-{sport}")
             flt = FilterFacts(node.name, fw.mode, tuple(permits))
     picture = Picture(name=topology.name, title=topology.description, client_nat=client_nat,

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import SCENARIO_DIR
+from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 from lab.topology.loader import statement_problems
 from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
 
-ALG_MODES = ("scapy", "kernel", "off")
 FILTER_MODES = ("static", "dynamic")
 FILTER_PERMITS = ("passive-range", "active-from-20", "active-from-989")
 

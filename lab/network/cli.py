@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab.devkit.types import ALG_MODES
 from lab.network import baseline
 from lab.topology.model import Topology
 
@@ -19,7 +20,7 @@ from lab.topology.model import Topology
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shell", help="bring a topology up and open Mininet's CLI on it (training)")
     p.add_argument("topology", help="a shipped topology name or a YAML file")
-    p.add_argument("--alg", choices=["scapy", "kernel", "off"], default=None,
+    p.add_argument("--alg", choices=ALG_MODES, default=None,
                    help="override the NAT devices' ALG (default: as the topology file says)")
     p.add_argument("--no-devices", action="store_true",
                    help="kernel rules only: start no ALG, inspector or dropwatch program")

@@ -17,7 +17,6 @@ the run dies, and the real root namespace is never touched.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import re
@@ -30,13 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from types import ModuleType
 
-from firewall.observed import RuleSet
-from firewall.static import filter_rules, observe_saved_drops, restore_argv
+from firewall.static import restore_argv
+from lab.devkit.device import Restore
+from lab.devkit.types import ALG_MODES
 from lab.errors import LabError
+from lab.network.internet import internet_rules
+from lab.topology import devices
 from lab.topology.model import Node, Topology
-from nat.rules import internet_rules, nat_rules
 
 READY_TIMEOUT = 5.0
 STOP_GRACE = 2.0
@@ -94,23 +94,13 @@ class Program:
     ready: Callable[[str, str], bool]     # ready(stdout text, stderr text)
 
 
-def device_module(name: str) -> ModuleType:
-    """Import a device program's module lazily: the devices may be built after the network."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            raise LabError(f"device program {name} not available") from exc
-        raise
-
-
 class LabNet:
     """A topology brought up as namespaces, links, kernel rules and device programs."""
 
     def __init__(self, topology: Topology, alg: str | None = None, workdir: Path | None = None,
                  pcap: bool = False, devices: bool = True):
-        if alg not in (None, "scapy", "kernel", "off"):
-            raise LabError(f"alg must be scapy, kernel or off, not {alg!r}")
+        if alg is not None and alg not in ALG_MODES:
+            raise LabError(f"alg must be one of {', '.join(ALG_MODES)}, not {alg!r}")
         self.topology = topology
         self.alg = alg
         # Without a workdir the run's files are throw-away: made at start, removed at teardown.
@@ -275,54 +265,33 @@ class LabNet:
         self.run(node.name, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())])
 
     def _program(self, node: Node) -> None:
-        """Kernel NAT and filters (this module's), then the device programs (nat/, firewall/)."""
-        rules = RuleSet()
-        if node.nat is not None:
-            rules.extend(nat_rules(node))
-        if node.name == self.topology.internet:
-            rules.extend(internet_rules(node))
-        if node.firewall is not None and node.firewall.mode == "static":
-            if node.firewall.iptables_save is not None:
-                rules.extend(RuleSet([], self._restore(node, node.firewall.iptables_save)))
-            else:
-                rules.extend(filter_rules(node.firewall))
-        for argv in rules.iptables:
+        """The engine's own rules (the internet's), then each device on the node, in the registry's
+        order: its kernel rules, sysctls and program (lab.topology.devices)."""
+        own = internet_rules() if node.name == self.topology.internet else None
+        setups = devices.setups(node, self.topology, self.events_path, alg_mode=self.alg,
+                                programs=self.devices, drop_reasons=own.reasons if own else None)
+        # iptables-restore replaces the tables it names: a user's ruleset goes in before any rule
+        for _, setup in setups:
+            if setup.restore is not None:
+                self._restore(node, setup.restore)
+        for argv in own.iptables if own else []:
             self.run(node.name, argv)
-        if self.devices:
-            for name, setup in self._device_setups(node, rules.reasons):
-                self._start_device(node, name, setup)
+        for device, setup in setups:
+            self._start_device(node, device.name, setup)
 
-    def _restore(self, node: Node, path: Path) -> dict[int, str]:
+    def _restore(self, node: Node, restore: Restore) -> None:
         """A user's iptables-save file: checked as written first, so an error names its line; then
-        loaded with its drops observed (firewall.static.observe_saved_drops). The drop reasons."""
+        loaded with its drops observed (firewall.static.observe_saved_drops)."""
+        path = restore.source
         done = self.run(node.name, restore_argv(path, test=True), check=False)
         if done.returncode != 0:
             raise LabError(f"{node.name}: iptables-save file {restore_error(path, done.stderr or done.stdout)}")
-        observed, reasons = observe_saved_drops(path.read_text(), path.name)
         loaded = self.workdir / f"{node.name}-iptables-observed.rules"
-        loaded.write_text(observed)
+        loaded.write_text(restore.text)
         done = self.run(node.name, restore_argv(loaded), check=False)
         if done.returncode != 0:
             raise LabError(f"{node.name}: {path} loads as written but not with its drops observed "
                            f"({loaded}): {restore_error(loaded, done.stderr or done.stdout)}")
-        return reasons
-
-    def _device_setups(self, node: Node, reasons: dict[int, str]) -> list[tuple[str, object]]:
-        events = self.events_path
-        setups = []
-        if node.nat is not None:
-            mode = self.alg or node.nat.alg
-            if mode == "scapy":
-                setups.append(("alg", device_module("nat.alg").setup(node, self.topology, events)))
-            elif mode == "kernel":
-                setups.append(("kernel-helper",
-                               device_module("nat.kernel_helper").setup(node, self.topology, events)))
-        if node.firewall is not None and node.firewall.mode == "dynamic":
-            setups.append(("dynamic", device_module("firewall.dynamic").setup(node, self.topology, events)))
-        if reasons:
-            setups.append(("dropwatch", device_module("firewall.dropwatch").setup(
-                node, self.topology, events, reasons)))
-        return setups
 
     def _start_device(self, node: Node, name: str, setup) -> None:
         if setup.sysctls:

@@ -2,7 +2,8 @@
 
 Runs inside the run's sandbox (its fresh network namespace), so the throw-away rules and
 qdisc it loads touch nothing outside. A missing piece raises MissingFeature naming it,
-instead of a puzzling failure later in the middle of a scenario.
+instead of a puzzling failure later in the middle of a scenario. The kernel features the
+devices need come from the device registry (each device names its own); the lab's own are here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from lab.devkit.features import PROBE_CHAIN, KernelFeature
 from lab.errors import LabError, MissingFeature
+from lab.topology import devices
 
 TOOLS = {
     "mnexec": "Mininet's mnexec (Debian package mininet)",
@@ -21,31 +24,23 @@ TOOLS = {
     "iperf3": "iperf3",
 }
 
-# (feature, package/kernel option hint, argv lists run in order). Each loads a throw-away
-# rule in the sandbox's own netns; the chain is removed afterwards.
-FEATURES = [
-    ("iptables filter/conntrack/comment/MARK", "xt_conntrack, xt_comment, xt_mark",
-     [["iptables", "-N", "ftlab-probe"],
-      ["iptables", "-A", "ftlab-probe", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment",
-       "--comment", "probe", "-j", "MARK", "--set-mark", "1"]]),
-    ("NFQUEUE target", "CONFIG_NETFILTER_XT_TARGET_NFQUEUE",
-     [["iptables", "-A", "ftlab-probe", "-j", "NFQUEUE", "--queue-num", "30"]]),
-    ("kernel NAT (MASQUERADE, DNAT)", "CONFIG_NF_NAT, CONFIG_IP_NF_TARGET_MASQUERADE",
-     [["iptables", "-t", "nat", "-N", "ftlab-probe"],
-      ["iptables", "-t", "nat", "-A", "ftlab-probe", "-j", "MASQUERADE"],
-      ["iptables", "-t", "nat", "-A", "ftlab-probe", "-p", "tcp", "-j", "DNAT", "--to-destination",
-       "192.0.2.1"]]),
-    ("conntrack FTP helper (CT --helper ftp)", "CONFIG_NF_CONNTRACK_FTP, CONFIG_NETFILTER_XT_TARGET_CT",
-     [["iptables", "-t", "raw", "-N", "ftlab-probe"],
-      ["iptables", "-t", "raw", "-A", "ftlab-probe", "-p", "tcp", "--dport", "21", "-j", "CT",
-       "--helper", "ftp"]]),
-    ("HTB qdisc", "CONFIG_NET_SCH_HTB",
-     [["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb"],
-      ["tc", "qdisc", "del", "dev", "lo", "root"]]),
-]
+#: The lab's own kernel features (link shaping); the devices' come from the registry.
+HTB = KernelFeature("HTB qdisc", "CONFIG_NET_SCH_HTB",
+                    (("tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb"),
+                     ("tc", "qdisc", "del", "dev", "lo", "root")))
 
-CLEANUP = [["iptables", "-t", table, *op, "ftlab-probe"]
-           for table in ("filter", "nat", "raw") for op in (["-F"], ["-X"])]
+
+def features() -> list[KernelFeature]:
+    return [*devices.kernel_features(), HTB]
+
+
+def _cleanup(feature: KernelFeature) -> None:
+    """Remove the probe chains the feature made (so every feature starts from none)."""
+    made = [argv for argv in feature.steps if argv[0] == "iptables" and "-N" in argv]
+    for table in [argv[argv.index("-t") + 1] if "-t" in argv else "filter" for argv in made]:
+        for op in ("-F", "-X"):
+            subprocess.run(["iptables", "-t", table, op, PROBE_CHAIN], capture_output=True)
+
 
 _probed = False
 
@@ -59,16 +54,15 @@ def probe(force: bool = False) -> None:
     missing = [f"{tool} ({pkg})" for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
     if missing:
         raise MissingFeature("missing tool: " + ", ".join(missing))
-    try:
-        for feature, hint, steps in FEATURES:
-            for argv in steps:
+    for feature in features():
+        try:
+            for argv in feature.steps:
                 done = subprocess.run(argv, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise MissingFeature(f"missing kernel feature: {feature} ({hint}): "
+                    raise MissingFeature(f"missing kernel feature: {feature.name} ({feature.hint}): "
                                          f"`{' '.join(argv)}` said: {done.stderr.strip()}")
-    finally:
-        for argv in CLEANUP:
-            subprocess.run(argv, capture_output=True)
+        finally:
+            _cleanup(feature)
     _probed = True
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import networkx as nx
 
 from lab import TOPOLOGY_DIR
+from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem, read_input
 from lab.ftps.config import ClientConfig, ServerConfig
 from lab.ftps.grammar import is_decimal
@@ -481,8 +482,8 @@ class _Builder:
         alg = m.raw.get("alg", show(m["alg"])) if "alg" in m else "scapy"
         if m.get("alg") is False:      # `off`, `no`, `false` in YAML 1.1; a re-dump writes `false`
             alg = "off"
-        if alg not in ("scapy", "kernel", "off"):
-            self.problem(m.line_of("alg"), f"{field}.alg", f"{alg!r} is not one of: scapy, kernel, off")
+        if alg not in ALG_MODES:
+            self.problem(m.line_of("alg"), f"{field}.alg", f"{alg!r} is not one of: {', '.join(ALG_MODES)}")
             alg = "off"
         forwards = []
         if "forwards" in m and outside is not None:

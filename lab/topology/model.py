@@ -14,23 +14,14 @@ from typing import Literal
 
 import networkx as nx
 
+# The device sections (nat:, firewall:) are defined by their devices; a topology holds them.
+from firewall.section import FilterRule, Firewall  # noqa: F401
+from lab.devkit.types import PortRange  # noqa: F401
+from nat.section import Nat, PortForward  # noqa: F401
+
 IPv4Interface = ipaddress.IPv4Interface
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
-
-AlgMode = Literal["scapy", "kernel", "off"]
-
-
-@dataclass(frozen=True)
-class PortRange:
-    low: int
-    high: int
-
-    def __contains__(self, port: int) -> bool:
-        return self.low <= port <= self.high
-
-    def __str__(self) -> str:
-        return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
 
 
 @dataclass
@@ -44,49 +35,6 @@ class Interface:
 class Route:
     destination: IPv4Network  # 0.0.0.0/0 for the default route
     via: IPv4Address
-
-
-@dataclass
-class PortForward:
-    """DNAT on a NAT router: outside address:ports -> inside host:ports."""
-    proto: Literal["tcp", "udp"]
-    ports: PortRange          # ports on the NAT's outside address
-    to: IPv4Address           # inside host
-    to_ports: PortRange       # same size as ports (identity when not given)
-    line: int = 0
-
-
-@dataclass
-class Nat:
-    outside: str              # name of the router's outside interface
-    masquerade: bool          # source NAT of everything leaving through `outside`
-    forwards: list[PortForward] = field(default_factory=list)
-    alg: AlgMode = "scapy"    # who inspects/rewrites the plaintext control channel
-    control_ports: list[int] = field(default_factory=lambda: [21, 990])
-
-
-@dataclass
-class FilterRule:
-    """One static rule: first match wins. Fields left None match anything."""
-    action: Literal["accept", "drop"]
-    proto: Literal["tcp", "udp", "icmp", "any"] = "tcp"
-    src: IPv4Network | None = None
-    dst: IPv4Network | None = None
-    sport: PortRange | None = None
-    dport: PortRange | None = None
-    in_interface: str | None = None
-    out_interface: str | None = None
-    comment: str = ""
-    line: int = 0
-
-
-@dataclass
-class Firewall:
-    mode: Literal["static", "dynamic"]
-    rules: list[FilterRule] = field(default_factory=list)   # static only
-    default: Literal["accept", "drop"] = "drop"
-    iptables_save: Path | None = None                       # static: use this ruleset instead
-    control_ports: list[int] = field(default_factory=lambda: [21, 990])
 
 
 @dataclass

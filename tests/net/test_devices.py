@@ -103,7 +103,7 @@ class Site:
         return result
 
     def events(self) -> list[dict]:
-        from nat.events import read
+        from lab.matrix.jsonl import read_all as read
 
         return read(self.net.events_path)
 
@@ -393,9 +393,9 @@ def in_sandbox_hostile() -> dict:
     import sys
     import time
 
+    from lab.matrix.jsonl import read_all as read
     from lab.network.net import LabNet
     from lab.topology.loader import load
-    from nat.events import read
 
     topo = load("client-nat")
     with LabNet(topo, alg="scapy") as net:
@@ -489,7 +489,7 @@ def wait_for_drops(net, device: str, targets: set[str], seconds: float = 3.0) ->
     """The events once `device` has reported a drop to every ADDR:PORT in targets (or time is up)."""
     import time
 
-    from nat.events import read
+    from lab.matrix.jsonl import read_all as read
 
     deadline = time.monotonic() + seconds
     while True:

@@ -240,12 +240,16 @@ def test_clean_never_signals_a_recycled_pid(tmp_path, monkeypatch):
 
 
 def in_sandbox_probe_with_missing_feature() -> str:
+    from lab.devkit.features import KernelFeature
     from lab.errors import MissingFeature
     from lab.network import probe as probe_module
 
     # A target this kernel does not have stands in for a missing module.
-    probe_module.FEATURES.append(("frobnicate target", "CONFIG_FROBNICATE",
-                                  [["iptables", "-A", "ftlab-probe", "-j", "FROBNICATE"]]))
+    frobnicate = KernelFeature("frobnicate target", "CONFIG_FROBNICATE",
+                               (("iptables", "-N", "ftlab-probe"),
+                                ("iptables", "-A", "ftlab-probe", "-j", "FROBNICATE")))
+    devices_features = probe_module.features
+    probe_module.features = lambda: [*devices_features(), frobnicate]
     try:
         probe_module.probe(force=True)
     except MissingFeature as exc:

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 
+from lab.devkit.events import EventWriter
+from lab.devkit.tcpseg import ACK, FIN, PSH, SYN, parse
 from nat.alg import MAP_BURST, AlgEngine, Mapping, Mappings
-from nat.events import EventWriter
-from nat.tcpseg import ACK, FIN, PSH, SYN, parse
 
 CLIENT, SERVER, OUTSIDE, THIRD = "10.0.1.2", "198.51.100.2", "203.0.113.1", "10.0.1.99"
 ISN_C, ISN_S = 0xFFFFFF00, 5000          # the client's sequence numbers wrap during the session

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nat.ctrlstream import C2S, HOLD_LIMIT, S2C, ControlTracker, HalfStream
+from lab.devkit.ctrlstream import C2S, HOLD_LIMIT, S2C, ControlTracker, HalfStream
 
 TLS_HELLO = bytes([0x16, 0x03, 0x01, 0x00, 0x05]) + b"hello"
 _SECRET = b"\r\nPORT 10,0,1,2,4,1\r\n227 (1"                     # FTP-looking application data

@@ -1,4 +1,5 @@
-"""What the devices ask LabNet to program (pure), and the event file format (E3, E4)."""
+"""What the devices ask the engine to program (pure), the registry the engine finds them in,
+and the event file format (E3, E4)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import json
 import threading
 from pathlib import Path
 
-from firewall import dropwatch, dynamic
-from lab.topology.loader import load
-from nat import alg, kernel_helper
-from nat.events import EventWriter, follow, read
+import pytest
+
+from lab.devkit import queues
+from lab.devkit.events import TYPES, EventWriter
+from lab.devkit.types import ALG_MODES
+from lab.matrix.jsonl import JsonLines, read_all
+from lab.topology import devices
+from lab.topology.loader import load, names
+
+
+def setups_of(name: str, node: str, tmp_path, **kw) -> dict:
+    topo = load(name)
+    return {d.name: s for d, s in devices.setups(topo.nodes[node], topo, tmp_path / "events.jsonl", **kw)}
 
 
 def test_alg_setup_queues_control_ports_in_raw_prerouting(tmp_path):
-    topo = load("client-nat")
-    setup = alg.setup(topo.nodes["nat-c"], topo, tmp_path / "events.jsonl")
+    setup = setups_of("client-nat", "nat-c", tmp_path)["alg"]
     queued = [r for r in setup.iptables if "NFQUEUE" in r]
     assert all(r[:5] == ["iptables", "-t", "raw", "-A", "PREROUTING"] and r[-1] == "10" for r in queued)
     assert {r[r.index("multiport") + 1] for r in queued} == {"--dports", "--sports"}
@@ -26,41 +35,69 @@ def test_alg_setup_queues_control_ports_in_raw_prerouting(tmp_path):
 
 
 def test_kernel_helper_setup_assigns_the_ftp_helper(tmp_path):
-    topo = load("server-nat")
-    node = next(n for n in topo.nodes.values() if n.nat)
-    setup = kernel_helper.setup(node, topo, tmp_path / "e")
+    setup = setups_of("server-nat", "nat-s", tmp_path, alg_mode="kernel")["kernel-helper"]
     assert ["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", "21", "-j", "CT",
             "--helper", "ftp"] in setup.iptables
     assert any("RELATED" in r and r[1] == "-I" and r[2] == "FORWARD" for r in setup.iptables)
 
 
 def test_dynamic_setup_admits_only_through_its_queues(tmp_path):
-    topo = load("dynamic-filter")
-    setup = dynamic.setup(topo.nodes["fw"], topo, tmp_path / "e")
+    setup = setups_of("dynamic-filter", "fw", tmp_path)["dynamic"]
     chain = [r for r in setup.iptables if "DYNFW" in r and "-A" in r and r[r.index("-A") + 1] == "DYNFW"]
     assert chain[-1][-1] == "21" and "NFQUEUE" in chain[-1]              # everything else new -> queue 21
     sport_rule = next(r for r in chain if "--sports" in r)
     assert "ESTABLISHED" in sport_rule                                  # source port 21 is no key
-    assert setup.config == {"device": "fw", "events": str(tmp_path / "e"), "control_ports": [21, 990],
+    assert setup.config == {"device": "fw", "events": str(tmp_path / "events.jsonl"), "control_ports": [21, 990],
                             "lifetime": 30.0}           # no list of its own addresses to open pinholes to
 
 
-def test_dropwatch_setup_carries_reasons(tmp_path):
-    topo = load("static-filter")
-    node = next(n for n in topo.nodes.values() if n.firewall)
-    setup = dropwatch.setup(node, topo, tmp_path / "e", {3: "default drop"})
-    assert setup.config["reasons"] == {"3": "default drop"} and setup.iptables == []
+def test_dropwatch_gets_every_drop_reason_of_the_node(tmp_path):
+    got = setups_of("static-filter-nat", "fw", tmp_path)
+    assert list(got) == ["nat", "static", "dropwatch"]             # alg: off
+    declared = {**got["nat"].reasons, **got["static"].reasons}
+    assert {int(k): v for k, v in got["dropwatch"].config["reasons"].items()} == declared
+    assert got["dropwatch"].iptables == [] and sorted(declared) == [1, 3]       # unsolicited, default
 
 
-def test_events_are_whole_json_lines_and_followable(tmp_path):
+@pytest.mark.parametrize("alg_mode,expected", [(None, ["nat", "alg", "dropwatch"]), ("scapy", ["nat", "alg", "dropwatch"]),
+                                               ("kernel", ["nat", "kernel-helper", "dropwatch"]),
+                                               ("off", ["nat", "dropwatch"])])
+def test_the_alg_mode_picks_the_inspector(tmp_path, alg_mode, expected):
+    assert list(setups_of("server-nat", "nat-s", tmp_path, alg_mode=alg_mode)) == expected
+
+
+def test_without_programs_only_kernel_rules(tmp_path):
+    assert list(setups_of("dynamic-filter-nat", "fw", tmp_path)) == ["nat", "alg", "dynamic", "dropwatch"]
+    assert list(setups_of("dynamic-filter-nat", "fw", tmp_path, programs=False)) == ["nat"]
+
+
+def test_every_picture_sets_up_with_distinct_drop_marks(tmp_path):
+    for name in names():
+        topo = load(name)
+        for node in topo.nodes.values():
+            devices.setups(node, topo, tmp_path / "e")     # a mark used twice raises
+
+
+def test_one_inspector_per_alg_mode_and_every_device_named_once():
+    assert tuple(devices.INSPECTORS) == ALG_MODES
+    assert len({d.name for d in devices.DEVICES}) == len(devices.DEVICES)
+    assert all(d.events <= TYPES for d in devices.DEVICES)
+
+
+def test_queue_numbers_are_distinct_and_used():
+    assert len(set(queues.QUEUES.values())) == len(queues.QUEUES)
+    feats = devices.kernel_features()
+    assert len(feats) == len(set(feats)) and {f.name for f in feats} >= {"NFQUEUE target", "kernel NAT (MASQUERADE, DNAT)"}
+
+
+def test_events_are_whole_json_lines_while_four_writers_append(tmp_path):
     path = tmp_path / "events.jsonl"
     got, stop = [], threading.Event()
 
     def tail():
-        for event in follow(path, stop=stop):
-            got.append(event)
-            if len(got) == 400:
-                return
+        lines = JsonLines(path, from_start=True)
+        while len(got) < 400 and not stop.wait(0.01):
+            got.extend(lines.read())
 
     t = threading.Thread(target=tail)
     t.start()
@@ -73,5 +110,5 @@ def test_events_are_whole_json_lines_and_followable(tmp_path):
         th.join()
     t.join(5)
     stop.set()
-    assert len(got) == 400 and len(read(path)) == 400
+    assert len(got) == 400 and len(read_all(path)) == 400
     assert all(json.loads(line)["program"] == "alg" for line in path.read_text().splitlines())

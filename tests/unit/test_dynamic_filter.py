@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from scapy.layers.inet import IP, TCP
 
-from firewall.dropwatch import describe, reason_for
+from firewall.dropwatch import reason_for
 from firewall.dynamic import NO_PINHOLE, NOT_START, TLS_BLIND, USED, DynamicFilter
-from nat.events import EventWriter
-from nat.tcpseg import ACK, PSH, SYN, parse
+from lab.devkit.events import EventWriter
+from lab.devkit.tcpseg import ACK, PSH, SYN, describe, parse
 
 CLIENT, SERVER = "198.51.100.10", "203.0.113.10"
 

@@ -1,12 +1,14 @@
-"""Pure rule generation: NAT (nat.rules), static filter (firewall.static), observed drops."""
+"""Pure rule generation: NAT (nat.rules), static filter (firewall.static), the internet
+(lab.network.internet), observed drops; and the static filter's model, the same rule matching."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from firewall.observed import DROPWATCH_QUEUE, RuleSet, drop_chain
+from firewall.section import FilterRule, Firewall
 from firewall.static import (
     CHAIN,
     MARK_DEFAULT,
@@ -14,28 +16,27 @@ from firewall.static import (
     SAVED_MARK_BASE,
     filter_rules,
     match_args,
+    matches,
     observe_saved_drops,
     restore_argv,
+    verdict,
 )
-from lab.topology.model import FilterRule, Firewall, Interface, Nat, Node, PortForward, PortRange
-from nat.rules import (
-    MARK_PRIVATE_DESTINATION,
-    MARK_UNSOLICITED,
-    PRIVATE_CHAIN,
-    UNSOLICITED_CHAIN,
-    dnat_target,
-    internet_rules,
-    nat_rules,
-)
+from lab.devkit.observed import RuleSet, drop_chain
+from lab.devkit.queues import DROPWATCH
+from lab.devkit.types import Flow, PortRange
+from lab.devkit.view import InterfaceView, NodeView
+from lab.network.internet import MARK_PRIVATE_DESTINATION, PRIVATE_CHAIN, internet_rules
+from nat.rules import MARK_UNSOLICITED, UNSOLICITED_CHAIN, dnat_target, nat_rules
+from nat.section import Nat, PortForward
 
 SERVER = IPv4Address("10.1.1.10")
 
 
-def nat_node(forwards=(), masquerade=True) -> Node:
-    return Node("nat-s", "router", interfaces=[
-        Interface("nat-s-eth0", IPv4Interface("203.0.113.1/24"), "internet"),
-        Interface("nat-s-eth1", IPv4Interface("10.1.1.1/24"), "server"),
-    ], nat=Nat(outside="nat-s-eth0", masquerade=masquerade, forwards=list(forwards)))
+def nat_node(forwards=(), masquerade=True, outside="nat-s-eth0") -> NodeView:
+    return NodeView("nat-s", interfaces=(
+        InterfaceView("nat-s-eth0", IPv4Interface("203.0.113.1/24"), "internet"),
+        InterfaceView("nat-s-eth1", IPv4Interface("10.1.1.1/24"), "server"),
+    ), section=Nat(outside=outside, masquerade=masquerade, forwards=list(forwards)))
 
 
 def fwd(ports, to_ports=None, proto="tcp") -> PortForward:
@@ -79,10 +80,8 @@ def test_forward_ranges_of_different_size_are_refused():
 
 
 def test_unknown_outside_interface_is_named():
-    node = nat_node()
-    node.nat.outside = "eth9"
     with pytest.raises(ValueError, match="eth9"):
-        nat_rules(node)
+        nat_rules(nat_node(outside="eth9"))
 
 
 def test_unsolicited_inbound_goes_to_dropwatch_with_its_reason():
@@ -103,12 +102,12 @@ def test_drop_chain_marks_then_queues_to_dropwatch():
     assert drop_chain("c", 7, table="mangle") == [
         ["iptables", "-t", "mangle", "-N", "c"],
         ["iptables", "-t", "mangle", "-A", "c", "-j", "MARK", "--set-mark", "7"],
-        ["iptables", "-t", "mangle", "-A", "c", "-j", "NFQUEUE", "--queue-num", str(DROPWATCH_QUEUE)],
+        ["iptables", "-t", "mangle", "-A", "c", "-j", "NFQUEUE", "--queue-num", str(DROPWATCH)],
     ]
 
 
 def test_internet_drops_private_destinations_before_routing():
-    ruleset = internet_rules(Node("internet", "router"))
+    ruleset = internet_rules()
     assert ruleset.reasons == {MARK_PRIVATE_DESTINATION: "private address not routed on the internet"}
     jumps = [r for r in ruleset.iptables if r[-1] == PRIVATE_CHAIN and "-d" in r]
     assert {r[r.index("-d") + 1] for r in jumps} == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
@@ -207,3 +206,58 @@ def test_saved_ruleset_drops_become_observed_jumps_with_file_and_line():
 def test_saved_ruleset_without_drops_is_unchanged():
     plain = SAVED.replace(":FORWARD DROP", ":FORWARD ACCEPT").replace("--jump DROP", "-j ACCEPT")
     assert observe_saved_drops(plain, "x") == (plain, {})
+
+
+# -- the static filter's model: the same fields, read the other way ----------------------------
+
+CLIENT, SERVER_PUBLIC = IPv4Address("198.51.100.10"), IPv4Address("203.0.113.10")
+
+
+def flow(src=CLIENT, dst=SERVER_PUBLIC, dport=60050, sport=None, proto="tcp", i="fw-eth0", o="fw-eth1") -> Flow:
+    return Flow(proto, src, dst, dport, sport, i, o)
+
+
+def test_verdict_first_match_wins_then_the_default():
+    fw = slides_filter()
+    assert verdict(fw, flow(dport=21)) == ("accept", 1)
+    assert verdict(fw, flow(dport=60050)) == ("accept", 4)
+    assert verdict(fw, flow(src=IPv4Address("192.0.2.7"), dport=60050)) == ("drop", 3)     # bad net first
+    assert verdict(fw, flow(dport=22)) == ("drop", None)
+    assert verdict(fw, flow(src=SERVER_PUBLIC, dst=CLIENT, dport=40000, sport=20)) == ("accept", 2)
+    assert verdict(fw, flow(src=SERVER_PUBLIC, dst=CLIENT, dport=40000)) == ("drop", None)   # sport unknown
+    assert verdict(fw, flow(dport=21, proto="udp")) == ("drop", None)
+
+
+def test_verdict_honours_interfaces():
+    """The kernel matches -i/-o: so does the model (prediction used to ignore them)."""
+    rule = FilterRule("accept", dport=PortRange(21, 21), in_interface="fw-eth0", out_interface="fw-eth1")
+    assert matches(rule, flow(dport=21))
+    assert not matches(rule, flow(dport=21, i="fw-eth1", o="fw-eth0"))
+    assert not matches(rule, flow(dport=21, i=None, o=None))
+
+
+RULES = [FilterRule("accept", proto="tcp", src=IPv4Network("198.51.100.0/24"), dport=PortRange(60000, 60100),
+                    in_interface="fw-eth0"),
+         FilterRule("drop", proto="udp", dst=IPv4Network("203.0.113.0/24"), sport=PortRange(53, 53),
+                    out_interface="fw-eth1"),
+         FilterRule("accept", proto="any")]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_field_the_rule_sets_is_in_its_iptables_match_and_in_its_model(rule):
+    """One table of fields (firewall.static.FIELDS) makes both: a flow that differs from a match in
+    one set field is not matched, and that field is in the iptables arguments."""
+    base = Flow(rule.proto if rule.proto != "any" else "tcp",
+                rule.src.network_address if rule.src else CLIENT, rule.dst.network_address if rule.dst else SERVER_PUBLIC,
+                rule.dport.low if rule.dport else 1, rule.sport.low if rule.sport else 2,
+                rule.in_interface or "x", rule.out_interface or "y")
+    assert matches(rule, base)
+    args = match_args(rule)
+    wrong = {"proto": "icmp", "src": IPv4Address("192.0.2.1"), "dst": IPv4Address("192.0.2.2"), "dport": 7,
+             "sport": 8, "in_interface": "other", "out_interface": "other"}
+    option = {"proto": "-p", "src": "-s", "dst": "-d", "dport": "--dport", "sport": "--sport",
+              "in_interface": "-i", "out_interface": "-o"}
+    for name, value in wrong.items():
+        is_set = getattr(rule, name) is not None and getattr(rule, name) != "any"
+        assert (option[name] in args) == is_set, name
+        assert matches(rule, replace(base, **{name: value})) != is_set, name

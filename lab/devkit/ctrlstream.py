@@ -22,7 +22,7 @@ is not tracked at all: nothing on it is read, rewritten or opened.
 
 Holding: when a segment ends inside a line that may still become an announcement ("PO", "227 (10,0"),
 `held_start` says where it starts. The ALG leaves those bytes out of the segment it forwards and
-sends the whole (rewritten) line with the segment that completes it; see nat.seqadj.
+sends the whole (rewritten) line with the segment that completes it; see nat.seqadj (the ALG).
 
 Memory is bounded: a line longer than MAX_LINE is skipped to its end, a held line longer than
 HOLD_LIMIT is released unrewritten, and the connection table has a size limit and idle expiry.
@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lab.devkit.tcpseg import Segment
 from lab.ftps.grammar import (
     MAX_LINE,
     Announcement,
@@ -45,7 +46,6 @@ from lab.ftps.grammar import (
     is_tls_record,
     reply_announcement,
 )
-from nat.tcpseg import Segment
 
 C2S = "c2s"   # client -> server: commands
 S2C = "s2c"   # server -> client: replies

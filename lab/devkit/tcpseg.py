@@ -1,8 +1,10 @@
-"""IPv4/TCP segments as the devices need them: read the few fields, write back seq/ack/SACK/payload.
+"""TCP segments over IPv4 and IPv6 as the devices need them: read the few fields, write back
+seq/ack/SACK/payload, and name any packet for a drop event.
 
 Most control packets need no change, or only new seq/ack numbers: those are patched in place with
 struct (a few microseconds). A packet whose payload changes is rebuilt with scapy, which recomputes
-lengths and checksums.
+lengths and checksums. IPv6 extension headers (hop-by-hop, routing, destination options) are
+skipped; a fragment is never read (not ours to reassemble).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 FLAG_NAMES = "FSRPAUEC"
 
 
+PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_V6_SKIPPED = {0, 43, 60}        # hop-by-hop, routing, destination options: walk past them
+_V6_FRAGMENT = 44
+
+
 @dataclass
 class Segment:
     raw: bytes
-    ihl: int              # IP header length in bytes
+    ihl: int              # IP header length in bytes (IPv6: with its extension headers)
     thl: int              # TCP header length in bytes
     src: str
     dst: str
@@ -28,6 +35,7 @@ class Segment:
     ack: int
     flags: int
     payload: bytes
+    version: int = 4
 
     @property
     def syn(self) -> bool:
@@ -75,22 +83,63 @@ def _options(raw: bytes, ihl: int, thl: int):
         i += length
 
 
+def _transport(raw: bytes) -> tuple[int, int, int, str, str] | None:
+    """(version, protocol, offset of the transport header, src, dst) of an IP packet; None for
+    something that is not IPv4/IPv6, is truncated, or is a fragment."""
+    if len(raw) >= 20 and raw[0] >> 4 == 4:
+        if struct.unpack_from("!H", raw, 6)[0] & 0x3FFF:          # fragment: not ours to read
+            return None
+        return 4, raw[9], (raw[0] & 0x0F) * 4, socket.inet_ntoa(raw[12:16]), socket.inet_ntoa(raw[16:20])
+    if len(raw) >= 40 and raw[0] >> 4 == 6:
+        proto, off = raw[6], 40
+        while proto in _V6_SKIPPED:
+            if off + 8 > len(raw):
+                return None
+            proto, off = raw[off], off + (raw[off + 1] + 1) * 8
+        if proto == _V6_FRAGMENT:
+            return None
+        return (6, proto, off, socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                socket.inet_ntop(socket.AF_INET6, raw[24:40]))
+    return None
+
+
+def _ip_end(raw: bytes, version: int) -> int:
+    """Where the IP packet ends (its length field; the buffer may carry padding)."""
+    if version == 4:
+        return min(struct.unpack_from("!H", raw, 2)[0], len(raw))
+    return min(40 + struct.unpack_from("!H", raw, 4)[0], len(raw))
+
+
 def parse(raw: bytes) -> Segment | None:
-    """The TCP segment in an IPv4 packet, or None (not IPv4/TCP, fragment, truncated)."""
-    if len(raw) < 40 or raw[0] >> 4 != 4 or raw[9] != 6:
+    """The TCP segment in an IPv4 or IPv6 packet, or None (not TCP, fragment, truncated)."""
+    found = _transport(raw)
+    if found is None:
         return None
-    ihl = (raw[0] & 0x0F) * 4
-    total = struct.unpack_from("!H", raw, 2)[0]
-    if struct.unpack_from("!H", raw, 6)[0] & 0x3FFF:       # fragment: not ours to read
+    version, proto, ihl, src, dst = found
+    if proto != 6 or len(raw) < ihl + 20:
         return None
-    if len(raw) < ihl + 20:
-        return None
+    total = _ip_end(raw, version)
     sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", raw, ihl)
     thl = (off_flags >> 12) * 4
-    if thl < 20 or ihl + thl > min(total, len(raw)):
+    if thl < 20 or ihl + thl > total:
         return None
-    return Segment(raw, ihl, thl, socket.inet_ntoa(raw[12:16]), socket.inet_ntoa(raw[16:20]),
-                   sport, dport, seq, ack, off_flags & 0x1FF, raw[ihl + thl:total])
+    return Segment(raw, ihl, thl, src, dst, sport, dport, seq, ack, off_flags & 0x1FF,
+                   raw[ihl + thl:total], version)
+
+
+def describe(raw: bytes) -> dict:
+    """The 5-tuple (and TCP flags) of an IPv4 or IPv6 packet, for a drop event."""
+    found = _transport(raw)
+    if found is None:
+        return {"proto": "not IPv4/IPv6, or a fragment"}
+    _, proto, off, src, dst = found
+    fields: dict = {"proto": PROTOS.get(proto, str(proto)), "src": src, "dst": dst}
+    seg = parse(raw)
+    if seg is not None:
+        fields.update(sport=seg.sport, dport=seg.dport, flags=seg.flag_text())
+    elif proto == 17 and len(raw) >= off + 4:
+        fields["sport"], fields["dport"] = struct.unpack_from("!HH", raw, off)
+    return fields
 
 
 def _checksum(data: bytes) -> int:
@@ -114,7 +163,10 @@ def patch(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None) 
                     struct.pack_into("!II", buf, j, *next(blocks))
     struct.pack_into("!H", buf, seg.ihl + 16, 0)
     tcp = bytes(buf[seg.ihl:])
-    pseudo = seg.raw[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    if seg.version == 4:
+        pseudo = seg.raw[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    else:
+        pseudo = seg.raw[8:40] + struct.pack("!IxxxB", len(tcp), 6)
     struct.pack_into("!H", buf, seg.ihl + 16, _checksum(pseudo + tcp))
     return bytes(buf)
 
@@ -123,9 +175,10 @@ def rebuild(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None
             flags: int | None = None) -> bytes:
     """The packet with a new payload (and seq/ack/SACK): scapy recomputes lengths and checksums."""
     from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
     from scapy.packet import Raw
 
-    pkt = IP(seg.raw)
+    pkt = IP(seg.raw) if seg.version == 4 else IPv6(seg.raw)
     tcp = pkt[TCP]
     tcp.seq, tcp.ack = seq, ack
     if flags is not None:
@@ -141,5 +194,9 @@ def rebuild(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None
     tcp.remove_payload()
     if payload:
         tcp.add_payload(Raw(payload))
-    del pkt.len, pkt.chksum, tcp.chksum
+    if seg.version == 4:
+        del pkt.len, pkt.chksum
+    else:
+        del pkt.plen
+    del tcp.chksum
     return bytes(pkt)

@@ -2,6 +2,7 @@
 
 Several device processes (and the runner) append to the same file, so every event is one
 os.write() on an O_APPEND descriptor: the kernel appends it whole, lines never interleave.
+The engine reads the file with lab.matrix.jsonl (devices only write).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 TYPES = frozenset({
@@ -51,41 +51,3 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read(path: str | Path) -> list[dict]:
-    """Every complete event in the file (a torn last line is ignored)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def follow(path: str | Path, poll: float = 0.02, stop: object = None,
-           from_start: bool = True) -> Iterator[dict]:
-    """Yield events as they are appended (tail -f). Waits for the file to appear.
-
-    `stop` may be a threading.Event (or anything with is_set()); the iterator ends when it is set.
-    """
-    path = Path(path)
-    while not path.exists():
-        if stop is not None and stop.is_set():
-            return
-        time.sleep(poll)
-    with open(path, "rb") as f:
-        if not from_start:
-            f.seek(0, os.SEEK_END)
-        pending = b""
-        while True:
-            chunk = f.read()
-            if chunk:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-                continue
-            if stop is not None and stop.is_set():
-                return
-            time.sleep(poll)

@@ -1,7 +1,8 @@
 """Observed drops: every packet the lab drops on purpose goes to the dropwatch program.
 
 A dropping rule jumps to a per-reason chain that marks the packet with the reason's number
-and queues it to NFQUEUE 30. The dropwatch program (firewall.dropwatch) drops it and writes
+and queues it to the dropwatch queue (lab.devkit.queues.DROPWATCH). The drop observer
+(firewall.dropwatch) drops it and writes
 a "drop" event that names the device and the reason (looked up by the mark). Without a
 listener the kernel drops queued packets anyway (fail closed), so a filter never leaks.
 """
@@ -10,10 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.topology.model import PortRange
-
-#: The NFQUEUE number the dropwatch program listens on (interfaces E3).
-DROPWATCH_QUEUE = 30
+from lab.devkit.queues import DROPWATCH
 
 
 @dataclass
@@ -36,10 +34,5 @@ def drop_chain(chain: str, mark: int, table: str = "filter") -> list[list[str]]:
     return [
         ["iptables", "-t", table, "-N", chain],
         ["iptables", "-t", table, "-A", chain, "-j", "MARK", "--set-mark", str(mark)],
-        ["iptables", "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH_QUEUE)],
+        ["iptables", "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH)],
     ]
-
-
-def port_match(ports: PortRange) -> str:
-    """A port range as an iptables --sport/--dport value: "21" or "60000:60100"."""
-    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"

@@ -1,0 +1,64 @@
+"""What a device is to the engine: its setup result, and the entry the engine's registry lists.
+
+A device module (one in nat/ or firewall/) provides `DEVICE = Device(...)`: the config section it
+reads, when it applies, setup(view) -> DeviceSetup (kernel rules, sysctls, the program to start),
+a pure model of how it treats a connection (what prediction asks), the events it writes and the
+kernel features it needs (what the start-up probe checks). The engine never knows more of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.devkit.features import KernelFeature
+from lab.devkit.view import NodeView
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A user's iptables-save file to load: `source` as written (checked first, so an error
+    names its line) and `text`, the same rules with their drops observed, which is loaded."""
+
+    source: Path
+    text: str
+
+
+@dataclass
+class DeviceSetup:
+    """The pure result of a device's setup(): LabNet loads `restore` (if any), runs iptables in
+    order, writes sysctls, writes `config` as JSON to the --config file and starts `argv` (if
+    any) in the node. `reasons`: the observed drops its rules use (mark -> why)."""
+
+    iptables: list[list[str]] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    argv: list[str] | None = None
+    config: dict | None = None
+    reasons: dict[int, str] = field(default_factory=dict)
+    restore: Restore | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device type, as the engine's registry lists it.
+
+    name:     the program's name on the node ("alg", "dynamic", ...): event `program`, file names
+    section:  the topology section it reads ("nat", "firewall"), or None (the drop observer)
+    applies:  does it run on a node with this view (its section, the drop reasons so far)?
+    setup:    what to program, given only the view
+    program:  the module started in the node (`python -m <program>`), None for kernel rules only
+    model:    the pure model prediction asks (see each device's module), or None
+    events:   the event types it writes (lab.devkit.events.TYPES)
+    features: the kernel features it needs
+    """
+
+    name: str
+    section: str | None
+    applies: Callable[[NodeView], bool]
+    setup: Callable[[NodeView], DeviceSetup]
+    program: str | None = None
+    model: Any = None
+    events: frozenset[str] = frozenset()
+    features: tuple[KernelFeature, ...] = ()

@@ -1,0 +1,56 @@
+"""The models of the devices that read the control channel (what prediction asks them).
+
+An inspecting device (the scapy ALG, the kernel's FTP helper, the dynamic filter) can act on a
+data connection's announcement only when the announcement crosses it in cleartext. Which
+security modes leave it readable is a fact of FTP, the same for every inspector; what differs
+is each inspector's own blind spot (the kernel helper after CCC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.ftps.modes import SECURITY_MODES
+
+IMPLICIT = ("implicit", "implicit-zos")
+
+
+def readable(security: str) -> tuple[bool, str]:
+    """Does the data connection's announcement cross the control channel in cleartext?
+    (yes/no, and why not)."""
+    if security not in SECURITY_MODES:
+        raise ValueError(f"unknown security mode {security!r}")
+    if security in ("plain", "tls-ccc"):
+        return True, ""
+    if security in IMPLICIT:
+        return False, "the control channel is encrypted from the first byte (implicit TLS, no CCC possible)"
+    return False, "the announcement is inside TLS"
+
+
+@dataclass(frozen=True)
+class Inspector:
+    """The model of a device that reads the cleartext control channel.
+
+    misses_first_line_after_ccc: it re-synchronises only on a line start it saw (nf_conntrack_ftp),
+    so after CCC it misses the first cleartext line; that matters when the client's first command
+    after CCC is the data command itself (first_after_ccc == "data").
+    """
+
+    name: str
+    misses_first_line_after_ccc: bool = False
+
+    def reads(self, security: str, first_after_ccc: str = "data") -> tuple[bool, str]:
+        """Can this device read the data-connection setup? (yes/no, and why not)."""
+        ok, why = readable(security)
+        if ok and security == "tls-ccc" and self.misses_first_line_after_ccc and first_after_ccc == "data":
+            return False, (f"{self.name} misses the first cleartext line after CCC, and the client's "
+                           "first command after CCC is the data command")
+        return ok, why
+
+
+@dataclass(frozen=True)
+class Blind:
+    """The model of a device that never reads the control channel (a NAT without ALG)."""
+
+    def reads(self, security: str, first_after_ccc: str = "data") -> tuple[bool, str]:
+        return False, "the device does not inspect the control channel"
