@@ -326,6 +326,10 @@ def test_alg_with_curl_and_lftp(name):
     assert kinds(out["events"], "rewrite") or kinds(out["events"], "mapping-open")
 
 
+# Replies `200 <the line>`. SIZE is answered as a server that puts the client's argument in its
+# reply and breaks the reply at each CR (as the built-in server did before issue 10): `SIZE
+# a\rPORT h,0,22\rb` comes back as the lines `550-a` / `PORT h,0,22` / `550 b...`. A device must
+# never take that line for a client's PORT.
 ECHO = r"""
 import socket, threading
 srv = socket.create_server(("0.0.0.0", 21))
@@ -333,7 +337,12 @@ def serve(c):
     f = c.makefile("rb")
     c.sendall(b"220 echo\r\n")
     for line in f:
-        c.sendall(b"200 " + line.rstrip(b"\r\n") + b"\r\n")
+        verb, _, arg = line.rstrip(b"\r\n").partition(b" ")
+        if verb.upper() == b"SIZE":
+            *lines, last = arg.split(b"\r")
+            c.sendall(b"550-" + b"\r\n".join(lines) + b"\r\n550 " + last + b": no such file.\r\n")
+        else:
+            c.sendall(b"200 " + line.rstrip(b"\r\n") + b"\r\n")
     c.close()
 while True:
     c, _ = srv.accept()
@@ -422,28 +431,6 @@ def test_hostile_control_traffic_opens_nothing_live():
 
 # -- slipstreaming: direction from the SYN, announcements naming their sender (issue 10) ----------
 
-# A server that puts the client's argument in its reply and breaks the reply at each CR (as the
-# built-in server did before issue 10): `SIZE a\rPORT h,0,22\rb` comes back as the lines
-# `550-a` / `PORT h,0,22` / `550 b...`. A device must never take that line for a client's PORT.
-SPLIT_ECHO = r"""
-import socket, threading
-srv = socket.create_server(("0.0.0.0", 21))
-def serve(c):
-    f = c.makefile("rb")
-    c.sendall(b"220 echo\r\n")
-    for line in f:
-        verb, _, arg = line.rstrip(b"\r\n").partition(b" ")
-        if verb.upper() == b"SIZE":
-            *lines, last = arg.split(b"\r")
-            c.sendall(b"550-" + b"\r\n".join(lines) + b"\r\n550 " + last + b": no such file.\r\n")
-        else:
-            c.sendall(b"200 ok\r\n")
-    c.close()
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
 # The client: a control connection FROM source port sys.argv[2], the slipstream command, then a
 # connection attempt to every address the reply announced and to the extra targets given.
 SLIPSTREAM = r"""
@@ -510,7 +497,7 @@ def in_sandbox_slipstream(name: str, device: str, cport: int) -> dict:
 
     topo = load(name)
     with LabNet(topo) as net, listening(net, "server", [22]):
-        responder(net, SPLIT_ECHO)
+        responder(net, ECHO)
         server, dialed = str(net.address("server")), str(topo.ftp.server_address)
         # the server's port 22, directly and (NAT) at the lowest port an ALG may map it to
         extra = [f"{dialed}:22"] + ([f"{dialed}:1024"] if dialed != server else [])
