@@ -116,7 +116,8 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
                    help="CA certificate(s) trusted for client certificates (SECURE_LOGIN)")
     p.add_argument("--tls-listen", metavar="ADDR:PORT",
                    help="also listen for implicit TLS here (z/OS TLSPORT; needs --cert/--key; "
-                   "SECUREIMPLICITZOS in --ftpdata picks the model)")
+                   "SECUREIMPLICITZOS in --ftpdata picks the model). A --listen port equal to TLSPORT "
+                   "is implicit as well")
     p.add_argument("--quiet", action="store_true", help="log only sessions and errors, not every command")
     p.set_defaults(func=cmd_server)
 
@@ -147,7 +148,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     except TLSSetupError as exc:        # what check_tls_inputs cannot see (e.g. a key OpenSSL refuses)
         raise InputError([Problem(exc.path, 0, "--cert/--key/--ca", exc.reason)]) from None
     except ValueError as exc:
-        raise InputError([Problem("<command line>", 0, "--tls-listen", str(exc))]) from None
+        field = "--tls-listen" if "implicit TLS listener" in str(exc) else "--listen"
+        raise InputError([Problem("<command line>", 0, field, str(exc))]) from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -157,7 +159,10 @@ def cmd_server(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     where = "{}:{}".format(*server.address)
-    if server.tls_address:
+    if server.listen_implicit:
+        model = "clear 220 first" if config.SECUREIMPLICITZOS else "handshake first"
+        where += f" (implicit TLS: TLSPORT {config.TLSPORT}, {model})"
+    if server.tls_address and server.tls_address != server.address:
         where += " and {}:{} (implicit TLS)".format(*server.tls_address)
     log.event(f"listening on {where}, root {args.root}, users {', '.join(sorted(users))}")
     try:

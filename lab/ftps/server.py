@@ -10,6 +10,7 @@ Public API
     srv.session_count      # sessions alive now
   tls_listen=(addr, port) opens the implicit-TLS listener (z/OS TLSPORT; pass config.TLSPORT):
   SECUREIMPLICITZOS TRUE sends a clear 220 then does the handshake, FALSE handshakes first.
+  A listen port equal to TLSPORT (not 0) is implicit too, as on z/OS (srv.listen_implicit).
   cert/key enable AUTH TLS (with EXTENSIONS AUTH_TLS); ca (a PEM file) and KEYRING give the CAs
   trusted for client certificates (KEYRING `*AUTH*/*` = the ca file).
   log(event: dict) is called for every command and reply:
@@ -105,7 +106,14 @@ class FTPServer:
                 ciphers=c.CIPHERSUITE, session_timeout=c.TLSTIMEOUT, max_version=c.TLSMAXVERSION)
         if tls_listen and not self.tls_ctx:
             raise ValueError("an implicit TLS listener needs cert and key")
-        self._listeners: list[tuple[socket.socket, bool]] = [(self._listen(listen), False)]
+        # z/OS: connections to the TLSPORT are implicit, whichever way the server was told to
+        # listen there (IBM: "If you start the FTP server on the protected port ... code a
+        # SECUREIMPLICITZOS statement"); TLSPORT 0 means no port is implicit.
+        main_implicit = bool(self.config.TLSPORT) and listen[1] == self.config.TLSPORT
+        if main_implicit and not self.tls_ctx:
+            raise ValueError(f"port {listen[1]} is the TLSPORT, so its connections are implicit TLS: give "
+                             f"a certificate and key, or TLSPORT 0 (or another port) for a clear server")
+        self._listeners: list[tuple[socket.socket, bool]] = [(self._listen(listen), main_implicit)]
         if tls_listen:
             self._listeners.append((self._listen(tls_listen), True))
         self._lock = threading.Lock()
@@ -132,7 +140,13 @@ class FTPServer:
 
     @property
     def tls_address(self) -> tuple[str, int] | None:
-        return self._listeners[1][0].getsockname()[:2] if len(self._listeners) > 1 else None
+        """The first implicit-TLS listener's address (--tls-listen, or --listen on the TLSPORT)."""
+        return next((s.getsockname()[:2] for s, implicit in self._listeners if implicit), None)
+
+    @property
+    def listen_implicit(self) -> bool:
+        """Is the main listener (listen=) the TLSPORT, so that its sessions are implicit?"""
+        return self._listeners[0][1]
 
     @property
     def session_count(self) -> int:
