@@ -56,6 +56,7 @@ Lab statements that are not z/OS statements:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -355,7 +356,8 @@ def _unknown(name: str, cls: type) -> str:
     other_side, other = ("client", _CLIENT) if cls.SIDE == "server" else ("server", _SERVER)
     if name in other:
         return f"{name} is a {other_side} statement, not valid for the {cls.SIDE}"
-    return f"unknown statement {name}"
+    close = difflib.get_close_matches(name, cls._SPEC, n=1)
+    return f"unknown statement {name}" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 @dataclass(frozen=True)
