@@ -17,6 +17,18 @@ from lab.topology.model import Interface, Node, Topology
 IPv4Address = ipaddress.IPv4Address
 
 
+@dataclass(frozen=True)
+class Step:
+    """The packet as a router on the way forwards it: what its filter's FORWARD chain sees (after
+    the router's own DNAT, before its masquerade)."""
+    node: str
+    in_interface: str | None
+    out_interface: str
+    src: IPv4Address
+    dst: IPv4Address
+    dport: int | None
+
+
 @dataclass
 class Trace:
     hops: list[str]                       # nodes visited, first and last included
@@ -24,6 +36,7 @@ class Trace:
     problem: str | None = None            # why the packet does not arrive, or None
     #: (NAT node, translated source) -> original source, for the reply's way back
     snat: dict[tuple[str, IPv4Address], IPv4Address] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)   # each router that forwarded it, in order
 
 
 def next_hop(node: Node, dst: IPv4Address) -> tuple[Interface, IPv4Address] | None:
@@ -50,6 +63,7 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
     """
     node = topology.nodes[start]
     result = Trace(hops=[node.name], source=None)
+    ingress: str | None = None
     for _ in range(max_hops):
         if _owns(node, dst):
             translated = _translate(node, dst, port, reply_to)
@@ -65,6 +79,8 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
         egress, via = hop
         if result.source is None:
             result.source = egress.address.ip
+        if len(result.hops) > 1:
+            result.steps.append(Step(node.name, ingress, egress.name, result.source, dst, port))
         if node.nat and node.nat.masquerade and egress.name == node.nat.outside \
                 and result.source != egress.address.ip and len(result.hops) > 1:
             result.snat[(node.name, egress.address.ip)] = result.source
@@ -77,6 +93,7 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
             result.problem = f"at {node.name}: {dst} is routed to host {peer.name}, which does not forward"
             result.hops.append(peer.name)
             return result
+        ingress = next((i.name for i in peer.interfaces if i.peer == node.name), None)
         node = peer
         result.hops.append(node.name)
     result.problem = f"routing loop: {' → '.join(result.hops[-6:])}"
