@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from lab.devkit.types import ALG_MODES
 from lab.errors import LabError
 from lab.network.internet import internet_rules
 from lab.topology import devices
+from lab.topology.ipsave import describe_restore_error as restore_error
 from lab.topology.model import Node, Topology
 
 READY_TIMEOUT = 5.0
@@ -358,21 +358,6 @@ def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:
     if "--config" in argv[:-1]:
         return list(argv), Path(argv[argv.index("--config") + 1])
     return [*argv, "--config", str(default)], default
-
-
-def restore_error(path: Path, stderr: str) -> str:
-    """iptables-restore's complaint as "FILE:LINE: the line: reason"."""
-    found = re.search(r"(?:line:? )(\d+)", stderr)
-    reason = next((ln for ln in stderr.splitlines() if ln and not ln.startswith(("Error occurred", "Try `"))),
-                  "").split("): ", 1)[-1]
-    if not found:
-        return f"{path} does not load: {stderr.strip()}"
-    number = int(found.group(1))
-    try:
-        text = path.read_text().splitlines()[number - 1].strip()
-    except (OSError, IndexError):
-        text = "?"
-    return f"{path}:{number}: does not load: `{text}`: {reason or stderr.strip()}"
 
 
 def processes_in(netns: set[str]) -> list[int]:

@@ -26,6 +26,7 @@ from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem, read_input
 from lab.ftps.config import ClientConfig, ServerConfig
 from lab.ftps.grammar import is_decimal
+from lab.topology.ipsave import interface_problems
 from lab.topology.model import (
     FilterRule,
     Firewall,
@@ -61,6 +62,8 @@ FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports"}
 RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
 FTP_KEYS = {"client", "server", "server_address", "control_port", "implicit_port",
             "server_statements", "client_statements"}
+#: KEYRING value meaning "every CA certificate of the lab" (lab.ftps.tls.keyring_files)
+KEYRING_LAB_CA = "*AUTH*/*"
 ACTIONS = {"accept": "accept", "permit": "accept", "drop": "drop", "deny": "drop"}
 
 
@@ -75,6 +78,12 @@ def is_private(net: ipaddress.IPv4Network | ipaddress.IPv4Address) -> bool:
 def names() -> list[str]:
     """The shipped topologies, sorted."""
     return sorted(p.stem for p in TOPOLOGY_DIR.glob("*.yaml"))
+
+
+def is_shipped(topology: Topology) -> bool:
+    """A picture of the slides, as shipped in topologies/ (not a user's file, whatever its name)."""
+    source = topology.source
+    return source is not None and source.resolve() == (TOPOLOGY_DIR / f"{topology.name}.yaml").resolve()
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -566,7 +575,7 @@ class _Builder:
                 self.problem(m.line_of("iptables_save"), f"{field}.iptables_save",
                              "give either rules or an iptables_save file, not both")
             elif "iptables_save" in m:
-                fw.iptables_save = self.iptables_save(m["iptables_save"], m.line_of("iptables_save"),
+                fw.iptables_save = self.iptables_save(node, m["iptables_save"], m.line_of("iptables_save"),
                                                       f"{field}.iptables_save")
             elif "rules" in m:
                 fw.rules = self.rules(node, m["rules"], m.line_of("rules"), f"{field}.rules")
@@ -577,12 +586,11 @@ class _Builder:
             fw.control_ports = control
         return fw
 
-    def iptables_save(self, value: Any, line: int, field: str) -> Path | None:
+    def iptables_save(self, node: Node, value: Any, line: int, field: str) -> Path | None:
         if not isinstance(value, str):
             self.problem(line, field, f"expected a file name, got {show(value)}")
             return None
-        base = self.source.parent if self.source else Path.cwd()
-        path = (base / value).resolve()
+        path = self.beside(value)
         try:
             text = read_input(path, "iptables-save file")
         except InputError as exc:
@@ -592,7 +600,14 @@ class _Builder:
             self.problem(line, field, f"{path} does not look like iptables-save output "
                                       f"(needs a *filter table ending in COMMIT)")
             return None
-        return path
+        # each problem at its own line of the ruleset (loading it for real: lab.topology.check)
+        found = interface_problems(text, str(path), node.name, [i.name for i in node.interfaces])
+        self.problems += found
+        return None if found else path
+
+    def beside(self, name: str) -> Path:
+        """A file named in the topology file, relative to that file (absolute names as they are)."""
+        return ((self.source.parent if self.source else Path.cwd()) / name).resolve()
 
     def rules(self, node: Node, value: Any, line: int, field: str) -> list[FilterRule]:
         rules = []
@@ -681,8 +696,38 @@ class _Builder:
                 result[name] = value.raw.get(name, str(setting))
         if value is not None:
             side = "server" if key == "server_statements" else "client"
-            self.problems += statement_problems(result, value, side, self.file, f"ftp.{key}")
+            found = statement_problems(result, value, side, self.file, f"ftp.{key}")
+            self.problems += found
+            if "KEYRING" in result and not found:
+                result["KEYRING"] = self.keyring(str(result["KEYRING"]), value.line_of("KEYRING"),
+                                                 f"ftp.{key}.KEYRING")
         return result
+
+    def keyring(self, value: str, line: int, field: str) -> str:
+        """KEYRING as the lab reads it: `*AUTH*/*` (the lab's CA), or a PEM file or a folder of PEM
+        files with the CA certificates to trust, relative to the topology file; returned absolute,
+        as the endpoints (started elsewhere) need it."""
+        from lab.ftps import pki, tls  # TLS libraries only for a file that names a key ring
+
+        if value.strip().upper() == KEYRING_LAB_CA:
+            return value
+        path = self.beside(value)
+        if not path.exists():
+            self.problem(line, field, f"{value!r}: no such file or folder ({path}). In the lab KEYRING names a "
+                                      f"PEM file or a folder of PEM files with the CA certificates to trust, or "
+                                      f"{KEYRING_LAB_CA} for the lab's own CA; a z/OS key ring name (e.g. "
+                                      f"FTPD/FTPRING) means nothing here")
+            return value
+        files = tls.keyring_files(str(path))
+        if not files:
+            self.problem(line, field, f"{value!r}: the folder {path} has no .pem or .crt file")
+        for file in files:
+            try:
+                pki.load_certificates(file, "KEYRING")
+            except InputError as exc:
+                self.problem(line, field, "; ".join(p.message if p.file == str(file) else str(p)
+                                                    for p in exc.problems) + f" ({file})")
+        return str(path)
 
     def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
         """The client dials the server itself, or a NAT router that forwards the control port to it."""

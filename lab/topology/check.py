@@ -1,0 +1,108 @@
+"""What a run would fail on, found before one: the checks `ftlab topo check` (and every run of a
+user's file) adds to loading.
+
+Loading (lab.topology.loader) is pure and reports every problem of the file itself. These go on:
+
+    problems(topology)  -> [Problem]   # exit 2: a ruleset file that does not load (lab.topology.ipsave)
+    warnings(topology)  -> [Problem]   # the design blocks a control connection (the rule named);
+                                       # the file's name shadows a shipped picture
+
+A warning is a design a run can still test (a filter that admits only implicit TLS on 990 blocks
+the control connection on 21, and that may be the point), so it does not fail the check unless
+asked (`ftlab topo check --strict`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lab.devkit.types import Flow
+from lab.errors import Problem, read_input
+from lab.topology import devices, ipsave, routing
+from lab.topology.loader import is_shipped, names
+from lab.topology.model import Topology
+
+
+def problems(topology: Topology) -> list[Problem]:
+    """Each ruleset file of the topology loaded in a throw-away namespace: every line it refuses."""
+    found: list[Problem] = []
+    for node in topology.nodes.values():
+        path = node.firewall.iptables_save if node.firewall else None
+        if path is not None:
+            found += ipsave.restore_problems(read_input(path, "iptables-save file"), str(path))
+    return found
+
+
+def ruleset_not_loaded(topology: Topology) -> list[Problem]:
+    """A warning when the topology has a ruleset file and this machine cannot load one for a check."""
+    files = [n.firewall.iptables_save for n in topology.nodes.values() if n.firewall and n.firewall.iptables_save]
+    if not files or (why := ipsave.can_restore()) is None:
+        return []
+    return [Problem(str(f), 0, "", f"not loaded for a check (a throw-away network namespace is not "
+                                   f"available here: {why}); a run loads it and reports the first problem")
+            for f in files]
+
+
+def warnings(topology: Topology) -> list[Problem]:
+    return [*shadowing(topology), *blocked_control(topology)]
+
+
+def shadowing(topology: Topology) -> list[Problem]:
+    """A user's file named like a shipped picture: the run uses the file, but the name is easy to misread."""
+    if is_shipped(topology) or topology.name not in names():
+        return []
+    return [Problem(_file(topology), _name_line(topology.source), "name",
+                    f"{topology.name!r} is also the name of a shipped picture (topologies/{topology.name}.yaml): "
+                    f"runs of this file use this file, judged by the lab's model, not the slides; a name of "
+                    f"its own avoids mixing up the two in reports")]
+
+
+def blocked_control(topology: Topology) -> list[Problem]:
+    """Each static filter on the way that drops a control connection (21 and the implicit port),
+    asked through the filter's own model with the packet as that filter sees it."""
+    ftp = topology.ftp
+    found = []
+    judge = devices.model("static")
+    for port, what in ((ftp.control_port, "control connection"), (ftp.implicit_port, "implicit-TLS control connection")):
+        walk = routing.trace(topology, ftp.client, ftp.server_address, port)
+        if walk.problem:
+            continue                     # a routing problem: the loader reports it
+        for step in walk.steps:
+            node = topology.nodes[step.node]
+            fw = node.firewall
+            if fw is None or fw.mode != "static" or fw.iptables_save is not None:
+                continue                 # a ruleset file: its own lines are checked by loading it
+            action, position = judge(fw, Flow("tcp", step.src, step.dst, port, None, step.in_interface,
+                                              step.out_interface))
+            if action != "drop":
+                continue
+            rule = fw.rules[position - 1] if position else None
+            by = (f"rule {position}" + (f" ({rule.comment})" if rule.comment else "") + " drops it") if rule \
+                else f"no rule permits it and the default is {fw.default}"
+            found.append(Problem(_file(topology), rule.line if rule else node.line,
+                                 f"nodes.{node.name}.firewall." + (f"rules[{position - 1}]" if rule else "default"),
+                                 f"blocks the {what} {ftp.client} → {ftp.server_address}:{port} (at {node.name}: "
+                                 f"{step.src} → {step.dst}:{port}, in {step.in_interface}, out "
+                                 f"{step.out_interface}): {by}"))
+    return found
+
+
+def format_warning(p: Problem) -> str:
+    """`file:line: warning: field: message`, as compilers print theirs."""
+    where = f"{p.file}:{p.line}" if p.line else p.file
+    return ": ".join(x for x in (where, "warning", p.field, p.message) if x)
+
+
+def _file(topology: Topology) -> str:
+    return str(topology.source) if topology.source else topology.name
+
+
+def _name_line(source: Path | None) -> int:
+    """The line of the top-level `name:` (the model keeps no line for it)."""
+    if source is None:
+        return 0
+    for number, line in enumerate(read_input(source, "topology file").splitlines(), start=1):
+        if re.match(r"name\s*:", line):
+            return number
+    return 0
