@@ -1,4 +1,5 @@
-"""Types the engine and the devices share: port ranges, the NAT inspector's modes, a connection."""
+"""Types the engine and the devices share: port ranges, the NAT inspector's modes, a connection,
+and what a device's model says when a connection's fate depends on something it cannot read."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ class Flow:
     """A new connection as a device on its path sees it arrive (what a device's model is asked about).
 
     sport None: not known in advance (a client's ephemeral port). Interfaces: the device's own,
-    where the connection comes in and where it leaves (None: not known).
+    where the connection comes in and where it leaves (None: not known). state: its conntrack
+    state on this device, NEW, or RELATED when a connection-tracking helper on the device expected
+    it (the kernel's FTP helper); dnat: this device translated its destination (conntrack's DNAT
+    status, which iptables matches as `--ctstate DNAT`).
     """
 
     proto: str
@@ -43,3 +47,15 @@ class Flow:
     sport: int | None = None
     in_interface: str | None = None
     out_interface: str | None = None
+    state: str = "NEW"
+    dnat: bool = False
+
+
+class Unreadable(ValueError):
+    """A device's model met something outside what it reads (a match, a target, a table) on the
+    way to a verdict: the prediction says "cannot predict: FILE:LINE uses X", never a guess."""
+
+    def __init__(self, line: int, what: str):
+        super().__init__(f"line {line}: {what}")
+        self.line = line
+        self.what = what
