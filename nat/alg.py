@@ -383,7 +383,7 @@ def setup(view: NodeView) -> DeviceSetup:
 
 DEVICE = Device(
     name="alg", section="nat", applies=lambda view: view.section.alg == "scapy", setup=setup,
-    program="nat.alg", model=Inspector("the scapy ALG"),
+    program="nat.alg", model=Inspector("the scapy ALG", rewrites="outside"),
     events=frozenset({"ready", "rewrite", "mapping-open", "mapping-used", "mapping-expired", "tls-detected",
                       "ccc", "ignored", "drop", "error"}),
     features=(features.NFQUEUE, features.KERNEL_NAT),

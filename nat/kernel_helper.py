@@ -44,7 +44,7 @@ def setup(view: NodeView) -> DeviceSetup:
 DEVICE = Device(
     name="kernel-helper", section="nat", applies=lambda view: view.section.alg == "kernel", setup=setup,
     program="nat.kernel_helper",
-    model=Inspector("the kernel helper", misses_first_line_after_ccc=True),
+    model=Inspector("the kernel helper", misses_first_line_after_ccc=True, rewrites="translated", related=True),
     events=frozenset({"ready", "mapping-open"}),
     features=(features.FTP_HELPER, features.CONNTRACK_MARK),
 )

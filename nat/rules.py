@@ -8,12 +8,16 @@ own rules; what is here is the NAT itself:
 - DNAT port forwards, single ports and ranges, from the outside address to an inside host;
 - the NAT's answer to unsolicited inbound connections: dropped, and observed (dropwatch).
 
-Its model for prediction: it does not read the control channel (with `alg: off` nothing does).
+Its model for prediction (`KernelNat`, what the path walk asks): which new connections the port
+forwards translate and to where, whether one leaving through the outside interface is
+masqueraded, and that a new connection arriving on the outside interface that nothing translated
+is dropped. It does not read the control channel (with `alg: off` nothing does).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from lab.devkit import features
 from lab.devkit.device import Device, DeviceSetup
@@ -70,6 +74,38 @@ def nat_rules(view: NodeView) -> RuleSet:
     return RuleSet(rules, {MARK_UNSOLICITED: reason})
 
 
+# -- the model ---------------------------------------------------------------------------------------
+
+def forward_target(nat: Nat, proto: str, port: int) -> tuple[ipaddress.IPv4Address, int] | None:
+    """Where a port forward sends a new connection to the outside address and `port` (None: no forward)."""
+    for fwd in nat.forwards:
+        if fwd.proto == proto and port in fwd.ports:
+            return fwd.to, fwd.to_ports.low + (port - fwd.ports.low)
+    return None
+
+
+@dataclass(frozen=True)
+class KernelNat(Blind):
+    """The kernel NAT's model: what its rules do to a new connection. Pure."""
+
+    name: str = "the kernel NAT"
+    unsolicited_reason: str = "unsolicited inbound connection to the outside address (port not forwarded)"
+
+    def forward(self, nat: Nat, outside: ipaddress.IPv4Address, in_interface: str | None,
+                proto: str, dst: ipaddress.IPv4Address, dport: int) -> tuple[ipaddress.IPv4Address, int] | None:
+        """DNAT by a port forward: only a connection arriving on the outside interface, to its address."""
+        if in_interface != nat.outside or dst != outside:
+            return None
+        return forward_target(nat, proto, dport)
+
+    def masquerades(self, nat: Nat, out_interface: str) -> bool:
+        return nat.masquerade and out_interface == nat.outside
+
+    def drops(self, nat: Nat, in_interface: str | None, state: str, translated: bool) -> bool:
+        """The unsolicited-inbound rule (INPUT and FORWARD): NEW on the outside interface, not translated."""
+        return in_interface == nat.outside and state == "NEW" and not translated
+
+
 def setup(view: NodeView) -> DeviceSetup:
     rules = nat_rules(view)
     return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons)
@@ -77,6 +113,6 @@ def setup(view: NodeView) -> DeviceSetup:
 
 DEVICE = Device(
     name="nat", section="nat", applies=lambda view: view.section is not None, setup=setup,
-    model=Blind(), events=frozenset({"drop"}),       # its drops are reported by the drop observer
+    model=KernelNat(), events=frozenset({"drop"}),   # its drops are reported by the drop observer
     features=(features.KERNEL_NAT, features.CONNTRACK_MARK, features.NFQUEUE),
 )

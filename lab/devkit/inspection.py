@@ -3,16 +3,29 @@
 An inspecting device (the scapy ALG, the kernel's FTP helper, the dynamic filter) can act on a
 data connection's announcement only when the announcement crosses it in cleartext. Which
 security modes leave it readable is a fact of FTP, the same for every inspector; what differs
-is each inspector's own blind spot (the kernel helper after CCC).
+is each inspector's own blind spot (the kernel helper after CCC) and what it does with a line it
+read (each device module says so in its Inspector):
+
+- whom it believes: every inspector acts only on a whole line that names its sender's own address
+  (`names_sender`); a line naming anyone else opens and rewrites nothing;
+- `rewrites`: a NAT's inspector rewrites the address to the one the peer knows the sender by;
+  "outside" (the scapy ALG: its outside interface's address, and only for a sender on the inside)
+  or "translated" (nf_nat_ftp: the address conntrack translated the sender to, either side);
+  None for a filter, which only reads;
+- `related`: the data connection it expects is RELATED in conntrack (the kernel helper's
+  expectation) rather than translated by a rule of its own (the scapy ALG's DNAT mapping).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from lab.ftps.modes import SECURITY_MODES
 
 IMPLICIT = ("implicit", "implicit-zos")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def readable(security: str) -> tuple[bool, str]:
@@ -27,6 +40,12 @@ def readable(security: str) -> tuple[bool, str]:
     return False, "the announcement is inside TLS"
 
 
+def names_sender(host: Address | None, *sender: Address) -> bool:
+    """Does an announcement naming `host` (None: a 229 reply, which names no address) name its
+    sender, known to this device by any of `sender`?"""
+    return host is None or host in sender
+
+
 @dataclass(frozen=True)
 class Inspector:
     """The model of a device that reads the cleartext control channel.
@@ -38,6 +57,8 @@ class Inspector:
 
     name: str
     misses_first_line_after_ccc: bool = False
+    rewrites: str | None = None        # None | "outside" | "translated" (see the module's docstring)
+    related: bool = False
 
     def reads(self, security: str, first_after_ccc: str = "data") -> tuple[bool, str]:
         """Can this device read the data-connection setup? (yes/no, and why not)."""
@@ -51,6 +72,10 @@ class Inspector:
 @dataclass(frozen=True)
 class Blind:
     """The model of a device that never reads the control channel (a NAT without ALG)."""
+
+    name: str = "the NAT without ALG"
+    rewrites: str | None = None
+    related: bool = False
 
     def reads(self, security: str, first_after_ccc: str = "data") -> tuple[bool, str]:
         return False, "the device does not inspect the control channel"

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from lab.topology.model import Interface, Node, Topology
+from nat.rules import forward_target
 
 IPv4Address = ipaddress.IPv4Address
 
@@ -110,9 +111,7 @@ def _translate(node: Node, dst: IPv4Address, port: int | None,
     if reply_to and (node.name, dst) in reply_to:
         return reply_to[(node.name, dst)], port
     if node.nat and port is not None:
-        for fwd in node.nat.forwards:
-            if fwd.proto == "tcp" and port in fwd.ports:
-                return fwd.to, fwd.to_ports.low + (port - fwd.ports.low)
+        return forward_target(node.nat, "tcp", port)
     return None
 
 
