@@ -28,8 +28,9 @@ let through uninspected and opens nothing.
 
 The device: `firewall:` section with `mode: dynamic`. Queue numbers: lab.devkit.queues. Events:
 ready, pinhole-open/-used/-expired, tls-detected, ccc, ignored, drop, error. Kernel features:
-NFQUEUE, conntrack. Its model for prediction: an inspector that reads the first cleartext line
-after CCC (lab.devkit.inspection).
+NFQUEUE, conntrack. Its model for prediction (DynamicModel): an inspector that reads the first
+cleartext line after CCC (lab.devkit.inspection), the pinholes an announcement opens (the same
+pinhole_targets the process uses) and which new connections it admits.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lab.devkit import features, queues
 from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
-from lab.devkit.inspection import Inspector
+from lab.devkit.inspection import Inspector, names_sender
 from lab.devkit.tcpseg import Segment, describe, parse
+from lab.devkit.types import Flow
 from lab.devkit.view import NodeView, config_path
 
 CONTROL_QUEUE, NEW_QUEUE = queues.DYNAMIC_CONTROL, queues.DYNAMIC_NEW
@@ -63,6 +66,33 @@ class Pinhole:
     expires: float
     owner: str
     used_by: int | None = None     # source port of the connection that consumed it
+
+
+def pinhole_targets(host: Any, sender: Any, toward_peer: Any) -> list | None:
+    """The addresses a pinhole opens to for an announcement naming `host` (None: a 229, no
+    address), sent by `sender` (as its packets carry it here) whose peer knows it as
+    `toward_peer`; None when the announcement names anyone else (it opens nothing). Naming the
+    sender's own address opens the peer's view of it too (a kernel NAT helper on this router
+    rewrites the line after the filter read it)."""
+    if not names_sender(host, sender, toward_peer):
+        return None
+    dst = host if host is not None else toward_peer
+    return list(dict.fromkeys([dst, toward_peer])) if dst == sender else [dst]
+
+
+@dataclass(frozen=True)
+class DynamicModel(Inspector):
+    """The dynamic filter's model (what the path walk asks): what it reads (Inspector), the pinholes
+    a readable announcement opens, and which new connections it admits."""
+
+    def pinholes(self, host: Any, port: int, sender: Any, toward_peer: Any, peer: Any) -> list[tuple] | None:
+        """[(src, dst, dport)] opened for `peer` by the announcement; None: it names someone else."""
+        dsts = pinhole_targets(host, sender, toward_peer)
+        return None if dsts is None else [(peer, dst, port) for dst in dsts]
+
+    def admits(self, flow: Flow, control_ports: tuple[int, ...], pinholes: set[tuple]) -> bool:
+        """A new connection passes to a control port, or through a pinhole (src, dst, dport)."""
+        return flow.dport in control_ports or (flow.src, flow.dst, flow.dport) in pinholes
 
 
 class DynamicFilter:
@@ -120,14 +150,14 @@ class DynamicFilter:
             toward_peer = conn.device.get("client_seen", conn.id.client)
         else:                      # 227/229: the client connects to the server
             src, toward_peer = conn.id.client, conn.id.server
-        if ann.host is not None and ann.host not in (seg.src, toward_peer):
+        dsts = pinhole_targets(ann.host, seg.src, toward_peer)
+        if dsts is None:
             self.events.emit("ignored", conn=cid, direction=direction,
                              line=f.line[:120].decode("ascii", "replace").rstrip(),
                              message=f"{ann.kind} names {ann.host}, not its sender {seg.src}"
                                      + (f" (or {toward_peer})" if toward_peer != seg.src else "") + ": no pinhole")
             return
-        dst = ann.host or toward_peer
-        self.open(src, [dst, toward_peer] if dst == seg.src else [dst], ann.port, cid)
+        self.open(src, dsts, ann.port, cid)
 
     def open(self, src: str, dsts: list[str], dport: int, owner: str) -> Pinhole:
         """A single-use pinhole src -> dst:dport (under each of `dsts`, the first the announced one)."""
@@ -213,7 +243,7 @@ def setup(view: NodeView) -> DeviceSetup:
 
 DEVICE = Device(
     name="dynamic", section="firewall", applies=lambda view: view.section.mode == "dynamic", setup=setup,
-    program="firewall.dynamic", model=Inspector("the dynamic filter"),
+    program="firewall.dynamic", model=DynamicModel("the dynamic filter"),
     events=frozenset({"ready", "pinhole-open", "pinhole-used", "pinhole-expired", "tls-detected", "ccc",
                       "ignored", "drop", "error"}),
     features=(features.NFQUEUE, features.CONNTRACK_MARK),

@@ -15,17 +15,20 @@ policy of a built-in chain becomes a jump to a marking chain, so a run names the
 that dropped a packet, as it does for the lab's own rule lists.
 
 What a rule's fields mean is written once, in FIELDS: each field's iptables option (rule
-generation, match_args) and its test on a connection (the model prediction asks, verdict).
+generation, match_args) and its test on a connection (the model prediction asks: verdict,
+decide). An iptables-save file is judged by firewall.saved, which reads a documented subset.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firewall import saved
 from firewall.section import FilterRule, Firewall
 from lab.devkit import features
 from lab.devkit.device import Device, DeviceSetup, Restore
@@ -89,11 +92,60 @@ def matches(rule: FilterRule, flow: Flow) -> bool:
 
 def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
     """The filter's model: what it does with a new connection (accept | drop) and the position of
-    the rule that decides (None: the default). Connections it admitted before pass anyway."""
+    the rule that decides (None: the default). Connections it admitted before pass anyway.
+    For an iptables-save file: its line (see decide)."""
+    action, where = decide(firewall, flow)
+    return ("drop" if action in ("drop", "reject") else "accept"), where
+
+
+def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD") -> tuple[str, int | None]:
+    """The filter's model, as the path walk asks it: (accept | drop | reject | pass, where).
+
+    Lab rules (FORWARD only): ESTABLISHED/RELATED pass, then the rules (where = position), then
+    the default (None). An iptables-save file (firewall.saved): `hook` chain of its filter table,
+    where = the deciding line; "pass" when no rule decided and the chain's policy is ACCEPT
+    (rules the node adds after the file's still apply); raises lab.devkit.types.Unreadable when
+    the verdict depends on a rule outside what the model reads."""
+    if firewall.iptables_save is not None:
+        found = saved.verdict(saved_text(firewall), flow, hook)
+        return ("pass" if found.action == "policy-accept" else found.action), found.line
+    if hook != "FORWARD":
+        return "pass", None
+    if flow.state in ("ESTABLISHED", "RELATED"):
+        return "accept", None
     for position, rule in enumerate(firewall.rules, start=1):
         if matches(rule, flow):
             return rule.action, position
     return firewall.default, None
+
+
+def saved_text(firewall: Firewall) -> str:
+    """The text of the firewall's iptables-save file (read once per path)."""
+    return _read(Path(firewall.iptables_save))
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def explain(firewall: Firewall, where: int | None) -> str:
+    """The rule (or default, or policy) `decide` names, as a drop report names it."""
+    if firewall.iptables_save is not None:
+        name = Path(firewall.iptables_save).name
+        text = saved.rule_text(saved_text(firewall), where) if where else ""
+        return f"{name}:{where}: {text}" if where else f"{name}: the chain's policy"
+    if where is None:
+        return f"the static filter's default ({firewall.default})"
+    return describe(firewall.rules[where - 1], where)
+
+
+def unreadable(firewall: Firewall) -> list[str]:
+    """What the model cannot read in this filter ("FILE:LINE uses X"); empty for the lab's rules."""
+    if firewall.iptables_save is None:
+        return []
+    name = Path(firewall.iptables_save).name
+    return [f"{name}:{line} uses {what}" for line, what in saved.unreadable(saved_text(firewall))]
 
 
 def describe(rule: FilterRule, position: int) -> str:
