@@ -165,6 +165,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     if server.tls_address and server.tls_address != server.address:
         where += " and {}:{} (implicit TLS)".format(*server.tls_address)
     log.event(f"listening on {where}, root {args.root}, users {', '.join(sorted(users))}")
+    if server.attls is not None:
+        log.event(f"TLSMECHANISM ATTLS: TLS as {server.attls.source} says ({len(server.attls.rules)} rules; "
+                  f"KEYRING, CIPHERSUITE and TLSTIMEOUT are ignored)")
+        for line in server.attls.ignored_text():
+            log.event(line)
     try:
         while not stop.wait(0.5):
             pass

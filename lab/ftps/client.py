@@ -52,8 +52,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lab.ftps import attls, grammar, netascii, waiting
 from lab.ftps import data as datapath
-from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
@@ -107,6 +107,10 @@ class FTPClient:
         self.cas = tlsmod.keyring_files(self.cfg.KEYRING, ca)
         self.cert, self.key = cert, key
         self.verify = bool(self.cas) if verify is None else verify
+        # TLSMECHANISM ATTLS: TLS as the AT-TLS policy's rule for each connection says
+        self.attls = attls.load_policy(self.cfg.ATTLSPOLICY) if self.cfg.TLSMECHANISM == "ATTLS" else None
+        self._attls_contexts = attls.Contexts(cert, key, ca, verify) if self.attls else None
+        self.mapping: attls.Mapping | None = None     # the control connection's AT-TLS mapping
         self.port_address = port_address
         self.log = log
         self.transcript: list[tuple[float, str, str]] = []
@@ -132,6 +136,27 @@ class FTPClient:
         self.transcript.append((time.time(), direction, line))
         if self.log:
             self.log(direction, line)
+
+    def _tls_setup(self, mapping: attls.Mapping | None) -> tuple:
+        """(context, TLS role, handshake timeout or None): the client's own context, or with ATTLS
+        the context of the mapping's environment and its HandshakeRole."""
+        if mapping is None:
+            return self._tls_context(), "client", None
+        try:
+            return self._attls_contexts.get(mapping), mapping.role, mapping.handshake_timeout
+        except tlsmod.TLSSetupError as exc:
+            raise FTPError("tls", f"AT-TLS rule {mapping.rule}: {exc.reason}") from None
+
+    def _attls_refusal(self) -> str | None:
+        """TLSMECHANISM ATTLS: why AT-TLS cannot secure the control connection (None: it can)."""
+        if self.attls is None:
+            return None
+        local, peer = self.sock.getsockname(), self.sock.getpeername()
+        self.mapping = self.attls.match("outbound", local[1], peer[1], local[0], peer[0])
+        if self.mapping is None:
+            return (f"no AT-TLS rule in {self.attls.source} maps the control connection "
+                    f"(Outbound, remote port {peer[1]})")
+        return self.mapping.unusable_for_ftp()
 
     def _tls_context(self):
         if self._ctx is None:
@@ -239,8 +264,13 @@ class FTPClient:
 
     def _start_tls(self) -> None:
         self._stage_now = "tls"
+        if (why := self._attls_refusal()) is not None:
+            raise FTPError("tls", why)
+        ctx, role, timeout = self._tls_setup(self.mapping)
+        if self.mapping is not None:
+            self._note("info", f"AT-TLS rule {self.mapping.rule} ({self.mapping.where}): HandshakeRole {role}")
         try:
-            self.ctrl = tlsmod.connect_tls(self._tls_context(), self.sock, self._left(), hostname=self.host)
+            self.ctrl = tlsmod.secure(ctx, self.sock, role, min(timeout or 1e9, self._left()), hostname=self.host)
         except tlsmod.TLSFailure as exc:
             raise FTPError("tls", f"TLS handshake failed: {exc.reason}") from None
         if self.cfg.SECURE_HOSTNAME == "REQUIRED":
@@ -256,6 +286,11 @@ class FTPClient:
 
     def login(self, user: str, password: str = "") -> Reply:
         wants_tls = self.cfg.SECURE_MECHANISM == "TLS"
+        if wants_tls and not self.implicit and (why := self._attls_refusal()) is not None:
+            if self.cfg.SECURE_FTP == "REQUIRED" or self.security in ("tls", "tls-ccc"):
+                raise FTPError("tls", why)
+            self._note("info", f"no TLS: {why}; continuing in clear (SECURE_FTP ALLOWED)")
+            wants_tls = False
         if wants_tls and not self.implicit:
             self._stage_now = "tls"
             reply = self.command("AUTH", "TLS")
@@ -291,6 +326,12 @@ class FTPClient:
             raise FTPError("tls", "CCC needs a TLS control connection")
         if self.cfg.TLSRFCLEVEL == "DRAFT":
             raise FTPError("tls", "CCC is not available at TLSRFCLEVEL DRAFT")
+        if self.attls is not None and self.cfg.TLSRFCLEVEL == "CCCNONOTIFY":
+            # IBM: an invalid combination; CCC then fails the session (AT-TLS cannot leave TLS
+            # without close_notify)
+            self.close()
+            raise FTPError("tls", "CCC: TLSRFCLEVEL CCCNONOTIFY is not valid with TLSMECHANISM ATTLS; "
+                                  "the session fails")
         self._stage_now = "tls"
         self._session = self.ctrl.session
         reply = self.command("CCC")
@@ -462,10 +503,13 @@ class FTPClient:
         conn = dsock
         if self.prot == "P":
             self._stage_now = "tls"
-            session = None if self.cfg.SECURE_SESSION_REUSE == "NONE" else self._session
+            mapping = self._data_mapping(dsock, listener is None)
+            session = None if self.cfg.SECURE_SESSION_REUSE == "NONE" or mapping is not self.mapping \
+                else self._session
+            ctx, role, timeout = self._tls_setup(mapping)
             try:
-                conn = tlsmod.connect_tls(self._tls_context(), dsock, self.cfg.DATACONNTIME + 3,
-                                          session=session, hostname=self.host)
+                conn = tlsmod.secure(ctx, dsock, role, timeout or self.cfg.DATACONNTIME + 3,
+                                     session=session, hostname=self.host)
             except tlsmod.TLSFailure as exc:
                 dsock.close()
                 detail = self._late_reply()
@@ -477,6 +521,23 @@ class FTPClient:
         tlsmod.set_timeout(dsock, self.cfg.INACTTIME)
         self._stage_now = "transfer"
         return conn, reply
+
+    def _data_mapping(self, dsock: socket.socket, passive: bool) -> attls.Mapping | None:
+        """TLSMECHANISM ATTLS: the data connection's mapping. SecondaryMap On: the control
+        connection's; Off: the rule that maps the data connection itself (passive: outbound,
+        active: inbound), or a tls failure when none does."""
+        if self.mapping is None or self.mapping.secondary_map:
+            return self.mapping
+        local, peer = dsock.getsockname(), dsock.getpeername()
+        direction = "outbound" if passive else "inbound"
+        mapping = self.attls.match(direction, local[1], peer[1], local[0], peer[0])
+        why = (f"no AT-TLS rule maps it ({direction.title()}, local port {local[1]}, remote port {peer[1]}) "
+               f"and rule {self.mapping.rule} has SecondaryMap Off") if mapping is None else mapping.unusable_for_ftp()
+        if why is not None:
+            dsock.close()
+            detail = self._late_reply()
+            raise FTPError("tls", f"TLS on the data connection: {why}{detail}")
+        return mapping
 
     @staticmethod
     def _is_listener(sock: socket.socket) -> bool:

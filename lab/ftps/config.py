@@ -40,7 +40,12 @@ Lab statements that are not z/OS statements:
             CERTUSERMAP cert user  SECURE_LOGIN VERIFY_USER map: cert = subject CN or SHA-256
                                    fingerprint (hex, colons optional) -> user (stands in for RACF)
             IMPLICITPROT C|P       data protection of an implicit (TLSPORT) session before any PROT
-    both    TLSMAXVERSION TLSV1.2|TLSV1.3   highest TLS version offered; server default TLSV1.2
+    both    ATTLSPOLICY file       the AT-TLS policy (Policy Agent TTLS statements, lab/ftps/attls.py)
+                                   that TLSMECHANISM ATTLS takes its TLS settings from (on z/OS the
+                                   Policy Agent reads it); a relative name is relative to the
+                                   FTP.DATA file. With ATTLS, KEYRING, CIPHERSUITE and TLSTIMEOUT
+                                   are ignored (IBM), as is TLSMAXVERSION.
+            TLSMAXVERSION TLSV1.2|TLSV1.3   highest TLS version offered; server default TLSV1.2
                                    because under TLS 1.3 the server must send session tickets on
                                    every data connection, and clients that never read during an
                                    upload (curl, lftp) then close with unread bytes: the kernel
@@ -242,7 +247,8 @@ _COMMON: dict[str, _Spec] = {
     "TLSPORT": _Spec(_number(0, 65535)),
     "SECUREIMPLICITZOS": _Spec(_bool),
     "TLSTIMEOUT": _Spec(_number(0, 86400)),
-    "TLSMECHANISM": _Spec(_keyword("FTP")),
+    "TLSMECHANISM": _Spec(_keyword("FTP", "ATTLS")),
+    "ATTLSPOLICY": _Spec(_text, optional=True),
     "CIPHERSUITE": _Spec(_cipher, repeat=True),
     "KEYRING": _Spec(_text, optional=True),
     "TLSMAXVERSION": _Spec(_keyword("TLSV1.2", "TLSV1.3")),
@@ -294,6 +300,9 @@ class _Statements:
                 object.__setattr__(self, f.name, _normalise(self._SPEC[f.name], f.name, value))
             except ValueError as exc:
                 problems.append(Problem("<settings>", 0, f.name, str(exc)))
+        if not problems and getattr(self, "TLSMECHANISM", "FTP") == "ATTLS" and not getattr(self, "ATTLSPOLICY", None):
+            problems.append(Problem("<settings>", 0, "TLSMECHANISM",
+                                    "ATTLS takes TLS from an AT-TLS policy: give ATTLSPOLICY <file> too"))
         if problems:
             raise InputError(problems)
 
@@ -373,6 +382,7 @@ class _CommonStatements(_Statements):
     SECUREIMPLICITZOS: bool = True
     TLSTIMEOUT: int = 100
     TLSMECHANISM: str = "FTP"
+    ATTLSPOLICY: str | None = None
     CIPHERSUITE: tuple = ()
     KEYRING: str | None = None
     TLSMAXVERSION: str = "TLSV1.3"
@@ -463,11 +473,16 @@ def parse_ftpdata_text(text: str, side: str = "server", source: str = "<text>") 
         raise InputError(problems)
     try:
         return cls(**values)
-    except InputError as exc:       # cross-value problems found at construction
-        raise InputError([dataclasses.replace(p, file=source) for p in exc.problems]) from None
+    except InputError as exc:       # cross-value problems found at construction: at the statement's line
+        raise InputError([dataclasses.replace(p, file=source, line=seen.get(p.field, 0))
+                          for p in exc.problems]) from None
 
 
 def parse_ftpdata(path: str | Path, side: str = "server") -> ServerConfig | ClientConfig:
-    """Read an FTP.DATA-style file -> ServerConfig or ClientConfig. Errors name file:line."""
+    """Read an FTP.DATA-style file -> ServerConfig or ClientConfig. Errors name file:line.
+    A relative ATTLSPOLICY is taken relative to the file's folder."""
     text = read_input(path, "FTP.DATA file")
-    return parse_ftpdata_text(text, side, str(path))
+    cfg = parse_ftpdata_text(text, side, str(path))
+    if cfg.ATTLSPOLICY and not Path(cfg.ATTLSPOLICY).is_absolute():
+        cfg = dataclasses.replace(cfg, ATTLSPOLICY=str(Path(path).parent / cfg.ATTLSPOLICY))
+    return cfg

@@ -34,6 +34,10 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
   ABOR cuts the data connection and is answered 426 + 226; other commands wait their turn.
 - TLS: TLSMAXVERSION (lab statement, default TLSV1.2, see config.py for why), CIPHERSUITE order
   is the server's preference, TLSTIMEOUT is the session cache lifetime.
+- TLSMECHANISM ATTLS: TLS as the AT-TLS policy (ATTLSPOLICY, lab.ftps.attls) says for each
+  connection: role, versions, ciphers, keyring. No usable rule (none, TTLSEnabled Off,
+  ApplicationControlled Off) -> AUTH 534; SecondaryMap Off and no rule for a data connection
+  -> 522; TLSRFCLEVEL CCCNONOTIFY -> CCC fails the session (421, closed), as IBM documents.
 - The root directory cannot be left, also not through symlinks (paths are resolved and checked).
 - TYPE A (the RFC 959 default) sends files with CRLF line ends and stores uploads with LF
   (lab.ftps.netascii); SIZE and REST count TYPE A octets; REST before STOR in TYPE A is 554.
@@ -59,8 +63,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from lab.ftps import attls, grammar, netascii, waiting
 from lab.ftps import data as datapath
-from lab.ftps import grammar, netascii, waiting
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
 from lab.ftps.grammar import GrammarError, LineReader, format_reply
@@ -98,19 +102,25 @@ class FTPServer:
         self.cert, self.key, self.ca = cert, key, ca
         self.log_cb = log
         self.tls_ctx = None
-        if cert:
+        self.attls: attls.Policy | None = None       # TLSMECHANISM ATTLS: TLS as the policy says
+        if self.config.TLSMECHANISM == "ATTLS":
+            # KEYRING, CIPHERSUITE and TLSTIMEOUT are ignored with ATTLS (IBM): the policy rules
+            self.attls = attls.load_policy(self.config.ATTLSPOLICY)
+            self.attls_contexts = attls.Contexts(cert, key, ca)
+        elif cert:
             c = self.config
             auth = {"NO_CLIENT_AUTH": "none"}.get(c.SECURE_LOGIN, "required")
             self.tls_ctx = tlsmod.server_context(
                 cert, key or cert, tlsmod.keyring_files(c.KEYRING, ca), client_auth=auth,
                 ciphers=c.CIPHERSUITE, session_timeout=c.TLSTIMEOUT, max_version=c.TLSMAXVERSION)
-        if tls_listen and not self.tls_ctx:
+        tls_possible = self.tls_ctx is not None or self.attls is not None
+        if tls_listen and not tls_possible:
             raise ValueError("an implicit TLS listener needs cert and key")
         # z/OS: connections to the TLSPORT are implicit, whichever way the server was told to
         # listen there (IBM: "If you start the FTP server on the protected port ... code a
         # SECUREIMPLICITZOS statement"); TLSPORT 0 means no port is implicit.
         main_implicit = bool(self.config.TLSPORT) and listen[1] == self.config.TLSPORT
-        if main_implicit and not self.tls_ctx:
+        if main_implicit and not tls_possible:
             raise ValueError(f"port {listen[1]} is the TLSPORT, so its connections are implicit TLS: give "
                              f"a certificate and key, or TLSPORT 0 (or another port) for a clear server")
         self._listeners: list[tuple[socket.socket, bool]] = [(self._listen(listen), main_implicit)]
@@ -265,6 +275,9 @@ class _Session:
         local = sock.getsockname()
         self.local_ip, self.local_port = _unmap(local[0]), local[1]
         self.peer_text = f"{self.peer_ip}:{self.peer_port}"
+        # TLSMECHANISM ATTLS: the AT-TLS rule that maps this (inbound) control connection
+        self.mapping = server.attls.match("inbound", self.local_port, self.peer_port, self.local_ip,
+                                          self.peer_ip) if server.attls is not None else None
         self._reader = LineReader(MAX_LINE)
         self._lines: deque[bytes] = deque()   # complete lines read ahead (LineReader.TOO_LONG = overlong)
         self._aborted = False
@@ -389,9 +402,32 @@ class _Session:
         self.send(220, ["FTPS Traversal Lab FTP server ready.",
                         f"Connection will close if idle for more than {minutes} minutes."])
 
+    def _attls_refusal(self) -> str | None:
+        """TLSMECHANISM ATTLS: why AT-TLS cannot secure this control connection (None: it can)."""
+        if self.server.attls is None:
+            return None
+        if self.mapping is None:
+            return (f"no AT-TLS rule in {self.server.attls.source} maps this connection "
+                    f"(Inbound, local port {self.local_port})")
+        return self.mapping.unusable_for_ftp()
+
+    def _tls_setup(self, mapping: attls.Mapping | None) -> tuple:
+        """(context, TLS role, handshake timeout) for a connection: the server's own context, or
+        with ATTLS the context of the mapping's environment and its HandshakeRole."""
+        if mapping is None:
+            return self.server.tls_ctx, "server", None
+        return self.server.attls_contexts.get(mapping), mapping.role, mapping.handshake_timeout
+
     def start_tls(self) -> None:
+        if (why := self._attls_refusal()) is not None:
+            self.server.emit(self, "info", f"TLS not started: {why}")
+            raise _Close(why)
+        ctx, role, timeout = self._tls_setup(self.mapping)
+        if self.mapping is not None:
+            self.server.emit(self, "info", f"AT-TLS rule {self.mapping.rule} ({self.mapping.where}): "
+                                           f"HandshakeRole {role}, {'/'.join(self.mapping.versions)}")
         try:
-            self.ctrl = tlsmod.accept_tls(self.server.tls_ctx, self.sock, self.cfg.INACTIVE or 30)
+            self.ctrl = tlsmod.secure(ctx, self.sock, role, timeout or self.cfg.INACTIVE or 30)
         except tlsmod.TLSFailure as exc:
             self.server.emit(self, "info", f"TLS handshake failed: {exc.reason}")
             self._linger_close()
@@ -596,13 +632,17 @@ class _Session:
                  f"User: {self.user or '-'}  Logged in: {'yes' if self.logged_in else 'no'}{where}"]
         if self._auth_enabled():
             lines.append(f"TLS security is supported at the {self.cfg.TLSRFCLEVEL} level")
+            if self.server.attls is not None:
+                rule = f"rule {self.mapping.rule}" if self.mapping else "no rule maps this connection"
+                lines.append(f"TLSMECHANISM ATTLS: {self.server.attls.source}, {rule}")
         lines += [f"Control connection: {ctrl}; data connections: {prot}",
                   f"TYPE {self.type}, MODE S, STRU F", "End of status"]
         self.send(211, lines, dashed=True)
 
     # -- TLS (RFC 2228 / 4217)
     def _auth_enabled(self) -> bool:
-        return self.server.tls_ctx is not None and "AUTH_TLS" in self.cfg.EXTENSIONS
+        tls = self.server.tls_ctx is not None or self.server.attls is not None
+        return tls and "AUTH_TLS" in self.cfg.EXTENSIONS
 
     def cmd_AUTH(self, arg: str) -> None:
         mech = arg.strip().upper()
@@ -614,6 +654,10 @@ class _Session:
             raise _Refuse(502, "AUTH is not enabled on this server (EXTENSIONS AUTH_TLS and a certificate).")
         if mech not in ("TLS", "TLS-C", "SSL", "TLS-P"):
             raise _Refuse(504, "Server does not understand the specified mechanism")
+        if (why := self._attls_refusal()) is not None:
+            # the reply code z/OS gives here is UNCONFIRMED; 534 is RFC 2228's "denied for policy reasons"
+            self.server.emit(self, "info", f"AUTH TLS refused: {why}")
+            raise _Refuse(534, f"AUTH TLS refused: {why}")
         self.send(234, "Security environment established - ready for negotiation")
         self.start_tls()
         self.reset()     # RFC 4217 section 4: the client logs in again
@@ -655,6 +699,14 @@ class _Session:
             raise _Refuse(534, "CCC not supported")
         if self.cfg.TLSRFCLEVEL == "DRAFT":
             raise _Refuse(534, "CCC not supported at TLSRFCLEVEL DRAFT")
+        if self.server.attls is not None and self.cfg.TLSRFCLEVEL == "CCCNONOTIFY":
+            # IBM: CCCNONOTIFY is invalid with TLSMECHANISM ATTLS and CCC then fails the session
+            # (AT-TLS cannot leave TLS without close_notify). The exact reply is UNCONFIRMED.
+            self.server.emit(self, "info", "CCC: TLSRFCLEVEL CCCNONOTIFY is invalid with TLSMECHANISM ATTLS "
+                                           "(IBM); the session fails")
+            self.send(421, "CCC failed: TLSRFCLEVEL CCCNONOTIFY is not valid with TLSMECHANISM ATTLS; "
+                           "closing the session.")
+            raise _Close("CCC with TLSRFCLEVEL CCCNONOTIFY and TLSMECHANISM ATTLS")
         self.send(200, "CCC command successful; the control connection is now clear.")
         notify = self.cfg.TLSRFCLEVEL == "RFC4217"
         self._cert_before_ccc = self.ctrl.peer_cert
@@ -946,6 +998,7 @@ class _Session:
                                 "Issue PROT P (PROTECT PRIVATE) and retry."])
                 raise _Handled()
             raise _Refuse(522, "Data connections must be protected: issue PROT P.")
+        passive = self.passive is not None
         try:
             sock = self._open_data()
         finally:
@@ -957,7 +1010,8 @@ class _Session:
         if self.prot != "P":
             return sock
         try:
-            conn = tlsmod.accept_tls(self.server.tls_ctx, sock, min(self.cfg.DATATIMEOUT or 30, 30))
+            ctx, role, timeout = self._tls_setup(self._data_mapping(sock, passive))
+            conn = tlsmod.secure(ctx, sock, role, timeout or min(self.cfg.DATATIMEOUT or 30, 30))
         except tlsmod.TLSFailure as exc:
             sock.close()
             self.server.emit(self, "info", f"data TLS handshake failed: {exc.reason}")
@@ -968,6 +1022,23 @@ class _Session:
             raise _Refuse(522, "Data connection TLS session was not reused (SECURE_SESSION_REUSE REQUIRED).")
         tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
         return conn
+
+    def _data_mapping(self, sock: socket.socket, passive: bool) -> attls.Mapping | None:
+        """TLSMECHANISM ATTLS: the mapping of a data connection. SecondaryMap On: the control
+        connection's (IBM: data connections share its environment); Off: the rule that maps the
+        data connection itself (passive: inbound, active: outbound), or 522 when none does."""
+        if self.mapping is None or self.mapping.secondary_map:
+            return self.mapping
+        local, peer = sock.getsockname(), sock.getpeername()
+        direction = "inbound" if passive else "outbound"
+        mapping = self.server.attls.match(direction, local[1], peer[1], _unmap(local[0]), _unmap(peer[0]))
+        why = (f"no AT-TLS rule maps it ({direction.title()}, local port {local[1]}, remote port {peer[1]}) "
+               f"and rule {self.mapping.rule} has SecondaryMap Off") if mapping is None else mapping.unusable_for_ftp()
+        if why is not None:
+            sock.close()
+            self.server.emit(self, "info", f"data connection not protected: {why}")
+            raise _Refuse(522, f"TLS on the data connection: {why}.")
+        return mapping
 
     def _transfer(self, what: str, work) -> None:
         """Run work(conn, rest) on the data connection in a helper thread, so that this thread

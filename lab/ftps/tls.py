@@ -2,12 +2,13 @@
 
 Public API
     server_context(cert, key, cas=(), client_auth="none"|"optional"|"required",
-                   ciphers=(), session_timeout=100, max_version="TLSV1.3") -> SSL.Context
-    client_context(cas=(), cert=None, key=None, verify=True, ciphers=(), max_version=...)
+                   ciphers=(), session_timeout=100, max_version="TLSV1.3", min_version="TLSV1.2")
+    client_context(cas=(), cert=None, key=None, verify=True, ciphers=(), max_version=..., min_version=...)
     keyring_files(keyring, lab_ca=None) -> list[Path]   # z/OS KEYRING -> CA files
     set_timeout(sock, seconds)     # kernel SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket
     accept_tls(ctx, sock, timeout) -> TLSConn          # we are the TLS server
     connect_tls(ctx, sock, timeout, session=None, hostname=None) -> TLSConn   # the TLS client
+    secure(ctx, sock, role, timeout, session=None, hostname=None)  # role "client" | "server" (AT-TLS)
     TLSConn: recv(n) / recv_into(buf) (0 = close_notify; Truncated = EOF without close_notify),
              fill(buf) -> (n, ended)   # bulk: records straight into buf until full or the end
              sendall(data), close_notify(), ccc(notify: bool), session, session_reused,
@@ -140,9 +141,10 @@ def keyring_files(keyring: str | None, lab_ca: str | Path | None = None) -> list
     return files
 
 
-def _base_context(method: int, ciphers: Iterable[str], max_version: str = "TLSV1.3") -> SSL.Context:
+def _base_context(method: int, ciphers: Iterable[str], max_version: str = "TLSV1.3",
+                  min_version: str = "TLSV1.2") -> SSL.Context:
     ctx = SSL.Context(method)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION if min_version.upper() == "TLSV1.3" else SSL.TLS1_2_VERSION)
     if max_version.upper() == "TLSV1.2":
         ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
@@ -174,9 +176,10 @@ def _x509_error(err: int) -> str:
 
 def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] = (),
                    client_auth: str = "none", ciphers: Iterable[str] = (),
-                   session_timeout: int = 100, max_version: str = "TLSV1.3") -> SSL.Context:
+                   session_timeout: int = 100, max_version: str = "TLSV1.3",
+                   min_version: str = "TLSV1.2") -> SSL.Context:
     """A TLS server context; client_auth "required" makes the handshake demand a trusted cert."""
-    ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers, max_version)
+    ctx = _base_context(SSL.TLS_SERVER_METHOD, ciphers, max_version, min_version)
     ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)     # CIPHERSUITE order = preference (z/OS)
     _load_file(lambda p: ctx.use_certificate_chain_file(str(p)), cert, "certificate")
     _load_file(lambda p: ctx.use_privatekey_file(str(p)), key, "private key")
@@ -196,9 +199,10 @@ def server_context(cert: str | Path, key: str | Path, cas: Iterable[str | Path] 
 
 def client_context(cas: Iterable[str | Path] = (), cert: str | Path | None = None,
                    key: str | Path | None = None, verify: bool = True,
-                   ciphers: Iterable[str] = (), max_version: str = "TLSV1.3") -> SSL.Context:
+                   ciphers: Iterable[str] = (), max_version: str = "TLSV1.3",
+                   min_version: str = "TLSV1.2") -> SSL.Context:
     """A TLS client context; verify=False accepts any server certificate (like curl -k)."""
-    ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers, max_version)
+    ctx = _base_context(SSL.TLS_CLIENT_METHOD, ciphers, max_version, min_version)
     cas = list(cas)
     for ca in cas:
         _load_file(lambda p: ctx.load_verify_locations(str(p)), ca, "CA certificate")
@@ -456,6 +460,16 @@ def connect_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 3
     if session is not None:
         conn.set_session(session)
     return _handshake(conn, sock, timeout)
+
+
+def secure(ctx: SSL.Context, sock: socket.socket, role: str, timeout: float | None = 30,
+           session: SSL.Session | None = None, hostname: str | None = None) -> TLSConn:
+    """The handshake in the given TLS role: "client", or "server" (also "server-with-client-auth",
+    whose context demands the certificate). An AT-TLS policy picks the role per connection
+    (HandshakeRole); two endpoints in the same role fail the handshake, as they do for real."""
+    if role == "client":
+        return connect_tls(ctx, sock, timeout, session=session, hostname=hostname)
+    return accept_tls(ctx, sock, timeout)
 
 
 def _is_ip(host: str) -> bool:

@@ -356,7 +356,8 @@ VALID: dict[str, list[str]] = {
     "TLSPORT": ["990", "0", "65535"],
     "SECUREIMPLICITZOS": ["TRUE", "FALSE"],
     "TLSTIMEOUT": ["100", "0", "86400"],
-    "TLSMECHANISM": ["FTP"],
+    "TLSMECHANISM": ["FTP"],                 # ATTLS needs ATTLSPOLICY too: tests/unit/test_ftps_attls.py
+    "ATTLSPOLICY": ["/etc/pagent/ftp.policy", "ftp.policy"],
     "CIPHERSUITE": ["SSL_AES_128_SHA", "SSL_AES_256_SHA", "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"],
     "KEYRING": ["FTPRING", "/etc/ftp/keyring.kdb"],
     "TLSMAXVERSION": ["TLSV1.2", "TLSV1.3"],
