@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lab import REPORT_DIR
 from lab.errors import InputError, LabError, Problem
-from lab.matrix import predict, scenario
+from lab.matrix import predict, scenario, targets
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
 from lab.report.claims import check
@@ -108,26 +108,19 @@ def _load_baseline(path: Path | None) -> dict | None:
 
 
 def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[scenario.Cell], dict[str, str]]:
-    """The cells the arguments ask for; user topology files are accepted as --topologies FILE."""
-    paths: dict[str, str] = {}
-    names = None
-    if args.topologies:
-        names = []
-        for t in args.topologies:
-            if t.endswith((".yaml", ".yml")) or "/" in t:
-                model = topo.load(t)
-                paths[model.name] = str(Path(t).resolve())
-                names.append(model.name)
-            elif t in scen.pictures or t in topo.names():
-                names.append(t)
-            else:
-                raise InputError([Problem("--topologies", 0, "", f"unknown picture {t!r}; known: "
-                                                                 f"{', '.join(topo.names())}")])
+    """The cells the arguments ask for, and {topology name: what a worker loads}. --topologies takes
+    shipped names and users' files alike (lab.matrix.targets)."""
+    chosen = [targets.target(t, "--topologies") for t in args.topologies or []]
+    paths = targets.sources(chosen)
+    for t in chosen:
+        targets.deep_check(t)
+    names = [t.name for t in chosen] or None
+    users = [t.name for t in chosen if not t.shipped]
     cells: list[scenario.Cell] = []
     if not args.only_variants:
         cells = scen.default_cells(names, args.security, args.data)
     if args.variants:
-        cells += scen.variant_cells(args.variants, names, args.security, args.data)
+        cells += scen.variant_cells(args.variants, names, args.security, args.data, users=users)
     if args.client or args.server:
         cells = scen.with_endpoints(cells, args.client, args.server)
     seen: set[str] = set()
@@ -136,9 +129,9 @@ def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[sc
         if c.id not in seen:
             seen.add(c.id)
             unique.append(c)
-    for name in {c.topology for c in unique} - set(scen.pictures) - set(paths):
+    for name in {c.topology for c in unique} - set(paths):
         paths[name] = name
-    return unique, paths
+    return targets.with_overrides(unique, scen, paths), paths
 
 
 def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
@@ -198,17 +191,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
     scen = _scenarios(args.scenarios)
-    cell = scenario.parse_cell_id(args.id)
-    if cell.topology not in scen.pictures and cell.topology not in topo.names():
-        raise InputError([Problem("ID", 0, "topology", f"unknown picture {cell.topology!r}")])
+    given = scenario.parse_cell_id(args.id)
+    where = targets.target(given.topology, "ID")      # a shipped name or any topology file
+    targets.deep_check(where)
+    cell = scenario.Cell(where.name, given.security, given.data, given.options)
     if cell.options:
         scen.spec(cell)   # unknown variations: InputError
     if not scen.supported(cell):
         raise InputError([Problem("ID", 0, "", f"{cell.id}: the client or server does not support this cell")])
-    out = _out_dir(args.out, "run-")
+    paths = targets.sources([where])
+    if not targets.with_overrides([cell], scen, paths):
+        raise InputError([Problem("ID", 0, "variation", f"{cell.id}: the variation changes nothing on {cell.topology}")])
     size = parse_size(args.size or scen.defaults.get("size") or DEFAULT_SIZE)
+    out = _out_dir(args.out, "run-")
     doc = run_matrix([cell], scen, out, size=size, jobs=1, pcap=args.pcap, progress=False,
-                     command=shlex.join(["ftlab", *sys.argv[1:]]))
+                     command=shlex.join(["ftlab", *sys.argv[1:]]), topology_paths=paths)
     s = doc["scenarios"][0]
     print(f"{s['id']}  (client {s['client']}, server {s['server']}, alg {s.get('alg') or 'as the picture says'})")
     lines = s.get("transcript") or []
@@ -292,13 +289,18 @@ def cmd_report_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from lab.network.sandbox import ensure_sandbox
+    from lab.matrix.runner import parse_size
+    from lab.network.sandbox import ensure_sandbox, in_sandbox
 
+    size = parse_size(args.size)
+    if args.runs < 1:
+        raise InputError([Problem("--runs", 0, "", "must be at least 1")])
+    if not in_sandbox():      # bad input is said at once and once, before the command re-runs in its sandbox
+        targets.deep_check(targets.target(args.topology, "TOPOLOGY"))
     ensure_sandbox()
     from lab.endpoints.bench import bench_topology
-    from lab.matrix.runner import parse_size
 
     out = _out_dir(args.out, "bench-")
-    result = bench_topology(args.topology, parse_size(args.size), args.runs, out)
+    result = bench_topology(args.topology, size, args.runs, out)
     print(result)
     return 0

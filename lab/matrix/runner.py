@@ -50,6 +50,8 @@ def parse_size(text: str) -> int:
         value = -1
     if unit not in units or value < 0:
         raise InputError([Problem("--size", 0, "", f"{text!r} is not a size (e.g. 2MiB, 512KiB, 4096)")])
+    if int(value * units[unit]) < 1:   # nothing to move proves nothing ("0 bytes, SHA-256 verified")
+        raise InputError([Problem("--size", 0, "", f"{text!r}: a transfer needs at least 1 byte (e.g. 2MiB)")])
     return int(value * units[unit])
 
 

@@ -20,6 +20,7 @@ from lab import SCENARIO_DIR
 from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
+from lab.topology import override
 from lab.topology.loader import statement_problems
 from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
 
@@ -50,9 +51,14 @@ class Cell:
 
 
 def parse_cell_id(text: str) -> Cell:
-    """`client-nat/tls/pasv+ignore-pasv-address` -> Cell. Raises InputError on a malformed id."""
-    head, *options = text.strip().split("+")
-    parts = head.split("/")
+    """`client-nat/tls/pasv+ignore-pasv-address` -> Cell. Raises InputError on a malformed id.
+
+    The topology may be a file (`my/net.yaml/tls/pasv`): the security and data modes are the last
+    two parts, and variations follow the data mode (a '+' in a folder name is no variation)."""
+    text = text.strip()
+    prefix, _, last = text.rpartition("/")
+    data, *options = last.split("+")
+    parts = [*prefix.rsplit("/", 1), data]
     if len(parts) != 3 or not all(parts):
         raise InputError(f"cell id {text!r}: expected <topology>/<security>/<data>[+variation...]")
     topology, security, data = parts
@@ -147,7 +153,7 @@ class CellSpec:
     cell: Cell
     client: str
     server: str
-    alg: str | None                    # None: as the topology says
+    alg: str | None                    # ALG override (lab.topology.override: "kernel", "kernel@nat-c"); None: as the topology says
     client_statements: dict
     server_statements: dict            # value None removes a statement
     client_options: tuple[str, ...]
@@ -174,29 +180,39 @@ class Scenarios:
         return [Cell(t, s, d) for t, s, d in itertools.product(
             topologies or self.topologies, security or self.security, data or self.data)]
 
-    def variant_cells(self, names: list[str], topologies=None, security=None, data=None) -> list[Cell]:
-        """Cells of the named variations ("all" = every one) where the file says they matter."""
+    def variant_cells(self, names: list[str], topologies=None, security=None, data=None,
+                      users: list[str] | tuple[str, ...] = ()) -> list[Cell]:
+        """Cells of the named variations ("all" = every one the file lists): on the shipped pictures
+        where the file says they matter; on a user's network (named in `users`) over its whole
+        matrix, narrowed by security and data - the file cannot know where they matter there."""
         want_all = "all" in names
         for name in names:
             if name != "all" and not any(vc["variant"] == name for vc in self.variation_cells):
                 self._check_variant(name)
+        shipped = None if topologies is None else [t for t in topologies if t not in users]
         cells = []
-        for vc in self.variation_cells:
+        for vc in self.variation_cells if shipped is None or shipped else ():
             if not want_all and vc["variant"] not in names:
                 continue
             options = tuple(vc["variant"].split("+"))
             for t, s, d in itertools.product(vc["topologies"], vc["security"], vc["data"]):
-                if (topologies and t not in topologies) or (security and s not in security) \
+                if (shipped and t not in shipped) or (security and s not in security) \
                         or (data and d not in data):
                     continue
                 cells.append(Cell(t, s, d, options))
         # A variation name not listed in variation_cells (e.g. a combination): apply it to the base matrix.
         for name in names:
-            if name == "all" or any(vc["variant"] == name for vc in self.variation_cells):
+            if name == "all" or any(vc["variant"] == name for vc in self.variation_cells) or shipped == []:
                 continue
             options = tuple(name.split("+"))
             cells.extend(Cell(c.topology, c.security, c.data, options)
-                         for c in self.default_cells(topologies, security, data))
+                         for c in self.default_cells(shipped, security, data))
+        wanted = list(dict.fromkeys(vc["variant"] for vc in self.variation_cells)) if want_all else \
+            [n for n in names if n != "all"]
+        for user in users:
+            for name in wanted:
+                options = tuple(name.split("+"))
+                cells.extend(Cell(user, c.security, c.data, options) for c in self.default_cells([user], security, data))
         return [c for c in cells if self.supported(c)]
 
     def with_endpoints(self, cells: list[Cell], client: str | None, server: str | None) -> list[Cell]:
@@ -213,7 +229,8 @@ class Scenarios:
         return out
 
     def _check_variant(self, name: str) -> None:
-        for part in name.split("+"):
+        for option in name.split("+"):
+            part = option.partition("@")[0]      # alg-kernel@nat-c: the variation alg-kernel on nat-c
             if part not in self.variations:
                 raise InputError([Problem(str(self.source or ""), 0, "variation",
                                           f"unknown variation {part!r}; known: {', '.join(self.variations)}")])
@@ -226,20 +243,25 @@ class Scenarios:
             pass
         client = self.defaults.get("client", "builtin")
         server = self.defaults.get("server", "builtin")
-        alg = None
+        algs: list[tuple[str, str | None]] = []
         cstat: dict = {}
         sstat: dict = {}
         copts: list[str] = []
-        for name in cell.options:
+        for option in cell.options:
+            name, _, router = option.partition("@")
             v = self.variations[name]
+            if router and not v.alg:
+                raise InputError([Problem(cell.id, 0, "variation", f"{option}: only an ALG variation can name a "
+                                                                   f"router (@{router})")])
             client = v.client or client
             server = v.server or server
-            alg = v.alg or alg
+            if v.alg:
+                algs.append((v.alg, router or None))
             cstat.update(v.client_statements)
             sstat.update(v.server_statements)
             if v.client_option:
                 copts.append(v.client_option)
-        return CellSpec(cell, client, server, alg, cstat, sstat, tuple(copts))
+        return CellSpec(cell, client, server, override.join(algs), cstat, sstat, tuple(copts))
 
     def client_traits(self, cell: Cell) -> ClientTraits:
         return self.clients[self.spec(cell).client]

@@ -57,7 +57,7 @@ def test_user_topology_file(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(InputError, match="unknown picture"):
+    with pytest.raises(InputError, match="--topologies: no topology named 'moon-base'; shipped: client-nat"):
         ids(["--topologies", "moon-base"])
     with pytest.raises(InputError, match="unknown variation"):
         ids(["--variants", "warp-drive"])
