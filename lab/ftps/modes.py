@@ -5,6 +5,9 @@ by the client, the matrix, prediction, verdicts and reports alike."""
 #: plain: no TLS; tls: AUTH TLS, PBSZ 0, PROT P; tls-ccc: as tls, then CCC after login (data stays
 #: PROT P); implicit: port 990, handshake first; implicit-zos: port 990, a clear 220 first.
 SECURITY_MODES = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
+#: The security modes whose control channel stays encrypted for the whole session (tls-ccc clears it
+#: after login, plain never encrypts it): what a firewall in between can never read.
+ENCRYPTED_CONTROL = ("tls", "implicit", "implicit-zos")
 
 #: How the data connection is set up (RFC 959 PASV/PORT, RFC 2428 EPSV/EPRT).
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
