@@ -1,7 +1,8 @@
 """The `firewall:` section of a router in a topology file, as the filters read it.
 
 lab.topology.loader fills it from YAML (with file:line problems); the static filter
-(firewall.static) and the dynamic filter (firewall.dynamic) get it as their view's section.
+(firewall.static), the dynamic filter (firewall.dynamic) and the nftables filter
+(firewall.nftables) get it as their view's section.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ class FilterRule:
 
 @dataclass
 class Firewall:
-    mode: Literal["static", "dynamic"]
+    mode: Literal["static", "dynamic", "nftables"]
     rules: list[FilterRule] = field(default_factory=list)   # static only
     default: Literal["accept", "drop"] = "drop"
     iptables_save: Path | None = None                       # static: use this ruleset instead
     control_ports: list[int] = field(default_factory=lambda: [21, 990])
+    nftables: Path | None = None                            # nftables: the user's nft ruleset file
+    nftables_text: str = ""                                 # ... its text, as checked at load time

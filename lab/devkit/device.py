@@ -19,16 +19,20 @@ from lab.devkit.view import NodeView
 
 @dataclass(frozen=True)
 class Restore:
-    """A user's iptables-save file to load: `source` as written (checked first, so an error
-    names its line) and `text`, the same rules with their drops observed, which is loaded."""
+    """A user's ruleset file to load: `source` as written (checked first with `check + [file]`, so
+    an error names its line) and `text`, the same rules with their drops observed, which is
+    loaded with `load + [file]`. An iptables-save file by default; an nft ruleset names nft."""
 
     source: Path
     text: str
+    check: tuple[str, ...] = ("iptables-restore", "--test")
+    load: tuple[str, ...] = ("iptables-restore",)
+    suffix: str = "iptables"          # the loaded copy is <node>-<suffix>-observed.rules
 
 
 @dataclass
 class DeviceSetup:
-    """The pure result of a device's setup(): LabNet loads `restore` (if any), runs iptables in
+    """The pure result of a device's setup(): LabNet loads `restore` (if any) first, runs iptables in
     order, writes sysctls, writes `config` as JSON to the --config file and starts `argv` (if
     any) in the node. `reasons`: the observed drops its rules use (mark -> why)."""
 

@@ -43,3 +43,11 @@ FTP_HELPER = KernelFeature(
     "conntrack FTP helper (CT --helper ftp)", "CONFIG_NF_CONNTRACK_FTP, CONFIG_NETFILTER_XT_TARGET_CT",
     (_chain("raw"),
      ("iptables", "-t", "raw", "-A", PROBE_CHAIN, "-p", "tcp", "--dport", "21", "-j", "CT", "--helper", "ftp")))
+#: nftables' log statement to a netlink group (how nft drops are observed: nft cannot queue here).
+NFT_LOG = KernelFeature(
+    "nftables log to a netlink group (nft log group)", "CONFIG_NFT_LOG, CONFIG_NETFILTER_NETLINK_LOG",
+    (("nft", "add", "table", "inet", PROBE_CHAIN),
+     ("nft", "add", "chain", "inet", PROBE_CHAIN, "c", "{", "type", "filter", "hook", "forward", "priority",
+      "0", ";", "}"),
+     ("nft", "add", "rule", "inet", PROBE_CHAIN, "c", "log", "group", str(queues.PROBE), "drop"),
+     ("nft", "delete", "table", "inet", PROBE_CHAIN)))

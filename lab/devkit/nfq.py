@@ -24,10 +24,12 @@ def load_config(argv: list[str] | None, prog: str) -> dict:
 
 
 def serve(queues: dict[int, Callable], tick: Callable[[], None] | None = None,
-          period: float = 0.05, on_ready: Callable[[], None] | None = None) -> None:
+          period: float = 0.05, on_ready: Callable[[], None] | None = None,
+          readers: dict[int, Callable[[], None]] | None = None) -> None:
     """Bind each queue to its callback, print READY, handle packets until SIGTERM/SIGINT.
 
-    `tick` runs every `period` seconds (expiry, counters) between packets.
+    `tick` runs every `period` seconds (expiry, counters) between packets. `readers`: other file
+    descriptors to watch (fd -> what to call when it is readable), e.g. a netlink log group.
     """
     from netfilterqueue import NetfilterQueue
 
@@ -46,17 +48,21 @@ def serve(queues: dict[int, Callable], tick: Callable[[], None] | None = None,
             q.bind(num, callback, max_len=4096)
             bound.append(q)
         fds = {q.get_fd(): q for q in bound}
+        readers = dict(readers or {})
         print("READY", flush=True)
         if on_ready:
             on_ready()
         last_tick = time.monotonic()
         while not stop:
             try:
-                ready, _, _ = select.select(list(fds), [], [], period)
+                ready, _, _ = select.select([*fds, *readers], [], [], period)
             except InterruptedError:
                 continue
             for fd in ready:
-                fds[fd].run(block=False)
+                if fd in fds:
+                    fds[fd].run(block=False)
+                else:
+                    readers[fd]()
             if tick and time.monotonic() - last_tick >= period:
                 last_tick = time.monotonic()
                 tick()

@@ -5,13 +5,20 @@ and queues it to the dropwatch queue (lab.devkit.queues.DROPWATCH). The drop obs
 (firewall.dropwatch) drops it and writes
 a "drop" event that names the device and the reason (looked up by the mark). Without a
 listener the kernel drops queued packets anyway (fail closed), so a filter never leaks.
+
+nftables cannot queue on this kernel: an nft rule that drops first logs the packet to the
+observer's netlink log group (lab.devkit.queues.DROPWATCH_LOG) with the reason's number in its
+prefix (log_statement), then drops it itself, so its fate does not depend on the observer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.devkit.queues import DROPWATCH
+from lab.devkit.queues import DROPWATCH, DROPWATCH_LOG
+
+#: The log prefix of an observed nftables drop: the prefix, then the reason's number.
+LOG_PREFIX = "ftlab-drop "
 
 
 @dataclass
@@ -36,3 +43,17 @@ def drop_chain(chain: str, mark: int, table: str = "filter") -> list[list[str]]:
         ["iptables", "-t", table, "-A", chain, "-j", "MARK", "--set-mark", str(mark)],
         ["iptables", "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH)],
     ]
+
+
+def log_statement(key: int) -> str:
+    """The nft statement that has a drop observed: placed before the rule's `drop` (which still
+    drops), it sends the packet to the drop observer's log group with reason `key`."""
+    return f'log group {DROPWATCH_LOG} prefix "{LOG_PREFIX}{key}"'
+
+
+def logged_key(prefix: str) -> int | None:
+    """The reason's number in a logged packet's prefix, or None (not an observed drop)."""
+    if not prefix.startswith(LOG_PREFIX):
+        return None
+    number = prefix[len(LOG_PREFIX):].strip()
+    return int(number) if number.isdigit() else None

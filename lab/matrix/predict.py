@@ -238,11 +238,13 @@ def picture_of(topology) -> tuple[Picture, bool]:
         if node.firewall is not None:
             fw = node.firewall
             permits = []
-            if fw.mode == "static":
-                if fw.iptables_save is not None:
-                    known = False
-                # the static filter's own model, with the interfaces the data connection crosses
-                admits = devices.model("static")
+            unreadable = devices.unreadable(fw)
+            if fw.iptables_save is not None or unreadable:
+                known = False
+            if fw.mode in ("static", "nftables") and not unreadable:
+                # the filter's own model (a rule list or an nft ruleset), with the interfaces the
+                # data connection crosses
+                admits = devices.model(fw.mode)
                 if prange and all(admits(fw, Flow("tcp", client_ip, server_ip, p, None, toward_client,
                                                   toward_server))[0] == "accept" for p in prange):
                     permits.append("passive-range")
@@ -250,7 +252,8 @@ def picture_of(topology) -> tuple[Picture, bool]:
                     if admits(fw, Flow("tcp", server_ip, client_ip, 40000, sport, toward_server,
                                        toward_client))[0] == "accept":
                         permits.append(f"active-from-{sport}")
-            flt = FilterFacts(node.name, fw.mode, tuple(permits))
+            # an nft ruleset reads no control channel: to FTP it is a static filter
+            flt = FilterFacts(node.name, "dynamic" if fw.mode == "dynamic" else "static", tuple(permits))
     picture = Picture(name=topology.name, title=topology.description, client_nat=client_nat,
                       server_nat=server_nat, alg=alg, forwarded=forwarded, filter=flt,
                       passive_range=prange is not None, internet=topology.internet or "internet")

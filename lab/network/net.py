@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from firewall.static import restore_argv
+from firewall.nftables import nft_errors
 from lab.devkit.device import Restore
 from lab.devkit.types import ALG_MODES
 from lab.errors import LabError
@@ -280,18 +280,19 @@ class LabNet:
             self._start_device(node, device.name, setup)
 
     def _restore(self, node: Node, restore: Restore) -> None:
-        """A user's iptables-save file: checked as written first, so an error names its line; then
-        loaded with its drops observed (firewall.static.observe_saved_drops)."""
+        """A user's ruleset file (iptables-save, or nft): checked as written first, so an error
+        names its line; then loaded with its drops observed (firewall.static.observe_saved_drops,
+        firewall.nftables.observe_drops)."""
         path = restore.source
-        done = self.run(node.name, restore_argv(path, test=True), check=False)
+        done = self.run(node.name, [*restore.check, str(path)], check=False)
         if done.returncode != 0:
-            raise LabError(f"{node.name}: iptables-save file {restore_error(path, done.stderr or done.stdout)}")
-        loaded = self.workdir / f"{node.name}-iptables-observed.rules"
+            raise LabError(f"{node.name}: {restore.suffix} ruleset {load_error(restore, path, done)}")
+        loaded = self.workdir / f"{node.name}-{restore.suffix}-observed.rules"
         loaded.write_text(restore.text)
-        done = self.run(node.name, restore_argv(loaded), check=False)
+        done = self.run(node.name, [*restore.load, str(loaded)], check=False)
         if done.returncode != 0:
             raise LabError(f"{node.name}: {path} loads as written but not with its drops observed "
-                           f"({loaded}): {restore_error(loaded, done.stderr or done.stdout)}")
+                           f"({loaded}): {load_error(restore, loaded, done)}")
 
     def _start_device(self, node: Node, name: str, setup) -> None:
         if setup.sysctls:
@@ -358,6 +359,16 @@ def with_config(argv: list[str], default: Path) -> tuple[list[str], Path]:
     if "--config" in argv[:-1]:
         return list(argv), Path(argv[argv.index("--config") + 1])
     return [*argv, "--config", str(default)], default
+
+
+def load_error(restore: Restore, path: Path, done: subprocess.CompletedProcess) -> str:
+    """The loader's complaint about `path` as "FILE:LINE: ...", whichever tool loaded it."""
+    output = done.stderr or done.stdout
+    if restore.suffix != "nft":
+        return restore_error(path, output)
+    found = nft_errors(output, path)
+    return "; ".join(f"{path}:{line}: does not load: {message}" if line else f"{path} does not load: {message}"
+                     for line, message in found[:5]) or f"{path} does not load (exit {done.returncode})"
 
 
 def processes_in(netns: set[str]) -> list[int]:

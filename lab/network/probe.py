@@ -22,6 +22,7 @@ TOOLS = {
     "iptables": "iptables",
     "iptables-restore": "iptables",
     "iperf3": "iperf3",
+    "nft": "nftables",
 }
 
 #: The lab's own kernel features (link shaping); the devices' come from the registry.
@@ -40,6 +41,9 @@ def _cleanup(feature: KernelFeature) -> None:
     for table in [argv[argv.index("-t") + 1] if "-t" in argv else "filter" for argv in made]:
         for op in ("-F", "-X"):
             subprocess.run(["iptables", "-t", table, op, PROBE_CHAIN], capture_output=True)
+    for argv in feature.steps:          # an nft table a failed step left behind
+        if argv[:3] == ("nft", "add", "table"):
+            subprocess.run(["nft", "delete", "table", *argv[3:]], capture_output=True)
 
 
 _probed = False

@@ -3,7 +3,8 @@ user's file) adds to loading.
 
 Loading (lab.topology.loader) is pure and reports every problem of the file itself. These go on:
 
-    problems(topology)  -> [Problem]   # exit 2: a ruleset file that does not load (lab.topology.ipsave)
+    problems(topology)  -> [Problem]   # exit 2: a ruleset file that does not load (lab.topology.ipsave,
+                                       # firewall.nftables.check for an nft ruleset)
     warnings(topology)  -> [Problem]   # the design blocks a control connection (the rule named);
                                        # the file's name shadows a shipped picture
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from firewall import nftables
 from lab.devkit.types import Flow
 from lab.errors import Problem, read_input
 from lab.topology import devices, ipsave, routing
@@ -31,6 +33,9 @@ def problems(topology: Topology) -> list[Problem]:
         path = node.firewall.iptables_save if node.firewall else None
         if path is not None:
             found += ipsave.restore_problems(read_input(path, "iptables-save file"), str(path))
+        if node.firewall and node.firewall.nftables is not None:     # `nft -c`, as written and observed
+            found += [Problem(str(node.firewall.nftables), line, f"nodes.{node.name}.firewall.nftables", message)
+                      for line, message in nftables.check(node.firewall.nftables, node.firewall.nftables_text)]
     return found
 
 

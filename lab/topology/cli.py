@@ -132,6 +132,8 @@ def format_firewall(fw: Firewall) -> list[str]:
                 "data only through pinholes learned from the control channel"]
     if fw.iptables_save:
         return [f"firewall: static, rules from iptables-save file {fw.iptables_save}"]
+    if fw.mode == "nftables":
+        return [f"firewall: nftables ruleset {fw.nftables} (loaded with nft -f; drops named by its lines)"]
     lines = ["firewall: static, new connections (established/related pass), first match wins:"]
     for n, r in enumerate(fw.rules, 1):
         match = [r.proto]

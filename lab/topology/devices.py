@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from firewall import dropwatch, dynamic, static
+from firewall import dropwatch, dynamic, nftables, static
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.features import KernelFeature
 from lab.devkit.observed import RuleSet
@@ -24,9 +24,10 @@ from lab.topology.model import Node, Topology
 from nat import alg, kernel_helper, rules
 
 #: In the order they are programmed on a node: the NAT's kernel rules, the static filter, the
-#: NAT's inspector, the dynamic filter, and last the drop observer (it needs every earlier
-#: device's drop reasons). A user's iptables-save ruleset is loaded before all of them.
-DEVICES: tuple[Device, ...] = (rules.DEVICE, static.DEVICE, alg.DEVICE, kernel_helper.DEVICE,
+#: nftables filter, the NAT's inspector, the dynamic filter, and last the drop observer (it needs
+#: every earlier device's drop reasons). A user's ruleset file (iptables-save or nft) is loaded
+#: before all of them.
+DEVICES: tuple[Device, ...] = (rules.DEVICE, static.DEVICE, nftables.DEVICE, alg.DEVICE, kernel_helper.DEVICE,
                                dynamic.DEVICE, dropwatch.DEVICE)
 
 #: The device that reads a NAT router's control channel, per ALG mode (`off`: the NAT alone).
@@ -96,3 +97,9 @@ def nat_inspector(alg_mode: str) -> Any:
 def model(name: str) -> Any:
     """A device's model by the device's name ("static", "dynamic", ...)."""
     return next(d.model for d in DEVICES if d.name == name)
+
+
+def unreadable(firewall: Any) -> list[str]:
+    """Why a firewall section's model cannot judge it (an nft ruleset outside the subset its model
+    reads); empty when it can."""
+    return nftables.unreadable(firewall) if firewall.mode == "nftables" else []

@@ -21,6 +21,7 @@ COLOURS = {
     "nat": "#fdae6b",
     "static-filter": "#fb6a4a",
     "dynamic-filter": "#9e9ac8",
+    "nftables-filter": "#fb6a4a",
     "nat+filter": "#e6550d",
 }
 
@@ -47,7 +48,9 @@ def device_label(node: Node) -> str:
         lines.append(" ".join(what))
     if node.firewall:
         fw = node.firewall
-        if fw.mode == "static":
+        if fw.mode == "nftables":
+            lines.append(f"nftables filter: {fw.nftables.name if fw.nftables else '?'}")
+        elif fw.mode == "static":
             rules = "iptables-save" if fw.iptables_save else f"{len(fw.rules)} rules"
             lines.append(f"static filter: {rules}, default {fw.default}")
         else:

@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 
+from firewall import nftables
 from lab import TOPOLOGY_DIR
 from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem, read_input
@@ -58,7 +59,8 @@ NODE_KEYS = {"kind", "description", "gateway", "routes", "nat", "firewall"}
 ROUTE_KEYS = {"to", "via"}
 NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports"}
 FORWARD_KEYS = {"proto", "ports", "to", "to_ports"}
-FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports"}
+FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "nftables"}
+FIREWALL_MODES = {"static", "dynamic", "nftables"}
 RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
 FTP_KEYS = {"client", "server", "server_address", "control_port", "implicit_port",
             "server_statements", "client_statements"}
@@ -558,12 +560,16 @@ class _Builder:
         m = self.mapping(value, line, field)
         if m is None:
             return None
-        self.keys(m, field, FIREWALL_KEYS, {"mode"})
-        mode = self.string(m, "mode", field, {"static", "dynamic"})
+        # `nftables: FILE` says the mode by itself
+        self.keys(m, field, FIREWALL_KEYS, set() if "nftables" in m else {"mode"})
+        mode = self.string(m, "mode", field, FIREWALL_MODES) if "mode" in m else \
+            ("nftables" if "nftables" in m else None)
         if mode is None:
             return None
         fw = Firewall(mode=mode)
-        if mode == "dynamic":
+        if mode == "nftables" or "nftables" in m:
+            self.nftables(fw, m, field)
+        elif mode == "dynamic":
             for key in ("rules", "default", "iptables_save"):
                 if key in m:
                     self.problem(m.line_of(key), f"{field}.{key}", "only a static firewall has this; a dynamic "
@@ -585,6 +591,36 @@ class _Builder:
         if control is not None:
             fw.control_ports = control
         return fw
+
+    def nftables(self, fw: Firewall, m: Mapping, field: str) -> None:
+        """`nftables: FILE` (relative to this YAML file): read, and what the lab refuses in it
+        (`nft -c` of the file is one of the checks that load it: lab.topology.check)."""
+        if fw.mode != "nftables":
+            self.problem(m.line_of("nftables"), f"{field}.nftables",
+                         f"an nft ruleset is a firewall of its own: leave out mode {fw.mode!r}")
+            return
+        for key in ("rules", "default", "iptables_save"):
+            if key in m:
+                self.problem(m.line_of(key), f"{field}.{key}", "an nftables firewall takes its rules from "
+                                                              "its nft file only")
+        if "nftables" not in m:
+            self.problem(m.line, field, "mode nftables needs `nftables: FILE` (an nft ruleset)")
+            return
+        value, line = m["nftables"], m.line_of("nftables")
+        if not isinstance(value, str):
+            self.problem(line, f"{field}.nftables", f"expected a file name, got {show(value)}")
+            return
+        path = self.beside(value)
+        try:
+            text = read_input(path, "nft ruleset")
+        except InputError as exc:
+            self.problem(line, f"{field}.nftables", "; ".join(str(p) for p in exc.problems))
+            return
+        problems = nftables.refused(text)
+        for number, message in problems:
+            self.problems.append(Problem(str(path), number, f"{field}.nftables", message))
+        if not problems:
+            fw.nftables, fw.nftables_text = path, text
 
     def iptables_save(self, node: Node, value: Any, line: int, field: str) -> Path | None:
         if not isinstance(value, str):

@@ -653,3 +653,38 @@ def test_alg_mapping_is_single_use_and_expires():
     assert [e["public"] for e in kinds(events, "mapping-expired", "nat-s")] == [out["expired"]]
     drops = {f"{e['dst']}:{e['dport']}": e["reason"] for e in kinds(events, "drop", "nat-s")}
     assert set(drops) == {out["used"], out["expired"]}, drops
+
+
+# -- the nftables filter ---------------------------------------------------------------------------
+
+def in_sandbox_nftables(path: str) -> dict:
+    from lab.topology.loader import load
+
+    with Site(load(path)) as site:
+        results = {f"plain/{d}": site.client("plain", d, timeout=2) for d in ("pasv", "port")}
+        rules = site.net.run("fw", ["nft", "list", "ruleset"]).stdout
+        return {"results": results, "events": site.events(), "rules": rules}
+
+
+@pytest.mark.timeout(60)
+def test_nftables_ruleset_filters_and_its_drop_is_named_by_line(tmp_path):
+    """The example's nft ruleset, with its port-20 rule turned into a drop, loaded with `nft -f` in
+    fw (its `flush ruleset` first): passive data passes through the ruleset's range; active data
+    from port 20 is dropped by the kernel, and the drop observer names the file's line (read from
+    the ruleset's log group, nft cannot queue here)."""
+    from lab import TOPOLOGY_DIR
+
+    examples = TOPOLOGY_DIR / "examples"
+    ruleset = (examples / "nftables-filter.nft").read_text().replace(
+        'tcp sport ftp-data accept comment "active data from port 20"', 'tcp sport ftp-data drop comment "no PORT"')
+    line = next(n for n, text in enumerate(ruleset.splitlines(), 1) if '"no PORT"' in text)
+    (tmp_path / "nftables-filter.nft").write_text(ruleset)
+    (tmp_path / "net.yaml").write_text((examples / "nftables-filter.yaml").read_text())
+    out = call_in_sandbox(__file__, "in_sandbox_nftables", str(tmp_path / "net.yaml"), timeout=55)
+    assert ok(out["results"]["plain/pasv"]), out["results"]
+    assert not out["results"]["plain/port"].get("ok"), out["results"]
+    drops = kinds(out["events"], "drop", "fw")
+    assert drops and {(e["src"], e["sport"], e["flags"]) for e in drops} == {("203.0.113.10", 20, "S")}, drops
+    assert drops[0]["reason"] == f'dropped by nftables-filter.nft:{line}: iifname "fw-eth1" ip saddr $server ' \
+                                 'tcp sport ftp-data drop comment "no PORT"'
+    assert 'log prefix "ftlab-drop ' in out["rules"] and "group 30" in out["rules"]
