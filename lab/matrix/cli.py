@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
     p.add_argument("--baseline", type=Path, metavar="FILE|DIR", help="compare outcomes with an earlier run")
     p.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
+    p.add_argument("--throughput", choices=("off", "quick", "full"), default="quick",
+                   help="after the verdicts, measure each data-path class beside iperf3, one network at a "
+                        "time (quick: 3 x 0.5 s per class, full: 5 x 2 s; default quick)")
     p.add_argument("--shard", metavar="K/N", help="run only shard K of N (CI); merge with `ftlab report merge`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_matrix)
@@ -182,7 +185,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     doc = run_matrix(cells, scen, out, size=size, jobs=args.jobs, pcap=args.pcap, timeout=timeout,
                      baseline=baseline, progress=not args.quiet, command=shlex.join(["ftlab", *sys.argv[1:]]),
-                     shard=shard, topology_paths=paths)
+                     shard=shard, topology_paths=paths, throughput=args.throughput)
     _summary(doc, baseline, out)
     return results.exit_code(doc, baseline)
 

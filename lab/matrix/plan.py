@@ -47,6 +47,7 @@ class RunPlan:
     pki: Path                      # the run's CA and server certificate (lab.matrix.runner.make_pki)
     heartbeat: Path | None         # touched by the runner; a stale one stops the workers
     groups: tuple[GroupPlan, ...]
+    throughput: str = "off"        # the throughput phase: off | quick | full (lab.matrix.speed)
 
     def group_dir(self, index: int) -> Path:
         """Where group `index` keeps its files (cells.jsonl, topology.json, logs)."""
@@ -66,7 +67,8 @@ class RunPlan:
         return cls(out=Path(doc["out"]), size=int(doc["size"]), timeout=float(doc["timeout"]),
                    pcap=bool(doc["pcap"]), scenario_file=Path(doc["scenario_file"]), pki=Path(doc["pki"]),
                    heartbeat=Path(doc["heartbeat"]) if doc.get("heartbeat") else None,
-                   groups=tuple(GroupPlan(g["topology"], g["alg"], tuple(g["cells"])) for g in doc["groups"]))
+                   groups=tuple(GroupPlan(g["topology"], g["alg"], tuple(g["cells"])) for g in doc["groups"]),
+                   throughput=str(doc.get("throughput") or "off"))
 
     def write(self, path: Path) -> Path:
         path.write_text(self.to_json())

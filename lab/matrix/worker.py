@@ -27,7 +27,8 @@ from pathlib import Path
 from lab.endpoints.launch import client_argv as peer_argv
 from lab.endpoints.launch import client_result
 from lab.errors import LabError
-from lab.matrix import predict, scenario, servers
+from lab.matrix import predict, scenario, servers, speed
+from lab.matrix.agent import Agent
 from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
@@ -36,10 +37,12 @@ from lab.network import baseline
 from lab.network.ready import log_tail
 from lab.report import results
 from lab.topology import loader as topo
+from lab.topology import override
 
-DROP_GRACE = 1.5          # after a decisive drop: let the client report, then kill it (< 2 s)
+PEER_DROP_GRACE = 0.25    # after a decisive drop: let curl/lftp print what they saw, then kill them
+AGENT_ABORT_WAIT = 2.0    # the client agent answers an abort in milliseconds; after this it is replaced
+POLL = 0.01               # how often the device events are read while a client runs
 CLIENT_DATACONNTIME = 1.5  # the client gives up a data connection after this (lab RTT is < 1 ms)
-BASELINE_SECONDS = 1
 
 
 def payload(path: Path, size: int) -> str:
@@ -131,6 +134,14 @@ class Group:
     plan: RunPlan
     index: int
     seen_flows: set = field(default_factory=set)    # drops of earlier cells: (src, sport, dst, dport)
+    agent: Agent | None = None                       # the built-in client, kept for every cell
+
+    def client_agent(self, net, topology) -> Agent:
+        """The client agent in the client node, (re)started when there is none or it was stopped."""
+        if self.agent is None or self.agent.exited():
+            self.agent = Agent.start(lambda argv, **kw: net.popen(topology.ftp.client, argv, **kw),
+                                     topology.ftp.client)
+        return self.agent
 
     @property
     def group_plan(self) -> GroupPlan:
@@ -145,12 +156,14 @@ def _flow(e: dict) -> tuple:
     return (e.get("src"), e.get("sport"), e.get("dst"), e.get("dport"))
 
 
-def lab_fault(net, server: ServerRun) -> str | None:
+def lab_fault(net, server: ServerRun, agent: Agent | None = None) -> str | None:
     """The lab's own program that died, if any: the FTP server, a device program, a capture.
 
     A cell that runs without one of them says nothing about the network (a client's "connection
     refused" from a dead server is not a verdict), so the cell is a lab error."""
     if why := server.exited():
+        return why
+    if agent is not None and not agent.stopped and (why := agent.exited()):
         return why
     for p in net.programs:
         if p.proc.poll() is not None:
@@ -177,7 +190,8 @@ class ClientRun:
 
 def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
                 out: Path) -> list[str]:
-    """The command line of the cell's client: `ftlab client --json`, curl or lftp."""
+    """The command line of the cell's client: curl or lftp, or the arguments of `ftlab client`
+    (which the client agent runs, lab.matrix.agent)."""
     implicit = cell.security.startswith("implicit")
     port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
     pki = g.plan.pki
@@ -187,47 +201,91 @@ def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group
     cfile = out.with_suffix(".client.ftpdata")
     cfile.write_text(ftpdata_text(client_statements(topology, spec)))
     url = f"ftp://{server.user}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
-    return [sys.executable, "-m", "lab.cli", "client", url, "--security", cell.security, "--data", cell.data,
-            "--ftpdata", str(cfile), "--ca", str(pki / "ca.pem"), "--password", server.password,
+    return [url, "--security", cell.security, "--data", cell.data, "--ftpdata", str(cfile),
+            "--ca", str(pki / "ca.pem"), "--password", server.password,
             "--timeout", str(min(8.0, g.plan.timeout)), "--json", "get", "-o", str(out)]
 
 
-def watch_client(proc: subprocess.Popen, events: JsonLines, g: Group) -> ClientRun:
-    """Wait for the client while following the device events: a drop of a new connection this
-    cell made ends it after DROP_GRACE, the plan's timeout ends it anyway."""
+@dataclass
+class DropWatch:
+    """The device events of the running cell; `decided` once a device dropped a new connection of
+    this cell (the first such drop decides it: nothing admits that connection any more)."""
+    events: JsonLines
+    g: Group
+    seen: list[dict] = field(default_factory=list)
+    drop_at: float | None = None
+
+    def poll(self) -> bool:
+        for e in self.events.read():
+            self.seen.append(e)
+            if e.get("type") == "drop" and is_new_connection(e) and self.drop_at is None \
+                    and _flow(e) not in self.g.seen_flows:
+                self.drop_at = time.monotonic()
+        return self.drop_at is not None
+
+
+def watch_agent(agent: Agent, argv: list[str], watch: DropWatch, g: Group) -> ClientRun:
+    """Run one cell in the client agent while following the device events: the drop that decides
+    the cell ends the client's wait at once (the agent's abort), the plan's timeout ends it anyway."""
     t0 = time.monotonic()
-    seen: list[dict] = []
-    drop_at = None
+    agent.send({"cell": argv})
+    reply = None
+    aborted_at = None
+    killed_on_drop = timed_out = False
+    while True:
+        reply = agent.reply(POLL)
+        if reply is not None or agent.exited():
+            break
+        now = time.monotonic()
+        if int(now * 5) % 5 == 0:
+            check_runner(g.plan.heartbeat)
+        if aborted_at is None and (watch.poll() or now - t0 > g.plan.timeout):
+            killed_on_drop, timed_out = watch.drop_at is not None, watch.drop_at is None
+            agent.abort()
+            aborted_at = now
+        elif aborted_at is not None and now - aborted_at > AGENT_ABORT_WAIT:
+            agent.stop()          # it did not answer its abort: the next cell gets a new agent
+            break
+    return _ended(watch, reply.get("rc") if reply else None, (reply or {}).get("stdout", ""),
+                  (reply or {}).get("stderr", ""), t0, killed_on_drop, timed_out)
+
+
+def watch_client(proc: subprocess.Popen, watch: DropWatch, g: Group) -> ClientRun:
+    """Wait for a third-party client process while following the device events: the drop that
+    decides the cell ends it after PEER_DROP_GRACE (it may still print what it saw), the plan's
+    timeout ends it anyway."""
+    t0 = time.monotonic()
     killed_on_drop = timed_out = False
     stdout = stderr = b""
     while True:
         try:
-            so, se = proc.communicate(timeout=0.02)
+            so, se = proc.communicate(timeout=POLL)
             stdout += so or b""
             stderr += se or b""
             break
         except subprocess.TimeoutExpired:
             pass
-        for e in events.read():
-            seen.append(e)
-            if e.get("type") == "drop" and is_new_connection(e) and drop_at is None \
-                    and _flow(e) not in g.seen_flows:
-                drop_at = time.monotonic()
+        watch.poll()
         now = time.monotonic()
         if int(now * 5) % 5 == 0:
             check_runner(g.plan.heartbeat)
-        if drop_at is not None and now - drop_at > DROP_GRACE:
+        if watch.drop_at is not None and now - watch.drop_at > PEER_DROP_GRACE:
             proc.kill()
             killed_on_drop = True
         elif now - t0 > g.plan.timeout:
             proc.kill()
             timed_out = True
+    return _ended(watch, proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
+                  t0, killed_on_drop, timed_out)
+
+
+def _ended(watch: DropWatch, rc: int | None, stdout: str, stderr: str, t0: float, killed_on_drop: bool,
+           timed_out: bool) -> ClientRun:
     duration = time.monotonic() - t0
     ended = time.time()
     time.sleep(0.02)                        # events written just before the client ended
-    seen.extend(events.read())
-    return ClientRun(proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
-                     duration, ended, killed_on_drop, timed_out, seen)
+    watch.poll()
+    return ClientRun(rc, stdout, stderr, duration, ended, killed_on_drop, timed_out, watch.seen)
 
 
 def client_report(spec: scenario.CellSpec, run: ClientRun, out: Path) -> dict | None:
@@ -260,11 +318,14 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
     out = g.workdir / (cell.id.replace("/", "_").replace("+", "_") + ".out")
     argv = client_argv(topology, cell, spec, g, server, out)
-    events = JsonLines(net.events_path)
+    watch = DropWatch(JsonLines(net.events_path), g)
     server_log = server.log_for(cell.security)
     log_offset = server_log.stat().st_size
-    proc = net.popen(topology.ftp.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    run = watch_client(proc, events, g)
+    if spec.client == "builtin":
+        run = watch_agent(g.client_agent(net, topology), argv, watch, g)
+    else:
+        proc = net.popen(topology.ftp.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        run = watch_client(proc, watch, g)
     # A drop that an earlier cell already caused (a retransmitted SYN) is not this cell's.
     fresh = [e for e in run.events if not (e.get("type") == "drop" and _flow(e) in g.seen_flows)]
     g.seen_flows.update(_flow(e) for e in run.events if e.get("type") == "drop")
@@ -280,33 +341,25 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
 
 # -- the group ---------------------------------------------------------------------------------------
 
-def measure_baseline(topology, g: Group) -> tuple[float | None, str | None]:
-    """iperf3 over the picture's data path (kernel only, no device programs), RETR direction."""
-    try:
-        result = baseline.measure(topology, g.workdir / "baseline", BASELINE_SECONDS, [baseline.RETR])
-    except LabError as exc:
-        return None, str(exc)[:300]
-    return round(result.mbps[baseline.RETR[0]], 1), None
-
-
 @dataclass
 class Judge:
     """Turns what a cell did into its results entry, and appends it to the group's cells.jsonl."""
     scen: scenario.Scenarios
     picture: scenario.Picture
     alg: str | None
-    baseline_mbps: float | None
     sha: str
     sink: Path
+    entries: list[dict] = field(default_factory=list)
 
     def emit(self, entry: dict) -> None:
+        self.entries.append(entry)
         with open(self.sink, "a") as f:
             f.write(json.dumps(entry, default=str) + "\n")
 
     def lab_error(self, cell: scenario.Cell, spec: scenario.CellSpec, reason: str, **side) -> dict:
         return results.scenario_entry(cell=cell, spec=spec, prediction=predict.predict(self.scen, cell, self.picture),
                                       verdict=Verdict("error", None, f"lab: {reason}"), alg=self.alg,
-                                      baseline_mbps=self.baseline_mbps, duration_s=side.pop("duration", 0.0),
+                                      duration_s=side.pop("duration", 0.0),
                                       **side)
 
     def observed(self, cell: scenario.Cell, spec: scenario.CellSpec, obs: Observation, side: dict) -> dict:
@@ -317,10 +370,12 @@ class Judge:
             cell=cell, spec=spec, prediction=pred, verdict=v, alg=self.alg,
             bytes=c.get("bytes") if c else None,
             sha256_ok=(c.get("sha256") == self.sha) if c.get("sha256") else None,
-            throughput_mbps=c.get("mbps") if v.outcome == "pass" else None,
-            baseline_mbps=self.baseline_mbps, duration_s=side["duration"], ended=side["ended"],
+            duration_s=side["duration"], ended=side["ended"],
             drop=v.drop, events=obs.events[:200], transcript=side["transcript"],
             firewall_saw=firewall_saw(obs.events), pcaps=[])
+        if v.drop and v.drop.get("ts"):
+            # how long the cell went on after the drop that decided it
+            entry["drop_to_end_s"] = round(side["ended"] - float(v.drop["ts"]), 3)
         if not entry["matches"] and v.outcome != "error":
             entry["why_differs"] = (f"the slides predict {pred.outcome} ({pred.reason}); observed "
                                     f"{v.outcome}: {v.reason}")
@@ -330,10 +385,10 @@ class Judge:
 def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
                judge: Judge) -> tuple[dict, str | None]:
     """Run one cell between two checks that the lab's programs live; (entry, the fault if one died)."""
-    if fault := lab_fault(net, server):
+    if fault := lab_fault(net, server, g.agent):
         return judge.lab_error(cell, spec, f"before the cell: {fault}"), fault
     obs, side = run_cell(net, topology, cell, spec, g, judge.sha, server)
-    if fault := lab_fault(net, server):
+    if fault := lab_fault(net, server, g.agent):
         seen = verdict(obs)
         return judge.lab_error(cell, spec, f"during the cell: {fault} (the client saw: {seen.outcome}: "
                                            f"{seen.reason})", duration=side["duration"], ended=side["ended"],
@@ -341,11 +396,76 @@ def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: G
     return judge.observed(cell, spec, obs, side), None
 
 
+# -- the throughput phase ---------------------------------------------------------------------------
+
+VERDICTS_DONE, WAITING, GO = "verdicts.done", "throughput.wait", "throughput.go"
+
+
+def wait_turn(g: Group) -> None:
+    """Wait, network up and idle, until the runner gives this network the throughput phase's turn
+    (every verdict of the run is in and no other network measures)."""
+    (g.workdir / WAITING).touch()
+    while not (g.workdir / GO).exists():
+        check_runner(g.plan.heartbeat)
+        time.sleep(0.05)
+
+
+def throughput_phase(net, topology, g: Group, reps: dict[str, tuple]) -> dict:
+    """Each class with a passing cell beside iperf3, interleaved (lab.matrix.speed)."""
+    started = time.monotonic()
+    mode = speed.MODES[g.plan.throughput]
+    path = speed.write_file(g.workdir / "root")
+    port = baseline.baseline_port(topology)
+    baseline.open_for_measurement(net, port)
+    baseline.start_server(net, port)
+    by_key: dict[str, dict] = {}
+    for cls, (cell, spec) in reps.items():
+        by_key.setdefault(servers.server_key(topology, spec), {})[cls] = (cell, spec)
+    measured: dict = {"runs": {}, "errors": {}}
+    for n, (key, members) in enumerate(by_key.items()):
+        server = servers.start(net, topology, key, g.workdir, g.plan.pki, 100 + n)
+        try:
+            runners = {"iperf3": lambda: baseline.iperf3(net, port, mode.iperf3_seconds, reverse=True)} if n == 0 else {}
+            for cls, (cell, spec) in members.items():
+                runners[cls] = _class_runner(net, topology, cell, spec, g, server, path, mode.ftp_seconds)
+            part = speed.measure(mode.runs, runners)
+        finally:
+            server.stop()
+        measured["runs"].update(part["runs"])
+        measured["errors"].update(part["errors"])
+    return speed.summary(g.plan.throughput, measured, reps, started)
+
+
+def _class_runner(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
+                  path: str, seconds: float):
+    """A function measuring one class once: MB/s of RETRs for `seconds` in the client agent."""
+    implicit = cell.security.startswith("implicit")
+    cfile = g.workdir / f"throughput-{cell.security}-{cell.data}.client.ftpdata"
+    cfile.write_text(ftpdata_text(client_statements(topology, spec)))
+    request = {"host": str(topology.ftp.server_address), "user": server.user, "password": server.password,
+               "port": topology.ftp.implicit_port if implicit else topology.ftp.control_port, "path": path,
+               "security": cell.security, "data": cell.data, "ftpdata": str(cfile),
+               "ca": str(g.plan.pki / "ca.pem"), "seconds": seconds}
+
+    def run() -> float:
+        agent = g.client_agent(net, topology)
+        agent.send({"measure": request})
+        reply = agent.reply(seconds + 30)
+        if reply is None:
+            agent.stop()
+            raise LabError(f"{cell.id}: the client agent gave no throughput result")
+        if reply.get("error") or not reply.get("seconds"):
+            raise LabError(f"{cell.id}: {reply.get('error') or 'no transfer completed'}")
+        return reply["bytes"] / reply["seconds"] / 1e6
+    return run
+
+
 def run_group(g: Group) -> None:
     from lab.network.net import LabNet
 
     scen = scenario.load(g.plan.scenario_file)
-    topology = topo.load(g.group_plan.topology)
+    # the group's ALG override, per NAT router (lab.topology.override): a variation changes only what it says
+    topology, _ = override.apply(topo.load(g.group_plan.topology), g.group_plan.alg)
     wd = g.workdir
     (wd / "root").mkdir(parents=True, exist_ok=True)
     info_path = wd / "topology.json"
@@ -353,9 +473,8 @@ def run_group(g: Group) -> None:
     picture = (None if g.group_plan.user_file else scen.pictures.get(topology.name)) \
         or predict.picture_of(topology)[0]
     info = {"description": topology.description}
-    info["baseline_mbps"], info["baseline_error"] = measure_baseline(topology, g)
     info_path.write_text(json.dumps(info))
-    judge = Judge(scen, picture, g.group_plan.alg, info["baseline_mbps"], sha, wd / "cells.jsonl")
+    judge = Judge(scen, picture, g.group_plan.alg, sha, wd / "cells.jsonl")
 
     cells = [scenario.parse_cell_id(c) for c in g.group_plan.cells]
     # Cells that need the same server statements run on one server process.
@@ -366,7 +485,7 @@ def run_group(g: Group) -> None:
 
     done: set[str] = set()
     try:
-        with LabNet(topology, alg=g.group_plan.alg, workdir=wd / "net", pcap=g.plan.pcap) as net:
+        with LabNet(topology, workdir=wd / "net", pcap=g.plan.pcap) as net:
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):
@@ -381,6 +500,11 @@ def run_group(g: Group) -> None:
                         done.add(cell.id)
                 finally:
                     server.stop()
+            (wd / VERDICTS_DONE).touch()
+            if g.plan.throughput != "off" and (reps := speed.representatives(judge.entries, scen)):
+                wait_turn(g)
+                info["throughput"] = throughput_phase(net, topology, g, reps)
+                info_path.write_text(json.dumps(info))
     except (LabError, OSError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         for cell in cells:

@@ -66,6 +66,25 @@ def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None
                            "-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", str(server_ip)]
 
 
+def open_for_measurement(net: LabNet, port: int) -> str | None:
+    """Let iperf3 on `port` through the picture's devices while they run (the matrix's throughput
+    phase measures beside the FTP cells, on the same network): a forward where the server's NAT
+    lacks one, and an ACCEPT for the port both ways ahead of every device's own rules (a dynamic
+    filter admits only connections announced on the control channel; iperf3 announces none).
+    These are the measurement's own holes; FTP data never uses the port meanwhile (iperf3 holds
+    it). Returns the node that got a forward, if any."""
+    topo = net.topology
+    forward = temporary_forward(topo, port)
+    if forward:
+        net.run(forward[0], forward[1])
+    for node in topo.devices_on_path():
+        for table, chain in (("mangle", "PREROUTING"), ("filter", "FORWARD")):
+            for way in ("--dport", "--sport"):
+                net.run(node.name, ["iptables", "-t", table, "-I", chain, "1", "-p", "tcp", way, str(port),
+                                    "-j", "ACCEPT"])
+    return forward[0] if forward else None
+
+
 def measure(topology: Topology, workdir: Path, seconds: int, directions=BOTH_WAYS,
             progress: Callable[[str], None] = lambda message: None) -> Baseline:
     """Bring the picture's kernel data path up in `workdir`, run iperf3 each way asked, tear down."""
