@@ -11,27 +11,23 @@ it follows the groups' result files for a live progress bar and writes the repor
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
 from lab.ftps import pki
-from lab.matrix import predict, scenario, speed
+from lab.matrix import facts, predict, scenario
 from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.verdict import Verdict
-from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.report.wire import seen
-from lab.topology import diagram
 from lab.topology import loader as topo
 
 MiB = 1 << 20
@@ -126,8 +122,7 @@ class Progress:
 def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, *, size: int = DEFAULT_SIZE,
                jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
-               topology_paths: dict[str, str] | None = None, reports: bool = True,
-               throughput: str = "off") -> dict:
+               topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
     """Run the cells and write the report folder; returns the results document."""
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
@@ -140,10 +135,9 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
     plan = RunPlan(out=out.resolve(), size=size, timeout=timeout, pcap=pcap,
                    scenario_file=Path(scen.source).resolve(),
                    pki=make_pki(work / "pki", sorted({g.topology for g in groups})),
-                   heartbeat=work / "heartbeat", groups=tuple(groups), throughput=throughput)
+                   heartbeat=work / "heartbeat", groups=tuple(groups))
     plan_path = plan.write(work / "plan.json")
-    lab_errors, phases = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
-    reported = time.monotonic()
+    lab_errors = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
 
     doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
                           scenario_file=str(scen.source), size=size, shard=shard)
@@ -153,39 +147,27 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         for s in doc["scenarios"]:
             s["baseline_outcome"] = before.get(s["id"])
     doc["lab_errors"] = lab_errors
-    doc["throughput_mode"] = throughput
-    doc["phases"] = phases
-    if reports:
-        write_all(doc, out, baseline=baseline)
-    phases["report_s"] = round(time.monotonic() - reported, 1)
     doc["finished"] = results.now_iso()
     doc["duration_s"] = round(time.time() - started, 1)
-    results.write(doc, out)
+    if reports:
+        write_all(doc, out, baseline=baseline)
+    else:
+        results.write(doc, out)
     return doc
 
 
-def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tuple[list[str], dict]:
+def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list[str]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
-    the workers that failed, and the phases' durations.
-
-    Verdicts first: `jobs` networks judge their cells at once. A network done with its verdicts
-    frees its place and, when the run measures throughput, waits (up, idle) for its turn; once
-    every verdict is in, the networks measure one at a time, so nothing else runs meanwhile."""
+    the workers that failed."""
     lab_errors: list[str] = []
     pending = list(range(len(plan.groups)))
     running: dict[int, threading.Thread] = {}
     reported = [JsonLines(plan.group_dir(i) / "cells.jsonl", from_start=True) for i in range(len(plan.groups))]
     entries: list[dict] = []
-    t0 = time.monotonic()
-    verdicts_end: float | None = None
-    turn: int | None = None
 
     def worker(i: int) -> None:
         if error := run_worker(plan, plan_path, i):
             lab_errors.append(error)     # list.append is atomic: no lock needed
-
-    def flag(i: int, name: str) -> bool:
-        return (plan.group_dir(i) / name).exists()
 
     plan.heartbeat.touch()
     # SIGTERM to this process alone (`kill PID`, a service manager) reaches none of the sandboxes:
@@ -194,28 +176,16 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
     try:
         while pending or running:
             plan.heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
+            while pending and len(running) < max(1, jobs):
+                i = pending.pop(0)
+                running[i] = threading.Thread(target=worker, args=(i,), daemon=True)
+                running[i].start()
             for i, t in list(running.items()):
                 if not t.is_alive():
                     running.pop(i)
-            judging = [i for i in running if not flag(i, VERDICTS_DONE)]
-            while pending and len(judging) < max(1, jobs):
-                i = pending.pop(0)
-                plan.group_dir(i).mkdir(parents=True, exist_ok=True)
-                running[i] = threading.Thread(target=worker, args=(i,), daemon=True)
-                running[i].start()
-                judging.append(i)
-            if verdicts_end is None and not pending and not judging:
-                verdicts_end = time.monotonic()
-            if verdicts_end is not None and (turn is None or turn not in running):
-                waiting = [i for i in running if flag(i, WAITING)]
-                if waiting:
-                    turn = min(waiting)
-                    (plan.group_dir(turn) / GO).touch()
             entries += [e for cells in reported for e in cells.read()]
-            note = f"throughput: {plan.groups[turn].label}" if turn in running else \
-                ", ".join(plan.groups[i].label for i in judging)
-            bar.update(entries, note)
-            time.sleep(0.05)
+            bar.update(entries, ", ".join(plan.groups[i].label for i in running))
+            time.sleep(0.2)
     except KeyboardInterrupt:
         # The sandboxes got the same SIGINT and tear down by themselves: wait for them (bounded).
         for t in running.values():
@@ -232,18 +202,14 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    end = time.monotonic()
-    verdicts_end = verdicts_end or end
-    return lab_errors, {"verdicts_s": round(verdicts_end - t0, 1), "throughput_s": round(end - verdicts_end, 1)}
+    return lab_errors
 
 
 def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
     """`python -m lab.matrix.worker PLAN INDEX` in a sandbox of its own; a lab error, or None."""
     g = plan.groups[index]
-    # A group's budget in the worst case: bring-up, every cell's hard timeout, then waiting for
-    # every other group's verdicts and throughput phase, and its own.
-    cells = sum(len(x.cells) for x in plan.groups)
-    budget = 60 + cells * (plan.timeout + 2) + len(plan.groups) * speed.budget(plan.throughput)
+    # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
+    budget = 60 + len(g.cells) * (plan.timeout + 2)
     try:
         done = run_sandboxed([sys.executable, "-m", "lab.matrix.worker", str(plan_path), str(index)],
                              capture=True, timeout=budget)
@@ -265,6 +231,8 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
         gdir = plan.group_dir(i)
         info = json.loads((gdir / "topology.json").read_text()) if (gdir / "topology.json").exists() else {}
         model = _model(g.topology)
+        # one key per network throughout the document: its name, as its cells' ids say it
+        name = scenario.parse_cell_id(g.cells[0]).topology if g.cells else g.name
         devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
         for e in read_all(gdir / "cells.jsonl"):
             e["pcaps"] = info.get("pcaps", [])
@@ -274,16 +242,33 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
             by_id[e["id"]] = e
         if info.get("lab_error"):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
-        speed.attach_all([by_id[c] for c in g.cells if c in by_id], info, scen)
-        entry = doc["topologies"].setdefault(g.name, {})
+        entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
-                                                                 "up_s", "throughput")})
-        if "diagram" not in entry:
+                                                                 "up_s")})
+        if model is not None and "diagram" not in entry:
+            entry.update(facts.topology_facts(model, shipped=topo.is_shipped(model)))
             entry.update(picture_facts(g, model, scen))
+        if model is not None and g.alg:
+            entry.setdefault("alg_overrides", {}).update(facts.override_notes(model, {g.alg}))
+        for e in (by_id.get(cid) for cid in g.cells):
+            if e is not None and model is not None:
+                describe_cell(e, model, scen, entry)
     for c in cells:
         if c.id not in by_id:
             by_id[c.id] = never_run(c, scen, lab_errors)
     doc["scenarios"] = [by_id[c.id] for c in cells]
+
+
+def describe_cell(e: dict, model, scen: scenario.Scenarios, info: dict) -> None:
+    """What the report says of a cell beside its verdict: the statements both ends ran with when a
+    variation changed them, and why it differs from its prediction in the words of who predicted it."""
+    spec = scen.spec(scenario.parse_cell_id(e["id"]))
+    if spec.client_statements or spec.server_statements:
+        e["ftpdata"] = facts.cell_ftpdata(model, spec)
+    if not e.get("matches") and e.get("outcome") != "error":
+        e["why_differs"] = results.why_differs(e, info)
+    else:
+        e.pop("why_differs", None)
 
 
 def _model(topology: str):
@@ -300,23 +285,13 @@ def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
     picture = None if g.user_file else scen.pictures.get(g.name)
     if picture is None and model is not None:
         picture = predict.picture_of(model)[0]
-    facts: dict = {"diagram": diagram_uri(model) if model else None}
+    found: dict = {"diagram": facts.diagram_uri(model) if model else None}
     if picture is not None:
         rec = predict.recommend(picture)
-        facts.update({"title": picture.title or None, "slide": picture.slide or None,
+        found.update({"title": picture.title or None, "slide": picture.slide or None,
                       "reasoning": picture.reasoning or None,
                       "recommendation": f"{rec.method} (step {rec.step}): {rec.why}"})
-    return facts
-
-
-def diagram_uri(model) -> str | None:
-    """The picture's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn)."""
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
-    except Exception:     # a diagram must never cost the run its report
-        return None
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return found
 
 
 def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str]) -> dict:

@@ -1,8 +1,12 @@
 """index.html: one self-contained page for a person (no scripts, no external files except pcaps).
 
-The matrix as predicted versus observed, each picture's diagram and the slides' reasoning for it,
-and per cell the details: verdict, transcript, the device events, what each firewall saw of the
-control channel (a cleartext `227 Entering Passive Mode` versus TLS ciphertext) and its pcaps.
+The matrix as predicted versus observed; per network its own diagram, what works there, its devices
+as the lab programmed them (settings, kernel rules, a ruleset file as written, ALG modes and what
+each override did), the FTP.DATA statements of both ends and - for the slides' pictures - the
+slides' reasoning; per cell the details: verdict, transcript, the device events, what each firewall
+saw of the control channel (a cleartext `227 Entering Passive Mode` versus TLS ciphertext) and its
+pcaps. A prediction is "the slides'" only for the slides' own pictures; any other network's cells
+are compared with the lab's model.
 
 The page is made from the results document alone (and a baseline run's document), through the
 Jinja2 templates in templates/ with autoescape on: transcripts, reasons and rule lines are
@@ -19,7 +23,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from lab.report.claims import check
 from lab.report.grid import column_of, row_of, rows_and_columns
-from lab.report.results import baseline_changes, counts
+from lab.report.results import baseline_changes, counts, predicted_by, predicts, shipped_only
+from lab.report.works import works_here
 
 TEMPLATES = Path(__file__).with_name("templates")
 SYMBOL = {"pass": "✔", "fail": "✘", "error": "⚠"}
@@ -44,9 +49,10 @@ def matrix(doc: dict) -> dict:
 
 
 def claims(doc: dict) -> list[dict]:
-    """The slides' claims the run decided, or could not decide because of lab errors."""
+    """The slides' claims the run decided, or could not decide because of lab errors (on the shipped
+    pictures only: an engineer's network named like one is not the slides' picture)."""
     out = []
-    for claim, holds, ids in check(doc):
+    for claim, holds, ids in check(shipped_only(doc)):
         if holds is None and not ids:
             continue                                    # not run
         status = "undecided" if holds is None else "holds" if holds else "fails"
@@ -91,8 +97,26 @@ def pictures(doc: dict) -> list[dict]:
         info = (doc.get("topologies") or {}).get(name, {})
         cells = [s for s in doc["scenarios"] if s["topology"] == name]
         out.append({"name": name, "info": info, "diagram": diagram(info), "cells": cells,
-                    "passing": sum(s["outcome"] == "pass" for s in cells)})
+                    "passing": sum(s["outcome"] == "pass" for s in cells), "predicts": predicts(info),
+                    "works": works_here(cells).lines(), "devices": _list(info.get("devices")),
+                    "ftpdata": info.get("ftpdata") if isinstance(info.get("ftpdata"), dict) else {},
+                    "overrides": info.get("alg_overrides") if isinstance(info.get("alg_overrides"), dict) else {}})
     return out
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
+def prediction_source(doc: dict) -> str:
+    """Whose prediction the run's cells are compared with, for the page's summary line."""
+    info = doc.get("topologies") or {}
+    who = {predicted_by(info.get(s["topology"])) for s in doc["scenarios"]}
+    if who == {"the slides"}:
+        return "the slides' prediction"
+    if who == {"the lab's model"}:
+        return "the lab's model's prediction"
+    return "their prediction (the slides' for the slides' pictures, the lab's model's for the others)"
 
 
 def environment() -> Environment:
@@ -108,6 +132,7 @@ def render(doc: dict, baseline: dict | None = None) -> str:
     n = counts(doc)
     return environment().get_template("index.html.j2").render(
         doc=doc, n=n, all_good=n["matches"] == n["cells"] and not n["error"], matrix=matrix(doc),
+        prediction=prediction_source(doc),
         claims=claims(doc), differing=[s for s in doc["scenarios"] if not s["matches"]],
         baseline=baseline, changes=baseline_changes(doc, baseline) if baseline is not None else [],
         pictures=pictures(doc))

@@ -58,6 +58,38 @@ def scenario_entry(*, cell, spec, prediction, verdict, bytes: int | None = None,
         "duration_s": round(duration_s, 3) if duration_s is not None else None, **extra}
 
 
+# -- who predicted ----------------------------------------------------------------------------------
+
+def predicted_by(info: dict | None) -> str:
+    """Who predicts a network's cells, as the report says it: "the slides" for their own pictures (and
+    in documents from before this was recorded), "the lab's model" for any other network."""
+    return str((info or {}).get("predicted_by") or "the slides")
+
+
+def predicts(info: dict | None) -> str:
+    """"the slides predict" / "the lab's model predicts"."""
+    who = predicted_by(info)
+    return f"{who} {'predict' if who == 'the slides' else 'predicts'}"
+
+
+def why_differs(s: dict, info: dict | None) -> str:
+    """One line: what was predicted for a cell (and by whom), and what was observed instead."""
+    def where(stage, device) -> str:
+        return (f" at {stage}" if stage else "") + (f" ({device})" if device else "")
+
+    expected = f"{s['expected']}{where(s.get('expected_stage'), s.get('expected_device'))}"
+    observed = f"{s['outcome']}{where(s.get('stage'), (s.get('drop') or {}).get('device'))}"
+    return f"{predicts(info)} {expected} ({s.get('expected_reason')}); observed {observed}: {s.get('reason')}"
+
+
+def shipped_only(doc: dict) -> dict:
+    """The document narrowed to the cells of the shipped pictures: the slides' claims are about
+    those, not about an engineer's network that happens to share a name."""
+    info = doc.get("topologies") or {}
+    keep = [s for s in doc["scenarios"] if (info.get(s["topology"]) or {}).get("shipped", True)]
+    return {**doc, "scenarios": keep}
+
+
 # -- files -------------------------------------------------------------------------------------------
 
 def results_path(path: str | Path) -> Path:
