@@ -21,10 +21,11 @@ from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
 from lab.ftps import pki
-from lab.matrix import facts, predict, scenario
+from lab.matrix import facts, predict, scenario, speed
 from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.verdict import Verdict
+from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.report.wire import seen
@@ -122,7 +123,8 @@ class Progress:
 def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, *, size: int = DEFAULT_SIZE,
                jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
-               topology_paths: dict[str, str] | None = None, reports: bool = True) -> dict:
+               topology_paths: dict[str, str] | None = None, reports: bool = True,
+               throughput: str = "off") -> dict:
     """Run the cells and write the report folder; returns the results document."""
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
@@ -135,9 +137,10 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
     plan = RunPlan(out=out.resolve(), size=size, timeout=timeout, pcap=pcap,
                    scenario_file=Path(scen.source).resolve(),
                    pki=make_pki(work / "pki", sorted({g.topology for g in groups})),
-                   heartbeat=work / "heartbeat", groups=tuple(groups))
+                   heartbeat=work / "heartbeat", groups=tuple(groups), throughput=throughput)
     plan_path = plan.write(work / "plan.json")
-    lab_errors = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
+    lab_errors, phases = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
+    reported = time.monotonic()
 
     doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
                           scenario_file=str(scen.source), size=size, shard=shard)
@@ -147,27 +150,39 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         for s in doc["scenarios"]:
             s["baseline_outcome"] = before.get(s["id"])
     doc["lab_errors"] = lab_errors
-    doc["finished"] = results.now_iso()
-    doc["duration_s"] = round(time.time() - started, 1)
+    doc["throughput_mode"] = throughput
+    doc["phases"] = phases
     if reports:
         write_all(doc, out, baseline=baseline)
-    else:
-        results.write(doc, out)
+    phases["report_s"] = round(time.monotonic() - reported, 1)
+    doc["finished"] = results.now_iso()
+    doc["duration_s"] = round(time.time() - started, 1)
+    results.write(doc, out)
     return doc
 
 
-def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list[str]:
+def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tuple[list[str], dict]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
-    the workers that failed."""
+    the workers that failed, and the phases' durations.
+
+    Verdicts first: `jobs` networks judge their cells at once. A network done with its verdicts
+    frees its place and, when the run measures throughput, waits (up, idle) for its turn; once
+    every verdict is in, the networks measure one at a time, so nothing else runs meanwhile."""
     lab_errors: list[str] = []
     pending = list(range(len(plan.groups)))
     running: dict[int, threading.Thread] = {}
     reported = [JsonLines(plan.group_dir(i) / "cells.jsonl", from_start=True) for i in range(len(plan.groups))]
     entries: list[dict] = []
+    t0 = time.monotonic()
+    verdicts_end: float | None = None
+    turn: int | None = None
 
     def worker(i: int) -> None:
         if error := run_worker(plan, plan_path, i):
             lab_errors.append(error)     # list.append is atomic: no lock needed
+
+    def flag(i: int, name: str) -> bool:
+        return (plan.group_dir(i) / name).exists()
 
     plan.heartbeat.touch()
     # SIGTERM to this process alone (`kill PID`, a service manager) reaches none of the sandboxes:
@@ -176,16 +191,28 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list
     try:
         while pending or running:
             plan.heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
-            while pending and len(running) < max(1, jobs):
-                i = pending.pop(0)
-                running[i] = threading.Thread(target=worker, args=(i,), daemon=True)
-                running[i].start()
             for i, t in list(running.items()):
                 if not t.is_alive():
                     running.pop(i)
+            judging = [i for i in running if not flag(i, VERDICTS_DONE)]
+            while pending and len(judging) < max(1, jobs):
+                i = pending.pop(0)
+                plan.group_dir(i).mkdir(parents=True, exist_ok=True)
+                running[i] = threading.Thread(target=worker, args=(i,), daemon=True)
+                running[i].start()
+                judging.append(i)
+            if verdicts_end is None and not pending and not judging:
+                verdicts_end = time.monotonic()
+            if verdicts_end is not None and (turn is None or turn not in running):
+                waiting = [i for i in running if flag(i, WAITING)]
+                if waiting:
+                    turn = min(waiting)
+                    (plan.group_dir(turn) / GO).touch()
             entries += [e for cells in reported for e in cells.read()]
-            bar.update(entries, ", ".join(plan.groups[i].label for i in running))
-            time.sleep(0.2)
+            note = f"throughput: {plan.groups[turn].label}" if turn in running else \
+                ", ".join(plan.groups[i].label for i in judging)
+            bar.update(entries, note)
+            time.sleep(0.05)
     except KeyboardInterrupt:
         # The sandboxes got the same SIGINT and tear down by themselves: wait for them (bounded).
         for t in running.values():
@@ -202,14 +229,18 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> list
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return lab_errors
+    end = time.monotonic()
+    verdicts_end = verdicts_end or end
+    return lab_errors, {"verdicts_s": round(verdicts_end - t0, 1), "throughput_s": round(end - verdicts_end, 1)}
 
 
 def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
     """`python -m lab.matrix.worker PLAN INDEX` in a sandbox of its own; a lab error, or None."""
     g = plan.groups[index]
-    # A group's budget: bring-up, baseline and every cell's hard timeout in the worst case.
-    budget = 60 + len(g.cells) * (plan.timeout + 2)
+    # A group's budget in the worst case: bring-up, every cell's hard timeout, then waiting for
+    # every other group's verdicts and throughput phase, and its own.
+    cells = sum(len(x.cells) for x in plan.groups)
+    budget = 60 + cells * (plan.timeout + 2) + len(plan.groups) * speed.budget(plan.throughput)
     try:
         done = run_sandboxed([sys.executable, "-m", "lab.matrix.worker", str(plan_path), str(index)],
                              capture=True, timeout=budget)
@@ -242,9 +273,10 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
             by_id[e["id"]] = e
         if info.get("lab_error"):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
+        speed.attach_all([by_id[c] for c in g.cells if c in by_id], info, scen)
         entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
-                                                                 "up_s")})
+                                                                 "up_s", "throughput")})
         if model is not None and "diagram" not in entry:
             entry.update(facts.topology_facts(model, shipped=topo.is_shipped(model)))
             entry.update(picture_facts(g, model, scen))
