@@ -36,7 +36,7 @@ from firewall.section import Firewall
 from lab.devkit import features
 from lab.devkit.device import Device, DeviceSetup, Restore
 from lab.devkit.observed import log_statement
-from lab.devkit.types import Flow
+from lab.devkit.types import Flow, Unreadable
 from lab.devkit.view import NodeView
 
 #: Reasons of an nft ruleset's drops: NFT_KEY_BASE + the file's line number.
@@ -146,15 +146,6 @@ def _nft_check(path: Path) -> list[tuple[int, str]]:
 
 # -- the model ----------------------------------------------------------------------------------------
 
-class Unreadable(ValueError):
-    """A rule the model cannot judge: `line` and what it could not read."""
-
-    def __init__(self, line: int, what: str):
-        super().__init__(f"line {line}: {what}")
-        self.line = line
-        self.what = what
-
-
 @functools.lru_cache(maxsize=32)
 def ruleset(text: str) -> Ruleset:
     return read(text)
@@ -164,7 +155,6 @@ SERVICES = {"ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "dom
             "https": 443, "ftps-data": 989, "ftps": 990}
 PROTOCOLS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmpv6": "icmp", "ipv6-icmp": "icmp",
              "6": "tcp", "17": "udp", "1": "icmp", "58": "icmp"}
-STATE_OF_NEW = {"new"}        # a new connection's conntrack state, as the model is asked about
 OPS = ("==", "!=", "<", ">", "<=", ">=")
 
 
@@ -253,8 +243,8 @@ class _Reader:
             elif word == "ct" and nxt == "state":
                 self.take()
                 op, states = self.values()
-                hit = bool(STATE_OF_NEW & set(states))
-                out.append(lambda f, hit=hit, op=op: hit if op == "==" else not hit)
+                # the connection's state on this device: NEW, or RELATED (a helper expected it)
+                out.append(lambda f, states=set(states), op=op: (f.state.lower() in states) == (op == "=="))
             else:
                 raise Unreadable(t.line, f"`{word}{' ' + nxt if nxt else ''}` is outside what the model reads")
         return out, None
@@ -372,7 +362,7 @@ def _run(rs: Ruleset, chain: Chain, flow: Flow, depth: int = 0) -> tuple[str, in
         if word in ("accept", "drop"):
             return word, rule.line
         if word == "reject":
-            return "drop", rule.line
+            return "reject", rule.line
         if word == "return":
             return "return", rule.line
         if word in ("jump", "goto"):
@@ -388,9 +378,9 @@ def _run(rs: Ruleset, chain: Chain, flow: Flow, depth: int = 0) -> tuple[str, in
 
 
 def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
-    """The filter's model: what it does with a new connection (accept | drop) and the line that
-    decides (None: no chain decides; every forward chain's policy is accept, or there is none).
-    Raises Unreadable outside the documented subset (unreadable() says so in advance)."""
+    """The filter's model: what it does with a new connection (accept | drop | reject) and the line
+    that decides (None: no chain decides; every forward chain's policy is accept, or there is none).
+    Raises Unreadable (lab.devkit.types) outside the documented subset (unreadable() lists it all)."""
     rs = ruleset(firewall.nftables_text)
     decided: int | None = None
     for chain in _forward_chains(rs, flow.src.version):
@@ -400,7 +390,7 @@ def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
         else:
             action, line = result
         if action != "accept":
-            return "drop", line
+            return action, line
         decided = decided or line
     return "accept", decided
 

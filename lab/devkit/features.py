@@ -51,3 +51,9 @@ NFT_LOG = KernelFeature(
       "0", ";", "}"),
      ("nft", "add", "rule", "inet", PROBE_CHAIN, "c", "log", "group", str(queues.PROBE), "drop"),
      ("nft", "delete", "table", "inet", PROBE_CHAIN)))
+#: The conntrack FTP helper attached through an nftables ct helper object (ALG mode kernel-nft).
+NFT_CT_HELPER = KernelFeature(
+    "conntrack FTP helper through nftables (ct helper)", "CONFIG_NF_CONNTRACK_FTP, CONFIG_NFT_CT",
+    (("nft", "add", "table", "inet", PROBE_CHAIN),
+     ("nft", "add", "ct", "helper", "inet", PROBE_CHAIN, "ftp", "{", "type", '"ftp"', "protocol", "tcp", ";", "}"),
+     ("nft", "delete", "table", "inet", PROBE_CHAIN)))

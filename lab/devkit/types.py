@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 #: Who inspects and rewrites a NAT router's plaintext control channel: the lab's scapy ALG
-#: (nat.alg), the Linux kernel's FTP helper (nat.kernel_helper), or nobody.
-AlgMode = Literal["scapy", "kernel", "off"]
-ALG_MODES: tuple[str, ...] = ("scapy", "kernel", "off")
+#: (nat.alg), the Linux kernel's FTP helper attached with iptables (nat.kernel_helper) or with an
+#: nftables ct helper object (nat.nft_helper), or nobody.
+AlgMode = Literal["scapy", "kernel", "kernel-nft", "off"]
+ALG_MODES: tuple[str, ...] = ("scapy", "kernel", "kernel-nft", "off")
 
 
 @dataclass(frozen=True)

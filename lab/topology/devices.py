@@ -21,17 +21,18 @@ from lab.devkit.observed import RuleSet
 from lab.devkit.types import ALG_MODES
 from lab.devkit.view import InterfaceView, NodeView
 from lab.topology.model import Node, Topology
-from nat import alg, kernel_helper, rules
+from nat import alg, kernel_helper, nft_helper, rules
 
 #: In the order they are programmed on a node: the NAT's kernel rules, the static filter, the
 #: nftables filter, the NAT's inspector, the dynamic filter, and last the drop observer (it needs
 #: every earlier device's drop reasons). A user's ruleset file (iptables-save or nft) is loaded
 #: before all of them.
 DEVICES: tuple[Device, ...] = (rules.DEVICE, static.DEVICE, nftables.DEVICE, alg.DEVICE, kernel_helper.DEVICE,
-                               dynamic.DEVICE, dropwatch.DEVICE)
+                               nft_helper.DEVICE, dynamic.DEVICE, dropwatch.DEVICE)
 
 #: The device that reads a NAT router's control channel, per ALG mode (`off`: the NAT alone).
-INSPECTORS: dict[str, Device] = {"scapy": alg.DEVICE, "kernel": kernel_helper.DEVICE, "off": rules.DEVICE}
+INSPECTORS: dict[str, Device] = {"scapy": alg.DEVICE, "kernel": kernel_helper.DEVICE,
+                                 "kernel-nft": nft_helper.DEVICE, "off": rules.DEVICE}
 assert tuple(INSPECTORS) == ALG_MODES, "one inspector per ALG mode"
 
 

@@ -688,3 +688,15 @@ def test_nftables_ruleset_filters_and_its_drop_is_named_by_line(tmp_path):
     assert drops[0]["reason"] == f'dropped by nftables-filter.nft:{line}: iifname "fw-eth1" ip saddr $server ' \
                                  'tcp sport ftp-data drop comment "no PORT"'
     assert 'log prefix "ftlab-drop ' in out["rules"] and "group 30" in out["rules"]
+
+
+@pytest.mark.timeout(90)
+def test_kernel_helper_attached_with_an_nft_ct_helper():
+    """alg kernel-nft: the kernel's FTP helper assigned by an nftables `ct helper` object rewrites
+    and maps on both NATs of double-nat in plain text, as the iptables-attached helper does."""
+    out = call_in_sandbox(__file__, "in_sandbox_matrix", "double-nat", "kernel-nft",
+                          [["plain", d] for d in DATA_MODES], timeout=85)
+    failed = {k: v for k, v in out["results"].items() if not ok(v)}
+    assert not failed, (failed, kinds(out["events"], "drop"))
+    opened = {e["device"] for e in kinds(out["events"], "mapping-open")}
+    assert opened == {"nat-c", "nat-s"}, kinds(out["events"], "mapping-open")
