@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from firewall import nftables
-from lab.devkit.types import Flow
+from lab.devkit.types import Flow, Unreadable
 from lab.errors import Problem, read_input
 from lab.topology import devices, ipsave, routing
 from lab.topology.loader import is_shipped, names
@@ -64,33 +64,54 @@ def shadowing(topology: Topology) -> list[Problem]:
 
 
 def blocked_control(topology: Topology) -> list[Problem]:
-    """Each static filter on the way that drops a control connection (21 and the implicit port),
-    asked through the filter's own model with the packet as that filter sees it."""
+    """Each filter on the way that drops a control connection (21 and the implicit port), asked
+    through the filter's own model with the packet as that filter sees it; the rule that decides
+    is named at its line (in the topology file, or in the ruleset file)."""
     ftp = topology.ftp
     found = []
-    judge = devices.model("static")
     for port, what in ((ftp.control_port, "control connection"), (ftp.implicit_port, "implicit-TLS control connection")):
         walk = routing.trace(topology, ftp.client, ftp.server_address, port)
         if walk.problem:
             continue                     # a routing problem: the loader reports it
         for step in walk.steps:
             node = topology.nodes[step.node]
-            fw = node.firewall
-            if fw is None or fw.mode != "static" or fw.iptables_save is not None:
-                continue                 # a ruleset file: its own lines are checked by loading it
-            action, position = judge(fw, Flow("tcp", step.src, step.dst, port, None, step.in_interface,
-                                              step.out_interface))
-            if action != "drop":
-                continue
-            rule = fw.rules[position - 1] if position else None
-            by = (f"rule {position}" + (f" ({rule.comment})" if rule.comment else "") + " drops it") if rule \
-                else f"no rule permits it and the default is {fw.default}"
-            found.append(Problem(_file(topology), rule.line if rule else node.line,
-                                 f"nodes.{node.name}.firewall." + (f"rules[{position - 1}]" if rule else "default"),
-                                 f"blocks the {what} {ftp.client} → {ftp.server_address}:{port} (at {node.name}: "
-                                 f"{step.src} → {step.dst}:{port}, in {step.in_interface}, out "
-                                 f"{step.out_interface}): {by}"))
+            flow = Flow("tcp", step.src, step.dst, port, None, step.in_interface, step.out_interface,
+                        dnat=step.dnat)
+            try:
+                blocked = _blocks(topology, node, flow)
+            except Unreadable:
+                continue                 # outside what the filter's model reads: the run will tell
+            if blocked:
+                file, line, field, by = blocked
+                found.append(Problem(file, line, field,
+                                     f"blocks the {what} {ftp.client} → {ftp.server_address}:{port} (at {node.name}: "
+                                     f"{step.src} → {step.dst}:{port}, in {step.in_interface}, out "
+                                     f"{step.out_interface}): {by}"))
     return found
+
+
+def _blocks(topology: Topology, node, flow: Flow) -> tuple[str, int, str, str] | None:
+    """(file, line, field, which rule) when the node's filter drops or rejects the new connection."""
+    fw = node.firewall
+    if fw is None or fw.mode == "dynamic":
+        return None                      # a dynamic filter opens its control ports by itself
+    if fw.mode == "nftables":
+        action, line = devices.model("nftables")(fw, flow)
+        if action in ("accept", "pass"):
+            return None
+        return str(fw.nftables), line or 0, "", f"{action} by {'line ' + str(line) if line else 'the policy'}"
+    model = devices.model("static")
+    action, where = model.decide(fw, flow)
+    if action in ("accept", "pass"):
+        return None
+    if fw.iptables_save is not None:
+        return str(fw.iptables_save), where or 0, "", f"{action}: {model.explain(fw, where)}"
+    rule = fw.rules[where - 1] if where else None
+    if rule is None:
+        return _file(topology), node.line, f"nodes.{node.name}.firewall.default", \
+            f"no rule permits it and the default is {fw.default}"
+    return _file(topology), rule.line, f"nodes.{node.name}.firewall.rules[{where - 1}]", \
+        f"rule {where}" + (f" ({rule.comment})" if rule.comment else "") + f" {action}s it"
 
 
 def format_warning(p: Problem) -> str:

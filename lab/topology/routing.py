@@ -28,6 +28,7 @@ class Step:
     src: IPv4Address
     dst: IPv4Address
     dport: int | None
+    dnat: bool = False                    # this router translated the destination (a port forward)
 
 
 @dataclass
@@ -66,11 +67,13 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
     result = Trace(hops=[node.name], source=None)
     ingress: str | None = None
     for _ in range(max_hops):
+        dnat = False
         if _owns(node, dst):
             translated = _translate(node, dst, port, reply_to)
             if translated is None:
                 return result
             dst, port = translated
+            dnat = True
             if _owns(node, dst):
                 return result
         hop = next_hop(node, dst)
@@ -81,7 +84,7 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
         if result.source is None:
             result.source = egress.address.ip
         if len(result.hops) > 1:
-            result.steps.append(Step(node.name, ingress, egress.name, result.source, dst, port))
+            result.steps.append(Step(node.name, ingress, egress.name, result.source, dst, port, dnat))
         if node.nat and node.nat.masquerade and egress.name == node.nat.outside \
                 and result.source != egress.address.ip and len(result.hops) > 1:
             result.snat[(node.name, egress.address.ip)] = result.source

@@ -182,3 +182,15 @@ def test_size_zero_is_refused(capsys, command):
     code = main(command)
     err = capsys.readouterr().err
     assert code == 2 and "--size: '0'" in err and "at least 1 byte" in err, err
+
+
+def test_an_iptables_save_rule_blocking_the_control_connection_is_named_at_its_line(tmp_path, capsys):
+    rules = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+             "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+             "-A FORWARD -p tcp --dport 21 -j DROP\n"
+             "-A FORWARD -p tcp -m multiport --dports 990,60000:60100 -j ACCEPT\nCOMMIT\n")
+    code, out = check(tmp_path, with_ruleset(tmp_path, rules), capsys)
+    assert code == 0
+    assert f"{tmp_path / 'fw.rules'}:6: warning: blocks the control connection client → 203.0.113.10:21" in out
+    assert "drop: fw.rules:6: -A FORWARD -p tcp --dport 21 -j DROP" in out
+    assert "implicit-TLS" not in out
