@@ -220,7 +220,7 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
                        f"exit codes (stage of the first failure):\n{EXIT_HELP}")
     p.add_argument("url", help="ftp://user:password@host:port/path")
     _client_options(p)
-    ops = p.add_subparsers(dest="op", metavar="get|put|ls", required=True)
+    ops = p.add_subparsers(dest="op", metavar="get|put|ls|fxp", required=True)
     g = ops.add_parser("get", help="download the URL's path")
     _client_options(g, suppress=True)
     g.add_argument("-o", "--output", type=Path, help="local file (default: the path's last name; - = stdout)")
@@ -228,6 +228,16 @@ def _register_client(sub: argparse._SubParsersAction) -> None:
     u.add_argument("file", type=Path)
     _client_options(u, suppress=True)
     _client_options(ops.add_parser("ls", help="list the URL's path (LIST)"), suppress=True)
+    x = ops.add_parser("fxp", help="three-way transfer: copy the URL's file to DEST_URL, server to server",
+                       description="A three-way (proxy, FXP) transfer: PASV or EPSV on the passive server, "
+                       "PORT or EPRT naming it on the other, RETR on the URL's server, STOR on DEST_URL's. "
+                       "--data pasv|epsv; with protected data one server must be the TLS client: --sscn.")
+    x.add_argument("dest", metavar="DEST_URL", help="ftp://user:password@host:port/path of the copy")
+    x.add_argument("--passive", choices=("src", "dst"), default="dst",
+                   help="the server that listens (PASV/EPSV); the other connects (default dst)")
+    x.add_argument("--sscn", choices=("src", "dst"),
+                   help="the server told SSCN ON: the TLS client of the protected data connection")
+    _client_options(x, suppress=True)
     p.set_defaults(func=cmd_client)
 
 
@@ -318,6 +328,8 @@ def _client(args: argparse.Namespace) -> int:
         _existing(args.file, "put FILE")
     if args.op == "get" and not target.path:
         raise InputError([Problem("<command line>", 0, "URL", "get needs a file path in the URL")])
+    if args.op == "fxp":
+        return _fxp(args, config, security, target)
 
     def on_line(direction: str, line: str) -> None:
         if args.verbose and not args.json:
@@ -376,9 +388,62 @@ def _client(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transcript(client) -> list[str]:
+def _transcript(client, prefix: str = "") -> list[str]:
     marks = {"C>S": ">", "S>C": "<"}
-    return [f"{marks.get(d, '*')} {loggable(line)}" for _, d, line in client.transcript]
+    return [f"{prefix}{marks.get(d, '*')} {loggable(line)}" for _, d, line in client.transcript]
+
+
+def _fxp(args: argparse.Namespace, config, security: str | None, source: Target) -> int:
+    """`ftlab client SRC_URL fxp DEST_URL`: one client, two sessions, the data from server to server."""
+    from lab.ftps.client import FTPClient, FTPError
+    from lab.ftps.fxp import FXP_DATA_MODES, fxp
+
+    dest = parse_url(args.dest)
+    if not source.path or not dest.path or dest.path.endswith("/"):
+        raise InputError([Problem("<command line>", 0, "URL", "fxp needs a file path in both URLs")])
+    if args.data not in (None, *FXP_DATA_MODES):
+        raise InputError([Problem("<command line>", 0, "--data", "a three-way transfer uses pasv or epsv "
+                                                                 "(the other server is told with PORT or EPRT)")])
+    args.data = args.data or "pasv"
+    started = time.monotonic()
+
+    def client(side: str) -> FTPClient:
+        def on_line(direction: str, line: str) -> None:
+            if args.verbose and not args.json:
+                mark = {"C>S": ">", "S>C": "<"}.get(direction, "*")
+                print(f"[{side}] {mark} {loggable(line)}", file=sys.stderr, flush=True)
+        return FTPClient(config, security=security, ca=args.ca, cert=args.cert, key=args.key,
+                         verify=False if args.insecure else None, log=on_line)
+
+    src, dst = client("src"), client("dst")
+
+    def transcript() -> list[str]:
+        return _transcript(src, "[src] ") + _transcript(dst, "[dst] ")
+    try:
+        with src, dst:
+            for c, t in ((src, source), (dst, dest)):
+                c.connect(t.host, t.port)
+                c.login(t.user, t.password)
+            result = fxp(src, dst, source.path, dest.path, data=args.data, passive=args.passive, sscn=args.sscn)
+            src.quit()
+            dst.quit()
+    except FTPError as exc:
+        stage = exc.stage if exc.stage in EXIT_CODES else "internal"
+        if args.json:
+            print(json.dumps(_json_result(args, "failed", stage, exc.reason, exc.code, started,
+                                          transcript=transcript())))
+        else:
+            code = f" (reply {exc.code})" if exc.code else ""
+            print(f"ftlab client: {stage} failed{code}: {loggable(exc.reason)}", file=sys.stderr)
+        return EXIT_CODES[stage]
+    if args.json:
+        doc = _json_result(args, "ok", None, "", None, started, result, transcript())
+        doc["fxp"] = result.to_dict()
+        print(json.dumps(doc))
+        return 0
+    print(f"{result.bytes} bytes  {source.host} -> {dest.host} server to server ({args.data}, passive "
+          f"{result.passive})  {result.seconds:.3f} s  {result.mbps:.1f} MB/s")
+    return 0
 
 
 def _json_result(args: argparse.Namespace, outcome: str, stage: str | None, reason: str, code: int | None,

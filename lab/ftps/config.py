@@ -26,8 +26,9 @@ repeated (each line adds one). A statement of the other side (EPSV4 in a server 
 
 Lab defaults that differ from z/OS (the z/OS default in brackets):
     TLSRFCLEVEL RFC4217 [DRAFT]  - the lab's pictures use RFC4217 (DESIGN.md); DRAFT refuses CCC.
-    EXTENSIONS AUTH_TLS SIZE MDTM REST_STREAM UTF8 [none] - when a file or dict names any
-        EXTENSIONS, exactly those are enabled.
+    EXTENSIONS AUTH_TLS SIZE MDTM REST_STREAM UTF8 SSCN [none] - when a file or dict names any
+        EXTENSIONS, exactly those are enabled. SSCN is a lab extension (not z/OS): SSCN ON makes
+        the server the TLS client of its data connections (protected three-way transfers).
 Lab statements that are not z/OS statements:
     server  REPLYMODE ZOS|RFC      reply codes where z/OS and RFC 4217 differ (425- vs 522, ...)
             LOGINDELAY seconds     delay before answering a failed login (default 1), times the
@@ -219,7 +220,10 @@ def _certmap(value: Any) -> dict[str, str]:
     return {normalise_cert_key(str(k)): str(v) for k, v in pairs}
 
 
-_EXTENSIONS = ("AUTH_TLS", "SIZE", "MDTM", "UTF8", "REST_STREAM")
+#: z/OS's EXTENSIONS values, and the lab's SSCN (RFC 4217 has no server-to-server TLS; SSCN is the
+#: glftpd/DrFTPD/FlashFXP extension that makes a server the TLS client of its data connections, for
+#: protected three-way transfers; z/OS has no SSCN: a pasted z/OS FTP.DATA naming EXTENSIONS has none)
+_EXTENSIONS = ("AUTH_TLS", "SIZE", "MDTM", "UTF8", "REST_STREAM", "SSCN")
 
 
 def _extension(value: Any) -> str:

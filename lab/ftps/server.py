@@ -102,6 +102,7 @@ class FTPServer:
         self.cert, self.key, self.ca = cert, key, ca
         self.log_cb = log
         self.tls_ctx = None
+        self._sscn_ctx = None
         self.attls: attls.Policy | None = None       # TLSMECHANISM ATTLS: TLS as the policy says
         if self.config.TLSMECHANISM == "ATTLS":
             # KEYRING, CIPHERSUITE and TLSTIMEOUT are ignored with ATTLS (IBM): the policy rules
@@ -134,6 +135,17 @@ class FTPServer:
         self._passive_lock = threading.Lock()
         self.throttle = LoginThrottle(self.config.LOGINLIMIT, self.config.LOGINWINDOW)
         self._wake_r, self._wake_w = os.pipe()     # close() wakes the accept loop at once
+
+    def sscn_context(self):
+        """The TLS client context of data connections after SSCN ON: the server's certificate (so a
+        peer asking for a client certificate gets one), the CAs of KEYRING/--ca to verify the
+        other server with (none given: not verified, like curl -k), the server's ciphers."""
+        if self._sscn_ctx is None:
+            c = self.config
+            cas = tlsmod.keyring_files(c.KEYRING, self.ca)
+            self._sscn_ctx = tlsmod.client_context(cas, self.cert, self.key or self.cert, verify=bool(cas),
+                                                   ciphers=c.CIPHERSUITE, max_version=c.TLSMAXVERSION)
+        return self._sscn_ctx
 
     @staticmethod
     def _listen(addr: tuple[str, int]) -> socket.socket:
@@ -302,6 +314,7 @@ class _Session:
         self._close_passive()
         self.passive: socket.socket | None = None
         self.reuse_required = self.cfg.SECURE_SESSION_REUSE == "REQUIRED"
+        self.sscn = False                  # SSCN ON: this server is the TLS client of data connections
 
     def _close_passive(self) -> None:
         p = getattr(self, "passive", None)
@@ -596,6 +609,8 @@ class _Session:
             if self.cfg.TLSRFCLEVEL != "DRAFT":
                 feats.append("CCC")
         feats += ["EPRT", "EPSV"]
+        if self._auth_enabled() and "SSCN" in self.cfg.EXTENSIONS:
+            feats.append("SSCN")
         ext = self.cfg.EXTENSIONS
         if "MDTM" in ext:
             feats.append("MDTM")
@@ -661,6 +676,20 @@ class _Session:
         self.send(234, "Security environment established - ready for negotiation")
         self.start_tls()
         self.reset()     # RFC 4217 section 4: the client logs in again
+
+    def cmd_SSCN(self, arg: str) -> None:
+        """SSCN [ON|OFF] (lab extension, EXTENSIONS SSCN): who is the TLS client on data connections.
+        ON: this server (so that two servers can run a protected three-way transfer: one of them
+        must be the TLS client, RFC 4217 section 7 leaves server-to-server TLS out); OFF (default):
+        the FTP client, as RFC 4217 says. Replies as glftpd and DrFTPD give them."""
+        if "SSCN" not in self.cfg.EXTENSIONS or not self._auth_enabled():
+            raise _Refuse(502, "SSCN is not enabled on this server (EXTENSIONS SSCN).")
+        word = arg.strip().upper()
+        if word not in ("", "ON", "OFF"):
+            raise _Refuse(501, "SSCN takes ON or OFF.")
+        if word:
+            self.sscn = word == "ON"
+        self.send(200, f"SSCN:{'CLIENT' if self.sscn else 'SERVER'} METHOD")
 
     def _need_protected_ctrl(self, verb: str) -> None:
         """PBSZ and PROT belong to a TLS control connection: not before AUTH, not after CCC."""
@@ -834,7 +863,10 @@ class _Session:
         if c.PORTCOMMAND == "REJECT":
             raise _Refuse(504, "PORT and EPRT are rejected by this server (PORTCOMMAND REJECT).")
         if c.PORTCOMMANDIPADDR == "NOREDIRECT" and host != self.peer_ip:
-            raise _Refuse(504, f"Port command rejected: {host} is not the client's address.")
+            self.server.emit(self, "info", f"PORTCOMMANDIPADDR NOREDIRECT: refused {host}:{port} "
+                                           f"(the client is {self.peer_ip})")
+            raise _Refuse(504, f"Port command rejected: {host} is not the client's address "
+                               f"(PORTCOMMANDIPADDR NOREDIRECT).")
         if c.PORTCOMMANDPORT == "NOLOWPORTS" and port < 1024:
             raise _Refuse(504, f"Port command rejected: port {port} is below 1024.")
 
@@ -945,6 +977,9 @@ class _Session:
         foreign = 0
         while True:
             if not self._wait(lsock, False, deadline):
+                if foreign:      # a three-way (proxy) transfer meets NOREDIRECT: say so
+                    raise _Refuse(425, f"Can't open data connection: {foreign} connection(s) from another "
+                                       f"address than {self.peer_ip} closed (PASSIVEDATACONN NOREDIRECT).")
                 raise _Refuse(425, "Can't open data connection: nothing connected.")
             conn, peer = lsock.accept()
             if self.cfg.PASSIVEDATACONN == "NOREDIRECT" and _unmap(peer[0]) != self.peer_ip:
@@ -1011,6 +1046,8 @@ class _Session:
             return sock
         try:
             ctx, role, timeout = self._tls_setup(self._data_mapping(sock, passive))
+            if self.sscn:                  # SSCN ON: we are the TLS client of this data connection
+                ctx, role = self.server.sscn_context(), "client"
             conn = tlsmod.secure(ctx, sock, role, timeout or min(self.cfg.DATATIMEOUT or 30, 30))
         except tlsmod.TLSFailure as exc:
             sock.close()
