@@ -26,6 +26,7 @@ from lab.matrix import predict, scenario, targets
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
 from lab.report.claims import check
+from lab.report.works import works_here
 from lab.topology import loader as topo
 
 
@@ -140,7 +141,10 @@ def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[sc
 def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
     n = results.counts(doc)
     print(f"{n['cells']} cells in {doc.get('duration_s', 0):.0f} s: {n['pass']} pass, {n['fail']} fail, "
-          f"{n['error']} lab errors; {n['matches']} of {n['cells']} as the slides predict")
+          f"{n['error']} lab errors; {n['matches']} of {n['cells']} match {results.prediction_source(doc)}")
+    for name in dict.fromkeys(s["topology"] for s in doc["scenarios"]):
+        works = works_here([s for s in doc["scenarios"] if s["topology"] == name]).lines()
+        print(f"  {name}: " + "; ".join(works))
     for s in doc["scenarios"]:
         if s["outcome"] == "error":
             print(f"  ERROR   {s['id']}: {s['reason']}")
@@ -148,7 +152,7 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
             print(f"  DIFFERS {s['id']}: predicted {s['expected']}, observed {s['outcome']}: {s['reason']}")
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
-    for claim, holds, ids in check(doc):
+    for claim, holds, ids in check(results.shipped_only(doc)):
         if holds is None and ids:
             print(f"  UNKNOWN {claim.text} (lab errors in {', '.join(ids)})")
         elif holds is not None:

@@ -11,19 +11,17 @@ it follows the groups' result files for a live progress bar and writes the repor
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
 from lab.ftps import pki
-from lab.matrix import predict, scenario, speed
+from lab.matrix import facts, predict, scenario, speed
 from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.verdict import Verdict
@@ -31,7 +29,6 @@ from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.report.wire import seen
-from lab.topology import diagram
 from lab.topology import loader as topo
 
 MiB = 1 << 20
@@ -269,6 +266,8 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
         gdir = plan.group_dir(i)
         info = json.loads((gdir / "topology.json").read_text()) if (gdir / "topology.json").exists() else {}
         model = _model(g.topology)
+        # one key per network throughout the document: its name, as its cells' ids say it
+        name = scenario.parse_cell_id(g.cells[0]).topology if g.cells else g.name
         devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
         for e in read_all(gdir / "cells.jsonl"):
             e["pcaps"] = info.get("pcaps", [])
@@ -279,15 +278,33 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
         if info.get("lab_error"):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
         speed.attach_all([by_id[c] for c in g.cells if c in by_id], info, scen)
-        entry = doc["topologies"].setdefault(g.name, {})
+        entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
                                                                  "up_s", "throughput")})
-        if "diagram" not in entry:
+        if model is not None and "diagram" not in entry:
+            entry.update(facts.topology_facts(model, shipped=topo.is_shipped(model)))
             entry.update(picture_facts(g, model, scen))
+        if model is not None and g.alg:
+            entry.setdefault("alg_overrides", {}).update(facts.override_notes(model, {g.alg}))
+        for e in (by_id.get(cid) for cid in g.cells):
+            if e is not None and model is not None:
+                describe_cell(e, model, scen, entry)
     for c in cells:
         if c.id not in by_id:
             by_id[c.id] = never_run(c, scen, lab_errors)
     doc["scenarios"] = [by_id[c.id] for c in cells]
+
+
+def describe_cell(e: dict, model, scen: scenario.Scenarios, info: dict) -> None:
+    """What the report says of a cell beside its verdict: the statements both ends ran with when a
+    variation changed them, and why it differs from its prediction in the words of who predicted it."""
+    spec = scen.spec(scenario.parse_cell_id(e["id"]))
+    if spec.client_statements or spec.server_statements:
+        e["ftpdata"] = facts.cell_ftpdata(model, spec)
+    if not e.get("matches") and e.get("outcome") != "error":
+        e["why_differs"] = results.why_differs(e, info)
+    else:
+        e.pop("why_differs", None)
 
 
 def _model(topology: str):
@@ -304,23 +321,13 @@ def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
     picture = None if g.user_file else scen.pictures.get(g.name)
     if picture is None and model is not None:
         picture = predict.picture_of(model)[0]
-    facts: dict = {"diagram": diagram_uri(model) if model else None}
+    found: dict = {"diagram": facts.diagram_uri(model) if model else None}
     if picture is not None:
         rec = predict.recommend(picture)
-        facts.update({"title": picture.title or None, "slide": picture.slide or None,
+        found.update({"title": picture.title or None, "slide": picture.slide or None,
                       "reasoning": picture.reasoning or None,
                       "recommendation": f"{rec.method} (step {rec.step}): {rec.why}"})
-    return facts
-
-
-def diagram_uri(model) -> str | None:
-    """The picture's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn)."""
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
-    except Exception:     # a diagram must never cost the run its report
-        return None
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return found
 
 
 def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str]) -> dict:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from lab.report.grid import column_of, row_of, rows_and_columns  # noqa: E402
+from lab.report.results import prediction_source  # noqa: E402
 
 COLORS = {"pass": "#3a9d5d", "fail": "#c8553d", "error": "#7f7f7f"}
 
@@ -47,7 +48,7 @@ def _save(fig, path: Path) -> Path:
 
 def matrix_png(doc: dict, path: Path) -> Path:
     fig, ax, place = _grid(
-        doc, f"ftlab matrix {doc['run_id']}: observed outcome ('!' = differs from the slides' prediction)",
+        doc, f"ftlab matrix {doc['run_id']}: observed outcome ('!' = differs from {prediction_source(doc)})",
         [Patch(color=v, label=k) for k, v in COLORS.items()])
     for s in doc["scenarios"]:
         c, r = place(s)

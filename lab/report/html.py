@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from lab.report.claims import check
 from lab.report.grid import column_of, row_of, rows_and_columns
-from lab.report.results import baseline_changes, counts, predicted_by, predicts, shipped_only
+from lab.report.results import baseline_changes, counts, prediction_source, predicts, shipped_only
 from lab.report.works import works_here
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -106,17 +106,6 @@ def pictures(doc: dict) -> list[dict]:
 
 def _list(value: object) -> list:
     return value if isinstance(value, list) else []
-
-
-def prediction_source(doc: dict) -> str:
-    """Whose prediction the run's cells are compared with, for the page's summary line."""
-    info = doc.get("topologies") or {}
-    who = {predicted_by(info.get(s["topology"])) for s in doc["scenarios"]}
-    if who == {"the slides"}:
-        return "the slides' prediction"
-    if who == {"the lab's model"}:
-        return "the lab's model's prediction"
-    return "their prediction (the slides' for the slides' pictures, the lab's model's for the others)"
 
 
 def environment() -> Environment:

@@ -72,6 +72,17 @@ def predicts(info: dict | None) -> str:
     return f"{who} {'predict' if who == 'the slides' else 'predicts'}"
 
 
+def prediction_source(doc: dict) -> str:
+    """Whose prediction a run's cells are compared with, for its summary line."""
+    info = doc.get("topologies") or {}
+    who = {predicted_by(info.get(s["topology"])) for s in doc["scenarios"]}
+    if who == {"the slides"}:
+        return "the slides' prediction"
+    if who == {"the lab's model"}:
+        return "the lab's model's prediction"
+    return "their prediction (the slides' for the slides' pictures, the lab's model's for the others)"
+
+
 def why_differs(s: dict, info: dict | None) -> str:
     """One line: what was predicted for a cell (and by whom), and what was observed instead."""
     def where(stage, device) -> str:

@@ -133,3 +133,15 @@ def test_old_documents_without_the_new_keys_still_render():
 
     page = html.render(make_doc(S.default_cells(topologies=["lan"])))
     assert "match the slides&#39; prediction" in page
+
+
+def test_the_terminal_summary_says_who_predicts_and_what_works(tmp_path, capsys):
+    from lab.matrix.cli import _summary
+
+    path = user_file(tmp_path, "lan", "mine")
+    doc = collected(tmp_path, [(str(path), None, S.default_cells(["lan"]))], {"lan/tls/port": "fail"})
+    _summary(doc, None, tmp_path)
+    out = capsys.readouterr().out
+    assert "19 of 20 match the lab's model's prediction" in out and "slides" not in out
+    assert "  lan: 19 of 20 ways get through; encrypted control and data: " in out
+    assert "FAILS" not in out and "holds" not in out          # the slides' claims are about their lan
