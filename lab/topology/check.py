@@ -16,6 +16,7 @@ asked (`ftlab topo check --strict`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from firewall import nftables
@@ -70,24 +71,43 @@ def blocked_control(topology: Topology) -> list[Problem]:
     ftp = topology.ftp
     found = []
     for port, what in ((ftp.control_port, "control connection"), (ftp.implicit_port, "implicit-TLS control connection")):
-        walk = routing.trace(topology, ftp.client, ftp.server_address, port)
-        if walk.problem:
-            continue                     # a routing problem: the loader reports it
-        for step in walk.steps:
-            node = topology.nodes[step.node]
-            flow = Flow("tcp", step.src, step.dst, port, None, step.in_interface, step.out_interface,
-                        dnat=step.dnat)
-            try:
-                blocked = _blocks(topology, node, flow)
-            except Unreadable:
-                continue                 # outside what the filter's model reads: the run will tell
-            if blocked:
-                file, line, field, by = blocked
-                found.append(Problem(file, line, field,
-                                     f"blocks the {what} {ftp.client} → {ftp.server_address}:{port} (at {node.name}: "
-                                     f"{step.src} → {step.dst}:{port}, in {step.in_interface}, out "
-                                     f"{step.out_interface}): {by}"))
+        try:
+            blocked = blocked_at(topology, port)
+        except Unreadable:
+            continue                     # outside what a filter's model reads: the run will tell
+        if blocked:
+            step = blocked.step
+            found.append(Problem(blocked.file, blocked.line, blocked.field,
+                                 f"blocks the {what} {ftp.client} → {ftp.server_address}:{port} (at {step.node}: "
+                                 f"{step.src} → {step.dst}:{port}, in {step.in_interface}, out "
+                                 f"{step.out_interface}): {blocked.why}"))
     return found
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The filter that drops (or rejects) a new connection, and its rule's place."""
+    step: routing.Step                   # the packet as that filter sees it
+    file: str
+    line: int
+    field: str
+    why: str
+
+
+def blocked_at(topology: Topology, port: int) -> Blocked | None:
+    """The first filter on the routed path that drops a new TCP connection from the FTP client to
+    the address it dials, port `port` (None: every filter admits it, or it is not routed - the
+    loader reports that). Raises lab.devkit.types.Unreadable when a filter's model cannot tell."""
+    ftp = topology.ftp
+    walk = routing.trace(topology, ftp.client, ftp.server_address, port)
+    if walk.problem:
+        return None
+    for step in walk.steps:
+        flow = Flow("tcp", step.src, step.dst, port, None, step.in_interface, step.out_interface, dnat=step.dnat)
+        found = _blocks(topology, topology.nodes[step.node], flow)
+        if found:
+            return Blocked(step, *found)
+    return None
 
 
 def _blocks(topology: Topology, node, flow: Flow) -> tuple[str, int, str, str] | None:
