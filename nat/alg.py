@@ -206,8 +206,10 @@ class AlgEngine:
 
     def __init__(self, device: str, outside: str, control_ports: list[int], events: EventWriter,
                  mappings: Mappings, drop_first_rewrite: bool = False,
-                 clock: Callable[[], float] = time.monotonic, mtu: int = 1500) -> None:
+                 clock: Callable[[], float] = time.monotonic, mtu: int = 1500,
+                 one_to_one: dict[str, str] | None = None) -> None:
         self.device = device
+        self.one_to_one = dict(one_to_one or {})     # inside host -> its 1:1 public address
         self.mtu = mtu
         self.outside = outside
         self.events = events
@@ -323,6 +325,15 @@ class AlgEngine:
                              message=f"{ann.kind} names {ann.host}, not its sender {sender}: "
                                      "not rewritten, nothing opened")
             return None
+        public = self.one_to_one.get(sender)
+        if public is not None:
+            # a host with a 1:1 public address: the NAT already sends every port of it to the
+            # host, so its announcement only needs that address (a 229 names none: unchanged)
+            line = f.line if ann.kind == "229" else _with(f.line, ann, public, ann.port)
+            if line != f.line:
+                self.events.emit("rewrite", conn=cid, before=text, after=line.decode("ascii", "replace").rstrip(),
+                                 **{"from": f"{sender}:{ann.port}", "to": f"{public}:{ann.port}"}, one_to_one=True)
+            return line if line != f.line else None
         held = self.mappings.active.get(ann.port)
         repeat = held is not None and held.owner == cid and held.host == sender and held.port == ann.port
         if not repeat and not self._allowed(conn):
@@ -333,24 +344,28 @@ class AlgEngine:
         if port is None:
             self.events.emit("error", conn=cid, line=text, message="no free port for the mapping")
             return None
-        s, e = ann.span
-        old = f.line[s:e]
-        if ann.kind in ("PORT", "227"):
-            new = format_port_args(HostPort(self.outside, port)).encode()
-        else:
-            d = old[:1].decode("ascii", "replace")
-            new = (f"{d}1{d}{self.outside}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
         try:
             self.mappings.open(peer, port, sender, ann.port, owner=cid)
         except RuntimeError as exc:
             self.events.emit("error", conn=cid, line=text, message=f"mapping not installed: {exc}")
             return None
-        line = f.line[:s] + new + f.line[e:]
+        line = _with(f.line, ann, self.outside, port)
         if line == f.line:
             return None
         self.events.emit("rewrite", conn=cid, before=text, after=line.decode("ascii", "replace").rstrip(),
                          **{"from": f"{sender}:{ann.port}", "to": f"{self.outside}:{port}"})
         return line
+
+
+def _with(line: bytes, ann, host: str, port: int) -> bytes:
+    """The announcement's line naming host:port instead (a 229 names only the port)."""
+    s, e = ann.span
+    if ann.kind in ("PORT", "227"):
+        new = format_port_args(HostPort(host, port)).encode()
+    else:
+        d = line[s:s + 1].decode("ascii", "replace")
+        new = (f"{d}1{d}{host}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
+    return line[:s] + new + line[e:]
 
 
 # -- setup (pure, called by the engine) ----------------------------------------------------------
@@ -377,7 +392,7 @@ def setup(view: NodeView) -> DeviceSetup:
         argv=[sys.executable, "-m", "nat.alg", "--config", str(config_path(view, "alg"))],
         config={"device": view.name, "events": str(view.events), "queue": queues.ALG, "control_ports": ports,
                 "outside_interface": outside.name, "outside_address": str(outside.address.ip),
-                "lifetime": 30.0},
+                "lifetime": 30.0, "one_to_one": {str(o.to): str(o.public) for o in nat.one_to_one}},
     )
 
 
@@ -405,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                         chain=cfg.get("map_chain", MAP_CHAIN))
     engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,
                        drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")
-                                               or os.environ.get("FTLAB_ALG_DROP_FIRST_REWRITE")))
+                                               or os.environ.get("FTLAB_ALG_DROP_FIRST_REWRITE")),
+                       one_to_one=cfg.get("one_to_one"))
     outside_index = socket.if_nametoindex(cfg["outside_interface"])
 
     def on_packet(pkt) -> None:

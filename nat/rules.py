@@ -47,18 +47,30 @@ def dnat_target(fwd: PortForward) -> str:
     return f"{fwd.to}:{fwd.to_ports.low}-{fwd.to_ports.high}/{fwd.ports.low}"
 
 
+def public_addresses(view: NodeView, nat: Nat) -> list[list[str]]:
+    """The NAT's own public addresses (1:1 NATs, forwards on an address of their own) added to the
+    outside interface, with its prefix: the router answers ARP for them on the outside link."""
+    prefix = outside_interface(view, nat).network.prefixlen
+    return [["ip", "addr", "add", f"{address}/{prefix}", "dev", nat.outside] for address in nat.public_addresses()]
+
+
 def nat_rules(view: NodeView) -> RuleSet:
-    """Masquerade, port forwards, and the observed drop of unsolicited inbound connections."""
+    """1:1 NAT, masquerade, port forwards, and the observed drop of unsolicited inbound connections."""
     nat: Nat = view.section
     outside = outside_interface(view, nat)
-    rules: list[list[str]] = []
+    rules: list[list[str]] = public_addresses(view, nat)
+    for one in nat.one_to_one:      # before MASQUERADE: a 1:1 host leaves as its own public address
+        rules.append(["iptables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(one.public),
+                      "-j", "DNAT", "--to-destination", str(one.to)])
+        rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-s", str(one.to),
+                      "-j", "SNAT", "--to-source", str(one.public)])
     if nat.masquerade:
         rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-j", "MASQUERADE"])
     for fwd in nat.forwards:
         if fwd.ports.high - fwd.ports.low != fwd.to_ports.high - fwd.to_ports.low:
             raise ValueError(f"{view.name}: forward {fwd.ports} -> {fwd.to_ports}: ranges differ in size")
         rules.append([
-            "iptables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(outside.ip),
+            "iptables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(fwd.public or outside.ip),
             "-p", fwd.proto, "--dport", fwd.ports.iptables(), "-j", "DNAT", "--to-destination", dnat_target(fwd),
         ])
     # A connection that starts outside and was not port-forwarded has nowhere to go: to the
@@ -76,10 +88,16 @@ def nat_rules(view: NodeView) -> RuleSet:
 
 # -- the model ---------------------------------------------------------------------------------------
 
-def forward_target(nat: Nat, proto: str, port: int) -> tuple[ipaddress.IPv4Address, int] | None:
-    """Where a port forward sends a new connection to the outside address and `port` (None: no forward)."""
+def forward_target(nat: Nat, proto: str, port: int, public=None) -> tuple[ipaddress.IPv4Address, int] | None:
+    """Where the NAT sends a new connection to one of its public addresses and `port` (None: it
+    does not): `public` None or the outside interface's own address means the port forwards that
+    name no address of their own; a 1:1 public address sends every port on to its host."""
+    inside = nat.inside_of(public) if public is not None else None
+    if inside is not None:
+        return inside, port
     for fwd in nat.forwards:
-        if fwd.proto == proto and port in fwd.ports:
+        if fwd.proto == proto and port in fwd.ports and fwd.public == (public if public in nat.public_addresses()
+                                                                       else None):
             return fwd.to, fwd.to_ports.low + (port - fwd.ports.low)
     return None
 
@@ -93,13 +111,24 @@ class KernelNat(Blind):
 
     def forward(self, nat: Nat, outside: ipaddress.IPv4Address, in_interface: str | None,
                 proto: str, dst: ipaddress.IPv4Address, dport: int) -> tuple[ipaddress.IPv4Address, int] | None:
-        """DNAT by a port forward: only a connection arriving on the outside interface, to its address."""
-        if in_interface != nat.outside or dst != outside:
+        """DNAT by a port forward or a 1:1 NAT: only a connection arriving on the outside interface,
+        to the interface's address or one of the NAT's public addresses."""
+        if in_interface != nat.outside or (dst != outside and dst not in nat.public_addresses()):
             return None
-        return forward_target(nat, proto, dport)
+        return forward_target(nat, proto, dport, dst)
 
     def masquerades(self, nat: Nat, out_interface: str) -> bool:
         return nat.masquerade and out_interface == nat.outside
+
+    def source(self, nat: Nat, out_interface: str, src, outside) -> ipaddress.IPv4Address | None:
+        """The source a new connection leaves with (None: unchanged): a 1:1 host's public address,
+        else the outside address when the NAT masquerades."""
+        if out_interface != nat.outside:
+            return None
+        public = nat.public_of(src)
+        if public is not None:
+            return public
+        return outside if nat.masquerade else None
 
     def drops(self, nat: Nat, in_interface: str | None, state: str, translated: bool) -> bool:
         """The unsolicited-inbound rule (INPUT and FORWARD): NEW on the outside interface, not translated."""

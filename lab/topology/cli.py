@@ -120,9 +120,11 @@ def format_path(topology: Topology) -> str:
 def format_nat(nat: Nat) -> list[str]:
     lines = [f"nat: outside {nat.outside}, masquerade {'on' if nat.masquerade else 'off'}, "
              f"ALG {nat.alg} on ports {','.join(map(str, nat.control_ports))}"]
+    for one in nat.one_to_one:
+        lines.append(f"  1:1 {one.public} <-> {one.to} (every port, both ways)")
     for f in nat.forwards:
         to = f"{f.to}:{f.to_ports}"
-        lines.append(f"  forward {f.proto} {f.ports} -> {to}")
+        lines.append(f"  forward {f.proto} {f.public or ''}{':' if f.public else ''}{f.ports} -> {to}")
     return lines
 
 

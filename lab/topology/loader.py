@@ -39,6 +39,7 @@ from lab.topology.model import (
     PortForward,
     PortRange,
     Route,
+    StaticNat,
     Topology,
 )
 from lab.topology.routing import control_connection
@@ -57,8 +58,9 @@ TOP_KEYS = {"name", "description", "ftp", "nodes", "links", "internet"}
 TOP_REQUIRED = {"name", "description", "ftp", "nodes", "links"}
 NODE_KEYS = {"kind", "description", "gateway", "routes", "nat", "firewall"}
 ROUTE_KEYS = {"to", "via"}
-NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports"}
-FORWARD_KEYS = {"proto", "ports", "to", "to_ports"}
+NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports", "one_to_one"}
+FORWARD_KEYS = {"proto", "ports", "to", "to_ports", "public"}
+ONE_TO_ONE_KEYS = {"public", "to"}
 FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "nftables"}
 FIREWALL_MODES = {"static", "dynamic", "nftables"}
 RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
@@ -149,6 +151,8 @@ class _Builder:
         #: every (node, address) written in links, also in links dropped for a problem: checks
         #: that depend on addresses stay quiet about those instead of repeating the link's problem
         self.claimed: list[tuple[str, ipaddress.IPv4Interface]] = []
+        #: the NATs' own public addresses: address -> (node, line, a port forward's: shared)
+        self.publics: dict[ipaddress.IPv4Address, tuple[str, int, bool]] = {}
 
     # small helpers ------------------------------------------------------------------------
     def problem(self, line: int, field: str, message: str) -> None:
@@ -496,11 +500,15 @@ class _Builder:
         if alg not in ALG_MODES:
             self.problem(m.line_of("alg"), f"{field}.alg", f"{alg!r} is not one of: {', '.join(ALG_MODES)}")
             alg = "off"
-        forwards = []
+        forwards, one_to_one = [], []
+        if "one_to_one" in m and outside is not None:
+            one_to_one = self.one_to_one(node, outside, m["one_to_one"], m.line_of("one_to_one"),
+                                         f"{field}.one_to_one")
         if "forwards" in m and outside is not None:
             forwards = self.forwards(node, outside, m["forwards"], m.line_of("forwards"), f"{field}.forwards")
         control = self.port_list(m, "control_ports", field)
-        nat = Nat(outside=outside or "", masquerade=bool(masquerade), forwards=forwards, alg=alg)
+        nat = Nat(outside=outside or "", masquerade=bool(masquerade), forwards=forwards, alg=alg,
+                  one_to_one=one_to_one)
         if control is not None:
             nat.control_ports = control
         return nat if outside is not None else None
@@ -513,6 +521,7 @@ class _Builder:
             proto = self.string(m, "proto", where, {"tcp", "udp"}) if "proto" in m else "tcp"
             ports = self.port_range_at(m, "ports", where) if "ports" in m else None
             to = self.address(m["to"], m.line_of("to"), f"{where}.to") if "to" in m else None
+            public = self.public_address(node, outside, m, where, shared=True) if "public" in m else None
             to_ports = ports
             if "to_ports" in m:
                 to_ports = self.port_range_at(m, "to_ports", where)
@@ -520,26 +529,79 @@ class _Builder:
                     self.problem(m.line_of("to_ports"), f"{where}.to_ports",
                                  f"{to_ports} is not the same size as ports {ports}")
                     to_ports = None
-            if to is not None:
-                owner = self.owner(to)
-                if owner is None:
-                    if not any(a.ip == to for _, a in self.claimed):   # else its link is reported
-                        self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
-                    to = None
-                elif owner.name not in inside:
-                    self.problem(m.line_of("to"), f"{where}.to",
-                                 f"{to} ({owner.name}) is not inside {node.name}: a port forward leads "
-                                 f"to a host behind the NAT, not through its outside interface {outside}")
-                    to = None
-            if not (proto and ports and to and to_ports):
+            to = self.inside_target(node, outside, inside, m, where, to, "a port forward")
+            if not (proto and ports and to and to_ports) or ("public" in m and public is None):
                 continue
             for other in result:
-                if other.proto == proto and other.ports.low <= ports.high and ports.low <= other.ports.high:
+                if other.proto == proto and other.public == public and other.ports.low <= ports.high \
+                        and ports.low <= other.ports.high:
                     self.problem(m.line, where, f"{proto} ports {ports} overlap the forward at line {other.line}")
                     break
             else:
-                result.append(PortForward(proto, ports, to, to_ports, line=m.line))
+                result.append(PortForward(proto, ports, to, to_ports, line=m.line, public=public))
         return result
+
+    def inside_target(self, node: Node, outside: str, inside: set[str], m: Mapping, where: str,
+                      to: ipaddress.IPv4Address | None, what: str) -> ipaddress.IPv4Address | None:
+        """`to` when it is the address of a host behind the NAT; else a problem and None."""
+        if to is None:
+            return None
+        owner = self.owner(to)
+        if owner is None:
+            if not any(a.ip == to for _, a in self.claimed):   # else its link is reported
+                self.problem(m.line_of("to"), f"{where}.to", f"{to}: no node has this address")
+            return None
+        if owner.name not in inside:
+            self.problem(m.line_of("to"), f"{where}.to",
+                         f"{to} ({owner.name}) is not inside {node.name}: {what} leads "
+                         f"to a host behind the NAT, not through its outside interface {outside}")
+            return None
+        return to
+
+    def one_to_one(self, node: Node, outside: str, value: Any, line: int, field: str) -> list[StaticNat]:
+        """1:1 NATs: {public: ADDRESS, to: INSIDE-HOST}, one public address per inside host."""
+        inside = self.inside_nodes(node, outside)
+        result: list[StaticNat] = []
+        for where, m in self.mappings(value, line, field, "{public, to}"):
+            self.keys(m, where, ONE_TO_ONE_KEYS, ONE_TO_ONE_KEYS)
+            if "public" not in m or "to" not in m:
+                continue
+            public = self.public_address(node, outside, m, where, shared=False)
+            to = self.inside_target(node, outside, inside, m, where,
+                                    self.address(m["to"], m.line_of("to"), f"{where}.to"), "a 1:1 NAT")
+            twice = next((o for o in result if o.to == to), None)
+            if twice is not None:
+                self.problem(m.line_of("to"), f"{where}.to", f"{to} has a public address already "
+                                                             f"({twice.public}, line {twice.line})")
+            elif public is not None and to is not None:
+                result.append(StaticNat(public, to, line=m.line))
+        return result
+
+    def public_address(self, node: Node, outside: str, m: Mapping, where: str,
+                       shared: bool) -> ipaddress.IPv4Address | None:
+        """A public address the NAT holds on its outside interface: on that link's subnet, no
+        node's interface address, and not another NAT's or another entry's (`shared`: port
+        forwards may share one address among themselves, a 1:1 address is the host's alone)."""
+        line, field = m.line_of("public"), f"{where}.public"
+        public = self.address(m["public"], line, field)
+        if public is None:
+            return None
+        intf = next(i for i in node.interfaces if i.name == outside)
+        owner = self.owner(public)
+        held = self.publics.get(public)
+        if public not in intf.address.network:
+            self.problem(line, field, f"{public} is not on {outside}'s subnet {intf.address.network}: the "
+                                      f"outside link's neighbour must reach it directly")
+        elif owner is not None:
+            self.problem(line, field, f"{public} is {owner.name}'s interface address; a public address of "
+                                      f"the NAT's own must be a free one on that subnet")
+        elif held is not None and not (shared and held[2] and held[0] == node.name):
+            self.problem(line, field, f"{public} is already {held[0]}'s "
+                                      f"{'port-forward' if held[2] else '1:1'} address (line {held[1]})")
+        else:
+            self.publics[public] = (node.name, m.line, shared)
+            return public
+        return None
 
     def inside_nodes(self, node: Node, outside: str) -> set[str]:
         """Nodes reachable from a NAT router without leaving through its outside interface."""
@@ -767,15 +829,18 @@ class _Builder:
 
     def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
         """The client dials the server itself, or a NAT router that forwards the control port to it."""
-        owner = self.owner(dial)
+        owner = self.owner(dial) or (self.nodes.get(self.publics[dial][0]) if dial in self.publics else None)
         if owner is None:
             self.problem(line, "ftp.server_address", f"{dial}: no node has this address")
             return False
         if owner is server:
             return True
         server_ips = {i.address.ip for i in server.interfaces}
-        if owner.nat and any(f.proto == "tcp" and port in f.ports and f.to in server_ips
-                             for f in owner.nat.forwards):
+        nat = owner.nat
+        public = dial if nat and dial in nat.public_addresses() else None
+        if nat and (nat.inside_of(dial) in server_ips or any(
+                f.proto == "tcp" and port in f.ports and f.to in server_ips and f.public == public
+                for f in nat.forwards)):
             return True
         self.problem(line, "ftp.server_address", f"{dial} belongs to {owner.name}, which does not forward "
                                                  f"tcp port {port} to the FTP server ({server.name})")

@@ -17,7 +17,7 @@ import networkx as nx
 # The device sections (nat:, firewall:) are defined by their devices; a topology holds them.
 from firewall.section import FilterRule, Firewall  # noqa: F401
 from lab.devkit.types import PortRange  # noqa: F401
-from nat.section import Nat, PortForward  # noqa: F401
+from nat.section import Nat, PortForward, StaticNat  # noqa: F401
 
 IPv4Interface = ipaddress.IPv4Interface
 IPv4Address = ipaddress.IPv4Address
@@ -118,10 +118,11 @@ class Topology:
         return [self.nodes[n] for n in self.path() if self.nodes[n].is_device]
 
     def owner_of(self, address: IPv4Address) -> Node | None:
+        """The node with this address: on an interface, or a public one its NAT holds (1:1, forwards)."""
         for node in self.nodes.values():
             if any(i.address.ip == address for i in node.interfaces):
                 return node
-        return None
+        return next((n for n in self.nodes.values() if n.nat and address in n.nat.public_addresses()), None)
 
     def address_of(self, node: str) -> IPv4Address:
         """The node's first interface address (hosts have one)."""

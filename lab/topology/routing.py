@@ -3,8 +3,8 @@
 A topology whose routes cannot carry the control connection fails later as an obscure timeout;
 walking the tables at load time turns that into "at nat-c: no route to 203.0.113.1". The walk
 uses longest-prefix match over connected subnets and routes, applies NAT port forwards on the
-way in (DNAT) and masquerade on the way out (SNAT), and traces the reply back through the same
-translations, as conntrack would.
+way in (DNAT), a 1:1 NAT's public addresses both ways, masquerade on the way out (SNAT), and
+traces the reply back through the same translations, as conntrack would.
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
             result.source = egress.address.ip
         if len(result.hops) > 1:
             result.steps.append(Step(node.name, ingress, egress.name, result.source, dst, port, dnat))
-        if node.nat and node.nat.masquerade and egress.name == node.nat.outside \
-                and result.source != egress.address.ip and len(result.hops) > 1:
-            result.snat[(node.name, egress.address.ip)] = result.source
-            result.source = egress.address.ip
+        if node.nat and egress.name == node.nat.outside and len(result.hops) > 1:
+            leaves_as = node.nat.public_of(result.source) or (egress.address.ip if node.nat.masquerade else None)
+            if leaves_as is not None and leaves_as != result.source:
+                result.snat[(node.name, leaves_as)] = result.source
+                result.source = leaves_as
         peer = topology.nodes[egress.peer]
         if not _owns(peer, via):
             result.problem = f"at {node.name}: next hop {via} does not exist on {egress.name}'s link"
@@ -105,7 +106,8 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
 
 
 def _owns(node: Node, ip: IPv4Address) -> bool:
-    return any(i.address.ip == ip for i in node.interfaces)
+    """The address is one of the node's interfaces', or a public one its NAT holds (1:1, forwards)."""
+    return any(i.address.ip == ip for i in node.interfaces) or bool(node.nat and ip in node.nat.public_addresses())
 
 
 def _translate(node: Node, dst: IPv4Address, port: int | None,
@@ -114,7 +116,7 @@ def _translate(node: Node, dst: IPv4Address, port: int | None,
     if reply_to and (node.name, dst) in reply_to:
         return reply_to[(node.name, dst)], port
     if node.nat and port is not None:
-        return forward_target(node.nat, "tcp", port)
+        return forward_target(node.nat, "tcp", port, dst)
     return None
 
 

@@ -700,3 +700,39 @@ def test_kernel_helper_attached_with_an_nft_ct_helper():
     assert not failed, (failed, kinds(out["events"], "drop"))
     opened = {e["device"] for e in kinds(out["events"], "mapping-open")}
     assert opened == {"nat-c", "nat-s"}, kinds(out["events"], "mapping-open")
+
+
+# -- 1:1 static NAT --------------------------------------------------------------------------------
+
+def in_sandbox_one_to_one() -> dict:
+    from lab import TOPOLOGY_DIR
+    from lab.topology.loader import load
+
+    with Site(load(TOPOLOGY_DIR / "examples" / "one-to-one-nat.yaml")) as site:
+        cells = [("plain", "pasv"), ("tls", "epsv"), ("tls", "port"), ("tls", "pasv")]
+        results = {f"{s}/{d}": site.client(s, d, timeout=2) for s, d in cells}
+        # the active data connection as nat-s translated it (reply direction: to the public address)
+        seen = site.net.run("nat-s", ["conntrack", "-L", "-p", "tcp", "--sport", "20"], check=False).stdout
+        return {"results": results, "events": site.events(), "addresses": site.net.run(
+            "nat-s", ["ip", "-br", "addr", "show", "dev", "nat-s-eth0"]).stdout, "seen": seen}
+
+
+@pytest.mark.timeout(60)
+def test_one_to_one_nat_publishes_every_port_of_the_servers_own_address():
+    """one-to-one-nat: the client dials the server's public address 203.0.113.20, which nat-s
+    holds on its outside interface. With TLS, EPSV passes (every port of that address reaches the
+    server: a port forward of 21 and 990 alone would drop it) and PORT passes (the server leaves as
+    203.0.113.20); PASV fails at the internet (the 227 inside TLS names 10.1.1.10). In plain text
+    the ALG rewrites the 227 to the server's own public address and installs no mapping."""
+    out = call_in_sandbox(__file__, "in_sandbox_one_to_one", timeout=55)
+    res = out["results"]
+    assert "203.0.113.20/24" in out["addresses"] and "203.0.113.30/24" in out["addresses"]
+    for cell in ("plain/pasv", "tls/epsv", "tls/port"):
+        assert ok(res[cell]), (cell, res[cell], kinds(out["events"], "drop"))
+    assert not res["tls/pasv"].get("ok")
+    assert {(e["device"], e["dst"]) for e in kinds(out["events"], "drop")} == {("internet", "10.1.1.10")}
+    (rw,) = kinds(out["events"], "rewrite", "nat-s")
+    assert rw["after"].startswith("227 Entering Passive Mode (203,0,113,20,") and rw["one_to_one"]
+    assert not kinds(out["events"], "mapping-open")
+    # active data left as the server's public address: the reply goes to 203.0.113.20 port 20
+    assert "src=198.51.100.10 dst=203.0.113.20" in out["seen"] and "dport=20 " in out["seen"], out["seen"]

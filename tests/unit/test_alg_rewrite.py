@@ -172,6 +172,19 @@ def test_227_and_229_from_an_inside_server():
     assert publics == [f"{OUTSIDE}:60000", f"{OUTSIDE}:60001"]
 
 
+def test_one_to_one_host_announces_its_own_public_address_without_a_mapping():
+    s = Session(server=CLIENT, client=SERVER)          # the server is the inside host, with a 1:1 address
+    s.alg.one_to_one = {CLIENT: "203.0.113.20"}
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96).\r\n",
+           b"229 Entering Extended Passive Mode (|||60001|)\r\n")
+    assert bytes(s.got["s2c"]) == (b"227 Entering Passive Mode (203,0,113,20,234,96).\r\n"
+                                   b"229 Entering Extended Passive Mode (|||60001|)\r\n")
+    assert s.ack_all("s2c") == s.sent["s2c"]
+    assert not s.kernel.added() and not s.events.of("mapping-open")   # the 1:1 NAT maps every port
+    (rw,) = s.events.of("rewrite")
+    assert rw["to"] == "203.0.113.20:60000" and rw["one_to_one"] is True
+
+
 def test_229_port_rewritten_only_when_mapped_port_differs():
     s = Session(server=CLIENT, client=SERVER)
     s.mappings.active[60001] = Mapping("192.0.2.7", 60001, "10.0.1.50", 60001, 1e12, owner="another")
