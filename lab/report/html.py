@@ -67,10 +67,46 @@ def cell_fields(s: dict) -> list[tuple[str, object]]:
               ("prediction's reason", s.get("expected_reason")), ("why it differs", s.get("why_differs")),
               ("client / server", f"{s['client']} / {s['server']}"), ("ALG", s.get("alg")),
               ("bytes", s["bytes"]), ("SHA-256 ok", s["sha256_ok"]),
-              ("throughput MB/s", s["throughput_mbps"]), ("iperf3 baseline MB/s", s["baseline_mbps"]),
-              ("ratio", s["ratio"]), ("duration s", s["duration_s"]),
+              *throughput_fields(s), ("duration s", s["duration_s"]),
               ("baseline run's outcome", s.get("baseline_outcome"))]
     return [(k, v) for k, v in fields if v is not None]
+
+
+def throughput_fields(s: dict) -> list[tuple[str, object]]:
+    """A passing cell's throughput: its data-path class's figure with its spread, beside iperf3
+    (the matrix's throughput phase), or the bare figures of an older results.json."""
+    t = s.get("throughput")
+    if not isinstance(t, dict) or t.get("mbps") is None:
+        return [("throughput MB/s", s["throughput_mbps"]), ("iperf3 baseline MB/s", s["baseline_mbps"]),
+                ("ratio", s["ratio"])]
+    return [("throughput MB/s", f"{_spread(t, 'mbps', 'min', 'max', '.0f')}: the {t.get('class')} class, "
+                                f"measured with {t.get('measured_with')}"),
+            ("iperf3 MB/s (same path, same phase)", _spread(t, "iperf3_mbps", "iperf3_min", "iperf3_max", ".0f")),
+            ("ratio to iperf3", _spread(t, "ratio", "ratio_min", "ratio_max", ".2f")),
+            ("how measured", t.get("method"))]
+
+
+def _spread(d: dict, mid: str, lo: str, hi: str, fmt: str) -> str | None:
+    """`median (min-max)`."""
+    if not isinstance(d.get(mid), int | float):
+        return None
+    text = format(d[mid], fmt)
+    if isinstance(d.get(lo), int | float) and isinstance(d.get(hi), int | float):
+        text += f" ({format(d[lo], fmt)}-{format(d[hi], fmt)})"
+    return text
+
+
+def throughput_table(info: dict) -> dict | None:
+    """A picture's throughput phase as rows: iperf3, then each class (None: not measured)."""
+    t = info.get("throughput")
+    if not isinstance(t, dict) or not isinstance(t.get("classes"), dict):
+        return None
+    rows = [{"what": "iperf3 -R", "mbps": _spread(t.get("iperf3") or {}, "mbps", "min", "max", ".0f"),
+             "ratio": "", "cell": ""}]
+    rows += [{"what": cls, "mbps": _spread(f, "mbps", "min", "max", ".0f"),
+              "ratio": _spread(f, "ratio", "ratio_min", "ratio_max", ".2f"), "cell": f.get("cell")}
+             for cls, f in t["classes"].items() if isinstance(f, dict)]
+    return {"rows": rows, "method": t.get("method"), "errors": t.get("errors") or {}}
 
 
 def event_fields(ev: dict) -> str:
@@ -97,6 +133,7 @@ def pictures(doc: dict) -> list[dict]:
         info = (doc.get("topologies") or {}).get(name, {})
         cells = [s for s in doc["scenarios"] if s["topology"] == name]
         out.append({"name": name, "info": info, "diagram": diagram(info), "cells": cells,
+                    "throughput": throughput_table(info),
                     "passing": sum(s["outcome"] == "pass" for s in cells), "predicts": predicts(info),
                     "works": works_here(cells).lines(), "devices": _list(info.get("devices")),
                     "ftpdata": info.get("ftpdata") if isinstance(info.get("ftpdata"), dict) else {},
