@@ -57,6 +57,7 @@ from lab.ftps import data as datapath
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
+from lab.ftps.keepalive import keep_alive
 from lab.ftps.modes import STAGES
 
 SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
@@ -242,6 +243,7 @@ class FTPClient:
         except OSError as exc:
             raise FTPError("connect", f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keep_alive(self.sock, self.cfg.FTPKEEPALIVE)
         self._note("info", f"connected to {host}:{port}" + (" (implicit TLS)" if implicit else ""))
         # The greeting must come within MYOPENTIME (a SECUREIMPLICITZOS mismatch waits here).
         if implicit and not self.cfg.SECUREIMPLICITZOS:

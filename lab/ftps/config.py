@@ -56,7 +56,8 @@ Lab statements that are not z/OS statements:
     client  CCCNOOP TRUE|FALSE     send NOOP as the first clear command after CCC (default FALSE)
             DATACONNTIME seconds   data-connection connect/accept timeout (default 2: fail fast)
     z/OS timers used: server DATATIMEOUT, INACTIVE; client MYOPENTIME (connect + TLS + login),
-    INACTTIME (wait for a reply or data).
+    INACTTIME (wait for a reply or data); both FTPKEEPALIVE seconds: TCP keepalive on the control
+    connection (lab/ftps/keepalive.py; its z/OS default and range are UNCONFIRMED, the lab's 0 = off).
 """
 
 from __future__ import annotations
@@ -256,6 +257,7 @@ _COMMON: dict[str, _Spec] = {
     "CIPHERSUITE": _Spec(_cipher, repeat=True),
     "KEYRING": _Spec(_text, optional=True),
     "TLSMAXVERSION": _Spec(_keyword("TLSV1.2", "TLSV1.3")),
+    "FTPKEEPALIVE": _Spec(_number(0, 86400)),
 }
 _SERVER: dict[str, _Spec] = {
     **_COMMON,
@@ -390,6 +392,7 @@ class _CommonStatements(_Statements):
     CIPHERSUITE: tuple = ()
     KEYRING: str | None = None
     TLSMAXVERSION: str = "TLSV1.3"
+    FTPKEEPALIVE: int = 0               # z/OS default UNCONFIRMED; 0 = off (lab/ftps/keepalive.py)
 
 
 @dataclass(frozen=True)

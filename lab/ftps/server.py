@@ -68,6 +68,7 @@ from lab.ftps import data as datapath
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
 from lab.ftps.grammar import GrammarError, LineReader, format_reply
+from lab.ftps.keepalive import keep_alive
 from lab.ftps.throttle import LoginThrottle
 
 log = logging.getLogger("lab.ftps.server")
@@ -202,6 +203,7 @@ class FTPServer:
                         # Replies are small writes: without NODELAY each 226 waits for the
                         # client's delayed ACK (~40 ms), which caps short transfers.
                         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        keep_alive(conn, self.config.FTPKEEPALIVE)
                         self._spawn(conn, implicit)
                     except Exception as exc:     # peer gone before we looked, no threads left, ...
                         log.warning("cannot start a session: %r", exc)
