@@ -296,14 +296,16 @@ def vsftpd_config(*, host: str, port: int, root: Path, work: Path, cert: Path, k
 
 def start_vsftpd(cert: Path, key: Path, implicit: bool = False, require_ssl_reuse: bool = True,
                  client_ca: Path | None = None, force_tls: bool = True, host: str = LOOPBACK,
-                 popen: Popen = subprocess.Popen, workbase: Path | None = None) -> Peer:
-    """vsftpd, explicit FTPS (AUTH TLS) or implicit_ssl=YES; require_ssl_reuse=YES by default."""
+                 popen: Popen = subprocess.Popen, workbase: Path | None = None,
+                 port: int | None = None, pasv: tuple[int, int] | None = None) -> Peer:
+    """vsftpd, explicit FTPS (AUTH TLS) or implicit_ssl=YES; require_ssl_reuse=YES by default.
+    port and pasv: the control port and passive range (default: free ones)."""
     if reason := missing("vsftpd"):
         raise MissingFeature(reason)
     user, password = ensure_system_user()
     work, root = _workdir("vsftpd", user, workbase)
     (work / "empty").mkdir()
-    port, pasv = free_port(host), free_port_range(10, host)
+    port, pasv = port or free_port(host), pasv or free_port_range(10, host)
     log = work / "vsftpd.log"
     conf = work / "vsftpd.conf"
     conf.write_text(vsftpd_config(host=host, port=port, root=root, work=work, cert=cert, key=key,
@@ -405,17 +407,19 @@ def start_pyftpdlib(cert: Path | None, key: Path | None, host: str = LOOPBACK,
 def start_ftlab_server(cert: Path | None, key: Path | None, ftpdata: str = "", ca: Path | None = None,
                        implicit_listener: bool = False, users: dict[str, str] | None = None,
                        pasv_ports: int = 10, host: str = LOOPBACK, quiet: bool = False,
-                       popen: Popen = subprocess.Popen, workbase: Path | None = None) -> Peer:
+                       popen: Popen = subprocess.Popen, workbase: Path | None = None,
+                       port: int | None = None, pasv: tuple[int, int] | None = None) -> Peer:
     """The lab's own server, as a user runs it (`ftlab server`), in a process of its own.
 
     ftpdata: extra FTP.DATA statements; PASSIVEDATAPORTS (a free range of `pasv_ports`) and
     LOGINDELAY 0 are added unless given. implicit_listener adds --tls-listen on a free port
-    (peer.tls_port). The first of `users` (default ftlab:ftlab-pw) is peer.user."""
+    (peer.tls_port). The first of `users` (default ftlab:ftlab-pw) is peer.user. port and pasv: the
+    control port and passive range (default: free ones)."""
     users = users or {"ftlab": "ftlab-pw"}
     work, root = _workdir("ftlab-server", None, workbase)
-    port = free_port(host)
+    port = port or free_port(host)
     tls_port = free_port(host) if implicit_listener else None
-    pasv = free_port_range(pasv_ports, host)
+    pasv = pasv or free_port_range(pasv_ports, host)
     statements = ftpdata
     if "PASSIVEDATAPORTS" not in ftpdata.upper():
         statements += f"\nPASSIVEDATAPORTS ({pasv[0]},{pasv[1]})"

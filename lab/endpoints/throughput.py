@@ -55,6 +55,17 @@ class Measurement:
         return statistics.median(good) if good else 0.0
 
 
+@dataclass(frozen=True)
+class BenchPorts:
+    """The ports of a bench on a lab path (ones its filters admit): iperf3's, and each FTP server's
+    control port and passive range."""
+    iperf3: int
+    ftlab: int
+    ftlab_pasv: tuple[int, int]
+    vsftpd: int
+    vsftpd_pasv: tuple[int, int]
+
+
 @dataclass
 class BenchResult:
     size: int
@@ -85,13 +96,15 @@ def _client(popen: Popen, argv: list[str], timeout: float) -> tuple[int, str, st
 
 
 def _iperf3(host: str, size: int, reverse: bool, server_popen: Popen, client_popen: Popen,
-            timeout: float) -> float:
-    port = peers.free_port()
+            timeout: float, dial: str | None = None, port: int | None = None) -> float:
+    """iperf3 listening on host:port (a free port by default), the client dialling `dial` (the
+    address the path leads to: a NAT's in front of the server, or host itself)."""
+    port = port or peers.free_port()
     server = server_popen(["iperf3", "-s", "-1", "-B", host, "-p", str(port)], stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         peers.wait_listening(server, port, Path(os.devnull))
-        argv = ["iperf3", "-c", host, "-p", str(port), "-n", str(size), "-J", *(["-R"] if reverse else [])]
+        argv = ["iperf3", "-c", dial or host, "-p", str(port), "-n", str(size), "-J", *(["-R"] if reverse else [])]
         rc, out, err = _client(client_popen, argv, timeout)
         if rc != 0:
             raise LabError(f"iperf3 failed: {(err or out).strip()[-300:]}")
@@ -117,9 +130,9 @@ def _curl(url: str, user: str, password: str, tls: bool, upload: Path | None, cl
 
 
 def _ftlab_client(url: str, tls: bool, upload: Path | None, ca: Path, client_popen: Popen,
-                  timeout: float, size: int, download: Path) -> float:
+                  timeout: float, size: int, download: Path, data: str = "pasv") -> float:
     argv = [sys.executable, "-m", "lab.cli", "client", url, "--json", "--timeout", str(int(timeout)),
-            "--security", "tls" if tls else "plain", "--data", "pasv", "--ca", str(ca)]
+            "--security", "tls" if tls else "plain", "--data", data, "--ca", str(ca)]
     argv += ["put", str(upload)] if upload else ["get", "-o", str(download)]
     rc, out, err = _client(client_popen, argv, timeout + 5)
     try:
@@ -148,8 +161,16 @@ def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOO
               server_popen: Popen = subprocess.Popen, client_popen: Popen = subprocess.Popen,
               tools: tuple[str, ...] = ("iperf3", "curl+vsftpd", "ftlab"),
               progress: Callable[[str], None] = lambda line: None, timeout: float = 120,
-              workbase: Path | None = None) -> BenchResult:
-    """Measure every tool x security x direction `runs` times, interleaved, and compute the ratios."""
+              workbase: Path | None = None, dial_host: str | None = None,
+              ports: BenchPorts | None = None) -> BenchResult:
+    """Measure every tool x security x direction `runs` times, interleaved, and compute the ratios.
+
+    On a lab path: the servers listen on server_host and the client dials `dial_host` (a NAT's
+    address in front of the server; default server_host), on `ports` (the ones the path admits,
+    chosen by the caller; default: free ones). Behind a NAT the lab client uses EPSV: with no ALG
+    running, a 227 reply would name the server's private address."""
+    dial = dial_host or server_host
+    data_mode = "pasv" if dial == server_host else "epsv"
     for tool in ("iperf3", "curl", "vsftpd"):
         if (tool in "".join(tools)) and (why := peers.missing(tool)):
             raise LabError(f"benchmark needs {tool}: {why}")
@@ -161,7 +182,7 @@ def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOO
     started: list = []
     try:
         pki.init_ca(work / "pki")
-        server_cert = pki.issue_server(work / "pki", "server", ips=[server_host])
+        server_cert = pki.issue_server(work / "pki", "server", ips=list(dict.fromkeys([server_host, dial])))
         ca = work / "pki" / "ca.pem"
         source = work / "payload.bin"
         _payload(source, size)
@@ -178,12 +199,16 @@ def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOO
         vsftpd = ftlab = None
         if "curl+vsftpd" in tools:
             vsftpd = peers.start_vsftpd(server_cert.cert, server_cert.key, force_tls=False,
-                                        host=server_host, popen=server_popen, workbase=base)
+                                        host=server_host, popen=server_popen, workbase=base,
+                                        port=ports.vsftpd if ports else None,
+                                        pasv=ports.vsftpd_pasv if ports else None)
             started.append(vsftpd)
             os.link(source, vsftpd.root / "payload.bin")
         if "ftlab" in tools:
             ftlab = peers.start_ftlab_server(server_cert.cert, server_cert.key, host=server_host,
-                                             quiet=True, popen=server_popen, workbase=base)
+                                             quiet=True, popen=server_popen, workbase=base,
+                                             port=ports.ftlab if ports else None,
+                                             pasv=ports.ftlab_pasv if ports else None)
             started.append(ftlab)
             os.link(source, ftlab.root / "payload.bin")
 
@@ -192,19 +217,20 @@ def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOO
                 tls, retr = sec == "tls", d == "retr"
                 try:
                     if tool == "iperf3":
-                        mbps = _iperf3(server_host, size, retr, server_popen, client_popen, timeout)
+                        mbps = _iperf3(server_host, size, retr, server_popen, client_popen, timeout, dial,
+                                       ports.iperf3 if ports else None)
                     elif tool == "curl+vsftpd":
                         assert vsftpd is not None
-                        url = vsftpd.url("payload.bin" if retr else f"up-{run}.bin")
+                        url = f"ftp://{dial}:{vsftpd.port}/" + ("payload.bin" if retr else f"up-{run}.bin")
                         mbps = _curl(url, vsftpd.user, vsftpd.password, tls, None if retr else source,
                                      client_popen, timeout, download)
                         (vsftpd.root / f"up-{run}.bin").unlink(missing_ok=True)
                     else:
                         assert ftlab is not None
-                        url = (f"ftp://{ftlab.user}:{ftlab.password}@{server_host}:{ftlab.port}/"
+                        url = (f"ftp://{ftlab.user}:{ftlab.password}@{dial}:{ftlab.port}/"
                                + ("payload.bin" if retr else f"up-{run}.bin"))
                         mbps = _ftlab_client(url, tls, None if retr else source, ca, client_popen,
-                                             timeout, size, download)
+                                             timeout, size, download, data_mode)
                         (ftlab.root / f"up-{run}.bin").unlink(missing_ok=True)
                 except LabError as exc:
                     mbps = 0.0
@@ -214,8 +240,8 @@ def run_bench(size: int = 256 * MiB, runs: int = 7, server_host: str = peers.LOO
                 cell.mbps.append(mbps)
                 progress(f"run {run + 1}/{runs}  {tool:12} {sec:5} {d}  {mbps:8.1f} MB/s")
         ratios, meets = _ratios(cells)
-        return BenchResult(size, runs, f"{server_host} (client -> server)", list(cells.values()),
-                           ratios, meets)
+        where = dial if dial == server_host else f"{dial} -> {server_host}"
+        return BenchResult(size, runs, f"{where} (client -> server)", list(cells.values()), ratios, meets)
     finally:
         for s in reversed(started):
             s.stop()

@@ -87,6 +87,10 @@ def with_overrides(cells: list[scenario.Cell], scen: scenario.Scenarios, paths: 
         only_alg = replace(spec, cell=base.cell, alg=None) == base
         if (c.topology, c.variant) not in said:
             said.add((c.topology, c.variant))
+            bare = [o for o in c.options if "@" not in o and scen.variations[o].alg]
+            if bare:      # the override as the engineer writes it: the variation's name, not its mode
+                notes = [n.replace(f", {override.node_mode(override.parse(spec.alg))}@", f", +{bare[-1]}@")
+                         for n in notes]
             what = "; ".join(notes) or f"{model.name} has no NAT router"
             left = " - changes nothing here, its cells are left out" if same and only_alg else ""
             say(f"ftlab: +{c.variant} on {c.topology}: {what}{left}")

@@ -6,9 +6,11 @@
 Used by `ftlab baseline` (both ways) and by every matrix network (the RETR direction, to set each
 cell's throughput beside it). The picture comes up with its kernel data path only - forwarding,
 NAT, port forwards, static filters; no ALG, inspector or dropwatch program: they only see control
-ports. The port is the first of the server's PASSIVEDATAPORTS if the picture has a range, else
-5201; where the server's NAT does not forward that port, a DNAT forward is added for the
-measurement only (and said so through `progress`).
+ports. `ftlab baseline` uses a port the path's filters admit (lab.network.pathports: the server's
+PASSIVEDATAPORTS, else 5201-5300), checks it with one connect first and says in one line, within
+seconds, when the path blocks it; where the server's NAT does not forward the port, a DNAT forward
+is added for the measurement only (and said so through `progress`). The matrix's throughput phase
+takes `baseline_port` and opens its own holes (open_for_measurement).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lab.errors import LabError
 from lab.ftps.config import ServerConfig
+from lab.network import pathports
 from lab.network.ready import file_shows, wait_until
 from lab.topology.model import Topology
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:                 # Mininet is imported only inside the sandbox
     from lab.network.net import LabNet
 
 IPERF_DEFAULT_PORT = 5201
+CONNECT_TIMEOUT = 3.0             # iperf3's control connection; a blocked path fails within it
 SERVER_READY_TIMEOUT = 5.0
 #: (label, reverse): iperf3 -R makes the server send, as a RETR does.
 STOR = ("client→server", False)
@@ -49,21 +53,16 @@ def baseline_port(topo: Topology) -> int:
     return passive[0] if passive else IPERF_DEFAULT_PORT
 
 
-def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None:
-    """If the server sits behind a NAT that does not forward `port`, the DNAT rule that will.
+def measurement_port(topo: Topology) -> int:
+    """The port `ftlab baseline` measures on: one the path's filters admit (PathBlocked if none)."""
+    return pathports.choose(topo, data=1, what="iperf3 baseline").data[0]
 
-    Returns (nat node, iptables argv) or None.
-    """
-    server_ip = topo.address_of(topo.ftp.server)
-    if topo.ftp.server_address == server_ip:
-        return None
-    nat_node = topo.owner_of(topo.ftp.server_address)
-    if nat_node is None or nat_node.nat is None:
-        raise LabError(f"{topo.name}: nobody owns the server address {topo.ftp.server_address}")
-    if any(f.proto == "tcp" and port in f.ports for f in nat_node.nat.forwards):
-        return None
-    return nat_node.name, ["iptables", "-t", "nat", "-I", "PREROUTING", "-d", str(topo.ftp.server_address),
-                           "-p", "tcp", "--dport", str(port), "-j", "DNAT", "--to-destination", str(server_ip)]
+
+def temporary_forward(topo: Topology, port: int) -> tuple[str, list[str]] | None:
+    """If the server sits behind a NAT that does not forward `port`, the DNAT rule that will
+    (lab.network.pathports.temporary_forwards). Returns (nat node, iptables argv) or None."""
+    found = pathports.temporary_forwards(topo, [port])
+    return found[0] if found else None
 
 
 def open_for_measurement(net: LabNet, port: int) -> str | None:
@@ -90,13 +89,14 @@ def measure(topology: Topology, workdir: Path, seconds: int, directions=BOTH_WAY
     """Bring the picture's kernel data path up in `workdir`, run iperf3 each way asked, tear down."""
     from lab.network.net import LabNet
 
+    port = measurement_port(topology)        # before any network
     with LabNet(topology, workdir=workdir, devices=False) as net:
         progress(f"up in {net.timings['up']:.2f} s")
-        port = baseline_port(topology)
         forward = temporary_forward(topology, port)
         if forward:
             progress(f"{forward[0]} does not forward port {port}: adding a forward for the measurement")
             net.run(forward[0], forward[1])
+        pathports.require(net, topology, [port], "iperf3 baseline")     # a blocked path: one line, seconds
         start_server(net, port)
         mbps = {}
         for label, reverse in directions:
@@ -124,7 +124,8 @@ def iperf3(net: LabNet, port: int, seconds: int, reverse: bool) -> float:
     if seconds < 1:
         raise LabError(f"iperf3 measures whole seconds, at least 1 (not {seconds})")
     topo = net.topology
-    argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J"]
+    argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J",
+            "--connect-timeout", str(int(CONNECT_TIMEOUT * 1000))]    # a dropped SYN: seconds, not minutes
     if reverse:
         argv.append("-R")
     done = net.run(topo.ftp.client, argv, timeout=seconds + 20, check=False)

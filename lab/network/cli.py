@@ -101,6 +101,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
 # -- baseline -----------------------------------------------------------------------------------
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from lab.network.sandbox import in_sandbox
+    from lab.topology.loader import load
+
+    if not in_sandbox():     # a path whose filters drop every port iperf3 could use: said before any network
+        baseline.measurement_port(load(args.topology))
     topo = _load_in_sandbox(args.topology)
     workdir = Path(tempfile.mkdtemp(prefix=f"ftlab-baseline-{topo.name}-"))
     progress(f"bringing up {topo.name} (kernel data path, no device programs) ...")

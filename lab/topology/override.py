@@ -10,7 +10,7 @@ An override is written `MODE` or `MODE@ROUTER`, several joined by commas and app
     kernel@nat-c     exactly that router, whatever its file says (it must be a NAT router)
 
     topology, notes = apply(model, "kernel")       # a new Topology; the model is not changed
-    notes  ->  ["nat-c: ALG scapy -> kernel", "cgn: ALG stays off (alg: off in the file; kernel@cgn turns it on)"]
+    notes  ->  ["nat-c: ALG scapy -> kernel", "cgn: ALG stays off (alg: off in ...; an override naming it, kernel@cgn, turns it on)"]
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def apply(topology: Topology, spec: str | None, where: str = "alg") -> tuple[Top
     notes = []
     for name, node in nats.items():
         if name in held:
-            notes.append(f"{name}: ALG stays off (alg: off in {topology.name}; {node_mode(parts)}@{name} turns it on)")
+            notes.append(f"{name}: ALG stays off (alg: off in {topology.name}; an override naming it, "
+                         f"{node_mode(parts)}@{name}, turns it on)")
         elif node.nat.alg != before[name]:
             notes.append(f"{name}: ALG {before[name]} -> {node.nat.alg}")
         else:

@@ -86,8 +86,8 @@ def test_alg_kernel_leaves_an_alg_off_router_off_and_says_so(two_nats, capsys):
                              "--security", "plain", "--data", "port"]), S)
     assert [c.id for c in cells] == ["home-cgn/plain/port+alg-kernel"]
     err = capsys.readouterr().err
-    assert "+alg-kernel on home-cgn: home: ALG scapy -> kernel; cgn: ALG stays off (alg: off in home-cgn; " \
-           "kernel@cgn turns it on)" in err
+    assert "+alg-kernel on home-cgn: home: ALG scapy -> kernel; cgn: ALG stays off (alg: off in home-cgn; an " \
+           "override naming it, +alg-kernel@cgn, turns it on)" in err
     changed, _ = override.apply(topo.load(two_nats), S.spec(cells[0]).alg)
     assert (changed.nodes["home"].nat.alg, changed.nodes["cgn"].nat.alg) == ("kernel", "off")
 
