@@ -63,6 +63,7 @@ class Ruleset:
     policies: dict[str, tuple[str, int]] = field(default_factory=dict)    # chain -> (policy, line)
     chains: dict[str, list[Rule]] = field(default_factory=dict)
     unread: list[tuple[int, str]] = field(default_factory=list)            # (line, what), anywhere
+    port_edges: set[int] = field(default_factory=set)     # where a port test's answer may change
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ def read(text: str) -> Ruleset:
             continue
         rule = _rule(number, words[1], line, words[2:])
         rs.chains.setdefault(rule.chain, []).append(rule)
+        rs.port_edges |= _edges(words[2:])
         if rule.unread:
             rs.unread.append((number, rule.unread))
     return rs
@@ -210,6 +212,21 @@ def _port_range(text: str) -> tuple[int, int]:
     if not 0 <= lo <= hi <= 65535:
         raise ValueError(f"port range {text!r}")
     return lo, hi
+
+
+def _edges(words: list[str]) -> set[int]:
+    """Each port range's start and end+1 among a rule's port options (ranges it cannot read: none)."""
+    found: set[int] = set()
+    for option, text in zip(words, words[1:], strict=False):
+        if option in ("--sport", "--source-port", "--dport", "--destination-port", "--sports", "--source-ports",
+                      "--dports", "--destination-ports", "--ports"):
+            for part in text.split(","):
+                try:
+                    lo, hi = _port_range(part)
+                except ValueError:
+                    continue
+                found |= {lo, hi + 1}
+    return found
 
 
 def _proto(name: str) -> Test:

@@ -233,6 +233,28 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
     return "\n".join(out) + "\n", reasons
 
 
+def port_edges(firewall: Firewall) -> set[int]:
+    """Every port where the filter's decision may change: each named range's start and end+1."""
+    if firewall.iptables_save is not None:
+        return saved.read(saved_text(firewall)).port_edges
+    return {p for rule in firewall.rules for r in (rule.sport, rule.dport) if r is not None
+            for p in (r.low, r.high + 1)}
+
+
+class StaticModel:
+    """The static filter's model as the registry hands it out: called, it is `verdict`; the path
+    walk asks `decide`, `explain`, `unreadable` and `port_edges`."""
+
+    verdict = staticmethod(verdict)
+    decide = staticmethod(decide)
+    explain = staticmethod(explain)
+    unreadable = staticmethod(unreadable)
+    port_edges = staticmethod(port_edges)
+
+    def __call__(self, firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
+        return verdict(firewall, flow)
+
+
 def setup(view: NodeView) -> DeviceSetup:
     firewall: Firewall = view.section
     if firewall.iptables_save is not None:
@@ -245,6 +267,6 @@ def setup(view: NodeView) -> DeviceSetup:
 
 DEVICE = Device(
     name="static", section="firewall", applies=lambda view: view.section.mode == "static", setup=setup,
-    model=verdict, events=frozenset({"drop"}),        # its drops are reported by the drop observer
+    model=StaticModel(), events=frozenset({"drop"}),        # its drops are reported by the drop observer
     features=(features.CONNTRACK_MARK, features.NFQUEUE),
 )

@@ -21,15 +21,18 @@ from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
 from lab.ftps import pki
+from lab.matrix import expect as expect_mod
 from lab.matrix import facts, predict, scenario, speed
 from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
+from lab.matrix.recommend import recommend
 from lab.matrix.verdict import Verdict
 from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.report.wire import seen
 from lab.topology import loader as topo
+from lab.topology.model import Topology
 
 MiB = 1 << 20
 DEFAULT_SIZE = 2 * MiB
@@ -124,7 +127,7 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True,
-               throughput: str = "off") -> dict:
+               throughput: str = "off", expect=None) -> dict:
     """Run the cells and write the report folder; returns the results document."""
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
@@ -150,6 +153,8 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         for s in doc["scenarios"]:
             s["baseline_outcome"] = before.get(s["id"])
     doc["lab_errors"] = lab_errors
+    if expect is not None:       # lab.matrix.expect: what the engineer states the design must do
+        expect_mod.annotate(doc, expect)
     doc["throughput_mode"] = throughput
     doc["phases"] = phases
     if reports:
@@ -262,12 +267,15 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
     """The groups' cells and facts into the document, in the order the cells were asked for; a
     cell no worker reported is a lab error. Adds the groups' own lab errors to `lab_errors`."""
     by_id: dict[str, dict] = {}
+    models: dict[str, Topology] = {}
     for i, g in enumerate(plan.groups):
         gdir = plan.group_dir(i)
         info = json.loads((gdir / "topology.json").read_text()) if (gdir / "topology.json").exists() else {}
         model = _model(g.topology)
         # one key per network throughout the document: its name, as its cells' ids say it
         name = scenario.parse_cell_id(g.cells[0]).topology if g.cells else g.name
+        if model is not None:
+            models.setdefault(name, model)
         devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
         for e in read_all(gdir / "cells.jsonl"):
             e["pcaps"] = info.get("pcaps", [])
@@ -291,8 +299,12 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
                 describe_cell(e, model, scen, entry)
     for c in cells:
         if c.id not in by_id:
-            by_id[c.id] = never_run(c, scen, lab_errors)
+            by_id[c.id] = never_run(c, scen, lab_errors, models.get(c.topology))
     doc["scenarios"] = [by_id[c.id] for c in cells]
+    for name, model in models.items():
+        # after the run: the same recommendation as `ftlab recommend`, from what this run observed
+        rec = recommend(model, scen, observed_methods(doc["scenarios"], name))
+        doc["topologies"].setdefault(name, {}).update({"recommendation": rec.text(), "recommended": rec.to_dict()})
 
 
 def describe_cell(e: dict, model, scen: scenario.Scenarios, info: dict) -> None:
@@ -317,23 +329,29 @@ def _model(topology: str):
 
 def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
     """What the report says about a picture beside its cells: the slides' title, slide and
-    reasoning, the four steps' recommendation and the diagram (a PNG data URI)."""
+    reasoning (a shipped picture), and the diagram (a PNG data URI)."""
     picture = None if g.user_file else scen.pictures.get(g.name)
-    if picture is None and model is not None:
-        picture = predict.picture_of(model)[0]
     found: dict = {"diagram": facts.diagram_uri(model) if model else None}
     if picture is not None:
-        rec = predict.recommend(picture)
         found.update({"title": picture.title or None, "slide": picture.slide or None,
-                      "reasoning": picture.reasoning or None,
-                      "recommendation": f"{rec.method} (step {rec.step}): {rec.why}"})
+                      "reasoning": picture.reasoning or None})
+    elif model is not None:
+        found.update({"title": model.description or None})
     return found
 
 
-def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str]) -> dict:
+def observed_methods(entries: list[dict], topology: str) -> dict[str, str]:
+    """{"security/data": outcome} of a network's base cells (no variation) that ran without a lab error."""
+    return {f"{e['security']}/{e['data']}": e["outcome"] for e in entries
+            if e["topology"] == topology and not e.get("variant") and e["outcome"] != "error"}
+
+
+def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str], model=None) -> dict:
     """The entry of a cell that no worker reported (it died): the lab failed there."""
-    picture = scen.pictures.get(cell.topology)
-    pred = predict.predict(scen, cell, picture) if picture else predict.Prediction("fail", None, "unknown")
+    try:
+        pred = predict.predict(scen, cell, model=model)
+    except InputError:       # a user's file that has gone since the run started
+        pred = predict.Prediction("unknown", None, "the topology could not be loaded again to predict it")
     why = "; ".join(lab_errors)[:200] or "no report"
     return results.scenario_entry(cell=cell, spec=scen.spec(cell), prediction=pred, duration_s=0.0,
                                   verdict=Verdict("error", None, "lab: the cell was never run (its network's "

@@ -1,11 +1,13 @@
-"""Scenario files: which cells a matrix runs, and the facts of each picture the predictions come from.
+"""Scenario files: which cells a matrix runs, on which pictures, with which clients and servers.
 
 A cell is one way of doing FTP on one picture: `<topology>/<security>/<data>[+variation...]`
 (e.g. `server-nat/tls/pasv+ignore-pasv-address`). A scenario file (scenarios/default.yaml) names the
-matrix, the variations, the clients and servers, and per picture the facts that lab.matrix.predict turns
-into an expected outcome. Loading is strict: the file is read as hostile input (lab.topology.yamlfile),
-checked against its JSON schema (scenarios/scenarios.schema.json), then its names are checked against
-each other; every problem is reported with file:line and field, and nothing is half-loaded.
+matrix, the variations, the clients and servers (their profiles: what prediction needs to know of
+each), and per picture its slide and reasoning. Predictions come from the topology itself
+(lab.matrix.pathwalk), never from this file. Loading is strict: the file is read as hostile input
+(lab.topology.yamlfile), checked against its JSON schema (scenarios/scenarios.schema.json), then
+its names are checked against each other; every problem is reported with file:line and field,
+and nothing is half-loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab import SCENARIO_DIR
 from lab.devkit.types import ALG_MODES
@@ -23,10 +26,6 @@ from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 from lab.topology import override
 from lab.topology.loader import statement_problems
 from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
-
-FILTER_MODES = ("static", "dynamic")
-FILTER_PERMITS = ("passive-range", "active-from-20", "active-from-989")
-
 
 # -- cells ------------------------------------------------------------------------------------
 
@@ -77,30 +76,15 @@ def parse_cell_id(text: str) -> Cell:
 # -- the file's contents ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class FilterFacts:
-    node: str
-    mode: str                          # static | dynamic
-    permits: tuple[str, ...] = ()      # static: passive-range, active-from-20
-
-
-@dataclass(frozen=True)
 class Picture:
-    """What is on the path between client and server, as far as FTP's data connections care."""
+    """What a report says about a network beside its cells: the slides' title, the slide and the
+    reasoning for a shipped picture; the description for a user's file. Predictions never come from
+    here: lab.matrix.pathwalk walks the topology itself (`model`, when the caller has it loaded)."""
     name: str
     title: str = ""
     slide: str = ""
     reasoning: str = ""
-    client_nat: str | None = None      # node of the NAT router that hides the client
-    server_nat: str | None = None      # node of the NAT router that hides the server
-    alg: str = "scapy"                 # the NAT devices' ALG: scapy | kernel | off
-    forwarded: tuple[str, ...] = ()    # what the server-side NAT forwards besides 21/990
-    filter: FilterFacts | None = None
-    passive_range: bool = False        # server PASSIVEDATAPORTS set
-    internet: str = "internet"         # node of the router that drops private destinations
-
-    @property
-    def has_nat(self) -> bool:
-        return bool(self.client_nat or self.server_nat)
+    model: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -128,10 +112,18 @@ class ServerTraits:
     #: where active-mode data comes from: "l-1" = RFC 959's default data port, one below the control
     #: port (20 for 21, 989 for the implicit port 990); or a fixed port number
     active_source_port: str = "l-1"
+    #: refuses PORT/EPRT naming another host than the client, and passive data connections from
+    #: another address (vsftpd's port_/pasv_promiscuous NO, ProFTPD's AllowForeignAddress off; the
+    #: built-in server does so under PORTCOMMANDIPADDR / PASSIVEDATACONN NOREDIRECT)
+    noredirect: bool = False
 
-    def data_source_port(self, security: str) -> int:
+    def data_source_port(self, security: str, control_port: int | None = None) -> int:
+        """The source port of active-mode data, for a session whose control connection arrived at
+        `control_port` (default: 21, or 990 for the implicit modes)."""
         if self.active_source_port == "l-1":
-            return 989 if security.startswith("implicit") else 20
+            if control_port is None:
+                control_port = 990 if security.startswith("implicit") else 21
+            return control_port - 1
         return int(self.active_source_port)
 
 
@@ -238,9 +230,6 @@ class Scenarios:
     # -- resolution -------------------------------------------------------------------------
     def spec(self, cell: Cell) -> CellSpec:
         self._check_variant(cell.variant) if cell.options else None
-        if cell.topology not in self.pictures:
-            # A user's topology: no facts in the file; lab.matrix.predict derives them from the model.
-            pass
         client = self.defaults.get("client", "builtin")
         server = self.defaults.get("server", "builtin")
         algs: list[tuple[str, str | None]] = []
@@ -293,8 +282,7 @@ def schema() -> dict:
     """The JSON schema of a scenario file, with the names of modes filled in from their one definition."""
     doc = json.loads(SCHEMA_FILE.read_text())
     for name, values in {"security": SECURITY_MODES, "data": DATA_MODES, "alg": ALG_MODES,
-                         "alg_or_null": (*ALG_MODES, None), "filter_mode": FILTER_MODES,
-                         "filter_permit": FILTER_PERMITS}.items():
+                         "alg_or_null": (*ALG_MODES, None)}.items():
         doc["$defs"][name]["enum"] = list(values)
     return doc
 
@@ -335,7 +323,8 @@ def _build(raw: Mapping, path: Path) -> Scenarios:
                                   dict(c.get("broken") or {}))
                for name, c in (raw.get("clients") or {}).items()}
     clients.setdefault("builtin", ClientTraits("builtin"))
-    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)), str(s.get("active_source_port", "l-1")))
+    servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)), str(s.get("active_source_port", "l-1")),
+                                  bool(s.get("noredirect", False)))
                for name, s in (raw.get("servers") or {}).items()}
     servers.setdefault("builtin", ServerTraits("builtin"))
     variations = {name: Variation(name, v.get("what", ""), v.get("alg"), v.get("client"), v.get("server"),
@@ -354,13 +343,7 @@ def _build(raw: Mapping, path: Path) -> Scenarios:
 
 
 def _picture(name: str, p: Mapping) -> Picture:
-    f = p.get("filter")
-    return Picture(
-        name=name, title=p.get("title", ""), slide=p.get("slide", ""), reasoning=p["reasoning"].strip(),
-        client_nat=p.get("client_nat"), server_nat=p.get("server_nat"), alg=p.get("alg", "scapy"),
-        forwarded=tuple(p.get("forwarded") or ()),
-        filter=FilterFacts(f["node"], f["mode"], tuple(f.get("permits") or ())) if f else None,
-        passive_range=p.get("passive_range", False), internet=p.get("internet", "internet"))
+    return Picture(name=name, title=p.get("title", ""), slide=p.get("slide", ""), reasoning=p["reasoning"].strip())
 
 
 def _statements(values: Mapping | None) -> dict:

@@ -7,7 +7,10 @@
                     explains); never counted as a fail of the method under test
 
 A drop names the device and the packet; an unreachable PASV/PORT names the announced address
-versus the one the peer can reach; a refusal names the reply code.
+versus the one the peer can reach; a refusal names the reply code. `device` is the node that
+decided (what `agrees` compares with the prediction's): the one whose drop was observed, or the
+server that refused before any data connection; None when nothing observable decided
+(lab.report.results.agrees compares outcome, stage and device with the prediction).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Observation:
     stderr: str = ""
     control_address: str | None = None   # the address the client dialed
     control_ports: tuple[int, ...] = (21, 990)
+    server_node: str | None = None       # the node of the FTP server (a refusal is its decision)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Verdict:
     reason: str
     drop: dict | None = None             # the drop event that decided the cell
     code: int | None = None              # the reply code of a refusal
+    device: str | None = None            # the node that decided: the one that dropped, or the server that refused
 
 
 def describe_drop(e: dict) -> str:
@@ -138,7 +143,7 @@ def verdict(obs: Observation) -> Verdict:
     if decisive:
         d = decisive[0]
         stage = (c["stage"] if c and c["stage"] in STAGES else None) or drop_stage(d, obs.control_ports)
-        return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d)
+        return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d, device=d.get("device"))
 
     if c and not c["ok"]:
         stage = c["stage"] if c["stage"] in STAGES else None
@@ -152,14 +157,24 @@ def verdict(obs: Observation) -> Verdict:
             reason += _announced(c, obs, dropped=False)
         if stage in ("data-connect", "transfer") and obs.timed_out:
             reason += "; no device reported a drop"
-        return Verdict("fail", stage, reason, code=int(code) if isinstance(code, int | str) and str(code).isdigit()
-                       else None)
+        code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+        return Verdict("fail", stage, reason, code=code, device=refused_by(stage, code, obs))
 
     if obs.timed_out:
         return Verdict("error", None, "lab: the client gave no result before the hard timeout and no device "
                                       "reported a drop")
     tail = obs.stderr.strip().splitlines()[-1] if obs.stderr.strip() else "no output"
     return Verdict("error", None, f"lab: the client exited {obs.exit_code} without a result: {tail}")
+
+
+#: Stages at which a reply code is the server's own decision (later, a 425 reports the network).
+DECIDED_BY_SERVER = ("connect", "tls", "login", "data-setup")
+
+
+def refused_by(stage: str, code: int | None, obs: Observation) -> str | None:
+    """The node that decided a failure no device dropped: the server, when it answered with a
+    refusal before any data connection; None otherwise (a reset, a timeout, the client's own)."""
+    return obs.server_node if code is not None and stage in DECIDED_BY_SERVER else None
 
 
 def _announced(c: dict | None, obs: Observation, dropped: bool = True) -> str:

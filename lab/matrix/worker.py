@@ -29,6 +29,7 @@ from lab.endpoints.launch import client_result
 from lab.errors import LabError
 from lab.matrix import predict, scenario, servers, speed
 from lab.matrix.agent import Agent
+from lab.matrix.ends import client_statements
 from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
@@ -42,7 +43,6 @@ from lab.topology import override
 PEER_DROP_GRACE = 0.25    # after a decisive drop: let curl/lftp print what they saw, then kill them
 AGENT_ABORT_WAIT = 2.0    # the client agent answers an abort in milliseconds; after this it is replaced
 POLL = 0.01               # how often the device events are read while a client runs
-CLIENT_DATACONNTIME = 1.5  # the client gives up a data connection after this (lab RTT is < 1 ms)
 
 
 def payload(path: Path, size: int) -> str:
@@ -60,12 +60,6 @@ def payload(path: Path, size: int) -> str:
             h.update(chunk)
             left -= len(chunk)
     return h.hexdigest()
-
-
-def client_statements(topology, spec: scenario.CellSpec) -> dict:
-    st = {"DATACONNTIME": CLIENT_DATACONNTIME, **topology.ftp.client_statements}
-    st.update({k: v for k, v in spec.client_statements.items() if v is not None})
-    return st
 
 
 # -- what the devices saw --------------------------------------------------------------------------
@@ -333,7 +327,8 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     out.unlink(missing_ok=True)
     obs = Observation(client, exit_code=run.returncode, events=fresh, expected_bytes=g.plan.size,
                       expected_sha256=sha, killed_on_drop=run.killed_on_drop, timed_out=run.timed_out,
-                      stderr=run.stderr[-2000:], control_address=str(topology.ftp.server_address))
+                      stderr=run.stderr[-2000:], control_address=str(topology.ftp.server_address),
+                      server_node=topology.ftp.server)
     transcript = [f"client {x}" for x in (client or {}).get("transcript", [])]
     transcript += [f"server {x}" for x in read_from(server_log, log_offset)[-60:]]
     return obs, {"duration": run.duration, "ended": round(run.ended, 3), "transcript": transcript}

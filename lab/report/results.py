@@ -44,18 +44,29 @@ def new_run(run_id: str | None = None, started: float | None = None, **extra) ->
 def scenario_entry(*, cell, spec, prediction, verdict, bytes: int | None = None, sha256_ok: bool | None = None,
                    throughput_mbps: float | None = None, baseline_mbps: float | None = None,
                    duration_s: float | None = None, **extra) -> dict:
-    """One scenario's result; `matches` is observed == predicted (an error never matches)."""
+    """One scenario's result; `matches`: outcome, stage and deciding device as predicted (agrees)."""
     ratio = round(throughput_mbps / baseline_mbps, 4) if throughput_mbps and baseline_mbps else None
     return {
         "id": cell.id, "topology": cell.topology, "security": cell.security, "data": cell.data,
         "variant": cell.variant, "client": spec.client, "server": spec.server,
         "expected": prediction.outcome, "expected_stage": prediction.stage,
         "expected_reason": prediction.reason, "expected_device": prediction.device,
-        "outcome": verdict.outcome, "matches": verdict.outcome == prediction.outcome,
-        "stage": verdict.stage, "reason": verdict.reason, "code": verdict.code,
+        "outcome": verdict.outcome, "stage": verdict.stage, "device": getattr(verdict, "device", None),
+        "matches": agrees(prediction.outcome, prediction.stage, prediction.device,
+                          verdict.outcome, verdict.stage, getattr(verdict, "device", None)),
+        "reason": verdict.reason, "code": verdict.code,
         "bytes": bytes, "sha256_ok": sha256_ok, "throughput_mbps": throughput_mbps,
         "baseline_mbps": baseline_mbps, "ratio": ratio,
         "duration_s": round(duration_s, 3) if duration_s is not None else None, **extra}
+
+
+def agrees(expected: str, expected_stage: str | None, expected_device: str | None,
+           outcome: str, stage: str | None, device: str | None) -> bool:
+    """A cell is as predicted when its outcome, and for a failure the stage and the node that
+    decided, are the prediction's (a lab error never is; nor a cell the model could not predict)."""
+    if outcome != expected or outcome == "error":
+        return False
+    return outcome == "pass" or (stage, device) == (expected_stage, expected_device)
 
 
 # -- who predicted ----------------------------------------------------------------------------------
@@ -89,7 +100,7 @@ def why_differs(s: dict, info: dict | None) -> str:
         return (f" at {stage}" if stage else "") + (f" ({device})" if device else "")
 
     expected = f"{s['expected']}{where(s.get('expected_stage'), s.get('expected_device'))}"
-    observed = f"{s['outcome']}{where(s.get('stage'), (s.get('drop') or {}).get('device'))}"
+    observed = f"{s['outcome']}{where(s.get('stage'), s.get('device') or (s.get('drop') or {}).get('device'))}"
     return f"{predicts(info)} {expected} ({s.get('expected_reason')}); observed {observed}: {s.get('reason')}"
 
 
@@ -228,13 +239,18 @@ def counts(doc: dict) -> dict:
     sc = doc["scenarios"]
     return {"cells": len(sc), "pass": sum(s["outcome"] == "pass" for s in sc),
             "fail": sum(s["outcome"] == "fail" for s in sc), "error": sum(s["outcome"] == "error" for s in sc),
-            "matches": sum(bool(s["matches"]) for s in sc)}
+            "matches": sum(bool(s["matches"]) for s in sc),
+            "unpredicted": sum(s.get("expected") == "unknown" for s in sc)}
 
 
 def exit_code(doc: dict, baseline: dict | None = None) -> int:
-    """0: everything as predicted (or as in the baseline); 1: some differ; 3: the lab failed somewhere."""
+    """0: everything as predicted (or, with --baseline / --expect, as in the baseline and as the
+    expectations file states); 1: some cell differs; 3: the lab failed somewhere. A cell the model
+    could not predict (expected "unknown") counts against nothing but an expectation."""
     if any(s["outcome"] == "error" for s in doc["scenarios"]) or doc.get("lab_errors"):
         return 3
-    if baseline is not None:
-        return 1 if baseline_changes(doc, baseline) else 0
-    return 0 if all(s["matches"] for s in doc["scenarios"]) else 1
+    if baseline is not None or doc.get("expect_file"):
+        changed = baseline is not None and bool(baseline_changes(doc, baseline))
+        unmet = any(s.get("expect_met") is False for s in doc["scenarios"])
+        return 1 if changed or unmet else 0
+    return 0 if all(s["matches"] or s.get("expected") == "unknown" for s in doc["scenarios"]) else 1

@@ -1,24 +1,51 @@
-"""The predictions derived from scenarios/default.yaml reproduce the slides' analysis."""
+"""Predictions come from walking each picture's topology file: the slides' 160 cells, stage and device."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from lab.errors import InputError
 from lab.matrix import predict, scenario
+from lab.matrix.ends import ends_of
+from lab.matrix.pathwalk import walk
 from lab.matrix.scenario import Cell, ClientTraits
+from lab.report.claims import CLAIMS
 from lab.topology import loader as topo
 
 S = scenario.load("default")
-TLS_LIKE = ("tls", "implicit", "implicit-zos")
+
+#: Per picture and security mode, the four data methods (pasv epsv port eprt): "pass", or the node
+#: whose drop of the data connection decides the cell. This is the slides' analysis (scenarios/README.md),
+#: now with the device that decides it.
+SLIDES = {
+    "lan": {s: "pass pass pass pass" for s in S.security},
+    "client-nat": {"plain": "pass pass pass pass", "tls": "pass pass internet internet",
+                   "tls-ccc": "pass pass pass pass", "implicit": "pass pass internet internet",
+                   "implicit-zos": "pass pass internet internet"},
+    "server-nat": {"plain": "pass pass pass pass", "tls": "internet nat-s pass pass",
+                   "tls-ccc": "pass pass pass pass", "implicit": "internet nat-s pass pass",
+                   "implicit-zos": "internet nat-s pass pass"},
+    "double-nat": {"plain": "pass pass pass pass", "tls": "internet nat-s internet internet",
+                   "tls-ccc": "pass pass pass pass", "implicit": "internet nat-s internet internet",
+                   "implicit-zos": "internet nat-s internet internet"},
+    "static-filter": {"plain": "pass pass pass pass", "tls": "pass pass pass pass",
+                      "tls-ccc": "pass pass pass pass", "implicit": "pass pass fw fw",
+                      "implicit-zos": "pass pass fw fw"},
+    "static-filter-nat": {"plain": "internet pass pass pass", "tls": "internet pass pass pass",
+                          "tls-ccc": "internet pass pass pass", "implicit": "internet pass fw fw",
+                          "implicit-zos": "internet pass fw fw"},
+    "dynamic-filter": {"plain": "pass pass pass pass", "tls": "fw fw fw fw", "tls-ccc": "pass pass pass pass",
+                       "implicit": "fw fw fw fw", "implicit-zos": "fw fw fw fw"},
+    "dynamic-filter-nat": {"plain": "pass pass pass pass", "tls": "internet fw fw fw",
+                           "tls-ccc": "pass pass pass pass", "implicit": "internet fw fw fw",
+                           "implicit-zos": "internet fw fw fw"},
+}
 
 
-def outcome(cell_id: str) -> str:
-    return predict.predict(S, scenario.parse_cell_id(cell_id)).outcome
-
-
-def row(topology: str, security: str) -> str:
-    return "".join("P" if outcome(f"{topology}/{security}/{d}") == "pass" else "." for d in S.data)
+def outcome(cell_id: str) -> predict.Prediction:
+    return predict.predict(S, scenario.parse_cell_id(cell_id))
 
 
 def test_default_matrix_is_160_unique_cells():
@@ -27,97 +54,80 @@ def test_default_matrix_is_160_unique_cells():
     assert len({c.id for c in cells}) == 160
 
 
-def test_lan_everything_passes():
-    for sec in S.security:
-        assert row("lan", sec) == "PPPP"
+@pytest.mark.parametrize("topology", list(SLIDES))
+def test_each_picture_walks_to_the_slides_outcome_with_its_device(topology):
+    for security, row in SLIDES[topology].items():
+        for data, want in zip(S.data, row.split(), strict=True):
+            p = outcome(f"{topology}/{security}/{data}")
+            got = "pass" if p.outcome == "pass" else p.device
+            assert got == want, f"{topology}/{security}/{data}: {p}"
+            if p.outcome == "fail":
+                assert p.stage == "data-connect" and p.reason, p
+            else:
+                assert p.stage is None and p.device is None
 
 
-@pytest.mark.parametrize("topology", ["dynamic-filter", "dynamic-filter-nat"])
-def test_dynamic_filtering_with_tls_only_ccc_works(topology):
-    assert row(topology, "plain") == "PPPP"
-    assert row(topology, "tls-ccc") == "PPPP"
-    for sec in TLS_LIKE:
-        assert row(topology, sec) == "....", sec
+def test_the_slides_claims_hold_on_the_walk():
+    """lab/report/claims.py states what the slides say; the walk agrees with every claim."""
+    for claim in CLAIMS:
+        for cid, want in claim.expect.items():
+            assert outcome(cid).outcome == want, (claim.text, cid)
 
 
-def test_nat_pictures_follow_the_slides():
-    # client behind NAT: "PASV may work, PORT will not"
-    for sec in TLS_LIKE:
-        assert row("client-nat", sec) == "PP.."
-        # server behind NAT: "PASV will not work, PORT may work" (EPSV's port is not forwarded)
-        assert row("server-nat", sec) == "..PP"
-        # both: "neither will work"
-        assert row("double-nat", sec) == "...."
-    for t in ("client-nat", "server-nat", "double-nat"):
-        assert row(t, "plain") == "PPPP"       # the ALG rewrites cleartext
-        assert row(t, "tls-ccc") == "PPPP"     # and again after CCC
-
-
-def test_static_filters_and_step_3():
-    for sec in ("plain", "tls", "tls-ccc"):
-        assert row("static-filter", sec) == "PPPP"
-        # NAT + static filter + PASSIVEDATAPORTS: EPSV works; PASV's private 227 address never
-        # gets rewritten (no inspection), active mode leaves from the permitted port 20.
-        assert row("static-filter-nat", sec) == ".PPP"
-    for sec in ("implicit", "implicit-zos"):
-        # Implicit sessions (control port 990) send active data from port 989: not permitted.
-        assert row("static-filter", sec) == "PP.."
-        assert row("static-filter-nat", sec) == ".P.."
-    assert "989" in predict.predict(S, Cell("static-filter", "implicit", "port")).reason
-    assert outcome("static-filter-nat/tls/pasv+ignore-pasv-address") == "pass"
-    assert outcome("static-filter/tls/epsv+no-passive-range") == "fail"
-    assert outcome("static-filter/tls/port+no-passive-range") == "pass"
+def test_reasons_say_what_each_device_did():
+    p = outcome("server-nat/tls/pasv")
+    assert "nat-s's scapy ALG cannot read it (the announcement is inside TLS)" in p.reason
+    assert "internet drops it: 10.1.1.10 is a private address" in p.reason
+    p = outcome("static-filter/implicit/port")
+    assert "from port 989" in p.reason and "default (drop)" in p.reason
+    assert "rewrites it to 203.0.113.1" in outcome("dynamic-filter-nat/plain/pasv").reason
+    assert "opens a pinhole" in outcome("dynamic-filter/tls-ccc/eprt").reason
+    assert outcome("lan/tls/pasv").reason.startswith("the 227 reply announces 192.168.10.20:")
 
 
 def test_kernel_helper_blind_spot_after_ccc():
     # The built-in client sends TYPE I first after CCC: the kernel helper re-synchronises on it.
-    assert outcome("client-nat/tls-ccc/port+alg-kernel") == "pass"
-    assert outcome("client-nat/tls-ccc/port+alg-kernel+ccc-noop") == "pass"
+    assert outcome("client-nat/tls-ccc/port+alg-kernel").outcome == "pass"
+    assert outcome("client-nat/tls-ccc/port+alg-kernel+ccc-noop").outcome == "pass"
     # A client whose first clear line after CCC is PORT (or whose first reply read is the 227)
     # meets the helper's blind spot; the scapy ALG resumes at once.
-    eager = ClientTraits("eager", first_after_ccc="data")
-    nat = S.pictures["client-nat"]
-    assert predict.predict_facts(nat, "tls-ccc", "port", alg="kernel", client=eager).outcome == "fail"
-    assert predict.predict_facts(nat, "tls-ccc", "port", alg="kernel", client=eager,
-                                 client_options=("ccc-noop",)).outcome == "pass"
-    assert predict.predict_facts(nat, "tls-ccc", "port", alg="scapy", client=eager).outcome == "pass"
-    assert predict.predict_facts(S.pictures["server-nat"], "tls-ccc", "pasv", alg="kernel",
-                                 client=eager).outcome == "fail"
-    assert outcome("server-nat/plain/pasv+alg-off") == "fail"
-    assert outcome("server-nat/plain/port+alg-off") == "pass"
+    cell = Cell("client-nat", "tls-ccc", "port")
+    eager = replace(S, clients={**S.clients, "builtin": ClientTraits("builtin", first_after_ccc="data")})
+    model = topo.load("client-nat")
+    model.nodes["nat-c"].nat.alg = "kernel"
+    p = walk(model, "tls-ccc", "port", ends_of(eager, cell, model))
+    assert (p.outcome, p.device) == ("fail", "internet") and "misses the first cleartext line" in p.reason
+    model.ftp.client_statements["CCCNOOP"] = "TRUE"
+    assert walk(model, "tls-ccc", "port", ends_of(eager, cell, model)).outcome == "pass"
+    model = topo.load("server-nat")
+    model.nodes["nat-s"].nat.alg = "kernel"
+    p = walk(model, "tls-ccc", "pasv", ends_of(eager, Cell("server-nat", "tls-ccc", "pasv"), model))
+    assert (p.outcome, p.device) == ("fail", "internet")
+    assert outcome("server-nat/plain/pasv+alg-off").device == "internet"
+    assert outcome("server-nat/plain/port+alg-off").outcome == "pass"
 
 
-def test_every_failure_names_stage_device_and_reason():
+def test_variations_change_what_they_say():
+    assert outcome("static-filter-nat/tls/pasv+ignore-pasv-address").outcome == "pass"
+    p = outcome("static-filter/tls/epsv+no-passive-range")
+    assert (p.outcome, p.device) == ("fail", "fw") and "99.6% of the ports" in p.reason
+    assert outcome("static-filter/tls/port+no-passive-range").outcome == "pass"
+    assert outcome("server-nat/tls/pasv+ignore-pasv-address").device == "nat-s"     # EPSV's port: not forwarded
+    # vsftpd and ProFTPD refuse a PORT naming another host than the client (their defaults)
+    p = outcome("client-nat/tls/port+proftpd")
+    assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", "server")
+    p = outcome("client-nat/tls/port+curl")
+    assert p.outcome == "fail" and "curl#10666" in p.reason
+
+
+def test_every_cell_names_stage_and_device_or_none():
+    nodes = set().union(*(topo.load(t).nodes for t in S.topologies))
     for cell in S.default_cells() + S.variant_cells(["all"]):
         p = predict.predict(S, cell)
-        assert p.reason
-        if p.outcome == "fail" and not cell.options:
-            assert p.stage == "data-connect"
-            assert p.device in topo.load(cell.topology).nodes, cell.id
-
-
-@pytest.mark.parametrize("name", topo.names())
-def test_picture_facts_agree_with_topology_files(name):
-    derived, known = predict.picture_of(topo.load(name))
-    declared = S.pictures[name]
-    assert known
-    for f in ("client_nat", "server_nat", "alg", "forwarded", "filter", "passive_range", "internet"):
-        assert getattr(derived, f) == getattr(declared, f), f
-
-
-def test_recommend_applies_the_four_steps():
-    steps = {n: predict.recommend(S.pictures[n]) for n in S.topologies}
-    assert steps["lan"].step == 0
-    assert steps["client-nat"].step == 2 and steps["client-nat"].method == "tls/epsv"
-    assert steps["static-filter-nat"].step == 3 and steps["static-filter-nat"].predicted.outcome == "pass"
-    assert steps["dynamic-filter"].step == 4 and steps["dynamic-filter"].method.startswith("tls-ccc/")
-    assert steps["dynamic-filter-nat"].step == 4
-    # Step 2 assumes the EPSV port reaches the server; behind a NAT that forwards only 21/990 it does not.
-    assert steps["server-nat"].predicted.outcome == "fail"
-    assert "FAIL" in steps["server-nat"].why
-    assert "tls/port" in steps["server-nat"].alternatives
-    unknown = predict.recommend(S.pictures["static-filter"], known=False)
-    assert unknown.step == 1 and unknown.security == "tls-ccc"
+        assert p.reason and p.outcome in ("pass", "fail")
+        if p.outcome == "fail":
+            assert p.stage in ("connect", "tls", "login", "data-setup", "data-connect", "transfer"), cell.id
+            assert p.device is None or p.device in nodes, cell.id
 
 
 def test_cell_ids_round_trip_and_reject_garbage():
@@ -147,5 +157,5 @@ def test_bad_scenario_file_reports_file_line_field(tmp_path):
         scenario.load(bad)
     text = str(err.value)
     assert f"{bad}:4: matrix.security" in text
-    assert f"{bad}:8: pictures.lan.alg" in text
+    assert f"{bad}:8: pictures.lan.alg" in text          # pictures hold no facts any more
     assert "reasoning" in text

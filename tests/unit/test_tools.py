@@ -117,6 +117,17 @@ class _Scope(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _nested_lists(value: ast.AST) -> Iterator[ast.AST]:
+    """The lists and tuples inside a literal list or tuple (or a comprehension's element), at any depth."""
+    todo = list(value.elts) if isinstance(value, ast.List | ast.Tuple) else \
+        [value.elt] if isinstance(value, ast.ListComp) else []
+    while todo:
+        item = todo.pop()
+        if isinstance(item, ast.List | ast.Tuple):
+            yield item
+            todo += item.elts
+
+
 def argv_programs(tree: ast.Module, known: frozenset[str] = frozenset()) -> Iterator[tuple[str, int]]:
     """(program, line) for every argv[0] literal of one module. `known`: programs already listed; a
     literal list of argvs (a probe's steps) with one of them first in any item names programs in all."""
@@ -135,6 +146,8 @@ def argv_programs(tree: ast.Module, known: frozenset[str] = frozenset()) -> Iter
                 exec_calls.add(f.name)
     argv_functions = {f.name: [(r.value, scopes[id(f)]) for r in ast.walk(f) if isinstance(r, ast.Return) and r.value]
                       for f in functions if "argv" in f.name}
+    # A module's own `def run(...)` that runs nothing hides subprocess's name for bare calls.
+    shadowed = {f.name for f in functions} - exec_calls
     seen: set[int] = set()
 
     def resolve(expr: ast.AST, scope: _Scope, depth: int = 0) -> Iterator[tuple[str, int]]:
@@ -148,10 +161,9 @@ def argv_programs(tree: ast.Module, known: frozenset[str] = frozenset()) -> Iter
                 values = scope.assigned.get(head.id) or module.assigned.get(head.id, [])
                 for value in values:
                     yield from resolve(value, scope, depth + 1)
-                    # a list of argvs (probe.FEATURES' steps, CLEANUP): each inner list too
-                    for inner in ast.walk(value):
-                        if isinstance(inner, ast.List) and inner is not value:
-                            yield from resolve(inner, scope, depth + 1)
+                    # a literal list of argvs (a probe's steps, CLEANUP): each inner list too
+                    for inner in _nested_lists(value):
+                        yield from resolve(inner, scope, depth + 1)
             elif isinstance(head, ast.Call):
                 for value, where in argv_functions.get(call_name(head), []):
                     yield from resolve(value, where, depth + 1)
@@ -161,7 +173,8 @@ def argv_programs(tree: ast.Module, known: frozenset[str] = frozenset()) -> Iter
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 yield from calls(child, scopes[id(child)])
                 continue
-            if isinstance(child, ast.Call) and call_name(child) in exec_calls:
+            if isinstance(child, ast.Call) and call_name(child) in exec_calls and not (
+                    isinstance(child.func, ast.Name) and child.func.id in shadowed):
                 for arg in [*child.args, *(k.value for k in child.keywords if k.arg in ("args", "argv"))]:
                     yield from resolve(arg, scope)
             yield from calls(child, scope)
@@ -264,6 +277,8 @@ def test_setup_check_fails_and_names_what_is_missing(tmp_path):
     ('subprocess.run(FTLAB + ["topo", "list"])', set()),
     ('modes = ["plain", "tls"]', set()),
     ('PAIRS = [("plain", "tls"), ("pasv", "port")]', set()),
+    ('def run(roots, mode):\n    pass\nroots = start(src={"EXTENSIONS": ["AUTH_TLS"]})\nrun(roots, "tls")', set()),
+    ('roots = start(src={"EXTENSIONS": ["AUTH_TLS"]})\nsubprocess.run(roots)', set()),
     ('F = Feature("htb", (("tc", "qdisc", "add"), ("frob", "-x")))', {"tc", "frob"}),
 ])
 def test_the_scanner_reads_each_shape(source, programs):

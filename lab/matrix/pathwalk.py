@@ -1,0 +1,541 @@
+"""Prediction by walking the path: every device on the way judges each connection by its own model.
+
+For one cell (security mode, data method) on one topology the walk follows, hop by hop through
+the routing tables (lab.topology.routing.next_hop), what the kernels would do:
+
+1. the control connection, client → server_address:21 (or the implicit port): at each router the
+   internet's private-destination drop, the dynamic filter (control ports always open), DNAT (the
+   NAT's port forwards), the router's own address (INPUT: the NAT's unsolicited-inbound drop), the
+   FORWARD chain (a kernel helper's RELATED accept, a user's ruleset, the NAT's drop, the static
+   filter or nftables ruleset), masquerade. A drop here fails the cell at `connect`;
+2. the ends' FTP-level refusals (lab.matrix.ends: both ends' FTP.DATA statements and profiles);
+3. the data connection's announcement (227/229 from the server, PORT/EPRT from the client) along
+   the control path, in the direction it travels: at each router the scapy ALG (raw PREROUTING:
+   rewrites a line naming its inside sender and installs a DNAT mapping), the dynamic filter
+   (mangle: opens a pinhole), the kernel helper (conntrack: rewrites, and expects the connection
+   as RELATED) - each only if its model can read the line (cleartext; the kernel helper's blind
+   spot after CCC) and the line names its sender. Addresses are tracked hop by hop, so two NATs
+   in series with different ALG modes each see what the other left;
+4. the data connection itself from whoever connects, through the same steps as 1, now with the
+   mappings, pinholes and expectations learned in 3; it must arrive at the listener.
+
+The first obstacle decides: outcome, stage and the node that decides (the one whose drop the
+lab observes; None when nothing is observed: a reset, no route, an end's own refusal).
+
+Ports: the server's passive port (its PASSIVEDATAPORTS, else an ephemeral one) and the client's
+ephemeral ports are not known in advance; the walk runs once per stretch of ports on which no
+device's rules change (the stretches' edges are every port range the devices name) and weighs
+each outcome by its share of the ports. When one outcome holds for at least CERTAIN of them it
+is the prediction (the reason says how many); otherwise the cell is "unknown". A device whose
+model cannot read what decides (a ruleset line outside the documented subset) makes the cell
+"unknown" too, naming the file and line: "cannot predict: fw.rules:12 uses -m limit".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from lab.devkit.inspection import names_sender
+from lab.devkit.types import Flow, PortRange, Unreadable
+from lab.matrix import ends as ends_mod
+from lab.matrix.ends import Ends, Refusal
+from lab.topology import devices
+from lab.topology.loader import is_private
+from lab.topology.model import Node, Topology
+from lab.topology.routing import next_hop
+
+#: Linux's default ip_local_port_range: a client's source and listening ports, an unbound listener's
+EPHEMERAL = PortRange(32768, 60999)
+#: the share of the ports above which one outcome is the prediction
+CERTAIN = 0.99
+ANNOUNCEMENT = {"pasv": "227 reply", "epsv": "229 reply", "port": "PORT command", "eprt": "EPRT command"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outcome: str                # pass | fail | unknown
+    stage: str | None           # the stage expected to fail (connect, login, data-connect, ...); None on pass
+    reason: str                 # one line: why
+    device: str | None = None   # the node that decides (its drop, or the server's refusal); None: nothing observed
+
+    @property
+    def key(self) -> tuple:
+        return self.outcome, self.stage, self.device
+
+
+# -- packets and what the routers learn --------------------------------------------------------------
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Packet:
+    src: Address | None
+    dst: Address
+    sport: int | None
+    dport: int
+    proto: str = "tcp"
+    #: how the ports read in a reason: the stretch of ports the walk's sample stands for
+    shown: tuple[str, str] | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        sport, dport = self.shown or (self.sport, self.dport)
+        return f"{self.src}:{sport if sport is not None else '*'} -> {self.dst}:{dport}"
+
+    @property
+    def target(self) -> str:
+        """dst:dport as a reason writes it."""
+        return f"{self.dst}:{self.shown[1] if self.shown else self.dport}"
+
+    def to(self, dst, dport: int) -> Packet:
+        """Translated to dst:dport (the ports as shown stay only while the port is the same)."""
+        return replace(self, dst=dst, dport=dport, shown=self.shown if dport == self.dport else None)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A router the control connection crosses: where it came in and left, as it arrived and left."""
+    node: str
+    in_if: str | None
+    out_if: str
+    arrive: Packet
+    leave: Packet
+
+
+@dataclass
+class Learned:
+    """What a router learned from the control channel for this cell's data connection."""
+    mappings: set[tuple] = field(default_factory=set)   # scapy ALG: (peer, public, port) -> (host, port)
+    expects: set[tuple] = field(default_factory=set)    # kernel helper: (src, dst, port) -> (host, port)
+    pinholes: set[tuple] = field(default_factory=set)   # dynamic filter: (src, dst, dport)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A connection that does not arrive: the node that decides (None: nothing observed) and why."""
+    device: str | None
+    reason: str
+
+
+@dataclass
+class Crossing:
+    hops: list[Hop]
+    first: Packet                               # as it left its first node
+    last: Packet                                # as it arrived
+    at: str                                     # the node it arrived at
+    notes: list[str] = field(default_factory=list)
+
+
+class Net:
+    """The topology with one cell's ALG override, as the walk asks about it."""
+
+    def __init__(self, topology: Topology, alg: str | None = None):
+        self.topology = topology
+        self.alg = alg
+
+    def sections(self, node: Node) -> tuple:
+        found = devices.sections(node, self.alg)
+        return found["nat"], found["firewall"]
+
+    def outside(self, node: Node):
+        nat = self.sections(node)[0]
+        return next(i.address.ip for i in node.interfaces if i.name == nat.outside)
+
+    def control_ports(self, node: Node) -> tuple[int, ...]:
+        return devices.control_ports(node, self.topology)
+
+    def owns(self, node: Node, address) -> bool:
+        """One of the node's interface addresses, or a public address its NAT holds (1:1, forwards)."""
+        nat = self.sections(node)[0]
+        return any(i.address.ip == address for i in node.interfaces) or \
+            bool(nat is not None and address in nat.public_addresses())
+
+
+# -- one connection across the routers ---------------------------------------------------------------
+
+def cross(net: Net, start: str, pkt: Packet, learned: dict[str, Learned], max_hops: int = 64) -> Crossing | Stop:
+    """A new connection from node `start` to pkt.dst:pkt.dport, router by router, until it arrives
+    at a host that owns the destination or something stops it. Raises Unreadable (with the node)."""
+    topo = net.topology
+    node = topo.nodes[start]
+    hop = next_hop(node, pkt.dst)
+    if hop is None:
+        return Stop(None, f"{start} has no route to {pkt.dst}")
+    if pkt.src is None:
+        pkt = replace(pkt, src=hop[0].address.ip)
+    result = Crossing([], pkt, pkt, start)
+    for _ in range(max_hops):
+        egress, _via = hop
+        peer = topo.nodes[egress.peer]
+        in_if = next((i.name for i in peer.interfaces if i.peer == node.name), None)
+        node = peer
+        got = _arrive(net, node, in_if, pkt, learned, result)
+        if isinstance(got, Stop):
+            return got
+        if got is None:
+            result.last, result.at = pkt, node.name
+            return result
+        pkt, hop = got
+    return Stop(None, f"routing loop after {max_hops} hops")
+
+
+def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[str, Learned],
+            result: Crossing) -> Stop | None | tuple[Packet, tuple]:
+    """One node's handling of the connection's first packet: None (it is for this host), a Stop,
+    or (the packet as it leaves, the next hop)."""
+    topo = net.topology
+    if node.kind == "host":
+        if net.owns(node, pkt.dst):
+            return None
+        return Stop(None, f"{pkt.dst} is routed to host {node.name}, which does not forward")
+    nat, fw = net.sections(node)
+    st = learned.setdefault(node.name, Learned())
+    arrive = pkt
+    # mangle PREROUTING: the internet's private-destination drop, then the dynamic filter
+    if node.name == topo.internet and pkt.dst.version == 4 and is_private(pkt.dst):
+        return Stop(node.name, f"{node.name} drops it: {pkt.dst} is a private address, not routed on the internet")
+    if fw is not None and fw.mode == "dynamic":
+        flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if)
+        if not devices.model("dynamic").admits(flow, net.control_ports(node), st.pinholes):
+            return Stop(node.name, f"{node.name} (dynamic filter) drops it: no pinhole for {pkt}")
+        if pkt.dport not in net.control_ports(node):
+            result.notes.append(f"{node.name} (dynamic filter) admits it through its pinhole")
+    # nat PREROUTING: the ALG's mappings (first in the chain), the helper's expectations, the forwards
+    translated = related = False
+    for peer, public, port, host, host_port in sorted(st.mappings, key=str):
+        if (peer, public, port) == (pkt.src, pkt.dst, pkt.dport):
+            pkt, translated = pkt.to(host, host_port), True
+            result.notes.append(f"{node.name}'s ALG mapping sends it on to {pkt.target}")
+            break
+    for src, dst, port, host, host_port in sorted(st.expects, key=str):
+        if not translated and (src, dst, port) == (pkt.src, pkt.dst, pkt.dport):
+            related = True
+            if (host, host_port) != (pkt.dst, pkt.dport):
+                pkt, translated = pkt.to(host, host_port), True
+            result.notes.append(f"{node.name}'s kernel helper expected it (RELATED)"
+                                + (f" and sends it on to {pkt.target}" if translated else ""))
+            break
+    kernel_nat = devices.model("nat")
+    if nat is not None and not translated:
+        to = kernel_nat.forward(nat, net.outside(node), in_if, pkt.proto, pkt.dst, pkt.dport)
+        if to is not None:
+            pkt, translated = pkt.to(to[0], to[1]), True
+            result.notes.append(f"{node.name} forwards it to {pkt.target}")
+    state = "RELATED" if related else "NEW"
+    if net.owns(node, pkt.dst):
+        return _local(net, node, nat, fw, in_if, pkt, state, translated)
+    hop = next_hop(node, pkt.dst)
+    if hop is None:
+        return Stop(None, f"{node.name} has no route to {pkt.dst}")
+    egress = hop[0]
+    flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if, egress.name, state, translated)
+    stop = _forward_chain(net, node, nat, fw, flow, result)
+    if stop is not None:
+        return stop
+    leaves_as = kernel_nat.source(nat, egress.name, pkt.src, egress.address.ip) if nat is not None else None
+    if leaves_as is not None and leaves_as != pkt.src:
+        pkt = replace(pkt, src=leaves_as)
+        result.notes.append(f"{node.name} translates its source to {leaves_as}")
+    result.hops.append(Hop(node.name, in_if, egress.name, arrive, pkt))
+    return pkt, hop
+
+
+def _local(net: Net, node: Node, nat, fw, in_if, pkt: Packet, state: str, translated: bool) -> Stop:
+    """A connection to the router's own address (nothing of the lab listens on a router)."""
+    flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if, None, state, translated)
+    if fw is not None and fw.mode == "static" and fw.iptables_save is not None:
+        action, where = _decide(node, fw, flow, "INPUT")
+        if action in ("drop", "reject"):
+            return _filter_stop(node, fw, action, where)
+    if nat is not None and devices.model("nat").drops(nat, in_if, state, translated):
+        return Stop(node.name, f"{node.name} drops it: an unsolicited inbound connection to its outside address "
+                               f"{pkt.target} (no forward, no mapping)")
+    return Stop(None, f"it reaches {node.name}'s own address {pkt.target}, where nothing listens")
+
+
+def _forward_chain(net: Net, node: Node, nat, fw, flow: Flow, result: Crossing) -> Stop | None:
+    """The router's filter FORWARD chain, in the order the lab programs it."""
+    inspector = devices.nat_inspector(nat.alg) if nat is not None else None
+    if inspector is not None and inspector.related and flow.state == "RELATED":
+        return None                     # the kernel helper's `-I FORWARD 1 RELATED ACCEPT`
+    decided = False
+    if fw is not None and fw.mode == "static" and fw.iptables_save is not None:
+        action, where = _decide(node, fw, flow)       # the user's ruleset comes first
+        if action in ("drop", "reject"):
+            return _filter_stop(node, fw, action, where)
+        if action == "accept":
+            decided = True
+            result.notes.append(f"{node.name}'s ruleset admits it ({_static().explain(fw, where)})")
+    if not decided and nat is not None and devices.model("nat").drops(nat, flow.in_interface, flow.state, flow.dnat):
+        return Stop(node.name, f"{node.name} drops it: an unsolicited inbound connection (NEW on its outside "
+                               f"interface {flow.in_interface}, nothing forwarded or mapped it)")
+    if decided or fw is None or fw.mode == "dynamic" or fw.iptables_save is not None:
+        return None
+    if fw.mode == "static":
+        action, where = _decide(node, fw, flow)
+        if action in ("drop", "reject"):
+            return _filter_stop(node, fw, action, where)
+        if where is not None or flow.state == "NEW":
+            result.notes.append(f"{node.name}'s static filter admits it ({_static().explain(fw, where)})")
+        return None
+    # another ruleset device (nftables): its model says accept | drop and the deciding line
+    try:
+        action, line = devices.model(fw.mode)(fw, flow)
+    except Unreadable as exc:
+        raise _Unpredictable(node.name, fw, exc) from None
+    if action != "accept":
+        return Stop(node.name, f"{node.name}'s ruleset drops it ({_ruleset_name(fw)}:{line})")
+    return None
+
+
+def _static():
+    """The static filter's model (lab.topology.devices: the engine reaches devices only there)."""
+    return devices.model("static")
+
+
+def _decide(node: Node, fw, flow: Flow, hook: str = "FORWARD") -> tuple[str, int | None]:
+    try:
+        return _static().decide(fw, flow, hook)
+    except Unreadable as exc:
+        raise _Unpredictable(node.name, fw, exc) from None
+
+
+def _filter_stop(node: Node, fw, action: str, where: int | None) -> Stop:
+    rule = _static().explain(fw, where)
+    if action == "reject":       # a REJECT answers the connection (reset/ICMP): no drop is observed
+        return Stop(None, f"{node.name}'s ruleset rejects it ({rule})")
+    return Stop(node.name, f"{node.name}'s filter drops it ({rule})")
+
+
+def _ruleset_name(fw) -> str:
+    path = fw.iptables_save or getattr(fw, "nftables", None)
+    return Path(path).name if path else "ruleset"
+
+
+def _named(model) -> str:
+    """A device model's name without its article: "nat-c's scapy ALG"."""
+    return model.name.removeprefix("the ")
+
+
+class _Unpredictable(Exception):
+    """A device's model met something it does not read on the way to its verdict."""
+
+    def __init__(self, node: str, fw, exc: Unreadable):
+        super().__init__(f"cannot predict: {_ruleset_name(fw)}:{exc.line} uses {exc.what} (on {node})")
+        self.node = node
+
+
+# -- the announcement ----------------------------------------------------------------------------------
+
+def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dict[str, Learned],
+             security: str, first_after_ccc: str, shown: str) -> tuple[object, list[str]]:
+    """The announcement (host None: a 229, no address) along the control path in the direction it
+    travels; each router's inspectors act on it as their models say (`shown`: the port as a
+    reason writes it). Returns the host as it arrives, and what happened on the way."""
+    notes: list[str] = []
+    for hop in (hops if c2s else list(reversed(hops))):
+        node = net.topology.nodes[hop.node]
+        nat, fw = net.sections(node)
+        st = learned.setdefault(node.name, Learned())
+        if c2s:      # PORT/EPRT: client -> server
+            sender, peer_seen, arrived_on = hop.arrive.src, hop.arrive.dst, hop.in_if
+            sender_known_as, peer_real = hop.leave.src, hop.leave.dst
+        else:        # 227/229: the server's reply, server -> client
+            sender, peer_seen, arrived_on = hop.leave.dst, hop.leave.src, hop.out_if
+            sender_known_as, peer_real = hop.arrive.dst, hop.arrive.src
+        inspector = devices.nat_inspector(nat.alg) if nat is not None else None
+        if inspector is not None and inspector.rewrites == "outside":
+            ok, why = inspector.reads(security, first_after_ccc)
+            if not ok:
+                notes.append(f"{node.name}'s {_named(inspector)} cannot read it ({why})")
+            elif arrived_on == nat.outside:
+                pass                   # an announcement from outside: the scapy ALG leaves it alone
+            elif names_sender(host, sender) and nat.public_of(sender) is not None:
+                # a 1:1 host: every port of its public address already reaches it, no mapping needed
+                if host is not None:
+                    host = nat.public_of(sender)
+                    notes.append(f"{node.name}'s {_named(inspector)} rewrites it to {host}:{shown} (1:1 NAT)")
+            elif names_sender(host, sender):
+                public = net.outside(node)
+                st.mappings.add((peer_seen, public, port, sender, port))
+                notes.append(f"{node.name}'s {_named(inspector)} " + (f"rewrites it to {public}:{shown}" if host else
+                             "reads it") + f" and maps {public}:{shown} to {sender}:{shown} for {peer_seen}")
+                host = public if host is not None else None
+            else:
+                notes.append(f"{node.name}'s {_named(inspector)} leaves it alone: it names {host}, not its sender {sender}")
+        if fw is not None and fw.mode == "dynamic":
+            model = devices.model("dynamic")
+            ok, why = model.reads(security, first_after_ccc)
+            holes = model.pinholes(host, port, sender, sender_known_as, peer_real) if ok else None
+            if not ok:
+                notes.append(f"{node.name} (dynamic filter) cannot read it ({why})")
+            elif holes is None:
+                notes.append(f"{node.name} (dynamic filter) opens nothing: it names {host}, not its sender {sender}")
+            else:
+                st.pinholes.update(holes)
+                notes.append(f"{node.name} (dynamic filter) reads it and opens a pinhole {peer_real} -> "
+                             f"{holes[0][1]}:{shown}")
+        if inspector is not None and inspector.related:
+            ok, why = inspector.reads(security, first_after_ccc)
+            if not ok:
+                notes.append(f"{node.name}'s {_named(inspector)} cannot read it ({why})")
+            elif names_sender(host, sender):
+                st.expects.add((peer_real, sender_known_as, port, sender, port))
+                if host is not None and host != sender_known_as:
+                    notes.append(f"{node.name}'s {_named(inspector)} rewrites it to {sender_known_as}:{shown} and "
+                                 f"expects the connection")
+                else:
+                    notes.append(f"{node.name}'s {_named(inspector)} reads it and expects the connection")
+                host = sender_known_as if host is not None else None
+            else:
+                notes.append(f"{node.name}'s {_named(inspector)} leaves it alone: it names {host}, not its sender {sender}")
+    return host, notes
+
+
+# -- one cell ------------------------------------------------------------------------------------------
+
+def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | None = None) -> Prediction:
+    """The prediction for one cell. Pure."""
+    net = Net(topology, alg)
+    broken = ends.client.broken_for(security, data)
+    if broken:
+        return Prediction("fail", "data-connect", f"{ends.client.name}: {broken}", None)
+    edges = port_edges(net)
+    passive = data in ("pasv", "epsv")
+    prange = (ends.passive_range or EPHEMERAL) if passive else EPHEMERAL
+    results: list[tuple[Prediction, int]] = []
+    for csport, w0 in stretches(EPHEMERAL, edges):
+        for p, w1 in stretches(prange, edges):
+            for q, w2 in (stretches(EPHEMERAL, edges) if passive else [(0, 1)]):
+                try:
+                    pred = _cell(net, security, data, ends, csport, (p, _label(p, w1)), (q, _label(q, w2)))
+                except _Unpredictable as exc:
+                    pred = Prediction("unknown", None, str(exc), exc.node)
+                results.append((pred, w0 * w1 * w2))
+    chooser = "the server" if passive and ends.passive_range else "the kernel"
+    return settle(results, f"{chooser} picks")
+
+
+def _label(port: int, count: int) -> str:
+    return str(port) if count == 1 else f"{port}-{port + count - 1}"
+
+
+def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port: tuple[int, str],
+          client_port: tuple[int, str]) -> Prediction:
+    """One sample of the ports: the control connection from `csport`, the data connection to
+    data_port (the server's passive port, or the client's listening one) from client_port
+    (passive) or the server's data port (active); each port with the text a reason shows."""
+    topology = net.topology
+    ftp = topology.ftp
+    p, shown = data_port
+    dport = topology.ftp.implicit_port if security.startswith("implicit") else topology.ftp.control_port
+    # 1. the control connection
+    ctrl = cross(net, ftp.client, Packet(None, ftp.server_address, csport, dport, shown=("*", str(dport))), {})
+    if isinstance(ctrl, Stop):
+        return Prediction("fail", "connect", f"the control connection {ftp.client} -> {ftp.server_address}:{dport}: "
+                                             f"{ctrl.reason}", ctrl.device)
+    if ctrl.at != ftp.server:
+        return Prediction("fail", "connect", f"the control connection to {ftp.server_address}:{dport} arrives at "
+                                             f"{ctrl.at}, not at the server", None)
+    # 2. the ends
+    refusal = ends_mod.session_refusal(security, ends)
+    if refusal is not None:
+        return _refused(refusal, ends)
+    # 3. the announcement, along the control path
+    passive = data in ("pasv", "epsv")
+    client_ip, client_seen, server_ip = ctrl.first.src, ctrl.last.src, ctrl.last.dst
+    what = ANNOUNCEMENT[data]
+    learned: dict[str, Learned] = {}
+    first_after_ccc = ends.first_after_ccc
+    if passive:
+        host = server_ip if data == "pasv" else None
+        got, notes = announce(net, ctrl.hops, False, host, p, learned, security, first_after_ccc, shown)
+        notes.insert(0, f"the {what} announces " + (f"{host}:{shown}" if host else f"port {shown}"))
+        target = got
+        if data == "epsv" or ends.ignores_pasv_address:
+            target = ftp.server_address
+            if data == "pasv":
+                notes.append(f"the client ignores the 227 address and connects to the control address {target}")
+        start, listener = ftp.client, ftp.server
+        pkt = Packet(None, target, client_port[0], p, shown=("*", shown))
+    else:
+        got, notes = announce(net, ctrl.hops, True, client_ip, p, learned, security, first_after_ccc, shown)
+        notes.insert(0, f"the {what} announces {client_ip}:{shown}")
+        for refusal in (ends_mod.port_refusal(ends, got, client_seen), ends_mod.protection_refusal(security, ends)):
+            if refusal is not None:
+                return _refused(refusal, ends, notes)
+        sport = ends.server.data_source_port(security, ctrl.last.dport)
+        notes.append(f"the server connects from port {sport} to {got}:{shown}")
+        start, listener = ftp.server, ftp.client
+        pkt = Packet(server_ip, got, sport, p, shown=(str(sport), shown))
+    # 4. the data connection
+    conn = cross(net, start, pkt, learned)
+    if isinstance(conn, Stop):
+        return Prediction("fail", "data-connect", "; ".join([*notes, conn.reason]), conn.device)
+    notes += conn.notes
+    if conn.at != listener or conn.last.dport != p:
+        return Prediction("fail", "data-connect", "; ".join(
+            [*notes, f"the connection reaches {conn.at} at {conn.last.target}, where nothing listens for it"]), None)
+    if passive:
+        if (refusal := ends_mod.protection_refusal(security, ends)) is not None:
+            return _refused(refusal, ends, notes)
+        if ends.noredirect_passive and conn.last.src != client_seen:
+            return Prediction("fail", "transfer", "; ".join(
+                [*notes, f"the data connection arrives from {conn.last.src}, not from the control "
+                         f"connection's {client_seen}, and the server closes it (no foreign address)"]), None)
+    return Prediction("pass", None, "; ".join(notes))
+
+
+def _refused(refusal: Refusal, ends: Ends, notes: list[str] | None = None) -> Prediction:
+    if not refusal.certain:
+        return Prediction("unknown", None, refusal.why, None)
+    return Prediction("fail", refusal.stage, "; ".join([*(notes or []), refusal.why]),
+                      ends.server_node if refusal.by_server else None)
+
+
+# -- ports -------------------------------------------------------------------------------------------
+
+def port_edges(net: Net) -> set[int]:
+    """Every port where some device's decision may change: each named range's start and end+1."""
+    edges: set[int] = {1024}
+    for node in net.topology.nodes.values():
+        nat, fw = net.sections(node)
+        for p in net.control_ports(node):
+            edges |= {p, p + 1}
+        if nat is not None:
+            for fwd in nat.forwards:
+                edges |= {fwd.ports.low, fwd.ports.high + 1}
+        if fw is not None and fw.mode == "static":
+            edges |= _static().port_edges(fw)
+    return edges
+
+
+def stretches(rng: PortRange, edges: set[int]) -> list[tuple[int, int]]:
+    """[(a port, how many ports behave like it)]: rng cut at the edges inside it."""
+    cuts = sorted({rng.low, *(e for e in edges if rng.low < e <= rng.high)})
+    return [(lo, (cuts[i + 1] if i + 1 < len(cuts) else rng.high + 1) - lo) for i, lo in enumerate(cuts)]
+
+
+def settle(results: list[tuple[Prediction, int]], chooser: str) -> Prediction:
+    """One prediction from the outcomes over the ports, weighed by how many ports give each."""
+    weight: dict[tuple, int] = defaultdict(int)
+    first: dict[tuple, Prediction] = {}
+    for pred, w in results:
+        weight[pred.key] += w
+        first.setdefault(pred.key, pred)
+    total = sum(weight.values())
+    best = max(weight, key=lambda k: weight[k])
+    share = weight[best] / total
+    pred = first[best]
+    if share == 1:
+        return pred
+    others = "; ".join(f"{first[k].outcome}" + (f" at {first[k].stage}" if first[k].stage else "")
+                       + (f" by {first[k].device}" if first[k].device else "") + f" for {weight[k] / total:.1%}"
+                       for k in sorted(weight, key=lambda k: -weight[k]) if k != best)
+    if share >= CERTAIN and pred.outcome != "unknown":
+        return replace(pred, reason=f"{pred.reason} (on {share:.1%} of the ports {chooser}; otherwise {others})")
+    return Prediction("unknown", None, f"cannot predict: it depends on the port {chooser}: "
+                                       f"{pred.outcome} for {share:.1%} ({pred.reason}); {others}", None)
