@@ -3,12 +3,14 @@
     ftlab matrix                                  # the 160 cells of scenarios/default.yaml
     ftlab matrix --topologies server-nat --security tls tls-ccc --variants ignore-pasv-address
     ftlab matrix --baseline reports/20260101-000000   # exit 1 when any outcome changed
+    ftlab matrix --topologies my-net.yaml --expect my-net.expect.yaml   # exit 1 when the design does not
     ftlab run server-nat/tls/pasv --verbose       # one cell, with its transcript and device events
-    ftlab recommend static-filter-nat             # the slides' four steps, then checked for real
+    ftlab recommend static-filter-nat             # which method to use here, then checked for real
     ftlab report merge reports/shard1 reports/shard2 --out reports/all
     ftlab bench client-nat                        # throughput side by side on one picture
 
-Exit codes of matrix/run/recommend: 0 everything as predicted (or as in the baseline); 1 some
+Exit codes of matrix/run/recommend: 0 everything as predicted - outcome, stage and deciding device
+(or, with --baseline / --expect, as in the baseline and as the expectations file states); 1 some
 cell differs; 2 bad usage or input; 3 the lab itself failed somewhere.
 """
 
@@ -22,12 +24,12 @@ from pathlib import Path
 
 from lab import REPORT_DIR
 from lab.errors import InputError, LabError, Problem
-from lab.matrix import predict, scenario, targets
+from lab.matrix import expect, scenario, targets
+from lab.matrix.recommend import recommend
 from lab.report import merge as merge_mod
 from lab.report import results, write_all
 from lab.report.claims import check
 from lab.report.works import works_here
-from lab.topology import loader as topo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, help="hard limit per cell in seconds (default 20)")
     p.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
     p.add_argument("--baseline", type=Path, metavar="FILE|DIR", help="compare outcomes with an earlier run")
+    p.add_argument("--expect", type=Path, metavar="FILE",
+                   help="what the design must do (`tls/epsv: pass`, `plain/*: fail`; scenarios/README.md): "
+                        "exit 1 when a cell does otherwise")
     p.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
     p.add_argument("--throughput", choices=("off", "quick", "full"), default="quick",
                    help="after the verdicts, measure each data-path class beside iperf3, one network at a "
@@ -148,8 +153,11 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
     for s in doc["scenarios"]:
         if s["outcome"] == "error":
             print(f"  ERROR   {s['id']}: {s['reason']}")
+        elif s.get("expected") == "unknown":
+            print(f"  UNPREDICTED {s['id']}: observed {s['outcome']}; {s.get('expected_reason')}")
         elif not s["matches"]:
-            print(f"  DIFFERS {s['id']}: predicted {s['expected']}, observed {s['outcome']}: {s['reason']}")
+            print(f"  DIFFERS {s['id']}: predicted {_decided(s['expected'], s.get('expected_stage'), s.get('expected_device'))}, "
+                  f"observed {_decided(s['outcome'], s['stage'], s.get('device'))}: {s['reason']}")
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
     for claim, holds, ids in check(results.shipped_only(doc)):
@@ -162,7 +170,20 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
         print(f"{len(changes)} cells changed since baseline {baseline['run_id']}")
         for ch in changes:
             print(f"  CHANGED {ch}")
+    if doc.get("expect_file"):
+        stated = [s for s in doc["scenarios"] if s.get("expect")]
+        unmet = expect.unmet(doc)
+        print(f"{len(stated) - len(unmet)} of {len(stated)} cells do what {doc['expect_file']} states")
+        for s in unmet:
+            e = s["expect"]
+            print(f"  UNMET   {s['id']}: {doc['expect_file']}:{e['line']} ({e['pattern']}) says {e['outcome']}, "
+                  f"observed {_decided(s['outcome'], s['stage'], s.get('device'))}: {s['reason']}")
     print(f"report: {out}/index.html")
+
+
+def _decided(outcome: str, stage: str | None, device: str | None) -> str:
+    """`fail at data-connect by fw`."""
+    return outcome + (f" at {stage}" if stage else "") + (f" by {device}" if device else "")
 
 
 def _scenarios(name: str) -> scenario.Scenarios:
@@ -184,12 +205,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError([Problem("--jobs", 0, "", "must be at least 1")])
     baseline = _load_baseline(args.baseline)
+    expected = expect.load(args.expect) if args.expect is not None else None
     size = parse_size(args.size or scen.defaults.get("size") or DEFAULT_SIZE)
     timeout = args.timeout or float(scen.defaults.get("timeout_s", 20))
+    if expected is not None:
+        for c in cells:                  # two patterns that disagree on a cell: said before the run
+            expected.stated(c.id)
     out = _out_dir(args.out)
     doc = run_matrix(cells, scen, out, size=size, jobs=args.jobs, pcap=args.pcap, timeout=timeout,
                      baseline=baseline, progress=not args.quiet, command=shlex.join(["ftlab", *sys.argv[1:]]),
-                     shard=shard, topology_paths=paths, throughput=args.throughput)
+                     shard=shard, topology_paths=paths, throughput=args.throughput, expect=expected)
     _summary(doc, baseline, out)
     return results.exit_code(doc, baseline)
 
@@ -248,41 +273,46 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from lab.matrix.runner import run_matrix
 
     scen = _scenarios(args.scenarios)
-    model = topo.load(args.topology)
-    picture, known = predict.picture_of(model)
-    if model.name in scen.pictures and known:
-        picture = scen.pictures[model.name]
-    rec = predict.recommend(picture, known=known)
+    where = targets.target(args.topology, "TOPOLOGY")
+    model = where.model
+    before = recommend(model, scen)
     print(f"{model.name}: {model.description}")
     devices = ", ".join(f"{n.name} ({'+'.join(n.device_kinds())})" for n in model.devices_on_path()) or "none"
     print(f"devices on the path: {devices}")
-    print(f"recommended: {rec.method}")
-    print(f"why: {rec.why}")
-    for side, st in rec.settings.items():
-        print(f"  {side}: {st}")
-    print(f"predicted for {rec.method}: {rec.predicted.outcome} - {rec.predicted.reason}")
-    print(f"other encrypted methods predicted to pass: {', '.join(rec.alternatives) or 'none'}")
+    _print_recommendation(before)
     if args.no_run:
         return 0
-    paths = {}
-    if model.name not in scen.pictures:
-        paths[model.name] = str(Path(args.topology).resolve()) if Path(args.topology).exists() else args.topology
-    cells = [scenario.Cell(model.name, s, d) for s in scenario.SECURITY_MODES for d in scenario.DATA_MODES]
-    if model.name not in scen.pictures:
-        scen.pictures[model.name] = picture
+    cells = [scenario.Cell(model.name, *m.split("/")) for m in
+             (f"{s}/{d}" for s in scenario.SECURITY_MODES for d in scenario.DATA_MODES)]
+    cells = [c for c in cells if scen.supported(c)]
     out = _out_dir(args.out, "recommend-")
+    paths = {} if where.shipped else {model.name: where.source}
     doc = run_matrix(cells, scen, out, jobs=1, command=shlex.join(["ftlab", *sys.argv[1:]]),
-                     topology_paths=paths)
-    by_id = {s["id"]: s for s in doc["scenarios"]}
-    mine = by_id[f"{model.name}/{rec.method}"]
-    agree = mine["outcome"] == rec.predicted.outcome
-    print(f"\nreality: {rec.method} {mine['outcome']}" + (f" ({mine['reason']})" if mine["outcome"] != "pass" else ""))
-    passing = [s["id"].split("/", 1)[1] for s in doc["scenarios"] if s["outcome"] == "pass"]
+                     topology_paths=paths, throughput="off")
+    after = recommend(model, scen, {f"{s['security']}/{s['data']}": s["outcome"] for s in doc["scenarios"]
+                                    if s["outcome"] != "error"})
+    print("\nafter the run (the same recommendation as results.json and the report):")
+    _print_recommendation(after)
+    passing = [f"{s['security']}/{s['data']}" for s in doc["scenarios"] if s["outcome"] == "pass"]
     print(f"methods that passed for real: {', '.join(passing) or 'none'}")
-    print("reality agrees with the prediction" if agree else "reality DISAGREES with the prediction")
+    agree = after.method == before.method
+    print("the run confirms the recommendation" if agree else
+          f"the run changes the recommendation: {before.method or 'nothing'} -> {after.method or 'nothing'}")
     print(f"report: {out}/index.html")
     code = results.exit_code(doc)
     return code if code == 3 else (0 if agree else 1)
+
+
+def _print_recommendation(rec) -> None:
+    print(f"recommended: {rec.method or 'no secure method gets through'}")
+    print(f"why: {rec.why}")
+    for side, st in rec.settings.items():
+        print(f"  {side}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+    if rec.predicted is not None:
+        p = rec.predicted
+        print(f"{'observed' if rec.observed else 'predicted'} for {rec.method}: {rec.observed or p.outcome}"
+              + ("" if rec.observed else f" - {p.reason}"))
+    print(f"other secure methods that pass: {', '.join(rec.alternatives) or 'none'}")
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
