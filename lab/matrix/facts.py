@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lab.errors import InputError, LabError
 from lab.matrix import scenario, servers
+from lab.matrix.ends import client_statements
 from lab.topology import devices, diagram, override
 from lab.topology.cli import format_firewall, format_nat
 from lab.topology.loader import names
@@ -100,8 +101,6 @@ def base_spec(model: Topology) -> scenario.CellSpec:
 def cell_ftpdata(model: Topology, spec: scenario.CellSpec) -> dict:
     """{"server": {...}, "client": {...}}: what the cell's server and client were configured with
     (SECUREIMPLICITZOS follows the cell's security mode, so it is left out)."""
-    from lab.matrix.worker import client_statements
-
     server = {k: v for k, v in servers.server_statements(model, spec).items() if k != "SECUREIMPLICITZOS"}
     return {"server": server, "client": client_statements(model, spec)}
 

@@ -371,10 +371,7 @@ class Judge:
         if v.drop and v.drop.get("ts"):
             # how long the cell went on after the drop that decided it
             entry["drop_to_end_s"] = round(side["ended"] - float(v.drop["ts"]), 3)
-        if not entry["matches"] and v.outcome != "error":
-            entry["why_differs"] = (f"the slides predict {pred.outcome} ({pred.reason}); observed "
-                                    f"{v.outcome}: {v.reason}")
-        return entry
+        return entry          # why it differs from its prediction: lab.matrix.runner.describe_cell
 
 
 def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
