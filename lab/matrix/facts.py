@@ -22,7 +22,7 @@ from lab.errors import InputError, LabError
 from lab.matrix import scenario, servers
 from lab.matrix.ends import client_statements
 from lab.topology import devices, diagram, override
-from lab.topology.cli import format_firewall, format_nat
+from lab.topology.describe import format_firewall, format_nat
 from lab.topology.loader import names
 from lab.topology.model import Topology
 
