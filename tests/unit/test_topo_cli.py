@@ -70,7 +70,7 @@ CASES = [
     ("overlapping-forwards", 18, "ports: 60000-60100", "ports: 1-100", "nodes.nat-s.nat.forwards[1]",
      "overlap the forward"),
     ("bad-alg", 16, "      outside: internet", "      outside: internet\n      alg: magic", "nodes.nat-s.nat.alg",
-     "not one of: scapy, kernel, off"),
+     "not one of: scapy, kernel, kernel-nft, off"),
     ("bad-outside", 15, "      outside: internet", "      outside: eth7", "nodes.nat-s.nat.outside",
      "not an interface of nat-s"),
     ("bad-kind", 9, "  internet: {kind: router}", "  internet: {kind: switch}", "nodes.internet.kind",
