@@ -16,7 +16,7 @@ the same router also inspects), in a chain DYNFW:
 
 Only the first packet of a data connection visits Python: the transfer itself is forwarded by
 the kernel as ESTABLISHED. A pinhole is consumed by the first connection that uses it (its SYN
-retransmissions still pass) and expires after its lifetime (default 30 s). Design note: the brief
+retransmissions still pass) and expires after its lifetime (`pinhole_lifetime`, default 30 s). Design note: the brief
 proposed one kernel ACCEPT rule per pinhole with counters polled every 20 ms; admitting the SYN
 on queue 21 is exactly single-use (no polling window in which a second connection could slip
 through) and costs one queued packet per data connection.
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.devkit import features, queues
+from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
@@ -56,6 +57,7 @@ NO_PINHOLE = "no pinhole: not announced on the control channel"
 TLS_BLIND = "control channel is TLS: cannot see PORT/PASV"
 USED = "pinhole already used by another connection"
 NOT_START = "not the start of an admitted connection"
+LIFETIME = 30.0          # seconds a pinhole waits for its connection, unless the section says otherwise
 
 
 @dataclass
@@ -99,10 +101,12 @@ class DynamicFilter:
     """Verdicts for control packets (queue 20) and new connections (queue 21)."""
 
     def __init__(self, device: str, ports: list[int], events: EventWriter,
-                 lifetime: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 lifetime: float = LIFETIME, clock: Callable[[], float] = time.monotonic,
+                 idle_timeout: int | None = None) -> None:
         self.device = device
         self.events = events
         self.lifetime = lifetime
+        self.idle_timeout = idle_timeout
         self.clock = clock
         self.tracker = ControlTracker(ports, hold=False, clock=clock)
         self.pinholes: dict[tuple[str, str, int], Pinhole] = {}
@@ -187,11 +191,27 @@ class DynamicFilter:
                 return None                       # the same connection's SYN, retransmitted
             return USED
         if not seg.syn or seg.has_ack:
-            return NOT_START
+            return self.expired(seg) or NOT_START
         if any(c.tls for c in self.tracker.conns.values()
                if {c.id.client, c.id.server} & {seg.src, seg.dst}):
             return TLS_BLIND
         return NO_PINHOLE
+
+    def expired(self, seg: Segment) -> str | None:
+        """Why a packet in the middle of a control connection this filter admitted and read is no
+        longer part of it (the kernel forgot the connection: it idled longer than the idle timeout),
+        naming that connection; None for any other packet."""
+        for conn in self.tracker.conns.values():
+            cid = conn.id
+            servers = {cid.server, conn.device.get("server_seen", cid.server)}
+            clients = {cid.client, conn.device.get("client_seen", cid.client)}
+            if (seg.src in servers and seg.sport == cid.sport and seg.dst in clients and seg.dport == cid.cport) \
+                    or (seg.src in clients and seg.sport == cid.cport and seg.dst in servers and seg.dport == cid.sport):
+                idle = f"idle longer than the idle timeout ({self.idle_timeout} s)" if self.idle_timeout \
+                    else "idle longer than the kernel's idle timeout"
+                return (f"control connection {cid.client}:{cid.cport} -> {cid.server}:{cid.sport} expired: {idle}, "
+                        "its state is gone and this packet no longer belongs to an admitted connection")
+        return None
 
     def drop_event(self, seg: Segment, reason: str) -> dict:
         return self.events.emit("drop", reason=reason, rule=f"{CHAIN} NFQUEUE {NEW_QUEUE}", proto="tcp",
@@ -232,12 +252,14 @@ def rules(ports: tuple[int, ...]) -> list[list[str]]:
 
 
 def setup(view: NodeView) -> DeviceSetup:
+    fw = view.section
     return DeviceSetup(
         iptables=rules(view.control_ports),
-        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
+        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1", **idle_sysctls(fw.idle_timeout)},
         argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(config_path(view, "dynamic"))],
         config={"device": view.name, "events": str(view.events), "control_ports": list(view.control_ports),
-                "lifetime": 30.0},
+                "lifetime": LIFETIME if fw.pinhole_lifetime is None else fw.pinhole_lifetime,
+                "idle_timeout": fw.idle_timeout},
     )
 
 
@@ -257,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(argv, "firewall.dynamic")
     events = EventWriter(cfg.get("events"), cfg["device"], "dynamic")
-    fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, float(cfg.get("lifetime", 30.0)))
+    fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, float(cfg.get("lifetime") or LIFETIME),
+                       idle_timeout=cfg.get("idle_timeout"))
 
     def on_control(pkt) -> None:
         try:

@@ -34,6 +34,7 @@ from pathlib import Path
 from firewall.nftparse import Chain, Rule, Ruleset, Token, read
 from firewall.section import Firewall
 from lab.devkit import features
+from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.device import Device, DeviceSetup, Restore
 from lab.devkit.observed import log_statement
 from lab.devkit.types import Flow, Unreadable
@@ -428,7 +429,7 @@ def setup(view: NodeView) -> DeviceSetup:
     text, reasons = observe_drops(firewall.nftables_text, source.name)
     return DeviceSetup(restore=Restore(source, text, check=("nft", "-c", "-f"), load=("nft", "-f"),
                                        suffix="nft"),
-                       reasons=reasons)
+                       reasons=reasons, sysctls=idle_sysctls(firewall.idle_timeout))
 
 
 DEVICE = Device(

@@ -39,3 +39,5 @@ class Firewall:
     control_ports: list[int] = field(default_factory=lambda: [21, 990])
     nftables: Path | None = None                            # nftables: the user's nft ruleset file
     nftables_text: str = ""                                 # ... its text, as checked at load time
+    idle_timeout: int | None = None       # seconds an established connection may idle (None: the kernel's 5 days)
+    pinhole_lifetime: float | None = None                   # dynamic: seconds a pinhole waits (None: 30)

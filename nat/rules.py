@@ -20,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from lab.devkit import features
+from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.inspection import Blind
 from lab.devkit.observed import RuleSet, drop_chain
@@ -137,7 +138,7 @@ class KernelNat(Blind):
 
 def setup(view: NodeView) -> DeviceSetup:
     rules = nat_rules(view)
-    return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons)
+    return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons, sysctls=idle_sysctls(view.section.idle_timeout))
 
 
 DEVICE = Device(

@@ -43,6 +43,7 @@ class Nat:
     alg: AlgMode = "scapy"    # who inspects/rewrites the plaintext control channel
     control_ports: list[int] = field(default_factory=lambda: [21, 990])
     one_to_one: list[StaticNat] = field(default_factory=list)
+    idle_timeout: int | None = None   # seconds an established connection may idle (None: the kernel's)
 
     def public_addresses(self) -> list[Address]:
         """The addresses the NAT holds on its outside interface besides the interface's own (1:1

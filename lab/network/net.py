@@ -39,6 +39,8 @@ from lab.topology.ipsave import describe_restore_error as restore_error
 from lab.topology.model import Node, Topology
 
 READY_TIMEOUT = 5.0
+SHAPED_QUEUE = 20         # packets queued behind a shaped link (LabNet.shape)
+SHAPED_SNDBUF = 65536     # bytes: the largest TCP send buffer of a host on a shaped link
 STOP_GRACE = 2.0
 
 #: Namespace sysctls every node gets; routers forward. IPv6 is off: the lab is IPv4 and
@@ -205,6 +207,26 @@ class LabNet:
         proc = subprocess.Popen(self.argv_in(node, argv), **popen_kwargs)
         self._popened.append(proc)
         return proc
+
+    def shape(self, node: str, rate_bits: int) -> list[str]:
+        """Make the link of host `node` (its first interface) as slow as `rate_bits` bits a second,
+        both ways, with HTB on both of its ends (netem is not available here; HTB is, and the
+        start-up probe checks it). Returns the interfaces shaped.
+
+        The queue behind the shaper is short (SHAPED_QUEUE packets), as on a slow WAN link, and the
+        host's TCP send buffers are capped at SHAPED_SNDBUF: otherwise a sender's socket buffer
+        grows until the whole file sits in it, and a server writes its 226 long before the data
+        has crossed the link - its control connection would never idle while the transfer runs."""
+        self._sysctl(self.topology.nodes[node], {"net.ipv4.tcp_wmem": f"4096 16384 {SHAPED_SNDBUF}"})
+        intf = self.topology.nodes[node].interfaces[0]
+        peer = next(i for i in self.topology.nodes[intf.peer].interfaces if i.peer == node)
+        for where, name in ((node, intf.name), (intf.peer, peer.name)):
+            self.run(where, ["tc", "qdisc", "replace", "dev", name, "root", "handle", "1:", "htb", "default", "1"])
+            self.run(where, ["tc", "class", "replace", "dev", name, "parent", "1:", "classid", "1:1", "htb",
+                             "rate", f"{int(rate_bits)}bit", "burst", "16k"])
+            self.run(where, ["tc", "qdisc", "replace", "dev", name, "parent", "1:1", "handle", "10:", "pfifo",
+                             "limit", str(SHAPED_QUEUE)])
+        return [intf.name, peer.name]
 
     def address(self, node: str) -> IPv4Address:
         """The node's first address (lab.topology.model.Topology.address_of)."""

@@ -58,10 +58,13 @@ TOP_KEYS = {"name", "description", "ftp", "nodes", "links", "internet"}
 TOP_REQUIRED = {"name", "description", "ftp", "nodes", "links"}
 NODE_KEYS = {"kind", "description", "gateway", "routes", "nat", "firewall"}
 ROUTE_KEYS = {"to", "via"}
-NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports", "one_to_one"}
+NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports", "one_to_one", "idle_timeout"}
 FORWARD_KEYS = {"proto", "ports", "to", "to_ports", "public"}
 ONE_TO_ONE_KEYS = {"public", "to"}
-FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "nftables"}
+FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "nftables", "idle_timeout",
+                 "pinhole_lifetime"}
+#: the kernel's own idle timeout of an established TCP connection (5 days): the longest one may ask
+MAX_IDLE_TIMEOUT = 432000
 FIREWALL_MODES = {"static", "dynamic", "nftables"}
 RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
 FTP_KEYS = {"client", "server", "server_address", "control_port", "implicit_port",
@@ -343,6 +346,11 @@ class _Builder:
             node.nat = self.nat(node, m["nat"], m.line_of("nat"), f"{field}.nat")
         if "firewall" in m and node.kind == "router":
             node.firewall = self.firewall(node, m["firewall"], m.line_of("firewall"), f"{field}.firewall")
+        idle = {s.idle_timeout for s in (node.nat, node.firewall) if s is not None and s.idle_timeout is not None}
+        if len(idle) > 1:     # one kernel, one conntrack table per node
+            self.problem(m["firewall"].line_of("idle_timeout"), f"{field}.firewall.idle_timeout",
+                         f"{node.name}'s NAT and firewall share one connection table: give one idle_timeout, "
+                         f"not {' and '.join(map(str, sorted(idle)))}")
 
     def routes(self, node: Node, value: Any, line: int, field: str) -> None:
         seen = {r.destination: line for r in node.routes}
@@ -508,7 +516,7 @@ class _Builder:
             forwards = self.forwards(node, outside, m["forwards"], m.line_of("forwards"), f"{field}.forwards")
         control = self.port_list(m, "control_ports", field)
         nat = Nat(outside=outside or "", masquerade=bool(masquerade), forwards=forwards, alg=alg,
-                  one_to_one=one_to_one)
+                  one_to_one=one_to_one, idle_timeout=self.seconds(m, "idle_timeout", field, 1, MAX_IDLE_TIMEOUT))
         if control is not None:
             nat.control_ports = control
         return nat if outside is not None else None
@@ -652,7 +660,26 @@ class _Builder:
         control = self.port_list(m, "control_ports", field)
         if control is not None:
             fw.control_ports = control
+        fw.idle_timeout = self.seconds(m, "idle_timeout", field, 1, MAX_IDLE_TIMEOUT)
+        if "pinhole_lifetime" in m and mode != "dynamic":
+            self.problem(m.line_of("pinhole_lifetime"), f"{field}.pinhole_lifetime",
+                         "only a dynamic firewall opens pinholes")
+        else:
+            fw.pinhole_lifetime = self.seconds(m, "pinhole_lifetime", field, 0.1, 3600, whole=False)
         return fw
+
+    def seconds(self, m: Mapping, key: str, field: str, low: float, high: float,
+                whole: bool = True) -> float | None:
+        """m[key] as a number of seconds in [low, high] (whole ones unless `whole` is False); None if absent."""
+        if key not in m:
+            return None
+        value = m[key]
+        kinds = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+            what = "whole seconds" if whole else "seconds"
+            self.problem(m.line_of(key), f"{field}.{key}", f"expected {what} from {low:g} to {high:g}, got {show(value)}")
+            return None
+        return value
 
     def nftables(self, fw: Firewall, m: Mapping, field: str) -> None:
         """`nftables: FILE` (relative to this YAML file): read, and what the lab refuses in it

@@ -736,3 +736,57 @@ def test_one_to_one_nat_publishes_every_port_of_the_servers_own_address():
     assert not kinds(out["events"], "mapping-open")
     # active data left as the server's public address: the reply goes to 203.0.113.20 port 20
     assert "src=198.51.100.10 dst=203.0.113.20" in out["seen"] and "dport=20 " in out["seen"], out["seen"]
+
+
+# -- idle timeouts -------------------------------------------------------------------------------------
+
+IDLE_TIMEOUT = 2
+TRANSFER_SECONDS = 5
+
+
+def in_sandbox_control_timeout(keepalive: bool) -> dict:
+    import json
+    import sys
+    import time
+
+    from lab.topology.loader import load
+
+    topo = load("dynamic-filter-nat")
+    topo.nodes["fw"].firewall.idle_timeout = IDLE_TIMEOUT
+    keep = {"FTPKEEPALIVE": "1"} if keepalive else {}
+    with Site(topo, statements=keep) as site:
+        shaped = site.net.shape("server", FILE_SIZE * 8 // TRANSFER_SECONDS)
+        ftpdata = site.tmp / "client.ftpdata"
+        ftpdata.write_text("".join(f"{k} {v}\n" for k, v in {**keep, "INACTTIME": 4}.items()))
+        timeout = site.net.run("fw", ["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established"]).stdout
+        t0 = time.monotonic()
+        done = site.net.run("client", [site.ftlab, "client", f"ftp://{USER}@{topo.ftp.server_address}/f.bin",
+                                       "--data", "pasv", "--ftpdata", str(ftpdata), "--password", PASSWORD,
+                                       "--json", "get", "-o", str(site.tmp / "got.bin")], check=False, timeout=40)
+        took = time.monotonic() - t0
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        return {"result": json.loads(lines[-1]) if lines else {"stderr": done.stderr[-800:]}, "took": took,
+                "events": site.events(), "shaped": shaped, "timeout": timeout.strip(), "python": sys.version}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("keepalive", [False, True], ids=["idle", "keepalive"])
+def test_control_connection_idle_timeout_and_keepalive(keepalive):
+    """dynamic-filter-nat with fw's idle timeout at 2 s and the server's link shaped (HTB) so that a
+    plain PASV download takes about 5 s: the control connection is silent meanwhile, the kernel
+    forgets it, and fw drops the server's 226 naming the expired control connection. With
+    FTPKEEPALIVE 1 on both ends the keepalive probes keep it alive and the transfer completes."""
+    out = call_in_sandbox(__file__, "in_sandbox_control_timeout", keepalive, timeout=55)
+    result, events = out["result"], out["events"]
+    assert out["timeout"] == str(IDLE_TIMEOUT) and out["shaped"] == ["server-eth0", "fw-eth1"]
+    assert out["took"] > TRANSFER_SECONDS - 1, out            # the shaping held the transfer back
+    expired = [e for e in kinds(events, "drop", "fw") if "expired" in e["reason"]]
+    if keepalive:
+        assert result.get("outcome") == "ok" and result.get("bytes") == FILE_SIZE, result
+        assert result.get("sha256") == SHA256 and not expired
+    else:
+        assert result.get("outcome") != "ok", result
+        assert result.get("stage") == "transfer", result
+        assert expired and expired[0]["sport"] == 21 and expired[0]["src"] == "10.1.1.10", expired
+        assert expired[0]["reason"].startswith("control connection 198.51.100.10:") and \
+            "-> 203.0.113.1:21 expired: idle longer than the idle timeout (2 s)" in expired[0]["reason"]

@@ -190,3 +190,17 @@ def test_connection_opened_before_the_filter_opens_nothing():
     f.server_says(b"227 Entering Passive Mode (203,0,113,10,234,96)\r\n")
     f.client_says(b"PORT 198,51,100,10,4,1\r\n")
     assert f.fw.pinholes == {} and f.fw.tracker.conns == {}
+
+
+def test_a_packet_of_a_forgotten_control_connection_names_it():
+    """The kernel forgot an idle control connection (its idle timeout): the server's next reply
+    comes in as a new packet, and the drop names the control connection that expired."""
+    f = Fw(dialed="203.0.113.1", server="10.1.1.10")
+    f.fw.idle_timeout = 2
+    f.server_says(b"220 ready\r\n")
+    late = seg("10.1.1.10", 21, CLIENT, f.cport, f.s, f.c, payload=b"226 Transfer complete.\r\n")
+    assert f.fw.admit(late) == (f"control connection {CLIENT}:40000 -> 203.0.113.1:21 expired: idle longer than the "
+                                "idle timeout (2 s), its state is gone and this packet no longer belongs to an "
+                                "admitted connection")
+    other = seg("10.1.1.10", 21, CLIENT, 40001, 1, 1, payload=b"226 x\r\n")       # not a connection it read
+    assert f.fw.admit(other) == NOT_START

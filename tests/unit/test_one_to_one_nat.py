@@ -96,3 +96,4 @@ def test_server_address_must_lead_to_the_server():
     twice = text.replace("        - {public: 203.0.113.20, to: 10.1.1.10}     # the FTP server, every port both ways",
                          "        - {public: 203.0.113.20, to: 10.1.1.10}\n        - {public: 203.0.113.21, to: 10.1.1.10}")
     assert "10.1.1.10 has a public address already (203.0.113.20" in problems(twice)
+
