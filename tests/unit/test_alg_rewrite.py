@@ -1,12 +1,14 @@
 """The ALG engine on simulated TCP segments: rewrites, mappings, seq/ack, hostile input.
 
-A real AlgEngine and Mappings; the only thing replaced is the iptables runner, which records
-the commands instead of programming a kernel (tests/net/test_devices.py does that for real).
+A real AlgEngine and Mappings; the only thing replaced is libnftables, which records the commands
+and keeps the mappings' set instead of programming a kernel (tests/net/test_devices.py does that
+for real).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 import pytest
@@ -16,7 +18,7 @@ from scapy.layers.inet import IP, TCP
 
 from lab.devkit.events import EventWriter
 from lab.devkit.tcpseg import ACK, FIN, PSH, SYN, parse
-from nat.alg import MAP_BURST, AlgEngine, Mapping, Mappings
+from nat.alg import MAP_BURST, AlgEngine, IptablesMaps, Mapping, Mappings, NftMaps
 
 CLIENT, SERVER, OUTSIDE, THIRD = "10.0.1.2", "198.51.100.2", "203.0.113.1", "10.0.1.99"
 ISN_C, ISN_S = 0xFFFFFF00, 5000          # the client's sequence numbers wrap during the session
@@ -37,36 +39,44 @@ class Events(EventWriter):
 
 
 class Kernel:
-    """Records iptables commands and keeps the ALG-MAP chain's rules, with packet counters that a
-    test raises (`hit`) as a data connection using the mapping would."""
+    """libnftables as the ALG's NftMaps uses it: records the commands and keeps MAP_TABLE's waiting
+    set and dest map. `hit(port)` is what the kernel's rule does when a data connection's first
+    packet matches a waiting mapping: DNAT it and take the mapping out of the set."""
+
+    ELEMENT = re.compile(r"(add|delete) element ip \S+ (waiting|dest) \{ (.+?) (?:timeout \d+ms |: (.+?) )?\}")
 
     def __init__(self) -> None:
-        self.commands: list[list[str]] = []
-        self.chain: list[list[str]] = []          # the rules, as inserted (-I puts them first)
-        self.counts: dict[int, int] = {}          # --dport -> packets
+        self.commands: list[str] = []
+        self.waiting: set[str] = set()
+        self.dest: dict[str, str] = {}
 
-    def __call__(self, argv: list[str], input: str | None = None) -> str:
-        if "-S" in argv:       # iptables -t nat -S ALG-MAP -v
-            return "".join(self._listed(rule) for rule in self.chain)
-        self.commands.append(argv)
-        rule = argv[argv.index("ALG-MAP") + 1:]
-        if "-I" in argv:
-            self.chain.insert(0, rule)
-        elif "-D" in argv:
-            self.chain.remove(rule)
+    def run(self, commands: str) -> str:
+        if commands.startswith("list set"):
+            return "elements = { " + ", ".join(f"{k} timeout 31s expires 30s" for k in self.waiting) + " }"
+        self.commands.append(commands)
+        for op, where, key, value in self.ELEMENT.findall(commands):
+            table = self.waiting if where == "waiting" else self.dest
+            if op == "delete" and key not in table:
+                raise RuntimeError(f"nft {commands!r}: Error: Could not process rule: No such file or directory")
+            if op == "delete":
+                table.discard(key) if where == "waiting" else table.pop(key)
+            elif where == "waiting":
+                self.waiting.add(key)
+            else:
+                self.dest[key] = value
         return ""
 
-    def _listed(self, rule: list[str]) -> str:
-        port = int(rule[rule.index("--dport") + 1])
-        n = self.counts.get(port, 0)
-        target = rule.index("-j")
-        return " ".join(["-A", "ALG-MAP", *rule[:target], "-c", str(n), str(60 * n), *rule[target:]]) + "\n"
-
     def hit(self, port: int) -> None:
-        self.counts[port] = self.counts.get(port, 0) + 1
+        self.waiting = {k for k in self.waiting if not k.endswith(f" . {port}")}
 
-    def added(self) -> list[list[str]]:
-        return [c for c in self.commands if "-I" in c]
+    def added(self) -> list[str]:
+        """The mappings installed, as `peer . outside . port : host . port`."""
+        return [f"{key} : {value}" for c in self.commands for _, where, key, value in self.ELEMENT.findall(c)
+                if c.startswith("add") and where == "dest" and value]
+
+
+def mappings(events: EventWriter, kernel: Kernel, **kw) -> Mappings:
+    return Mappings(OUTSIDE, events, kernel=NftMaps(nft=kernel), **kw)
 
 
 def segment(src, sport, dst, dport, seq, ack, flags, payload=b"", sack=None):
@@ -82,7 +92,7 @@ class Session:
     def __init__(self, server: str = SERVER, client: str = CLIENT, drop_first_rewrite: bool = False,
                  clock=time.monotonic, cport: int = 40000):
         self.events, self.kernel = Events(), Kernel()
-        self.mappings = Mappings(OUTSIDE, self.events, run=self.kernel, clock=clock)
+        self.mappings = mappings(self.events, self.kernel, clock=clock)
         self.alg = AlgEngine("nat-c", OUTSIDE, [21, 990], self.events, self.mappings,
                              drop_first_rewrite=drop_first_rewrite, clock=clock)
         self.client, self.server, self.cport = client, server, cport
@@ -147,9 +157,7 @@ def test_port_rewritten_mapping_installed_and_acks_shifted_back():
     s.send("c2s", b"USER a\r\n", PORT, b"LIST\r\n")
     assert bytes(s.got["c2s"]) == b"USER a\r\n" + PORT_OUT + b"LIST\r\n"
     assert s.ack_all("c2s") == s.sent["c2s"]          # the client sees its own positions acked
-    assert s.kernel.added() == [["iptables", "-t", "nat", "-I", "ALG-MAP", "-s", SERVER, "-d", OUTSIDE,
-                                 "-p", "tcp", "-m", "tcp", "--dport", "1025", "-j", "DNAT",
-                                 "--to-destination", f"{CLIENT}:1025"]]
+    assert s.kernel.added() == [f"{SERVER} . {OUTSIDE} . 1025 : {CLIENT} . 1025"]
     (rw,) = s.events.of("rewrite")
     assert rw["before"] == "PORT 10,0,1,2,4,1" and rw["after"] == "PORT 203,0,113,1,4,1"
     assert rw["from"] == f"{CLIENT}:1025" and rw["to"] == f"{OUTSIDE}:1025"
@@ -360,7 +368,7 @@ def test_reply_direction_paired_through_source_nat():
     """Before conntrack, the server's replies are addressed to the NAT's outside address: the
     tracker pairs them with the client's commands by the ports."""
     events, kernel = Events(), Kernel()
-    alg = AlgEngine("nat-c", OUTSIDE, [21], events, Mappings(OUTSIDE, events, run=kernel))
+    alg = AlgEngine("nat-c", OUTSIDE, [21], events, mappings(events, kernel))
     syn = segment(CLIENT, 40000, SERVER, 21, ISN_C, 0, SYN)
     synack = segment(SERVER, 21, OUTSIDE, 40000, ISN_S, ISN_C + 1, SYN | ACK)
     alg.process(syn, from_outside=False)
@@ -408,7 +416,7 @@ def test_slipstream_from_a_control_port_opens_nothing(cport):
 def test_connection_opened_before_the_alg_is_passed_untouched():
     """No SYN seen, no direction known: nothing is read, rewritten or opened."""
     events, kernel = Events(), Kernel()
-    alg = AlgEngine("nat-c", OUTSIDE, [21, 990], events, Mappings(OUTSIDE, events, run=kernel))
+    alg = AlgEngine("nat-c", OUTSIDE, [21, 990], events, mappings(events, kernel))
     for seg in (segment(CLIENT, 40000, SERVER, 21, 100, 7, ACK | PSH, PORT),
                 segment(SERVER, 21, CLIENT, 40000, 7, 100 + len(PORT), ACK | PSH, b"200 ok\r\n")):
         assert alg.process(seg, from_outside=seg.src == SERVER).packet is None
@@ -421,10 +429,10 @@ def test_mapping_removed_after_first_use():
     s = Session(server=CLIENT, client=SERVER)
     s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
     s.mappings.poll()
-    assert list(s.mappings.active) == [60000] and len(s.kernel.chain) == 1     # unused: stays
-    s.kernel.hit(60000)                       # the data connection's SYN went through the rule
+    assert list(s.mappings.active) == [60000] and s.kernel.waiting and len(s.kernel.dest) == 1     # unused: stays
+    s.kernel.hit(60000)                       # the data connection's SYN was DNATed by it
     s.mappings.poll()
-    assert s.mappings.active == {} and s.kernel.chain == []
+    assert s.mappings.active == {} and not s.kernel.waiting and s.kernel.dest == {}
     assert [e["public"] for e in s.events.of("mapping-used")] == [f"{OUTSIDE}:60000"]
 
 
@@ -437,7 +445,7 @@ def test_mapping_expires_after_its_lifetime():
     assert list(s.mappings.active) == [60000]
     now[0] += 2
     s.mappings.poll()
-    assert s.mappings.active == {} and s.kernel.chain == []
+    assert s.mappings.active == {} and not s.kernel.waiting and s.kernel.dest == {}
     assert [e["public"] for e in s.events.of("mapping-expired")] == [f"{OUTSIDE}:60000"]
     assert not s.events.of("mapping-used")
 
@@ -448,5 +456,36 @@ def test_replaced_mapping_rule_is_deleted():
     s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
     s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,97)\r\n")
     s.mappings.poll()
-    assert list(s.mappings.active) == [60001] and len(s.kernel.chain) == 1
-    assert "60001" in s.kernel.chain[0]
+    assert list(s.mappings.active) == [60001] and list(s.kernel.dest) == [f"{SERVER} . {OUTSIDE} . 60001"]
+    assert s.kernel.waiting == {f"{SERVER} . {OUTSIDE} . 60001"}
+
+
+def test_replacing_a_mapping_under_the_same_key_installs_the_new_target():
+    """A second 227 of one connection with the same public port but another inside port: the map
+    points at the new target (an `add element` on an existing key would keep the old one)."""
+    s = Session(server=CLIENT, client=SERVER)
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
+    s.mappings.kernel.install(Mapping(SERVER, 60000, CLIENT, 60009, 0.0, owner="x"), OUTSIDE, 30.0)
+    assert s.kernel.dest == {f"{SERVER} . {OUTSIDE} . 60000": f"{CLIENT} . 60009"}
+    assert s.kernel.waiting == {f"{SERVER} . {OUTSIDE} . 60000"}
+
+
+def test_mapping_open_says_how_long_the_installation_took():
+    s = Session(server=CLIENT, client=SERVER)
+    s.send("s2c", b"227 Entering Passive Mode (10,0,1,2,234,96)\r\n")
+    (opened,) = s.events.of("mapping-open")
+    assert 0 <= opened["install_ms"] < 1000
+
+
+def test_iptables_reference_way_inserts_a_dnat_rule_and_reads_its_counter():
+    ran: list[list[str]] = []
+
+    def run(argv: list[str], input: str | None = None) -> str:
+        ran.append(argv)
+        return ("-A ALG-MAP -s 198.51.100.2/32 -d 203.0.113.1/32 -p tcp -m tcp --dport 60000 -c 0 0 -j DNAT\n"
+                "-A ALG-MAP -s 198.51.100.2/32 -d 203.0.113.1/32 -p tcp -m tcp --dport 60001 -c 3 180 -j DNAT\n")
+    maps = IptablesMaps(run=run)
+    maps.install(Mapping(SERVER, 60000, CLIENT, 60000, 0.0), OUTSIDE)
+    assert ran[-1] == ["iptables", "-t", "nat", "-I", "ALG-MAP", "-s", SERVER, "-d", OUTSIDE, "-p", "tcp", "-m",
+                       "tcp", "--dport", "60000", "-j", "DNAT", "--to-destination", f"{CLIENT}:60000"]
+    assert maps.waiting(OUTSIDE) == {60000}          # 60001 counted a packet: used
