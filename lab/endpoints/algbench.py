@@ -65,7 +65,6 @@ def in_sandbox_bench(topology: str, count: int) -> dict:
     import os
     import statistics
 
-    from lab.matrix.jsonl import read_all
     from lab.network.net import LabNet
     from lab.network.ready import wait_until
     from lab.topology.loader import load
@@ -81,8 +80,8 @@ def in_sandbox_bench(topology: str, count: int) -> dict:
             done = net.run("client", [sys.executable, "-c", CLIENT, str(topo.ftp.server_address), str(count)],
                            timeout=120)
             rtts = json.loads(done.stdout)
-            installs = [e["install_ms"] for e in read_all(net.events_path)
-                        if e.get("type") == "mapping-open" and "install_ms" in e]
+            events = [json.loads(line) for line in net.events_path.read_text().splitlines() if line.strip()]
+            installs = [e["install_ms"] for e in events if e.get("type") == "mapping-open" and "install_ms" in e]
         out[label] = {k: statistics.median(v) for k, v in rtts.items()}
         out[label]["samples"] = len(rtts["noop"])
         if installs:
