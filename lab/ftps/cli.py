@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from lab.ftps.errors import InputError, LabError, Problem
 from lab.ftps.grammar import is_decimal, loggable
-from lab.ftps.modes import DATA_MODES, SECURITY_MODES
+from lab.ftps.modes import CLIENT_SECURITY_MODES, DATA_MODES
 
 # Client exit codes, one per failure stage of lab.ftps.client (documented in --help and README).
 EXIT_CODES: dict[str, int] = {
@@ -118,12 +118,16 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
                    help="also listen for implicit TLS here (z/OS TLSPORT; needs --cert/--key; "
                    "SECUREIMPLICITZOS in --ftpdata picks the model). A --listen port equal to TLSPORT "
                    "is implicit as well")
+    p.add_argument("--keytab", type=Path, metavar="FILE",
+                   help="Kerberos keytab with ftp/HOST keys: AUTH GSSAPI (EXTENSIONS AUTH_GSSAPI; "
+                   "default: $KRB5_KTNAME; the realm from $KRB5_CONFIG)")
     p.add_argument("--quiet", action="store_true", help="log only sessions and errors, not every command")
     p.set_defaults(func=cmd_server)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
     from lab.ftps.config import ServerConfig, parse_ftpdata
+    from lab.ftps.gss import KerberosError
     from lab.ftps.server import FTPServer
     from lab.ftps.tls import TLSSetupError
 
@@ -142,9 +146,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     log = _Log(sys.stdout, quiet=args.quiet)
     try:
         server = FTPServer(config, args.root, users, cert=args.cert, key=args.key, ca=args.ca,
-                           listen=listen, tls_listen=tls_listen, log=log)
+                           listen=listen, tls_listen=tls_listen, log=log,
+                           keytab=_existing(args.keytab, "--keytab"))
     except OSError as exc:
         raise LabError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+    except KerberosError as exc:
+        raise InputError([Problem(str(args.keytab), 0, "--keytab", exc.reason)]) from None
     except TLSSetupError as exc:        # what check_tls_inputs cannot see (e.g. a key OpenSSL refuses)
         raise InputError([Problem(exc.path, 0, "--cert/--key/--ca", exc.reason)]) from None
     except ValueError as exc:
@@ -245,9 +252,11 @@ def _client_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     """The client's options; also accepted after get/put/ls (suppress: no defaults there)."""
     if suppress:
         p.argument_default = argparse.SUPPRESS
-    p.add_argument("--security", choices=SECURITY_MODES,
+    p.add_argument("--security", choices=CLIENT_SECURITY_MODES,
                    help="plain | tls (AUTH TLS, PBSZ 0, PROT P) | tls-ccc (tls, then CCC after login) | "
-                   "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake). "
+                   "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake) | "
+                   "gssapi (AUTH GSSAPI, ADAT, MIC-protected commands, PROT P; Kerberos ticket from "
+                   "KRB5CCNAME) | gssapi-ccc (gssapi, then CCC after login). "
                    "Default: implicit for ftps://, else as --ftpdata says (plain)")
     p.add_argument("--data", choices=DATA_MODES,
                    help="data-connection mode (default: the z/OS rule from --ftpdata: EPSV4 TRUE tries "

@@ -52,16 +52,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.ftps import attls, grammar, netascii, waiting
+from lab.ftps import attls, grammar, gss, netascii, waiting
 from lab.ftps import data as datapath
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
 from lab.ftps.keepalive import keep_alive
-from lab.ftps.modes import STAGES
-
-SECURITY = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
-DATA_MODES = ("pasv", "epsv", "port", "eprt")
+from lab.ftps.modes import CLIENT_SECURITY_MODES as SECURITY
+from lab.ftps.modes import DATA_MODES, STAGES
 
 
 class FTPError(Exception):
@@ -90,7 +88,8 @@ class FTPClient:
     def __init__(self, config: ClientConfig | None = None, *, security: str | None = None,
                  data: str | None = None, ca: str | Path | None = None, cert: str | Path | None = None,
                  key: str | Path | None = None, verify: bool | None = None,
-                 port_address: str | None = None, log: Callable[[str, str], None] | None = None):
+                 port_address: str | None = None, log: Callable[[str, str], None] | None = None,
+                 ccache: str | None = None):
         if security is not None and security not in SECURITY:
             raise ValueError(f"security must be one of {', '.join(SECURITY)}")
         if data is not None and data not in DATA_MODES:
@@ -99,6 +98,9 @@ class FTPClient:
         if security in ("tls", "tls-ccc", "implicit", "implicit-zos"):
             dc = self.cfg.SECURE_DATACONN if self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE") else "PRIVATE"
             self.cfg = self.cfg.updated(SECURE_MECHANISM="TLS", SECURE_DATACONN=dc)
+        elif security in ("gssapi", "gssapi-ccc"):
+            dc = self.cfg.SECURE_DATACONN if self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE") else "PRIVATE"
+            self.cfg = self.cfg.updated(SECURE_MECHANISM="GSSAPI", SECURE_DATACONN=dc)
         elif security == "plain":
             self.cfg = self.cfg.updated(SECURE_MECHANISM="NONE")
         if security in ("implicit", "implicit-zos"):
@@ -112,6 +114,11 @@ class FTPClient:
         self.attls = attls.load_policy(self.cfg.ATTLSPOLICY) if self.cfg.TLSMECHANISM == "ATTLS" else None
         self._attls_contexts = attls.Contexts(cert, key, ca, verify) if self.attls else None
         self.mapping: attls.Mapping | None = None     # the control connection's AT-TLS mapping
+        # Kerberos (RFC 2228): the ticket cache (None: KRB5CCNAME), the established protection,
+        # and whether commands go ENC (SECURE_CTRLCONN PRIVATE) or MIC (z/OS: safe after ADAT)
+        self.ccache = ccache
+        self.gss: gss.Protection | None = None
+        self.pbsz = 0
         self.port_address = port_address
         self.log = log
         self.transcript: list[tuple[float, str, str]] = []
@@ -179,7 +186,16 @@ class FTPClient:
             line = grammar.format_command(verb, arg)
         except GrammarError as exc:          # a path with CR/LF would smuggle a second command
             raise FTPError(self._stage_now, f"refusing to send {verb}: {exc}") from None
-        self._note("C>S", line.decode("utf-8", "surrogateescape"))
+        text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+        if self.gss is not None and not self.ccc_done:
+            private = self.cfg.SECURE_CTRLCONN == "PRIVATE"
+            self._note("C>S", f"[{'ENC' if private else 'MIC'}] {text}")
+            try:
+                line = (self.gss.command(text, private) + "\r\n").encode("ascii")
+            except gss.KerberosError as exc:
+                raise FTPError("tls", f"cannot protect {verb}: {exc.reason}") from None
+        else:
+            self._note("C>S", text)
         try:
             self._channel.sendall(line)
         except (OSError, tlsmod.TLSTimeout) as exc:
@@ -211,9 +227,24 @@ class FTPClient:
                 raise FTPError(self._stage_now, f"bad reply: {exc}") from None
         reply = self._replies.pop(0)
         self._tls_fresh = False
+        mark = ""
+        if reply.code in (631, 632, 633) and self.gss is not None:
+            reply, mark = self._open_reply(reply)
         for line in str(reply).splitlines():
-            self._note("S>C", line)
+            self._note("S>C", mark + line)
         return reply
+
+    def _open_reply(self, reply: Reply) -> tuple[Reply, str]:
+        """A 631/632 reply -> the reply inside, checked (RFC 2228); 633 has no GSSAPI form."""
+        try:
+            raw, _ = self.gss.open_reply(reply.code, reply.lines)
+            inner = gss.reply_reader_for(raw)
+        except (gss.KerberosError, GrammarError) as exc:
+            raise FTPError("tls", f"protected reply {reply.code} failed its check: "
+                                  f"{getattr(exc, 'reason', exc)}", reply.code) from None
+        if len(inner) != 1:
+            raise FTPError("tls", f"protected reply {reply.code} held {len(inner)} replies, not one", reply.code)
+        return inner[0], f"[{reply.code}] "
 
     def command(self, verb: str, arg: str = "") -> Reply:
         """Send one command, return its final reply (1xx are skipped)."""
@@ -286,7 +317,65 @@ class FTPClient:
     def _left(self) -> float:
         return max(0.5, self._deadline - time.monotonic())
 
+    def _auth_gssapi(self) -> bool:
+        """AUTH GSSAPI and the ADAT exchange (RFC 2228); True when Kerberos protects the session."""
+        self._stage_now = "tls"
+        reply = self.command("AUTH", "GSSAPI")
+        required = self.cfg.SECURE_FTP == "REQUIRED" or self.security in ("gssapi", "gssapi-ccc")
+        if reply.code != 334:
+            if required:
+                raise FTPError("tls", f"server refused AUTH GSSAPI: {reply.lines[-1]}", reply.code)
+            self._note("info", "AUTH GSSAPI refused; continuing in clear (SECURE_FTP ALLOWED)")
+            return False
+        try:
+            init = gss.Initiator(self.host, self.ccache)
+            token = init.first_token()
+            while True:
+                reply = self.command("ADAT", gss.b64encode(token))
+                if reply.code not in (235, 335):
+                    raise FTPError("tls", f"ADAT refused: {reply.lines[-1]}", reply.code)
+                text = reply.lines[-1]
+                token = gss.b64decode(text.split("ADAT=", 1)[1]) if "ADAT=" in text else b""
+                if token or not init.complete:
+                    token = init.step(token) or b""
+                if reply.code == 235:
+                    break
+        except gss.KerberosError as exc:
+            raise FTPError("tls", f"Kerberos: {exc.reason}") from None
+        except GrammarError:
+            raise FTPError("tls", f"ADAT reply is not base64: {reply.lines[-1]}", reply.code) from None
+        if not init.complete:
+            raise FTPError("tls", "the server ended ADAT before the GSSAPI context was complete", reply.code)
+        self.gss = init.protection
+        self._note("info", f"Kerberos established with ftp@{self.host}: commands "
+                           f"{'ENC' if self.cfg.SECURE_CTRLCONN == 'PRIVATE' else 'MIC'}-protected")
+        return True
+
+    def _protect_data_gssapi(self) -> None:
+        """PBSZ (the largest protected block) and PROT P (or S) after a Kerberos login."""
+        self._stage_now = "tls"
+        reply = self._expect(self.command("PBSZ", str(self.cfg.SECURE_PBSZ)), (2,), "tls", "PBSZ refused")
+        text = reply.lines[-1]
+        self.pbsz = int(text.split("=", 1)[1]) if "PBSZ=" in text and text.split("=", 1)[1].isdigit() \
+            else self.cfg.SECURE_PBSZ
+        level = {"PRIVATE": "P", "SAFE": "S"}.get(self.cfg.SECURE_DATACONN)
+        if level:
+            self._expect(self.command("PROT", level), (2,), "tls", f"PROT {level} refused")
+            self.prot = level
+
     def login(self, user: str, password: str = "") -> Reply:
+        if self.cfg.SECURE_MECHANISM == "GSSAPI" and self.gss is None and not self.implicit:
+            if self._auth_gssapi():
+                self._stage_now = "login"
+                reply = self.command("USER", user)
+                if reply.code == 331:
+                    reply = self.command("PASS", password)
+                self._expect(reply, (230, 232, 202), "login", "login refused")
+                self._protect_data_gssapi()
+                if self.security == "gssapi-ccc":
+                    self.ccc()
+                self._stage_now = "data-setup"
+                return reply
         wants_tls = self.cfg.SECURE_MECHANISM == "TLS"
         if wants_tls and not self.implicit and (why := self._attls_refusal()) is not None:
             if self.cfg.SECURE_FTP == "REQUIRED" or self.security in ("tls", "tls-ccc"):
@@ -324,6 +413,14 @@ class FTPClient:
 
     def ccc(self) -> Reply:
         """Clear the control connection (CCC) per TLSRFCLEVEL; data stays at the current PROT."""
+        if self.gss is not None and not self.ccc_done:
+            self._stage_now = "tls"
+            reply = self._expect(self.command("CCC"), (200,), "tls", "server refused CCC")
+            self.ccc_done = True            # commands go clear now; data stay protected
+            self._note("info", "control connection clear after CCC (Kerberos: commands no longer wrapped)")
+            if self.cfg.CCCNOOP:
+                self._expect(self.command("NOOP"), (2,), "tls", "NOOP after CCC failed")
+            return reply
         if self.ctrl is None:
             raise FTPError("tls", "CCC needs a TLS control connection")
         if self.cfg.TLSRFCLEVEL == "DRAFT":
@@ -354,6 +451,7 @@ class FTPClient:
             self.ctrl.ccc(notify=True)
             self.ctrl = None
         self.implicit, self.ccc_done, self.prot, self._session = False, False, "C", None
+        self.gss = None
         return reply
 
     def quit(self) -> None:
@@ -503,7 +601,9 @@ class FTPClient:
                 listener.close()
         dsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = dsock
-        if self.prot == "P":
+        if self.gss is not None and self.prot in ("S", "P"):      # RFC 2228 blocks, no handshake
+            conn = gss.GSSConn(dsock, self.gss, self.prot, self.pbsz or self.cfg.SECURE_PBSZ)
+        elif self.prot == "P":
             self._stage_now = "tls"
             mapping = self._data_mapping(dsock, listener is None)
             session = None if self.cfg.SECURE_SESSION_REUSE == "NONE" or mapping is not self.mapping \

@@ -26,9 +26,12 @@ repeated (each line adds one). A statement of the other side (EPSV4 in a server 
 
 Lab defaults that differ from z/OS (the z/OS default in brackets):
     TLSRFCLEVEL RFC4217 [DRAFT]  - the lab's pictures use RFC4217 (DESIGN.md); DRAFT refuses CCC.
-    EXTENSIONS AUTH_TLS SIZE MDTM REST_STREAM UTF8 SSCN [none] - when a file or dict names any
+    EXTENSIONS AUTH_TLS AUTH_GSSAPI SIZE MDTM REST_STREAM UTF8 SSCN [none] - when a file or dict names any
         EXTENSIONS, exactly those are enabled. SSCN is a lab extension (not z/OS): SSCN ON makes
         the server the TLS client of its data connections (protected three-way transfers).
+        AUTH_GSSAPI (Kerberos, RFC 2228) works when the server has a keytab (--keytab or KRB5_KTNAME).
+    SECURE_PBSZ 16384 [UNCONFIRMED, believed 16384] - Kerberos protection buffer: the client asks
+        for it with PBSZ, the server grants at most it (REPLYMODE ZOS: PBSZ outside 512..32768 is 501).
 Lab statements that are not z/OS statements:
     server  REPLYMODE ZOS|RFC      reply codes where z/OS and RFC 4217 differ (425- vs 522, ...)
             LOGINDELAY seconds     delay before answering a failed login (default 1), times the
@@ -224,14 +227,11 @@ def _certmap(value: Any) -> dict[str, str]:
 #: z/OS's EXTENSIONS values, and the lab's SSCN (RFC 4217 has no server-to-server TLS; SSCN is the
 #: glftpd/DrFTPD/FlashFXP extension that makes a server the TLS client of its data connections, for
 #: protected three-way transfers; z/OS has no SSCN: a pasted z/OS FTP.DATA naming EXTENSIONS has none)
-_EXTENSIONS = ("AUTH_TLS", "SIZE", "MDTM", "UTF8", "REST_STREAM", "SSCN")
+_EXTENSIONS = ("AUTH_TLS", "AUTH_GSSAPI", "SIZE", "MDTM", "UTF8", "REST_STREAM", "SSCN")
 
 
 def _extension(value: Any) -> str:
-    word = str(value).strip().upper()
-    if word == "AUTH_GSSAPI":
-        raise ValueError("AUTH_GSSAPI (Kerberos) is not supported by the lab")
-    return _keyword(*_EXTENSIONS)(word)
+    return _keyword(*_EXTENSIONS)(str(value).strip().upper())
 
 
 # -- statement tables -------------------------------------------------------------------------
@@ -257,6 +257,7 @@ _COMMON: dict[str, _Spec] = {
     "CIPHERSUITE": _Spec(_cipher, repeat=True),
     "KEYRING": _Spec(_text, optional=True),
     "TLSMAXVERSION": _Spec(_keyword("TLSV1.2", "TLSV1.3")),
+    "SECURE_PBSZ": _Spec(_number(512, 1 << 20)),
     "FTPKEEPALIVE": _Spec(_number(0, 86400)),
 }
 _SERVER: dict[str, _Spec] = {
@@ -280,7 +281,7 @@ _SERVER: dict[str, _Spec] = {
 }
 _CLIENT: dict[str, _Spec] = {
     **_COMMON,
-    "SECURE_MECHANISM": _Spec(_keyword("TLS", "NONE")),
+    "SECURE_MECHANISM": _Spec(_keyword("TLS", "GSSAPI", "NONE")),
     "SECURE_HOSTNAME": _Spec(_keyword("REQUIRED", "OPTIONAL")),
     "EPSV4": _Spec(_bool),
     "FWFRIENDLY": _Spec(_bool),
@@ -392,6 +393,7 @@ class _CommonStatements(_Statements):
     CIPHERSUITE: tuple = ()
     KEYRING: str | None = None
     TLSMAXVERSION: str = "TLSV1.3"
+    SECURE_PBSZ: int = 16384
     FTPKEEPALIVE: int = 0               # z/OS default UNCONFIRMED; 0 = off (lab/ftps/keepalive.py)
 
 

@@ -35,7 +35,7 @@ from lab.ftps.tls import TLSConn, set_timeout
 BUFSIZE = 1 << 20
 _PIPE_SIZE = 1 << 20
 
-Conn = socket.socket | TLSConn      # a data connection, plain or TLS
+Conn = socket.socket | TLSConn      # a data connection, plain or TLS (or Kerberos-protected: gss.GSSConn)
 
 
 class Hasher(Protocol):
@@ -45,7 +45,9 @@ class Hasher(Protocol):
 
 
 def _is_tls(conn: Conn) -> bool:
-    return isinstance(conn, TLSConn)
+    """A protected connection: TLS, or RFC 2228 blocks (lab.ftps.gss.GSSConn, which has the
+    TLSConn methods used here). Only a bare socket takes the zero-copy paths."""
+    return not isinstance(conn, socket.socket)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

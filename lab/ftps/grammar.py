@@ -79,11 +79,11 @@ def printable(text: str) -> str:
 # The first word of a command line, as a server would read it however it is spelt: after Telnet
 # IP/Synch, NULs and blanks, up to the next blank (any Unicode space, tab, VT, ...).
 _FIRST_WORD = re.compile(r"[\s\x00\xff\xf4\xf2\udcff\udcf4\udcf2]*([^\s\x00]*)(.*)", re.S)
-_SECRET_VERBS = ("PASS", "ACCT")
+_SECRET_VERBS = ("PASS", "ACCT", "ADAT")     # ADAT carries a Kerberos ticket and authenticator
 
 
 def loggable(line: str) -> str:
-    """A line as it may be logged or shown: the argument of PASS (and ACCT) replaced by ****
+    """A line as it may be logged or shown: the argument of PASS (and ACCT, ADAT) replaced by ****
     whatever the case or spacing (` PASS x`, `pass\tx`), made printable, and valid UTF-8.
     RFC 2577 and the README: a password is never logged. Harmless on any other line (a reply
     starts with its code), so a log applies it to every line."""
@@ -136,7 +136,8 @@ def format_reply(code: int, text: str | list[str], dashed: bool = False) -> byte
     return ("\r\n".join(out) + "\r\n").encode("utf-8", "surrogateescape")
 
 
-_REPLY_START = re.compile(r"^([1-5]\d\d)([ -])(.*)$", re.S | re.ASCII)
+# 1yz-5yz (RFC 959), and 631-633: RFC 2228's protected replies (a reply wrapped by the security mechanism)
+_REPLY_START = re.compile(r"^([1-5]\d\d|63[1-3])([ -])(.*)$", re.S | re.ASCII)
 
 
 class ReplyReader:

@@ -9,6 +9,14 @@ SECURITY_MODES = ("plain", "tls", "tls-ccc", "implicit", "implicit-zos")
 #: after login, plain never encrypts it): what a firewall in between can never read.
 ENCRYPTED_CONTROL = ("tls", "implicit", "implicit-zos")
 
+#: Kerberos (RFC 2228 GSSAPI): gssapi: AUTH GSSAPI, ADAT, MIC-protected commands, PBSZ, PROT P
+#: (data in wrapped blocks); gssapi-ccc: as gssapi, then CCC after login (data stays PROT P). The
+#: endpoints (lab/ftps/gss.py) and `ftlab client --security` speak them; the matrix runs
+#: SECURITY_MODES, which they join once the lab's networks have a KDC (see lab/ftps/README.md).
+KERBEROS_MODES = ("gssapi", "gssapi-ccc")
+#: Every security mode the client speaks.
+CLIENT_SECURITY_MODES = SECURITY_MODES + KERBEROS_MODES
+
 #: How the data connection is set up (RFC 959 PASV/PORT, RFC 2428 EPSV/EPRT).
 DATA_MODES = ("pasv", "epsv", "port", "eprt")
 

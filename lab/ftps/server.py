@@ -63,7 +63,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from lab.ftps import attls, grammar, netascii, waiting
+from lab.ftps import attls, grammar, gss, netascii, waiting
 from lab.ftps import data as datapath
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
@@ -94,8 +94,12 @@ class FTPServer:
                  users: dict[str, str] | None = None, cert: str | Path | None = None,
                  key: str | Path | None = None, ca: str | Path | None = None,
                  listen: tuple[str, int] = ("0.0.0.0", 21), tls_listen: tuple[str, int] | None = None,
-                 log: Callable[[dict], None] | None = None):
+                 log: Callable[[dict], None] | None = None, keytab: str | Path | None = None):
         self.config = config or ServerConfig()
+        # Kerberos (EXTENSIONS AUTH_GSSAPI): the keytab given, or the one KRB5_KTNAME names
+        self.keytab = str(keytab) if keytab else os.environ.get("KRB5_KTNAME") or None
+        if keytab:
+            gss.check_keytab(self.keytab)
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
             raise NotADirectoryError(f"FTP root {root} is not a directory")
@@ -294,6 +298,12 @@ class _Session:
                                           self.peer_ip) if server.attls is not None else None
         self._reader = LineReader(MAX_LINE)
         self._lines: deque[bytes] = deque()   # complete lines read ahead (LineReader.TOO_LONG = overlong)
+        # Kerberos (RFC 2228): the GSSAPI exchange after AUTH GSSAPI, and the protection of the
+        # command being handled (None: clear; False: MIC, replies 631; True: ENC, replies 632)
+        self.gss: gss.Acceptor | None = None
+        self.cmd_private: bool | None = None
+        self._opened: deque[tuple[str, str, bool]] = deque()   # (verb shown, inner line, private)
+        self.pbsz_size = 0
         self._aborted = False
         # The client certificate of the TLS session CCC ended: it still identifies the user.
         self._cert_before_ccc: x509.Certificate | None = None
@@ -330,8 +340,11 @@ class _Session:
         multi-line reply, a leading space), whatever client text it echoes. Logged first, so the
         log has the reply by the time the client reads it."""
         raw = format_reply(code, text, dashed)
+        mark = "" if self.cmd_private is None else ("[632] " if self.cmd_private else "[631] ")
         for line in raw.decode("utf-8", "replace").split("\r\n")[:-1]:
-            self.server.emit(self, "S>C", line)
+            self.server.emit(self, "S>C", mark + line)
+        if self.cmd_private is not None:       # the reply to a MIC/ENC command: 631/632, line by line
+            raw = self.gss.protection.reply_lines(raw, self.cmd_private)
         self._write(raw)
 
     @property
@@ -392,6 +405,9 @@ class _Session:
             else:
                 self.greet()
             while not self._aborted:
+                if self._opened:           # a protected command opened while a transfer ran
+                    self._dispatch_protected(*self._opened.popleft())
+                    continue
                 line = self.read_line()
                 if line is None:
                     continue
@@ -460,8 +476,66 @@ class _Session:
         except OSError:
             pass
 
+    def _gss_ready(self) -> bool:
+        return self.gss is not None and self.gss.complete
+
+    def _open_protected(self, line: bytes) -> tuple[str, str, bool] | None:
+        """A MIC/ENC line opened: (verb, inner line, private); None when it is none (or not now)."""
+        verb = _verb(line)
+        if verb not in ("MIC", "ENC") or not self._gss_ready():
+            return None
+        arg = grammar.parse_command(line).arg
+        inner, private = self.gss.protection.open_command(verb, arg)
+        return verb, inner, private
+
     def dispatch(self, line: bytes) -> None:
+        verb = _verb(line)
+        if verb in ("MIC", "ENC", "CONF"):
+            self._dispatch_security_command(verb, line)
+            return
         self.server.emit(self, "C>S", line.decode("utf-8", "surrogateescape"))
+        if self._gss_ready() and not self.cleared and self.cfg.SECURE_CTRLCONN in ("SAFE", "PRIVATE"):
+            self.send(533, "All commands must be protected.")
+            return
+        self._dispatch_command(line)
+
+    def _dispatch_security_command(self, verb: str, line: bytes) -> None:
+        """MIC / ENC / CONF (RFC 2228): open the command inside and run it; its reply is protected
+        the same way (631 / 632)."""
+        shown = grammar.printable(line.decode("utf-8", "surrogateescape")[:60])
+        if not self._gss_ready():
+            self.server.emit(self, "C>S", shown)
+            self.send(503, "No security data exchange has completed.")
+            return
+        if verb == "CONF":
+            # GSSAPI has no confidentiality without integrity (MIT ftpd answers the same)
+            self.server.emit(self, "C>S", shown)
+            self.send(537, "CONF protected commands not supported.")
+            return
+        try:
+            opened = self._open_protected(line)
+        except (gss.KerberosError, GrammarError) as exc:
+            self.server.emit(self, "C>S", shown)
+            self.server.emit(self, "info", f"{verb}: failed security check: {getattr(exc, 'reason', exc)}")
+            self.send(535, "Failed security check.")
+            return
+        self._dispatch_protected(*opened)
+
+    def _dispatch_protected(self, verb: str, inner: str, private: bool) -> None:
+        self.server.emit(self, "C>S", f"[{verb}] {inner}")
+        if self.cfg.SECURE_CTRLCONN == "PRIVATE" and not private and not self.cleared:
+            self.send(533, "All commands must be ENC-protected (SECURE_CTRLCONN PRIVATE).")
+            return
+        if _verb(inner.encode("utf-8", "surrogateescape")) in ("MIC", "ENC", "CONF"):
+            self.send(500, "A protected command cannot hold another one.")
+            return
+        self.cmd_private = private
+        try:
+            self._dispatch_command(inner.encode("utf-8", "surrogateescape"))
+        finally:
+            self.cmd_private = None
+
+    def _dispatch_command(self, line: bytes) -> None:
         try:
             cmd = grammar.parse_command(line)
         except GrammarError:
@@ -519,8 +593,12 @@ class _Session:
     def cmd_USER(self, arg: str) -> None:
         if not arg:
             raise _Refuse(501, "USER needs a name.")
-        if self.cfg.SECURE_FTP == "REQUIRED" and self.ctrl is None and not self.cleared:
+        secured = self.ctrl is not None or self.cleared or self._gss_ready()
+        if self.cfg.SECURE_FTP == "REQUIRED" and not secured:
             raise _Refuse(530, "Security is required: issue AUTH TLS before USER.")
+        if self._gss_ready():
+            self._gss_user(arg)
+            return
         if self.cfg.SECURE_LOGIN != "NO_CLIENT_AUTH" and self.ctrl is None and not self.cleared:
             raise _Refuse(530, f"SECURE_LOGIN {self.cfg.SECURE_LOGIN}: a TLS client certificate is required.")
         self.user, self.logged_in = arg, False
@@ -529,6 +607,20 @@ class _Session:
             self._logged_in(232, f"{arg} is logged on, authorized by its TLS client certificate.")
             return
         self.send(331, "Send password please.")
+
+    def _gss_user(self, user: str) -> None:
+        """USER after ADAT: the Kerberos principal logs in as the user of its name (z/OS: "ticket
+        principal must match login id"), without a password (232). Another user: 530 under
+        SECURE_LOGIN REQUIRED/VERIFY_USER, else the password is asked for (331), as MIT ftpd does."""
+        principal = self.gss.principal
+        self.user, self.logged_in = user, False
+        if principal.rpartition("@")[0] == user and user in self.server.users:
+            self._logged_in(232, f"GSSAPI user {principal} is authorized as {user}.")
+            return
+        if self.cfg.SECURE_LOGIN != "NO_CLIENT_AUTH":
+            self.user = None
+            raise _Refuse(530, f"GSSAPI user {principal} is not authorized as {user}.")
+        self.send(331, f"GSSAPI user {principal} is not authorized as {user}; password required.")
 
     def _cert_user_ok(self, user: str) -> bool:
         """SECURE_LOGIN: REQUIRED = a trusted cert (checked in the handshake); VERIFY_USER = it maps to user."""
@@ -589,6 +681,7 @@ class _Session:
             self.ctrl.ccc(notify=True)
             self.ctrl = None
         self.implicit = False
+        self.gss = None
         self.reset()
         self.reuse_required = False   # RFC 4217 section 13: must not mandate reuse after REIN
 
@@ -606,6 +699,8 @@ class _Session:
 
     def cmd_FEAT(self, arg: str) -> None:
         feats = []
+        if self._gss_enabled():
+            feats.append("AUTH GSSAPI")
         if self._auth_enabled():
             feats += ["AUTH TLS", "PBSZ", "PROT"]
             if self.cfg.TLSRFCLEVEL != "DRAFT":
@@ -642,8 +737,10 @@ class _Session:
                 raise _Refuse(530, "Not logged in.")
             self._list_control(arg, 213)
             return
-        prot = {"C": "clear", "P": "private"}[self.prot]
-        ctrl = "TLS " + self.ctrl.version if self.ctrl else ("clear after CCC" if self.cleared else "clear")
+        prot = {"C": "clear", "P": "private", "S": "safe"}[self.prot]
+        ctrl = "TLS " + self.ctrl.version if self.ctrl else ("clear after CCC" if self.cleared else
+                                                             f"Kerberos {self.gss.principal}" if self._gss_ready()
+                                                             else "clear")
         where = f"  Working directory: {self.cwd}" if self.logged_in else ""
         lines = [f"FTP server status for {self.peer_ip} port {self.peer_port}",
                  f"User: {self.user or '-'}  Logged in: {'yes' if self.logged_in else 'no'}{where}"]
@@ -661,12 +758,19 @@ class _Session:
         tls = self.server.tls_ctx is not None or self.server.attls is not None
         return tls and "AUTH_TLS" in self.cfg.EXTENSIONS
 
+    def _gss_enabled(self) -> bool:
+        return "AUTH_GSSAPI" in self.cfg.EXTENSIONS and self.server.keytab is not None \
+            and gss.available() is None
+
     def cmd_AUTH(self, arg: str) -> None:
         mech = arg.strip().upper()
         if self.implicit:
             raise _Refuse(503, "Server on the TLS secure port does not accept the AUTH command")
-        if self.ctrl is not None or self.cleared:
+        if self.ctrl is not None or self.cleared or self.gss is not None:
             raise _Refuse(503, "Authentication already established")
+        if mech == "GSSAPI":
+            self._auth_gssapi()
+            return
         if not self._auth_enabled():
             raise _Refuse(502, "AUTH is not enabled on this server (EXTENSIONS AUTH_TLS and a certificate).")
         if mech not in ("TLS", "TLS-C", "SSL", "TLS-P"):
@@ -678,6 +782,38 @@ class _Session:
         self.send(234, "Security environment established - ready for negotiation")
         self.start_tls()
         self.reset()     # RFC 4217 section 4: the client logs in again
+
+    def _auth_gssapi(self) -> None:
+        """AUTH GSSAPI (RFC 2228, EXTENSIONS AUTH_GSSAPI): 334, then ADAT until the context is made."""
+        if not self._gss_enabled():
+            raise _Refuse(504, "Server does not understand the specified mechanism")
+        try:
+            acceptor = gss.Acceptor(self.server.keytab)
+        except gss.KerberosError as exc:
+            self.server.emit(self, "info", f"AUTH GSSAPI: {exc.reason}")
+            raise _Refuse(431, "Unable to accept security mechanism GSSAPI now.") from None
+        self.reset()                     # RFC 2228: AUTH starts the login over
+        self.gss = acceptor
+        self.send(334, "Using authentication mechanism GSSAPI")
+
+    def cmd_ADAT(self, arg: str) -> None:
+        if self.gss is None:
+            raise _Refuse(503, "Must issue AUTH command before ADAT command")
+        if self.gss.complete:
+            raise _Refuse(503, "Security data exchange completed")
+        try:
+            out = self.gss.step(gss.b64decode(arg))
+        except GrammarError:
+            raise _Refuse(501, "ADAT needs base64 data.") from None
+        except gss.KerberosError as exc:
+            self.server.emit(self, "info", f"ADAT: GSSAPI failed: {exc.reason}")
+            self.gss = None
+            raise _Refuse(535, "GSSAPI authentication failed.") from None
+        if not self.gss.complete:
+            self.send(335, f"ADAT={gss.b64encode(out or b'')}")
+            return
+        self.server.emit(self, "info", f"GSSAPI: {self.gss.principal} authenticated")
+        self.send(235, f"ADAT={gss.b64encode(out)}" if out else "GSSAPI authentication succeeded.")
 
     def cmd_SSCN(self, arg: str) -> None:
         """SSCN [ON|OFF] (lab extension, EXTENSIONS SSCN): who is the TLS client on data connections.
@@ -697,13 +833,23 @@ class _Session:
         """PBSZ and PROT belong to a TLS control connection: not before AUTH, not after CCC."""
         if self.cleared:
             raise _Refuse(503, f"Command {verb} rejected -- {verb} not allowed after CCC")
-        if self.ctrl is None:
+        if self.ctrl is None and not self._gss_ready():
             raise _Refuse(503, "Must first establish authentication")
 
     def cmd_PBSZ(self, arg: str) -> None:
         self._need_protected_ctrl("PBSZ")
         if not grammar.is_decimal(arg.strip()):
             raise _Refuse(501, "PBSZ needs a number.")
+        if self._gss_ready():
+            # Kerberos: the largest protected block; z/OS takes 512..32768 (501 otherwise)
+            size = int(arg.strip()) if len(arg.strip()) < 12 else 1 << 40
+            if self.cfg.REPLYMODE == "ZOS" and not 512 <= size <= 32768:
+                raise _Refuse(501, "PBSZ size must be in the range 512 to 32768.")
+            if size < 1:
+                raise _Refuse(501, "PBSZ size must be at least 1.")
+            self.pbsz, self.pbsz_size = True, min(size, self.cfg.SECURE_PBSZ)
+            self.send(200, f"PBSZ={self.pbsz_size}")
+            return
         self.pbsz = True
         self.send(200, "PBSZ=0")
 
@@ -715,13 +861,19 @@ class _Session:
         if level not in ("C", "S", "P", "E"):
             raise _Refuse(504, "Server does not understand the specified protection level")
         dc = self.cfg.SECURE_DATACONN
-        if (level == "C" and dc in ("SAFE", "PRIVATE")) or level in ("S", "E") or \
+        # PROT S (integrity only) exists with Kerberos, never with TLS; PROT E never (z/OS)
+        safe_ok = self._gss_ready() and dc not in ("PRIVATE", "NEVER")
+        if (level == "C" and dc in ("SAFE", "PRIVATE")) or level == "E" or (level == "S" and not safe_ok) or \
                 (level == "P" and dc == "NEVER"):
             raise _Refuse(536, "Data connection protection level not supported")
         self.prot = level
-        self.send(200, f"Data connection protection set to {'private' if level == 'P' else 'clear'}.")
+        name = {"P": "private", "S": "safe", "C": "clear"}[level]
+        self.send(200, f"Data connection protection set to {name}.")
 
     def cmd_CCC(self, arg: str) -> None:
+        if self._gss_ready() and not self.cleared:
+            self._ccc_gssapi()
+            return
         if self.ctrl is None:
             raise _Refuse(533, "CCC: the control connection is not protected")
         if self.implicit:
@@ -745,6 +897,17 @@ class _Session:
         self.server.emit(self, "info", f"CCC: control connection clear ({'close_notify exchanged' if notify else 'no alerts'})")
         self.ctrl = None
         self.cleared = True
+
+    def _ccc_gssapi(self) -> None:
+        """CCC under Kerberos (RFC 2228): itself protected, answered protected; then clear commands.
+        Data keep their PROT."""
+        if self.cmd_private is None:
+            raise _Refuse(533, "CCC must be integrity protected (MIC or ENC).")
+        if self.cfg.SECURE_CTRLCONN in ("SAFE", "PRIVATE"):
+            raise _Refuse(534, "CCC not supported")
+        self.send(200, "CCC command successful; the control connection is now clear.")
+        self.cleared = True
+        self.server.emit(self, "info", "CCC: control connection clear (Kerberos: commands no longer wrapped)")
 
     # -- navigation
     def cmd_PWD(self, arg: str) -> None:
@@ -1044,6 +1207,8 @@ class _Session:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.send(150, f"Opening {'BINARY' if self.type == 'I' else 'ASCII'} mode data connection for {what}.")
         tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
+        if self._gss_ready() and self.prot in ("S", "P"):     # RFC 2228 blocks, no handshake
+            return gss.GSSConn(sock, self.gss.protection, self.prot, self.pbsz_size or self.cfg.SECURE_PBSZ)
         if self.prot != "P":
             return sock
         try:
@@ -1135,7 +1300,19 @@ class _Session:
                 self.server.emit(self, "C>S", "ABOR")
                 _cut(conn)
                 return True
-            watching = not self._lines
+            if self._lines and not self._opened and _verb(self._lines[0]) in ("MIC", "ENC"):
+                try:                       # open it once (a token unwraps once): ABOR or later
+                    opened = self._open_protected(self._lines[0])
+                except (gss.KerberosError, GrammarError):
+                    opened = None
+                if opened is not None:
+                    self._lines.popleft()
+                    if _verb(opened[1].encode("utf-8", "surrogateescape")) == "ABOR":
+                        self.server.emit(self, "C>S", f"[{opened[0]}] ABOR")
+                        _cut(conn)
+                        return True
+                    self._opened.append(opened)
+            watching = not self._lines and not self._opened
             pending = watching and self.ctrl is not None and self.ctrl.conn.pending() > 0
             ready = [self.sock] if pending else \
                 waiting.select([done] + ([self.sock] if watching else []))[0]
@@ -1312,7 +1489,7 @@ class _Handled(_Refuse):
 
 _FOREIGN_LOGGED = 5      # foreign passive connections logged per data connection (NOREDIRECT)
 
-_NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
+_NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "ADAT", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}
 
 
@@ -1341,7 +1518,7 @@ def _verb(line: bytes) -> str:
 
 def _cut(conn) -> None:
     """Stop a data transfer at once: both directions of its TCP connection (TLS or not)."""
-    sock = conn.sock if isinstance(conn, tlsmod.TLSConn) else conn
+    sock = getattr(conn, "sock", conn)      # a TLSConn or GSSConn, or the socket itself
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
