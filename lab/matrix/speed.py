@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.endpoints.throughput import paired
 from lab.errors import LabError
 from lab.matrix import scenario
 
@@ -95,11 +96,10 @@ def stats(values: list[float]) -> dict:
 
 def ratios(num: list[float], den: list[float]) -> dict:
     """The ratio of each round (measured side by side), its median and min-max."""
-    each = [n / d for n, d in zip(num, den, strict=False) if n > 0 and d > 0]
-    if not each:
+    got = paired(num, den)
+    if got is None:
         return {"ratio": None, "ratio_min": None, "ratio_max": None}
-    return {"ratio": round(statistics.median(each), 3), "ratio_min": round(min(each), 3),
-            "ratio_max": round(max(each), 3)}
+    return dict(zip(("ratio", "ratio_min", "ratio_max"), (round(v, 3) for v in got), strict=True))
 
 
 def write_file(root: Path) -> str:
