@@ -102,12 +102,12 @@ def _parse_pattern(text: str) -> tuple[tuple[str, str, str, str] | None, str]:
 def load(path: str | Path) -> Expectations:
     """Read an expectations file (hostile input: the topology reader's limits); every problem at once."""
     where = str(path)
-    raw, problems = load_file(Path(path), "expectations file")
+    raw, problems = load_file(Path(path), "file of expectations")
     if raw is None and not problems:
         problems = [Problem(where, 1, "", "the file is empty")]
     if problems:
         raise InputError(problems)
-    if foreign := not_ours(where, raw, TOP_KEYS, "expectations file"):
+    if foreign := not_ours(where, raw, TOP_KEYS, "file of expectations"):
         raise foreign
     for key in raw:
         if key not in TOP_KEYS:
