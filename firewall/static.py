@@ -31,6 +31,7 @@ from typing import Any
 from firewall import saved
 from firewall.section import FilterRule, Firewall
 from lab.devkit import features
+from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.device import Device, DeviceSetup, Restore
 from lab.devkit.observed import RuleSet, drop_chain
 from lab.devkit.queues import DROPWATCH
@@ -257,12 +258,13 @@ class StaticModel:
 
 def setup(view: NodeView) -> DeviceSetup:
     firewall: Firewall = view.section
+    idle = idle_sysctls(firewall.idle_timeout)
     if firewall.iptables_save is not None:
         source = Path(firewall.iptables_save)
         text, reasons = observe_saved_drops(source.read_text(), source.name)
-        return DeviceSetup(restore=Restore(source, text), reasons=reasons)
+        return DeviceSetup(restore=Restore(source, text), reasons=reasons, sysctls=idle)
     rules = filter_rules(firewall)
-    return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons)
+    return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons, sysctls=idle)
 
 
 DEVICE = Device(

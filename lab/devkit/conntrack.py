@@ -16,3 +16,12 @@ ESTABLISHED = "net.netfilter.nf_conntrack_tcp_timeout_established"
 def idle_sysctls(idle_timeout: int | None) -> dict[str, str]:
     """The namespace sysctls for an idle timeout of established TCP connections (None: the kernel's)."""
     return {} if idle_timeout is None else {ESTABLISHED: str(int(idle_timeout))}
+
+
+def forgets(idle_timeout: int | None, silent: float, keepalive: float | None = None) -> bool:
+    """Does a device with this idle timeout forget a connection that stays silent `silent` seconds,
+    when one end sends TCP keepalives every `keepalive` seconds (None or 0: none)? Pure: each
+    keepalive probe and its answer refresh the device's timer, as any packet does."""
+    if idle_timeout is None or silent <= idle_timeout:
+        return False
+    return not (keepalive and keepalive < idle_timeout)

@@ -38,6 +38,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lab.devkit.conntrack import forgets
 from lab.devkit.inspection import names_sender
 from lab.devkit.types import Flow, PortRange, Unreadable
 from lab.matrix import ends as ends_mod
@@ -397,8 +398,10 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
 
 # -- one cell ------------------------------------------------------------------------------------------
 
-def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | None = None) -> Prediction:
-    """The prediction for one cell. Pure."""
+def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | None = None,
+         silent: float = 0.0) -> Prediction:
+    """The prediction for one cell. Pure. `silent`: how long the control connection stays silent
+    while the data flows (a variation's transfer_seconds; 0: not long enough to matter)."""
     net = Net(topology, alg)
     broken = ends.client.broken_for(security, data)
     if broken:
@@ -416,7 +419,26 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
                     pred = Prediction("unknown", None, str(exc), exc.node)
                 results.append((pred, w0 * w1 * w2))
     chooser = "the server" if passive and ends.passive_range else "the kernel"
-    return settle(results, f"{chooser} picks")
+    settled = settle(results, f"{chooser} picks")
+    if settled.outcome == "pass" and silent:
+        return _forgotten(net, ends, silent) or settled
+    return settled
+
+
+def _forgotten(net: Net, ends: Ends, silent: float) -> Prediction | None:
+    """A stateful filter on the path whose idle timeout runs out while the control connection is
+    silent during the transfer (and no end's keepalive refreshes it): it drops the server's 226."""
+    keepalives = [cfg.FTPKEEPALIVE for cfg in (ends.client_cfg, ends.server_cfg) if cfg and cfg.FTPKEEPALIVE > 0]
+    keepalive = min(keepalives) if keepalives else None
+    for node in net.topology.devices_on_path():
+        fw = net.sections(node)[1]
+        if fw is not None and fw.mode == "dynamic" and forgets(fw.idle_timeout, silent, keepalive):
+            why = f"FTPKEEPALIVE {keepalive} s is not shorter" if keepalive else "no end sends keepalives (FTPKEEPALIVE)"
+            return Prediction("fail", "transfer", f"the control connection stays silent for about {silent:g} s while "
+                              f"the data flows, longer than {node.name}'s idle timeout ({fw.idle_timeout} s), and {why}: "
+                              f"{node.name} forgets it and drops the server's 226 as part of no admitted connection",
+                              node.name)
+    return None
 
 
 def _label(port: int, count: int) -> str:

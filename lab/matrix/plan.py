@@ -15,12 +15,15 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lab.topology.timing import Timing
+
 
 @dataclass(frozen=True)
 class GroupPlan:
     topology: str                  # a shipped picture's name, or the path of a user's topology file
     alg: str | None                # the ALG mode of the picture's NAT devices (None: as the file says)
     cells: tuple[str, ...]         # cell ids, in the order they run
+    timing: Timing = Timing()      # idle timeouts and a shaped server link (lab.topology.timing)
 
     @property
     def name(self) -> str:
@@ -34,7 +37,8 @@ class GroupPlan:
 
     @property
     def label(self) -> str:
-        return self.name + (f" (alg {self.alg})" if self.alg else "")
+        return self.name + (f" (alg {self.alg})" if self.alg else "") + \
+            (f" ({self.timing.label()})" if self.timing else "")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class RunPlan:
     def group_dir(self, index: int) -> Path:
         """Where group `index` keeps its files (cells.jsonl, topology.json, logs)."""
         g = self.groups[index]
-        return self.out / "work" / (f"{index:02d}-{g.name}" + (f"-alg-{g.alg}" if g.alg else ""))
+        return self.out / "work" / (f"{index:02d}-{g.name}" + (f"-alg-{g.alg}" if g.alg else "")
+                                    + ("-timed" if g.timing else ""))
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -67,7 +72,8 @@ class RunPlan:
         return cls(out=Path(doc["out"]), size=int(doc["size"]), timeout=float(doc["timeout"]),
                    pcap=bool(doc["pcap"]), scenario_file=Path(doc["scenario_file"]), pki=Path(doc["pki"]),
                    heartbeat=Path(doc["heartbeat"]) if doc.get("heartbeat") else None,
-                   groups=tuple(GroupPlan(g["topology"], g["alg"], tuple(g["cells"])) for g in doc["groups"]),
+                   groups=tuple(GroupPlan(g["topology"], g["alg"], tuple(g["cells"]), Timing(**(g.get("timing") or {})))
+                                for g in doc["groups"]),
                    throughput=str(doc.get("throughput") or "off"))
 
     def write(self, path: Path) -> Path:

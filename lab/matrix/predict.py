@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lab.matrix import ends, pathwalk, scenario
 from lab.matrix.pathwalk import Prediction
-from lab.topology import devices, override
+from lab.topology import devices, override, timing
 from lab.topology import loader as topo
 from lab.topology.model import Topology
 
@@ -35,7 +35,9 @@ def predict(scenarios: scenario.Scenarios, cell: scenario.Cell, picture: scenari
     model = model or model_of(cell, picture)
     spec = scenarios.spec(cell)
     model, _notes = override.apply(model, spec.alg)
-    return pathwalk.walk(model, cell.security, cell.data, ends.ends_of(scenarios, cell, model))
+    model = timing.apply(model, spec.timing)
+    return pathwalk.walk(model, cell.security, cell.data, ends.ends_of(scenarios, cell, model),
+                         silent=spec.timing.transfer_seconds or 0.0)
 
 
 def unreadable(model: Topology) -> list[str]:

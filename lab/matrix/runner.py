@@ -58,13 +58,13 @@ def parse_size(text: str) -> int:
 
 def plan_groups(cells: list[scenario.Cell], scen: scenario.Scenarios,
                 topology_paths: dict[str, str] | None = None) -> list[GroupPlan]:
-    """One group per (picture, ALG mode), in the order the cells come; the biggest start first."""
-    groups: dict[tuple, tuple[str, str | None, list[str]]] = {}
+    """One group per (picture, ALG mode, timing), in the order the cells come; the biggest start first."""
+    groups: dict[tuple, tuple[str, str | None, list[str], object]] = {}
     for c in cells:
-        alg = scen.spec(c).alg
+        spec = scen.spec(c)
         where = (topology_paths or {}).get(c.topology, c.topology)
-        groups.setdefault((c.topology, alg), (where, alg, []))[2].append(c.id)
-    return sorted((GroupPlan(where, alg, tuple(ids)) for where, alg, ids in groups.values()),
+        groups.setdefault((c.topology, spec.alg, spec.timing), (where, spec.alg, [], spec.timing))[2].append(c.id)
+    return sorted((GroupPlan(where, alg, tuple(ids), timing) for where, alg, ids, timing in groups.values()),
                   key=lambda g: -len(g.cells))
 
 

@@ -25,6 +25,7 @@ from lab.errors import InputError, Problem
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 from lab.topology import override
 from lab.topology.loader import statement_problems
+from lab.topology.timing import Timing
 from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
 
 # -- cells ------------------------------------------------------------------------------------
@@ -137,6 +138,7 @@ class Variation:
     client_statements: dict = field(default_factory=dict, hash=False, compare=False)
     server_statements: dict = field(default_factory=dict, hash=False, compare=False)
     client_option: str | None = None
+    timing: Timing = Timing()          # idle timeouts on the path's devices, a shaped server link
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class CellSpec:
     client_statements: dict
     server_statements: dict            # value None removes a statement
     client_options: tuple[str, ...]
+    timing: Timing = Timing()          # lab.topology.timing: idle timeouts, a shaped server link
 
 
 @dataclass
@@ -236,6 +239,7 @@ class Scenarios:
         cstat: dict = {}
         sstat: dict = {}
         copts: list[str] = []
+        timed: dict = {}
         for option in cell.options:
             name, _, router = option.partition("@")
             v = self.variations[name]
@@ -250,7 +254,8 @@ class Scenarios:
             sstat.update(v.server_statements)
             if v.client_option:
                 copts.append(v.client_option)
-        return CellSpec(cell, client, server, override.join(algs), cstat, sstat, tuple(copts))
+            timed.update({k: val for k, val in vars(v.timing).items() if val is not None})
+        return CellSpec(cell, client, server, override.join(algs), cstat, sstat, tuple(copts), Timing(**timed))
 
     def client_traits(self, cell: Cell) -> ClientTraits:
         return self.clients[self.spec(cell).client]
@@ -329,7 +334,7 @@ def _build(raw: Mapping, path: Path) -> Scenarios:
     servers.setdefault("builtin", ServerTraits("builtin"))
     variations = {name: Variation(name, v.get("what", ""), v.get("alg"), v.get("client"), v.get("server"),
                                   _statements(v.get("client_statements")), _statements(v.get("server_statements")),
-                                  v.get("client_option"))
+                                  v.get("client_option"), Timing(v.get("idle_timeout"), v.get("transfer_seconds")))
                   for name, v in (raw.get("variations") or {}).items()}
     vcells = [{"variant": vc["variant"], "topologies": list(vc.get("topologies") or matrix["topologies"]),
                "security": list(vc.get("security") or matrix["security"]), "data": list(vc.get("data") or matrix["data"])}

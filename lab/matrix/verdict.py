@@ -60,6 +60,14 @@ def is_new_connection(e: dict) -> bool:
     return not flags or ("S" in flags and "A" not in flags)
 
 
+def on_control(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> bool:
+    """A dropped packet to or from a control port (of the control connection, not a data one)."""
+    try:
+        return int(e.get("dport", -1)) in control_ports or int(e.get("sport", -1)) in control_ports
+    except (TypeError, ValueError):
+        return False
+
+
 def drop_stage(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> str:
     """A dropped control connection fails at connect; anything else is a data connection."""
     try:
@@ -144,6 +152,14 @@ def verdict(obs: Observation) -> Verdict:
         d = decisive[0]
         stage = (c["stage"] if c and c["stage"] in STAGES else None) or drop_stage(d, obs.control_ports)
         return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d, device=d.get("device"))
+
+    lost = [e for e in drops if not is_new_connection(e) and on_control(e, obs.control_ports)]
+    if c and not c["ok"] and lost and c["stage"] in STAGES:
+        # a packet of the control connection itself dropped (a device forgot the connection: its
+        # idle timeout): the reply the client waited for never came
+        d = lost[0]
+        return Verdict("fail", c["stage"], f"{c['reason'] or 'failed'}: {describe_drop(d)}", drop=d,
+                       device=d.get("device"))
 
     if c and not c["ok"]:
         stage = c["stage"] if c["stage"] in STAGES else None

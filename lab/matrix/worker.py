@@ -38,7 +38,7 @@ from lab.network import baseline
 from lab.network.ready import log_tail
 from lab.report import results
 from lab.topology import loader as topo
-from lab.topology import override
+from lab.topology import override, timing
 
 PEER_DROP_GRACE = 0.25    # after a decisive drop: let curl/lftp print what they saw, then kill them
 AGENT_ABORT_WAIT = 2.0    # the client agent answers an abort in milliseconds; after this it is replaced
@@ -458,6 +458,8 @@ def run_group(g: Group) -> None:
     scen = scenario.load(g.plan.scenario_file)
     # the group's ALG override, per NAT router (lab.topology.override): a variation changes only what it says
     topology, _ = override.apply(topo.load(g.group_plan.topology), g.group_plan.alg)
+    # the group's timing (lab.topology.timing): the devices' idle timeouts; the server's link shaped below
+    topology = timing.apply(topology, g.group_plan.timing)
     wd = g.workdir
     (wd / "root").mkdir(parents=True, exist_ok=True)
     info_path = wd / "topology.json"
@@ -478,6 +480,8 @@ def run_group(g: Group) -> None:
     done: set[str] = set()
     try:
         with LabNet(topology, workdir=wd / "net", pcap=g.plan.pcap) as net:
+            if rate := g.group_plan.timing.rate_bits(g.plan.size):
+                info["shaped"] = {"links": net.shape(topology.ftp.server, rate), "rate_bits": rate}
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):

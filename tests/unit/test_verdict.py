@@ -108,3 +108,21 @@ def test_announced_address_read_from_the_client_transcript():
     epsv = {"outcome": "failed", "stage": "data-connect", "reason": "refused",
             "transcript": ["< 229 Entering Extended Passive Mode (|||60005|)"]}
     assert "announced" not in verdict(obs(epsv)).reason      # EPSV names no address
+
+
+def test_a_dropped_packet_of_the_control_connection_decides_a_transfer_failure():
+    """The firewall forgot the idle control connection and dropped the server's 226: the cell
+    fails at transfer, decided by that drop (the event names the expired connection)."""
+    from lab.matrix.verdict import Observation, verdict
+
+    drop = {"type": "drop", "device": "fw", "proto": "tcp", "src": "10.1.1.10", "sport": 21,
+            "dst": "198.51.100.10", "dport": 40000, "flags": "PA",
+            "reason": "control connection 198.51.100.10:40000 -> 203.0.113.1:21 expired: idle longer than the "
+                      "idle timeout (2 s)"}
+    client = {"outcome": "failed", "stage": "transfer", "reason": "no reply from the server (timeout)"}
+    v = verdict(Observation(client, events=[drop]))
+    assert (v.outcome, v.stage, v.device, v.drop) == ("fail", "transfer", "fw", drop)
+    assert v.reason.startswith("no reply from the server (timeout): fw dropped tcp 10.1.1.10:21 -> "
+                               "198.51.100.10:40000 [PA] (control connection")
+    data = {**drop, "sport": 60001, "src": "10.1.1.10"}       # a data packet's drop decides nothing here
+    assert verdict(Observation(client, events=[data])).device is None
