@@ -18,26 +18,7 @@ FTLAB = [sys.executable, "-m", "lab.cli"]
 pytestmark = [pytest.mark.network]
 
 #: A client behind a home router (ALG on) behind a carrier-grade NAT (alg: off); server public.
-HOME_CGN = """\
-name: home-cgn
-description: client behind a home router (ALG) behind a carrier-grade NAT (no ALG)
-ftp: {client: client, server: server, server_address: 203.0.113.10}
-nodes:
-  client: {kind: host, gateway: 192.168.1.1}
-  home: {kind: router, gateway: 100.64.0.1, nat: {outside: cgn, alg: scapy}}
-  cgn:
-    kind: router
-    gateway: 198.51.100.254
-    routes: [{to: 192.168.1.0/24, via: 100.64.0.2}]
-    nat: {outside: internet, alg: "off"}
-  internet: {kind: router}
-  server: {kind: host, gateway: 203.0.113.254}
-links:
-  - {client: 192.168.1.10/24, home: 192.168.1.1/24}
-  - {home: 100.64.0.2/24, cgn: 100.64.0.1/24}
-  - {cgn: 198.51.100.1/24, internet: 198.51.100.254/24}
-  - {internet: 203.0.113.254/24, server: 203.0.113.10/24}
-"""
+HOME_CGN = TOPOLOGY_DIR / "examples" / "home-and-cgn.yaml"
 
 
 def ftlab(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -46,27 +27,26 @@ def ftlab(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(180)
 def test_one_cell_of_a_file_and_alg_variations_per_router(tmp_path):
-    net = tmp_path / "home-cgn.yaml"
-    net.write_text(HOME_CGN)
+    net = HOME_CGN
     done = ftlab("run", f"{net}/plain/pasv", "--out", str(tmp_path / "run"))
     assert done.returncode == 0, done.stdout + done.stderr
     doc = results.load(tmp_path / "run")
-    assert [s["id"] for s in doc["scenarios"]] == ["home-cgn/plain/pasv"] and doc["scenarios"][0]["outcome"] == "pass"
-    assert list(doc["topologies"]) == ["home-cgn"] and doc["topologies"]["home-cgn"]["source"] == str(net.resolve())
+    assert [s["id"] for s in doc["scenarios"]] == ["home-and-cgn/plain/pasv"] and doc["scenarios"][0]["outcome"] == "pass"
+    assert list(doc["topologies"]) == ["home-and-cgn"] and doc["topologies"]["home-and-cgn"]["source"] == str(net.resolve())
 
     # alg-kernel leaves cgn's `alg: off` alone: PORT announces home's 100.64.0.2, which the internet
     # cannot reach; alg-kernel@cgn turns cgn's kernel helper on, which rewrites it: PORT passes.
     done = ftlab("matrix", "--quiet", "--topologies", str(net), "--variants", "alg-kernel", "alg-kernel@cgn",
                  "--only-variants", "--security", "plain", "--data", "port", "--throughput", "off",
                  "--out", str(tmp_path / "m"))
-    assert "cgn: ALG stays off (alg: off in home-cgn; an override naming it, +alg-kernel@cgn, turns it on)" \
+    assert "cgn: ALG stays off (alg: off in home-and-cgn; an override naming it, +alg-kernel@cgn, turns it on)" \
         in done.stderr, done.stderr
     doc = results.load(tmp_path / "m")
     by_id = {s["id"]: s for s in doc["scenarios"]}
-    assert by_id["home-cgn/plain/port+alg-kernel"]["outcome"] == "fail"
-    assert "100.64.0.2" in by_id["home-cgn/plain/port+alg-kernel"]["reason"]
-    assert by_id["home-cgn/plain/port+alg-kernel@cgn"]["outcome"] == "pass"
-    assert doc["topologies"]["home-cgn"]["alg_overrides"]["kernel@cgn"] == \
+    assert by_id["home-and-cgn/plain/port+alg-kernel"]["outcome"] == "fail"
+    assert "100.64.0.2" in by_id["home-and-cgn/plain/port+alg-kernel"]["reason"]
+    assert by_id["home-and-cgn/plain/port+alg-kernel@cgn"]["outcome"] == "pass"
+    assert doc["topologies"]["home-and-cgn"]["alg_overrides"]["kernel@cgn"] == \
         ["home: ALG scapy, unchanged", "cgn: ALG off -> kernel"]
 
 

@@ -18,29 +18,7 @@ from lab.topology import override
 S = scenario.load("default")
 
 #: A client behind a home NAT (its ALG on) behind a carrier-grade NAT (alg: off); server public.
-TWO_NATS = """\
-name: home-cgn
-description: client behind a home router (ALG) behind a carrier-grade NAT (no ALG)
-ftp: {client: client, server: server, server_address: 203.0.113.10}
-nodes:
-  client: {kind: host, gateway: 192.168.1.1}
-  home:
-    kind: router
-    gateway: 100.64.0.1
-    nat: {outside: cgn, alg: scapy}
-  cgn:
-    kind: router
-    gateway: 198.51.100.254
-    routes: [{to: 192.168.1.0/24, via: 100.64.0.2}]
-    nat: {outside: internet, alg: "off"}
-  internet: {kind: router}
-  server: {kind: host, gateway: 203.0.113.254}
-links:
-  - {client: 192.168.1.10/24, home: 192.168.1.1/24}
-  - {home: 100.64.0.2/24, cgn: 100.64.0.1/24}
-  - {cgn: 198.51.100.1/24, internet: 198.51.100.254/24}
-  - {internet: 203.0.113.254/24, server: 203.0.113.10/24}
-"""
+TWO_NATS = topo.TOPOLOGY_DIR / "examples" / "home-and-cgn.yaml"
 
 
 def args(argv: list[str]) -> argparse.Namespace:
@@ -50,10 +28,8 @@ def args(argv: list[str]) -> argparse.Namespace:
 
 
 @pytest.fixture
-def two_nats(tmp_path):
-    path = tmp_path / "home-cgn.yaml"
-    path.write_text(TWO_NATS)
-    return path
+def two_nats():
+    return TWO_NATS
 
 
 def test_a_cell_id_may_name_a_file():
@@ -71,22 +47,22 @@ def test_run_refuses_a_bad_file_cell_before_any_network(two_nats, capsys):
     assert "no such topology file" in capsys.readouterr().err
     assert main(["run", f"{two_nats}/tls/pasv+alg-kernel@nosuch"]) == 2
     err = capsys.readouterr().err
-    assert "kernel@nosuch: home-cgn has no NAT router 'nosuch' (its NAT routers: home, cgn)" in err
+    assert "kernel@nosuch: home-and-cgn has no NAT router 'nosuch' (its NAT routers: home, cgn)" in err
 
 
 def test_variants_on_a_users_file_run_on_its_whole_matrix(two_nats, capsys):
     cells, paths = _select(args(["--topologies", str(two_nats), "--variants", "ignore-pasv-address",
                                  "--only-variants", "--security", "tls"]), S)
-    assert [c.id for c in cells] == [f"home-cgn/tls/{d}+ignore-pasv-address" for d in ("pasv", "epsv", "port", "eprt")]
-    assert paths == {"home-cgn": str(two_nats.resolve())}
+    assert [c.id for c in cells] == [f"home-and-cgn/tls/{d}+ignore-pasv-address" for d in ("pasv", "epsv", "port", "eprt")]
+    assert paths == {"home-and-cgn": str(two_nats.resolve())}
 
 
 def test_alg_kernel_leaves_an_alg_off_router_off_and_says_so(two_nats, capsys):
     cells, _ = _select(args(["--topologies", str(two_nats), "--variants", "alg-kernel", "--only-variants",
                              "--security", "plain", "--data", "port"]), S)
-    assert [c.id for c in cells] == ["home-cgn/plain/port+alg-kernel"]
+    assert [c.id for c in cells] == ["home-and-cgn/plain/port+alg-kernel"]
     err = capsys.readouterr().err
-    assert "+alg-kernel on home-cgn: home: ALG scapy -> kernel; cgn: ALG stays off (alg: off in home-cgn; an " \
+    assert "+alg-kernel on home-and-cgn: home: ALG scapy -> kernel; cgn: ALG stays off (alg: off in home-and-cgn; an " \
            "override naming it, +alg-kernel@cgn, turns it on)" in err
     changed, _ = override.apply(topo.load(two_nats), S.spec(cells[0]).alg)
     assert (changed.nodes["home"].nat.alg, changed.nodes["cgn"].nat.alg) == ("kernel", "off")
@@ -95,7 +71,7 @@ def test_alg_kernel_leaves_an_alg_off_router_off_and_says_so(two_nats, capsys):
 def test_alg_kernel_at_a_router_changes_exactly_that_router(two_nats, capsys):
     cells, _ = _select(args(["--topologies", str(two_nats), "--variants", "alg-kernel@cgn", "--only-variants",
                              "--security", "plain", "--data", "port"]), S)
-    assert [c.id for c in cells] == ["home-cgn/plain/port+alg-kernel@cgn"]
+    assert [c.id for c in cells] == ["home-and-cgn/plain/port+alg-kernel@cgn"]
     assert S.spec(cells[0]).alg == "kernel@cgn"
     assert "home: ALG scapy, unchanged; cgn: ALG off -> kernel" in capsys.readouterr().err
     changed, _ = override.apply(topo.load(two_nats), "kernel@cgn")
