@@ -105,3 +105,10 @@ def test_overrides_apply_in_order_and_leave_the_model_alone(two_nats):
     assert (changed.nodes["home"].nat.alg, changed.nodes["cgn"].nat.alg) == ("off", "kernel")
     assert (model.nodes["home"].nat.alg, model.nodes["cgn"].nat.alg) == ("scapy", "off")
     assert override.uniform("kernel") == "kernel" and override.uniform("kernel@cgn") is None
+
+
+def test_two_networks_with_one_name_in_one_run_are_refused(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((topo.TOPOLOGY_DIR / "static-filter.yaml").read_text().replace("name: static-filter", "name: lan"))
+    with pytest.raises(InputError, match=r"'lan' names two networks in this run \(lan and .*mine.yaml\)"):
+        _select(args(["--topologies", "lan", str(mine)]), S)
