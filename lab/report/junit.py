@@ -31,6 +31,17 @@ def build(doc: dict) -> ET.Element:
                 n["errors"] += 1
                 el = ET.SubElement(case, "error", message=s["reason"][:500], type="lab-error")
                 el.text = s["reason"]
+            elif doc.get("expect_file") and s.get("expect_met") is False:
+                n["failures"] += 1
+                e = s["expect"]
+                msg = (f"{doc['expect_file']}:{e['line']} ({e['pattern']}) states {e['outcome']}, observed "
+                       f"{s['outcome']}: {s['reason']}")
+                el = ET.SubElement(case, "failure", message=msg[:500], type="expectation-unmet")
+                el.text = msg
+            elif doc.get("expect_file"):
+                pass                 # judged by the expectations file, not by the prediction
+            elif s.get("expected") == "unknown":
+                el = ET.SubElement(case, "skipped", message=f"not predicted: {s.get('expected_reason') or ''}"[:500])
             elif not s["matches"]:
                 n["failures"] += 1
                 msg = f"predicted {s['expected']}, observed {s['outcome']}: {s['reason']}"

@@ -113,3 +113,20 @@ def test_the_cli_refuses_a_bad_file_before_any_network(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:2: expect.tls/epsv: 'maybe' is not an outcome" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_junit_counts_what_the_exit_code_counts(tmp_path):
+    from lab.report import junit
+
+    unknown = cell("net/plain/pasv", "pass", expected="unknown", matches=False,
+                   expected_reason="cannot predict: fw.rules:12 uses -m limit (on fw)")
+    differs = cell("net/tls/port", "fail", matches=False, expected="pass")
+    root = junit.build({"host": "h", "started": "t", "scenarios": [unknown, differs]})
+    assert root.get("failures") == "1" and root.find(".//skipped").get("message").startswith("not predicted")
+    e = expect.load(write(tmp_path, "expect:\n  tls/*: fail\n  plain/*: fail\n"))
+    doc = {"host": "h", "started": "t", "scenarios": [unknown, differs]}
+    expect.annotate(doc, e)
+    root = junit.build(doc)
+    failure = root.find(".//failure")
+    assert root.get("failures") == "1" and failure.get("type") == "expectation-unmet"
+    assert ":3 (plain/*) states fail, observed pass" in failure.get("message")
