@@ -27,7 +27,7 @@ def cell(cid: str, outcome: str, **extra) -> dict:
     topology, security, rest = cid.split("/")
     data, _, variant = rest.partition("+")
     return {"id": cid, "topology": topology, "security": security, "data": data, "variant": variant,
-            "outcome": outcome, "matches": True, "expected": outcome, **extra}
+            "outcome": outcome, "matches": True, "expected": outcome, "reason": "as observed", **extra}
 
 
 def test_patterns_and_the_most_specific_wins(tmp_path):
@@ -121,10 +121,10 @@ def test_junit_counts_what_the_exit_code_counts(tmp_path):
     unknown = cell("net/plain/pasv", "pass", expected="unknown", matches=False,
                    expected_reason="cannot predict: fw.rules:12 uses -m limit (on fw)")
     differs = cell("net/tls/port", "fail", matches=False, expected="pass")
-    root = junit.build({"host": "h", "started": "t", "scenarios": [unknown, differs]})
+    root = junit.build({"run_id": "r", "host": "h", "started": "t", "scenarios": [unknown, differs]})
     assert root.get("failures") == "1" and root.find(".//skipped").get("message").startswith("not predicted")
     e = expect.load(write(tmp_path, "expect:\n  tls/*: fail\n  plain/*: fail\n"))
-    doc = {"host": "h", "started": "t", "scenarios": [unknown, differs]}
+    doc = {"run_id": "r", "host": "h", "started": "t", "scenarios": [unknown, differs]}
     expect.annotate(doc, e)
     root = junit.build(doc)
     failure = root.find(".//failure")
