@@ -32,7 +32,7 @@ def problems(topology: Topology) -> list[Problem]:
     found: list[Problem] = []
     for node in topology.nodes.values():
         path = node.firewall.iptables_save if node.firewall else None
-        if path is not None:
+        if path is not None and ipsave.can_restore() is None:    # else a warning says it was not loaded
             found += ipsave.restore_problems(read_input(path, "iptables-save file"), str(path))
         if node.firewall and node.firewall.nftables is not None:     # `nft -c`, as written and observed
             found += [Problem(str(node.firewall.nftables), line, f"nodes.{node.name}.firewall.nftables", message)

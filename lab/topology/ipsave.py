@@ -18,6 +18,7 @@ The lab loads the file the same way at run time (lab.network.net.LabNet._restore
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -119,8 +120,10 @@ def _restore(text: str, test: bool) -> subprocess.CompletedProcess:
     return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=RESTORE_TIMEOUT)
 
 
+@functools.cache
 def can_restore() -> str | None:
-    """None when a throw-away namespace can load a ruleset here; else why not (one line)."""
+    """None when a throw-away namespace can load a ruleset here; else why not (one line). Asked
+    once per process: the answer is the machine's."""
     try:
         done = _restore("*filter\nCOMMIT\n", test=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
