@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lab.errors import InputError, Problem
 from lab.ftps.modes import DATA_MODES, SECURITY_MODES
-from lab.topology.yamlfile import Mapping, load_file, not_ours
+from lab.topology.yamlfile import Mapping, load_ours
 
 SCHEMA = "ftlab.expect/1"
 OUTCOMES = ("pass", "fail")
@@ -102,13 +102,8 @@ def _parse_pattern(text: str) -> tuple[tuple[str, str, str, str] | None, str]:
 def load(path: str | Path) -> Expectations:
     """Read an expectations file (hostile input: the topology reader's limits); every problem at once."""
     where = str(path)
-    raw, problems = load_file(Path(path), "file of expectations")
-    if raw is None and not problems:
-        problems = [Problem(where, 1, "", "the file is empty")]
-    if problems:
-        raise InputError(problems)
-    if foreign := not_ours(where, raw, TOP_KEYS, "file of expectations"):
-        raise foreign
+    raw = load_ours(path, "file of expectations", TOP_KEYS)
+    problems: list[Problem] = []
     for key in raw:
         if key not in TOP_KEYS:
             problems.append(Problem(where, raw.line_of(key), str(key),

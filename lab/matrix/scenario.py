@@ -26,7 +26,7 @@ from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 from lab.topology import override
 from lab.topology.loader import statement_problems
 from lab.topology.timing import Timing
-from lab.topology.yamlfile import Mapping, load_file, not_ours, schema_problems
+from lab.topology.yamlfile import Mapping, load_ours, schema_problems
 
 # -- cells ------------------------------------------------------------------------------------
 
@@ -303,13 +303,7 @@ def load(name_or_path: str | Path = "default") -> Scenarios:
     """Load a scenario file by name (a stem in scenarios/) or path; InputError lists every problem."""
     path = _names_or_path(name_or_path)
     where = str(path)
-    raw, problems = load_file(path, "scenario file")
-    if raw is None and not problems:
-        problems = [Problem(where, 1, "", "the file is empty")]
-    if problems:
-        raise InputError(problems)
-    if foreign := not_ours(where, raw, TOP_KEYS, "scenario file"):
-        raise foreign
+    raw = load_ours(path, "scenario file", TOP_KEYS)
     problems = schema_problems(raw, schema(), where)
     if problems:
         raise InputError(problems)

@@ -177,6 +177,19 @@ def load_file(path: str | Path, what: str) -> tuple[Any, list[Problem]]:
     return read_yaml(read_input(path, what, MAX_BYTES), str(path))
 
 
+def load_ours(path: str | Path, what: str, keys: set[str]) -> Mapping:
+    """A YAML input file of a kind whose top level has some of `keys` (a scenario file, a file of
+    expectations), parsed; InputError when it cannot be read or parsed, is empty, or is of another kind."""
+    raw, problems = load_file(path, what)
+    if raw is None and not problems:
+        problems = [Problem(str(path), 1, "", "the file is empty")]
+    if problems:
+        raise InputError(problems)
+    if foreign := not_ours(str(path), raw, keys, what):
+        raise foreign
+    return raw
+
+
 def not_ours(file: str, data: Any, keys: set[str], what: str) -> InputError | None:
     """An InputError when the parsed file has none of the top-level keys of its kind: it is some
     other file (a log, /etc/shadow), so its contents are not listed back as 'unknown keys'."""
