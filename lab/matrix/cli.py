@@ -260,8 +260,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for e in s.get("events") or []:
             print("  " + json.dumps(e, default=str))
     print("\n-- verdict " + "-" * 68)
-    print(f"  observed:  {s['outcome']}" + (f" at {s['stage']}" if s.get("stage") else "") + f": {s['reason']}")
-    print(f"  predicted: {s['expected']}: {s.get('expected_reason')}")
+    print(f"  observed:  {_decided(s['outcome'], s.get('stage'), s.get('device'))}: {s['reason']}")
+    print(f"  predicted: {_decided(s['expected'], s.get('expected_stage'), s.get('expected_device'))}: "
+          f"{s.get('expected_reason')}")
     if s.get("throughput_mbps"):
         print(f"  {s['bytes']} bytes, {s['throughput_mbps']} MB/s; iperf3 baseline {s['baseline_mbps']} MB/s "
               f"(ratio {s['ratio']})")
