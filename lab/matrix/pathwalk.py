@@ -403,9 +403,6 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
     """The prediction for one cell. Pure. `silent`: how long the control connection stays silent
     while the data flows (a variation's transfer_seconds; 0: not long enough to matter)."""
     net = Net(topology, alg)
-    broken = ends.client.broken_for(security, data)
-    if broken:
-        return Prediction("fail", "data-connect", f"{ends.client.name}: {broken}", None)
     edges = port_edges(net)
     passive = data in ("pasv", "epsv")
     prange = (ends.passive_range or EPHEMERAL) if passive else EPHEMERAL
@@ -420,6 +417,10 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
                 results.append((pred, w0 * w1 * w2))
     chooser = "the server" if passive and ends.passive_range else "the kernel"
     settled = settle(results, f"{chooser} picks")
+    broken = ends.client.broken_for(security, data)
+    if broken and settled.outcome == "pass":
+        # a known defect of the client matters only where the network would let the cell through
+        return Prediction("fail", "data-connect", f"{ends.client.name}: {broken}", None)
     if settled.outcome == "pass" and silent:
         return _forgotten(net, ends, silent) or settled
     return settled
