@@ -63,7 +63,7 @@ def in_sandbox_fxp(topology_file: str, cases: list) -> dict:
     with LabNet(topology, workdir=tmp / "run") as net:
         for name, security, data, passive, sscn, statements, _, _ in cases:
             procs = []
-            for node in ("server-a", "server-b"):
+            for node in addresses:             # server-a, server-b
                 root = tmp / name / node
                 root.mkdir(parents=True)
                 if node == "server-b":
@@ -76,7 +76,7 @@ def in_sandbox_fxp(topology_file: str, cases: list) -> dict:
                                               "--user", f"{USER}:{PASSWORD}", "--cert", str(cert.cert),
                                               "--key", str(cert.key), "--ftpdata", str(ftpdata)],
                                        stdout=open(tmp / name / f"{node}.log", "w"), stderr=subprocess_stdout()))
-            for node in ("server-a", "server-b"):
+            for node in addresses:             # server-a, server-b
                 deadline = time.monotonic() + 10
                 while ":21 " not in net.run(node, ["ss", "-ltn"]).stdout:
                     if time.monotonic() > deadline:
