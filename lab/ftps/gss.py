@@ -38,7 +38,7 @@ import struct
 import threading
 
 from lab.ftps.grammar import GrammarError, ReplyReader
-from lab.ftps.tls import Truncated
+from lab.ftps.tls import Truncated, fill_by_recv
 
 MAX_BLOCK = 1 << 20        # the largest data block accepted, whatever PBSZ says (hostile lengths)
 
@@ -163,7 +163,32 @@ def _flags(gssapi):
     return f.mutual_authentication | f.replay_detection | f.integrity | f.confidentiality
 
 
-class Initiator:
+class _Exchange:
+    """One side of the ADAT exchange: tokens in and out until the context is complete; then its
+    Protection (wrap/unwrap). self._ctx is the gssapi.SecurityContext."""
+
+    _ctx = None
+    protection: Protection | None = None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._ctx.complete)
+
+    def step(self, token: bytes | None) -> bytes | None:
+        try:
+            out = self._ctx.step(token)
+        except Exception as exc:
+            raise KerberosError(_reason(exc)) from None
+        if self._ctx.complete:
+            self.protection = Protection(self._ctx)
+            self._established()
+        return out
+
+    def _established(self) -> None:
+        """Called once the context is complete."""
+
+
+class Initiator(_Exchange):
     """The client's side of ADAT: a context for the service ftp@host."""
 
     def __init__(self, host: str, ccache: str | None = None):
@@ -177,24 +202,11 @@ class Initiator:
             raise KerberosError(f"cannot start Kerberos for ftp@{host}: {_reason(exc)}") from None
         self.protection: Protection | None = None
 
-    @property
-    def complete(self) -> bool:
-        return bool(self._ctx.complete)
-
-    def step(self, token: bytes | None) -> bytes | None:
-        try:
-            out = self._ctx.step(token)
-        except Exception as exc:
-            raise KerberosError(_reason(exc)) from None
-        if self._ctx.complete:
-            self.protection = Protection(self._ctx)
-        return out
-
     def first_token(self) -> bytes:
         return self.step(None) or b""
 
 
-class Acceptor:
+class Acceptor(_Exchange):
     """The server's side of ADAT, with the keytab's keys (None: KRB5_KTNAME / the default)."""
 
     def __init__(self, keytab: str | None = None):
@@ -207,19 +219,8 @@ class Acceptor:
         self.protection: Protection | None = None
         self.principal = ""
 
-    @property
-    def complete(self) -> bool:
-        return bool(self._ctx.complete)
-
-    def step(self, token: bytes) -> bytes | None:
-        try:
-            out = self._ctx.step(token)
-        except Exception as exc:
-            raise KerberosError(_reason(exc)) from None
-        if self._ctx.complete:
-            self.protection = Protection(self._ctx)
-            self.principal = str(self._ctx.initiator_name)
-        return out
+    def _established(self) -> None:
+        self.principal = str(self._ctx.initiator_name)
 
 
 def check_keytab(keytab: str) -> None:
@@ -326,13 +327,7 @@ class GSSConn:
         return len(take)
 
     def fill(self, buf: bytearray) -> tuple[int, bool]:
-        view, filled = memoryview(buf), 0
-        while filled < len(buf):
-            got = self.recv_into(view[filled:])
-            if not got:
-                return filled, True
-            filled += got
-        return filled, False
+        return fill_by_recv(self.recv_into, buf)
 
 
 def reply_reader_for(raw: bytes):

@@ -344,13 +344,7 @@ class TLSConn:
         The bulk path of data connections: one SSL_read per record straight into buf, no Python
         object per call. Errors as recv_into (Truncated, TLSTimeout, OSError)."""
         if not (_FAST and self._ssl is not None):     # pragma: no cover - pyOpenSSL internals moved
-            view, filled = memoryview(buf), 0
-            while filled < len(buf):
-                n = self.recv_into(view[filled:])
-                if not n:
-                    return filled, True
-                filled += n
-            return filled, False
+            return fill_by_recv(self.recv_into, buf)
         ptr, size, filled = _ffi.from_buffer(buf), len(buf), 0
         read = self._read
         while filled < size:
@@ -403,6 +397,17 @@ class TLSConn:
         # Tell OpenSSL the shutdown is done so freeing the object never writes anything.
         self.conn.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         return self.sock
+
+
+def fill_by_recv(recv_into, buf: bytearray) -> tuple[int, bool]:
+    """fill() from a recv_into that returns 0 at the end of the data: (bytes, ended)."""
+    view, filled = memoryview(buf), 0
+    while filled < len(buf):
+        n = recv_into(view[filled:])
+        if not n:
+            return filled, True
+        filled += n
+    return filled, False
 
 
 def _read_failure(exc: SSL.Error) -> Exception:
