@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from lab.network.ready import file_shows, log_tail, wait_until
 USER, PASSWORD = "lab", "lab-secret"
 DATA_FILE = "data.bin"
 SERVER_READY_TIMEOUT = 10.0
+STOPPING_WAIT = 3.0       # a server that stopped listening gets this long to exit before it is called hung
 #: Server statements of the slides' pictures (DESIGN.md): the topology file adds PASSIVEDATAPORTS.
 SERVER_BASE = {"TLSRFCLEVEL": "RFC4217"}
 
@@ -64,6 +66,20 @@ class ServerRun:
     logs: dict[str, Path]              # "explicit" / "implicit" -> log path
     procs: list[subprocess.Popen]
     stop: Callable[[], None]
+
+    def not_listening(self, net, ports: tuple[int, ...]) -> str | None:
+        """What is wrong when the server's process lives but no longer listens on one of `ports`
+        (it is stopping: a refused connection then says nothing about the network)."""
+        done = net.run(self.node, ["ss", "-Hltn"], check=False)
+        missing = [p for p in ports if f":{p} " not in done.stdout]
+        if not missing:
+            return None
+        deadline = time.monotonic() + STOPPING_WAIT     # a stopping server is about to exit: say how
+        while time.monotonic() < deadline:
+            if why := self.exited():
+                return why
+            time.sleep(0.05)
+        return f"the FTP server ({self.kind}) in {self.node} does not listen on port {missing[0]} any more"
 
     def log_for(self, security: str) -> Path:
         return self.logs["implicit" if security.startswith("implicit") else "explicit"]

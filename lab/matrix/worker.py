@@ -374,13 +374,23 @@ class Judge:
         return entry          # why it differs from its prediction: lab.matrix.runner.describe_cell
 
 
+def refused_by_lab(net, topology, cell: scenario.Cell, server: ServerRun, obs: Observation) -> str | None:
+    """A cell that could not connect while no device dropped anything: is the server still
+    listening? One that stops (its process not gone yet) refuses connections for the lab's reasons."""
+    seen = verdict(obs)
+    if seen.outcome != "fail" or seen.stage != "connect" or seen.drop:
+        return None
+    implicit = cell.security.startswith("implicit")
+    return server.not_listening(net, (topology.ftp.implicit_port if implicit else topology.ftp.control_port,))
+
+
 def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
                judge: Judge) -> tuple[dict, str | None]:
     """Run one cell between two checks that the lab's programs live; (entry, the fault if one died)."""
     if fault := lab_fault(net, server, g.agent):
         return judge.lab_error(cell, spec, f"before the cell: {fault}"), fault
     obs, side = run_cell(net, topology, cell, spec, g, judge.sha, server)
-    if fault := lab_fault(net, server, g.agent):
+    if fault := lab_fault(net, server, g.agent) or refused_by_lab(net, topology, cell, server, obs):
         seen = verdict(obs)
         return judge.lab_error(cell, spec, f"during the cell: {fault} (the client saw: {seen.outcome}: "
                                            f"{seen.reason})", duration=side["duration"], ended=side["ended"],

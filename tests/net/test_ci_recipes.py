@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes" / "ci"
 #: A small matrix: three networks, so each of the three shards brings one up.
-SMALL = "--topologies lan client-nat server-nat --security plain tls --data pasv port --size 64KiB"
+SMALL = "--topologies lan client-nat server-nat --security plain tls --data pasv port --size 64KiB --throughput off"
 
 
 def _commands(doc: dict) -> list[str]:

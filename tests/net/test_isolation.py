@@ -130,7 +130,7 @@ def test_no_lab_node_reaches_the_host_or_outside_the_lab():
 # -- two matrices at once ---------------------------------------------------------------------------------
 
 MATRIX = [*FTLAB, "matrix", "--topologies", "lan", "client-nat", "--security", "plain", "--data", "pasv", "port",
-          "--size", "64KiB", "--quiet"]
+          "--size", "64KiB", "--quiet", "--throughput", "off"]
 
 
 def test_two_matrices_with_the_same_address_plan_at_once_are_both_right():

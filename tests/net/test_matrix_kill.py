@@ -12,6 +12,7 @@ next run works. SIGTERM to the runner alone stops its sandboxes before it exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -174,7 +175,8 @@ def test_sigterm_to_the_matrix_runner_alone_stops_its_sandboxes(tmp_path):
         run.proc.terminate()
         assert run.proc.wait(20) == 128 + signal.SIGTERM, run.proc.stderr.read1(4000).decode(errors="replace")
     finally:
-        os.killpg(run.proc.pid, signal.SIGKILL)   # if it did not stop, do not leave it running
+        with contextlib.suppress(ProcessLookupError):   # the whole group may be gone already
+            os.killpg(run.proc.pid, signal.SIGKILL)   # if it did not stop, do not leave it running
         run.proc.wait()
     exited = time.monotonic()
     assert not our_state_files(run.proc.pid), "the runner must remove its sandboxes' state files"

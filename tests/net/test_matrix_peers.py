@@ -12,7 +12,7 @@ from lab.report import results
 
 
 def matrix(out, *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", "--quiet", "--size", "128KiB",
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", "--quiet", "--size", "128KiB", "--throughput", "off",
                            "--out", str(out), *args], capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     return {s["id"]: s for s in results.load(out)["scenarios"]}
