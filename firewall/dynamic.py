@@ -234,9 +234,12 @@ class DynamicFilter:
 
 # -- setup (pure, called by the engine) --------------------------------------------------------------
 
-def rules(ports: tuple[int, ...]) -> list[list[str]]:
+def rules(ports: tuple[int, ...], tool: str = "iptables") -> list[list[str]]:
+    """The chain for one family (`tool` iptables or ip6tables): both hand their packets to the
+    same two queues, and the process reads IPv4 and IPv6 alike (lab.devkit.tcpseg)."""
     spec = ",".join(str(p) for p in ports)
-    mangle = ["iptables", "-t", "mangle"]
+    mangle = [tool, "-t", "mangle"]
+    icmp = "icmp" if tool == "iptables" else "ipv6-icmp"
     return [
         [*mangle, "-N", CHAIN],
         [*mangle, "-A", "PREROUTING", "!", "-i", "lo", "-j", CHAIN],
@@ -246,7 +249,10 @@ def rules(ports: tuple[int, ...]) -> list[list[str]]:
         [*mangle, "-A", CHAIN, "-p", "tcp", "-m", "multiport", "--sports", spec, "-m", "conntrack",
          "--ctstate", "ESTABLISHED", "-j", "NFQUEUE", "--queue-num", str(CONTROL_QUEUE)],
         [*mangle, "-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT"],
-        [*mangle, "-A", CHAIN, "-p", "icmp", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"],
+        [*mangle, "-A", CHAIN, "-p", icmp, "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"],
+        # IPv6 does not work without neighbour discovery (which conntrack does not track)
+        *([[*mangle, "-A", CHAIN, "-p", icmp, "--icmpv6-type", kind, "-j", "ACCEPT"]
+           for kind in ("neighbour-solicitation", "neighbour-advertisement")] if tool == "ip6tables" else []),
         [*mangle, "-A", CHAIN, "-j", "NFQUEUE", "--queue-num", str(NEW_QUEUE)],
     ]
 
@@ -254,7 +260,7 @@ def rules(ports: tuple[int, ...]) -> list[list[str]]:
 def setup(view: NodeView) -> DeviceSetup:
     fw = view.section
     return DeviceSetup(
-        iptables=rules(view.control_ports),
+        iptables=[argv for tool in view.tools for argv in rules(view.control_ports, tool)],
         sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1", **idle_sysctls(fw.idle_timeout)},
         argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(config_path(view, "dynamic"))],
         config={"device": view.name, "events": str(view.events), "control_ports": list(view.control_ports),

@@ -99,7 +99,8 @@ def forward_target(nat: Nat, proto: str, port: int, public=None) -> tuple[ipaddr
     for fwd in nat.forwards:
         if fwd.proto == proto and port in fwd.ports and fwd.public == (public if public in nat.public_addresses()
                                                                        else None):
-            return fwd.to, fwd.to_ports.low + (port - fwd.ports.low)
+            to = fwd.to if public is None or public.version == fwd.to.version else fwd.to6
+            return (to, fwd.to_ports.low + (port - fwd.ports.low)) if to is not None else None
     return None
 
 

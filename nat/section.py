@@ -24,6 +24,7 @@ class PortForward:
     to_ports: PortRange               # same size as ports (identity when not given)
     line: int = 0
     public: Address | None = None     # the address it listens on; None: the outside interface's own
+    to6: Address | None = None        # the inside host's IPv6 address (dual stack: the forward's NAT66 twin)
 
 
 @dataclass

@@ -36,12 +36,13 @@ class RuleSet:
         self.reasons.update(other.reasons)
 
 
-def drop_chain(chain: str, mark: int, table: str = "filter") -> list[list[str]]:
-    """Create `chain` that marks a packet with `mark` and hands it to dropwatch."""
+def drop_chain(chain: str, mark: int, table: str = "filter", tool: str = "iptables") -> list[list[str]]:
+    """Create `chain` that marks a packet with `mark` and hands it to dropwatch (`tool`
+    ip6tables: the same chain for IPv6; NFQUEUE takes both families to one queue)."""
     return [
-        ["iptables", "-t", table, "-N", chain],
-        ["iptables", "-t", table, "-A", chain, "-j", "MARK", "--set-mark", str(mark)],
-        ["iptables", "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH)],
+        [tool, "-t", table, "-N", chain],
+        [tool, "-t", table, "-A", chain, "-j", "MARK", "--set-mark", str(mark)],
+        [tool, "-t", table, "-A", chain, "-j", "NFQUEUE", "--queue-num", str(DROPWATCH)],
     ]
 
 

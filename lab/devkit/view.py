@@ -20,8 +20,9 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 @dataclass(frozen=True)
 class InterfaceView:
     name: str                 # the interface's name inside the node, e.g. "nat-c-eth1"
-    address: IPInterface      # address with prefix, e.g. 198.51.100.1/24
+    address: IPInterface      # address with prefix, e.g. 198.51.100.1/24 (IPv4; IPv6 on an IPv6-only link)
     peer: str                 # the node at the other end of the link
+    address6: ipaddress.IPv6Interface | None = None   # its IPv6 address (dual stack or IPv6 only)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class NodeView:
     events: Path = Path("events.jsonl")       # the JSON-lines file every device appends to
     control_ports: tuple[int, ...] = (21, 990)   # FTP control ports on this node: the picture's and the sections'
     drop_reasons: Mapping[int, str] = field(default_factory=dict)   # mark -> why (the node's observed drops)
+
+    @property
+    def tools(self) -> tuple[str, ...]:
+        """The rule tools a device programs this node with: iptables, and ip6tables when the node
+        has IPv6 addresses (the same rules for both families, where they apply)."""
+        return ("iptables", "ip6tables") if any(i.address6 is not None for i in self.interfaces) else ("iptables",)
 
     def interface(self, name: str) -> InterfaceView:
         for intf in self.interfaces:

@@ -129,6 +129,16 @@ def session_refusal(security: str, ends: Ends) -> Refusal | None:
     return None
 
 
+def family_refusal(data: str, version: int, ends: Ends) -> Refusal | None:
+    """PASV and PORT on an IPv6 session: they carry IPv4 addresses only, and the server refuses
+    them (RFC 2428 leaves it to EPSV and EPRT; z/OS answers 522, as the built-in server does)."""
+    if version != 6 or data not in ("pasv", "port"):
+        return None
+    text = ("No IPv4 address available for PASV. Use EPSV." if data == "pasv"
+            else "command PORT not allowed with this session - current protocol is not IPv4.")
+    return Refusal("data-setup", 522, f"{data.upper()} on an IPv6 session: the server answers 522 {text}", True)
+
+
 def port_refusal(ends: Ends, announced, client_seen) -> Refusal | None:
     """The server's answer to PORT/EPRT naming `announced`, from a client it sees as `client_seen`."""
     if ends.builtin_server and ends.server_cfg.PORTCOMMAND == "REJECT":

@@ -46,7 +46,7 @@ from lab.matrix.ends import Ends, Refusal
 from lab.topology import devices
 from lab.topology.loader import is_private
 from lab.topology.model import Node, Topology
-from lab.topology.routing import next_hop
+from lab.topology.routing import next_hop, source_on
 
 #: Linux's default ip_local_port_range: a client's source and listening ports, an unbound listener's
 EPHEMERAL = PortRange(32768, 60999)
@@ -141,9 +141,11 @@ class Net:
         found = devices.sections(node, self.alg)
         return found["nat"], found["firewall"]
 
-    def outside(self, node: Node):
+    def outside(self, node: Node, version: int = 4):
+        """The NAT's outside address of IP `version` (NAT66: its IPv6 one)."""
         nat = self.sections(node)[0]
-        return next(i.address.ip for i in node.interfaces if i.name == nat.outside)
+        intf = next(i for i in node.interfaces if i.name == nat.outside)
+        return source_on(intf, ipaddress.ip_address("::" if version == 6 else "0.0.0.0"))
 
     def control_ports(self, node: Node) -> tuple[int, ...]:
         return devices.control_ports(node, self.topology)
@@ -151,7 +153,7 @@ class Net:
     def owns(self, node: Node, address) -> bool:
         """One of the node's interface addresses, or a public address its NAT holds (1:1, forwards)."""
         nat = self.sections(node)[0]
-        return any(i.address.ip == address for i in node.interfaces) or \
+        return any(a.ip == address for i in node.interfaces for a in i.addresses) or \
             bool(nat is not None and address in nat.public_addresses())
 
 
@@ -166,7 +168,7 @@ def cross(net: Net, start: str, pkt: Packet, learned: dict[str, Learned], max_ho
     if hop is None:
         return Stop(None, f"{start} has no route to {pkt.dst}")
     if pkt.src is None:
-        pkt = replace(pkt, src=hop[0].address.ip)
+        pkt = replace(pkt, src=source_on(hop[0], pkt.dst))
     result = Crossing([], pkt, pkt, start)
     for _ in range(max_hops):
         egress, _via = hop
@@ -196,7 +198,7 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     st = learned.setdefault(node.name, Learned())
     arrive = pkt
     # mangle PREROUTING: the internet's private-destination drop, then the dynamic filter
-    if node.name == topo.internet and pkt.dst.version == 4 and is_private(pkt.dst):
+    if node.name == topo.internet and is_private(pkt.dst):
         return Stop(node.name, f"{node.name} drops it: {pkt.dst} is a private address, not routed on the internet")
     if fw is not None and fw.mode == "dynamic":
         flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if)
@@ -221,7 +223,7 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
             break
     kernel_nat = devices.model("nat")
     if nat is not None and not translated:
-        to = kernel_nat.forward(nat, net.outside(node), in_if, pkt.proto, pkt.dst, pkt.dport)
+        to = kernel_nat.forward(nat, net.outside(node, pkt.dst.version), in_if, pkt.proto, pkt.dst, pkt.dport)
         if to is not None:
             pkt, translated = pkt.to(to[0], to[1]), True
             result.notes.append(f"{node.name} forwards it to {pkt.target}")
@@ -236,7 +238,7 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     stop = _forward_chain(net, node, nat, fw, flow, result)
     if stop is not None:
         return stop
-    leaves_as = kernel_nat.source(nat, egress.name, pkt.src, egress.address.ip) if nat is not None else None
+    leaves_as = kernel_nat.source(nat, egress.name, pkt.src, source_on(egress, pkt.dst)) if nat is not None else None
     if leaves_as is not None and leaves_as != pkt.src:
         pkt = replace(pkt, src=leaves_as)
         result.notes.append(f"{node.name} translates its source to {leaves_as}")
@@ -360,7 +362,7 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
                     host = nat.public_of(sender)
                     notes.append(f"{node.name}'s {_named(inspector)} rewrites it to {host}:{shown} (1:1 NAT)")
             elif names_sender(host, sender):
-                public = net.outside(node)
+                public = net.outside(node, sender.version)
                 st.mappings.add((peer_seen, public, port, sender, port))
                 notes.append(f"{node.name}'s {_named(inspector)} " + (f"rewrites it to {public}:{shown}" if host else
                              "reads it") + f" and maps {public}:{shown} to {sender}:{shown} for {peer_seen}")
@@ -399,9 +401,10 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
 # -- one cell ------------------------------------------------------------------------------------------
 
 def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | None = None,
-         silent: float = 0.0) -> Prediction:
+         silent: float = 0.0, version: int | None = None) -> Prediction:
     """The prediction for one cell. Pure. `silent`: how long the control connection stays silent
-    while the data flows (a variation's transfer_seconds; 0: not long enough to matter)."""
+    while the data flows (a variation's transfer_seconds; 0: not long enough to matter). `version`:
+    the IP version the client dials the server with (None: server_address's)."""
     net = Net(topology, alg)
     edges = port_edges(net)
     passive = data in ("pasv", "epsv")
@@ -411,7 +414,8 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
         for p, w1 in stretches(prange, edges):
             for q, w2 in (stretches(EPHEMERAL, edges) if passive else [(0, 1)]):
                 try:
-                    pred = _cell(net, security, data, ends, csport, (p, _label(p, w1)), (q, _label(q, w2)))
+                    pred = _cell(net, security, data, ends, csport, (p, _label(p, w1)), (q, _label(q, w2)),
+                                 version)
                 except _Unpredictable as exc:
                     pred = Prediction("unknown", None, str(exc), exc.node)
                 results.append((pred, w0 * w1 * w2))
@@ -447,7 +451,7 @@ def _label(port: int, count: int) -> str:
 
 
 def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port: tuple[int, str],
-          client_port: tuple[int, str]) -> Prediction:
+          client_port: tuple[int, str], version: int | None = None) -> Prediction:
     """One sample of the ports: the control connection from `csport`, the data connection to
     data_port (the server's passive port, or the client's listening one) from client_port
     (passive) or the server's data port (active); each port with the text a reason shows."""
@@ -455,16 +459,17 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
     ftp = topology.ftp
     p, shown = data_port
     dport = topology.ftp.implicit_port if security.startswith("implicit") else topology.ftp.control_port
+    dial = topology.server_address_of(version or ftp.server_address.version)
     # 1. the control connection
-    ctrl = cross(net, ftp.client, Packet(None, ftp.server_address, csport, dport, shown=("*", str(dport))), {})
+    ctrl = cross(net, ftp.client, Packet(None, dial, csport, dport, shown=("*", str(dport))), {})
     if isinstance(ctrl, Stop):
-        return Prediction("fail", "connect", f"the control connection {ftp.client} -> {ftp.server_address}:{dport}: "
+        return Prediction("fail", "connect", f"the control connection {ftp.client} -> {dial}:{dport}: "
                                              f"{ctrl.reason}", ctrl.device)
     if ctrl.at != ftp.server:
-        return Prediction("fail", "connect", f"the control connection to {ftp.server_address}:{dport} arrives at "
+        return Prediction("fail", "connect", f"the control connection to {dial}:{dport} arrives at "
                                              f"{ctrl.at}, not at the server", None)
     # 2. the ends
-    refusal = ends_mod.session_refusal(security, ends)
+    refusal = ends_mod.session_refusal(security, ends) or ends_mod.family_refusal(data, dial.version, ends)
     if refusal is not None:
         return _refused(refusal, ends)
     # 3. the announcement, along the control path
@@ -479,7 +484,7 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
         notes.insert(0, f"the {what} announces " + (f"{host}:{shown}" if host else f"port {shown}"))
         target = got
         if data == "epsv" or ends.ignores_pasv_address:
-            target = ftp.server_address
+            target = dial
             if data == "pasv":
                 notes.append(f"the client ignores the 227 address and connects to the control address {target}")
         start, listener = ftp.client, ftp.server

@@ -37,7 +37,7 @@ def predict(scenarios: scenario.Scenarios, cell: scenario.Cell, picture: scenari
     model, _notes = override.apply(model, spec.alg)
     model = timing.apply(model, spec.timing)
     return pathwalk.walk(model, cell.security, cell.data, ends.ends_of(scenarios, cell, model),
-                         silent=spec.timing.transfer_seconds or 0.0)
+                         silent=spec.timing.transfer_seconds or 0.0, version=spec.ip_version)
 
 
 def unreadable(model: Topology) -> list[str]:

@@ -74,6 +74,8 @@ def make_pki(directory: Path, topologies: list[str]) -> Path:
     for name in topologies:
         t = topo.load(name)
         ips.update({str(t.ftp.server_address), str(t.address_of(t.ftp.server))})
+        ips.update(str(a) for a in (t.ftp.server_address6, *(x.ip for x in t.nodes[t.ftp.server].interfaces[0].addresses))
+                   if a is not None)
     pki.init_ca(directory)
     pki.issue_server(directory, "server", ips=sorted(ips), dns=["server"])
     return directory

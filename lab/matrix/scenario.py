@@ -139,6 +139,7 @@ class Variation:
     server_statements: dict = field(default_factory=dict, hash=False, compare=False)
     client_option: str | None = None
     timing: Timing = Timing()          # idle timeouts on the path's devices, a shaped server link
+    ip_version: int | None = None      # 6: the client dials the server over IPv6 (a dual-stack picture)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class CellSpec:
     server_statements: dict            # value None removes a statement
     client_options: tuple[str, ...]
     timing: Timing = Timing()          # lab.topology.timing: idle timeouts, a shaped server link
+    ip_version: int | None = None      # the IP version the client dials with (None: the picture's server_address)
 
 
 @dataclass
@@ -240,6 +242,7 @@ class Scenarios:
         sstat: dict = {}
         copts: list[str] = []
         timed: dict = {}
+        version = None
         for option in cell.options:
             name, _, router = option.partition("@")
             v = self.variations[name]
@@ -255,7 +258,9 @@ class Scenarios:
             if v.client_option:
                 copts.append(v.client_option)
             timed.update({k: val for k, val in vars(v.timing).items() if val is not None})
-        return CellSpec(cell, client, server, override.join(algs), cstat, sstat, tuple(copts), Timing(**timed))
+            version = v.ip_version or version
+        return CellSpec(cell, client, server, override.join(algs), cstat, sstat, tuple(copts), Timing(**timed),
+                        version)
 
     def client_traits(self, cell: Cell) -> ClientTraits:
         return self.clients[self.spec(cell).client]
@@ -328,7 +333,8 @@ def _build(raw: Mapping, path: Path) -> Scenarios:
     servers.setdefault("builtin", ServerTraits("builtin"))
     variations = {name: Variation(name, v.get("what", ""), v.get("alg"), v.get("client"), v.get("server"),
                                   _statements(v.get("client_statements")), _statements(v.get("server_statements")),
-                                  v.get("client_option"), Timing(v.get("idle_timeout"), v.get("transfer_seconds")))
+                                  v.get("client_option"), Timing(v.get("idle_timeout"), v.get("transfer_seconds")),
+                                  v.get("ip_version"))
                   for name, v in (raw.get("variations") or {}).items()}
     vcells = [{"variant": vc["variant"], "topologies": list(vc.get("topologies") or matrix["topologies"]),
                "security": list(vc.get("security") or matrix["security"]), "data": list(vc.get("data") or matrix["data"])}

@@ -116,8 +116,10 @@ def start_builtin(net, topology, statements: dict, workdir: Path, pki: Path, n: 
     ftpdata = workdir / f"server-{n}.ftpdata"
     ftpdata.write_text(ftpdata_text(statements))
     log = workdir / f"server-{n}.log"
-    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"0.0.0.0:{topology.ftp.control_port}",
-            "--tls-listen", f"0.0.0.0:{topology.ftp.implicit_port}", "--root", str(workdir / "root"),
+    # a picture with IPv6 gets one listener for both families ([::], IPv4 arrives mapped; the server unmaps it)
+    any_address = "[::]" if any(i.address6 for n in topology.nodes.values() for i in n.interfaces) else "0.0.0.0"
+    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{any_address}:{topology.ftp.control_port}",
+            "--tls-listen", f"{any_address}:{topology.ftp.implicit_port}", "--root", str(workdir / "root"),
             "--user", f"{USER}:{PASSWORD}", "--cert", str(pki / "server.pem"), "--key", str(pki / "server.key"),
             "--ftpdata", str(ftpdata)]
     with open(log, "wb") as out:

@@ -182,6 +182,11 @@ class ClientRun:
     events: list[dict]
 
 
+def dial_address(topology, spec: scenario.CellSpec):
+    """The address the cell's client dials: the picture's server_address, or its IPv6 one (+v6)."""
+    return topology.server_address_of(spec.ip_version or topology.ftp.server_address.version)
+
+
 def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
                 out: Path) -> list[str]:
     """The command line of the cell's client: curl or lftp, or the arguments of `ftlab client`
@@ -189,12 +194,14 @@ def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group
     implicit = cell.security.startswith("implicit")
     port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
     pki = g.plan.pki
+    dial = dial_address(topology, spec)
     if spec.client != "builtin":
-        return peer_argv(spec.client, cell.security, cell.data, str(topology.ftp.server_address), port,
+        return peer_argv(spec.client, cell.security, cell.data, str(dial), port,
                          DATA_FILE, server.user, server.password, pki / "ca.pem", out, min(15.0, g.plan.timeout))
     cfile = out.with_suffix(".client.ftpdata")
     cfile.write_text(ftpdata_text(client_statements(topology, spec)))
-    url = f"ftp://{server.user}@{topology.ftp.server_address}:{port}/{DATA_FILE}"
+    host = f"[{dial}]" if dial.version == 6 else str(dial)
+    url = f"ftp://{server.user}@{host}:{port}/{DATA_FILE}"
     return [url, "--security", cell.security, "--data", cell.data, "--ftpdata", str(cfile),
             "--ca", str(pki / "ca.pem"), "--password", server.password,
             "--timeout", str(min(8.0, g.plan.timeout)), "--json", "get", "-o", str(out)]
@@ -327,7 +334,7 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     out.unlink(missing_ok=True)
     obs = Observation(client, exit_code=run.returncode, events=fresh, expected_bytes=g.plan.size,
                       expected_sha256=sha, killed_on_drop=run.killed_on_drop, timed_out=run.timed_out,
-                      stderr=run.stderr[-2000:], control_address=str(topology.ftp.server_address),
+                      stderr=run.stderr[-2000:], control_address=str(dial_address(topology, spec)),
                       server_node=topology.ftp.server)
     transcript = [f"client {x}" for x in (client or {}).get("transcript", [])]
     transcript += [f"server {x}" for x in read_from(server_log, log_offset)[-60:]]

@@ -43,10 +43,15 @@ SHAPED_QUEUE = 20         # packets queued behind a shaped link (LabNet.shape)
 SHAPED_SNDBUF = 65536     # bytes: the largest TCP send buffer of a host on a shaped link
 STOP_GRACE = 2.0
 
-#: Namespace sysctls every node gets; routers forward. IPv6 is off: the lab is IPv4 and
-#: router solicitations would only clutter captures.
+#: Namespace sysctls every node gets; routers forward. IPv6 is off unless the picture has IPv6
+#: addresses; then it is on without autoconfiguration: no router advertisements are accepted or
+#: solicited (addresses and routes are the picture's alone) and addresses skip duplicate detection.
 HOST_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 ROUTER_SYSCTLS = {**HOST_SYSCTLS, "net.ipv4.ip_forward": "1"}
+IPV6_SYSCTLS = {f"net.ipv6.conf.{which}.{key}": value for which in ("all", "default")
+                for key, value in (("disable_ipv6", "0"), ("accept_ra", "0"), ("autoconf", "0"),
+                                   ("router_solicitations", "0"), ("accept_dad", "0"))}
+IPV6_ROUTER_SYSCTLS = {**IPV6_SYSCTLS, "net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.default.forwarding": "1"}
 #: A veth hands a packet to the receive backlog of whichever CPU sent it. A TCP sender sends
 #: from its own CPU and, on ACKs, from the softirq of the other one, so one flow's packets
 #: overtake each other: thousands of spurious fast retransmits per 256 MiB on client-nat, and
@@ -116,6 +121,11 @@ class LabNet:
         self._popened: list[subprocess.Popen] = []
         self.timings: dict[str, float] = {}
         self._netns: dict[str, str] = {}    # node -> its netns ("net:[inode]")
+
+    @property
+    def ipv6(self) -> bool:
+        """Does the picture carry IPv6 (then the nodes have it on)?"""
+        return any(i.address6 is not None for n in self.topology.nodes.values() for i in n.interfaces)
 
     @property
     def events_path(self) -> Path:
@@ -253,7 +263,7 @@ class LabNet:
         try:
             for name, node in self.topology.nodes.items():
                 self.hosts[name] = self.mn.addHost(name, ip=None)
-                self._sysctl(node, self._node_sysctls(node))     # before its links exist
+                self._sysctl(node, self._node_sysctls(node, self.ipv6))     # before its links exist
             for link in self.topology.links:
                 self.mn.addLink(link.a, link.b, intfName1=link.a_interface, intfName2=link.b_interface)
         except LabError:
@@ -264,8 +274,10 @@ class LabNet:
         self.timings["mininet"] = time.monotonic() - t0
 
     @staticmethod
-    def _node_sysctls(node: Node) -> dict[str, str]:
+    def _node_sysctls(node: Node, ipv6: bool = False) -> dict[str, str]:
         values = dict(ROUTER_SYSCTLS if node.kind == "router" else HOST_SYSCTLS)
+        if ipv6:
+            values.update(IPV6_ROUTER_SYSCTLS if node.kind == "router" else IPV6_SYSCTLS)
         if rps_sysctl_available():
             values[RPS_DEFAULT_MASK] = cpu_mask(os.cpu_count() or 1)
         return values
@@ -276,10 +288,10 @@ class LabNet:
             self.run(node.name, rps_sysfs_argv(cpu_mask(os.cpu_count() or 1)))
         lines = ["link set lo up"]
         for intf in node.interfaces:
-            lines += [f"link set {intf.name} up", f"addr add {intf.address} dev {intf.name}"]
+            lines.append(f"link set {intf.name} up")
+            lines += [f"addr add {a} dev {intf.name}" + (" nodad" if a.version == 6 else "") for a in intf.addresses]
         for route in node.routes:
-            dest = "default" if route.destination.prefixlen == 0 else str(route.destination)
-            lines.append(f"route add {dest} via {route.via}")
+            lines.append(f"route add {route.destination} via {route.via}")
         self.run(node.name, ["ip", "-batch", "-"], input="\n".join(lines) + "\n")
 
     def _sysctl(self, node: Node, values: dict[str, str]) -> None:
@@ -289,7 +301,7 @@ class LabNet:
     def _program(self, node: Node) -> None:
         """The engine's own rules (the internet's), then each device on the node, in the registry's
         order: its kernel rules, sysctls and program (lab.topology.devices)."""
-        own = internet_rules() if node.name == self.topology.internet else None
+        own = internet_rules(self.ipv6) if node.name == self.topology.internet else None
         setups = devices.setups(node, self.topology, self.events_path, alg_mode=self.alg,
                                 programs=self.devices, drop_reasons=own.reasons if own else None)
         # iptables-restore replaces the tables it names: a user's ruleset goes in before any rule

@@ -56,7 +56,7 @@ def control_ports(node: Node, topology: Topology) -> tuple[int, ...]:
 def view(node: Node, topology: Topology, events: Path) -> NodeView:
     """The node as its devices see it (without a section: setups() adds each device's own)."""
     return NodeView(name=node.name,
-                    interfaces=tuple(InterfaceView(i.name, i.address, i.peer) for i in node.interfaces),
+                    interfaces=tuple(InterfaceView(i.name, i.address, i.peer, i.address6) for i in node.interfaces),
                     events=Path(events), control_ports=control_ports(node, topology))
 
 

@@ -48,7 +48,13 @@ from lab.topology.yamlfile import MAX_BYTES, Mapping, Sequence, not_ours, read_y
 #: Private address space (RFC 1918). The internet router must not route it. (Python's
 #: ipaddress calls the documentation ranges "private" too, so it cannot decide this for us.)
 RFC1918 = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+#: IPv6's: unique local addresses (RFC 4193; link-local ones never leave their link: no link end
+#: may use one). The documentation prefix 2001:db8::/32 plays the public internet in the lab, as
+#: the IPv4 documentation ranges do.
+PRIVATE6 = [ipaddress.IPv6Network("fc00::/7")]
 DEFAULT = ipaddress.IPv4Network("0.0.0.0/0")
+DEFAULT6 = ipaddress.IPv6Network("::/0")
+DEFAULTS = {4: DEFAULT, 6: DEFAULT6}
 
 NODE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 STATEMENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -67,17 +73,17 @@ FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "
 MAX_IDLE_TIMEOUT = 432000
 FIREWALL_MODES = {"static", "dynamic", "nftables"}
 RULE_KEYS = {"action", "proto", "src", "dst", "sport", "dport", "in_interface", "out_interface", "comment"}
-FTP_KEYS = {"client", "server", "server_address", "control_port", "implicit_port",
+FTP_KEYS = {"client", "server", "server_address", "server_address6", "control_port", "implicit_port",
             "server_statements", "client_statements"}
 #: KEYRING value meaning "every CA certificate of the lab" (lab.ftps.tls.keyring_files)
 KEYRING_LAB_CA = "*AUTH*/*"
 ACTIONS = {"accept": "accept", "permit": "accept", "drop": "drop", "deny": "drop"}
 
 
-def is_private(net: ipaddress.IPv4Network | ipaddress.IPv4Address) -> bool:
-    if isinstance(net, ipaddress.IPv4Address):
-        net = ipaddress.IPv4Network(net)
-    return any(net.overlaps(p) for p in RFC1918)
+def is_private(net) -> bool:
+    """An address or prefix the internet does not route: RFC 1918, or IPv6 unique-local."""
+    net = ipaddress.ip_network(net)
+    return any(net.version == p.version and net.overlaps(p) for p in (*RFC1918, *PRIVATE6))
 
 
 # -- finding files ---------------------------------------------------------------------------
@@ -209,26 +215,41 @@ class _Builder:
             return None
         return value
 
-    def address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Address | None:
+    def address(self, value: Any, line: int, field: str, version: int | None = None):
+        """An IPv4 or IPv6 address (of `version` when given); None and a problem otherwise."""
         try:
             if isinstance(value, str | int) and not isinstance(value, bool):
-                return ipaddress.IPv4Address(value if isinstance(value, str) else str(value))
+                found = ipaddress.ip_address(value if isinstance(value, str) else str(value))
+                if version is None or found.version == version:
+                    return found
+                self.problem(line, field, f"{found} is an IPv{found.version} address; expected IPv{version}")
+                return None
         except ValueError:
             pass
-        self.problem(line, field, f"bad IPv4 address {show(value)}")
+        self.problem(line, field, f"bad {'IP' if version is None else f'IPv{version}'} address {show(value)}")
         return None
 
-    def network(self, value: Any, line: int, field: str) -> ipaddress.IPv4Network | None:
+    def network(self, value: Any, line: int, field: str, version: int = 4):
+        """A prefix (an address alone is a host route); `default` is the default route of `version`."""
         if isinstance(value, str) and value == "default":
-            return DEFAULT
+            return DEFAULTS[version]
         try:
             if isinstance(value, str):
-                return ipaddress.IPv4Network(value)
+                return ipaddress.ip_network(value)
         except ValueError as exc:
-            self.problem(line, field, f"bad IPv4 prefix {value!r}: {exc}")
+            self.problem(line, field, f"bad IP prefix {value!r}: {exc}")
             return None
-        self.problem(line, field, f"bad IPv4 prefix {show(value)}")
+        self.problem(line, field, f"bad IP prefix {show(value)}")
         return None
+
+    def addresses_of(self, value: Any, line: int, field: str) -> list:
+        """`ADDRESS` or `[ADDRESS, ADDRESS6]`: at most one address per IP version."""
+        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        found = [a for a in (self.address(v, line, field) for v in items) if a is not None]
+        if len({a.version for a in found}) != len(found):
+            self.problem(line, field, "at most one IPv4 and one IPv6 address")
+            return []
+        return found
 
     def port(self, value: Any, line: int, field: str) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
@@ -336,10 +357,10 @@ class _Builder:
     def node_body(self, node: Node, m: Mapping) -> None:
         """Routes, NAT and firewall: these need the interfaces, so they come after the links."""
         field = f"nodes.{node.name}"
-        if "gateway" in m:
-            via = self.address(m["gateway"], m.line_of("gateway"), f"{field}.gateway")
-            if via is not None and self.check_via(node, via, m.line_of("gateway"), f"{field}.gateway"):
-                node.routes.append(Route(DEFAULT, via))
+        if "gateway" in m:      # one default route per IP version: an address, or a list of two
+            for via in self.addresses_of(m["gateway"], m.line_of("gateway"), f"{field}.gateway"):
+                if self.check_via(node, via, m.line_of("gateway"), f"{field}.gateway"):
+                    node.routes.append(Route(DEFAULTS[via.version], via))
         if "routes" in m:
             self.routes(node, m["routes"], m.line_of("routes"), f"{field}.routes")
         if "nat" in m and node.kind == "router":
@@ -358,9 +379,13 @@ class _Builder:
             self.keys(m, where, ROUTE_KEYS, ROUTE_KEYS)
             if "to" not in m or "via" not in m:
                 continue
-            to = self.network(m["to"], m.line_of("to"), f"{where}.to")
             via = self.address(m["via"], m.line_of("via"), f"{where}.via")
+            to = self.network(m["to"], m.line_of("to"), f"{where}.to", via.version if via else 4)
             if to is None or via is None:
+                continue
+            if to.version != via.version:
+                self.problem(m.line_of("via"), f"{where}.via", f"an IPv{via.version} next hop for an "
+                                                               f"IPv{to.version} prefix {to}")
                 continue
             if to in seen:
                 self.problem(m.line, f"{where}.to", f"second route to {to} (first at line {seen[to]})")
@@ -371,8 +396,8 @@ class _Builder:
 
     def check_via(self, node: Node, via: ipaddress.IPv4Address, line: int, field: str) -> bool:
         """A next hop must be a neighbour's address on one of the node's own subnets."""
-        subnets = [i.address.network for i in node.interfaces]
-        if any(i.address.ip == via for i in node.interfaces):
+        subnets = [a.network for i in node.interfaces for a in i.addresses]
+        if any(a.ip == via for i in node.interfaces for a in i.addresses):
             self.problem(line, field, f"{via} is {node.name}'s own address, not a next hop")
             return False
         if not any(via in net for net in subnets):
@@ -400,21 +425,25 @@ class _Builder:
             ends = []
             for end, addr in m.items():
                 end = str(end)
-                address = self.interface_address(addr, m.line_of(end), f"{field}.{end}")
-                if address is not None:
-                    self.claimed.append((end, address))
+                addresses = self.interface_addresses(addr, m.line_of(end), f"{field}.{end}")
+                self.claimed += [(end, a) for a in addresses]
                 if end not in self.nodes:
                     self.problem(m.line_of(end), f"{field}.{end}",
                                  f"unknown node {end!r}{_did_you_mean(end, self.nodes)}")
                     continue
                 self.linked.add(end)
-                if address is not None:
-                    ends.append((end, address))
+                if addresses:
+                    ends.append((end, addresses))
             if len(ends) != 2:
                 continue
             (a, a_addr), (b, b_addr) = ends
-            if a_addr.network != b_addr.network:
-                self.problem(m.line, field, f"the two ends are on different subnets ({a_addr} and {b_addr})")
+            if [x.version for x in a_addr] != [x.version for x in b_addr]:
+                self.problem(m.line, field, f"the two ends must carry the same IP versions "
+                                            f"({', '.join(map(str, a_addr))} and {', '.join(map(str, b_addr))})")
+                continue
+            if any(x.network != y.network for x, y in zip(a_addr, b_addr, strict=True)):
+                self.problem(m.line, field, f"the two ends are on different subnets ({', '.join(map(str, a_addr))} "
+                                            f"and {', '.join(map(str, b_addr))})")
                 continue
             pair = frozenset((a, b))
             if pair in pairs:
@@ -427,53 +456,72 @@ class _Builder:
         self.links_seen = links
         return links
 
-    def interface_address(self, value: Any, line: int, field: str) -> ipaddress.IPv4Interface | None:
+    def interface_addresses(self, value: Any, line: int, field: str) -> list:
+        """A link end's addresses: `ADDR/LEN`, or a list of two (an IPv4 and an IPv6 one: dual
+        stack), IPv4 first; an IPv6 end alone is an IPv6-only link."""
+        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        found = [a for a in (self.interface_address(v, line, field) for v in items) if a is not None]
+        if len(found) != len(items):
+            return []
+        if len(found) > 2 or len({a.version for a in found}) != len(found):
+            self.problem(line, field, "a link end has one address, or two: one IPv4 and one IPv6")
+            return []
+        return sorted(found, key=lambda a: a.version)
+
+    def interface_address(self, value: Any, line: int, field: str):
         if not isinstance(value, str) or "/" not in value:
-            self.problem(line, field, f"expected ADDRESS/PREFIXLEN such as 192.0.2.1/24, got {show(value)}")
+            self.problem(line, field, f"expected ADDRESS/PREFIXLEN such as 192.0.2.1/24 or 2001:db8::1/64 "
+                                      f"(or a list of one of each), got {show(value)}")
             return None
         try:
-            address = ipaddress.IPv4Interface(value)
+            address = ipaddress.ip_interface(value)
         except ValueError as exc:
             self.problem(line, field, f"bad address {value!r}: {exc}")
             return None
         net = address.network
-        if net.prefixlen < 31 and address.ip in (net.network_address, net.broadcast_address):
+        if address.version == 4 and net.prefixlen < 31 and address.ip in (net.network_address, net.broadcast_address):
             which = "network" if address.ip == net.network_address else "broadcast"
             self.problem(line, field, f"{address.ip} is the {which} address of {net}")
             return None
+        if address.version == 6 and (net.prefixlen < 127 and address.ip == net.network_address
+                                     or address.ip.is_link_local or address.ip.is_multicast):
+            self.problem(line, field, f"{address.ip} is not a unicast interface address of {net} (the subnet's "
+                                      f"anycast address, link-local or multicast)")
+            return None
         return address
 
-    def owner(self, ip: ipaddress.IPv4Address) -> Node | None:
+    def owner(self, ip) -> Node | None:
         """The node with this address on one of its interfaces (links with problems add none)."""
-        return next((n for n in self.nodes.values() for i in n.interfaces if i.address.ip == ip), None)
+        return next((n for n in self.nodes.values() for i in n.interfaces for a in i.addresses if a.ip == ip), None)
 
-    def add_interface(self, node: str, address: ipaddress.IPv4Interface, peer: str) -> str:
+    def add_interface(self, node: str, addresses: list, peer: str) -> str:
         n = self.nodes[node]
         name = f"{node}-eth{len(n.interfaces)}"   # Mininet's convention, in link order
-        n.interfaces.append(Interface(name, address, peer))
+        six = next((a for a in addresses if a.version == 6), None)
+        n.interfaces.append(Interface(name, addresses[0], peer, six))
         return name
 
     def addresses(self, links: list[Link]) -> None:
-        """No address twice; no two links on overlapping subnets."""
-        owners: dict[ipaddress.IPv4Address, tuple[str, int]] = {}
-        nets: list[tuple[ipaddress.IPv4Network, Link]] = []
+        """No address twice; no two links on overlapping subnets (of the same IP version)."""
+        owners: dict = {}
+        nets: list = []
         for link in links:
             for end in (link.a, link.b):
-                intf = self.interface(end, link)
                 where = f"links[{links.index(link)}].{end}"
-                if intf.address.ip in owners:
-                    other, line = owners[intf.address.ip]
-                    self.problem(link.line, where, f"duplicate address {intf.address.ip} "
-                                                   f"(also {other}'s, line {line})")
-                else:
-                    owners[intf.address.ip] = (end, link.line)
-            net = self.interface(link.a, link).address.network
-            for other_net, other in nets:
-                if net.overlaps(other_net):
-                    self.problem(link.line, f"links[{links.index(link)}]",
-                                 f"subnet {net} overlaps {other_net} of the link {other.a}-{other.b} "
-                                 f"(line {other.line})")
-            nets.append((net, link))
+                for address in self.interface(end, link).addresses:
+                    if address.ip in owners:
+                        other, line = owners[address.ip]
+                        self.problem(link.line, where, f"duplicate address {address.ip} "
+                                                       f"(also {other}'s, line {line})")
+                    else:
+                        owners[address.ip] = (end, link.line)
+            for net in (a.network for a in self.interface(link.a, link).addresses):
+                for other_net, other in nets:
+                    if net.version == other_net.version and net.overlaps(other_net):
+                        self.problem(link.line, f"links[{links.index(link)}]",
+                                     f"subnet {net} overlaps {other_net} of the link {other.a}-{other.b} "
+                                     f"(line {other.line})")
+                nets.append((net, link))
 
     def interface(self, node: str, link: Link) -> Interface:
         name = link.a_interface if node == link.a else link.b_interface
@@ -546,8 +594,14 @@ class _Builder:
                     self.problem(m.line, where, f"{proto} ports {ports} overlap the forward at line {other.line}")
                     break
             else:
-                result.append(PortForward(proto, ports, to, to_ports, line=m.line, public=public))
+                result.append(PortForward(proto, ports, to, to_ports, line=m.line, public=public,
+                                          to6=self.twin(to)))
         return result
+
+    def twin(self, address):
+        """The IPv6 address of the interface that holds the IPv4 `address` (dual stack), or None."""
+        return next((i.address6.ip for n in self.nodes.values() for i in n.interfaces
+                     if i.address.ip == address and i.address6 is not None and i.address6 != i.address), None)
 
     def inside_target(self, node: Node, outside: str, inside: set[str], m: Mapping, where: str,
                       to: ipaddress.IPv4Address | None, what: str) -> ipaddress.IPv4Address | None:
@@ -597,8 +651,9 @@ class _Builder:
         intf = next(i for i in node.interfaces if i.name == outside)
         owner = self.owner(public)
         held = self.publics.get(public)
-        if public not in intf.address.network:
-            self.problem(line, field, f"{public} is not on {outside}'s subnet {intf.address.network}: the "
+        subnet = (intf.of(public.version) or intf.address).network
+        if public not in subnet:
+            self.problem(line, field, f"{public} is not on {outside}'s subnet {subnet}: the "
                                       f"outside link's neighbour must reach it directly")
         elif owner is not None:
             self.problem(line, field, f"{public} is {owner.name}'s interface address; a public address of "
@@ -789,17 +844,28 @@ class _Builder:
         if len(ends) != 2:
             return None
         server = ends["server"]
-        dial = server.interfaces[0].address.ip
+        own = server.interfaces[0]
+        dial = own.address.ip
         if "server_address" in m:
             dial = self.address(m["server_address"], m.line_of("server_address"), "ftp.server_address")
             if dial is not None and not self.check_dial(dial, server, ports["control_port"] or 21,
-                                                        m.line_of("server_address")):
+                                                        m.line_of("server_address"), "ftp.server_address"):
                 dial = None
+        # over IPv6 (dual stack): the server's own IPv6 address when the client dials its own IPv4 one
+        dial6 = own.address6.ip if own.address6 is not None and dial is not None and dial.version == 4 \
+            and dial == own.address.ip else None
+        if "server_address6" in m:
+            dial6 = self.address(m["server_address6"], m.line_of("server_address6"), "ftp.server_address6", 6)
+            if dial6 is not None and not self.check_dial(dial6, server, ports["control_port"] or 21,
+                                                         m.line_of("server_address6"), "ftp.server_address6"):
+                dial6 = None
         if dial is None or None in ports.values():
             return None
+        if dial.version == 6:
+            dial6 = None                    # an IPv6-only picture: server_address says it all
         return FtpSettings(client=ends["client"].name, server=server.name, server_address=dial,
                            control_port=ports["control_port"], implicit_port=ports["implicit_port"],
-                           **statements)
+                           server_address6=dial6, **statements)
 
     def statements(self, m: Mapping, key: str) -> dict[str, str | list[str]]:
         if key not in m:
@@ -854,23 +920,24 @@ class _Builder:
                                                     for p in exc.problems) + f" ({file})")
         return str(path)
 
-    def check_dial(self, dial: ipaddress.IPv4Address, server: Node, port: int, line: int) -> bool:
-        """The client dials the server itself, or a NAT router that forwards the control port to it."""
+    def check_dial(self, dial, server: Node, port: int, line: int, field: str = "ftp.server_address") -> bool:
+        """The client dials the server itself, or a NAT router that forwards the control port to it
+        (over IPv6: a forward's IPv6 twin, NAT66)."""
         owner = self.owner(dial) or (self.nodes.get(self.publics[dial][0]) if dial in self.publics else None)
         if owner is None:
-            self.problem(line, "ftp.server_address", f"{dial}: no node has this address")
+            self.problem(line, field, f"{dial}: no node has this address")
             return False
         if owner is server:
             return True
-        server_ips = {i.address.ip for i in server.interfaces}
+        server_ips = {a.ip for i in server.interfaces for a in i.addresses}
         nat = owner.nat
         public = dial if nat and dial in nat.public_addresses() else None
         if nat and (nat.inside_of(dial) in server_ips or any(
-                f.proto == "tcp" and port in f.ports and f.to in server_ips and f.public == public
-                for f in nat.forwards)):
+                f.proto == "tcp" and port in f.ports and (f.to if dial.version == f.to.version else f.to6)
+                in server_ips and f.public == public for f in nat.forwards)):
             return True
-        self.problem(line, "ftp.server_address", f"{dial} belongs to {owner.name}, which does not forward "
-                                                 f"tcp port {port} to the FTP server ({server.name})")
+        self.problem(line, field, f"{dial} belongs to {owner.name}, which does not forward "
+                                  f"tcp port {port} to the FTP server ({server.name})")
         return False
 
     def internet(self, top: Mapping) -> str | None:
@@ -898,21 +965,23 @@ class _Builder:
         for i, item in enumerate(routes if isinstance(routes, Sequence) else []):
             to = item.get("to") if isinstance(item, Mapping) else None
             try:
-                net = DEFAULT if to == "default" else ipaddress.IPv4Network(to)
+                net = DEFAULT if to == "default" else ipaddress.ip_network(to)
             except (ValueError, TypeError):
                 continue   # already reported
-            if net == DEFAULT:
+            if net.prefixlen == 0:
                 self.problem(item.line_of("to"), f"{field}.routes[{i}].to", "the internet has no default "
                              "route: a destination it does not know is unreachable")
             elif is_private(net):
-                self.problem(item.line_of("to"), f"{field}.routes[{i}].to", f"{net} is private (RFC 1918): "
-                             "the internet routes only public prefixes")
+                self.problem(item.line_of("to"), f"{field}.routes[{i}].to", f"{net} is private "
+                             f"({'RFC 1918' if net.version == 4 else 'IPv6 unique-local'}): the internet routes only "
+                             "public prefixes")
         for intf in node.interfaces:
-            if is_private(intf.address.network):
-                link = next(lk for lk in self.links_seen if node.name in (lk.a, lk.b) and
-                            intf.name in (lk.a_interface, lk.b_interface))
-                self.problem(link.line, f"{field}.{intf.name}", f"private address {intf.address}: "
-                                                               "the internet uses only public addresses")
+            for address in intf.addresses:
+                if is_private(address.network):
+                    link = next(lk for lk in self.links_seen if node.name in (lk.a, lk.b) and
+                                intf.name in (lk.a_interface, lk.b_interface))
+                    self.problem(link.line, f"{field}.{intf.name}", f"private address {address}: "
+                                                                   "the internet uses only public addresses")
 
     def reachability(self, topology: Topology, line: int) -> None:
         g = topology.graph()

@@ -22,19 +22,32 @@ from nat.section import Nat, PortForward, StaticNat  # noqa: F401
 IPv4Interface = ipaddress.IPv4Interface
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
 class Interface:
     name: str                 # interface name inside the node, e.g. "r1-eth0"
-    address: IPv4Interface    # address with prefix, e.g. 10.0.0.1/24
+    address: IPInterface      # address with prefix, e.g. 10.0.0.1/24: the IPv4 one, or the IPv6 one alone
     peer: str                 # the node at the other end of the link
+    address6: ipaddress.IPv6Interface | None = None   # its IPv6 address (dual stack, or IPv6 alone)
+
+    @property
+    def addresses(self) -> list[IPInterface]:
+        """Every address of the interface, IPv4 first."""
+        return list(dict.fromkeys(a for a in (self.address, self.address6) if a is not None))
+
+    def of(self, version: int) -> IPInterface | None:
+        """The interface's address of that IP version (4 or 6), or None."""
+        return next((a for a in self.addresses if a.version == version), None)
 
 
 @dataclass
 class Route:
-    destination: IPv4Network  # 0.0.0.0/0 for the default route
-    via: IPv4Address
+    destination: IPNetwork    # 0.0.0.0/0 (::/0) for the default route
+    via: IPAddress
 
 
 @dataclass
@@ -76,12 +89,13 @@ class FtpSettings:
     """The FTP endpoints of the picture and the settings that belong to the design."""
     client: str                           # node name of the FTP client
     server: str                           # node name of the FTP server
-    server_address: IPv4Address           # the address the client dials (public one behind NAT)
+    server_address: IPAddress             # the address the client dials (public one behind NAT)
     control_port: int = 21
     implicit_port: int = 990
     # FTP.DATA statements; a list = a statement repeated (CIPHERSUITE, EXTENSIONS, CERTUSERMAP)
     server_statements: dict[str, str | list[str]] = field(default_factory=dict)
     client_statements: dict[str, str | list[str]] = field(default_factory=dict)
+    server_address6: ipaddress.IPv6Address | None = None   # what the client dials over IPv6 (dual stack)
 
 
 @dataclass
@@ -117,13 +131,30 @@ class Topology:
     def devices_on_path(self) -> list[Node]:
         return [self.nodes[n] for n in self.path() if self.nodes[n].is_device]
 
-    def owner_of(self, address: IPv4Address) -> Node | None:
+    def owner_of(self, address: IPAddress) -> Node | None:
         """The node with this address: on an interface, or a public one its NAT holds (1:1, forwards)."""
         for node in self.nodes.values():
-            if any(i.address.ip == address for i in node.interfaces):
+            if any(a.ip == address for i in node.interfaces for a in i.addresses):
                 return node
         return next((n for n in self.nodes.values() if n.nat and address in n.nat.public_addresses()), None)
 
-    def address_of(self, node: str) -> IPv4Address:
-        """The node's first interface address (hosts have one)."""
-        return self.nodes[node].interfaces[0].address.ip
+    def address_of(self, node: str, version: int | None = None) -> IPAddress:
+        """The node's first interface address (hosts have one link): IPv4 first, or of `version`."""
+        intf = self.nodes[node].interfaces[0]
+        found = intf.address if version is None else intf.of(version)
+        if found is None:
+            raise ValueError(f"{node} has no IPv{version} address")
+        return found.ip
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The IP versions the FTP client can dial the server with: (4,), (6,) or (4, 6)."""
+        return tuple(sorted({self.ftp.server_address.version} | ({6} if self.ftp.server_address6 else set())))
+
+    def server_address_of(self, version: int) -> IPAddress:
+        """The address the client dials over IP `version`."""
+        if self.ftp.server_address.version == version:
+            return self.ftp.server_address
+        if version == 6 and self.ftp.server_address6 is not None:
+            return self.ftp.server_address6
+        raise ValueError(f"{self.name}: the client cannot dial the server over IPv{version}")

@@ -42,17 +42,25 @@ class Trace:
 
 
 def next_hop(node: Node, dst: IPv4Address) -> tuple[Interface, IPv4Address] | None:
-    """(egress interface, the address to hand the packet to), by longest prefix; None: no route."""
+    """(egress interface, the address to hand the packet to), by longest prefix among the routes
+    of dst's IP version; None: no route."""
     best: tuple[int, Interface, IPv4Address] | None = None
     for intf in node.interfaces:
-        if dst in intf.address.network and (best is None or intf.address.network.prefixlen > best[0]):
-            best = (intf.address.network.prefixlen, intf, dst)
+        own = intf.of(dst.version)
+        if own is not None and dst in own.network and (best is None or own.network.prefixlen > best[0]):
+            best = (own.network.prefixlen, intf, dst)
     for route in node.routes:
         if dst in route.destination and (best is None or route.destination.prefixlen > best[0]):
-            egress = next((i for i in node.interfaces if route.via in i.address.network), None)
+            egress = next((i for i in node.interfaces if any(route.via in a.network for a in i.addresses)), None)
             if egress is not None:
                 best = (route.destination.prefixlen, egress, route.via)
     return (best[1], best[2]) if best else None
+
+
+def source_on(intf: Interface, dst) -> IPv4Address:
+    """The address a packet to `dst` leaves `intf` with: the interface's address of dst's version."""
+    own = intf.of(dst.version)
+    return (own or intf.address).ip
 
 
 def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = None,
@@ -82,11 +90,11 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
             return result
         egress, via = hop
         if result.source is None:
-            result.source = egress.address.ip
+            result.source = source_on(egress, dst)
         if len(result.hops) > 1:
             result.steps.append(Step(node.name, ingress, egress.name, result.source, dst, port, dnat))
         if node.nat and egress.name == node.nat.outside and len(result.hops) > 1:
-            leaves_as = node.nat.public_of(result.source) or (egress.address.ip if node.nat.masquerade else None)
+            leaves_as = node.nat.public_of(result.source) or (source_on(egress, dst) if node.nat.masquerade else None)
             if leaves_as is not None and leaves_as != result.source:
                 result.snat[(node.name, leaves_as)] = result.source
                 result.source = leaves_as
@@ -107,7 +115,8 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
 
 def _owns(node: Node, ip: IPv4Address) -> bool:
     """The address is one of the node's interfaces', or a public one its NAT holds (1:1, forwards)."""
-    return any(i.address.ip == ip for i in node.interfaces) or bool(node.nat and ip in node.nat.public_addresses())
+    return any(a.ip == ip for i in node.interfaces for a in i.addresses) or \
+        bool(node.nat and ip in node.nat.public_addresses())
 
 
 def _translate(node: Node, dst: IPv4Address, port: int | None,
@@ -121,17 +130,20 @@ def _translate(node: Node, dst: IPv4Address, port: int | None,
 
 
 def control_connection(topology: Topology) -> list[str]:
-    """Problems carrying the FTP control connection there and back (empty: it works)."""
+    """Problems carrying the FTP control connection there and back, over each IP version the
+    client dials (empty: it works)."""
     ftp = topology.ftp
-    there = trace(topology, ftp.client, ftp.server_address, ftp.control_port)
-    if there.problem:
-        return [f"client → {ftp.server_address}:{ftp.control_port}: {there.problem}"]
-    if there.hops[-1] != ftp.server:
-        return [f"client → {ftp.server_address}:{ftp.control_port} arrives at {there.hops[-1]}, "
-                f"not at the server {ftp.server}"]
-    back = trace(topology, ftp.server, there.source, reply_to=there.snat)
-    if back.problem:
-        return [f"reply server → {there.source}: {back.problem}"]
-    if back.hops[-1] != ftp.client:
-        return [f"reply server → {there.source} arrives at {back.hops[-1]}, not at the client"]
+    for version in topology.families:
+        dial = topology.server_address_of(version)
+        there = trace(topology, ftp.client, dial, ftp.control_port)
+        if there.problem:
+            return [f"client → {dial}:{ftp.control_port}: {there.problem}"]
+        if there.hops[-1] != ftp.server:
+            return [f"client → {dial}:{ftp.control_port} arrives at {there.hops[-1]}, "
+                    f"not at the server {ftp.server}"]
+        back = trace(topology, ftp.server, there.source, reply_to=there.snat)
+        if back.problem:
+            return [f"reply server → {there.source}: {back.problem}"]
+        if back.hops[-1] != ftp.client:
+            return [f"reply server → {there.source} arrives at {back.hops[-1]}, not at the client"]
     return []

@@ -48,7 +48,7 @@ def test_dynamic_setup_admits_only_through_its_queues(tmp_path):
     sport_rule = next(r for r in chain if "--sports" in r)
     assert "ESTABLISHED" in sport_rule                                  # source port 21 is no key
     assert setup.config == {"device": "fw", "events": str(tmp_path / "events.jsonl"), "control_ports": [21, 990],
-                            "lifetime": 30.0}           # no list of its own addresses to open pinholes to
+                            "lifetime": 30.0, "idle_timeout": None}   # no list of its own addresses to open pinholes to
 
 
 def test_dropwatch_gets_every_drop_reason_of_the_node(tmp_path):

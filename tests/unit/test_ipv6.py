@@ -1,0 +1,96 @@
+"""IPv6 and dual stack without a network: topology files, the routing walk, the devices' IPv6
+rules and the prediction of an IPv6 picture (tests/net: the same with real packets)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from lab import TOPOLOGY_DIR
+from lab.errors import InputError
+from lab.matrix import scenario
+from lab.matrix.predict import predict
+from lab.topology import devices, routing
+from lab.topology import loader as topo
+
+A = ipaddress.ip_address
+V6 = TOPOLOGY_DIR / "examples" / "ipv6-firewall.yaml"
+
+DUAL = """\
+name: dual
+description: a dual-stack LAN
+ftp: {client: client, server: server}
+nodes:
+  client: {kind: host, gateway: [192.0.2.1, 2001:db8:1::1]}
+  r: {kind: router}
+  server: {kind: host, gateway: [198.51.100.1, "2001:db8:2::1"]}
+links:
+  - {client: [192.0.2.10/24, 2001:db8:1::10/64], r: [192.0.2.1/24, 2001:db8:1::1/64]}
+  - {r: [198.51.100.1/24, 2001:db8:2::1/64], server: [198.51.100.10/24, 2001:db8:2::10/64]}
+"""
+
+
+def test_dual_stack_link_ends_routes_and_the_ipv6_dial():
+    t = topo.loads(DUAL, "dual.yaml")
+    c = t.nodes["client"].interfaces[0]
+    assert (str(c.address), str(c.address6)) == ("192.0.2.10/24", "2001:db8:1::10/64")
+    assert [str(r.destination) for r in t.nodes["client"].routes] == ["0.0.0.0/0", "::/0"]
+    assert t.ftp.server_address == A("198.51.100.10") and t.ftp.server_address6 == A("2001:db8:2::10")
+    assert t.families == (4, 6) and t.server_address_of(6) == A("2001:db8:2::10")
+    six = routing.trace(t, "client", A("2001:db8:2::10"), 21)
+    assert six.hops == ["client", "r", "server"] and six.source == A("2001:db8:1::10")
+    assert routing.control_connection(t) == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("r: [192.0.2.1/24, 2001:db8:1::1/64]}", None),
+    ("r: 192.0.2.1/24}", "the two ends must carry the same IP versions"),
+    ("r: [192.0.2.1/24, 2001:db8:9::1/64]}", "the two ends are on different subnets"),
+    ("r: [192.0.2.1/24, 2001:db8:1::1/64, 2001:db8:1::2/64]}", "a link end has one address, or two"),
+    ("r: [192.0.2.1/24, fe80::1/64]}", "is not a unicast interface address"),
+])
+def test_link_end_problems(change, problem):
+    text = DUAL.replace("r: [192.0.2.1/24, 2001:db8:1::1/64]}", change, 1)
+    if problem is None:
+        topo.loads(text, "dual.yaml")
+        return
+    with pytest.raises(InputError, match=problem.replace("(", r"\(")):
+        topo.loads(text, "dual.yaml")
+
+
+def test_server_address6_must_lead_to_the_server_and_be_ipv6():
+    with pytest.raises(InputError, match="ftp.server_address6: 198.51.100.10 is an IPv4 address; expected IPv6"):
+        topo.loads(DUAL.replace("server: server}", "server: server, server_address6: 198.51.100.10}"), "d.yaml")
+    with pytest.raises(InputError, match="ftp.server_address6: 2001:db8:2::99: no node has this address"):
+        topo.loads(DUAL.replace("server: server}", "server: server, server_address6: 2001:db8:2::99}"), "d.yaml")
+
+
+def test_the_internet_routes_no_unique_local_prefix():
+    text = V6.read_text().replace("- {to: 2001:db8:2::/64, via: 2001:db8:ff::1}", "- {to: fd00::/8, via: 2001:db8:ff::1}")
+    with pytest.raises(InputError, match=r"fd00::/8 is private \(IPv6 unique-local\)"):
+        topo.loads(text, str(V6), V6)
+
+
+def test_the_dynamic_filter_programs_both_families_with_neighbour_discovery():
+    t = topo.load(V6)
+    [(_, setup)] = [(d, s) for d, s in devices.setups(t.nodes["fw"], t, TOPOLOGY_DIR / "e.jsonl") if d.name == "dynamic"]
+    lines = [" ".join(a) for a in setup.iptables]
+    assert any(x.startswith("ip6tables -t mangle -A DYNFW") and "NFQUEUE --queue-num 21" in x for x in lines)
+    assert "ip6tables -t mangle -A DYNFW -p ipv6-icmp --icmpv6-type neighbour-solicitation -j ACCEPT" in lines
+
+
+def test_an_ipv6_picture_predicts_epsv_and_eprt_and_refuses_pasv_and_port():
+    scen = scenario.load()
+    t = topo.load(V6)
+    picture = scenario.Picture(name=t.name, model=t)
+
+    def cell(security, data):
+        return predict(scen, scenario.Cell(str(V6), security, data), picture)
+
+    for data in ("pasv", "port"):
+        p = cell("plain", data)
+        assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", "server") and "522" in p.reason
+    assert cell("plain", "epsv").outcome == cell("plain", "eprt").outcome == "pass"
+    assert cell("tls-ccc", "eprt").outcome == "pass"
+    assert cell("tls", "epsv").key == ("fail", "data-connect", "fw")
