@@ -62,14 +62,18 @@ class Ends:
         return PortRange(*rng) if rng else None
 
     @property
-    def noredirect_port(self) -> bool:
-        """The server refuses a PORT/EPRT naming another host than the client's control address."""
-        return self.server.noredirect or (self.builtin_server and self.server_cfg.PORTCOMMANDIPADDR == "NOREDIRECT")
+    def foreign_port(self) -> str:
+        """What the server does with a PORT/EPRT naming another host than the client's control
+        address: accept, refuse, or control-address (connects to the control address instead)."""
+        if self.builtin_server and self.server_cfg.PORTCOMMANDIPADDR == "NOREDIRECT":
+            return "refuse"
+        return self.server.foreign_port
 
     @property
     def noredirect_passive(self) -> bool:
         """The server refuses a passive data connection from another address than the control one."""
-        return self.server.noredirect or (self.builtin_server and self.server_cfg.PASSIVEDATACONN == "NOREDIRECT")
+        return self.server.foreign_passive == "refuse" or \
+            (self.builtin_server and self.server_cfg.PASSIVEDATACONN == "NOREDIRECT")
 
 
 def ends_of(scen: scenario.Scenarios, cell: scenario.Cell, topology) -> Ends:
@@ -143,7 +147,7 @@ def port_refusal(ends: Ends, announced, client_seen) -> Refusal | None:
     """The server's answer to PORT/EPRT naming `announced`, from a client it sees as `client_seen`."""
     if ends.builtin_server and ends.server_cfg.PORTCOMMAND == "REJECT":
         return Refusal("data-setup", 504, "the server's PORTCOMMAND REJECT refuses PORT and EPRT (504)", True)
-    if ends.noredirect_port and announced != client_seen:
+    if ends.foreign_port == "refuse" and announced != client_seen:
         what = "PORTCOMMANDIPADDR NOREDIRECT" if ends.builtin_server else f"{ends.server.name} (no foreign address)"
         return Refusal("data-setup", 504 if ends.builtin_server else 500,
                        f"the server receives {announced}, not the client's address {client_seen}, and its "

@@ -412,7 +412,9 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
     results: list[tuple[Prediction, int]] = []
     for csport, w0 in stretches(EPHEMERAL, edges):
         for p, w1 in stretches(prange, edges):
-            for q, w2 in (stretches(EPHEMERAL, edges) if passive else [(0, 1)]):
+            # the client's source port (passive), or an active server's when it is an ephemeral one
+            ephemeral = passive or ends.server.data_source_port(security) is None
+            for q, w2 in (stretches(EPHEMERAL, edges) if ephemeral else [(0, 1)]):
                 try:
                     pred = _cell(net, security, data, ends, csport, (p, _label(p, w1)), (q, _label(q, w2)),
                                  version)
@@ -495,10 +497,15 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
         for refusal in (ends_mod.port_refusal(ends, got, client_seen), ends_mod.protection_refusal(security, ends)):
             if refusal is not None:
                 return _refused(refusal, ends, notes)
+        if ends.foreign_port == "control-address" and got != client_seen:
+            notes.append(f"{ends.server.name} takes no foreign address: it connects to the control connection's "
+                         f"{client_seen} instead of {got}")
+            got = client_seen
         sport = ends.server.data_source_port(security, ctrl.last.dport)
-        notes.append(f"the server connects from port {sport} to {got}:{shown}")
+        notes.append(f"the server connects from port {sport or 'an ephemeral port'} to {got}:{shown}")
         start, listener = ftp.server, ftp.client
-        pkt = Packet(server_ip, got, sport, p, shown=(str(sport), shown))
+        pkt = Packet(server_ip, got, sport or client_port[0], p,
+                     shown=(str(sport) if sport else client_port[1], shown))
     # 4. the data connection
     conn = cross(net, start, pkt, learned)
     if isinstance(conn, Stop):

@@ -111,16 +111,23 @@ class ServerTraits:
     name: str
     security: tuple[str, ...] = SECURITY_MODES
     #: where active-mode data comes from: "l-1" = RFC 959's default data port, one below the control
-    #: port (20 for 21, 989 for the implicit port 990); or a fixed port number
+    #: port (20 for 21, 989 for the implicit port 990); "ephemeral"; or a fixed port number
     active_source_port: str = "l-1"
-    #: refuses PORT/EPRT naming another host than the client, and passive data connections from
-    #: another address (vsftpd's port_/pasv_promiscuous NO, ProFTPD's AllowForeignAddress off; the
-    #: built-in server does so under PORTCOMMANDIPADDR / PASSIVEDATACONN NOREDIRECT)
-    noredirect: bool = False
+    #: a PORT/EPRT naming another host than the client's control address: "accept" (connect to it),
+    #: "refuse" (vsftpd's port_promiscuous NO: 500), "control-address" (ProFTPD's AllowForeignAddress
+    #: off: connect to the control connection's address instead); the built-in server: its
+    #: PORTCOMMANDIPADDR statement
+    foreign_port: str = "accept"
+    #: a passive data connection from another address than the control connection's: "accept" or
+    #: "refuse" (vsftpd's pasv_promiscuous NO, ProFTPD's AllowForeignAddress off; the built-in
+    #: server: its PASSIVEDATACONN statement)
+    foreign_passive: str = "accept"
 
-    def data_source_port(self, security: str, control_port: int | None = None) -> int:
+    def data_source_port(self, security: str, control_port: int | None = None) -> int | None:
         """The source port of active-mode data, for a session whose control connection arrived at
-        `control_port` (default: 21, or 990 for the implicit modes)."""
+        `control_port` (default: 21, or 990 for the implicit modes); None: an ephemeral one."""
+        if self.active_source_port == "ephemeral":
+            return None
         if self.active_source_port == "l-1":
             if control_port is None:
                 control_port = 990 if security.startswith("implicit") else 21
@@ -328,7 +335,7 @@ def _build(raw: Mapping, path: Path) -> Scenarios:
                for name, c in (raw.get("clients") or {}).items()}
     clients.setdefault("builtin", ClientTraits("builtin"))
     servers = {name: ServerTraits(name, tuple(s.get("security", SECURITY_MODES)), str(s.get("active_source_port", "l-1")),
-                                  bool(s.get("noredirect", False)))
+                                  s.get("foreign_port", "accept"), s.get("foreign_passive", "accept"))
                for name, s in (raw.get("servers") or {}).items()}
     servers.setdefault("builtin", ServerTraits("builtin"))
     variations = {name: Variation(name, v.get("what", ""), v.get("alg"), v.get("client"), v.get("server"),

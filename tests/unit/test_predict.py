@@ -113,9 +113,13 @@ def test_variations_change_what_they_say():
     assert (p.outcome, p.device) == ("fail", "fw") and "99.6% of the ports" in p.reason
     assert outcome("static-filter/tls/port+no-passive-range").outcome == "pass"
     assert outcome("server-nat/tls/pasv+ignore-pasv-address").device == "nat-s"     # EPSV's port: not forwarded
-    # vsftpd and ProFTPD refuse a PORT naming another host than the client (their defaults)
-    p = outcome("client-nat/tls/port+proftpd")
+    # vsftpd refuses a PORT naming another host than the client (port_promiscuous NO); ProFTPD
+    # (AllowForeignAddress off) connects to the control address instead: nat-c has no mapping
+    p = outcome("client-nat/tls/port+vsftpd")
     assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", "server")
+    p = outcome("client-nat/tls/port+proftpd")
+    assert (p.outcome, p.stage, p.device) == ("fail", "data-connect", "nat-c")
+    assert "connects to the control connection's 198.51.100.1 instead of 192.168.1.10" in p.reason
     # curl's defect decides only where the network lets the cell through (as observed)
     assert (outcome("client-nat/tls/port+curl").device, outcome("lan/tls/port+curl").device) == ("internet", None)
     assert "curl#10666" in outcome("lan/tls/port+curl").reason
