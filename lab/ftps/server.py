@@ -522,16 +522,16 @@ class _Session:
         self._dispatch_protected(*opened)
 
     def _dispatch_protected(self, verb: str, inner: str, private: bool) -> None:
+        """Run the command a MIC/ENC line held; every reply to it is protected the same way."""
         self.server.emit(self, "C>S", f"[{verb}] {inner}")
-        if self.cfg.SECURE_CTRLCONN == "PRIVATE" and not private and not self.cleared:
-            self.send(533, "All commands must be ENC-protected (SECURE_CTRLCONN PRIVATE).")
-            return
-        if _verb(inner.encode("utf-8", "surrogateescape")) in ("MIC", "ENC", "CONF"):
-            self.send(500, "A protected command cannot hold another one.")
-            return
         self.cmd_private = private
         try:
-            self._dispatch_command(inner.encode("utf-8", "surrogateescape"))
+            if self.cfg.SECURE_CTRLCONN == "PRIVATE" and not private and not self.cleared:
+                self.send(533, "All commands must be ENC-protected (SECURE_CTRLCONN PRIVATE).")
+            elif _verb(inner.encode("utf-8", "surrogateescape")) in ("MIC", "ENC", "CONF"):
+                self.send(500, "A protected command cannot hold another one.")
+            else:
+                self._dispatch_command(inner.encode("utf-8", "surrogateescape"))
         finally:
             self.cmd_private = None
 

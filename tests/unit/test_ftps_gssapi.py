@@ -139,6 +139,12 @@ def test_wire_protection_as_rfc_2228_says(realm, serve):
     assert p.open_reply(631, raw.cmd(p.command("PROT E", False)).lines)[0].startswith(b"536")
     assert p.open_reply(631, raw.cmd(p.command("PROT S", False)).lines)[0].startswith(b"200")
     assert p.open_reply(631, raw.cmd(p.command("CCC", False)).lines)[0].startswith(b"534")   # SAFE: no CCC
+    noop = p.command("NOOP", False)
+    assert p.open_reply(631, raw.cmd(noop).lines)[0].startswith(b"200")
+    assert raw.cmd(noop).code == 535                                 # the same token again: a replay
+    nested = raw.cmd(p.command(p.command("NOOP", False), False))
+    assert p.open_reply(631, nested.lines)[0].startswith(b"500")     # no command inside a command
+    assert p.open_reply(631, raw.cmd(p.command("ADAT AAAA", False)).lines)[0].startswith(b"503")  # it is over
     raw.sock.close()
 
 
