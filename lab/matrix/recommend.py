@@ -141,17 +141,18 @@ def _differs(step: int, method: str, outcome, observed: dict) -> str:
 def _ccc_notes(model: Topology, scen: scenario.Scenarios, cell: scenario.Cell) -> list[str]:
     """What CCC needs on this path, true for the cell's real client."""
     ends = ends_of(scen, cell, model)
+    client = "built-in" if ends.client.name == "builtin" else ends.client.name
     helpers = [n.name for n in model.devices_on_path()
                if n.nat is not None and getattr(devices.nat_inspector(n.nat.alg), "misses_first_line_after_ccc", False)]
     notes = ["the server must allow CCC (SECURE_CTRLCONN CLEAR, TLSRFCLEVEL RFC4217 or CCCNONOTIFY)"]
     if helpers:
         if ends.first_after_ccc == "data":
             notes.append(f"the kernel helper on {', '.join(helpers)} misses the first clear line after CCC, and "
-                         f"the {ends.client.name} client's first command after CCC is the data command: set "
+                         f"the {client} client's first command after CCC is the data command: set "
                          "CCCNOOP TRUE on the client (NOOP first)")
         else:
             notes.append(f"the kernel helper on {', '.join(helpers)} misses the first clear line after CCC; the "
-                         f"{ends.client.name} client sends another command first (not the data command), so the "
+                         f"{client} client sends another command first (not the data command), so the "
                          "helper reads PASV/PORT")
     return notes
 

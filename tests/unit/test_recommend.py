@@ -56,7 +56,7 @@ def test_ccc_reasons_are_true_for_the_actual_client():
     model = loader.load(TOPOLOGY_DIR / "examples" / "kernel-helper-dynamic.yaml")
     rec = recommend(model, S)
     assert rec.method == "tls-ccc/epsv" and rec.step == 4
-    assert "the builtin client sends another command first (not the data command)" in rec.why
+    assert "the built-in client sends another command first (not the data command)" in rec.why
     assert "first command after CCC is the data command" not in rec.why
     eager = replace(S, clients={**S.clients, "builtin": ClientTraits("builtin", first_after_ccc="data")})
     rec = recommend(model, eager)
