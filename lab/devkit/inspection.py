@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from lab.ftps.modes import SECURITY_MODES
+from lab.ftps.modes import CCC_MODES, KERBEROS_MODES, SECURITY_MODES
 
 IMPLICIT = ("implicit", "implicit-zos")
 
@@ -33,10 +33,12 @@ def readable(security: str) -> tuple[bool, str]:
     (yes/no, and why not)."""
     if security not in SECURITY_MODES:
         raise ValueError(f"unknown security mode {security!r}")
-    if security in ("plain", "tls-ccc"):
+    if security == "plain" or security in CCC_MODES:
         return True, ""
     if security in IMPLICIT:
         return False, "the control channel is encrypted from the first byte (implicit TLS, no CCC possible)"
+    if security in KERBEROS_MODES:
+        return False, "the announcement is inside a Kerberos-protected reply (RFC 2228 MIC/631)"
     return False, "the announcement is inside TLS"
 
 
@@ -63,6 +65,8 @@ class Inspector:
     def reads(self, security: str, first_after_ccc: str = "data") -> tuple[bool, str]:
         """Can this device read the data-connection setup? (yes/no, and why not)."""
         ok, why = readable(security)
+        # Only after TLS: a Kerberos control channel is lines (MIC ... CRLF), so a helper that
+        # tracks line starts never loses them, and sees the first clear line after CCC.
         if ok and security == "tls-ccc" and self.misses_first_line_after_ccc and first_after_ccc == "data":
             return False, (f"{self.name} misses the first cleartext line after CCC, and the client's "
                            "first command after CCC is the data command")

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from lab.ftps.errors import InputError, LabError, Problem
 from lab.ftps.grammar import is_decimal, loggable
-from lab.ftps.modes import CLIENT_SECURITY_MODES, DATA_MODES
+from lab.ftps.modes import DATA_MODES, SECURITY_MODES
 
 # Client exit codes, one per failure stage of lab.ftps.client (documented in --help and README).
 EXIT_CODES: dict[str, int] = {
@@ -252,7 +252,7 @@ def _client_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     """The client's options; also accepted after get/put/ls (suppress: no defaults there)."""
     if suppress:
         p.argument_default = argparse.SUPPRESS
-    p.add_argument("--security", choices=CLIENT_SECURITY_MODES,
+    p.add_argument("--security", choices=SECURITY_MODES,
                    help="plain | tls (AUTH TLS, PBSZ 0, PROT P) | tls-ccc (tls, then CCC after login) | "
                    "implicit (handshake first, port 990) | implicit-zos (clear 220, then handshake) | "
                    "gssapi (AUTH GSSAPI, ADAT, MIC-protected commands, PROT P; Kerberos ticket from "

@@ -58,8 +58,8 @@ from lab.ftps import tls as tlsmod
 from lab.ftps.config import ClientConfig
 from lab.ftps.grammar import GrammarError, Reply, ReplyReader
 from lab.ftps.keepalive import keep_alive
-from lab.ftps.modes import CLIENT_SECURITY_MODES as SECURITY
 from lab.ftps.modes import DATA_MODES, STAGES
+from lab.ftps.modes import SECURITY_MODES as SECURITY
 
 
 class FTPError(Exception):

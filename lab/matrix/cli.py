@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lab import REPORT_DIR
 from lab.errors import InputError, LabError, Problem
+from lab.ftps.modes import KERBEROS_MODES
 from lab.matrix import expect, scenario, targets
 from lab.matrix.recommend import recommend
 from lab.report import merge as merge_mod
@@ -284,7 +285,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.no_run:
         return 0
     cells = [scenario.Cell(model.name, *m.split("/")) for m in
-             (f"{s}/{d}" for s in scenario.SECURITY_MODES for d in scenario.DATA_MODES)]
+             (f"{s}/{d}" for s in scenario.SECURITY_MODES if s not in KERBEROS_MODES for d in scenario.DATA_MODES)]
     cells = [c for c in cells if scen.supported(c)]
     out = _out_dir(args.out, "recommend-")
     paths = {} if where.shipped else {model.name: where.source}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from lab.devkit.types import PortRange
 from lab.ftps.config import ClientConfig, ServerConfig
+from lab.ftps.modes import CCC_MODES, KERBEROS_MODES
 from lab.matrix import scenario
 from lab.matrix.servers import server_statements
 
@@ -107,7 +108,9 @@ def session_refusal(security: str, ends: Ends) -> Refusal | None:
     server = ends.builtin_server
     if server and security in ("tls", "tls-ccc") and "AUTH_TLS" not in s.EXTENSIONS:
         return Refusal("tls", 502, "the server does not offer AUTH TLS (EXTENSIONS without AUTH_TLS)", True)
-    if server and security != "plain" and s.SECURE_LOGIN != "NO_CLIENT_AUTH":
+    if server and security in KERBEROS_MODES and "AUTH_GSSAPI" not in s.EXTENSIONS:
+        return Refusal("tls", 504, "the server does not offer AUTH GSSAPI (EXTENSIONS without AUTH_GSSAPI)", True)
+    if server and security not in ("plain", *KERBEROS_MODES) and s.SECURE_LOGIN != "NO_CLIENT_AUTH":
         return Refusal("tls", None, f"the server's SECURE_LOGIN {s.SECURE_LOGIN} requires a client certificate "
                                     "and the lab's client presents none: the TLS handshake fails", False)
     if server and security == "plain" and s.SECURE_FTP == "REQUIRED":
@@ -117,8 +120,13 @@ def session_refusal(security: str, ends: Ends) -> Refusal | None:
                                      "(530)", True)
     if server and security != "plain" and s.SECURE_DATACONN == "NEVER":
         return Refusal("tls", 536, "the server's SECURE_DATACONN NEVER refuses PROT P (536)", True)
-    if security != "tls-ccc":
+    if security not in CCC_MODES:
         return None
+    if server and security == "gssapi-ccc" and s.SECURE_CTRLCONN in ("SAFE", "PRIVATE"):
+        return Refusal("tls", 534, f"the server's SECURE_CTRLCONN {s.SECURE_CTRLCONN} refuses CCC (534): the "
+                                   "control connection must stay protected", True)
+    if security == "gssapi-ccc":
+        return None                   # TLSRFCLEVEL is TLS's: a Kerberos CCC has no close_notify
     if c is not None and c.TLSRFCLEVEL == "DRAFT":
         return Refusal("tls", None, "the client's TLSRFCLEVEL DRAFT has no CCC: it refuses to clear the "
                                     "control connection", False)

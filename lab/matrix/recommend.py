@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.ftps.modes import DATA_MODES, ENCRYPTED_CONTROL, SECURITY_MODES
+from lab.ftps.modes import DATA_MODES, ENCRYPTED_CONTROL, KERBEROS_MODES, SECURITY_MODES
 from lab.matrix import predict, scenario
 from lab.matrix.ends import ends_of
 from lab.matrix.pathwalk import Prediction
@@ -31,7 +31,8 @@ from lab.topology.model import Topology
 DATA_ORDER = ("epsv", "pasv", "eprt", "port")
 SECURITY_ORDER = ("tls", "implicit-zos", "implicit", "tls-ccc")
 PREFERENCE = tuple(f"{s}/{d}" for s in SECURITY_ORDER for d in DATA_ORDER)
-assert set(SECURITY_ORDER) == set(SECURITY_MODES) - {"plain"} and set(DATA_ORDER) == set(DATA_MODES)
+# Kerberos is no step of the slides (both ends need a KDC and keytabs): never recommended here
+assert set(SECURITY_ORDER) == set(SECURITY_MODES) - {"plain", *KERBEROS_MODES} and set(DATA_ORDER) == set(DATA_MODES)
 
 STEP_TEXT = {
     0: "no firewall and no NAT on the path: secure FTP works with every method (slides: 'there are no problems')",

@@ -27,7 +27,8 @@ from pathlib import Path
 from lab.endpoints.launch import client_argv as peer_argv
 from lab.endpoints.launch import client_result
 from lab.errors import LabError
-from lab.matrix import predict, scenario, servers, speed
+from lab.ftps.modes import KERBEROS_MODES
+from lab.matrix import kerberos, predict, scenario, servers, speed
 from lab.matrix.agent import Agent
 from lab.matrix.ends import client_statements
 from lab.matrix.jsonl import JsonLines
@@ -500,6 +501,8 @@ def run_group(g: Group) -> None:
             if rate := g.group_plan.timing.rate_bits(g.plan.size):
                 info["shaped"] = {"links": net.shape(topology.ftp.server, rate), "rate_bits": rate}
             info["up_s"] = round(net.timings.get("up", 0.0), 2)
+            if any(c.security in KERBEROS_MODES for c in cells):     # a KDC, a keytab, a ticket
+                info["kerberos"] = kerberos.start(net, topology, wd, servers.USER)
             info_path.write_text(json.dumps(info))
             for n, (key, members) in enumerate(by_server.items()):
                 server = servers.start(net, topology, key, wd, g.plan.pki, n)

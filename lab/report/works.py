@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.ftps.modes import ENCRYPTED_CONTROL
+from lab.ftps.modes import CCC_MODES, ENCRYPTED_CONTROL
 
 #: The groups, in the order a security-minded engineer wants them: (title, security modes).
 GROUPS = (
     ("encrypted control and data", ENCRYPTED_CONTROL),
-    ("control in clear after login (CCC), data encrypted", ("tls-ccc",)),
+    ("control in clear after login (CCC), data encrypted", CCC_MODES),
     ("plain FTP, nothing encrypted", ("plain",)),
 )
 
