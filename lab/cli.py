@@ -11,10 +11,10 @@ from lab.errors import LabError
 
 # Each module has `register(subparsers)`, adding commands whose `func(args) -> int` runs them.
 COMMAND_MODULES = [
-    "lab.topology.cli",      # topo list/show/check
-    "lab.network.cli",       # shell, baseline, clean
-    "lab.ftps.cli",      # server, client, ca
-    "lab.matrix.cli",    # matrix, run, recommend, bench, report merge
+    "lab.topology.cli",   # topo list/show/check
+    "lab.network.cli",    # shell, baseline, clean
+    "lab.ftps.cli",       # server, client, ca
+    "lab.matrix.cli",     # matrix, run, recommend, bench, report merge
 ]
 
 
@@ -26,13 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ftlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:   # family not built yet
-                continue
-            raise
-        module.register(sub)
+        # A family that fails to import is a broken install, never a command quietly missing.
+        importlib.import_module(name).register(sub)
     return parser
 
 
