@@ -156,33 +156,44 @@ def describe(rule: FilterRule, position: int) -> str:
     return f"static filter rule {position}{where}{what}"
 
 
-def filter_rules(firewall: Firewall) -> RuleSet:
-    """The rule list as iptables argv lists, with the drop reasons they use."""
+def filter_rules(firewall: Firewall, tools: tuple[str, ...] = ("iptables",)) -> RuleSet:
+    """The rule list as iptables argv lists, with the drop reasons they use. `tools` with ip6tables
+    (a node with IPv6): the same chain for IPv6, where a rule naming an IPv4 address or prefix
+    goes to iptables only and one naming an IPv6 one to ip6tables only."""
     if firewall.mode != "static":
         raise ValueError(f"not a static filter: mode {firewall.mode}")
-    ipt = ["iptables", "-t", "filter"]
     out = RuleSet()
-    out.iptables += [
-        ipt + ["-N", CHAIN],
-        ipt + ["-A", "FORWARD", "-j", CHAIN],
-        ipt + ["-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-    ]
+    for tool in tools:
+        ipt = [tool, "-t", "filter"]
+        out.iptables += [
+            ipt + ["-N", CHAIN],
+            ipt + ["-A", "FORWARD", "-j", CHAIN],
+            ipt + ["-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        ]
     for position, rule in enumerate(firewall.rules, start=1):
         comment = ["-m", "comment", "--comment", describe(rule, position)[:250]]
+        versions = {net.version for net in (rule.src, rule.dst) if net is not None}
+        mine = [t for t in tools if not versions or (6 if t == "ip6tables" else 4) in versions]
         if rule.action == "accept":
             target = ["-j", "ACCEPT"]
         else:
             mark = RULE_MARK_BASE + position
             chain = f"ftlab-fw-rule-{position}"
-            out.extend(RuleSet(drop_chain(chain, mark), {mark: f"dropped by {describe(rule, position)}"}))
+            out.extend(RuleSet([a for t in mine for a in drop_chain(chain, mark, tool=t)],
+                               {mark: f"dropped by {describe(rule, position)}"}))
             target = ["-j", chain]
-        out.iptables.append(ipt + ["-A", CHAIN] + match_args(rule) + comment + target)
+        proto = ["-p", "ipv6-icmp"] if rule.proto == "icmp" else []
+        for tool in mine:
+            args = match_args(rule)
+            if tool == "ip6tables" and proto:      # ICMP is ipv6-icmp over IPv6
+                args = [*proto, *args[2:]] if args[:2] == ["-p", "icmp"] else args
+            out.iptables.append([tool, "-t", "filter", "-A", CHAIN, *args, *comment, *target])
     if firewall.default == "accept":
-        out.iptables.append(ipt + ["-A", CHAIN, "-j", "ACCEPT"])
+        out.iptables += [[tool, "-t", "filter", "-A", CHAIN, "-j", "ACCEPT"] for tool in tools]
     else:
-        out.extend(RuleSet(drop_chain("ftlab-fw-default", MARK_DEFAULT),
+        out.extend(RuleSet([a for t in tools for a in drop_chain("ftlab-fw-default", MARK_DEFAULT, tool=t)],
                            {MARK_DEFAULT: "dropped by the static filter's default (no rule permits it)"}))
-        out.iptables.append(ipt + ["-A", CHAIN, "-j", "ftlab-fw-default"])
+        out.iptables += [[tool, "-t", "filter", "-A", CHAIN, "-j", "ftlab-fw-default"] for tool in tools]
     return out
 
 
@@ -263,7 +274,7 @@ def setup(view: NodeView) -> DeviceSetup:
         source = Path(firewall.iptables_save)
         text, reasons = observe_saved_drops(source.read_text(), source.name)
         return DeviceSetup(restore=Restore(source, text), reasons=reasons, sysctls=idle)
-    rules = filter_rules(firewall)
+    rules = filter_rules(firewall, view.tools)
     return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons, sysctls=idle)
 
 

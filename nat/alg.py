@@ -109,16 +109,26 @@ class MapKernel(Protocol):
 #: mappings still waiting for their connection, a map to the inside host, and one rule that DNATs a
 #: new connection found in the set and takes it out of the set - single use, in the kernel itself.
 MAP_TABLE = "ftlab_alg"
-MAP_KEY = "ipv4_addr . ipv4_addr . inet_service"          # peer . outside address . public port
-NFT_TABLE = [
-    f"add table ip {MAP_TABLE}",
-    f"add set ip {MAP_TABLE} waiting {{ type {MAP_KEY}; flags timeout; }}",
-    f"add map ip {MAP_TABLE} dest {{ type {MAP_KEY} : ipv4_addr . inet_service; }}",
-    f"add chain ip {MAP_TABLE} pre {{ type nat hook prerouting priority dstnat - 1; policy accept; }}",
-    f"add rule ip {MAP_TABLE} pre ip saddr . ip daddr . tcp dport @waiting "
-    "delete @waiting { ip saddr . ip daddr . tcp dport } dnat ip to ip saddr . ip daddr . tcp dport map @dest",
-]
-_WAITING = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+\.\d+\.\d+\.\d+) \. (\d+)")
+
+
+def nft_table(family: str = "ip", table: str = MAP_TABLE) -> list[str]:
+    """The commands that make the mappings' table for one family: `ip`, or `ip6` (NAT66: the same
+    set, map and rule over IPv6 addresses)."""
+    addr, match = ("ipv4_addr", "ip") if family == "ip" else ("ipv6_addr", "ip6")
+    key = f"{addr} . {addr} . inet_service"                  # peer . outside address . public port
+    tuple_ = f"{match} saddr . {match} daddr . tcp dport"
+    return [
+        f"add table {family} {table}",
+        f"add set {family} {table} waiting {{ type {key}; flags timeout; }}",
+        f"add map {family} {table} dest {{ type {key} : {addr} . inet_service; }}",
+        f"add chain {family} {table} pre {{ type nat hook prerouting priority dstnat - 1; policy accept; }}",
+        f"add rule {family} {table} pre {tuple_} @waiting delete @waiting {{ {tuple_} }} "
+        f"dnat {match} to {tuple_} map @dest",
+    ]
+
+
+NFT_TABLE = nft_table("ip")
+_WAITING = re.compile(r"([0-9a-f.:]+) \. ([0-9a-f.:]+) \. (\d+)")
 
 
 class NftMaps:
@@ -127,7 +137,8 @@ class NftMaps:
     drops a waiting element after lifetime + grace by itself (if this process died); the poller's
     own clock decides expiry before that, so "used" and "expired" stay apart."""
 
-    def __init__(self, nft=None, table: str = MAP_TABLE, grace: float = 1.0, poll_nft=None) -> None:
+    def __init__(self, nft=None, table: str = MAP_TABLE, grace: float = 1.0, poll_nft=None,
+                 family: str = "ip") -> None:
         if nft is None:
             from lab.devkit.nft import Nft
             nft, poll_nft = Nft(), Nft()
@@ -135,6 +146,7 @@ class NftMaps:
         self.nft = nft
         self.poll_nft = poll_nft or nft
         self.table = table
+        self.family = family                      # ip, or ip6 (NAT66)
         self.grace = grace
         self.dest: dict[str, Mapping] = {}      # the dest map's keys and whose they are (only we change it)
 
@@ -143,8 +155,8 @@ class NftMaps:
         ms = int((lifetime + self.grace) * 1000)
         if key in self.dest:                      # an older mapping under this key: replace it whole
             self.remove(self.dest[key], outside)
-        self.nft.run(f"add element ip {t} waiting {{ {key} timeout {ms}ms }}\n"
-                     f"add element ip {t} dest {{ {key} : {m.host} . {m.port} }}")
+        self.nft.run(f"add element {self.family} {t} waiting {{ {key} timeout {ms}ms }}\n"
+                     f"add element {self.family} {t} dest {{ {key} : {m.host} . {m.port} }}")
         self.dest[key] = m
 
     def remove(self, m: Mapping, outside: str) -> None:
@@ -153,13 +165,13 @@ class NftMaps:
             return                                # replaced by a newer mapping under the same key
         del self.dest[key]
         try:
-            self.poll_nft.run(f"delete element ip {t} waiting {{ {key} }}")
+            self.poll_nft.run(f"delete element {self.family} {t} waiting {{ {key} }}")
         except RuntimeError:
             pass                                  # used (the kernel took it out) or timed out: gone already
-        self.poll_nft.run(f"delete element ip {t} dest {{ {key} }}")
+        self.poll_nft.run(f"delete element {self.family} {t} dest {{ {key} }}")
 
     def waiting(self, outside: str) -> set[int]:
-        listing = self.poll_nft.run(f"list set ip {self.table} waiting")
+        listing = self.poll_nft.run(f"list set {self.family} {self.table} waiting")
         return {int(port) for _, dst, port in _WAITING.findall(listing) if dst == outside}
 
 
@@ -303,9 +315,10 @@ class AlgEngine:
     def __init__(self, device: str, outside: str, control_ports: list[int], events: EventWriter,
                  mappings: Mappings, drop_first_rewrite: bool = False,
                  clock: Callable[[], float] = time.monotonic, mtu: int = 1500,
-                 one_to_one: dict[str, str] | None = None) -> None:
+                 one_to_one: dict[str, str] | None = None, v6: tuple[str, Mappings] | None = None) -> None:
         self.device = device
         self.one_to_one = dict(one_to_one or {})     # inside host -> its 1:1 public address
+        self.v6 = v6                                 # NAT66: (the outside IPv6 address, its mappings)
         self.mtu = mtu
         self.outside = outside
         self.events = events
@@ -430,26 +443,33 @@ class AlgEngine:
                 self.events.emit("rewrite", conn=cid, before=text, after=line.decode("ascii", "replace").rstrip(),
                                  **{"from": f"{sender}:{ann.port}", "to": f"{public}:{ann.port}"}, one_to_one=True)
             return line if line != f.line else None
-        held = self.mappings.active.get(ann.port)
+        outside, mappings = self.outside, self.mappings
+        if ":" in sender:
+            if self.v6 is None:
+                self.events.emit("ignored", conn=cid, line=text, message=f"{ann.kind} from {sender}: this NAT has "
+                                 "no IPv6 outside address: not rewritten, nothing opened")
+                return None
+            outside, mappings = self.v6
+        held = mappings.active.get(ann.port)
         repeat = held is not None and held.owner == cid and held.host == sender and held.port == ann.port
         if not repeat and not self._allowed(conn):
             self.events.emit("ignored", conn=cid, line=text, message=f"more than {MAP_RATE} new mappings a "
                              "second on this connection: not rewritten, nothing opened")
             return None
-        port = self.mappings.allocate(ann.port, owner=cid)
+        port = mappings.allocate(ann.port, owner=cid)
         if port is None:
             self.events.emit("error", conn=cid, line=text, message="no free port for the mapping")
             return None
         try:
-            self.mappings.open(peer, port, sender, ann.port, owner=cid)
+            mappings.open(peer, port, sender, ann.port, owner=cid)
         except RuntimeError as exc:
             self.events.emit("error", conn=cid, line=text, message=f"mapping not installed: {exc}")
             return None
-        line = _with(f.line, ann, self.outside, port)
+        line = _with(f.line, ann, outside, port)
         if line == f.line:
             return None
         self.events.emit("rewrite", conn=cid, before=text, after=line.decode("ascii", "replace").rstrip(),
-                         **{"from": f"{sender}:{ann.port}", "to": f"{self.outside}:{port}"})
+                         **{"from": f"{sender}:{ann.port}", "to": f"{outside}:{port}"})
         return line
 
 
@@ -460,16 +480,18 @@ def _with(line: bytes, ann, host: str, port: int) -> bytes:
         new = format_port_args(HostPort(host, port)).encode()
     else:
         d = line[s:s + 1].decode("ascii", "replace")
-        new = (f"{d}1{d}{host}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
+        af = 2 if ":" in host else 1
+        new = (f"{d}{af}{d}{host}{d}{port}{d}" if ann.kind == "EPRT" else f"{d * 3}{port}{d}").encode()
     return line[:s] + new + line[e:]
 
 
 # -- setup (pure, called by the engine) ----------------------------------------------------------
 
-def queue_rules(ports: tuple[int, ...], queue: int, table: str, chain: str) -> list[list[str]]:
-    """Queue the control channel, both directions, to `queue`."""
+def queue_rules(ports: tuple[int, ...], queue: int, table: str, chain: str,
+                tool: str = "iptables") -> list[list[str]]:
+    """Queue the control channel, both directions, to `queue` (`tool` ip6tables: IPv6's)."""
     spec = ",".join(str(p) for p in ports)
-    return [["iptables", "-t", table, "-A", chain, "-p", "tcp", "-m", "multiport", f"--{way}", spec,
+    return [[tool, "-t", table, "-A", chain, "-p", "tcp", "-m", "multiport", f"--{way}", spec,
              "-j", "NFQUEUE", "--queue-num", str(queue)] for way in ("dports", "sports")]
 
 
@@ -477,9 +499,12 @@ def setup(view: NodeView) -> DeviceSetup:
     nat: Nat = view.section
     outside = view.interface(nat.outside)
     ports = list(view.control_ports)
+    six = outside.address6 is not None and outside.address6.version == 6
     rules = [
-        *queue_rules(view.control_ports, queues.ALG, "raw", "PREROUTING"),
+        *(argv for tool in view.tools for argv in queue_rules(view.control_ports, queues.ALG, "raw", "PREROUTING",
+                                                               tool)),
         *(["nft", command] for command in NFT_TABLE),
+        *(["nft", command] for command in (nft_table("ip6") if six else [])),
     ]   # mapped data connections are DNATed, which the NAT's own FORWARD rules let through
     return DeviceSetup(
         iptables=rules,
@@ -487,7 +512,8 @@ def setup(view: NodeView) -> DeviceSetup:
         argv=[sys.executable, "-m", "nat.alg", "--config", str(config_path(view, "alg"))],
         config={"device": view.name, "events": str(view.events), "queue": queues.ALG, "control_ports": ports,
                 "outside_interface": outside.name, "outside_address": str(outside.address.ip),
-                "lifetime": 30.0, "one_to_one": {str(o.to): str(o.public) for o in nat.one_to_one}},
+                "lifetime": 30.0, "one_to_one": {str(o.to): str(o.public) for o in nat.one_to_one},
+                "outside_address6": str(outside.address6.ip) if six else None},
     )
 
 
@@ -517,10 +543,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         kernel = NftMaps(table=cfg.get("map_table", MAP_TABLE))
     mappings = Mappings(cfg["outside_address"], events, lifetime, kernel=kernel)
+    # NAT66: IPv6 announcements map through the same kind of table in the ip6 family
+    six = cfg.get("outside_address6")
+    mappings6 = Mappings(six, events, lifetime, kernel=NftMaps(table=cfg.get("map_table", MAP_TABLE), family="ip6")) \
+        if six else None
     engine = AlgEngine(cfg["device"], cfg["outside_address"], cfg["control_ports"], events, mappings,
                        drop_first_rewrite=bool(cfg.get("test_drop_first_rewrite")
                                                or os.environ.get("FTLAB_ALG_DROP_FIRST_REWRITE")),
-                       one_to_one=cfg.get("one_to_one"))
+                       one_to_one=cfg.get("one_to_one"), v6=(six, mappings6) if six else None)
+    every = [m for m in (mappings, mappings6) if m is not None]
     outside_index = socket.if_nametoindex(cfg["outside_interface"])
 
     def on_packet(pkt) -> None:
@@ -542,10 +573,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def poll_mappings() -> None:
         while not stop.wait(0.02):
-            try:
-                mappings.poll()
-            except RuntimeError as exc:
-                events.emit("error", message=str(exc))
+            for m in every:
+                try:
+                    m.poll()
+                except RuntimeError as exc:
+                    events.emit("error", message=str(exc))
 
     poller = threading.Thread(target=poll_mappings, name="mappings", daemon=True)
     poller.start()
@@ -556,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         poller.join(2)
-        mappings.close()
+        for m in every:
+            m.close()
         events.close()
         print(f"nat.alg: {engine.stats}", file=sys.stderr)
     return 0

@@ -30,9 +30,12 @@ from lab.devkit.view import NodeView, config_path
 
 
 def setup(view: NodeView) -> DeviceSetup:
-    rules = [["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", str(p),
-              "-j", "CT", "--helper", "ftp"] for p in view.control_ports]
-    rules.append(["iptables", "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"])
+    # IPv6 too when the node has it: nf_conntrack_ftp reads EPRT |2| and 229 and nf_nat_ftp
+    # rewrites them for NAT66 (the helper is the same for both families)
+    rules = [[tool, "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", str(p),
+              "-j", "CT", "--helper", "ftp"] for tool in view.tools for p in view.control_ports]
+    rules += [[tool, "-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"]
+              for tool in view.tools]
     return DeviceSetup(
         iptables=rules,
         sysctls={},

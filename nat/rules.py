@@ -38,14 +38,17 @@ def outside_interface(view: NodeView, nat: Nat) -> ipaddress.IPv4Interface:
     return view.interface(nat.outside).address
 
 
-def dnat_target(fwd: PortForward) -> str:
-    """The --to-destination value: keep the port when the mapping is the identity."""
+def dnat_target(fwd: PortForward, to=None) -> str:
+    """The --to-destination value: keep the port when the mapping is the identity (`to`: the
+    address to use instead of fwd.to: its IPv6 twin, written [addr]:port with a port)."""
+    to = fwd.to if to is None else to
+    host = f"[{to}]" if to.version == 6 else str(to)
     if fwd.to_ports == fwd.ports:
-        return str(fwd.to)
+        return str(to)
     if fwd.to_ports.low == fwd.to_ports.high:
-        return f"{fwd.to}:{fwd.to_ports.low}"
+        return f"{host}:{fwd.to_ports.low}"
     # A shifted range: "/base" keeps each port's offset (kernel >= 5.x, iptables >= 1.8.6).
-    return f"{fwd.to}:{fwd.to_ports.low}-{fwd.to_ports.high}/{fwd.ports.low}"
+    return f"{host}:{fwd.to_ports.low}-{fwd.to_ports.high}/{fwd.ports.low}"
 
 
 def public_addresses(view: NodeView, nat: Nat) -> list[list[str]]:
@@ -65,8 +68,12 @@ def nat_rules(view: NodeView) -> RuleSet:
                       "-j", "DNAT", "--to-destination", str(one.to)])
         rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-s", str(one.to),
                       "-j", "SNAT", "--to-source", str(one.public)])
+    # NAT66 beside NAT44 when the outside interface has an IPv6 address: the same masquerade and
+    # forwards (to the inside host's IPv6 address), the same drop of unsolicited connections
+    outside6 = view.interface(nat.outside).address6
+    tools = ("iptables", "ip6tables") if outside6 is not None and outside6.version == 6 else ("iptables",)
     if nat.masquerade:
-        rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-j", "MASQUERADE"])
+        rules += [[tool, "-t", "nat", "-A", "POSTROUTING", "-o", nat.outside, "-j", "MASQUERADE"] for tool in tools]
     for fwd in nat.forwards:
         if fwd.ports.high - fwd.ports.low != fwd.to_ports.high - fwd.to_ports.low:
             raise ValueError(f"{view.name}: forward {fwd.ports} -> {fwd.to_ports}: ranges differ in size")
@@ -74,16 +81,21 @@ def nat_rules(view: NodeView) -> RuleSet:
             "iptables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(fwd.public or outside.ip),
             "-p", fwd.proto, "--dport", fwd.ports.iptables(), "-j", "DNAT", "--to-destination", dnat_target(fwd),
         ])
+        if "ip6tables" in tools and fwd.to6 is not None and fwd.public is None:
+            rules.append(["ip6tables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(outside6.ip),
+                          "-p", fwd.proto, "--dport", fwd.ports.iptables(), "-j", "DNAT",
+                          "--to-destination", dnat_target(fwd, fwd.to6)])
     # A connection that starts outside and was not port-forwarded has nowhere to go: to the
     # router itself (INPUT) or, if someone routes a private address here, through it (FORWARD).
     reason = f"unsolicited inbound connection to {view.name}'s outside address (port not forwarded)"
-    rules += drop_chain(UNSOLICITED_CHAIN, MARK_UNSOLICITED)
-    for proto in ("tcp", "udp"):
-        rules.append(["iptables", "-A", "INPUT", "-i", nat.outside, "-p", proto,
-                      "-m", "conntrack", "--ctstate", "NEW", "-j", UNSOLICITED_CHAIN])
-        rules.append(["iptables", "-A", "FORWARD", "-i", nat.outside, "-p", proto,
-                      "-m", "conntrack", "--ctstate", "NEW", "-m", "conntrack", "!", "--ctstate", "DNAT",
-                      "-j", UNSOLICITED_CHAIN])
+    for tool in tools:
+        rules += drop_chain(UNSOLICITED_CHAIN, MARK_UNSOLICITED, tool=tool)
+        for proto in ("tcp", "udp"):
+            rules.append([tool, "-A", "INPUT", "-i", nat.outside, "-p", proto,
+                          "-m", "conntrack", "--ctstate", "NEW", "-j", UNSOLICITED_CHAIN])
+            rules.append([tool, "-A", "FORWARD", "-i", nat.outside, "-p", proto,
+                          "-m", "conntrack", "--ctstate", "NEW", "-m", "conntrack", "!", "--ctstate", "DNAT",
+                          "-j", UNSOLICITED_CHAIN])
     return RuleSet(rules, {MARK_UNSOLICITED: reason})
 
 

@@ -800,8 +800,7 @@ class _Builder:
             for key in ("src", "dst"):
                 if key in m:
                     v = m[key]
-                    v = f"{v}/32" if isinstance(v, str) and "/" not in v and v != "default" else v
-                    setattr(rule, key, self.network(v, m.line_of(key), f"{where}.{key}"))
+                    setattr(rule, key, self.network(v, m.line_of(key), f"{where}.{key}"))   # an address: /32 or /128
             for key in ("sport", "dport"):
                 if key in m:
                     if proto not in ("tcp", "udp"):

@@ -94,3 +94,67 @@ def test_an_ipv6_picture_predicts_epsv_and_eprt_and_refuses_pasv_and_port():
     assert cell("plain", "epsv").outcome == cell("plain", "eprt").outcome == "pass"
     assert cell("tls-ccc", "eprt").outcome == "pass"
     assert cell("tls", "epsv").key == ("fail", "data-connect", "fw")
+
+
+def _setups(name: str, node: str, alg: str | None = None) -> dict:
+    t = topo.load(name)
+    return {d.name: s for d, s in devices.setups(t.nodes[node], t, TOPOLOGY_DIR / "e.jsonl", alg_mode=alg)}
+
+
+def test_nat66_beside_nat44_with_the_forwards_ipv6_twins():
+    lines = [" ".join(a) for a in _setups("server-nat", "nat-s")["nat"].iptables]
+    assert "ip6tables -t nat -A POSTROUTING -o nat-s-eth0 -j MASQUERADE" in lines
+    assert ("ip6tables -t nat -A PREROUTING -i nat-s-eth0 -d 2001:db8:5::1 -p tcp --dport 21 -j DNAT "
+            "--to-destination fd00:5::10") in lines
+    assert any(x.startswith("ip6tables -A FORWARD -i nat-s-eth0 -p tcp -m conntrack --ctstate NEW") for x in lines)
+    helper = [" ".join(a) for a in _setups("server-nat", "nat-s", "kernel")["kernel-helper"].iptables]
+    assert "ip6tables -t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp" in helper
+    alg = _setups("server-nat", "nat-s")["alg"]
+    assert alg.config["outside_address6"] == "2001:db8:5::1"
+    assert ["nft", "add table ip6 ftlab_alg"] in alg.iptables
+
+
+def test_static_rules_go_to_the_family_of_their_addresses():
+    lines = [" ".join(a) for a in _setups("static-filter", "fw")["static"].iptables]
+    v4 = [x for x in lines if "-A ftlab-filter" in x and "203.0.113.10" in x]
+    v6 = [x for x in lines if "-A ftlab-filter" in x and "2001:db8:5::10" in x]
+    assert len(v4) == len(v6) == 4
+    assert all(x.startswith("iptables ") for x in v4) and all(x.startswith("ip6tables ") for x in v6)
+    assert "ip6tables -t filter -A ftlab-filter -j ftlab-fw-default" in lines     # the default, both families
+
+
+def test_the_alg_rewrites_eprt_over_ipv6_to_its_outside_ipv6_address():
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+
+    from lab.devkit.events import EventWriter
+    from lab.devkit.tcpseg import ACK, PSH, SYN, parse
+    from nat.alg import AlgEngine, Mappings
+
+    class Kernel:
+        def __init__(self):
+            self.installed = []
+
+        def install(self, m, outside, lifetime=30.0):
+            self.installed.append(m.key(outside))
+
+        def remove(self, m, outside):
+            pass
+
+        def waiting(self, outside):
+            return set()
+
+    inside, server, out6 = "fd00:1::10", "2001:db8:5::10", "2001:db8:c::1"
+    events, kernel = EventWriter(None, "nat-c"), Kernel()
+    alg = AlgEngine("nat-c", "198.51.100.1", [21], events, Mappings("198.51.100.1", events, kernel=Kernel()),
+                    v6=(out6, Mappings(out6, events, kernel=kernel)))
+
+    def seg(flags, seq, payload=b""):
+        return parse(bytes(IPv6(src=inside, dst=server) / TCP(sport=40000, dport=21, flags=flags, seq=seq, ack=1)
+                           / payload))
+
+    alg.process(seg(SYN, 0), from_outside=False)
+    verdict = alg.process(seg(ACK | PSH, 1, b"EPRT |2|fd00:1::10|50000|\r\n"), from_outside=False)
+    out = parse(verdict.packet)
+    assert out.version == 6 and out.payload == b"EPRT |2|2001:db8:c::1|50000|\r\n"
+    assert kernel.installed == [f"{server} . {out6} . 50000"]
