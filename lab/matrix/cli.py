@@ -194,8 +194,11 @@ def _scenarios(name: str) -> scenario.Scenarios:
 # -- commands -----------------------------------------------------------------------------------------
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from lab.matrix import fxprun
     from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
+    if fxprun.is_fxp(args.scenarios):         # three-way transfers: a file of another kind
+        return fxprun.main(args)
     scen = _scenarios(args.scenarios)
     cells, paths = _select(args, scen)
     shard = None
