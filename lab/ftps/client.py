@@ -544,6 +544,11 @@ class FTPClient:
         self._stage_now = "data-setup"
         local_ip = self.sock.getsockname()[0]
         family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        if mode == "port" and family == socket.AF_INET6:
+            # nothing to announce: a PORT argument is an IPv4 address (a garbled one is dropped by
+            # the kernel's FTP helper on the way); z/OS clients use EPRT on IPv6
+            raise FTPError("data-setup", "PORT cannot carry this session's IPv6 address: on IPv6 the "
+                                         "active-mode command is EPRT (RFC 2428)")
         lsock = socket.socket(family, socket.SOCK_STREAM)
         lsock.bind((local_ip, 0))
         lsock.listen(1)

@@ -142,13 +142,16 @@ def session_refusal(security: str, ends: Ends) -> Refusal | None:
 
 
 def family_refusal(data: str, version: int, ends: Ends) -> Refusal | None:
-    """PASV and PORT on an IPv6 session: they carry IPv4 addresses only, and the server refuses
-    them (RFC 2428 leaves it to EPSV and EPRT; z/OS answers 522, as the built-in server does)."""
+    """PASV and PORT on an IPv6 session: they carry IPv4 addresses only (RFC 2428 leaves IPv6 to
+    EPSV and EPRT). The server refuses PASV (522, as z/OS does); the built-in client does not send
+    a PORT it cannot fill (a z/OS client uses EPRT on IPv6), and refuses it itself."""
     if version != 6 or data not in ("pasv", "port"):
         return None
-    text = ("No IPv4 address available for PASV. Use EPSV." if data == "pasv"
-            else "command PORT not allowed with this session - current protocol is not IPv4.")
-    return Refusal("data-setup", 522, f"{data.upper()} on an IPv6 session: the server answers 522 {text}", True)
+    if data == "pasv":
+        return Refusal("data-setup", 522, "PASV on an IPv6 session: the server answers 522 No IPv4 address "
+                                          "available for PASV. Use EPSV.", True)
+    return Refusal("data-setup", None, "PORT on an IPv6 session: PORT cannot carry an IPv6 address, the client "
+                                       "sends none (EPRT is IPv6's, RFC 2428)", False)
 
 
 def port_refusal(ends: Ends, announced, client_seen) -> Refusal | None:

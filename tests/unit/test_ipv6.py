@@ -88,9 +88,10 @@ def test_an_ipv6_picture_predicts_epsv_and_eprt_and_refuses_pasv_and_port():
     def cell(security, data):
         return predict(scen, scenario.Cell(str(V6), security, data), picture)
 
-    for data in ("pasv", "port"):
-        p = cell("plain", data)
-        assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", "server") and "522" in p.reason
+    p = cell("plain", "pasv")
+    assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", "server") and "522" in p.reason
+    p = cell("plain", "port")            # the client sends no PORT it cannot fill
+    assert (p.outcome, p.stage, p.device) == ("fail", "data-setup", None) and "EPRT" in p.reason
     assert cell("plain", "epsv").outcome == cell("plain", "eprt").outcome == "pass"
     assert cell("tls-ccc", "eprt").outcome == "pass"
     assert cell("tls", "epsv").key == ("fail", "data-connect", "fw")
@@ -158,3 +159,48 @@ def test_the_alg_rewrites_eprt_over_ipv6_to_its_outside_ipv6_address():
     out = parse(verdict.packet)
     assert out.version == 6 and out.payload == b"EPRT |2|2001:db8:c::1|50000|\r\n"
     assert kernel.installed == [f"{server} . {out6} . 50000"]
+
+
+# -- the endpoints over IPv6 (loopback ::1) ----------------------------------------------------------
+
+def _v6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _v6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_session_uses_epsv_and_eprt_and_refuses_pasv_and_port(tmp_path):
+    from ftps_fixtures import RawControl
+
+    from lab.ftps.client import FTPClient, FTPError
+    from lab.ftps.config import ServerConfig
+    from lab.ftps.server import FTPServer
+
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    srv = FTPServer(ServerConfig(LOGINDELAY=0), tmp_path, {"alice": "pw"}, listen=("::1", 0)).start()
+    try:
+        port = srv.address[1]
+        raw = RawControl(("::1", port))
+        raw.login()
+        assert raw.cmd("PASV").code == 522 and "Use EPSV" in raw.cmd("PASV").lines[-1]
+        assert raw.cmd("PORT 127,0,0,1,4,1").code == 522
+        assert raw.cmd("EPRT |1|127.0.0.1|1025|").code == 522          # IPv4 in EPRT on an IPv6 session
+        assert raw.cmd("EPSV").code == 229
+        raw.close()
+        for data in ("epsv", "eprt"):
+            with FTPClient(security="plain", data=data) as c:
+                c.connect("::1", port)
+                c.login("alice", "pw")
+                assert c.get("f.bin", tmp_path / f"{data}.bin").bytes == 1000
+        with FTPClient(security="plain", data="port") as c, pytest.raises(FTPError) as err:
+            c.connect("::1", port)
+            c.login("alice", "pw")
+            c.get("f.bin", tmp_path / "port.bin")
+        assert err.value.stage == "data-setup" and "EPRT" in err.value.reason
+    finally:
+        srv.close()
