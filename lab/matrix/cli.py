@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
     p.add_argument("--throughput", choices=("off", "quick", "full"), default="quick",
                    help="after the verdicts, measure each data-path class beside iperf3, one network at a "
-                        "time (quick: 3 x 0.5 s per class, full: 5 x 2 s; default quick)")
+                        "time (quick: 3 x 0.4 s per class, full: 5 x 2 s; default quick)")
     p.add_argument("--shard", metavar="K/N", help="run only shard K of N (CI); merge with `ftlab report merge`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_matrix)

@@ -33,7 +33,7 @@ from lab.matrix import scenario
 
 MiB = 1 << 20
 FILE = "throughput.bin"
-FILE_SIZE = 64 * MiB       # big enough that a transfer is mostly data flow, small enough to write fast
+FILE_SIZE = 32 * MiB       # a transfer is mostly data flow, and the last one runs little past the time
 CLASSES = ("passive/clear", "passive/protected", "active/clear", "active/protected")
 
 
@@ -44,7 +44,7 @@ class Mode:
     iperf3_seconds: int      # iperf3 -t (whole seconds, at least 1)
 
 
-MODES = {"quick": Mode(runs=3, ftp_seconds=0.5, iperf3_seconds=1),
+MODES = {"quick": Mode(runs=3, ftp_seconds=0.4, iperf3_seconds=1),
          "full": Mode(runs=5, ftp_seconds=2.0, iperf3_seconds=2)}
 CHOICES = ("off", *MODES)
 
@@ -102,13 +102,17 @@ def ratios(num: list[float], den: list[float]) -> dict:
     return dict(zip(("ratio", "ratio_min", "ratio_max"), (round(v, 3) for v in got), strict=True))
 
 
-def write_file(root: Path) -> str:
-    """The file the classes download (random bytes: nothing on the path may compress it)."""
-    path = root / FILE
-    if not path.exists() or path.stat().st_size != FILE_SIZE:
-        with open(path, "wb") as f:
+def write_file(root: Path, shared: Path) -> str:
+    """The file the classes download, in the server's root: random bytes (nothing on the path may
+    compress them), written once per run at `shared` and linked into each network's root."""
+    if not shared.exists() or shared.stat().st_size != FILE_SIZE:
+        part = shared.with_suffix(".part")
+        with open(part, "wb") as f:
             for _ in range(FILE_SIZE // MiB):
                 f.write(os.urandom(MiB))
+        part.replace(shared)
+    (root / FILE).unlink(missing_ok=True)
+    os.link(shared, root / FILE)
     return FILE
 
 

@@ -424,7 +424,7 @@ def throughput_phase(net, topology, g: Group, reps: dict[str, tuple]) -> dict:
     """Each class with a passing cell beside iperf3, interleaved (lab.matrix.speed)."""
     started = time.monotonic()
     mode = speed.MODES[g.plan.throughput]
-    path = speed.write_file(g.workdir / "root")
+    path = speed.write_file(g.workdir / "root", g.plan.out / "work" / speed.FILE)
     port = baseline.baseline_port(topology)
     baseline.open_for_measurement(net, port)
     baseline.start_server(net, port)
