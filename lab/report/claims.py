@@ -38,6 +38,13 @@ CLAIMS = (
     Claim("Dynamic filtering with NAT: with TLS only the CCC method works (step 4)",
           {**_all("dynamic-filter-nat", TLS, DATA, "fail"),
            **_all("dynamic-filter-nat", ("tls-ccc",), DATA, "pass")}),
+    Claim("'EPSV, used with IPv4, provides NAT firewall relief': through NAT with TLS, EPSV passes where PASV "
+          "fails (IPv4)",
+          {"static-filter-nat/tls/pasv": "fail", "static-filter-nat/tls/epsv": "pass", "client-nat/tls/epsv": "pass"}),
+    Claim("... and over IPv6 through NAT66 (the +v6 twins): EPSV passes the same, PASV is refused (522) - EPSV is "
+          "IPv6's passive mode",
+          {"static-filter-nat/tls/pasv+v6": "fail", "static-filter-nat/tls/epsv+v6": "pass",
+           "client-nat/tls/epsv+v6": "pass"}),
     Claim("'The CCC command is a solution that solves SSL/TLS-enabled FTP issues with both NAT firewalls and "
           "filtering firewalls'",
           {k: v for t in ("client-nat", "server-nat", "double-nat", "dynamic-filter", "dynamic-filter-nat")

@@ -30,3 +30,24 @@ def test_nftables_and_one_to_one_examples_run_as_predicted(tmp_path):
     # 1:1 NAT: every port of the server's own public address reaches it, so EPSV passes inside TLS
     assert by_id["one-to-one-nat/tls/epsv"]["outcome"] == "pass"
     assert by_id["one-to-one-nat/tls/pasv"]["outcome"] == "fail"
+
+
+@pytest.mark.network
+@pytest.mark.timeout(300)
+def test_ipv6_picture_and_v6_twins_run_as_predicted(tmp_path):
+    """The IPv6-only example (a stateful firewall, no NAT) and the +v6 twins of NAT pictures with
+    the scapy ALG and the kernel helper (NAT66): EPSV/EPRT as over IPv4, PASV refused (522)."""
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", "--quiet", "--size", "256KiB",
+                           "--throughput", "off", "--topologies", str(EXAMPLES / "ipv6-firewall.yaml"),
+                           "double-nat", "static-filter-nat", "--security", "plain", "tls", "--variants", "v6",
+                           "alg-kernel+v6", "--out", str(out)], capture_output=True, text=True, timeout=290)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_id = {s["id"]: s for s in results.load(out)["scenarios"]}
+    assert all(s["matches"] for s in by_id.values())
+    assert by_id["ipv6-firewall/plain/eprt"]["outcome"] == "pass"
+    assert by_id["ipv6-firewall/tls/epsv"]["outcome"] == "fail" and by_id["ipv6-firewall/tls/epsv"]["device"] == "fw"
+    for alg in ("v6", "alg-kernel+v6"):
+        assert by_id[f"double-nat/plain/eprt+{alg}"]["outcome"] == "pass"       # both NATs rewrite EPRT |2|
+        assert "522" in by_id[f"double-nat/plain/pasv+{alg}"]["reason"]
+    assert by_id["static-filter-nat/tls/epsv+v6"]["outcome"] == "pass"        # step 3 over IPv6

@@ -173,7 +173,10 @@ def test_slides_claims_checked_on_observed_outcomes():
     from lab.report.claims import check
 
     holds = {c.text: h for c, h, _ in check(make_doc())}
-    assert len(holds) >= 7 and all(holds.values())
+    # the default matrix runs no variant cells: a claim about +v6 twins is "not run" there
+    on_variants = {c.text for c, _, _ in check(make_doc()) if any("+" in cid for cid in c.expect)}
+    assert len(holds) >= 7 and all(h for text, h in holds.items() if text not in on_variants)
+    assert on_variants and all(holds[text] is None for text in on_variants)
     broken = check(make_doc(flip={"dynamic-filter/tls/epsv"}))
     failing = [(c.text, wrong) for c, h, wrong in broken if h is False]
     assert failing == [("Dynamic filtering: with TLS only the CCC method works (step 4)", ["dynamic-filter/tls/epsv"])]
@@ -186,7 +189,7 @@ def test_a_lab_error_neither_confirms_nor_refutes_a_claim():
     undecided = [(c.text, ids) for c, h, ids in broken if h is None and ids]
     assert undecided == [("Server behind NAT, TLS: 'Passive mode (PASV) will not work - Active mode (PORT) may "
                           "work'", ["server-nat/tls/port"])]
-    assert all(h for c, h, _ in broken if c.text != undecided[0][0])
+    assert all(h for c, h, _ in broken if c.text != undecided[0][0] and not any("+" in i for i in c.expect))
     page = html.render(make_doc(broken={"server-nat/tls/port"}))
     assert "<b>not decided</b>: lab errors in" in page and "does not hold" not in page
 

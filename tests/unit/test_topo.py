@@ -93,9 +93,12 @@ def test_static_filter_nat_has_no_alg_and_forwards_the_range():
 
 def test_static_filter_rules_are_the_slides_rules():
     fw = topo.load("static-filter").nodes["fw"].firewall
-    assert [(r.action, str(r.sport), str(r.dport)) for r in fw.rules] == [
-        ("accept", "None", "21"), ("accept", "None", "990"), ("accept", "20", "None"),
-        ("accept", "None", "60000-60100")]
+    slides = [("accept", "None", "21"), ("accept", "None", "990"), ("accept", "20", "None"),
+              ("accept", "None", "60000-60100")]
+    # the slides' four rules for IPv4, and the same four for the server's IPv6 address (dual stack)
+    for version in (4, 6):
+        rules = [r for r in fw.rules if (r.dst or r.src).version == version]
+        assert [(r.action, str(r.sport), str(r.dport)) for r in rules] == slides
     assert all(r.line > 0 for r in fw.rules)
 
 
@@ -222,8 +225,8 @@ def test_interface_by_neighbour_or_name_and_permit_synonym():
 
 
 def test_unreachable_server_is_reported_with_the_hop():
-    text = (TOPOLOGY_DIR / "client-nat.yaml").read_text().replace("  server: {kind: host, gateway: 203.0.113.254}",
-                                                                  "  server: {kind: host}")
+    text = (TOPOLOGY_DIR / "client-nat.yaml").read_text().replace(
+        "  server: {kind: host, gateway: [203.0.113.254, 2001:db8:5::254]}", "  server: {kind: host}")
     found = problems(text)
     assert len(found) == 1 and found[0].field == "ftp"
     assert "reply server → 198.51.100.1: at server: no route to 198.51.100.1" in found[0].message
