@@ -469,29 +469,12 @@ print(json.dumps(out))
 """
 
 
-def in_sandbox_after_record() -> dict:
-    import json
-    import sys
-    import time
-
-    from lab.matrix.jsonl import read_all as read
-    from lab.network.net import LabNet
-    from lab.topology.loader import load
-
-    topo = load("client-nat")
-    with LabNet(topo, alg="kernel") as net:
-        responder(net, ECHO)
-        done = net.run("client", [sys.executable, "-c", AFTER_RECORD, str(topo.ftp.server_address)], timeout=30)
-        time.sleep(0.2)
-        return {"echo": json.loads(done.stdout), "events": read(net.events_path)}
-
-
 @pytest.mark.timeout(60)
 def test_kernel_helper_reads_a_line_only_where_a_segment_ended_in_a_newline():
     """What the replay above assumes, on this kernel: a PORT right after a TLS-looking record is
     not read when the record ends in 0x41, and is read (rewritten by nf_nat_ftp, expectation
     created) when it ends in 0x0a, the one byte in 256 that resynchronises the helper."""
-    out = call_in_sandbox(__file__, "in_sandbox_after_record", timeout=55)
+    out = call_in_sandbox(__file__, "in_sandbox_echo", "kernel", AFTER_RECORD, timeout=55)
     client, public = "192,168,1,10", "198,51,100,1"
     assert out["echo"]["41"] == f"{client},4,1", out["echo"]
     assert out["echo"]["0a"].startswith(f"{public},"), out["echo"]
@@ -655,7 +638,9 @@ def responder(net, script: str) -> None:
         time.sleep(0.02)
 
 
-def in_sandbox_hostile() -> dict:
+def in_sandbox_echo(alg: str, script: str) -> dict:
+    """A scripted client (script: Python source printing JSON) against the echo responder, through
+    client-nat's nat-c with this ALG."""
     import json
     import sys
     import time
@@ -665,16 +650,16 @@ def in_sandbox_hostile() -> dict:
     from lab.topology.loader import load
 
     topo = load("client-nat")
-    with LabNet(topo, alg="scapy") as net:
+    with LabNet(topo, alg=alg) as net:
         responder(net, ECHO)
-        done = net.run("client", [sys.executable, "-c", HOSTILE, str(topo.ftp.server_address)], timeout=30)
+        done = net.run("client", [sys.executable, "-c", script, str(topo.ftp.server_address)], timeout=30)
         time.sleep(0.2)
         return {"echo": json.loads(done.stdout), "events": read(net.events_path)}
 
 
 @pytest.mark.timeout(60)
 def test_hostile_control_traffic_opens_nothing_live():
-    out = call_in_sandbox(__file__, "in_sandbox_hostile", timeout=55)
+    out = call_in_sandbox(__file__, "in_sandbox_echo", "scapy", HOSTILE, timeout=55)
     echo, events = out["echo"], out["events"]
     for line, answer in echo.items():
         if line not in ("split", "after"):
