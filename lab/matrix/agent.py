@@ -13,6 +13,8 @@ Protocol, one JSON object per line (the worker is the only peer):
     stdin  {"measure": {"url": ..., "security": ..., "data": ..., "ftpdata": FILE, "ca": FILE,
                         "password": ..., "path": ..., "seconds": S}}
     stdout {"bytes": N, "seconds": S, "transfers": K} or {"error": "..."}
+           ("session": NAME in the request keeps the session logged in for the next one)
+    stdin  {"close": true}      quit every kept session; stdout {"closed": true}
     stdin  {"abort": "why"}     a device dropped a new connection of the running cell
 
 An abort is what the client's own data-connection timer does when it expires, only earlier: the
@@ -77,29 +79,71 @@ def _run_cell(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
-def _measure(spec: dict) -> dict:
-    """Repeated RETRs of one file over one session for `seconds`: bytes and data-flow seconds."""
-    from lab.ftps.client import FTPClient, FTPError
+_sessions: dict[str, object] = {}     # measure's sessions, kept from one round to the next
+
+
+def _session(spec: dict):
+    """The logged-in FTPClient of spec["session"] (a new one if there is none)."""
+    from lab.ftps.client import FTPClient
     from lab.ftps.config import ClientConfig, parse_ftpdata
 
+    key = spec.get("session") or ""
+    if key in _sessions:
+        return _sessions[key]
     config = parse_ftpdata(Path(spec["ftpdata"]), "client") if spec.get("ftpdata") else ClientConfig()
     client = FTPClient(config, security=spec["security"], data=spec["data"], ca=spec.get("ca"))
+    try:
+        client.connect(spec["host"], int(spec["port"]))
+        client.login(spec["user"], spec["password"])
+    except BaseException:
+        client.close()
+        raise
+    if key:
+        _sessions[key] = client
+    return client
+
+
+def _quit(client) -> None:
+    from lab.ftps.client import FTPError
+
+    with contextlib.suppress(FTPError, OSError):
+        client.quit()
+    client.close()
+
+
+def _close_sessions() -> dict:
+    for client in _sessions.values():
+        _quit(client)
+    _sessions.clear()
+    return {"closed": True}
+
+
+def _measure(spec: dict) -> dict:
+    """Repeated RETRs of one file over one session for `seconds`: bytes and data-flow seconds.
+    A `session` key keeps the session logged in for the next round (login and TLS are not what
+    is measured, and cost every round time)."""
+    from lab.ftps.client import FTPError
+
+    key = spec.get("session") or ""
     total = seconds = 0.0
     transfers = 0
+    client = None
     try:
-        with client:
-            client.connect(spec["host"], int(spec["port"]))
-            client.login(spec["user"], spec["password"])
-            deadline = time.monotonic() + float(spec["seconds"])
-            while time.monotonic() < deadline:
-                # /dev/null and no hash: the verdict phase checked the bytes; here only speed counts
-                result = client.get(spec["path"], os.devnull, hash_inline=False)
-                total += result.bytes
-                seconds += result.seconds
-                transfers += 1
-            client.quit()
+        client = _session(spec)
+        deadline = time.monotonic() + float(spec["seconds"])
+        while time.monotonic() < deadline:
+            # /dev/null and no hash: the verdict phase checked the bytes; here only speed counts
+            result = client.get(spec["path"], os.devnull, hash_inline=False)
+            total += result.bytes
+            seconds += result.seconds
+            transfers += 1
     except FTPError as exc:
+        _sessions.pop(key, None)
+        if client is not None:
+            client.close()
         return {"error": f"{exc.stage}: {exc.reason}"}
+    if not key:
+        _quit(client)
     return {"bytes": int(total), "seconds": seconds, "transfers": transfers}
 
 
@@ -150,7 +194,12 @@ def serve() -> int:
         with state.lock:
             state.running, state.abort = True, False
         try:
-            reply = _run_cell(parser, msg["cell"]) if "cell" in msg else _measure(msg["measure"])
+            if "cell" in msg:
+                reply = _run_cell(parser, msg["cell"])
+            elif "measure" in msg:
+                reply = _measure(msg["measure"])
+            else:
+                reply = _close_sessions()
         except DropDecided as exc:           # arrived outside the command's own handlers
             reply = {"rc": 3, "stdout": "", "stderr": str(exc)}
         finally:

@@ -440,6 +440,9 @@ def throughput_phase(net, topology, g: Group, reps: dict[str, tuple]) -> dict:
                 runners[cls] = _class_runner(net, topology, cell, spec, g, server, path, mode.ftp_seconds)
             part = speed.measure(mode.runs, runners)
         finally:
+            if g.agent is not None and not g.agent.exited():
+                g.agent.send({"close": True})           # the classes' sessions, before their server goes
+                g.agent.reply(5)
             server.stop()
         measured["runs"].update(part["runs"])
         measured["errors"].update(part["errors"])
@@ -455,7 +458,7 @@ def _class_runner(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g
     request = {"host": str(topology.ftp.server_address), "user": server.user, "password": server.password,
                "port": topology.ftp.implicit_port if implicit else topology.ftp.control_port, "path": path,
                "security": cell.security, "data": cell.data, "ftpdata": str(cfile),
-               "ca": str(g.plan.pki / "ca.pem"), "seconds": seconds}
+               "ca": str(g.plan.pki / "ca.pem"), "seconds": seconds, "session": cell.id}
 
     def run() -> float:
         agent = g.client_agent(net, topology)

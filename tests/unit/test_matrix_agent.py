@@ -82,11 +82,20 @@ def test_timed_transfers_measure_a_real_server(agent, tmp_path):
     server = peers.start_ftlab_server(None, None, quiet=True, workbase=tmp_path)
     try:
         (server.root / "big.bin").write_bytes(b"\x5a" * (8 << 20))
-        agent.send({"measure": {"host": "127.0.0.1", "port": server.port, "user": server.user,
-                                "password": server.password, "path": "big.bin", "security": "plain",
-                                "data": "pasv", "seconds": 0.3}})
-        reply = agent.reply(20)
+        replies = []
+        for _ in range(2):                               # one session, kept from one round to the next
+            agent.send({"measure": {"host": "127.0.0.1", "port": server.port, "user": server.user,
+                                    "password": server.password, "path": "big.bin", "security": "plain",
+                                    "data": "pasv", "seconds": 0.3, "session": "passive/clear"}})
+            replies.append(agent.reply(20))
+        agent.send({"close": True})
+        closed = agent.reply(10)
+        log = server.log.read_text()
     finally:
         server.stop()
-    assert reply["transfers"] >= 1 and reply["bytes"] == reply["transfers"] * (8 << 20)
-    assert 0 < reply["seconds"] < 5
+    for reply in replies:
+        assert reply["transfers"] >= 1 and reply["bytes"] == reply["transfers"] * (8 << 20)
+        assert 0 < reply["seconds"] < 5
+    assert closed == {"closed": True}
+    sessions = {line.split("]")[0].split("[")[1] for line in log.splitlines() if "big.bin" in line}
+    assert len(sessions) == 1, log[-2000:]             # every transfer of both rounds on one session
