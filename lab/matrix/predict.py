@@ -44,7 +44,10 @@ def unreadable(model: Topology) -> list[str]:
     """What the devices' models cannot read on this topology ("NODE: FILE:LINE uses X")."""
     return [f"{node.name}: {what}" for node in model.nodes.values()
             if node.firewall is not None and node.firewall.mode == "static"
-            for what in devices.model("static").unreadable(node.firewall)]
+            for what in devices.model("static").unreadable(node.firewall)] + \
+        [f"{node.name}: {node.firewall.nftables.name if node.firewall.nftables else 'nft ruleset'} {what}"
+         for node in model.nodes.values() if node.firewall is not None and node.firewall.mode == "nftables"
+         for what in devices.unreadable(node.firewall)]
 
 
 def picture_of(model: Topology) -> tuple[scenario.Picture, bool]:

@@ -25,7 +25,10 @@ def setups_of(name: str, node: str, tmp_path, **kw) -> dict:
 def test_alg_setup_queues_control_ports_in_raw_prerouting(tmp_path):
     setup = setups_of("client-nat", "nat-c", tmp_path)["alg"]
     queued = [r for r in setup.iptables if "NFQUEUE" in r]
-    assert all(r[:5] == ["iptables", "-t", "raw", "-A", "PREROUTING"] and r[-1] == "10" for r in queued)
+    # both families: client-nat is dual stack (NAT66 with the same ALG)
+    assert all(r[0] in ("iptables", "ip6tables") and r[1:5] == ["-t", "raw", "-A", "PREROUTING"] and r[-1] == "10"
+               for r in queued)
+    assert {r[0] for r in queued} == {"iptables", "ip6tables"}
     assert {r[r.index("multiport") + 1] for r in queued} == {"--dports", "--sports"}
     assert all("21,990" in r for r in queued)
     assert setup.sysctls == {"net.netfilter.nf_conntrack_tcp_be_liberal": "1"}
