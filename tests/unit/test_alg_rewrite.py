@@ -8,7 +8,6 @@ for real).
 from __future__ import annotations
 
 import itertools
-import re
 import time
 
 import pytest
@@ -39,44 +38,55 @@ class Events(EventWriter):
 
 
 class Kernel:
-    """libnftables as the ALG's NftMaps uses it: records the commands and keeps MAP_TABLE's waiting
-    set and dest map. `hit(port)` is what the kernel's rule does when a data connection's first
-    packet matches a waiting mapping: DNAT it and take the mapping out of the set."""
-
-    ELEMENT = re.compile(r"(add|delete) element ip \S+ (waiting|dest) \{ (.+?) (?:timeout \d+ms |: (.+?) )?\}")
+    """The kernel side of the ALG's NftMaps: element changes as lab.devkit.nfsets sends them and the
+    listing libnftables gives. Records the changes and keeps MAP_TABLE's waiting set and dest map;
+    `hit(port)` is what the kernel's rule does when a data connection's first packet matches a
+    waiting mapping: DNAT it and take the mapping out of the set."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
         self.waiting: set[str] = set()
         self.dest: dict[str, str] = {}
 
-    def run(self, commands: str) -> str:
-        if commands.startswith("list set"):
-            return "elements = { " + ", ".join(f"{k} timeout 31s expires 30s" for k in self.waiting) + " }"
-        self.commands.append(commands)
-        for op, where, key, value in self.ELEMENT.findall(commands):
-            table = self.waiting if where == "waiting" else self.dest
-            if op == "delete" and key not in table:
-                raise RuntimeError(f"nft {commands!r}: Error: Could not process rule: No such file or directory")
-            if op == "delete":
-                table.discard(key) if where == "waiting" else table.pop(key)
-            elif where == "waiting":
+    @staticmethod
+    def text(packed: bytes) -> str:
+        """`a . b . port` from an nftables concatenation of addresses and ports (4 bytes each)."""
+        parts = [packed[i:i + 4] for i in range(0, len(packed), 4)]
+        return " . ".join(str(int.from_bytes(p[:2], "big")) if p[2:] == b"\0\0" else ".".join(map(str, p))
+                          for p in parts)
+
+    def add(self, elements) -> None:
+        for e in elements:
+            key = self.text(e.key)
+            self.commands.append(f"add {e.set} {key}" + (f" : {self.text(e.data)}" if e.data else ""))
+            if e.set == "waiting":
                 self.waiting.add(key)
             else:
-                self.dest[key] = value
-        return ""
+                self.dest[key] = self.text(e.data)
+
+    def delete(self, elements) -> None:
+        for e in elements:
+            key = self.text(e.key)
+            table = self.waiting if e.set == "waiting" else self.dest
+            if key not in table:
+                raise OSError(2, "No such file or directory")
+            self.commands.append(f"delete {e.set} {key}")
+            table.discard(key) if e.set == "waiting" else table.pop(key)
+
+    def run(self, commands: str) -> str:          # libnftables: only the poller's listing
+        assert commands.startswith("list set"), commands
+        return "elements = { " + ", ".join(f"{k} timeout 31s expires 30s" for k in self.waiting) + " }"
 
     def hit(self, port: int) -> None:
         self.waiting = {k for k in self.waiting if not k.endswith(f" . {port}")}
 
     def added(self) -> list[str]:
         """The mappings installed, as `peer . outside . port : host . port`."""
-        return [f"{key} : {value}" for c in self.commands for _, where, key, value in self.ELEMENT.findall(c)
-                if c.startswith("add") and where == "dest" and value]
+        return [c.removeprefix("add dest ") for c in self.commands if c.startswith("add dest ")]
 
 
 def mappings(events: EventWriter, kernel: Kernel, **kw) -> Mappings:
-    return Mappings(OUTSIDE, events, kernel=NftMaps(nft=kernel), **kw)
+    return Mappings(OUTSIDE, events, kernel=NftMaps(nft=kernel, sets=kernel), **kw)
 
 
 def segment(src, sport, dst, dport, seq, ack, flags, payload=b"", sack=None):
