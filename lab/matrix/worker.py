@@ -1,16 +1,19 @@
 """Running the cells of one network inside a sandbox: `python -m lab.matrix.worker PLAN INDEX`.
 
-One group = one picture brought up once with one ALG mode. The worker measures the iperf3
-baseline of the picture's data path, brings the picture up with its devices, starts the FTP
-server in the server node (restarted only when a cell needs other server statements), and runs
-the cells one after the other, each as `ftlab client ... --json` in the client node. While a
-client runs, the devices' event file is watched: when a device drops a new connection of this
-cell, the client gets a short grace to report and is then killed, so a failing cell ends within
-2 s of its drop. Before and after each cell the lab's own programs are checked: a dead FTP
-server or device program makes the cell a lab error (a refused connection to a dead server says
-nothing about the network). Each cell's result is appended as one JSON line to the group's
-cells.jsonl, which the parent (lab.matrix.runner) reads for its progress bar. What to run comes
-from the run plan (lab.matrix.plan).
+One group = one picture brought up once with one ALG mode. The worker brings the picture up with
+its devices, starts the FTP server in the server node (restarted only when a cell needs other
+server statements) and the client agent in the client node (lab.matrix.agent: `ftlab client`
+cell after cell in one process; curl and lftp run as processes), and runs the cells one after
+the other. While a client runs, the devices' event file is watched: the first drop of a new
+connection of this cell decides it, and the client's wait ends at once (the agent's abort; curl
+and lftp are killed after PEER_DROP_GRACE), so a failing cell ends within milliseconds of its
+drop. Before and after each cell the lab's own programs are checked: a dead FTP server, client
+agent or device program, or a server that no longer listens, makes the cell a lab error (a
+refused connection to a dead server says nothing about the network). Each cell's result is
+appended as one JSON line to the group's cells.jsonl, which the parent (lab.matrix.runner) reads
+for its progress bar. Then, with --throughput, the network waits up and idle for its turn and
+measures each data-path class with a passing cell beside iperf3 (lab.matrix.speed). What to run
+comes from the run plan (lab.matrix.plan).
 """
 
 from __future__ import annotations
