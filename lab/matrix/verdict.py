@@ -150,7 +150,9 @@ def verdict(obs: Observation) -> Verdict:
 
     if decisive:
         d = decisive[0]
-        stage = (c["stage"] if c and c["stage"] in STAGES else None) or drop_stage(d, obs.control_ports)
+        # The dropped SYN says which connection failed to open, whatever the client was doing then:
+        # in active mode the server may already have sent its 150, so the client says "transfer".
+        stage = drop_stage(d, obs.control_ports)
         return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d, device=d.get("device"))
 
     lost = [e for e in drops if not is_new_connection(e) and on_control(e, obs.control_ports)]

@@ -126,3 +126,12 @@ def test_a_dropped_packet_of_the_control_connection_decides_a_transfer_failure()
                                "198.51.100.10:40000 [PA] (control connection")
     data = {**drop, "sport": 60001, "src": "10.1.1.10"}       # a data packet's drop decides nothing here
     assert verdict(Observation(client, events=[data])).device is None
+
+
+def test_a_dropped_data_syn_fails_at_data_connect_whatever_the_client_was_doing():
+    # Active mode: the server sent its 150 before it connected, so the client says "transfer";
+    # the dropped SYN from the server's port 989 is what decided the cell.
+    client = failed("transfer", "the data connection was not made", code=425)
+    ev = drop(device="fw", src="203.0.113.10", sport=989, dst="198.51.100.10", dport=40001)
+    v = verdict(obs(client, events=[ev]))
+    assert (v.outcome, v.stage, v.device) == ("fail", "data-connect", "fw")
