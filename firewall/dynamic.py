@@ -250,9 +250,13 @@ def rules(ports: tuple[int, ...], tool: str = "iptables") -> list[list[str]]:
          "--ctstate", "ESTABLISHED", "-j", "NFQUEUE", "--queue-num", str(CONTROL_QUEUE)],
         [*mangle, "-A", CHAIN, "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT"],
         [*mangle, "-A", CHAIN, "-p", icmp, "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"],
-        # IPv6 does not work without neighbour discovery (which conntrack does not track)
+        # IPv6 does not work without neighbour discovery (which conntrack does not track), and the
+        # link's own ICMPv6 (multicast listener reports, from link-local addresses) is no connection
         *([[*mangle, "-A", CHAIN, "-p", icmp, "--icmpv6-type", kind, "-j", "ACCEPT"]
-           for kind in ("neighbour-solicitation", "neighbour-advertisement")] if tool == "ip6tables" else []),
+           for kind in ("neighbour-solicitation", "neighbour-advertisement")]
+          + [[*mangle, "-A", CHAIN, "-p", icmp, way, "fe80::/10", "-j", "ACCEPT"] for way in ("-s", "-d")]
+          + [[*mangle, "-A", CHAIN, "-p", icmp, "-d", "ff02::/16", "-j", "ACCEPT"]]
+          if tool == "ip6tables" else []),
         [*mangle, "-A", CHAIN, "-j", "NFQUEUE", "--queue-num", str(NEW_QUEUE)],
     ]
 

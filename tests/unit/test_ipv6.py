@@ -78,6 +78,10 @@ def test_the_dynamic_filter_programs_both_families_with_neighbour_discovery():
     lines = [" ".join(a) for a in setup.iptables]
     assert any(x.startswith("ip6tables -t mangle -A DYNFW") and "NFQUEUE --queue-num 21" in x for x in lines)
     assert "ip6tables -t mangle -A DYNFW -p ipv6-icmp --icmpv6-type neighbour-solicitation -j ACCEPT" in lines
+    # the link's own ICMPv6 (listener reports from link-local addresses) is no connection to drop
+    assert "ip6tables -t mangle -A DYNFW -p ipv6-icmp -s fe80::/10 -j ACCEPT" in lines
+    assert lines.index("ip6tables -t mangle -A DYNFW -p ipv6-icmp -d ff02::/16 -j ACCEPT") < \
+        lines.index("ip6tables -t mangle -A DYNFW -j NFQUEUE --queue-num 21")
 
 
 def test_an_ipv6_picture_predicts_epsv_and_eprt_and_refuses_pasv_and_port():
