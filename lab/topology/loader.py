@@ -645,7 +645,7 @@ class _Builder:
         node's interface address, and not another NAT's or another entry's (`shared`: port
         forwards may share one address among themselves, a 1:1 address is the host's alone)."""
         line, field = m.line_of("public"), f"{where}.public"
-        public = self.address(m["public"], line, field)
+        public = self.address(m["public"], line, field, 4)     # 1:1 and forwards' own addresses: IPv4 (NAT44)
         if public is None:
             return None
         intf = next(i for i in node.interfaces if i.name == outside)
