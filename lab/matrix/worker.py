@@ -386,10 +386,11 @@ class Judge:
 
 
 def refused_by_lab(net, topology, cell: scenario.Cell, server: ServerRun, obs: Observation) -> str | None:
-    """A cell that could not connect while no device dropped anything: is the server still
-    listening? One that stops (its process not gone yet) refuses connections for the lab's reasons."""
+    """A cell that failed while no device dropped anything: is the server still listening? One that
+    stops (its process not gone yet; it closes its listeners before its sessions) refuses
+    connections and cuts transfers short for the lab's reasons, at any stage."""
     seen = verdict(obs)
-    if seen.outcome != "fail" or seen.stage != "connect" or seen.drop:
+    if seen.outcome != "fail" or seen.drop:
         return None
     implicit = cell.security.startswith("implicit")
     return server.not_listening(net, (topology.ftp.implicit_port if implicit else topology.ftp.control_port,))
