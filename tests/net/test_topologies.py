@@ -350,7 +350,9 @@ def test_bulk_flow_across_routers_arrives_in_order(sysfs):
     and the ACK softirq's), so segments overtake each other and the sender retransmits spuriously
     (thousands per 256 MiB were measured). The lab's interfaces must deliver in order, like a cable."""
     counters = call_in_sandbox(__file__, "in_sandbox_bulk_flow_counters", sysfs, timeout=60)
-    assert counters["bytes"] == 64 << 20, counters
+    # iperf3 -R -n stops the sending server after the write that crosses the count, so the
+    # client may receive up to one more block (65160 bytes over seen in a CI run); fewer would be a loss.
+    assert 64 << 20 <= counters["bytes"] <= (64 << 20) + (1 << 20), counters
     assert int(counters["rps"].replace(",", ""), 16) == int(counters["mask"].replace(",", ""), 16), counters
     assert counters["TcpExtTCPOFOQueue"] == 0, counters
     assert counters["TcpRetransSegs"] == 0, counters
