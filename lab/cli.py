@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from lab import __version__
 from lab.errors import LabError
@@ -37,14 +39,38 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    interrupts = _interrupt_count()
     try:
         return int(args.func(args) or 0)
     except LabError as exc:
+        if _interrupts > interrupts:
+            # Ctrl-C reaches the whole foreground group: a program the lab ran may die of it
+            # (iperf3: "interrupt") before Python raises KeyboardInterrupt here. It is still Ctrl-C.
+            print("ftlab: interrupted", file=sys.stderr)
+            return 130
         print(f"ftlab: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("ftlab: interrupted", file=sys.stderr)
         return 130
+
+
+_interrupts = 0
+
+
+def _on_sigint(signum, frame) -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt), counted."""
+    global _interrupts
+    _interrupts += 1
+    signal.default_int_handler(signum, frame)
+
+
+def _interrupt_count() -> int:
+    """Count Ctrl-Cs from now on (where Python's default handler is in place, in the main thread)."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+    return _interrupts
 
 
 if __name__ == "__main__":
