@@ -28,10 +28,10 @@ from __future__ import annotations
 import fnmatch
 import functools
 import ipaddress
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from firewall import savefile
 from lab.devkit.types import Flow, Unreadable
 
 MAX_DEPTH = 16
@@ -72,38 +72,29 @@ class Ruleset:
 def read(text: str) -> Ruleset:
     """The ruleset of an iptables-save text. Lines it cannot split are recorded as unread."""
     rs = Ruleset()
-    table = ""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("[") and "]" in line:          # iptables-save -c: counters first
-            line = line.split("]", 1)[1].strip()
-        if not line or line.startswith("#") or line == "COMMIT":
+    for ln in savefile.lines(text):
+        number, table = ln.number, ln.table
+        if ln.kind == "table":
             continue
-        if line.startswith("*"):
-            table = line[1:].strip()
-            continue
-        if line.startswith(":"):
-            name, _, rest = line[1:].partition(" ")
+        if ln.kind == "chain":
             if table == "filter":
-                rs.chains.setdefault(name, [])
-                policy = rest.split()[0] if rest.split() else "-"
-                if name in BUILTIN:
-                    rs.policies[name] = (policy, number)
-            elif rest.split()[:1] not in (["ACCEPT"], ["-"]):
-                rs.unread.append((number, f"the {table} table's {name} policy {rest.split()[0]}"))
+                rs.chains.setdefault(ln.chain, [])
+                if ln.chain in BUILTIN:
+                    rs.policies[ln.chain] = (ln.policy, number)
+            elif ln.policy not in ("ACCEPT", "-"):
+                rs.unread.append((number, f"the {table} table's {ln.chain} policy {ln.policy}"))
             continue
         if table != "filter":
             rs.unread.append((number, f"a rule in the {table} table (the model reads the filter table)"))
             continue
-        try:
-            words = shlex.split(line)
-        except ValueError:
+        if ln.error is not None:
             rs.unread.append((number, "a line that does not split into words (unbalanced quotes)"))
             continue
+        words = list(ln.words)
         if len(words) < 2 or words[0] not in ("-A", "--append"):
-            rs.unread.append((number, f"{words[0] if words else line!r} (the model reads -A rules)"))
+            rs.unread.append((number, f"{words[0] if words else ln.text!r} (the model reads -A rules)"))
             continue
-        rule = _rule(number, words[1], line, words[2:])
+        rule = _rule(number, words[1], ln.text, words[2:])
         rs.chains.setdefault(rule.chain, []).append(rule)
         rs.port_edges |= _edges(words[2:])
         if rule.unread:

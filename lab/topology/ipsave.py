@@ -21,17 +21,18 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from firewall import savefile
 from lab.errors import Problem
 
 MAX_PROBLEMS = 50
 RESTORE_TIMEOUT = 10.0
 INTERFACE_OPTIONS = {"-i": "-i", "--in-interface": "-i", "-o": "-o", "--out-interface": "-o"}
 JUMP_OPTIONS = ("-j", "--jump", "-g", "--goto")
+RULE_COMMANDS = ("-A", "--append", "-I", "--insert")
 _ERROR_LINE = re.compile(r"(?:line:? )(\d+)")
 _PREFIX = re.compile(r"^iptables-restore: (line \d+ failed: )?")
 _MISSING_CHAIN = re.compile(r"Chain '([^']+)' does not exist")
@@ -39,7 +40,7 @@ _MISSING_CHAIN = re.compile(r"Chain '([^']+)' does not exist")
 
 @dataclass(frozen=True)
 class Rule:
-    """One `-A CHAIN ...` line of the file, split as a shell would."""
+    """One `-A CHAIN ...` (or `-I`) line of the file, split as a shell would, counters left out."""
     line: int
     text: str
     table: str
@@ -51,19 +52,14 @@ class Rule:
 
 
 def rules(text: str) -> tuple[list[Rule], list[Problem]]:
-    """The rule lines of an iptables-save text (and lines that do not split: unbalanced quotes)."""
-    found, problems, table = [], [], ""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:]
-        elif line.startswith("-A ") or line.startswith("-I "):
-            try:
-                words = tuple(shlex.split(line))
-            except ValueError as exc:
-                problems.append(Problem("", number, "", f"`{line}`: {exc}"))
-                continue
-            found.append(Rule(number, line, table, words))
+    """The rule lines of an iptables-save text (`-A`, and `-I` that a hand-written file may use;
+    counters skipped), and lines that do not split (unbalanced quotes)."""
+    found, problems = [], []
+    for line in savefile.lines(text):
+        if line.error is not None:
+            problems.append(Problem("", line.number, "", f"`{line.text}`: {line.error}"))
+        elif line.kind == "rule" and line.words and line.words[0] in RULE_COMMANDS:
+            found.append(Rule(line.number, line.text, line.table, line.words))
     return found, problems
 
 

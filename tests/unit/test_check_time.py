@@ -88,6 +88,15 @@ def test_a_rule_naming_an_interface_the_node_lacks(tmp_path, capsys):
     assert ":8:" not in out          # fw-eth+ is a prefix of fw's interfaces
 
 
+def test_a_counted_rule_naming_an_interface_the_node_lacks(tmp_path, capsys):
+    """`iptables-save -c` writes [packets:bytes] before each rule: such a rule is checked too."""
+    rules = "*filter\n:FORWARD DROP [0:0]\n[12:345] -A FORWARD -i eth9 -p tcp --dport 21 -j ACCEPT\nCOMMIT\n"
+    code, out = check(tmp_path, with_ruleset(tmp_path, rules), capsys)
+    assert code == 2
+    assert f"{tmp_path / 'fw.rules'}:3: -i: fw has no interface 'eth9' (its interfaces: fw-eth0, fw-eth1); " \
+           "`-A FORWARD -i eth9 -p tcp --dport 21 -j ACCEPT` would never match" in out
+
+
 def test_a_lab_rule_naming_an_interface_the_node_lacks(tmp_path, capsys):
     text = BASE.replace("dport: 21, comment", "dport: 21, in_interface: eth0, comment")
     code, out = check(tmp_path, text, capsys)
