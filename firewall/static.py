@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firewall import saved
+from firewall import saved, savefile
 from firewall.section import FilterRule, Firewall
 from lab.devkit import features
 from lab.devkit.conntrack import idle_sysctls
@@ -45,7 +45,6 @@ RULE_MARK_BASE = 100
 #: Marks of an iptables-save file's drops: SAVED_MARK_BASE + the file's line number.
 SAVED_MARK_BASE = 10000
 _DROP_TARGET = re.compile(r"\s(?:-j|--jump)\s+DROP\s*$")
-_POLICY = re.compile(r"^:(INPUT|FORWARD|OUTPUT) DROP\b")
 
 
 @dataclass(frozen=True)
@@ -210,18 +209,18 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
     chains are declared right after `*filter` (a jump needs its chain to exist) and filled, with
     the policies' catch-all rules, just before that table's COMMIT.
     """
-    lines = text.splitlines()
     reasons: dict[int, str] = {}
-    table, policies = "", {}
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if stripped.startswith("*"):
-            table = stripped[1:]
-        elif table == "filter" and (m := _POLICY.match(stripped)):
-            policies[SAVED_MARK_BASE + number] = m.group(1)
-            reasons[SAVED_MARK_BASE + number] = f"dropped by {name}:{number}: the {m.group(1)} chain's policy DROP"
-        elif table == "filter" and stripped.startswith("-A ") and _DROP_TARGET.search(stripped):
-            reasons[SAVED_MARK_BASE + number] = f"dropped by {name}:{number}: {stripped}"
+    policies = {}
+    for line in savefile.lines(text):
+        mark = SAVED_MARK_BASE + line.number
+        if line.table != "filter":
+            continue
+        if line.kind == "chain" and line.chain in saved.BUILTIN and line.policy == "DROP":
+            policies[mark] = line.chain
+            reasons[mark] = f"dropped by {name}:{line.number}: the {line.chain} chain's policy DROP"
+        elif line.kind == "rule" and line.words[:1] in (("-A",), ("--append",)) and _DROP_TARGET.search(line.text):
+            reasons[mark] = f"dropped by {name}:{line.number}: {line.text}"
+    lines = text.splitlines()
     out: list[str] = []
     table = ""
     for number, line in enumerate(lines, start=1):

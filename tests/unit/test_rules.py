@@ -261,3 +261,13 @@ def test_every_field_the_rule_sets_is_in_its_iptables_match_and_in_its_model(rul
         is_set = getattr(rule, name) is not None and getattr(rule, name) != "any"
         assert (option[name] in args) == is_set, name
         assert matches(rule, replace(base, **{name: value})) != is_set, name
+
+
+def test_saved_ruleset_with_counters_names_its_drops():
+    # `iptables-save -c` writes [packets:bytes] before each rule and chain: the drops are the same.
+    counted = SAVED.replace("-A FORWARD -p tcp -m comment", "[5:300] -A FORWARD -p tcp -m comment")
+    text, reasons = observe_saved_drops(counted, "fw.rules")
+    assert set(reasons) == {SAVED_MARK_BASE + 7, SAVED_MARK_BASE + 10}
+    assert reasons[SAVED_MARK_BASE + 10].startswith("dropped by fw.rules:10: -A FORWARD -p tcp")
+    assert '[5:300] -A FORWARD -p tcp -m comment --comment "no telnet" --dport 23 -j ftlab-saved-10' \
+        in text.splitlines()
