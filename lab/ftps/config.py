@@ -41,6 +41,14 @@ Lab statements that are not z/OS statements:
                                    password until the oldest failure leaves the window
                                    (default 10; 0 = no limit; lab/ftps/throttle.py)
             LOGINWINDOW seconds    that window (default 300)
+            LOGINTIMEOUT seconds   time from connecting (or REIN) to a completed login, the
+                                   implicit TLS handshake included; then 421 and the connection
+                                   is closed (default 60; 0 = no limit; lab/ftps/limits.py)
+            MAXSESSIONS n          sessions of the server at once; one more connection gets
+                                   `421 Too many users` and is closed (default 100; 0 = no limit)
+            MAXSESSIONSPERADDRESS n  sessions at once from one client address (an IPv6 client:
+                                   its /64); one more gets `421 There are too many connections
+                                   from your internet address.` (default 10; 0 = no limit)
             CERTUSERMAP cert user  SECURE_LOGIN VERIFY_USER map: cert = subject CN or SHA-256
                                    fingerprint (hex, colons optional) -> user (stands in for RACF)
             IMPLICITPROT C|P       data protection of an implicit (TLSPORT) session before any PROT
@@ -276,6 +284,9 @@ _SERVER: dict[str, _Spec] = {
     "LOGINDELAY": _Spec(_number(0, 60, float)),
     "LOGINLIMIT": _Spec(_number(0, 1000000)),
     "LOGINWINDOW": _Spec(_number(1, 86400)),
+    "LOGINTIMEOUT": _Spec(_number(0, 86400)),
+    "MAXSESSIONS": _Spec(_number(0, 1000000)),
+    "MAXSESSIONSPERADDRESS": _Spec(_number(0, 1000000)),
     "CERTUSERMAP": _Spec(_certmap, repeat=True),
     "IMPLICITPROT": _Spec(_keyword("C", "P")),
 }
@@ -416,6 +427,9 @@ class ServerConfig(_CommonStatements):
     LOGINDELAY: float = 1.0
     LOGINLIMIT: int = 10
     LOGINWINDOW: int = 300
+    LOGINTIMEOUT: int = 60
+    MAXSESSIONS: int = 100
+    MAXSESSIONSPERADDRESS: int = 10
     CERTUSERMAP: dict = field(default_factory=dict)
     IMPLICITPROT: str = "P"
 

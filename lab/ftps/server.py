@@ -39,6 +39,9 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
   ApplicationControlled Off) -> AUTH 534; SecondaryMap Off and no rule for a data connection
   -> 522; TLSRFCLEVEL CCCNONOTIFY -> CCC fails the session (421, closed), as IBM documents.
 - The root directory cannot be left, also not through symlinks (paths are resolved and checked).
+- Floods (lab/ftps/limits.py): over MAXSESSIONS or MAXSESSIONSPERADDRESS a connection gets 421 from
+  the accept loop and is closed, without a thread (a handshake-first implicit port: closed, no reply);
+  a session not logged in LOGINTIMEOUT seconds after connecting (or REIN) gets 421 and is closed.
 - TYPE A (the RFC 959 default) sends files with CRLF line ends and stores uploads with LF
   (lab.ftps.netascii); SIZE and REST count TYPE A octets; REST before STOR in TYPE A is 554.
 """
@@ -63,7 +66,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from lab.ftps import attls, grammar, gss, netascii, waiting
+from lab.ftps import attls, grammar, gss, limits, netascii, waiting
 from lab.ftps import data as datapath
 from lab.ftps import tls as tlsmod
 from lab.ftps.config import ServerConfig, normalise_cert_key
@@ -139,6 +142,10 @@ class FTPServer:
         self._thread: threading.Thread | None = None
         self._passive_lock = threading.Lock()
         self.throttle = LoginThrottle(self.config.LOGINLIMIT, self.config.LOGINWINDOW)
+        # MAXSESSIONS / MAXSESSIONSPERADDRESS / LOGINTIMEOUT (lab/ftps/limits.py)
+        self.slots = limits.SessionSlots(self.config.MAXSESSIONS, self.config.MAXSESSIONSPERADDRESS)
+        self.login_deadlines = limits.Deadlines()
+        self._refusals = limits.RefusalLog()
         self._wake_r, self._wake_w = os.pipe()     # close() wakes the accept loop at once
 
     def sscn_context(self):
@@ -181,12 +188,14 @@ class FTPServer:
             return len(self._sessions)
 
     def start(self) -> FTPServer:
+        self.login_deadlines.start()
         self._thread = threading.Thread(target=self.serve_forever, name="ftps-accept", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         socks = {s.fileno(): (s, implicit) for s, implicit in self._listeners}
+        self.login_deadlines.start()      # with the server, not its first session: a steady thread count
         try:
             while not self._closed.is_set():
                 try:
@@ -203,37 +212,71 @@ class FTPServer:
                         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                             time.sleep(0.1)        # out of descriptors: let sessions end
                         continue
-                    try:
-                        # Replies are small writes: without NODELAY each 226 waits for the
-                        # client's delayed ACK (~40 ms), which caps short transfers.
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        keep_alive(conn, self.config.FTPKEEPALIVE)
-                        self._spawn(conn, implicit)
-                    except Exception as exc:     # peer gone before we looked, no threads left, ...
-                        log.warning("cannot start a session: %r", exc)
-                        conn.close()
+                    self._admit(conn, _unmap(peer[0]), peer[1], implicit)
         except KeyboardInterrupt:
             pass
         finally:
             if self._thread is None or threading.current_thread() is not self._thread:
                 self.close()
 
-    def _spawn(self, conn: socket.socket, implicit: bool) -> None:
-        with self._lock:
-            self._ids += 1
-            session = _Session(self, conn, implicit, self._ids)
-            self._sessions[session.id] = session
-        t = threading.Thread(target=session.run, name=f"ftps-session-{session.id}", daemon=True)
-        session.thread = t
+    def _admit(self, conn: socket.socket, ip: str, port: int, implicit: bool) -> None:
+        """A session for an accepted connection, if a slot is free (MAXSESSIONS, MAXSESSIONSPERADDRESS);
+        otherwise 421 and close, in this thread: a refused connection never costs a thread."""
+        refused = self.slots.take(ip)
+        if refused is not None:
+            self._refuse(conn, f"{ip}:{port}", implicit, refused)
+            return
+        session = None
         try:
-            t.start()
-        except BaseException:
-            self._ended(session)
-            raise
+            # Replies are small writes: without NODELAY each 226 waits for the
+            # client's delayed ACK (~40 ms), which caps short transfers.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            keep_alive(conn, self.config.FTPKEEPALIVE)
+            with self._lock:
+                self._ids += 1
+                session = _Session(self, conn, implicit, self._ids, ip)
+                self._sessions[session.id] = session
+            session.thread = threading.Thread(target=session.run, name=f"ftps-session-{session.id}", daemon=True)
+            session.thread.start()
+        except Exception as exc:     # peer gone before we looked, no threads left, ...
+            log.warning("cannot start a session: %r", exc)
+            conn.close()
+            if session is None:
+                self.slots.give_back(ip)
+            else:
+                self._ended(session)
+
+    _TOO_MANY = {"MAXSESSIONS": "Too many users - try again later.",
+                 "MAXSESSIONSPERADDRESS": "There are too many connections from your internet address."}
+
+    def _refuse(self, conn: socket.socket, peer: str, implicit: bool, statement: str) -> None:
+        """421 and close a connection over a session limit, and log it (at most a line every
+        REFUSAL_LOG_EVERY seconds, so that a flood does not flood the log)."""
+        limit = getattr(self.config, statement)
+        if implicit and not self.config.SECUREIMPLICITZOS:
+            # The client's first bytes are a ClientHello: a clear 421 would be a broken TLS record to
+            # it, and a handshake first would spend the CPU (a private-key operation) and a thread or
+            # the accept loop's time on exactly the connection that is refused. So: closed, no reply.
+            how = "closed without a reply (implicit TLS, handshake first)"
+        else:
+            # A fresh socket's send buffer is empty: this short write never blocks the accept loop.
+            how = "421 sent"
+            try:
+                conn.setblocking(False)
+                conn.send(format_reply(421, self._TOO_MANY[statement]))
+            except OSError:
+                how = "421 not sent (the peer is gone)"
+        conn.close()
+        unlogged = self._refusals.note()
+        if unlogged is not None:
+            more = f"; {unlogged} more refused since the last such line" if unlogged else ""
+            self._event(0, peer, "info", f"connection refused: {statement} {limit} reached, {how}{more}")
 
     def _ended(self, session: _Session) -> None:
         with self._lock:
-            self._sessions.pop(session.id, None)
+            gone = self._sessions.pop(session.id, None)
+        if gone is not None:                   # its slot, once, whichever way the session ended
+            self.slots.give_back(session.slot)
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -254,6 +297,7 @@ class FTPServer:
         for session in sessions:
             if session.thread:
                 session.thread.join(3)
+        self.login_deadlines.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -268,10 +312,13 @@ class FTPServer:
         """Log one line. The one place every log line passes: what the client sent is masked
         (PASS in any spelling) and every line is made printable, so client bytes can neither show
         a password nor forge a log line (a CR, an escape sequence)."""
+        self._event(session.id, session.peer_text, direction, line)
+
+    def _event(self, ident: int, peer: str, direction: str, line: str) -> None:
+        """emit() for a session by number (0: a connection that got no session)."""
         line = grammar.loggable(line)
-        event = {"ts": time.time(), "session": session.id, "peer": session.peer_text,
-                 "dir": direction, "line": line}
-        log.info("[%d %s] %s %s", session.id, session.peer_text, direction, line)
+        event = {"ts": time.time(), "session": ident, "peer": peer, "dir": direction, "line": line}
+        log.info("[%d %s] %s %s", ident, peer, direction, line)
         if self.log_cb:
             try:
                 self.log_cb(event)
@@ -282,9 +329,16 @@ class FTPServer:
 class _Session:
     """One control connection. Runs in its own thread; all replies are written from it."""
 
-    def __init__(self, server: FTPServer, sock: socket.socket, implicit: bool, ident: int):
+    def __init__(self, server: FTPServer, sock: socket.socket, implicit: bool, ident: int, slot: str):
         self.server, self.cfg, self.id = server, server.config, ident
+        self.slot = slot                 # the address its session slot is held for (FTPServer._admit)
         self.sock = sock                 # the TCP control socket
+        # The deadline thread shuts the socket down (LOGINTIMEOUT), close() too: never after this
+        # thread closed it (the descriptor number may belong to a new connection by then).
+        self._sock_lock = threading.Lock()
+        self._sock_closed = False
+        self._login_timer = False        # LOGINTIMEOUT armed
+        self._login_expired = False      # ... and fired: reads end, the session says 421 and closes
         self.ctrl = None                 # TLSConn while the control channel is protected
         self.implicit = implicit
         self.thread: threading.Thread | None = None
@@ -362,13 +416,36 @@ class _Session:
         try:
             data = self._channel.recv(8192)
         except (BlockingIOError, tlsmod.TLSTimeout):
+            self._login_timeout()
             self.send(421, f"Timeout ({self.cfg.INACTIVE} seconds): closing control connection.")
             raise _Close("idle timeout") from None
         except (OSError, tlsmod.Truncated) as exc:
+            self._login_timeout()
             raise _Close(f"control connection: {exc}") from None
         if not data:
+            self._login_timeout()
             raise _Close("peer closed the control connection")
         return data
+
+    # -- LOGINTIMEOUT: the time from connecting (or REIN) to a completed login
+    def _arm_login_timer(self) -> None:
+        if self.cfg.LOGINTIMEOUT:
+            self._login_timer = True
+            self.server.login_deadlines.arm(self.id, self.cfg.LOGINTIMEOUT, self._login_time_up)
+
+    def _login_time_up(self) -> None:
+        """In the deadline thread: stop this session's reads (a read in progress, a TLS handshake too,
+        ends at once), so that it answers 421 and closes. A peer that does not even read our reply
+        is cut off completely a few seconds later."""
+        self._login_expired = True
+        self._shutdown(socket.SHUT_RD)
+        self.server.login_deadlines.arm(self.id, _LOGIN_GRACE, self.abort)
+
+    def _login_timeout(self) -> None:
+        """When a read ended because LOGINTIMEOUT passed: 421 and end the session."""
+        if self._login_expired:
+            self.send(421, f"Login timeout ({self.cfg.LOGINTIMEOUT} seconds): closing control connection.")
+            raise _Close(f"no login within LOGINTIMEOUT ({self.cfg.LOGINTIMEOUT} s)")
 
     def _read_lines(self) -> None:
         """Read from the control connection into the line queue (at most MAX_LINE bytes of an
@@ -387,14 +464,22 @@ class _Session:
 
     def abort(self) -> None:
         self._aborted = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._shutdown(socket.SHUT_RDWR)
+
+    def _shutdown(self, how: int) -> None:
+        """Shut the control socket down from another thread (never once this thread closed it)."""
+        with self._sock_lock:
+            if self._sock_closed:
+                return
+            try:
+                self.sock.shutdown(how)
+            except OSError:
+                pass
 
     # -- main loop
     def run(self) -> None:
         try:
+            self._arm_login_timer()
             tlsmod.set_timeout(self.sock, self.cfg.INACTIVE)
             if self.implicit and not self.cfg.SECUREIMPLICITZOS:
                 self.start_tls()
@@ -421,11 +506,14 @@ class _Session:
                 log.exception("session %d failed", self.id)
                 self.server.emit(self, "info", f"session ends on an internal error: {exc!r}")
         finally:
+            self.server.login_deadlines.disarm(self.id)
             self._close_passive()
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            with self._sock_lock:
+                self._sock_closed = True
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
             self.server._ended(self)
 
     def greet(self) -> None:
@@ -460,6 +548,8 @@ class _Session:
         try:
             self.ctrl = tlsmod.secure(ctx, self.sock, role, timeout or self.cfg.INACTIVE or 30)
         except tlsmod.TLSFailure as exc:
+            if self._login_expired:        # no reply can be sent in the middle of a handshake
+                raise _Close(f"TLS handshake not done within LOGINTIMEOUT ({self.cfg.LOGINTIMEOUT} s)") from None
             self.server.emit(self, "info", f"TLS handshake failed: {exc.reason}")
             self._linger_close()
             raise _Close(f"TLS handshake failed: {exc.reason}") from None
@@ -667,6 +757,12 @@ class _Session:
         self._logged_in(230, f"{self.user} is logged on.  Working directory is \"/\".")
 
     def _logged_in(self, code: int, text: str) -> None:
+        if self._login_timer:
+            self._login_timer = False
+            if not self.server.login_deadlines.disarm(self.id) or self._login_expired:
+                # LOGINTIMEOUT passed while this login was being checked: too late all the same
+                self._login_expired = True
+                self._login_timeout()
         self.logged_in, self.cwd = True, "/"
         self.server.emit(self, "info", f"login {self.user}")
         self.send(code, text)
@@ -684,6 +780,8 @@ class _Session:
         self.gss = None
         self.reset()
         self.reuse_required = False   # RFC 4217 section 13: must not mandate reuse after REIN
+        if not self._login_timer:     # logged out: the time to log in again is bounded too
+            self._arm_login_timer()
 
     def cmd_NOOP(self, arg: str) -> None:
         self.send(200, "NOOP command successful.")
@@ -1488,6 +1586,7 @@ class _Handled(_Refuse):
 
 
 _FOREIGN_LOGGED = 5      # foreign passive connections logged per data connection (NOREDIRECT)
+_LOGIN_GRACE = 5         # seconds a session past LOGINTIMEOUT has to send its 421 before it is cut off
 
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "ADAT", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}

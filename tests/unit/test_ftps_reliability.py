@@ -104,7 +104,7 @@ def _session(srv: FTPServer, pkidir: Path, n: int, tmp: Path) -> tuple[int, int]
 
 @pytest.mark.timeout(120)
 def test_load_200_sessions_of_10_transfers(pkidir, root, tmp_path):
-    srv = start_server(pkidir, root)
+    srv = start_server(pkidir, root, MAXSESSIONS=200, MAXSESSIONSPERADDRESS=200)     # all from 127.0.0.1
     up = tmp_path / "up"
     up.mkdir()
     try:
@@ -178,7 +178,7 @@ class RawSession(RawControl):
 def test_passive_range_exhaustion(pkidir, root):
     lo, hi = free_port_range(10)
     earlier = _our_listening_ports()     # listeners of other tests in this process are not this server's
-    srv = start_server(pkidir, root, PASSIVEDATAPORTS=(lo, hi))
+    srv = start_server(pkidir, root, PASSIVEDATAPORTS=(lo, hi), MAXSESSIONSPERADDRESS=30)
     control = {srv.address[1]} | earlier
     outside: set[int] = set()
     stop = threading.Event()
@@ -509,7 +509,7 @@ def _fuzz_session(addr, pkidir: Path, seed: int) -> None:
 
 @pytest.mark.timeout(90)
 def test_live_fuzz_server_keeps_serving(pkidir, root):
-    srv = start_server(pkidir, root, INACTIVE=5, DATATIMEOUT=2)
+    srv = start_server(pkidir, root, INACTIVE=5, DATATIMEOUT=2, MAXSESSIONSPERADDRESS=16)
     try:
         base_threads = threading.active_count()
         deadline = time.monotonic() + 12                       # bounded: ~12 s of hostile sessions
