@@ -130,7 +130,9 @@ def loads(text: str, file: str = "<string>", source: Path | None = None) -> Topo
     topology = builder.build(data)
     if builder.problems:
         raise InputError(sorted(builder.problems, key=lambda p: p.line))
-    assert topology is not None
+    if topology is None:      # every refusal above names a problem; this one is a loader bug, said plainly
+        raise InputError([Problem(file, 1, "", "the lab cannot build a network from this file, and found no "
+                                               "single line to blame (a loader bug: please report it)")])
     return topology
 
 
@@ -245,6 +247,10 @@ class _Builder:
     def addresses_of(self, value: Any, line: int, field: str) -> list:
         """`ADDRESS` or `[ADDRESS, ADDRESS6]`: at most one address per IP version."""
         items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not items:
+            self.problem(line, field, "a link end needs its address (ADDRESS/PREFIXLEN, or a list of an "
+                                      "IPv4 and an IPv6 one), got an empty list")
+            return []
         found = [a for a in (self.address(v, line, field) for v in items) if a is not None]
         if len({a.version for a in found}) != len(found):
             self.problem(line, field, "at most one IPv4 and one IPv6 address")
@@ -460,6 +466,10 @@ class _Builder:
         """A link end's addresses: `ADDR/LEN`, or a list of two (an IPv4 and an IPv6 one: dual
         stack), IPv4 first; an IPv6 end alone is an IPv6-only link."""
         items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not items:
+            self.problem(line, field, "a link end needs its address (ADDRESS/PREFIXLEN, or a list of an "
+                                      "IPv4 and an IPv6 one), got an empty list")
+            return []
         found = [a for a in (self.interface_address(v, line, field) for v in items) if a is not None]
         if len(found) != len(items):
             return []

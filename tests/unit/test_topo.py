@@ -300,3 +300,12 @@ def test_repeated_statements_as_a_list_become_one_ftpdata_line_each():
     assert cfg.CERTUSERMAP == {"alice": "alice", "bob-cn": "bob"} and cfg.EXTENSIONS == {"AUTH_TLS", "SIZE"}
     bad = problems(text.replace("[AUTH_TLS, SIZE]", "[AUTH_TLS, {x: 1}]"))
     assert [(p.line, p.field) for p in bad] == [(8, "ftp.server_statements.EXTENSIONS")]
+
+
+def test_a_link_end_with_an_empty_address_list_is_named():
+    # Found by the parser fuzz in a CI run: `client: []` built no link and no problem.
+    text = ("name: lan\nftp: {client: client, server: server}\nnodes:\n  client: {kind: host}\n"
+            "  server: {kind: host}\nlinks:\n- client: []\n  server: ['fd00:10::20/64']\n")
+    with pytest.raises(InputError) as refused:
+        topo.loads(text, "f.yaml")
+    assert "f.yaml:7: links[0].client: a link end needs its address" in str(refused.value)
