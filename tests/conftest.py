@@ -4,6 +4,10 @@ With FTLAB_REQUIRE_ALL=1 (as .ci/run sets it) nothing may skip: a skipped test p
 suite that skips its network and interop tests (no root, a missing tool) would otherwise be green.
 Each skip is then reported as a failure of that test, naming why it would have skipped; a skip while
 collecting (a whole module) fails the session.
+
+The property tests (hypothesis) are a gate here, so they are reproducible: the same examples on
+every run, and no per-example deadline (a loaded CI machine is slow, not wrong). A fuzzing session
+explores instead: `FTLAB_FUZZ=random pytest tests/unit` draws new examples, ten times as many.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("gate", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, deadline=None, print_blob=True, max_examples=1000)
+settings.load_profile("fuzz" if os.environ.get("FTLAB_FUZZ") == "random" else "gate")
 
 REQUIRE_ALL = "FTLAB_REQUIRE_ALL"
 
