@@ -89,6 +89,19 @@ class From(RawControl):
                 return False
         return False
 
+    def drip(self, data: bytes, pause: float) -> float | None:
+        """Send data a byte at a time, `pause` seconds apart: the seconds until the server closed the
+        connection, or None if it never did."""
+        started = time.monotonic()
+        for i in range(len(data)):
+            try:
+                self.sock.sendall(data[i:i + 1])
+            except OSError:
+                return time.monotonic() - started
+            if self.drained(pause):
+                return time.monotonic() - started
+        return None
+
 
 def wait_for(cond, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
@@ -272,19 +285,8 @@ def test_a_silent_connection_is_closed_after_logintimeout(serve):
 
 def test_a_byte_at_a_time_does_not_stretch_logintimeout(serve):
     srv = serve(LOGINTIMEOUT=1)
-    c = From(srv.address)
-    started = time.monotonic()
-    closed = False
-    for byte in b"USER alice and a very long time to finish this line" * 4:
-        try:
-            c.sock.sendall(bytes([byte]))
-        except OSError:
-            closed = True
-            break
-        if c.ended(0.1):
-            closed = True
-            break
-    assert closed and 0.9 < time.monotonic() - started < 3
+    took = From(srv.address).drip(b"USER alice and a very long time to finish this line" * 4, 0.1)
+    assert took is not None and 0.9 < took < 3, took
     assert wait_for(lambda: srv.session_count == 0)
 
 
@@ -312,19 +314,8 @@ def test_implicit_tls_handshake_is_bounded_too(serve):
     with pytest.raises(ssl.SSLWantReadError):
         tls.do_handshake()
     hello = outgoing.read()
-    drip = From(srv.tls_address, greet=False)
-    started = time.monotonic()
-    closed = False
-    for i in range(len(hello) - 1):                 # never the whole hello
-        try:
-            drip.sock.sendall(hello[i:i + 1])
-        except OSError:
-            closed = True
-            break
-        if drip.ended(0.05):
-            closed = True
-            break
-    assert closed and 0.9 < time.monotonic() - started < 3
+    took = From(srv.tls_address, greet=False).drip(hello[:-1], 0.05)     # never the whole hello
+    assert took is not None and 0.9 < took < 3, took
     assert silent.drained(3)                        # (OpenSSL sends an alert as it gives up)
     assert wait_for(lambda: srv.session_count == 0)
     assert "TLS handshake not done within LOGINTIMEOUT (1 s)" in event_text(srv)
