@@ -156,9 +156,10 @@ def verdict(obs: Observation) -> Verdict:
         return Verdict("fail", stage, describe_drop(d) + _announced(c, obs), drop=d, device=d.get("device"))
 
     lost = [e for e in drops if not is_new_connection(e) and on_control(e, obs.control_ports)]
-    if c and not c["ok"] and lost and c["stage"] in STAGES:
+    if c and not c["ok"] and lost and c["stage"] in STAGES and c["code"] is None:
         # a packet of the control connection itself dropped (a device forgot the connection: its
-        # idle timeout): the reply the client waited for never came
+        # idle timeout): the reply the client waited for never came. A client that got a reply
+        # code was answered; a control-port drop then is a stray of an earlier cell's connection.
         d = lost[0]
         return Verdict("fail", c["stage"], f"{c['reason'] or 'failed'}: {describe_drop(d)}", drop=d,
                        device=d.get("device"))

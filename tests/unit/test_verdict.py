@@ -135,3 +135,16 @@ def test_a_dropped_data_syn_fails_at_data_connect_whatever_the_client_was_doing(
     ev = drop(device="fw", src="203.0.113.10", sport=989, dst="198.51.100.10", dport=40001)
     v = verdict(obs(client, events=[ev]))
     assert (v.outcome, v.stage, v.device) == ("fail", "data-connect", "fw")
+
+
+def test_a_stray_control_drop_does_not_overrule_the_servers_reply():
+    """Seen in a run: server-nat/tls/pasv+v6 - the server answered 522 (PASV on an IPv6 session),
+    while the internet dropped an IPv4 RST of an earlier cell's control connection. The server
+    decided; the stray drop did not."""
+    from lab.matrix.verdict import Observation, verdict
+
+    stray = {"type": "drop", "device": "internet", "proto": "tcp", "src": "198.51.100.10", "sport": 55436,
+             "dst": "10.1.1.10", "dport": 21, "flags": "R", "reason": "private address not routed on the internet"}
+    client = failed("data-setup", "PASV refused: No IPv4 address available for PASV. Use EPSV.", code=522)
+    v = verdict(Observation(client, events=[stray], server_node="server"))
+    assert (v.outcome, v.stage, v.device, v.code) == ("fail", "data-setup", "server", 522)
