@@ -198,7 +198,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
     if fxprun.is_fxp(args.scenarios):         # three-way transfers: a file of another kind
-        return fxprun.main(args)
+        return fxprun.main(args, lambda: _out_dir(args.out, "fxp-"))
     scen = _scenarios(args.scenarios)
     cells, paths = _select(args, scen)
     shard = None

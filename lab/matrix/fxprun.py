@@ -9,8 +9,12 @@ for the two-party cells) and then run: the picture comes up once in a sandbox (L
 server runs in both server nodes with the case's statements, and the lab's client in the client
 node drives them (`ftlab client SRC fxp DST --json`); the copy is checked by SHA-256.
 
-The result: one line per case (predicted, observed, whether they agree) and `fxp-results.json` in
-the report folder; exit 0 when every case is as predicted, 1 otherwise, 2 bad input, 3 lab failure.
+The result: one line per case (predicted, observed, whether they agree); in the report folder
+`fxp-results.json`, and made from it (lab.report.fxp) `index.html` and `junit.xml`. `--expect FILE`
+states outcomes by case id (lab.matrix.expect's grammar: every id ends in `+passive-...`, so a pattern
+names cases with a `+` part, e.g. `*/tls/*+*: fail`); `--baseline` compares with an earlier three-way
+run. Exit 0 when every case is as predicted (or as the baseline and the expectations file), 1
+otherwise, 2 bad input (an option of the two-party matrix included), 3 lab failure.
 """
 
 from __future__ import annotations
@@ -153,44 +157,130 @@ def predict(case: Case):
 
 # -- the command --------------------------------------------------------------------------------------
 
+#: Options of `ftlab matrix` a three-way run has no use for, with their defaults: given otherwise, they
+#: are refused (a silently ignored option reads as if it had been honoured).
+TWO_PARTY_ONLY = {"variants": None, "only_variants": False, "client": None, "server": None, "size": None,
+                  "jobs": 2, "timeout": None, "pcap": False, "throughput": "quick", "shard": None}
+SIZE = 256 * 1024           # bytes copied per case
+
+
 def agrees(pred, obs: dict) -> bool:
     if pred.outcome == "unknown":
         return True
     return pred.outcome == obs["outcome"] and (pred.outcome == "pass" or pred.stage == obs["stage"])
 
 
-def main(args) -> int:
-    """`ftlab matrix --scenarios fxp [--topologies PICTURE...] [--security ...] [--out DIR]`."""
-    from lab.matrix import fxpsandbox
-    from lab.network.sandbox import call_in_sandbox
+def check_options(args) -> None:
+    """InputError naming every option of the two-party matrix that was given to a three-way run."""
+    given = [name for name, default in TWO_PARTY_ONLY.items() if getattr(args, name, default) != default]
+    if given:
+        raise InputError([Problem("--" + name.replace("_", "-"), 0, "", "applies to two-party runs, not to a "
+                                  "three-way (kind: fxp) scenario file") for name in given])
 
+
+def main(args, out_dir) -> int:
+    """`ftlab matrix --scenarios fxp [--topologies PICTURE...] [--security ...] [--data ...] [--expect FILE]
+    [--baseline FILE|DIR] [--out DIR]`; out_dir() makes the report folder (after the input is checked)."""
+    import shlex
+    import socket
+    import sys
+    import time
+
+    from lab.errors import LabError
+    from lab.matrix import expect, fxpsandbox
+    from lab.network.sandbox import call_in_sandbox
+    from lab.report import fxp as report
+    from lab.report.results import new_run_id, now_iso
+
+    check_options(args)
     cases = load(args.scenarios)
-    if args.topologies:
-        cases = [c for c in cases if c.picture in args.topologies]
-    if args.security:
-        cases = [c for c in cases if c.security in args.security]
+    for wanted, value in ((args.topologies, "picture"), (args.security, "security"), (args.data, "data")):
+        if wanted:
+            cases = [c for c in cases if getattr(c, value) in wanted]
     if not cases:
-        raise InputError("no three-way case is left after --topologies/--security")
-    out = Path(args.out) if args.out else Path("reports") / f"fxp-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
+        raise InputError("no three-way case is left after --topologies/--security/--data")
+    baseline = report.load(args.baseline) if args.baseline is not None else None
+    expected = expect.load(args.expect) if args.expect is not None else None
+    for c in cases if expected is not None else []:      # two patterns that disagree on a case: said before the run
+        expected.stated(c.id)
+    out = out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    doc, wrong = {"kind": "fxp", "cases": []}, 0
+    started = time.time()
+    doc = {"kind": report.KIND, "run_id": new_run_id(started), "started": now_iso(started), "finished": None,
+           "host": socket.gethostname(), "command": shlex.join(["ftlab", *sys.argv[1:]]),
+           "scenarios": str(scenario._names_or_path(args.scenarios)), "size": SIZE, "cases": []}
     for picture in dict.fromkeys(c.picture for c in cases):
         mine = [c for c in cases if c.picture == picture]
-        observed = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology, [asdict(c) for c in mine],
-                                   256 * 1024, timeout=60 + 30 * len(mine))
+        try:
+            observed = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology,
+                                       [asdict(c) for c in mine], SIZE, timeout=60 + 30 * len(mine))
+        except LabError as exc:
+            if exc.exit_code != 3:
+                raise
+            doc.setdefault("lab_errors", []).append(f"{picture}: {exc}")
+            observed = {c.id: {"outcome": "error", "stage": None, "reason": f"lab error: {str(exc)[:300]}"}
+                        for c in mine}
         for c in mine:
             pred, obs = predict(c), observed[c.id]
-            ok = agrees(pred, obs)
-            wrong += not ok
-            print(f"{'as predicted' if ok else 'DIFFERS     '}  {c.id}: observed {obs['outcome']}"
-                  + (f" at {obs['stage']}" if obs["outcome"] != "pass" else "")
-                  + f"; predicted {pred.outcome}" + (f" at {pred.stage}" if pred.stage else "")
-                  + (f" by {pred.device}" if pred.device else ""))
-            print(f"    why: {pred.reason}")
-            if obs["outcome"] != "pass":
-                print(f"    observed: {obs['reason']}")
-            doc["cases"].append({"id": c.id, "predicted": asdict(pred), "observed": obs, "as_predicted": ok})
-    (out / "fxp-results.json").write_text(json.dumps(doc, indent=1))
+            doc["cases"].append({**asdict(c), "predicted": asdict(pred), "observed": obs,
+                                 "as_predicted": obs["outcome"] != "error" and agrees(pred, obs)})
+            _print_case(doc["cases"][-1])
+    doc["finished"], doc["duration_s"] = now_iso(), round(time.time() - started, 1)
+    if expected is not None:
+        _judge(doc, expected, report.view)
+    (out / report.FILE).write_text(json.dumps(doc, indent=1))
+    report.write(doc, out, baseline)
+    return _summary(doc, baseline, expected, out, report)
+
+
+def _print_case(case: dict) -> None:
+    pred, obs = case["predicted"], case["observed"]
+    label = "ERROR       " if obs["outcome"] == "error" else "as predicted" if case["as_predicted"] else "DIFFERS     "
+    print(f"{label}  {case['id']}: observed {obs['outcome']}" + (f" at {obs['stage']}" if obs.get("stage") else "")
+          + f"; predicted {pred['outcome']}" + (f" at {pred['stage']}" if pred.get("stage") else "")
+          + (f" by {pred['device']}" if pred.get("device") else ""))
+    print(f"    why: {pred['reason']}")
+    if obs["outcome"] != "pass":
+        print(f"    observed: {obs['reason']}")
+
+
+def _judge(doc: dict, expected, view) -> None:
+    """Each case's stated outcome, by lab.matrix.expect's own rule, into its entry (`expect`, `expect_met`)."""
+    from lab.matrix import expect
+
+    flat = view(doc)
+    expect.annotate(flat, expected)
+    doc["expect_file"] = flat["expect_file"]
+    for case, cell in zip(doc["cases"], flat["scenarios"], strict=True):
+        case["expect"], case["expect_met"] = cell["expect"], cell["expect_met"]
+
+
+def _summary(doc: dict, baseline: dict | None, expected, out: Path, report) -> int:
+    """The closing lines (as the two-party matrix's) and the exit code."""
+    from lab.matrix import expect
+
+    cases = doc["cases"]
+    wrong = sum(not c["as_predicted"] for c in cases)
     print(f"{len(cases)} three-way transfers: {len(cases) - wrong} as predicted, {wrong} differ; "
-          f"results: {out / 'fxp-results.json'}")
-    return 1 if wrong else 0
+          f"results: {out / report.FILE}")
+    for err in doc.get("lab_errors") or []:
+        print(f"  LAB     {err}")
+    if baseline is not None:
+        changes = report.baseline_changes(doc, baseline)
+        print(f"{len(changes)} cases changed since baseline {baseline.get('run_id') or '(an earlier run)'}")
+        for ch in changes:
+            print(f"  CHANGED {ch}")
+    if expected is not None:
+        flat = report.view(doc)
+        stated = [c for c in cases if c.get("expect")]
+        unmet = expect.unmet(flat)
+        print(f"{len(stated) - len(unmet)} of {len(stated)} cases do what {doc['expect_file']} states")
+        for s in unmet:
+            e = s["expect"]
+            print(f"  UNMET   {s['id']}: {doc['expect_file']}:{e['line']} ({e['pattern']}) says {e['outcome']}, "
+                  f"observed {s['outcome']}" + (f" at {s['stage']}" if s.get("stage") else "") + f": {s['reason']}")
+        for st in expect.unused(flat, expected):
+            print(f"  UNUSED  {doc['expect_file']}:{st.line} ({st.pattern}) names no case of this run "
+                  f"(a three-way case id ends in +passive-src or +passive-dst...: e.g. tls/epsv+* names them all)")
+    print(f"report: {out}/index.html")
+    return report.exit_code(doc, baseline)
