@@ -3,7 +3,7 @@ topologies/examples/fxp-nat.yaml (server B behind NAT, its control port and pass
 the scapy ALG) and fxp-filter.yaml (server B behind a dynamic filter), runs every case of
 scenarios/fxp.yaml with the lab's client driving two lab servers, and compares each with its
 prediction by lab.matrix.fxpwalk. Every case must be as predicted, and the run must show passing
-transfers and refusals naming PASSIVEDATACONN and PORTCOMMANDIPADDR."""
+transfers and refusals naming PASSIVEDATACONN and PORTCOMMANDIPADDR, and write its report (index.html, junit.xml)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def test_matrix_runs_the_three_way_cases_as_predicted(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", "--scenarios", "fxp", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=390)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.stdout.rstrip().endswith(f"report: {tmp_path}/index.html")
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("fxp-nat/plain/pasv+passive-src") >= 2 and "DIFFERS" not in page       # table and transcript
+    assert (tmp_path / "junit.xml").is_file()
     doc = json.loads((tmp_path / "fxp-results.json").read_text())
     cases = {c["id"]: c for c in doc["cases"]}
     assert len(cases) == 14 and all(c["as_predicted"] for c in cases.values())
