@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab import TOPOLOGY_DIR
-from lab.errors import InputError, Problem
+from lab.errors import InputError, LabError, Problem
 from lab.ftps.config import ServerConfig
 from lab.ftps.fxp import FXP_DATA_MODES, SIDES
 from lab.ftps.modes import SECURITY_MODES
@@ -186,7 +186,6 @@ def main(args, out_dir) -> int:
     import sys
     import time
 
-    from lab.errors import LabError
     from lab.matrix import expect, fxpsandbox
     from lab.network.sandbox import call_in_sandbox
     from lab.report import fxp as report

@@ -97,3 +97,22 @@ def test_two_party_options_are_refused_by_name():
         fxprun.check_options(parse(["matrix", "--scenarios", "fxp", "--pcap", "--jobs", "1", "--throughput", "off"]))
     assert [p.file for p in err.value.problems] == ["--jobs", "--pcap", "--throughput"]
     assert "applies to two-party runs" in str(err.value)
+
+
+def test_a_picture_the_lab_cannot_bring_up_is_reported_not_lost(tmp_path, monkeypatch, capsys):
+    """The sandbox failing for a picture (a lab failure) marks its cases as lab errors, still writes the
+    report, and exits 3."""
+    import lab.network.sandbox as sandbox
+    from lab.errors import LabError
+
+    def broken(*args, **kwargs):
+        raise LabError("fxpsandbox.py:in_sandbox_run failed in its sandbox (exit 1): <boom>")
+
+    monkeypatch.setattr(sandbox, "call_in_sandbox", broken)
+    args = build_parser().parse_args(["matrix", "--scenarios", "fxp", "--topologies", "fxp-filter"])
+    assert fxprun.main(args, lambda: tmp_path) == 3
+    doc = json.loads((tmp_path / fxp.FILE).read_text())
+    assert len(doc["cases"]) == 3 and all(c["observed"]["outcome"] == "error" for c in doc["cases"])
+    page = (tmp_path / "index.html").read_text()
+    assert "Lab errors" in page and "&lt;boom&gt;" in page
+    assert capsys.readouterr().out.rstrip().endswith(f"report: {tmp_path}/index.html")
