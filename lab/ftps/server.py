@@ -84,6 +84,10 @@ class _Close(Exception):
     """End the session (QUIT, idle timeout, TLS failure, peer gone)."""
 
 
+#: What a path that changed under a command raises (never a network error: those end the session).
+_FILE_RACES = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
 class _Refuse(Exception):
     """A reply that ends the current command with an error."""
 
@@ -645,6 +649,11 @@ class _Session:
             pass
         except _Refuse as r:
             self.send(r.code, r.text)
+        except _FILE_RACES as exc:
+            # The file system changed under the command (another session removed or replaced a
+            # path since it was checked): that command fails, the session goes on.
+            self.server.emit(self, "info", f"{cmd.verb}: {exc.strerror or exc}")
+            self.send(550, f"{exc.strerror or 'Requested action not taken'}.")
         if cmd.verb != "RNFR" and pending_rename is not None:
             self.rename_from = None
 
@@ -1532,7 +1541,10 @@ class _Session:
         args = [a for a in arg.split() if not a.startswith("-")]
         target = args[0] if args else "."
         p = self.real(target)
-        entries = sorted(os.listdir(p)) if p.is_dir() else [p.name]
+        try:
+            entries = sorted(os.listdir(p)) if p.is_dir() else [p.name]
+        except OSError as exc:        # e.g. another session removed the directory since is_dir()
+            raise _Refuse(550, f"{target}: {exc.strerror or 'cannot be listed'}.") from None
         base = p if p.is_dir() else p.parent
         lines = []
         for name in entries:

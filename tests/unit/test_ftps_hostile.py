@@ -604,3 +604,35 @@ def test_a_foreign_host_hammering_a_passive_port_cannot_flood_the_log(serve, roo
     mine.close()
     assert w.reply().code == 226
     assert event_text(srv).count("closed data connection from 127.0.0.2") == 5
+
+
+def test_a_directory_removed_while_it_is_listed_gets_550(serve, root, monkeypatch):
+    """Seen in the live fuzz: one session's RMD between another's is_dir() and listdir() ended that
+    session on an internal error. Now the LIST gets 550 and the session goes on."""
+    (root / "gone").mkdir()
+    listdir = os.listdir
+
+    def removed_meanwhile(path):
+        if str(path).endswith("/gone"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return listdir(path)
+
+    srv = serve()
+    w = Wire(srv.address)
+    w.login()
+    w.cmd("TYPE A")
+    monkeypatch.setattr(os, "listdir", removed_meanwhile)
+    w.cmd("PASV")
+    reply = w.cmd("LIST gone")
+    assert reply.code == 550 and "No such file or directory" in reply.text, reply
+    assert w.cmd("NOOP").code == 200
+    assert "internal error" not in event_text(srv)
+
+
+def test_mdtm_of_a_missing_file_gets_550_and_the_session_goes_on(serve):
+    srv = serve(EXTENSIONS=["AUTH_TLS", "MDTM", "SIZE"])
+    w = Wire(srv.address)
+    w.login()
+    assert w.cmd("MDTM no-such-file").code == 550
+    assert w.cmd("NOOP").code == 200
+    assert "internal error" not in event_text(srv)
