@@ -1295,8 +1295,9 @@ class _Session:
             return s
         raise _Refuse(425, "Can't open data connection: no local port.")
 
-    def _data_conn(self, what: str):
-        """Check protection, connect, send 150, secure: the data connection (socket or TLSConn)."""
+    def _data_conn(self, what: str, prepare: Callable[[], None] | None = None):
+        """Check protection, connect, prepare(), send 150, secure: the data connection (socket or
+        TLSConn). prepare: the command's own step once the connection is there (STOR truncates)."""
         if self.prot == "C" and self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE"):
             self.active = None
             self._close_passive()
@@ -1311,6 +1312,12 @@ class _Session:
         finally:
             self.active = None
             self._close_passive()
+        if prepare is not None:
+            try:
+                prepare()
+            except BaseException:
+                sock.close()
+                raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.send(150, f"Opening {'BINARY' if self.type == 'I' else 'ASCII'} mode data connection for {what}.")
         tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
@@ -1351,11 +1358,12 @@ class _Session:
             raise _Refuse(522, f"TLS on the data connection: {why}.")
         return mapping
 
-    def _transfer(self, what: str, work) -> None:
+    def _transfer(self, what: str, work, prepare: Callable[[int], None] | None = None) -> None:
         """Run work(conn, rest) on the data connection in a helper thread, so that this thread
-        can watch the control connection for ABOR meanwhile (it alone talks on control)."""
+        can watch the control connection for ABOR meanwhile (it alone talks on control).
+        prepare(rest) runs once the data connection is made, before the 150 reply."""
         rest, self.rest = self.rest, 0
-        conn = self._data_conn(what)
+        conn = self._data_conn(what, None if prepare is None else lambda: prepare(rest))
         outcome: dict = {}
         done = os.eventfd(0)
 
@@ -1504,21 +1512,25 @@ class _Session:
         text = netascii.FromWire() if self.type == "A" else None
         fd, created = self._open_file(arg, p, write=True)
 
-        def work(conn, rest):
+        def prepare(rest):
             # No O_APPEND: splice() cannot write to an O_APPEND file (EINVAL); the flock makes
-            # this the only writer, so the end found here stays the end.
+            # this the only writer, so the end found here stays the end. The old content goes
+            # once the data connection is there (not when it cannot be made) and before the 150,
+            # as vsftpd does: freeing a big file's pages is not part of the data flow.
             if append:
                 os.lseek(fd, 0, os.SEEK_END)
             else:
                 os.ftruncate(fd, rest)
                 os.lseek(fd, rest, os.SEEK_SET)
+
+        def work(conn, rest):
             n = datapath.recv_file(conn, fd, text=text)
             datapath.finish(conn)
             return n
         try:
             if not append:
                 self._restart_at(fd, False)
-            self._transfer(arg, work)
+            self._transfer(arg, work, prepare)
         except (_Refuse, _Close):
             if created:
                 _remove_if_empty(p, fd)     # refused, or nothing received: leave nothing behind
