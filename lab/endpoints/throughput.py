@@ -85,7 +85,23 @@ class BenchResult:
         d = asdict(self)
         for m, src in zip(d["measurements"], self.measurements, strict=True):
             m["median"] = src.median
+        d["iperf3_spread"] = iperf3_spread(self)
         return d
+
+
+#: iperf3 alone varying more than this between runs (max / min) makes the machine "noisy".
+NOISY = 1.3
+
+
+def iperf3_spread(result: BenchResult) -> dict[str, float]:
+    """Per direction, how much iperf3 alone varied between the runs (max / min): the machine's
+    own noise, which no ratio can be firmer than."""
+    spread = {}
+    for m in result.measurements:
+        good = [v for v in m.mbps if v > 0]
+        if m.tool == "iperf3" and len(good) > 1:
+            spread[m.direction] = round(max(good) / min(good), 2)
+    return spread
 
 
 # -- one process pair -------------------------------------------------------------------------------
@@ -306,6 +322,12 @@ def format_result(result: BenchResult) -> str:
         verdicts = " ".join("ok" if result.meets_targets.get(f"{d}.{name}") else "MISSED"
                             for d in ("retr", "stor") if f"{d}.{name}" in result.meets_targets)
         lines.append(f"{name:30}{cols}   {target} {verdicts}".rstrip())
+    noisy = {d: x for d, x in iperf3_spread(result).items() if x > NOISY}
+    if noisy:
+        varied = ", ".join(f"{x:.1f}x {d.upper()}" for d, x in noisy.items())
+        lines += ["", f"note: iperf3 alone varied {varied} between runs (max/min): this machine was noisy, "
+                      f"so a single run's ratio may be off by as much; more --runs or a quieter machine "
+                      f"make the medians firmer"]
     errors = [f"{m.tool} {m.security} {m.direction}: {e}" for m in result.measurements for e in m.errors]
     if errors:
         lines += ["", "errors:", *(f"  {e}" for e in errors)]

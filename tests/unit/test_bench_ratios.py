@@ -27,3 +27,15 @@ def test_every_ratio_per_direction_with_its_spread_and_target():
     text = bench.format_result(result)
     assert "0.88 (0.80-0.95)" in text and "MISSED" in text
     assert result.to_dict()["ratio_ranges"]["retr.tls_vs_iperf3"] == [0.5, 0.6]
+
+
+def test_a_noisy_machine_is_said_and_kept_in_bench_json():
+    runs = {("iperf3", "plain", "retr"): [1000.0, 1800.0, 1400.0], ("iperf3", "plain", "stor"): [1500.0, 1600.0, 1550.0]}
+    cells = [bench.Measurement(t, s, d, v) for (t, s, d), v in runs.items()]
+    result = bench.BenchResult(1 << 20, 3, "here", cells, {}, {}, {})
+    assert bench.iperf3_spread(result) == {"retr": 1.8, "stor": 1.07}
+    assert result.to_dict()["iperf3_spread"] == {"retr": 1.8, "stor": 1.07}
+    text = bench.format_result(result)
+    assert "iperf3 alone varied 1.8x RETR" in text and "STOR" not in text.split("note:")[1]
+    quiet = bench.BenchResult(1 << 20, 3, "here", cells[1:], {}, {}, {})
+    assert "note:" not in bench.format_result(quiet)
