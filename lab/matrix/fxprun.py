@@ -30,6 +30,8 @@ from lab.ftps.fxp import FXP_DATA_MODES, SIDES
 from lab.ftps.modes import SECURITY_MODES
 from lab.matrix import scenario
 from lab.matrix.fxpwalk import walk_fxp
+from lab.matrix.verdict import Observation, verdict
+from lab.report import results
 from lab.topology.yamlfile import load_file, load_ours
 
 TOP_KEYS = {"kind", "description", "pictures", "cases"}
@@ -165,9 +167,65 @@ SIZE = 256 * 1024           # bytes copied per case
 
 
 def agrees(pred, obs: dict) -> bool:
+    """As a two-party cell (lab.report.results.agrees): outcome, and for a failure the stage and the
+    node that decided; a case the model cannot predict agrees with anything the lab saw."""
     if pred.outcome == "unknown":
         return True
-    return pred.outcome == obs["outcome"] and (pred.outcome == "pass" or pred.stage == obs["stage"])
+    return results.agrees(pred.outcome, pred.stage, pred.device, obs["outcome"], obs.get("stage"), obs.get("device"))
+
+
+# -- what was observed --------------------------------------------------------------------------------
+
+MAX_EVENTS = 200            # device events kept per case, as for a two-party cell
+
+
+def refusing_side(client: dict) -> str | None:
+    """The server whose reply failed the case: the side lab.ftps.fxp names first in its reason
+    (`src: PORT refused: ...`), else the only side whose last reply in the transcript carries the
+    failing code (a refused login); None when neither says it."""
+    side, colon, _ = str(client.get("reason") or "").partition(":")
+    if colon and side in SIDES:
+        return side
+    code = client.get("code")
+    if code is None:
+        return None
+    last = {}
+    for line in client.get("transcript") or []:
+        for s in SIDES:
+            if line.startswith(f"[{s}] < "):
+                last[s] = line[len(f"[{s}] < "):]
+    sides = [s for s, reply in last.items() if reply.startswith(str(code))]
+    return sides[0] if len(sides) == 1 else None
+
+
+def observe(client: dict | None, copied: bool, events: list[dict], servers: dict, *, exit_code: int | None = None,
+            stderr: str = "") -> dict:
+    """One case as observed: the client's --json result, whether dst holds the file (SHA-256), the
+    device events while the client ran (lab.matrix.worker.cell_events). Decided by the two-party
+    rules (lab.matrix.verdict): a dropped SYN of a new connection decides the case and names its
+    device and packet; a server's refusal before any data connection names that server's node.
+    Pure."""
+    transcript = (client or {}).get("transcript") or []
+    kept = events[:MAX_EVENTS]
+    if client and client.get("outcome") == "ok":
+        if copied:
+            return {"outcome": "pass", "stage": None, "reason": "", "device": None, "drop": None,
+                    "events": kept, "transcript": transcript}
+        return {"outcome": "fail", "stage": "verify", "device": None, "drop": None, "events": kept,
+                "reason": "the client reported success, but dst holds no copy with the original's SHA-256",
+                "transcript": transcript}
+    side = refusing_side(client) if client else None
+    # Without the transcript: lab.matrix.verdict reads a PORT there as the client's own address,
+    # which in a three-way transfer it is not (it names the passive server).
+    seen = Observation({k: v for k, v in client.items() if k != "transcript"} if client else None,
+                       exit_code=exit_code, events=events, stderr=stderr,
+                       server_node=servers[side]["node"] if side else None)
+    v = verdict(seen)
+    reason = v.reason
+    if v.drop is not None and client and client.get("reason"):
+        reason += f" (the client: {client['reason']})"
+    return {"outcome": v.outcome, "stage": v.stage, "reason": reason, "device": v.device, "drop": v.drop,
+            "events": kept, "transcript": transcript}
 
 
 def check_options(args) -> None:
@@ -211,14 +269,16 @@ def main(args, out_dir) -> int:
     for picture in dict.fromkeys(c.picture for c in cases):
         mine = [c for c in cases if c.picture == picture]
         try:
-            observed = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology,
-                                       [asdict(c) for c in mine], SIZE, timeout=60 + 30 * len(mine))
+            ran = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology,
+                                  [asdict(c) for c in mine], SIZE, timeout=60 + 30 * len(mine))
+            observed = {c.id: observe(ran[c.id]["client"], ran[c.id]["copied"], ran[c.id]["events"], c.servers,
+                                      exit_code=ran[c.id]["exit_code"], stderr=ran[c.id]["stderr"]) for c in mine}
         except LabError as exc:
             if exc.exit_code != 3:
                 raise
             doc.setdefault("lab_errors", []).append(f"{picture}: {exc}")
-            observed = {c.id: {"outcome": "error", "stage": None, "reason": f"lab error: {str(exc)[:300]}"}
-                        for c in mine}
+            observed = {c.id: {"outcome": "error", "stage": None, "device": None,
+                               "reason": f"lab error: {str(exc)[:300]}"} for c in mine}
         for c in mine:
             pred, obs = predict(c), observed[c.id]
             if obs["outcome"] == "pass" and not obs.get("reason"):     # the sandbox passes a case on the copy's hash
@@ -238,6 +298,7 @@ def _print_case(case: dict) -> None:
     pred, obs = case["predicted"], case["observed"]
     label = "ERROR       " if obs["outcome"] == "error" else "as predicted" if case["as_predicted"] else "DIFFERS     "
     print(f"{label}  {case['id']}: observed {obs['outcome']}" + (f" at {obs['stage']}" if obs.get("stage") else "")
+          + (f" by {obs['device']}" if obs.get("device") else "")
           + f"; predicted {pred['outcome']}" + (f" at {pred['stage']}" if pred.get("stage") else "")
           + (f" by {pred['device']}" if pred.get("device") else ""))
     print(f"    why: {pred['reason']}")

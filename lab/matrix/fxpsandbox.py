@@ -1,7 +1,9 @@
 """The body of `ftlab matrix --scenarios fxp` that runs inside a sandbox (lab.network.sandbox loads this
 file by its path: module-level code here stays plain, no dataclasses): one picture brought up once, and
 per three-way case the lab's server in both server nodes and `ftlab client SRC fxp DST --json` in
-the client node; the copy checked by SHA-256. lab.matrix.fxprun predicts and compares."""
+the client node; the copy checked by SHA-256; the devices' events while the client ran, as the
+two-party worker gathers a cell's (lab.matrix.worker.cell_events). Returns what was seen, per case;
+lab.matrix.fxprun decides (fxprun.observe), predicts and compares."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from lab.errors import LabError
 
 USER, PASSWORD = "lab", "lab-secret"
+SETTLE = 0.05       # after the client ends: the devices' last events reach the file (as lab.matrix.worker waits)
 
 
 def in_sandbox_run(topology_path: str, cases: list[dict], size: int) -> dict:
@@ -23,6 +26,8 @@ def in_sandbox_run(topology_path: str, cases: list[dict], size: int) -> dict:
     import time
 
     from lab.ftps import pki
+    from lab.matrix.jsonl import JsonLines
+    from lab.matrix.worker import cell_events
     from lab.network.net import LabNet
     from lab.topology.loader import load as load_topology
 
@@ -36,6 +41,7 @@ def in_sandbox_run(topology_path: str, cases: list[dict], size: int) -> dict:
     pki.init_ca(tmp / "pki")
     cert = pki.issue_server(tmp / "pki", "server", ips=addresses)
     results = {}
+    seen_flows: set = set()                 # flows dropped in earlier cases: their retransmitted SYNs are not news
     with LabNet(topology, workdir=tmp / "run") as net:
         for n, case in enumerate(cases):
             work = tmp / f"case-{n}"
@@ -64,18 +70,20 @@ def in_sandbox_run(topology_path: str, cases: list[dict], size: int) -> dict:
                     case["security"], "--ca", str(tmp / "pki" / "ca.pem"), "--timeout", "10", "fxp",
                     f"ftp://{USER}:{PASSWORD}@{dst['address']}/copy.bin", "--data", case["data"],
                     "--passive", case["passive"]] + (["--sscn", case["sscn"]] if case["sscn"] else [])
+            tail = JsonLines(net.events_path)           # the device events from here on are this case's
             done = net.run(net.topology.ftp.client, argv, check=False, timeout=60)
+            time.sleep(SETTLE)
+            events = cell_events(tail.read(), seen_flows)
             try:
                 out = json.loads(done.stdout)
             except ValueError:
-                out = {"outcome": "error", "stage": None, "reason": (done.stderr or done.stdout)[-300:]}
+                out = None
             copy = work / "dst" / "copy.bin"
             copied = copy.exists() and hashlib.sha256(copy.read_bytes()).hexdigest() == sha
             for p in procs:
                 p.terminate()
                 p.wait(5)
-            results[case["id"]] = {"outcome": "pass" if out.get("outcome") == "ok" and copied else
-                                   ("error" if out.get("outcome") == "error" else "fail"),
-                                   "stage": out.get("stage"), "reason": out.get("reason", ""),
-                                   "transcript": out.get("transcript", [])}
+            results[case["id"]] = {"client": out if isinstance(out, dict) else None, "copied": copied,
+                                   "events": events, "exit_code": done.returncode,
+                                   "stderr": (done.stderr or done.stdout or "")[-2000:]}
     return results

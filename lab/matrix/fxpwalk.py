@@ -11,11 +11,12 @@ The walk reuses lab.matrix.pathwalk's steps (`cross`, `announce`):
    (the scapy ALG rewrites P's private address and maps the port for the client);
 4. the PORT/EPRT along Q's control path, client -> Q: it names P, not its sender, so no device
    acts on it; Q's PORTCOMMANDIPADDR NOREDIRECT refuses it when it is not the client's address
-   as Q sees it (504, `data-setup`);
+   as Q sees it (504, `data-setup`, decided by Q's node, as a two-party server's refusal is);
 5. Q's data connection from its port 20 to the announced address, with what the devices learned:
    a drop fails the case at `data-connect`; it must arrive at P on the announced port;
 6. P's PASSIVEDATACONN NOREDIRECT closes it when it does not come from the client's address as P
-   sees it (425 after ABOR, `data-connect`).
+   sees it (425 after ABOR, `data-connect`; no node named: a data connection closed after it was
+   made is not a refusal before any, lab.matrix.verdict.refused_by, as for a two-party cell).
 
 The first obstacle decides; the passive port is walked per stretch of ports on which no device's
 rules change (pathwalk.stretches), as for the two-party cells.
@@ -109,7 +110,7 @@ def _sample(net: Net, servers: dict, cfg: dict, security: str, data: str, passiv
     if cfg[active].PORTCOMMANDIPADDR == "NOREDIRECT" and got != qc.last.src:
         return Prediction("fail", "data-setup", "; ".join(
             [*notes, f"{active} receives {got}, not the client's address {qc.last.src}: its PORTCOMMANDIPADDR "
-                     f"NOREDIRECT refuses the {verb} (504)"]), None)
+                     f"NOREDIRECT refuses the {verb} (504)"]), servers[active]["node"])   # its refusal decides
     # 5. the active server's data connection to the passive one
     sport = net.topology.ftp.control_port - 1
     conn = cross(net, servers[active]["node"], Packet(qc.last.dst, got, sport, p, shown=(str(sport), shown)), learned)

@@ -154,6 +154,14 @@ def _flow(e: dict) -> tuple:
     return (e.get("src"), e.get("sport"), e.get("dst"), e.get("dport"))
 
 
+def cell_events(events: list[dict], seen_flows: set) -> list[dict]:
+    """The events of one cell, read while it ran: a drop that an earlier cell already caused (a
+    retransmitted SYN) is not this cell's. Adds this cell's dropped flows to seen_flows."""
+    fresh = [e for e in events if not (e.get("type") == "drop" and _flow(e) in seen_flows)]
+    seen_flows.update(_flow(e) for e in events if e.get("type") == "drop")
+    return fresh
+
+
 def lab_fault(net, server: ServerRun, agent: Agent | None = None) -> str | None:
     """The lab's own program that died, if any: the FTP server, a device program, a capture.
 
@@ -331,9 +339,7 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     else:
         proc = net.popen(topology.ftp.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         run = watch_client(proc, watch, g)
-    # A drop that an earlier cell already caused (a retransmitted SYN) is not this cell's.
-    fresh = [e for e in run.events if not (e.get("type") == "drop" and _flow(e) in g.seen_flows)]
-    g.seen_flows.update(_flow(e) for e in run.events if e.get("type") == "drop")
+    fresh = cell_events(run.events, g.seen_flows)
     client = client_report(spec, run, out)
     out.unlink(missing_ok=True)
     obs = Observation(client, exit_code=run.returncode, events=fresh, expected_bytes=g.plan.size,

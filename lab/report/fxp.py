@@ -3,7 +3,8 @@
 A three-way run (`ftlab matrix --scenarios fxp`, lab.matrix.fxprun) writes its own document: per
 case the case as the scenario file states it (picture, security, data, passive side, SSCN side, the
 servers' statements), the prediction (outcome, stage, device, reason), the observation (outcome,
-stage, reason, the client's transcript of both control connections) and whether they agree.
+stage, the node that decided, reason, the decisive drop, the device events while the client ran, the
+client's transcript of both control connections) and whether they agree (outcome, stage and node).
 
 The two-party writers are reused through `view()`, the cases in the two-party vocabulary (`id`,
 `topology`, `expected`, `outcome`, `matches`, `expect_met`, ...): JUnit (lab.report.junit), the
@@ -38,6 +39,8 @@ def view(doc: dict) -> dict:
                       "outcome": obs["outcome"], "stage": obs.get("stage"), "device": obs.get("device"),
                       "reason": obs.get("reason") or "", "matches": bool(c["as_predicted"]),
                       "duration_s": c.get("duration_s"), "expect": c.get("expect"), "expect_met": c.get("expect_met")})
+        if not c["as_predicted"]:         # JUnit's failure text: both sides' outcome, stage and node
+            cells[-1]["why_differs"] = results.why_differs(cells[-1], {"predicted_by": "the lab's model"})
     keep = ("host", "started", "expect_file", "lab_errors")
     return {**{k: doc[k] for k in keep if k in doc}, "run_id": doc.get("run_id") or "fxp", "scenarios": cells}
 
@@ -91,6 +94,15 @@ def statements_that_matter(case: dict) -> list[str]:
     return out
 
 
+def event_line(e: dict) -> str:
+    """`fw drop tcp 192.0.2.10:20 -> 203.0.113.10:60083 [S] (no pinhole)`, `nat-b rewrite ...`: one
+    device event as a line (its fields as the device wrote them; the time left out)."""
+    if not isinstance(e, dict):
+        return str(e)
+    rest = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("ts", "device", "type"))
+    return f"{e.get('device', '?')} {e.get('type', '?')} {rest}".rstrip()
+
+
 def rows(doc: dict, baseline: dict | None = None) -> list[dict]:
     before = {c["id"]: c["observed"]["outcome"] for c in (baseline or {}).get("cases", [])}
     out = []
@@ -98,6 +110,7 @@ def rows(doc: dict, baseline: dict | None = None) -> list[dict]:
         out.append({"case": case, "cell": cell, "commands": COMMANDS.get(case.get("data"), case.get("data")),
                     "statements": statements_that_matter(case),
                     "transcript": case["observed"].get("transcript") or [],
+                    "events": [event_line(e) for e in case["observed"].get("events") or []],
                     "baseline": before.get(case["id"]) if baseline is not None else None})
     return out
 

@@ -49,7 +49,8 @@ def build(doc: dict) -> ET.Element:
                 el.text = (f"{msg}\nprediction: {s.get('expected_reason') or ''}\n"
                            f"stage: {s.get('stage')}\n{s.get('why_differs') or ''}")
             out = ET.SubElement(case, "system-out")
-            out.text = f"{s['outcome']} ({s.get('stage') or '-'}): {s['reason']}"
+            by = f" by {s['device']}" if s.get("device") else ""
+            out.text = f"{s['outcome']} ({s.get('stage') or '-'}{by}): {s['reason']}"
         for key in ("tests", "failures", "errors"):
             suite.set(key, str(n[key]))
             totals[key] += n[key]

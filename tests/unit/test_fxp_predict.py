@@ -19,8 +19,9 @@ PINNED = {
     "fxp-nat/tls/pasv+passive-dst": ("fail", "data-setup", None),
     "fxp-nat/plain/pasv+passive-dst+dst-passivedataconn-noredirect": ("fail", "data-connect", None),
     "fxp-nat/plain/epsv+passive-src+src-passivedataconn-noredirect": ("fail", "data-connect", None),
-    "fxp-nat/plain/pasv+passive-dst+src-portcommandipaddr-noredirect": ("fail", "data-setup", None),
-    "fxp-nat/tls/epsv+passive-src+sscn-dst+dst-portcommandipaddr-noredirect": ("fail", "data-setup", None),
+    # the active server's refusal (504) decides: its node, as a two-party server's refusal names it
+    "fxp-nat/plain/pasv+passive-dst+src-portcommandipaddr-noredirect": ("fail", "data-setup", "server-b"),
+    "fxp-nat/tls/epsv+passive-src+sscn-dst+dst-portcommandipaddr-noredirect": ("fail", "data-setup", "server-a"),
     "fxp-filter/plain/pasv+passive-src": ("fail", "data-connect", "fw"),
     "fxp-filter/plain/pasv+passive-dst": ("fail", "data-connect", "fw"),
     "fxp-filter/tls-ccc/epsv+passive-src+sscn-dst": ("fail", "data-connect", "fw"),

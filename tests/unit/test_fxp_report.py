@@ -116,3 +116,41 @@ def test_a_picture_the_lab_cannot_bring_up_is_reported_not_lost(tmp_path, monkey
     page = (tmp_path / "index.html").read_text()
     assert "Lab errors" in page and "&lt;boom&gt;" in page
     assert capsys.readouterr().out.rstrip().endswith(f"report: {tmp_path}/index.html")
+
+
+def test_the_observed_side_names_its_device_on_the_page_and_in_junit(tmp_path, monkeypatch):
+    """The sandbox's raw findings (client result, copy check, device events) decided by fxprun.observe:
+    a case whose SYN the filter dropped agrees with its prediction (fail at data-connect by fw); one
+    whose drop was not seen differs by its node only, and JUnit and the page say both nodes."""
+    import junitparser
+
+    import lab.network.sandbox as sandbox
+
+    filter_cases = [c for c in fxprun.load("fxp") if c.picture == "fxp-filter"]
+    unseen = filter_cases[-1].id
+
+    def ran(file, function, topology, cases, size, timeout):
+        client = {"outcome": "failed", "stage": "data-connect", "code": 425, "transcript": ["[dst] < 425 timed out"],
+                  "reason": "src: Can't open data connection: nothing connected. (dst: 425 timed out)"}
+        syn = {"ts": 1.0, "device": "fw", "type": "drop", "proto": "tcp", "src": "192.0.2.10", "sport": 20,
+               "dst": "203.0.113.10", "dport": 60043, "flags": "S", "reason": "no pinhole"}
+        return {c["id"]: {"client": client, "copied": False, "events": [] if c["id"] == unseen else [syn],
+                          "exit_code": 5, "stderr": ""} for c in cases}
+
+    monkeypatch.setattr(sandbox, "call_in_sandbox", ran)
+    args = build_parser().parse_args(["matrix", "--scenarios", "fxp", "--topologies", "fxp-filter"])
+    assert fxprun.main(args, lambda: tmp_path) == 1
+    doc = json.loads((tmp_path / fxp.FILE).read_text())
+    by_id = {c["id"]: c for c in doc["cases"]}
+    seen = by_id[filter_cases[0].id]
+    assert seen["as_predicted"] and seen["observed"]["device"] == "fw" and seen["observed"]["drop"]["dport"] == 60043
+    assert not by_id[unseen]["as_predicted"] and by_id[unseen]["observed"]["device"] is None
+    page = (tmp_path / "index.html").read_text()
+    assert "names no device" not in page and "names the device that" in page
+    assert "fail at data-connect by fw</b>: fw dropped tcp 192.0.2.10:20 -&gt; 203.0.113.10:60043 [S]" in page
+    assert "fw drop proto=tcp src=192.0.2.10 sport=20" in page                  # the events, per case
+    xml = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
+    cases = {f"{s.name}/{c.name}": c for s in xml for c in s}
+    failed = cases[unseen].result[0]
+    assert "fail at data-connect (fw)" in failed.text and "observed fail at data-connect:" in failed.text
+    assert cases[filter_cases[0].id].system_out.startswith("fail (data-connect by fw): fw dropped")
