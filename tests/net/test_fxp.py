@@ -2,8 +2,10 @@
 topologies/examples/fxp-nat.yaml (server B behind NAT, its control port and passive range forwarded,
 the scapy ALG) and fxp-filter.yaml (server B behind a dynamic filter), runs every case of
 scenarios/fxp.yaml with the lab's client driving two lab servers, and compares each with its
-prediction by lab.matrix.fxpwalk. Every case must be as predicted, and the run must show passing
-transfers and refusals naming PASSIVEDATACONN and PORTCOMMANDIPADDR, and write its report (index.html, junit.xml)."""
+prediction by lab.matrix.fxpwalk. Every case must be as predicted (outcome, stage and the node that
+decided, read from the device events), and the run must show passing transfers, a failure naming the
+filter that dropped it, and refusals naming PASSIVEDATACONN and PORTCOMMANDIPADDR, and write its report
+(index.html, junit.xml)."""
 
 from __future__ import annotations
 
@@ -36,4 +38,9 @@ def test_matrix_runs_the_three_way_cases_as_predicted(tmp_path):
     assert "PORTCOMMANDIPADDR NOREDIRECT" in \
         observed["fxp-nat/plain/pasv+passive-dst+src-portcommandipaddr-noredirect"]["reason"]
     assert cases["fxp-filter/plain/pasv+passive-src"]["predicted"]["device"] == "fw"
+    # the observed side names the device from its events: the filter's dropped SYN of src's data connection
+    blocked = observed["fxp-filter/plain/pasv+passive-src"]
+    assert blocked["device"] == "fw" and blocked["drop"]["device"] == "fw" and blocked["drop"]["flags"] == "S"
+    assert blocked["drop"]["sport"] == 20 and any(e["type"] == "pinhole-open" for e in blocked["events"])
+    assert observed["fxp-nat/plain/pasv+passive-dst+src-portcommandipaddr-noredirect"]["device"] == "server-b"
     assert any("SSCN:CLIENT METHOD" in line for line in observed["fxp-nat/tls/epsv+passive-src+sscn-dst"]["transcript"])
