@@ -63,7 +63,7 @@ def test_an_abort_ends_the_wait_for_a_dropped_data_connection_at_once(agent, tmp
         aborted = time.monotonic()
         agent.abort()
         reply = agent.reply(5)
-        assert reply is not None and time.monotonic() - aborted < 0.3
+        assert reply is not None and time.monotonic() - aborted < 1.0     # not the 2 s wait; room for CI load
         result = json.loads(reply["stdout"])
         assert result["outcome"] == "failed" and reply["rc"] != 0
         assert "> RETR data.bin" in result["transcript"] and "< 150 opening" in result["transcript"]
