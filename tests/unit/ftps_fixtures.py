@@ -22,6 +22,15 @@ def server_pki(d: Path) -> Path:
     return d
 
 
+def server_root(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    """A server root folder in tmp_path holding `files` (name -> content)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+    return root
+
+
 def start_ftps_server(pkidir: Path, root: Path, users: dict[str, str], *, cert: str = "server",
                       ca: bool = True, implicit: bool = True, **statements) -> FTPServer:
     """A started FTPServer on 127.0.0.1 (random ports) whose log events are kept in `.events`.

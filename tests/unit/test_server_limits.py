@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
+from ftps_fixtures import RawControl, event_text, server_pki, server_root, start_ftps_server
 
 from lab.endpoints.peers import free_port_range
 from lab.ftps.config import ServerConfig, parse_ftpdata_text
@@ -32,10 +32,7 @@ def pkidir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def root(tmp_path) -> Path:
-    r = tmp_path / "root"
-    r.mkdir()
-    (r / "f.txt").write_bytes(b"hello\n")
-    return r
+    return server_root(tmp_path, {"f.txt": b"hello\n"})
 
 
 @pytest.fixture
