@@ -244,13 +244,17 @@ class _Builder:
         self.problem(line, field, f"bad IP prefix {show(value)}")
         return None
 
-    def addresses_of(self, value: Any, line: int, field: str) -> list:
-        """`ADDRESS` or `[ADDRESS, ADDRESS6]`: at most one address per IP version."""
+    def address_items(self, value: Any, line: int, field: str, needs: str) -> list:
+        """One address or a list of them, as a list; an empty list is a problem (`needs` opens its
+        message, e.g. "a link end needs its address (ADDRESS/PREFIXLEN")."""
         items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
         if not items:
-            self.problem(line, field, "a link end needs its address (ADDRESS/PREFIXLEN, or a list of an "
-                                      "IPv4 and an IPv6 one), got an empty list")
-            return []
+            self.problem(line, field, f"{needs}, or a list of an IPv4 and an IPv6 one), got an empty list")
+        return list(items)
+
+    def addresses_of(self, value: Any, line: int, field: str) -> list:
+        """`ADDRESS` or `[ADDRESS, ADDRESS6]`: at most one address per IP version."""
+        items = self.address_items(value, line, field, "a gateway needs its address (ADDRESS")
         found = [a for a in (self.address(v, line, field) for v in items) if a is not None]
         if len({a.version for a in found}) != len(found):
             self.problem(line, field, "at most one IPv4 and one IPv6 address")
@@ -465,11 +469,7 @@ class _Builder:
     def interface_addresses(self, value: Any, line: int, field: str) -> list:
         """A link end's addresses: `ADDR/LEN`, or a list of two (an IPv4 and an IPv6 one: dual
         stack), IPv4 first; an IPv6 end alone is an IPv6-only link."""
-        items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-        if not items:
-            self.problem(line, field, "a link end needs its address (ADDRESS/PREFIXLEN, or a list of an "
-                                      "IPv4 and an IPv6 one), got an empty list")
-            return []
+        items = self.address_items(value, line, field, "a link end needs its address (ADDRESS/PREFIXLEN")
         found = [a for a in (self.interface_address(v, line, field) for v in items) if a is not None]
         if len(found) != len(items):
             return []
