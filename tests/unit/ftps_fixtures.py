@@ -7,6 +7,8 @@ and builds them from these pieces."""
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.ftps import pki
@@ -20,6 +22,16 @@ def server_pki(d: Path) -> Path:
     pki.init_ca(d)
     pki.issue_server(d, "server", ips=["127.0.0.1"], dns=["localhost"])
     return d
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll cond until it holds or timeout seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
 
 
 def server_root(tmp_path: Path, files: dict[str, bytes]) -> Path:

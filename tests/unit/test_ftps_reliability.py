@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server
+from ftps_fixtures import RawControl, event_text, server_pki, start_ftps_server, wait_for
 
 from lab.endpoints.peers import free_port, free_port_range, stop_process, wait_listening
 from lab.ftps.client import FTPClient, FTPError
@@ -63,15 +63,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 # -- load ---------------------------------------------------------------------------------------------

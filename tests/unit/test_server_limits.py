@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import ftps_fixtures as fixtures
 import pytest
 from ftps_fixtures import RawControl, event_text, server_pki, server_root, start_ftps_server
 
@@ -101,12 +102,7 @@ class From(RawControl):
 
 
 def wait_for(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+    return fixtures.wait_for(cond, timeout)
 
 
 def session_threads() -> int:
