@@ -192,7 +192,6 @@ class FTPServer:
             return len(self._sessions)
 
     def start(self) -> FTPServer:
-        self.login_deadlines.start()
         self._thread = threading.Thread(target=self.serve_forever, name="ftps-accept", daemon=True)
         self._thread.start()
         return self
