@@ -31,7 +31,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from firewall.nftparse import Chain, Rule, Ruleset, Token, read
+from firewall.nftparse import Chain, Rule, Ruleset, Token, read, tokenize
+from firewall.savefile import sandboxed
 from firewall.section import Firewall
 from lab.devkit import features
 from lab.devkit.conntrack import idle_sysctls
@@ -88,20 +89,64 @@ def observe_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
 _NFT_ERROR = re.compile(r"^(?P<file>.+?):(?P<line>\d+):\d+(?:-\d+)?: Error: (?P<message>.*)$")
 
 
+#: Words that make nft read the host's file system or reach outside the namespace, wherever they
+#: stand as a word (nft's scanner reads its keywords anywhere; in a "string" they are only text).
+REFUSED_WORDS = {
+    "include": "`include` is not allowed: put the rules in this file",
+    "osf": "`osf` is not allowed: nft loads the host's OS fingerprints (/etc/nftables/osf/pf.os) "
+           "into the kernel for every namespace",
+    "cgroupv2": "`socket cgroupv2` is not allowed: it names a cgroup of the host's tree (/sys/fs/cgroup)",
+}
+#: Matches whose names nft looks up in the host's user database (/etc/passwd, /etc/group).
+_BY_NAME = {"skuid": "user", "skgid": "group"}
+
+
 def refused(text: str) -> list[tuple[int, str]]:
-    """What the lab refuses before nft reads the file: `include` (it would read, and quote in its
-    errors, any file of the host). (line, problem) pairs. Pure."""
+    """What the lab refuses before nft reads the file, wherever it stands (also after `;` or `{`
+    on one line; not in a # comment or a "string"): `include` (it would read, and quote in its
+    errors, any file of the host), `osf`, `socket cgroupv2`, skuid/skgid by name. Every one, as
+    (line, problem) pairs. Pure: read with the tokenizer (firewall.nftparse)."""
+    try:
+        tokens = tokenize(text)
+    except ValueError as exc:
+        m = re.match(r"line (\d+): (.*)", str(exc))
+        return [(int(m.group(1)), m.group(2))] if m else [(0, str(exc))]
     problems = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(r"\s*include\b", line):
-            problems.append((number, "`include` is not allowed: put the rules in this file"))
+    for i, t in enumerate(tokens):
+        if t.kind != "word":
+            continue
+        if t.text in REFUSED_WORDS:
+            problems.append((t.line, REFUSED_WORDS[t.text]))
+        elif t.text in _BY_NAME:
+            for value in _match_values(tokens, i + 1):
+                if not value.text.isdigit():
+                    problems.append((value.line, f"`{t.text} {value.text}`: a {_BY_NAME[t.text]} name is looked "
+                                                 f"up in the host's database: write the number"))
     return problems
+
+
+def _match_values(tokens: list[Token], i: int) -> list[Token]:
+    """The value(s) after a match's key: an optional operator, then a word, a string or a `{ set }`."""
+    while i < len(tokens) and tokens[i].kind == "punct" and tokens[i].text in OPS:
+        i += 1
+    if i >= len(tokens) or tokens[i].kind == "newline":
+        return []
+    if tokens[i].text != "{" or tokens[i].kind != "punct":
+        return [tokens[i]] if tokens[i].kind in ("word", "string") else []
+    out = []
+    for t in tokens[i + 1:]:
+        if t.kind == "punct" and t.text == "}":
+            break
+        if t.kind in ("word", "string"):
+            out.append(t)
+    return out
 
 
 def nft_check_argv(path: Path) -> list[str]:
     """`nft -c -f PATH` in a throw-away user and network namespace: it checks against a kernel
-    that has nothing loaded, needs no root and touches no namespace of the host or the lab."""
-    return ["unshare", "--user", "--map-root-user", "--net", "nft", "-c", "-f", str(path)]
+    that has nothing loaded, needs no root and touches no namespace of the host or the lab; and in
+    the sandbox (firewall.savefile.sandboxed), where the file is all nft sees of the file system."""
+    return sandboxed(["nft", "-c", "-f", str(path)], namespaces=("--user", "--map-root-user", "--net"))
 
 
 def nft_errors(output: str, path: Path) -> list[tuple[int, str]]:
@@ -427,8 +472,8 @@ def setup(view: NodeView) -> DeviceSetup:
     firewall: Firewall = view.section
     source = Path(firewall.nftables)
     text, reasons = observe_drops(firewall.nftables_text, source.name)
-    return DeviceSetup(restore=Restore(source, text, check=("nft", "-c", "-f"), load=("nft", "-f"),
-                                       suffix="nft"),
+    return DeviceSetup(restore=Restore(source, text, check=tuple(sandboxed(["nft", "-c", "-f"])),
+                                       load=tuple(sandboxed(["nft", "-f"])), suffix="nft"),
                        reasons=reasons, sysctls=idle_sysctls(firewall.idle_timeout))
 
 

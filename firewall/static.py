@@ -197,7 +197,8 @@ def filter_rules(firewall: Firewall, tools: tuple[str, ...] = ("iptables",)) -> 
 
 
 def restore_argv(path: Path, test: bool = False) -> list[str]:
-    """Load (or with test=True only check) a user's iptables-save file."""
+    """Load (or with test=True only check) a user's iptables-save file (setup runs it in the
+    sandbox, firewall.savefile.sandboxed: the file is all iptables-restore sees of the host's files)."""
     return ["iptables-restore", *(["--test"] if test else []), str(path)]
 
 
@@ -272,7 +273,9 @@ def setup(view: NodeView) -> DeviceSetup:
     if firewall.iptables_save is not None:
         source = Path(firewall.iptables_save)
         text, reasons = observe_saved_drops(source.read_text(), source.name)
-        return DeviceSetup(restore=Restore(source, text), reasons=reasons, sysctls=idle)
+        restore = Restore(source, text, check=tuple(savefile.sandboxed(restore_argv(source, test=True)[:-1])),
+                          load=tuple(savefile.sandboxed(restore_argv(source)[:-1])))
+        return DeviceSetup(restore=restore, reasons=reasons, sysctls=idle)
     rules = filter_rules(firewall, view.tools)
     return DeviceSetup(iptables=rules.iptables, reasons=rules.reasons, sysctls=idle)
 

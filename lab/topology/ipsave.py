@@ -85,9 +85,10 @@ def interface_problems(text: str, file: str, node: str, interfaces: list[str]) -
 # -- loading it in a throw-away namespace -------------------------------------------------------------
 
 def throwaway_argv(argv: list[str]) -> list[str]:
-    """argv in a network namespace of its own, gone when it exits (a user namespace when not root)."""
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    return ["unshare", *user, "--net", *argv]
+    """argv in a network namespace of its own, gone when it exits (a user namespace when not root),
+    in the sandbox (firewall.savefile.sandboxed: it reads stdin and sees no file of the host's)."""
+    user = () if os.geteuid() == 0 else ("--user", "--map-root-user")
+    return savefile.sandboxed(argv, file=False, namespaces=(*user, "--net"))
 
 
 def restore_error(stderr: str) -> tuple[int | None, str]:

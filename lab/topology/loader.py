@@ -21,7 +21,7 @@ from typing import Any
 
 import networkx as nx
 
-from firewall import nftables
+from firewall import nftables, savefile
 from lab import TOPOLOGY_DIR
 from lab.devkit.types import ALG_MODES
 from lab.errors import InputError, Problem, read_input
@@ -792,7 +792,8 @@ class _Builder:
             return None
         # each problem at its own line of the ruleset (loading it for real: lab.topology.check)
         found = interface_problems(text, str(path), node.name, [i.name for i in node.interfaces])
-        self.problems += found
+        found += [Problem(str(path), number, field, message) for number, message in savefile.refused(text)]
+        self.problems += sorted(found, key=lambda p: p.line)
         return None if found else path
 
     def beside(self, name: str) -> Path:

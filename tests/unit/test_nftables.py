@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from firewall import nftables
+from firewall import nftables, savefile
 from firewall.nftparse import parse, read, tokenize
 from firewall.section import Firewall
 from lab import TOPOLOGY_DIR
@@ -250,7 +250,9 @@ def test_setup_loads_the_observed_copy_with_nft():
     t = topo.load(EXAMPLE)
     [(_, setup)] = [(d, s) for d, s in devices.setups(t.nodes["fw"], t, EXAMPLE.parent / "events.jsonl",
                                                        programs=False) if d.name == "nftables"]
-    assert setup.restore.check == ("nft", "-c", "-f") and setup.restore.load == ("nft", "-f")
+    # nft in the sandbox, where the ruleset is the only file of the host it sees (test_ruleset_includes)
+    assert setup.restore.check == tuple(savefile.sandboxed(["nft", "-c", "-f"]))
+    assert setup.restore.load == tuple(savefile.sandboxed(["nft", "-f"]))
     assert 'log group 30 prefix "ftlab-drop 1000021"' in setup.restore.text
     assert setup.reasons[1000014].startswith("dropped by nftables-filter.nft:14")
 
