@@ -29,7 +29,10 @@ Behaviour worth knowing (reference/zos-ftp-and-rfcs.md):
 - Active data connections come from port L-1 of the control port L (20 for 21), SO_REUSEADDR;
   without PORT/EPRT the server uses the default data port (the client's control port).
 - On data connections the server is always the TLS server; SECURE_SESSION_REUSE REQUIRED
-  refuses (522) a data handshake that did not resume a session.
+  refuses (522) a data handshake that did not resume a session. Session binding: a data
+  connection that resumes a session other than one its own control connection was given (a
+  thief's own AUTH TLS session: the cache is shared) is refused (522) under ALLOWED too, before
+  a byte of the file moves (STOR truncates only after the check).
 - A transfer runs in a helper thread while the session thread watches the control connection:
   ABOR cuts the data connection and is answered 426 + 226; other commands wait their turn.
 - TLS: TLSMAXVERSION (lab statement, default TLSV1.2, see config.py for why), CIPHERSUITE order
@@ -343,6 +346,10 @@ class _Session:
         self._login_timer = False        # LOGINTIMEOUT armed
         self._login_expired = False      # ... and fired: reads end, the session says 421 and closes
         self.ctrl = None                 # TLSConn while the control channel is protected
+        # The TLS sessions this control connection was given (its handshake's, its data
+        # connections'): the only ones a data connection of this session may resume. Made anew by
+        # each control handshake (AUTH after REIN too); kept after CCC, whose data stay protected.
+        self.tls_family = tlsmod.SessionFamily()
         self.implicit = implicit
         self.thread: threading.Thread | None = None
         peer = sock.getpeername()
@@ -549,13 +556,15 @@ class _Session:
             self.server.emit(self, "info", f"AT-TLS rule {self.mapping.rule} ({self.mapping.where}): "
                                            f"HandshakeRole {role}, {'/'.join(self.mapping.versions)}")
         try:
-            self.ctrl = tlsmod.secure(ctx, self.sock, role, timeout or self.cfg.INACTIVE or 30)
+            self.ctrl = tlsmod.secure(ctx, self.sock, role, timeout or self.cfg.INACTIVE or 30, watch=True)
         except tlsmod.TLSFailure as exc:
             if self._login_expired:        # no reply can be sent in the middle of a handshake
                 raise _Close(f"TLS handshake not done within LOGINTIMEOUT ({self.cfg.LOGINTIMEOUT} s)") from None
             self.server.emit(self, "info", f"TLS handshake failed: {exc.reason}")
             self._linger_close()
             raise _Close(f"TLS handshake failed: {exc.reason}") from None
+        self.tls_family = tlsmod.SessionFamily()
+        self.tls_family.adopt(self.ctrl, control=True)
         self.server.emit(self, "info", f"TLS established: {self.ctrl.version} {self.ctrl.cipher}")
 
     def _linger_close(self) -> None:
@@ -1296,7 +1305,9 @@ class _Session:
 
     def _data_conn(self, what: str, prepare: Callable[[], None] | None = None):
         """Check protection, connect, prepare(), send 150, secure: the data connection (socket or
-        TLSConn). prepare: the command's own step once the connection is there (STOR truncates)."""
+        TLSConn). prepare: the command's own step once the connection is there (STOR truncates);
+        on TLS data only once the data connection's TLS is known to be this session's (_bound), so
+        a refused connection leaves the file as it was."""
         if self.prot == "C" and self.cfg.SECURE_DATACONN in ("SAFE", "PRIVATE"):
             self.active = None
             self._close_passive()
@@ -1306,17 +1317,14 @@ class _Session:
                 raise _Handled()
             raise _Refuse(522, "Data connections must be protected: issue PROT P.")
         passive = self.passive is not None
+        tls_data = self.prot == "P" and not self._gss_ready()
         try:
             sock = self._open_data()
         finally:
             self.active = None
             self._close_passive()
-        if prepare is not None:
-            try:
-                prepare()
-            except BaseException:
-                sock.close()
-                raise
+        if prepare is not None and not tls_data:
+            _prepare(prepare, sock)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.send(150, f"Opening {'BINARY' if self.type == 'I' else 'ASCII'} mode data connection for {what}.")
         tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
@@ -1328,17 +1336,42 @@ class _Session:
             ctx, role, timeout = self._tls_setup(self._data_mapping(sock, passive))
             if self.sscn:                  # SSCN ON: we are the TLS client of this data connection
                 ctx, role = self.server.sscn_context(), "client"
-            conn = tlsmod.secure(ctx, sock, role, timeout or min(self.cfg.DATATIMEOUT or 30, 30))
+            conn = tlsmod.secure(ctx, sock, role, timeout or min(self.cfg.DATATIMEOUT or 30, 30), watch=True)
         except tlsmod.TLSFailure as exc:
             sock.close()
             self.server.emit(self, "info", f"data TLS handshake failed: {exc.reason}")
             raise _Refuse(522, f"TLS negotiation failed on the data connection: {exc.reason}") from None
-        if self.reuse_required and not conn.session_reused:
-            sock.close()
-            self.server.emit(self, "info", "SECURE_SESSION_REUSE REQUIRED: data TLS session not reused")
-            raise _Refuse(522, "Data connection TLS session was not reused (SECURE_SESSION_REUSE REQUIRED).")
+        self._bound(conn, sock)
+        if prepare is not None:
+            _prepare(prepare, sock)
         tlsmod.set_timeout(sock, self.cfg.DATATIMEOUT)
         return conn
+
+    def _bound(self, conn: tlsmod.TLSConn, sock: socket.socket) -> None:
+        """Session binding: a data connection resumes a TLS session of this control connection
+        (tlsmod.SessionFamily), or under SECURE_SESSION_REUSE ALLOWED none at all (a full
+        handshake). Resuming another session (that of a thief's own AUTH TLS, which the shared
+        cache would resume) is never legitimate: 522 (RFC 4217 reports a refused resumption with
+        522), the data connection closed before a byte of the file moved."""
+        binding = self.tls_family.binding(conn)
+        if binding == "own" or (binding == "full" and not self.reuse_required):
+            self.tls_family.adopt(conn)        # its TLS 1.3 tickets: the next data connection's
+            return
+        try:
+            peer = sock.getpeername()
+            who = f"from {_unmap(peer[0])}:{peer[1]}"
+        except OSError:
+            who = "(peer gone)"
+        sock.close()
+        if binding == "foreign":
+            self.server.emit(self, "info", f"session binding: data connection {who} resumed a TLS session that is "
+                                           "not this control connection's; closed before any data")
+            raise _Refuse(522, "Data connection TLS session is not the session of this control connection; "
+                               "data connection closed.")
+        self.server.emit(self, "info", f"SECURE_SESSION_REUSE REQUIRED: data connection {who} did not resume "
+                                       "this control connection's TLS session (full handshake); "
+                                       "closed before any data")
+        raise _Refuse(522, "Data connection TLS session was not reused (SECURE_SESSION_REUSE REQUIRED).")
 
     def _data_mapping(self, sock: socket.socket, passive: bool) -> attls.Mapping | None:
         """TLSMECHANISM ATTLS: the mapping of a data connection. SecondaryMap On: the control
@@ -1613,6 +1646,15 @@ _LOGIN_GRACE = 5         # seconds a session past LOGINTIMEOUT has to send its 4
 
 _NO_LOGIN = {"USER", "PASS", "QUIT", "AUTH", "ADAT", "PBSZ", "PROT", "CCC", "FEAT", "SYST", "NOOP", "HELP",
              "STAT", "OPTS", "REIN"}
+
+
+def _prepare(prepare: Callable[[], None], sock: socket.socket) -> None:
+    """A command's step once its data connection is there; the connection closed if it fails."""
+    try:
+        prepare()
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _remove_if_empty(path: Path, fd: int) -> None:

@@ -6,14 +6,19 @@ Public API
     client_context(cas=(), cert=None, key=None, verify=True, ciphers=(), max_version=..., min_version=...)
     keyring_files(keyring, lab_ca=None) -> list[Path]   # z/OS KEYRING -> CA files
     set_timeout(sock, seconds)     # kernel SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket
-    accept_tls(ctx, sock, timeout) -> TLSConn          # we are the TLS server
-    connect_tls(ctx, sock, timeout, session=None, hostname=None) -> TLSConn   # the TLS client
-    secure(ctx, sock, role, timeout, session=None, hostname=None)  # role "client" | "server" (AT-TLS)
+    accept_tls(ctx, sock, timeout, watch=False) -> TLSConn          # we are the TLS server
+    connect_tls(ctx, sock, timeout, session=None, hostname=None, watch=False) -> TLSConn   # the TLS client
+    secure(ctx, sock, role, timeout, session=None, hostname=None, watch=False)  # role "client" | "server"
+    SessionFamily: the TLS sessions of one control connection (session binding, see below)
+        family.adopt(conn)  # the sessions conn was given (control, then each accepted data connection)
+        family.binding(conn) -> "full" | "own" | "foreign"   # what a data connection's handshake resumed
+        family.holds(session)  # a session (client side: the one it is about to offer) is the family's
     TLSConn: recv(n) / recv_into(buf) (0 = close_notify; Truncated = EOF without close_notify),
              fill(buf) -> (n, ended)   # bulk: records straight into buf until full or the end
              sendall(data), close_notify(), ccc(notify: bool), session, session_reused,
              peer_cert (cryptography x509 or None), version, cipher, sock
              bulk()                    # data connections: memory BIOs, 1 MiB per system call
+             resumed_key, session_keys # watch=True: fingerprints of the session resumed / given
     check_hostname(cert, host) -> bool
     TLSFailure (handshake or verification failed; .reason), Truncated, TLSTimeout
     TLSSetupError (a certificate/key/CA file OpenSSL refuses; .path, .reason)
@@ -32,14 +37,31 @@ Why these choices:
   write() per record; with memory BIOs the lab makes one recv() and one send() per MiB. Measured on
   loopback (2 cores, 256 MiB, median of 10): 0.56 -> 0.50 CPU-s for both ends together, +13% MB/s.
   The cryptography wheel's OpenSSL offers no kTLS and no read-ahead control; this is the lever left.
+- Session binding (issue 18): one server context, so one session cache and one ticket key, serves
+  every control and data connection; OpenSSL resumes any session it issued, also one a thief got on
+  its own control connection. So a data connection must resume a session of *its* control
+  connection's family: the session the control handshake made (TLS 1.2: its master secret; TLS
+  1.3: each ticket is a session of its own, with its own PSK), and every session a data connection
+  of that control connection was given (TLS 1.3 chains: each data connection resumes the ticket
+  the previous one brought). A session is known by the SHA-256 of its master key (TLS 1.3: the
+  ticket's PSK), which only the two ends of that session know. Session ids do not serve: a TLS 1.3
+  ticket gets a new id, a resumed stateless ticket has none on the server, and in TLS 1.2 a client
+  chooses the id it sends with a ticket. The resumed session must be read during the handshake
+  (watch=True: an OpenSSL info callback on that connection), since in TLS 1.3 the server has
+  swapped it for a new ticket's session by the time SSL_do_handshake returns. The cryptography
+  bindings offer neither SSL_set_session_id_context (a per-control-connection id context would make
+  OpenSSL itself refuse a foreign session) nor a new-session callback; the info callback costs a
+  dozen Python calls per handshake, nothing per byte.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import ipaddress
 import socket
 import struct
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -218,6 +240,105 @@ _BULK_NET = 1 << 20        # bytes per recv() and per send() of a bulk connectio
 _BULK_START = 64 << 10     # its first size: most data connections (listings, small files) stay small
 
 
+# -- session binding (see the module notes): which sessions belong to which control connection
+
+def _fingerprint(session_ptr) -> bytes | None:
+    """SHA-256 of a session's master key (TLS 1.3: its PSK); None for no session or no key yet.
+    Only the digest is kept, never the secret."""
+    if session_ptr == _ffi.NULL:
+        return None
+    buf = _ffi.new("unsigned char[]", 64)
+    n = _lib.SSL_SESSION_get_master_key(session_ptr, buf, 64)
+    secret = _ffi.buffer(buf, n)[:] if n > 0 else b""
+    if not secret.strip(b"\0"):           # a session whose keys are not made yet
+        return None
+    return hashlib.sha256(secret).digest()
+
+
+def session_fingerprint(session: SSL.Session | None) -> bytes | None:
+    """The fingerprint of a pyOpenSSL session (client side: the session about to be offered)."""
+    ptr = getattr(session, "_session", None)
+    return _fingerprint(ptr) if _WATCHABLE and ptr is not None else None
+
+
+class _Watch:
+    """What one handshake showed: the session it resumed and every session it was given."""
+
+    __slots__ = ("resumed", "keys")
+
+    def __init__(self) -> None:
+        self.resumed: bytes | None = None
+        self.keys: set[bytes] = set()
+
+    def see(self, ssl) -> None:
+        key = _fingerprint(_lib.SSL_get_session(ssl))
+        if key is None:
+            return
+        # The first session seen once OpenSSL decided to resume is the resumed one (TLS 1.3 swaps
+        # it for each new ticket's session later in the same handshake).
+        if self.resumed is None and _lib.SSL_session_reused(ssl):
+            self.resumed = key
+        self.keys.add(key)
+
+
+_WATCHED: dict[int, _Watch] = {}      # SSL* address -> its watch, only while its handshake runs
+_WATCHABLE = _FAST and all(hasattr(_lib, n) for n in ("SSL_set_info_callback", "SSL_SESSION_get_master_key",
+                                                      "SSL_get_session"))
+if _WATCHABLE:
+    @_ffi.callback("void(*)(SSL *, int, int)")
+    def _info_cb(ssl, where, ret):        # every handshake state change of a watched connection
+        watch = _WATCHED.get(int(_ffi.cast("uintptr_t", ssl)))
+        if watch is not None:
+            watch.see(ssl)
+
+
+class SessionFamily:
+    """The TLS sessions one control connection was given: its own handshake's and those of the data
+    connections accepted for it. A data connection may resume only one of these.
+
+    The control connection's sessions are kept for good; those of data connections (one or two new
+    per TLS 1.3 data connection) up to `limit`, newest kept: a client resumes the latest one, and
+    TLSTIMEOUT expires the others anyway."""
+
+    def __init__(self, limit: int = 1024):
+        self._control: set[bytes] = set()
+        self._recent: deque[bytes] = deque()
+        self._keys: set[bytes] = set()
+        self._limit = limit
+
+    def _add(self, key: bytes | None, control: bool) -> None:
+        if key is None or key in self._keys:
+            return
+        self._keys.add(key)
+        if control:
+            self._control.add(key)
+            return
+        self._recent.append(key)
+        if len(self._recent) > self._limit:
+            self._keys.discard(self._recent.popleft())
+
+    def adopt(self, conn: TLSConn, control: bool = False) -> None:
+        """Take in the sessions conn was given (its handshake's, its TLS 1.3 tickets, what it holds now)."""
+        for key in conn.session_keys:
+            self._add(key, control)
+        self._add(session_fingerprint(conn.session), control)
+
+    def add_session(self, session: SSL.Session | None, control: bool = False) -> None:
+        """Client side: a session the client holds from one of its connections."""
+        self._add(session_fingerprint(session), control)
+
+    def holds(self, session: SSL.Session | None) -> bool:
+        key = session_fingerprint(session)
+        return key is not None and key in self._keys
+
+    def binding(self, conn: TLSConn) -> str:
+        """What conn's handshake did: "full" (no session resumed), "own" (one of this family),
+        "foreign" (any other session, or one that cannot be told: refuse it)."""
+        if not conn.session_reused:
+            return "full"
+        return "own" if conn.resumed_key is not None and conn.resumed_key in self._keys else "foreign"
+
+
 class TLSConn:
     """One TLS connection on one TCP socket (control or data)."""
 
@@ -226,6 +347,8 @@ class TLSConn:
         self.sock = sock
         self._ssl = getattr(conn, "_ssl", None)
         self._rmem = self._wmem = None       # memory BIOs, once bulk() switched the connection
+        self.resumed_key: bytes | None = None    # watch=True: the fingerprint of the session resumed
+        self.session_keys: frozenset[bytes] = frozenset()   # ... and of every session seen
 
     def bulk(self) -> None:
         """Move records through memory BIOs from now on (data connections only: no CCC after it).
@@ -433,8 +556,29 @@ def _ssl_reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _handshake(conn: SSL.Connection, sock: socket.socket, timeout: float | None) -> TLSConn:
+def _handshake(conn: SSL.Connection, sock: socket.socket, timeout: float | None,
+               watch: bool = False) -> TLSConn:
     set_timeout(sock, timeout)
+    ssl = getattr(conn, "_ssl", None) if watch and _WATCHABLE else None
+    seen = None
+    if ssl is not None:
+        seen = _WATCHED[int(_ffi.cast("uintptr_t", ssl))] = _Watch()
+        _lib.SSL_set_info_callback(ssl, _info_cb)
+    try:
+        _do_handshake(conn)
+        if seen is not None:
+            seen.see(ssl)                  # the session it holds at the end
+    finally:
+        if ssl is not None:
+            _lib.SSL_set_info_callback(ssl, _ffi.NULL)
+            _WATCHED.pop(int(_ffi.cast("uintptr_t", ssl)), None)
+    tc = TLSConn(conn, sock)
+    if seen is not None:
+        tc.resumed_key, tc.session_keys = seen.resumed, frozenset(seen.keys)
+    return tc
+
+
+def _do_handshake(conn: SSL.Connection) -> None:
     try:
         conn.do_handshake()
     except SSL.WantReadError:
@@ -445,18 +589,20 @@ def _handshake(conn: SSL.Connection, sock: socket.socket, timeout: float | None)
     except SSL.Error as exc:
         errors = conn.get_app_data() or []
         raise TLSFailure("; ".join(errors) or _ssl_reason(exc)) from None
-    return TLSConn(conn, sock)
 
 
-def accept_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 30) -> TLSConn:
-    """TLS server side on a connected socket (also on an active-mode data connection)."""
+def accept_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 30,
+               watch: bool = False) -> TLSConn:
+    """TLS server side on a connected socket (also on an active-mode data connection).
+    watch: note the sessions resumed and given (TLSConn.resumed_key/session_keys, SessionFamily)."""
     conn = SSL.Connection(ctx, sock)
     conn.set_accept_state()
-    return _handshake(conn, sock, timeout)
+    return _handshake(conn, sock, timeout, watch)
 
 
 def connect_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 30,
-                session: SSL.Session | None = None, hostname: str | None = None) -> TLSConn:
+                session: SSL.Session | None = None, hostname: str | None = None,
+                watch: bool = False) -> TLSConn:
     """TLS client side (also on an accepted active-mode data connection: RFC 4217 section 7)."""
     conn = SSL.Connection(ctx, sock)
     conn.set_connect_state()
@@ -464,17 +610,18 @@ def connect_tls(ctx: SSL.Context, sock: socket.socket, timeout: float | None = 3
         conn.set_tlsext_host_name(hostname.encode("idna"))
     if session is not None:
         conn.set_session(session)
-    return _handshake(conn, sock, timeout)
+    return _handshake(conn, sock, timeout, watch)
 
 
 def secure(ctx: SSL.Context, sock: socket.socket, role: str, timeout: float | None = 30,
-           session: SSL.Session | None = None, hostname: str | None = None) -> TLSConn:
+           session: SSL.Session | None = None, hostname: str | None = None,
+           watch: bool = False) -> TLSConn:
     """The handshake in the given TLS role: "client", or "server" (also "server-with-client-auth",
     whose context demands the certificate). An AT-TLS policy picks the role per connection
     (HandshakeRole); two endpoints in the same role fail the handshake, as they do for real."""
     if role == "client":
-        return connect_tls(ctx, sock, timeout, session=session, hostname=hostname)
-    return accept_tls(ctx, sock, timeout)
+        return connect_tls(ctx, sock, timeout, session=session, hostname=hostname, watch=watch)
+    return accept_tls(ctx, sock, timeout, watch)
 
 
 def _is_ip(host: str) -> bool:
