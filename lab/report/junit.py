@@ -56,10 +56,37 @@ def build(doc: dict) -> ET.Element:
             totals[key] += n[key]
         suite.set("time", f"{n['time']:.3f}")
         totals["time"] += n["time"]
+    if doc.get("partial"):
+        partial_suite(root, doc, totals)
     for key in ("tests", "failures", "errors"):
         root.set(key, str(totals[key]))
     root.set("time", f"{totals['time']:.3f}")
     return root
+
+
+def partial_suite(root: ET.Element, doc: dict, totals: dict) -> None:
+    """A partial merge (`--allow-partial`): a `partial` property, and one skipped testcase per
+    missing or doubled shard, so a CI summary shows what the verdict does not cover."""
+    p = doc["partial"]
+    suite = ET.SubElement(root, "testsuite", name="shards", hostname=str(doc.get("host", "")),
+                          timestamp=str(doc.get("started", "")))
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="partial", value=str(p.get("reason") or "partial")[:500])
+    cases = [(f"shard {k} (missing)", f"shard {k} is missing: its cells are not in this report")
+             for k in p.get("missing") or []]
+    cases += [(f"shard {k} (given twice)", f"shard {k} was given twice: merged once")
+              for k in p.get("duplicated") or []]
+    if not cases:
+        cases = [("partial", str(p.get("reason") or "the merged report is partial"))]
+    for name, message in cases:
+        case = ET.SubElement(suite, "testcase", classname="ftlab.merge", name=name, time="0.000")
+        ET.SubElement(case, "skipped", message=message[:500])
+    suite.set("tests", str(len(cases)))
+    suite.set("skipped", str(len(cases)))
+    suite.set("failures", "0")
+    suite.set("errors", "0")
+    suite.set("time", "0.000")
+    totals["tests"] += len(cases)
 
 
 def write(doc: dict, path: str | Path) -> Path:

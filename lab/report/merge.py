@@ -35,22 +35,55 @@ def shard(cells: list, k: int, n: int, group=lambda c: c.topology) -> list:
     return [c for c in cells if owner[group(c)] == k - 1]
 
 
-def merge(docs: list[dict], sources: list[str] | None = None) -> dict:
+def shard_set(docs: list[dict], sources: list[str]) -> dict:
+    """What a set of documents lacks as shards of one split: {"missing": ["3/3"], "duplicated":
+    ["1/3"], "problems": [Problem]}. A document that says no `shard` (a whole run) is not checked;
+    shards of different splits (1/3 beside 2/2) cannot be one matrix."""
+    given: dict[int, list[str]] = defaultdict(list)
+    splits: dict[int, list[str]] = defaultdict(list)
+    for doc, where in zip(docs, sources, strict=True):
+        text = doc.get("shard")
+        if not text:
+            continue
+        k, n = parse_shard(str(text))
+        splits[n].append(f"{k}/{n} ({where})")
+        given[(k, n)].append(where)
+    problems = []
+    if len(splits) > 1:
+        problems.append(Problem("merge", 0, "", "shards of different splits cannot be one matrix: "
+                                + "; ".join(x for n in sorted(splits) for x in splits[n])))
+    missing = [f"{k}/{n}" for n in sorted(splits) for k in range(1, n + 1) if (k, n) not in given]
+    duplicated = [f"{k}/{n}" for (k, n), where in sorted(given.items()) if len(where) > 1]
+    for (k, n), where in sorted(given.items()):
+        if len(where) > 1:
+            problems.append(Problem("merge", 0, "", f"shard {k}/{n} is given twice: {', '.join(where)}"))
+    for m in missing:
+        problems.append(Problem("merge", 0, "", f"shard {m} is missing (its results.json was not given: a lost "
+                                                "CI artifact?); --allow-partial merges what is there, marked partial"))
+    return {"missing": missing, "duplicated": duplicated, "problems": problems}
+
+
+def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: bool = False) -> dict:
     """One run document from several (shards of one matrix, or runs of different matrices).
 
-    A cell present in more than one document with different outcomes is an input error.
-    """
+    A cell present in more than one document with different outcomes is an input error. Shards
+    (documents that say `shard: K/N`) must be 1..N of one split, each once: a lost or doubled
+    artifact is an input error naming the shard, unless allow_partial, which merges what is there
+    and marks the document `partial` (the missing and doubled shards)."""
     if not docs:
         raise InputError("nothing to merge")
+    sources = sources or [str(j) for j in range(len(docs))]
+    shards = shard_set(docs, sources)
+    if shards["problems"] and not allow_partial:
+        raise InputError(shards["problems"])
     seen: dict[str, dict] = {}
     problems = []
     for i, doc in enumerate(docs):
         for s in doc["scenarios"]:
             prev = seen.get(s["id"])
             if prev is not None and prev["outcome"] != s["outcome"]:
-                where = (sources or [str(j) for j in range(len(docs))])[i]
-                problems.append(Problem(where, 0, s["id"], f"outcome {s['outcome']} conflicts with "
-                                                           f"{prev['outcome']} in an earlier input"))
+                problems.append(Problem(sources[i], 0, s["id"], f"outcome {s['outcome']} conflicts with "
+                                                                f"{prev['outcome']} in an earlier input"))
             seen.setdefault(s["id"], s)
     if problems:
         raise InputError(problems)
@@ -59,12 +92,19 @@ def merge(docs: list[dict], sources: list[str] | None = None) -> dict:
     finished = [d["finished"] for d in docs if d.get("finished")]
     merged["finished"] = max(finished) if finished else None
     merged["host"] = ", ".join(sorted({d["host"] for d in docs}))
-    merged["merged_from"] = sources or [d["run_id"] for d in docs]
+    merged["merged_from"] = sources
     merged["scenarios"] = list(seen.values())
+    if shards["problems"]:
+        merged["partial"] = {"missing": shards["missing"], "duplicated": shards["duplicated"],
+                             "reason": "; ".join(p.message for p in shards["problems"])}
     for d in docs:
         for name, info in (d.get("topologies") or {}).items():
             merged["topologies"].setdefault(name, info)
         merged.setdefault("lab_errors", []).extend(d.get("lab_errors") or [])
+        if d.get("partial"):                         # a partial merge merged again stays partial
+            merged.setdefault("partial", {"missing": [], "duplicated": [], "reason": ""})
+            merged["partial"]["reason"] = "; ".join(x for x in (merged["partial"]["reason"],
+                                                                 f"{d['run_id']} is partial: {d['partial'].get('reason')}") if x)
     for key in ("scenario_file", "size", "command"):
         values = {d.get(key) for d in docs if d.get(key) is not None}
         if len(values) == 1:
@@ -72,5 +112,8 @@ def merge(docs: list[dict], sources: list[str] | None = None) -> dict:
     return merged
 
 
-def merge_dirs(paths: list[str | Path]) -> dict:
-    return merge([results.load(p) for p in paths], [str(p) for p in paths])
+def merge_dirs(paths: list[str | Path], allow_partial: bool = False) -> dict:
+    """merge() of report folders; the documents' paths (relative to their own folders) are
+    re-based so that results.write makes them relative to the merged folder."""
+    docs = [results.absolute_paths(results.load(p), results.results_path(p).parent) for p in paths]
+    return merge(docs, [str(p) for p in paths], allow_partial=allow_partial)

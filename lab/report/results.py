@@ -8,6 +8,7 @@ the same on a fresh run and on a file from last week. The schema is reports/resu
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -193,9 +194,46 @@ def _line_at(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
+def _path_fields(doc: dict):
+    """(holder, key) of every file path a document names: the scenario file, each network's
+    source, each device's ruleset file. These are relative to the report folder in a written
+    results.json (no absolute machine path in a report that travels)."""
+    yield doc, "scenario_file"
+    for info in (doc.get("topologies") or {}).values():
+        if not isinstance(info, dict):
+            continue
+        yield info, "source"
+        for dev in info.get("devices") or []:
+            if isinstance(dev, dict) and isinstance(dev.get("ruleset"), dict):
+                yield dev["ruleset"], "file"
+
+
+def relative_paths(doc: dict, folder: str | Path) -> dict:
+    """The document with its file paths relative to `folder` (the report folder it is written to)."""
+    base = Path(folder).resolve()
+    for holder, key in _path_fields(doc):
+        value = holder.get(key)
+        if isinstance(value, str) and value and Path(value).is_absolute():
+            holder[key] = os.path.relpath(value, base)
+    return doc
+
+
+def absolute_paths(doc: dict, folder: str | Path) -> dict:
+    """The document read from `folder` with its relative file paths made absolute again (merge
+    writes them relative to another folder)."""
+    base = Path(folder).resolve()
+    for holder, key in _path_fields(doc):
+        value = holder.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            holder[key] = os.path.normpath(base / value)
+    return doc
+
+
 def write(doc: dict, out_dir: str | Path) -> Path:
+    """results.json into out_dir; its file paths made relative to out_dir (in `doc` too)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    relative_paths(doc, out)
     path = out / "results.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n")
