@@ -14,6 +14,7 @@ both ends. lab.report renders it from results.json alone.
 from __future__ import annotations
 
 import base64
+import copy
 import shlex
 import tempfile
 from pathlib import Path
@@ -40,6 +41,7 @@ def topology_facts(model: Topology, *, shipped: bool, overrides: dict[str, list[
         "shadows_shipped": not shipped and model.name in names(),
         "predicted_by": PREDICTED_BY[shipped],
         "diagram": diagram_uri(model),
+        "diagram_v6": diagram_uri(model, 6),
         "path": " → ".join(model.hops()),
         "devices": [device_facts(model, node) for node in model.nodes.values() if node.is_device],
         "ftpdata": base_ftpdata(model),
@@ -76,8 +78,13 @@ def kernel_rules(model: Topology, node) -> list[str]:
         out += [shlex.join(argv) for argv in setup.iptables]
         out += [f"sysctl -w {k}={v}" for k, v in setup.sysctls.items()]
         if setup.argv:
-            out.append(f"# {device.name}: program " + shlex.join(setup.argv))
+            out.append(f"# {device.name}: program " + shlex.join(_portable(setup.argv)))
     return out
+
+
+def _portable(argv: list[str]) -> list[str]:
+    """A device program's command without this machine's interpreter path (`python3 -m nat.alg`)."""
+    return ["python3", *argv[1:]] if argv and Path(argv[0]).name.startswith("python") else list(argv)
 
 
 def ruleset_text(path: Path) -> str:
@@ -98,11 +105,27 @@ def base_spec(model: Topology) -> scenario.CellSpec:
     return scenario.CellSpec(cell, "builtin", "builtin", None, {}, {}, ())
 
 
+#: Why the lab sets a statement that a design did not write (the report says so beside it).
+LAB_DEFAULT_WHY = {
+    ("server", "TLSRFCLEVEL"): "the lab's pictures use RFC4217 (z/OS's own default is DRAFT, which refuses CCC)",
+    ("server", "MAXSESSIONSPERADDRESS"): "off in the matrix: every cell comes from one client address",
+    ("client", "DATACONNTIME"): "the lab's client gives up a data connection after this many seconds",
+}
+
+
 def cell_ftpdata(model: Topology, spec: scenario.CellSpec) -> dict:
-    """{"server": {...}, "client": {...}}: what the cell's server and client were configured with
-    (SECUREIMPLICITZOS follows the cell's security mode, so it is left out)."""
+    """{"server": {...}, "client": {...}, "lab_defaults": {"server": {KEY: why}, "client": {...}}}:
+    what the cell's server and client were configured with (SECUREIMPLICITZOS follows the cell's
+    security mode, so it is left out), and which of those statements neither the design (its
+    topology file) nor the cell's variation wrote - the lab's own defaults, with why."""
     server = {k: v for k, v in servers.server_statements(model, spec).items() if k != "SECUREIMPLICITZOS"}
-    return {"server": server, "client": client_statements(model, spec)}
+    client = client_statements(model, spec)
+    written = {"server": {**model.ftp.server_statements, **spec.server_statements},
+               "client": {**model.ftp.client_statements, **spec.client_statements}}
+    defaults = {side: {k: LAB_DEFAULT_WHY.get((side, k), "the lab's default")
+                       for k in st if k not in written[side]}
+                for side, st in (("server", server), ("client", client))}
+    return {"server": server, "client": client, "lab_defaults": defaults}
 
 
 def override_notes(model: Topology, specs: set[str]) -> dict[str, list[str]]:
@@ -116,8 +139,30 @@ def override_notes(model: Topology, specs: set[str]) -> dict[str, list[str]]:
     return out
 
 
-def diagram_uri(model: Topology) -> str | None:
-    """The network's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn)."""
+def v6_plan(model: Topology) -> Topology | None:
+    """The network as its IPv6 cells run on it: every interface's IPv6 address in the place of its
+    IPv4 one and the IPv6 address the client dials (None: the network has no IPv6 plan). What
+    lab.topology.diagram draws of it is the v6 diagram."""
+    if model.ftp.server_address6 is None and model.ftp.server_address.version != 6:
+        return None
+    plan = copy.deepcopy(model)
+    for node in plan.nodes.values():
+        for intf in node.interfaces:
+            if intf.address6 is not None:
+                intf.address = intf.address6
+    if plan.ftp.server_address6 is not None:
+        plan.ftp.server_address = plan.ftp.server_address6
+    plan.description = f"{model.description} (IPv6 plan: the +v6 cells)".strip()
+    return plan
+
+
+def diagram_uri(model: Topology, version: int = 4) -> str | None:
+    """The network's diagram as a `data:image/png;base64,...` URI (None if it cannot be drawn);
+    version 6: the diagram of its IPv6 plan (None when it has none)."""
+    if version == 6 and model.ftp.server_address.version != 6:
+        model = v6_plan(model)
+        if model is None:
+            return None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()

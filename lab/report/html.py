@@ -119,9 +119,15 @@ def pcaps(s: dict) -> list[str]:
             and ".." not in Path(p).parts and ":" not in p]
 
 
-def diagram(info: dict) -> str | None:
-    """The picture's diagram, if the document holds a PNG data URI (anything else is not shown)."""
-    uri = info.get("diagram")
+def is_v6(s: dict) -> bool:
+    """A cell run over IPv6 (the `+v6` variation)."""
+    return "v6" in str(s.get("variant") or "").split("+")
+
+
+def diagram(info: dict, key: str = "diagram") -> str | None:
+    """The picture's diagram (key "diagram_v6": its IPv6 plan's), if the document holds a PNG data
+    URI (anything else is not shown)."""
+    uri = info.get(key)
     if isinstance(uri, str) and uri.startswith(DIAGRAM_PREFIX) and _BASE64.fullmatch(uri[len(DIAGRAM_PREFIX):]):
         return uri
     return None
@@ -132,7 +138,10 @@ def pictures(doc: dict) -> list[dict]:
     for name in dict.fromkeys(s["topology"] for s in doc["scenarios"]):
         info = (doc.get("topologies") or {}).get(name, {})
         cells = [s for s in doc["scenarios"] if s["topology"] == name]
+        v6 = any(is_v6(s) for s in cells)
         out.append({"name": name, "info": info, "diagram": diagram(info), "cells": cells,
+                    "diagram_v6": diagram(info, "diagram_v6") if v6 else None,
+                    "v4_cells": any(not is_v6(s) for s in cells),
                     "throughput": throughput_table(info),
                     "passing": sum(s["outcome"] == "pass" for s in cells), "predicts": predicts(info),
                     "works": works_here(cells).lines(), "devices": _list(info.get("devices")),
@@ -153,18 +162,26 @@ def environment() -> Environment:
     return env
 
 
-def render(doc: dict, baseline: dict | None = None) -> str:
-    """The page for a results document (and the baseline run it was compared with)."""
+#: The charts lab.report.charts writes beside index.html, with what each shows.
+CHARTS = {"matrix.png": "the observed outcome per cell ('!' = differs from the prediction)",
+          "throughput.png": "each passing cell's throughput against the iperf3 baseline of its path"}
+
+
+def render(doc: dict, baseline: dict | None = None, charts: tuple[str, ...] = ()) -> str:
+    """The page for a results document (and the baseline run it was compared with); `charts`: the
+    chart files (CHARTS) present beside the page, shown and linked."""
     n = counts(doc)
     return environment().get_template("index.html.j2").render(
         doc=doc, n=n, all_good=n["matches"] == n["cells"] and not n["error"], matrix=matrix(doc),
         prediction=prediction_source(doc),
         claims=claims(doc), differing=[s for s in doc["scenarios"] if not s["matches"]],
         baseline=baseline, changes=baseline_changes(doc, baseline) if baseline is not None else [],
-        pictures=pictures(doc))
+        pictures=pictures(doc), charts=[(c, CHARTS[c]) for c in CHARTS if c in charts])
 
 
 def write(doc: dict, path: str | Path, baseline: dict | None = None) -> Path:
+    """index.html at `path`, showing the charts written beside it (lab.report.charts)."""
     path = Path(path)
-    path.write_text(render(doc, baseline=baseline), encoding="utf-8")
+    present = tuple(c for c in CHARTS if (path.parent / c).is_file())
+    path.write_text(render(doc, baseline=baseline, charts=present), encoding="utf-8")
     return path
