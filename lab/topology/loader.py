@@ -86,6 +86,35 @@ def is_private(net) -> bool:
     return any(net.version == p.version and net.overlaps(p) for p in (*RFC1918, *PRIVATE6))
 
 
+THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+LIMITED_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def special_address(ip) -> str | None:
+    """Why `ip` cannot be an interface's address in the lab (what it is), or None. A loopback
+    address on a link passed the model and failed in the run; these are refused at load."""
+    v4 = ip.version == 4
+    if not v4 and ip.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address (::ffff:0:0/96)"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if v4 and ip in THIS_NETWORK:
+        return "in 0.0.0.0/8 (\"this network\")"
+    if ip.is_loopback:
+        return f"a loopback address ({'127.0.0.0/8' if v4 else '::1'})"
+    if ip.is_multicast:
+        return f"a multicast address ({'224.0.0.0/4' if v4 else 'ff00::/8'})"
+    if ip.is_link_local:
+        return f"a link-local address ({'169.254.0.0/16' if v4 else 'fe80::/10'})"
+    if ip == LIMITED_BROADCAST:
+        return "the limited broadcast address"
+    if not v4 and ip.is_site_local:
+        return "a site-local address (fec0::/10, deprecated)"
+    if ip.is_reserved:
+        return "a reserved address (240.0.0.0/4)" if v4 else "a reserved address (outside 2000::/3 and fc00::/7)"
+    return None
+
+
 # -- finding files ---------------------------------------------------------------------------
 
 def names() -> list[str]:
@@ -487,6 +516,11 @@ class _Builder:
             address = ipaddress.ip_interface(value)
         except ValueError as exc:
             self.problem(line, field, f"bad address {value!r}: {exc}")
+            return None
+        why = special_address(address.ip)
+        if why is not None:
+            self.problem(line, field, f"{address.ip} is not a unicast interface address: it is {why} (a link "
+                                      f"end needs RFC 1918, documentation or public ranges; 2000::/3 or fc00::/7)")
             return None
         net = address.network
         if address.version == 4 and net.prefixlen < 31 and address.ip in (net.network_address, net.broadcast_address):
