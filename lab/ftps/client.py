@@ -30,7 +30,9 @@ What the options mean
 - Data connections fail fast: connect/accept wait DATACONNTIME (default 2 s); replies wait
   INACTTIME; connect + TLS + login must finish within MYOPENTIME.
 - TLS: data connections resume the control session (SECURE_SESSION_REUSE ALLOWED/REQUIRED;
-  REQUIRED fails when the server did not resume; NONE never offers it). A TLS 1.3 ticket resumes
+  REQUIRED fails when the server did not resume; NONE never offers it). Session binding: a data
+  connection that resumed any session but the one offered, which this control connection got,
+  is closed before a byte moves (stage tls), under ALLOWED too. A TLS 1.3 ticket resumes
   once, so each data connection offers the session the previous one ended with (a chain that
   starts at the control connection), and every data connection ends with close_notify both
   ways (OpenSSL drops sessions of connections that end without it). The FTP client is the
@@ -131,7 +133,8 @@ class FTPClient:
         self._reader = ReplyReader()
         self._replies: list[Reply] = []
         self._ctx = None
-        self._session = None
+        self._session = None            # the session the next data connection offers
+        self._family = tlsmod.SessionFamily()   # every session this control connection got
         self._no_epsv = False
         self.last_result: TransferResult | None = None
         self.tls_info: dict = {}
@@ -406,6 +409,8 @@ class FTPClient:
                 self._expect(self.command("PROT", "C"), (2,), "tls", "PROT C refused")
                 self.prot = "C"
             self._session = self.ctrl.session
+            self._family = tlsmod.SessionFamily()
+            self._family.add_session(self._session, control=True)
             if self.security == "tls-ccc":
                 self.ccc()
         self._stage_now = "data-setup"
@@ -433,6 +438,7 @@ class FTPClient:
                                   "the session fails")
         self._stage_now = "tls"
         self._session = self.ctrl.session
+        self._family.add_session(self._session, control=True)
         reply = self.command("CCC")
         self._expect(reply, (200,), "tls", "server refused CCC")
         notify = self.cfg.TLSRFCLEVEL == "RFC4217"
@@ -451,6 +457,7 @@ class FTPClient:
             self.ctrl.ccc(notify=True)
             self.ctrl = None
         self.implicit, self.ccc_done, self.prot, self._session = False, False, "C", None
+        self._family = tlsmod.SessionFamily()
         self.gss = None
         return reply
 
@@ -616,18 +623,35 @@ class FTPClient:
             ctx, role, timeout = self._tls_setup(mapping)
             try:
                 conn = tlsmod.secure(ctx, dsock, role, timeout or self.cfg.DATACONNTIME + 3,
-                                     session=session, hostname=self.host)
+                                     session=session, hostname=self.host, watch=True)
             except tlsmod.TLSFailure as exc:
                 dsock.close()
                 detail = self._late_reply()
                 raise FTPError("tls", f"TLS on the data connection failed: {exc.reason}{detail}") from None
-            if self.cfg.SECURE_SESSION_REUSE == "REQUIRED" and not conn.session_reused:
-                datapath.finish(conn, clean=False)
-                raise FTPError("tls", "the server did not resume the TLS session on the data connection "
-                                      "(SECURE_SESSION_REUSE REQUIRED)")
+            if (why := self._unbound(conn, session)) is not None:
+                datapath.finish(conn, clean=False)     # before a byte of STOR data, or RETR data read
+                self._note("info", why)
+                raise FTPError("tls", why)
         tlsmod.set_timeout(dsock, self.cfg.INACTTIME)
         self._stage_now = "transfer"
         return conn, reply
+
+    def _unbound(self, conn: tlsmod.TLSConn, offered) -> str | None:
+        """Session binding, client side: why this data connection's TLS is not this control
+        connection's, or None. Under SECURE_SESSION_REUSE REQUIRED it must resume the session
+        offered, which this control connection got (at login, or from an earlier data connection of
+        it); under ALLOWED a full handshake is fine, resuming any other session never."""
+        if conn.session_reused:
+            resumed = conn.resumed_key or tlsmod.session_fingerprint(conn.session)
+            if offered is None or resumed is None or resumed != tlsmod.session_fingerprint(offered) \
+                    or not self._family.holds(offered):
+                return ("the data connection resumed a TLS session that is not this control connection's "
+                        "(session binding); data connection closed")
+            return None
+        if self.cfg.SECURE_SESSION_REUSE == "REQUIRED":
+            return ("the server did not resume this control connection's TLS session on the data connection "
+                    "(SECURE_SESSION_REUSE REQUIRED); data connection closed")
+        return None
 
     def _data_mapping(self, dsock: socket.socket, passive: bool) -> attls.Mapping | None:
         """TLSMECHANISM ATTLS: the data connection's mapping. SecondaryMap On: the control
@@ -694,6 +718,7 @@ class FTPClient:
         datapath.finish(conn, clean=True, linger=linger)
         if isinstance(conn, tlsmod.TLSConn) and self.cfg.SECURE_SESSION_REUSE != "NONE":
             self._session = conn.session
+            self._family.add_session(self._session)
 
     def _final(self, what: str) -> Reply:
         reply = self.read_reply()
