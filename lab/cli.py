@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "lab.network.cli",    # shell, baseline, clean
     "lab.ftps.cli",       # server, client, ca
     "lab.matrix.cli",     # matrix, run, recommend, bench, report merge
+    "lab.course.cli",     # course list/start/check/hint/status/reset/new/summary
 ]
 
 
