@@ -102,10 +102,24 @@ def check(ex: Exercise, folder: Path, *, say=lambda line: print(line, file=sys.s
         result.items.append(Item("constraint", n, constraint_words(c), ok, details))
     cells = [resolve(cell, files) for cell in ex.cells()]
     wanted = [c for c in cells if c is not None]
-    observed = run_cells(ex, wanted, str(network), work / RUN, result, say=say, report=report) if wanted else {}
     three_way = list(dict.fromkeys(g.three_way for g in ex.goals if g.three_way))
-    if three_way:
-        observed.update(run_three_way(ex, three_way, network, files, work, result, say=say))
+    observed: dict[str, dict] = {}
+    side = None
+    if three_way:        # in a sandbox of its own, beside the two-party cells'
+        import threading
+
+        def three() -> None:
+            try:
+                observed.update(run_three_way(ex, three_way, network, files, work, result, say=say))
+            except (InputError, LabError) as exc:
+                result.lab_errors.append(f"three-way transfers: {str(exc).splitlines()[0] if str(exc) else exc}")
+
+        side = threading.Thread(target=three, daemon=True)
+        side.start()
+    if wanted:
+        observed.update(run_cells(ex, wanted, str(network), work / RUN, result, say=say, report=report))
+    if side is not None:
+        side.join()
     for n, g in enumerate(ex.goals, 1):
         ok, details = goal(g, files, observed)
         result.items.append(Item("goal", n, g.words(), ok, details))

@@ -97,6 +97,7 @@ def cmd_start(args) -> int:
         raise InputError([Problem("DIR", 0, "", f"{folder} is not empty; give a new folder")])
     folder.mkdir(parents=True, exist_ok=True)
     write_files(folder, ex.files("start"))
+    network = _network(ex, folder)
     shipped = ex.folder == (exercise.COURSE_DIR / ex.id).resolve()
     state = progress.State(exercise=ex.id, seed=args.seed, variant=ex.variant,
                            source=None if shipped else str(ex.folder))
@@ -105,6 +106,9 @@ def cmd_start(args) -> int:
                                     if args.seed is not None and ex.alternatives > 1 else ""))
     print(_task(ex))
     print(_files(ex, folder))
+    if network is not None:
+        print(f"the network with your files (made again by every check): {network}\n"
+              f"  try a cell yourself: ftlab run {network}/tls/pasv --verbose")
     print(f"\nthen: ftlab course check {folder}     (a hint: ftlab course hint {folder})")
     return 0
 
@@ -178,7 +182,7 @@ def cmd_status(args) -> int:
                                             f"{last['goals_met']}/{last['goals']} goals, "
                                             f"{last['constraints_met']}/{last['constraints']} constraints" if last else ""))
     print(f"solved: {'yes, ' + state.solved_at if state.solved else 'not yet'}")
-    return 0 if state.solved else 1
+    return 0
 
 
 def cmd_reset(args) -> int:
@@ -188,6 +192,7 @@ def cmd_reset(args) -> int:
     ex = exercise.load(state.exercise_ref, seed=state.seed)
     write_files(args.dir, ex.files("start"))
     checker.clean(args.dir)
+    _network(ex, args.dir)
     progress.save(args.dir, progress.State(exercise=state.exercise, seed=state.seed, variant=state.variant,
                                            source=state.source))
     print(f"{args.dir}: the starting files of {ex.id} are back; progress cleared")
@@ -224,6 +229,16 @@ def cmd_summary(args) -> int:
 def write_files(folder: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         (folder / name).write_text(text)
+
+
+def _network(ex, folder: Path) -> Path | None:
+    """The network of the files in `folder` (DIR/.course/network.yaml), for the student's own runs."""
+    from lab.course import workspace
+
+    try:
+        return workspace.compose(ex, workspace.read(ex, folder), folder / workspace.WORK)
+    except InputError:
+        return None
 
 
 def _task(ex) -> str:

@@ -21,6 +21,13 @@ from lab.matrix import predict, scenario, targets
 from lab.matrix.recommend import recommend
 
 
+class _Dumper(yaml.SafeDumper):
+    """Text of several lines as a literal block (as an instructor writes a task)."""
+
+
+_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+
+
 def _ftpdata(statements: dict) -> str:
     lines = []
     for name, value in statements.items():
@@ -71,7 +78,7 @@ def new(topology: str, folder: Path) -> Path:
         "schema": "ftlab.exercise/1", "id": ex_id, "order": 100,
         "title": f"Secure FTP through {model.name}",
         "picture": picture,
-        "task": f"{model.description}.\n\nFind a way of doing FTP that gets through with the control channel "
+        "task": f"{model.description}.\n\nFind a way of doing FTP that gets through with the control channel\n"
                 f"encrypted, and write it into method.yaml.\n",
         "editable": [{"file": "method.yaml", "kind": "method", "about": "method: <security>/<data>"},
                      {"file": "server.ftpdata", "kind": "server-ftpdata"},
@@ -82,5 +89,5 @@ def new(topology: str, folder: Path) -> Path:
     }
     path = folder / "exercise.yaml"
     path.write_text("# a skeleton made by `ftlab course new`: finish the task, goals and hints\n"
-                    + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True))
+                    + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True))
     return path
