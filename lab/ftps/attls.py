@@ -366,6 +366,8 @@ class Mapping:
     application_controlled: bool = False
     secondary_map: bool = False
     handshake_timeout: int = 10
+    keyring_line: int = field(default=0, compare=False)     # where the policy names them (check_files)
+    label_line: int = field(default=0, compare=False)
 
     def unusable_for_ftp(self) -> str | None:
         """Why FTP cannot use this mapping to start TLS (None: it can)."""
@@ -569,7 +571,9 @@ def _merge(rule: str, where: str, env: _Stmt, conn: _Stmt | None, named, parser:
     """Environment action, overridden by the connection action where that one says something."""
     if "HANDSHAKEROLE" not in env.params:
         parser.problem(env.line, env.name, "TTLSEnvironmentAction needs HandshakeRole")
-    keyring = _param(_resolve(env, "TTLSKEYRINGPARMS", named, parser), "KEYRING")
+    ring_stmt = _resolve(env, "TTLSKEYRINGPARMS", named, parser)
+    keyring = _param(ring_stmt, "KEYRING")
+    keyring_line = ring_stmt.params["KEYRING"][0] if keyring else 0
     if keyring and base is not None and keyring != "*AUTH*/*" and not Path(keyring).is_absolute():
         keyring = str(base / keyring)
     env_adv = _resolve(env, "TTLSENVIRONMENTADVANCEDPARMS", named, parser)
@@ -588,10 +592,38 @@ def _merge(rule: str, where: str, env: _Stmt, conn: _Stmt | None, named, parser:
     if ciphers is not None:
         suites = tuple(_param(ciphers, "V3CIPHERSUITES", []) or []) + \
             tuple(_param(ciphers, "V3CIPHERSUITES4CHAR", []) or [])
+        if versions and (why := _no_usable_cipher(versions, suites)):
+            key = next(k for k in ("V3CIPHERSUITES", "V3CIPHERSUITES4CHAR", "") if k in ciphers.params or not k)
+            line, word = (ciphers.params[key][0], ciphers.params[key][2]) if key else (ciphers.line, ciphers.name)
+            parser.problem(line, word, why)
+    label_stmt = next((a for a in (conn_adv, env_adv) if a is not None and "CERTIFICATELABEL" in a.params), None)
     return Mapping(rule, where, True, role=_param(conn, "HANDSHAKEROLE", _param(env, "HANDSHAKEROLE", "server")),
                    keyring=keyring, certificate_label=adv("CERTIFICATELABEL", None), versions=versions,
                    ciphers=suites, application_controlled=adv("APPLICATIONCONTROLLED", False),
-                   secondary_map=adv("SECONDARYMAP", False), handshake_timeout=adv("HANDSHAKETIMEOUT", 10))
+                   secondary_map=adv("SECONDARYMAP", False), handshake_timeout=adv("HANDSHAKETIMEOUT", 10),
+                   keyring_line=keyring_line,
+                   label_line=label_stmt.params["CERTIFICATELABEL"][0] if label_stmt is not None else 0)
+
+
+def _no_usable_cipher(versions: tuple[str, ...], suites: tuple[str, ...]) -> str | None:
+    """Why no cipher suite of the policy can be used with the TLS versions it turns on (None: one can)."""
+    if not suites:
+        return None
+    tls13 = [c for c in suites if c in TLS13_SUITES]
+    older = [c for c in suites if c not in TLS13_SUITES]
+    if ("TLSV1.3" in versions and tls13) or ("TLSV1.2" in versions and older):
+        return None
+    on = " and ".join(v.replace("TLSV", "TLSv") for v in versions)
+    if older:
+        return (f"no cipher suite is usable: only {on} is On, and every suite named is a TLS 1.2 one "
+                f"({', '.join(older)}); name a TLS 1.3 suite (1301, 1302, 1303) or code TLSv1.2 On")
+    return (f"no cipher suite is usable: only {on} is On, and every suite named is a TLS 1.3 one "
+            f"({', '.join(tls13)}); name a TLS 1.2 suite or code TLSv1.3 On")
+
+
+#: OpenSSL's names of the TLS 1.3 suites (RFC 8446; the IANA names, 1301-1305)
+TLS13_SUITES = frozenset(("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
+                          "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"))
 
 
 # -- TLS contexts for mappings --------------------------------------------------------------------
@@ -630,3 +662,67 @@ class Contexts:
                                      max_version=high, min_version=low)
         self._made[mapping] = ctx
         return ctx
+
+
+# -- the files a policy names, read at start ------------------------------------------------------
+
+def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
+    """Every file the policy's enabled rules name, read now and not at the first handshake: each
+    Keyring (a PEM bundle or a folder of PEM files; `*AUTH*/*` = the --ca file), each
+    CertificateLabel's pair (LABEL.pem and LABEL.key in the Keyring folder), a server role's
+    certificate; then each mapping's TLS context made as a handshake would make it. All problems
+    at once, as `policy:line: statement: problem` (InputError); cert/key/ca: the command line's."""
+    from lab.ftps import pki
+
+    problems: dict[tuple[int, str, str], None] = {}
+
+    def problem(line: int, what: str, message: str) -> None:
+        problems[(line, what, message)] = None
+
+    def refused(exc: InputError) -> str:
+        return "; ".join(f"{p.file}: {p.message}" if p.file else p.message for p in exc.problems)
+
+    contexts = Contexts(cert, key, ca)
+    for rule in policy.rules:
+        m = rule.mapping
+        if not m.enabled:
+            continue
+        before = len(problems)
+        ring = m.keyring
+        if ring and ring.strip().upper() == "*AUTH*/*":
+            if ca is None and m.role != "server":
+                problem(m.keyring_line, "Keyring", "*AUTH*/* is the lab's CA: give it with --ca")
+        elif ring:
+            path = Path(ring)
+            files = sorted(f for f in path.iterdir() if f.suffix in (".pem", ".crt")) if path.is_dir() else [path]
+            if path.is_dir() and not files and not m.certificate_label:
+                problem(m.keyring_line, "Keyring", f"{ring}: a folder without a .pem or .crt file")
+            for f in files:
+                if path.is_dir() and m.certificate_label and f.name == f"{m.certificate_label}.pem":
+                    continue           # the endpoint's own certificate, checked with its key below
+                try:
+                    pki.load_certificates(f, "Keyring")
+                except InputError as exc:
+                    hint = "" if path.is_absolute() or path.exists() or "/" not in ring else \
+                        " (a z/OS key ring name? the lab reads a PEM file or a folder of PEM files)"
+                    problem(m.keyring_line, "Keyring", refused(exc) + hint)
+        if m.certificate_label:
+            folder = Path(ring or ".")
+            try:
+                pki.check_pair(folder / f"{m.certificate_label}.pem", folder / f"{m.certificate_label}.key",
+                               "CertificateLabel", "CertificateLabel")
+            except InputError as exc:
+                problem(m.label_line or rule.line, "CertificateLabel", refused(exc))
+        elif m.role != "client" and cert is None:
+            problem(rule.line, rule.name, f"HandshakeRole {'ServerWithClientAuth' if m.role != 'server' else 'Server'} "
+                                          f"needs a certificate: --cert/--key or CertificateLabel")
+        if len(problems) == before:
+            try:
+                contexts.get(m)
+            except tls.TLSSetupError as exc:
+                problem(rule.line, rule.name, f"{exc.path}: {exc.reason}")
+            except InputError as exc:
+                problem(rule.line, rule.name, refused(exc))
+    if problems:
+        raise InputError([Problem(policy.source, line, what, message)
+                          for line, what, message in sorted(problems, key=lambda p: p[0])])

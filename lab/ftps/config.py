@@ -509,3 +509,58 @@ def parse_ftpdata(path: str | Path, side: str = "server") -> ServerConfig | Clie
     if cfg.ATTLSPOLICY and not Path(cfg.ATTLSPOLICY).is_absolute():
         cfg = dataclasses.replace(cfg, ATTLSPOLICY=str(Path(path).parent / cfg.ATTLSPOLICY))
     return cfg
+
+
+def check_files(cfg: ServerConfig | ClientConfig, path: str | Path | None = None, cert=None, key=None,
+                ca=None) -> None:
+    """Every file the configuration names, read when it is loaded, not at the first session: the
+    KEYRING (a PEM bundle, a folder of PEM files, or *AUTH*/* = the --ca file) and, with
+    TLSMECHANISM ATTLS, the AT-TLS policy and every file its rules name (lab.ftps.attls.check_files).
+    All problems at once as `file:line: statement: problem` (InputError); `path` is the FTP.DATA
+    file the configuration was read from (its lines are named), cert/key/ca the command line's."""
+    from lab.ftps import attls, pki, tls
+
+    lines = _statement_lines(read_input(path, "FTP.DATA file")) if path is not None else {}
+    source = str(path) if path is not None else "<settings>"
+    problems: list[Problem] = []
+    if cfg.TLSMECHANISM == "ATTLS":
+        if not cfg.ATTLSPOLICY:
+            problems.append(Problem(source, lines.get("TLSMECHANISM", 0), "TLSMECHANISM",
+                                    "TLSMECHANISM ATTLS needs ATTLSPOLICY (the AT-TLS policy file)"))
+        else:
+            try:
+                attls.check_files(attls.load_policy(cfg.ATTLSPOLICY), cert, key, ca)
+            except InputError as exc:
+                problems += [p if p.line else Problem(source, lines.get("ATTLSPOLICY", 0), "ATTLSPOLICY",
+                                                      f"{p.file}: {p.message}") for p in exc.problems]
+    elif cfg.KEYRING:
+        try:
+            files = tls.keyring_files(cfg.KEYRING, ca)
+        except OSError as exc:
+            files = []
+            problems.append(Problem(source, lines.get("KEYRING", 0), "KEYRING", f"{cfg.KEYRING}: {exc.strerror}"))
+        if not files and not problems and Path(cfg.KEYRING).is_dir():
+            problems.append(Problem(source, lines.get("KEYRING", 0), "KEYRING",
+                                    f"{cfg.KEYRING}: a folder without a .pem or .crt file"))
+        for f in files:
+            try:
+                pki.load_certificates(f, "KEYRING")
+            except InputError as exc:
+                what = "--ca" if ca is not None and Path(f) == Path(ca) else "KEYRING"
+                hint = " (a z/OS key ring name? the lab reads a PEM file or a folder of PEM files)" \
+                    if what == "KEYRING" and not Path(cfg.KEYRING).exists() and "/" in cfg.KEYRING else ""
+                problems += [Problem(source if what == "KEYRING" else "<command line>",
+                                     lines.get("KEYRING", 0) if what == "KEYRING" else 0, what,
+                                     f"{p.file}: {p.message}{hint}") for p in exc.problems]
+    if problems:
+        raise InputError(problems)
+
+
+def _statement_lines(text: str) -> dict[str, int]:
+    """Statement name -> the line it is first given on (FTP.DATA syntax, as parse_ftpdata_text reads it)."""
+    found: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(";", 1)[0].strip()
+        if line:
+            found.setdefault(_BLANKS.sub(" ", line, count=1).partition(" ")[0].upper(), lineno)
+    return found
