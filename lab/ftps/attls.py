@@ -453,7 +453,9 @@ def parse_policy(text: str, source: str = "<policy>", base: Path | None = None) 
         _check_values(s, parser)
     rules = [r for s in stmts if s.kind == "TTLSRULE" and (r := _rule(s, named, parser, base))]
     if parser.problems:
-        raise InputError(sorted(parser.problems, key=lambda p: p.line))
+        # once each: rules that share an action meet its problems once per rule
+        unique = {(p.line, p.field, p.message): p for p in parser.problems}
+        raise InputError(sorted(unique.values(), key=lambda p: p.line))
     # Policy Agent order: highest Priority first, then rule names alphabetically.
     rules.sort(key=lambda r: (-r.priority, r.name))
     return Policy(source, rules, parser.ignored)
@@ -675,9 +677,11 @@ def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
     from lab.ftps import pki
 
     problems: dict[tuple[int, str, str], None] = {}
+    mine: list[str] = []                 # this rule's
 
     def problem(line: int, what: str, message: str) -> None:
         problems[(line, what, message)] = None
+        mine.append(message)
 
     def refused(exc: InputError) -> str:
         return "; ".join(f"{p.file}: {p.message}" if p.file else p.message for p in exc.problems)
@@ -687,7 +691,7 @@ def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
         m = rule.mapping
         if not m.enabled:
             continue
-        before = len(problems)
+        mine.clear()
         ring = m.keyring
         if ring and ring.strip().upper() == "*AUTH*/*":
             if ca is None and m.role != "server":
@@ -716,7 +720,7 @@ def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
         elif m.role != "client" and cert is None:
             problem(rule.line, rule.name, f"HandshakeRole {'ServerWithClientAuth' if m.role != 'server' else 'Server'} "
                                           f"needs a certificate: --cert/--key or CertificateLabel")
-        if len(problems) == before:
+        if not mine:
             try:
                 contexts.get(m)
             except tls.TLSSetupError as exc:

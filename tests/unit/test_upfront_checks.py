@@ -183,3 +183,18 @@ def test_ftlab_server_exits_2_on_a_policy_without_a_usable_cipher(tmp_path, issu
                  "--cert", str(server.cert), "--key", str(server.key), "--ftpdata", str(data)])
     assert code == 2
     assert f"{path}:27: V3CipherSuites4Char: no cipher suite is usable" in capsys.readouterr().err
+
+
+def test_a_keyring_two_rules_share_is_named_once(tmp_path, issued):
+    _, server = issued
+    (tmp_path / "ring.txt").write_text("FTPD/FTPRING\n")
+    text = (EXAMPLES / "server.policy").read_text()
+    path = tmp_path / "server.policy"
+    path.write_text(text.replace("Keyring *AUTH*/*", f"Keyring {tmp_path / 'ring.txt'}"))
+    with pytest.raises(InputError) as info:
+        attls.check_files(attls.load_policy(path), server.cert, server.key)
+    assert len(info.value.problems) == 1 and info.value.problems[0].field == "Keyring"
+    path.write_text(text.replace("TLSv1.2 On", "TLSv1.2 Off").replace("TLSv1.3 Off", "TLSv1.3 On"))
+    with pytest.raises(InputError) as info:
+        attls.load_policy(path)
+    assert [p.field for p in info.value.problems] == ["V3CipherSuites4Char"]
