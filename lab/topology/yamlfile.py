@@ -61,6 +61,7 @@ class _LineLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.key_problems: list[tuple[int, str]] = []
         self.depth = 0
+        self.merged: dict[int, int] = {}     # id of a mapping node -> pairs merged into it (_flatten)
 
     def compose_node(self, parent, index):
         # The composer recurses once per level: refuse a deep file before Python's stack does.
@@ -89,8 +90,13 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode):
     data.key_lines = {}
     data.raw = {}
     yield data
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
+    # Merge keys (`<<: *anchor`, `<<: [*a, *b]`): the merged pairs come first, then the mapping's
+    # own. A merged key is a default that the mapping's own key overrides, and of two merged mappings
+    # the first wins (YAML's merge rule; the pairs come last-first): neither is a duplicate. Two own
+    # keys are.
+    merged = _flatten(loader, node)
+    own_keys: set = set()
+    for n, (key_node, value_node) in enumerate(node.value):
         line = key_node.start_mark.line + 1
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -98,12 +104,36 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode):
         except TypeError:
             loader.key_problems.append((line, "a key must be a plain name"))
             continue
-        if key in data:
-            loader.key_problems.append((line, f"duplicate key {show(key)} (first at line {data.key_lines[key]})"))
+        if n >= merged:
+            if key in own_keys:
+                loader.key_problems.append((line, f"duplicate key {show(key)} (first at line {data.key_lines[key]})"))
+            own_keys.add(key)
         data[key] = loader.construct_object(value_node, deep=True)
         data.key_lines[key] = line
         if isinstance(value_node, yaml.ScalarNode):
             data.raw[key] = value_node.value
+
+
+MERGE = "tag:yaml.org,2002:merge"
+
+
+def _flatten(loader: _LineLoader, node: yaml.MappingNode) -> int:
+    """Flatten the node's merge keys (PyYAML's flatten_mapping), the merged mappings' own first, so
+    that each mapping's own keys are counted before anything is merged into it; how many pairs at
+    the start of node.value were merged in."""
+    if id(node) in loader.merged:
+        return loader.merged[id(node)]
+    loader.merged[id(node)] = 0          # a mapping that merges itself: nothing more to count
+    for key_node, value_node in node.value:
+        if key_node.tag == MERGE:
+            subs = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for sub in subs:
+                if isinstance(sub, yaml.MappingNode):
+                    _flatten(loader, sub)
+    own = sum(1 for key_node, _ in node.value if key_node.tag != MERGE)
+    loader.flatten_mapping(node)
+    loader.merged[id(node)] = len(node.value) - own
+    return loader.merged[id(node)]
 
 
 def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode):
