@@ -358,7 +358,9 @@ def _client(args: argparse.Namespace) -> int:
                 # /dev/null: discard in memory and hash on the fly (hashing the file after would
                 # give the SHA-256 of nothing)
                 local = None if str(out) == os.devnull else ("-" if str(out) == "-" else out)
-                result = client.get(target.path, local, ascii=args.ascii)
+                # `-o -`: stdout may be a pipe or a file (`> file`); hashed on the fly either way (a
+                # file named "-" is not there to hash after)
+                result = client.get(target.path, local, ascii=args.ascii, hash_inline=True if local == "-" else None)
             elif args.op == "put":
                 dest = target.path if target.path and not target.path.endswith("/") else target.path + args.file.name
                 result = client.put(args.file, dest, ascii=args.ascii)
