@@ -1,0 +1,59 @@
+"""Every exercise of the course, with real cells: its starting files fail the check (exit 1) and its
+reference solution passes (exit 0). The two checks of an exercise run at once (each in sandboxes
+of its own), with only the cells the exercise's goals name and no throughput phase."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab.course import exercise, progress
+
+FTLAB = [sys.executable, "-m", "lab.cli", "course"]
+
+
+@pytest.mark.network
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", exercise.ids())
+def test_unsolved_fails_and_the_reference_passes(name, tmp_path):
+    folder = tmp_path / "student"
+    started = subprocess.run([*FTLAB, "start", name, str(folder)], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    t0 = time.monotonic()
+    unsolved = subprocess.Popen([*FTLAB, "check", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    reference = subprocess.Popen([*FTLAB, "check", "--reference", name], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    out_ref, _ = reference.communicate(timeout=170)
+    out_unsolved, _ = unsolved.communicate(timeout=170)
+    took = time.monotonic() - t0
+    assert reference.returncode == 0, out_ref
+    assert "solved: " in out_ref and "FAIL" not in out_ref
+    assert unsolved.returncode == 1, out_unsolved
+    # it fails for real: graded goals (no problem with the files), at least one explained failure
+    assert "FAIL goal" in out_unsolved and "problem(s)" not in out_unsolved, out_unsolved
+    assert "not solved: " in out_unsolved
+    st = progress.load(folder)
+    assert len(st.checks) == 1 and not st.solved and st.checks[0]["failed"]
+    print(f"{name}: both checks in {took:.1f} s")
+
+
+@pytest.mark.network
+@pytest.mark.timeout(120)
+def test_a_failing_cell_is_explained_with_the_device_packet_and_rule(tmp_path):
+    folder = tmp_path / "student"
+    subprocess.run([*FTLAB, "start", "repair-ruleset", str(folder)], check=True, capture_output=True, timeout=60)
+    done = subprocess.run([*FTLAB, "check", str(folder)], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    at = lines.index("  FAIL goal 1: tls/epsv passes")
+    observed = lines[at + 1]
+    # the device, the packet (a SYN to the passive range) and the rule of the student's file, by line
+    assert observed.startswith("       observed: fail at data-connect by fw: fw dropped tcp 198.51.100.10:"), observed
+    assert "-> 10.1.1.10:600" in observed and "[S]" in observed
+    assert f"dropped by {folder / 'fw.rules'}:".replace(str(folder) + "/", "") in observed or "fw.rules:" in observed
+    implicit = lines[lines.index("  FAIL goal 2: implicit/epsv passes") + 1]
+    assert "fail at connect by fw" in implicit and ":990 [S]" in implicit
