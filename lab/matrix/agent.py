@@ -9,7 +9,10 @@ no TLS session, no statement. It also runs the throughput phase's timed transfer
 Protocol, one JSON object per line (the worker is the only peer):
 
     stdin  {"cell": ["ftp://...", "--json", ..., "get", "-o", OUT]}   `ftlab client ARGS`
-    stdout {"rc": 0, "stdout": "<what the command printed>", "stderr": "..."}
+    stdout {"rc": 0, "stdout": "<what the command printed>", "stderr": "...",
+            "conns": [{"op": "connect"|"accept"|"listen", "local": [ip, port], "remote": [ip, port]|null,
+                       "ok": bool, "ts": unix time}, ...]}
+           (the TCP connections the command made, as the client saw them: the cell's 5-tuples)
     stdin  {"measure": {"url": ..., "security": ..., "data": ..., "ftpdata": FILE, "ca": FILE,
                         "password": ..., "path": ..., "seconds": S}}
     stdout {"bytes": N, "seconds": S, "transfers": K} or {"error": "..."}
@@ -32,6 +35,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,9 +69,71 @@ def _client_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConnRecorder:
+    """The TCP connections made in this process while it is active, as the client sees them: each
+    connect (also one that failed: its local port was bound and its SYN was sent), accept and
+    listen, with both ends. lab.ftps knows nothing of the lab; the agent, which runs it, watches
+    its sockets, so a cell's evidence can be selected by its own 5-tuples (lab.report.wire)."""
+
+    def __init__(self) -> None:
+        self.conns: list[dict] = []
+        self._lock = threading.Lock()
+        self._saved: dict = {}
+
+    @staticmethod
+    def _end(addr) -> list | None:
+        return [str(addr[0]), int(addr[1])] if isinstance(addr, tuple) and len(addr) >= 2 else None
+
+    def _note(self, op: str, sock: socket.socket, remote, ok: bool) -> None:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        try:
+            local = self._end(sock.getsockname())
+        except OSError:
+            local = None
+        with self._lock:
+            self.conns.append({"op": op, "local": local, "remote": self._end(remote), "ok": ok,
+                               "ts": round(time.time(), 6)})
+
+    def __enter__(self) -> ConnRecorder:
+        cls, rec = socket.socket, self
+        self._saved = {name: getattr(cls, name) for name in ("connect", "connect_ex", "accept", "listen")}
+        connect, connect_ex, accept, listen = (self._saved[n] for n in ("connect", "connect_ex", "accept", "listen"))
+
+        def rec_connect(sock, address):
+            try:
+                connect(sock, address)
+            except BaseException:
+                rec._note("connect", sock, address, False)
+                raise
+            rec._note("connect", sock, address, True)
+
+        def rec_connect_ex(sock, address):
+            code = connect_ex(sock, address)
+            rec._note("connect", sock, address, code == 0)
+            return code
+
+        def rec_accept(sock):
+            conn, addr = accept(sock)
+            rec._note("accept", conn, addr, True)
+            return conn, addr
+
+        def rec_listen(sock, *backlog):
+            listen(sock, *backlog)
+            rec._note("listen", sock, None, True)
+
+        cls.connect, cls.connect_ex, cls.accept, cls.listen = rec_connect, rec_connect_ex, rec_accept, rec_listen
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, fn in self._saved.items():
+            setattr(socket.socket, name, fn)
+
+
 def _run_cell(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    recorder = ConnRecorder()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), recorder:
         try:
             args = parser.parse_args(["client", *argv])
             rc = int(args.func(args) or 0)
@@ -76,7 +142,7 @@ def _run_cell(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
         except Exception as exc:             # noqa: BLE001 - reported as the command's own failure
             print(f"ftlab client: {type(exc).__name__}: {exc}", file=sys.stderr)
             rc = 3
-    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "conns": recorder.conns}
 
 
 _sessions: dict[str, object] = {}     # measure's sessions, kept from one round to the next

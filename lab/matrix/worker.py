@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -192,6 +193,7 @@ class ClientRun:
     killed_on_drop: bool
     timed_out: bool
     events: list[dict]
+    conns: list[dict] = field(default_factory=list)    # the client's TCP connections (the agent's record)
 
 
 def dial_address(topology, spec: scenario.CellSpec):
@@ -259,8 +261,10 @@ def watch_agent(agent: Agent, argv: list[str], watch: DropWatch, g: Group) -> Cl
         elif aborted_at is not None and now - aborted_at > AGENT_ABORT_WAIT:
             agent.stop()          # it did not answer its abort: the next cell gets a new agent
             break
-    return _ended(watch, reply.get("rc") if reply else None, (reply or {}).get("stdout", ""),
-                  (reply or {}).get("stderr", ""), t0, killed_on_drop, timed_out)
+    run = _ended(watch, reply.get("rc") if reply else None, (reply or {}).get("stdout", ""),
+                 (reply or {}).get("stderr", ""), t0, killed_on_drop, timed_out)
+    run.conns = list((reply or {}).get("conns") or [])
+    return run
 
 
 def watch_client(proc: subprocess.Popen, watch: DropWatch, g: Group) -> ClientRun:
@@ -346,9 +350,158 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
                       expected_sha256=sha, killed_on_drop=run.killed_on_drop, timed_out=run.timed_out,
                       stderr=run.stderr[-2000:], control_address=str(dial_address(topology, spec)),
                       server_node=topology.ftp.server)
+    server_lines = read_from(server_log, log_offset)
     transcript = [f"client {x}" for x in (client or {}).get("transcript", [])]
-    transcript += [f"server {x}" for x in read_from(server_log, log_offset)[-60:]]
-    return obs, {"duration": run.duration, "ended": round(run.ended, 3), "transcript": transcript}
+    transcript += [f"server {x}" for x in server_lines[-60:]]
+    conns = cell_connections(run.conns, server_lines, topology, cell, spec)
+    return obs, {"duration": run.duration, "ended": round(run.ended, 3), "transcript": transcript,
+                 "connections": conns}
+
+
+# -- the cell's own connections -----------------------------------------------------------------------
+
+_SESSION_LINE = re.compile(r"\[(\d+) (\S+)\] (.*)$")
+
+
+def _ep(host: str | None, port: int | None) -> list | None:
+    return None if host is None else [host, port]
+
+
+def _peer(text: str) -> list | None:
+    host, _, port = text.rpartition(":")
+    return [host.strip("[]"), int(port)] if host and port.isdigit() else None
+
+
+def server_sessions(lines: list[str]) -> dict[int, dict]:
+    """The server log's sessions in a cell's lines: {session: {"peer": [ip, port], "passive":
+    [the data ends its 227/229 replies announced], "active": [the ends PORT/EPRT named]}}."""
+    from lab.ftps import grammar
+
+    out: dict[int, dict] = {}
+    for line in lines:
+        m = _SESSION_LINE.search(line)
+        if not m or m.group(1) == "0":
+            continue
+        s = out.setdefault(int(m.group(1)), {"peer": _peer(m.group(2)), "passive": [], "active": []})
+        text = m.group(3)
+        try:
+            if text.startswith("< 227"):
+                hp = grammar.parse_227(text[2:])
+                s["passive"].append([hp.host, hp.port])
+            elif text.startswith("< 229"):
+                s["passive"].append([None, grammar.parse_229(text[2:])])
+            elif text[:7].upper() in ("> PORT ", "> EPRT "):
+                parse = grammar.parse_port_args if text[2:6].upper() == "PORT" else grammar.parse_eprt_args
+                hp = parse(text[7:])
+                s["active"].append([hp.host, hp.port])
+        except grammar.GrammarError:
+            continue
+    return out
+
+
+def cell_connections(conns: list[dict], server_lines: list[str], topology, cell: scenario.Cell,
+                     spec: scenario.CellSpec) -> list[dict]:
+    """The cell's own TCP connections, each as the client saw it (`client_view`: its own end
+    `local`, the server's end `remote`; from the agent's record of the built-in client) and, where
+    the server's log says it, as the server saw it (`server_view`: its own end `local`, the
+    client's end `remote`). A capture on the path sees one of these views (or, between two NATs,
+    one end of each): lab.report.wire selects the cell's packets by them.
+
+    The server logs its sessions' peers and the data ends it announced (227, 229) or was given
+    (PORT, EPRT), not a data connection's client port: the client's port is taken as kept by
+    a source NAT (Linux keeps it when it is free), so only that part is an assumption."""
+    implicit = cell.security.startswith("implicit")
+    control_port = topology.ftp.implicit_port if implicit else topology.ftp.control_port
+    version = dial_address(topology, spec).version
+    node = topology.nodes.get(topology.ftp.server)
+    own = next((a for i in (node.interfaces if node else []) if (a := i.of(version)) is not None), None)
+    server_ip = str(own.ip) if own is not None else None
+    sessions = server_sessions(server_lines)
+    out: list[dict] = []
+    control = next((c for c in conns if c.get("op") == "connect" and (c.get("remote") or [None, None])[1] == control_port),
+                   None)
+    session = None
+    if control is not None:
+        port = (control.get("local") or [None, None])[1]
+        session = next((s for s in sessions.values() if (s["peer"] or [None, None])[1] == port), None)
+    elif sessions:
+        session = next(iter(sessions.values()))
+    if control is not None or session is not None:
+        out.append({"role": "control", "opened_by": "client",
+                    "client_view": {"local": control.get("local"), "remote": control.get("remote"),
+                                    "ok": control.get("ok")} if control else None,
+                    "server_view": {"local": _ep(server_ip, control_port), "remote": session["peer"]}
+                    if session else None})
+    peer_ip = (session or {}).get("peer", [None])[0] if session else None
+    passive = list((session or {}).get("passive", []))
+    active = list((session or {}).get("active", []))
+    listeners = {}
+    for c in conns:
+        if c is control:
+            continue
+        local = c.get("local") or [None, None]
+        if c.get("op") == "connect":
+            sv = passive.pop(0) if passive else None
+            out.append({"role": "data", "opened_by": "client",
+                        "client_view": {"local": c.get("local"), "remote": c.get("remote"), "ok": c.get("ok")},
+                        "server_view": {"local": [sv[0] or server_ip, sv[1]], "remote": _ep(peer_ip, local[1])}
+                        if sv else None})
+        elif c.get("op") == "listen":
+            sv = active.pop(0) if active else None
+            rec = {"role": "data", "opened_by": "server",
+                   # the server's end as the client will see it: the address it dialed, any port
+                   "client_view": {"local": c.get("local"), "ok": False,
+                                   "remote": _ep((control or {}).get("remote", [None])[0], None)},
+                   "server_view": {"local": _ep(server_ip, None), "remote": sv} if sv else None}
+            listeners[local[1]] = rec
+            out.append(rec)
+        elif c.get("op") == "accept":
+            rec = listeners.get(local[1])
+            if rec is None:
+                rec = {"role": "data", "opened_by": "server", "client_view": {}, "server_view": None}
+                out.append(rec)
+            rec["client_view"] = {"local": c.get("local"), "remote": c.get("remote"), "ok": True}
+            if rec["server_view"] is not None and c.get("remote"):
+                rec["server_view"]["local"] = _ep(server_ip, c["remote"][1])
+    if not conns:          # curl, lftp: the server's view alone
+        for sv in passive:
+            out.append({"role": "data", "opened_by": "client", "client_view": None,
+                        "server_view": {"local": [sv[0] or server_ip, sv[1]], "remote": _ep(peer_ip, None)}})
+        for sv in active:
+            out.append({"role": "data", "opened_by": "server", "client_view": None,
+                        "server_view": {"local": _ep(server_ip, None), "remote": sv}})
+    cnode = topology.nodes.get(topology.ftp.client)
+    mine = next((str(a.ip) for i in (cnode.interfaces if cnode else []) if (a := i.of(version)) is not None), None)
+    _add_path_views(out, nat_addresses(topology, version), mine)
+    return out
+
+
+def nat_addresses(topology, version: int) -> list[str]:
+    """The addresses the NAT devices on the path translate to (their outside interface's, their
+    1:1 and forward addresses), of one IP version."""
+    found = []
+    for node in topology.devices_on_path():
+        if node.nat is None:
+            continue
+        found += [str(a.ip) for i in node.interfaces if i.name == node.nat.outside and (a := i.of(version))]
+        found += [str(a) for a in node.nat.public_addresses() if a.version == version]
+    return list(dict.fromkeys(found))
+
+
+def _add_path_views(conns: list[dict], addresses: list[str], client_ip: str | None = None) -> None:
+    """`path_views`: a connection's ends as a capture between two NATs sees them - each NAT's
+    address with the connection's port, as NATs keep the port when it is free (an assumption:
+    the only views the ends cannot report) - and, for a client the agent does not run (curl,
+    lftp), the client's own address with that port."""
+    for c in conns:
+        cv, sv = c.get("client_view") or {}, c.get("server_view") or {}
+        cport = next((e[1] for e in (cv.get("local"), sv.get("remote")) if e and e[1] is not None), None)
+        sport = next((e[1] for e in (cv.get("remote"), sv.get("local")) if e and e[1] is not None), None)
+        ends = addresses + ([client_ip] if client_ip and not cv.get("local") else [])
+        views = {"client": [[a, cport] for a in ends] if cport else [],
+                 "server": [[a, sport] for a in addresses] if sport else []}
+        if views["client"] or views["server"]:
+            c["path_views"] = views
 
 
 # -- the group ---------------------------------------------------------------------------------------
@@ -384,7 +537,7 @@ class Judge:
             sha256_ok=(c.get("sha256") == self.sha) if c.get("sha256") else None,
             duration_s=side["duration"], ended=side["ended"],
             drop=v.drop, events=obs.events[:200], transcript=side["transcript"],
-            firewall_saw=firewall_saw(obs.events), pcaps=[])
+            firewall_saw=firewall_saw(obs.events), pcaps=[], connections=side.get("connections", []))
         if v.drop and v.drop.get("ts"):
             # how long the cell went on after the drop that decided it
             entry["drop_to_end_s"] = round(side["ended"] - float(v.drop["ts"]), 3)
@@ -412,7 +565,8 @@ def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: G
         seen = verdict(obs)
         return judge.lab_error(cell, spec, f"during the cell: {fault} (the client saw: {seen.outcome}: "
                                            f"{seen.reason})", duration=side["duration"], ended=side["ended"],
-                               events=obs.events[:200], transcript=side["transcript"], pcaps=[]), fault
+                               events=obs.events[:200], transcript=side["transcript"], pcaps=[],
+                               connections=side.get("connections", [])), fault
     return judge.observed(cell, spec, obs, side), None
 
 

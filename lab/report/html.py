@@ -21,6 +21,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from lab.report import wire
 from lab.report.claims import check
 from lab.report.grid import column_of, row_of, rows_and_columns
 from lab.report.results import baseline_changes, counts, prediction_source, predicts, shipped_only
@@ -109,6 +110,19 @@ def throughput_table(info: dict) -> dict | None:
     return {"rows": rows, "method": t.get("method"), "errors": t.get("errors") or {}}
 
 
+def conn_view(view: dict | None, first: str, second: str) -> str:
+    """One view of a recorded connection, `a:p -> b:q` (`?` where that side does not know it)."""
+    if not isinstance(view, dict):
+        return "?"
+
+    def end(e) -> str:
+        if not isinstance(e, list) or len(e) != 2 or e[0] is None:
+            return "?"
+        port = "*" if e[1] is None else e[1]
+        return f"[{e[0]}]:{port}" if ":" in str(e[0]) else f"{e[0]}:{port}"
+    return f"{end(view.get(first))} -> {end(view.get(second))}"
+
+
 def event_fields(ev: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in ev.items() if k not in ("ts", "device", "type"))
 
@@ -158,7 +172,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(anchor=anchor, symbol=lambda outcome: SYMBOL.get(outcome, "?"), fields=cell_fields,
-                       event_fields=event_fields, pcaps=pcaps)
+                       event_fields=event_fields, pcaps=pcaps, mask=wire.mask, view=conn_view)
     return env
 
 

@@ -99,3 +99,79 @@ def test_v6_cells_get_the_diagram_of_the_v6_plan():
     page = html.render(doc)
     assert info["diagram_v6"] in page and info["diagram"] in page
     assert "IPv6 plan: the +v6 cells" in page and results.validate(doc) == []
+
+
+# -- recording a cell's own connections -----------------------------------------------------------
+
+def test_the_agent_records_the_connections_its_client_makes():
+    import socket
+
+    from lab.matrix.agent import ConnRecorder
+
+    server = socket.create_server(("127.0.0.1", 0))      # the kernel completes handshakes in its backlog
+    port = server.getsockname()[1]
+    with ConnRecorder() as rec:
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+        closed.close()
+        try:
+            socket.create_connection(("127.0.0.1", dead), timeout=2)
+        except OSError:
+            pass
+    after = socket.create_connection(("127.0.0.1", port), timeout=5)      # not recorded: outside the cell
+    ops = [(x["op"], x["ok"]) for x in rec.conns]
+    assert ops == [("connect", True), ("listen", True), ("connect", False)]
+    assert rec.conns[0]["local"] == list(c.getsockname()) and rec.conns[0]["remote"] == ["127.0.0.1", port]
+    assert rec.conns[1]["local"] == list(lsock.getsockname()) and rec.conns[1]["remote"] is None
+    assert rec.conns[2]["remote"] == ["127.0.0.1", dead]
+    for s in (c, lsock, after, server):
+        s.close()
+
+
+SERVER_LOG = """\
+2026-12-07T23:25:32.897Z [1 198.51.100.1:52176] < 220 ready.
+2026-12-07T23:25:32.899Z [1 198.51.100.1:52176] > PASS ****
+2026-12-07T23:25:32.900Z [1 198.51.100.1:52176] < 227 Entering Passive Mode (203,0,113,10,234,235)
+2026-12-07T23:25:32.901Z [1 198.51.100.1:52176] > PORT 198,51,100,1,143,225
+2026-12-07T23:25:32.902Z [2 198.51.100.1:52200] < 220 ready.
+""".splitlines()
+
+
+def test_cell_connections_join_the_clients_and_the_servers_views():
+    from lab.matrix import scenario, worker
+
+    model = loader.load("client-nat")
+    cell = scenario.Cell("client-nat", "plain", "pasv")
+    conns = [{"op": "connect", "local": ["192.168.1.10", 52176], "remote": ["203.0.113.10", 21], "ok": True},
+             {"op": "connect", "local": ["192.168.1.10", 41000], "remote": ["203.0.113.10", 60139], "ok": True},
+             {"op": "listen", "local": ["192.168.1.10", 36833], "remote": None, "ok": True},
+             {"op": "accept", "local": ["192.168.1.10", 36833], "remote": ["203.0.113.10", 20], "ok": True}]
+    out = worker.cell_connections(conns, SERVER_LOG, model, cell, S.spec(cell))
+    control, passive, active = out
+    assert control["role"] == "control"
+    assert control["server_view"] == {"local": ["203.0.113.10", 21], "remote": ["198.51.100.1", 52176]}
+    assert passive["opened_by"] == "client" and passive["server_view"]["local"] == ["203.0.113.10", 60139]
+    assert passive["server_view"]["remote"] == ["198.51.100.1", 41000]
+    assert active["opened_by"] == "server" and active["client_view"]["remote"] == ["203.0.113.10", 20]
+    assert active["server_view"] == {"local": ["203.0.113.10", 20], "remote": ["198.51.100.1", 36833]}
+    assert ["198.51.100.1", 52176] in control["path_views"]["client"]
+    doc = make_doc([cell])
+    doc["scenarios"][0]["connections"] = out
+    assert results.validate(doc) == []
+
+
+def test_a_client_the_agent_does_not_run_gets_the_servers_view():
+    from lab.matrix import scenario, worker
+
+    model = loader.load("client-nat")
+    cell = scenario.Cell("client-nat", "plain", "pasv")
+    out = worker.cell_connections([], SERVER_LOG[:3], model, cell, S.spec(cell))
+    assert [c["role"] for c in out] == ["control", "data"]
+    assert out[0]["client_view"] is None and out[0]["server_view"]["remote"] == ["198.51.100.1", 52176]
+    mine = str(model.address_of(model.ftp.client, 4))
+    assert [mine, 52176] in out[0]["path_views"]["client"]       # the client's own address, the port kept
