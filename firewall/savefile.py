@@ -81,8 +81,9 @@ _EXTENSION = ("-m", "--match", "-j", "--jump", "-g", "--goto")
 
 def refused(text: str) -> list[tuple[int, str]]:
     """What the lab refuses before iptables-restore reads the file: what reads the host's file
-    system (a pinned BPF object, a cgroup path, a user or group name, an extension named by a path)
-    or acts outside the namespace (LED, IDLETIMER). Every one, as (line, problem). Pure."""
+    system (a pinned BPF object, a cgroup path, a user or group name, an extension named by a path,
+    a --modprobe program) or acts outside the namespace (LED, IDLETIMER). Every one, as (line,
+    problem). Pure."""
     problems = []
     for line in lines(text):
         if line.kind != "rule" or line.error is not None:
@@ -90,6 +91,8 @@ def refused(text: str) -> list[tuple[int, str]]:
         words = line.words
         modules = {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-m", "--match")}
         targets = {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-j", "--jump")}
+        if any(w in ("-M", "--modprobe") or w.startswith("--modprobe=") for w in words):
+            problems.append((line.number, "`--modprobe` names a program of the host to run: leave it out"))
         for i, word in enumerate(words[:-1]):
             if word in _EXTENSION and "/" in words[i + 1]:
                 problems.append((line.number, f"`{word} {words[i + 1]}`: an extension is named, not given as a path"))

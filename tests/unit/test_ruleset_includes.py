@@ -93,8 +93,10 @@ def test_iptables_options_that_read_the_host_are_refused():
         "-A OUTPUT -m owner --uid-owner 0-10 --gid-owner 0 -j ACCEPT\n"
         "-A FORWARD -j IDLETIMER --timeout 5 --label x\n"
         "-A FORWARD -m ../../tmp/evil -j ACCEPT\n"
-        "-A FORWARD -m comment --comment \"-j LED --object-pinned\" -j ACCEPT\n"))
-    assert [line for line, _ in savefile.refused(text)] == [5, 7, 9, 10, 12, 13]
+        "-A FORWARD -m comment --comment \"-j LED --object-pinned\" -j ACCEPT\n"
+        "-A FORWARD --modprobe /tmp/evil.sh -j ACCEPT\n"
+        "-A FORWARD -M /tmp/evil.sh -j ACCEPT\n"))
+    assert [line for line, _ in savefile.refused(text)] == [5, 7, 9, 10, 12, 13, 15, 16]
 
 
 def test_the_loader_refuses_an_iptables_file_that_reads_the_host(tmp_path):
