@@ -40,7 +40,6 @@ def test_the_page_shows_defaults_as_defaults():
     for key in ("MAXSESSIONSPERADDRESS 0", "TLSRFCLEVEL RFC4217", "DATACONNTIME 1.5"):
         row = next(r for r in rows if key in r)
         assert "lab default" in row, row
-    assert "the design's file does not state it" in page
 
 
 def test_an_older_document_without_defaults_says_it_cannot_tell():
@@ -175,3 +174,15 @@ def test_a_client_the_agent_does_not_run_gets_the_servers_view():
     assert out[0]["client_view"] is None and out[0]["server_view"]["remote"] == ["198.51.100.1", 52176]
     mine = str(model.address_of(model.ftp.client, 4))
     assert [mine, 52176] in out[0]["path_views"]["client"]       # the client's own address, the port kept
+
+
+def test_a_design_that_states_no_statement_is_told_so():
+    doc = make_doc(S.default_cells(topologies=["client-nat"], security=["tls"]))
+    doc["topologies"]["client-nat"].update(facts.topology_facts(loader.load("client-nat"), shipped=True))
+    assert "states no FTP.DATA statement here" in html.render(doc)
+    doc = make_doc(S.default_cells(topologies=["static-filter"], security=["tls"]))
+    doc["topologies"]["static-filter"].update(facts.topology_facts(loader.load("static-filter"), shipped=True))
+    page = html.render(doc)
+    assert "states no FTP.DATA statement here" not in page and "the design's file does not state it" in page
+    row = next(r for r in _ftpdata_rows(page) if "PASSIVEDATAPORTS" in r)
+    assert "lab default" not in row
