@@ -693,12 +693,13 @@ def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
             continue
         mine.clear()
         ring = m.keyring
-        if ring and ring.strip().upper() == "*AUTH*/*":
-            if ca is None and m.role != "server":
-                problem(m.keyring_line, "Keyring", "*AUTH*/* is the lab's CA: give it with --ca")
-        elif ring:
+        if ring and ring.strip().upper() != "*AUTH*/*":       # *AUTH*/*: the --ca file, checked by its caller
             path = Path(ring)
-            files = sorted(f for f in path.iterdir() if f.suffix in (".pem", ".crt")) if path.is_dir() else [path]
+            try:
+                files = sorted(f for f in path.iterdir() if f.suffix in (".pem", ".crt")) if path.is_dir() else [path]
+            except OSError as exc:
+                problem(m.keyring_line, "Keyring", f"{ring}: {exc.strerror}")
+                files = []
             if path.is_dir() and not files and not m.certificate_label:
                 problem(m.keyring_line, "Keyring", f"{ring}: a folder without a .pem or .crt file")
             for f in files:
@@ -707,7 +708,7 @@ def check_files(policy: Policy, cert=None, key=None, ca=None) -> None:
                 try:
                     pki.load_certificates(f, "Keyring")
                 except InputError as exc:
-                    hint = "" if path.is_absolute() or path.exists() or "/" not in ring else \
+                    hint = "" if path.exists() else \
                         " (a z/OS key ring name? the lab reads a PEM file or a folder of PEM files)"
                     problem(m.keyring_line, "Keyring", refused(exc) + hint)
         if m.certificate_label:

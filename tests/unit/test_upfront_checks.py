@@ -198,3 +198,10 @@ def test_a_keyring_two_rules_share_is_named_once(tmp_path, issued):
     with pytest.raises(InputError) as info:
         attls.load_policy(path)
     assert [p.field for p in info.value.problems] == ["V3CipherSuites4Char"]
+
+
+def test_a_relative_zos_ring_name_in_a_policy_says_what_the_lab_reads(tmp_path, issued):
+    _, server = issued
+    path = policy(tmp_path, keyring="FTPD/TLSRING")
+    with pytest.raises(InputError, match=f"{path}:17: Keyring: .*FTPD/TLSRING: no such .*a z/OS key ring name"):
+        attls.check_files(attls.load_policy(path), server.cert, server.key)
