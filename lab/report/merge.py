@@ -96,7 +96,8 @@ def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: boo
     merged["scenarios"] = list(seen.values())
     if shards["problems"]:
         merged["partial"] = {"missing": shards["missing"], "duplicated": shards["duplicated"],
-                             "reason": "; ".join(p.message for p in shards["problems"])}
+                             "reason": "merged with --allow-partial: " + "; ".join(
+                                 p.message.split(" (its results.json")[0] for p in shards["problems"])}
     for d in docs:
         for name, info in (d.get("topologies") or {}).items():
             merged["topologies"].setdefault(name, info)
