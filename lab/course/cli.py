@@ -6,6 +6,7 @@
     ftlab course hint DIR                      # the next hint
     ftlab course status DIR                    # the task, your progress
     ftlab course reset DIR                     # the starting files back, progress cleared (the seed stays)
+    ftlab course shell DIR                     # your network up with its FTP server; `events` says what devices saw
     ftlab course check --reference ID [--seed S]   # grade the shipped solution
     ftlab course new TOPOLOGY DIR              # instructors: a skeleton exercise from a topology
     ftlab course summary DIR... [--csv F] [--junit F]   # a class's progress from students' folders
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("course", help="the course: exercises on the slides' pictures, checked with real cells",
                        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    cs = p.add_subparsers(dest="course_op", metavar="list|start|check|hint|status|reset|new|summary", required=True)
+    cs = p.add_subparsers(dest="course_op", metavar="list|start|check|hint|status|reset|shell|new|summary", required=True)
 
     x = cs.add_parser("list", help="the exercises")
     x.add_argument("--ids", action="store_true", help="only the ids, one a line")
@@ -54,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         x = cs.add_parser(name, help=what)
         x.add_argument("dir", metavar="DIR", type=Path, help="your exercise folder")
         x.set_defaults(func=func)
+
+    x = cs.add_parser("shell", help="your network up, its FTP server running, a CLI where `client ftlab client ...` "
+                                    "works and `events` says what each device saw")
+    x.add_argument("dir", metavar="DIR", type=Path, help="your exercise folder")
+    x.set_defaults(func=cmd_shell)
 
     x = cs.add_parser("new", help="instructors: a skeleton exercise from a topology")
     x.add_argument("topology", metavar="TOPOLOGY", help="a shipped picture's name or a topology file")
@@ -197,6 +203,12 @@ def cmd_reset(args) -> int:
                                            source=state.source))
     print(f"{args.dir}: the starting files of {ex.id} are back; progress cleared")
     return 0
+
+
+def cmd_shell(args) -> int:
+    from lab.course import shell
+
+    return shell.run(args.dir)
 
 
 def cmd_new(args) -> int:

@@ -57,3 +57,28 @@ def test_a_failing_cell_is_explained_with_the_device_packet_and_rule(tmp_path):
     assert f"dropped by {folder / 'fw.rules'}:".replace(str(folder) + "/", "") in observed or "fw.rules:" in observed
     implicit = lines[lines.index("  FAIL goal 2: implicit/epsv passes") + 1]
     assert "fail at connect by fw" in implicit and ":990 [S]" in implicit
+
+
+@pytest.mark.network
+@pytest.mark.timeout(120)
+def test_the_students_shell_runs_the_server_the_client_and_says_what_devices_saw(tmp_path):
+    folder = tmp_path / "student"
+    subprocess.run([*FTLAB, "start", "dynamic-ccc", str(folder)], check=True, capture_output=True, timeout=60)
+    (folder / "server.ftpdata").write_text("PASSIVEDATAPORTS (60000,60100)\nTLSRFCLEVEL RFC4217\nSECURE_CTRLCONN CLEAR\n")
+    commands = ("client ftlab client $GET\n"
+                "events\n"
+                "client ftlab client ftp://$USER_PASS@$SERVER/data.bin --security tls-ccc --data pasv --ca $CA "
+                "--timeout 8 get -o /dev/null\n"
+                "events\n"
+                "exit\n")
+    done = subprocess.run([*FTLAB, "shell", str(folder)], input=commands, capture_output=True, text=True, timeout=110)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "the FTP server runs in server" in out and "the client dials 203.0.113.10" in out
+    # the word `client` after the node's name stays a word: the lab's client ran (and tls/pasv failed at fw)
+    assert "data-connect failed" in out, out
+    assert "fw saw TLS on the control connection" in out and "fw dropped tcp 198.51.100.10:" in out
+    # tls-ccc: the file arrived, through a pinhole the filter opened after CCC
+    assert "1048576 bytes  sha256 " in out, out
+    assert "fw opened a pinhole" in out and "fw let a connection through its pinhole" in out
+    assert not list((folder / ".course" / "shell").glob("*.pid"))

@@ -281,3 +281,26 @@ def test_open_ports_are_counted_with_the_filters_own_model(tmp_path):
     model = loader.load(workspace.compose(ex, workspace.read(ex, wide), wide / ".course"))
     ok, details = checker.constraint(limit, files(), model)
     assert not ok and details[0] == "fw admits 64512 port(s): 1024-65535"
+
+
+# -- the students' shell (without a network) ----------------------------------------------------------
+
+def test_events_in_words_and_read_as_they_come(tmp_path):
+    from lab.course import shell
+
+    drop = {"ts": 1.0, "device": "fw", "type": "drop", "proto": "tcp", "src": "198.51.100.10", "sport": 4,
+            "dst": "203.0.113.10", "dport": 60001, "flags": "S", "reason": "dropped by fw.rules:9: -A FORWARD -j DROP"}
+    assert shell.event_words(drop) == ("fw dropped tcp 198.51.100.10:4 -> 203.0.113.10:60001 [S] "
+                                       "(dropped by fw.rules:9: -A FORWARD -j DROP)")
+    assert shell.event_words({"device": "fw", "type": "pinhole-open", "src": "a", "dport": 7}) == \
+        "fw opened a pinhole: src=a, dport=7"
+    assert "cannot read it any more" in shell.event_words({"device": "fw", "type": "tls-detected", "direction": "c2s"})
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(drop) + "\n" + '{"ts": 2, "device"')       # a line still being written
+    found, offset = shell.read_events(path)
+    assert found == [drop]
+    with open(path, "a") as f:
+        f.write(': "nat", "type": "ready"}\n')
+    more, _ = shell.read_events(path, offset)
+    assert more == [{"ts": 2, "device": "nat", "type": "ready"}]
+    assert shell.read_events(tmp_path / "none") == ([], 0)
