@@ -11,18 +11,24 @@
 
 Exit codes of matrix/run/recommend: 0 everything as predicted - outcome, stage and deciding device
 (or, with --baseline / --expect, as in the baseline and as the expectations file states); 1 some
-cell differs; 2 bad usage or input; 3 the lab itself failed somewhere.
+cell differs; 2 bad usage or input; 3 the lab itself failed somewhere; 130 Ctrl-C (the report of
+the cells that ran is written, the others marked not run).
+
+Report folders: --out DIR, else ./reports/<run-id>/ in the current directory. A run holds its folder
+alone (a lock file in it): a second run with the same --out is refused, naming the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
-from lab import REPORT_DIR
 from lab.errors import InputError, LabError, Problem
 from lab.ftps.modes import KERBEROS_MODES
 from lab.matrix import expect, scenario, targets
@@ -49,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default=None, help="bytes per transfer (default from the scenario file: 2MiB)")
     p.add_argument("--jobs", type=int, default=2, help="networks run at once (default 2)")
     p.add_argument("--timeout", type=float, default=None, help="hard limit per cell in seconds (default 20)")
-    p.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
+    p.add_argument("--out", type=Path, help="report folder (default ./reports/<run-id>)")
+    p.add_argument("--list-variants", action="store_true",
+                   help="list the scenario file's variations (what each changes, where it is run) and exit")
     p.add_argument("--baseline", type=Path, metavar="FILE|DIR", help="compare outcomes with an earlier run")
     p.add_argument("--expect", type=Path, metavar="FILE",
                    help="what the design must do (`tls/epsv: pass`, `plain/*: fail`; scenarios/README.md): "
@@ -68,49 +76,128 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--size", default=None, help="bytes to transfer (default from the scenario file)")
     r.add_argument("--verbose", "-v", action="store_true", help="also the server log and every device event")
     r.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
-    r.add_argument("--out", type=Path, help="report folder (default reports/<run-id>)")
+    r.add_argument("--out", type=Path, help="report folder (default ./reports/run-<run-id>)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("recommend", help="the slides' four steps for a picture, then checked for real")
     c.add_argument("topology", metavar="NAME|FILE", help="a shipped picture or a topology file")
     c.add_argument("--scenarios", default="default", metavar="NAME|FILE", help="scenario file (default: default)")
     c.add_argument("--no-run", action="store_true", help="only print the recommendation")
-    c.add_argument("--out", type=Path, help="report folder for the check (default reports/<run-id>)")
+    c.add_argument("--json", action="store_true",
+                   help="the recommendation (and, after the run, what the run changed) as one JSON object on stdout")
+    c.add_argument("--out", type=Path, help="report folder for the check (default ./reports/recommend-<run-id>)")
     c.set_defaults(func=cmd_recommend)
 
     rep = sub.add_parser("report", help="report folders: merge shards")
     rsub = rep.add_subparsers(dest="report_op", metavar="merge", required=True)
     m = rsub.add_parser("merge", help="merge results.json of several runs (CI shards) into one report")
     m.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="report folders (each with results.json)")
-    m.add_argument("--out", type=Path, help="report folder (default reports/merged-<time>)")
+    m.add_argument("--out", type=Path, help="report folder (default ./reports/merged-<time>)")
     m.set_defaults(func=cmd_report_merge)
 
     b = sub.add_parser("bench", help="throughput on a network's data path: ftlab plain/PROT P, curl+vsftpd, iperf3")
     b.add_argument("topology", nargs="?", default="client-nat", metavar="NAME|FILE",
                    help="network whose client->server path is measured, any topology file (default client-nat)")
-    b.add_argument("--size", default="256MiB", help="bytes per transfer (default 256MiB, as issue 3 asks)")
+    b.add_argument("--size", default="256MiB", help="bytes per transfer (default 256MiB)")
     b.add_argument("--runs", type=int, default=7, help="runs of each measurement, interleaved; the median counts (default 7)")
-    b.add_argument("--out", type=Path, help="folder for bench.json (default reports/bench-<time>)")
+    b.add_argument("--out", type=Path, help="folder for bench.json (default ./reports/bench-<time>)")
     b.set_defaults(func=cmd_bench)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
 
 def _out_dir(out: Path | None, prefix: str = "") -> Path:
-    """--out as given, else a new folder in reports/ named after the time; two runs started in the
-    same second each get their own (the folder is claimed by creating it: -2, -3, ...)."""
+    """--out as given, else a new folder in ./reports/ of the current directory named after the time;
+    two runs started in the same second each get their own (the folder is claimed by creating it:
+    -2, -3, ...). Either way the folder is this process's alone until it exits (_claim)."""
     if out is not None:
+        _check_out(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _out_problem(out, exc) from None
+        _claim(out)
         return out
-    base = REPORT_DIR / (prefix + results.new_run_id())
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    reports = Path.cwd() / "reports"
+    base = reports / (prefix + results.new_run_id())
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LabError(f"cannot make the report folder {reports} ({exc.strerror}): give --out DIR") from None
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
         try:
             candidate.mkdir()
-            return candidate
         except FileExistsError:
             continue
-    raise LabError(f"no free report folder named {base.name}-N in {REPORT_DIR}")
+        _claim(candidate)
+        return candidate
+    raise LabError(f"no free report folder named {base.name}-N in {reports}")
+
+
+def _check_out(out: Path | None) -> None:
+    """--out names a folder, or nothing yet: one line, exit 2, before anything runs."""
+    if out is None:
+        return
+    for p in (out, *out.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise InputError([Problem(f"--out {out}", 0, "", "not a directory" if p == out else
+                                          f"{p} is not a directory")])
+            return
+
+
+def _out_problem(out: Path, exc: OSError) -> InputError:
+    why = "not a directory" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror or str(exc)
+    return InputError([Problem(f"--out {out}", 0, "", why)])
+
+
+LOCK_FILE = ".ftlab.lock"
+_held: dict[Path, int] = {}       # report folder -> the open lock file this process holds
+
+
+def _claim(out: Path) -> None:
+    """An exclusive lock (flock) on `out`'s lock file, held while this process lives (the open file
+    is not inherited by the programs the run starts); the file says who holds it. A folder another
+    live run holds is an InputError naming that run."""
+    key = out.resolve()
+    if key in _held:
+        return
+    try:
+        fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise _out_problem(out, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise InputError([Problem(f"--out {out}", 0, "", f"in use by another run ({holder}); wait for it to "
+                                                           "end or give another --out")]) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "started": results.now_iso(),
+                             "command": shlex.join(["ftlab", *sys.argv[1:]])}).encode() + b"\n")
+    _held[key] = fd
+
+
+def _holder(fd: int) -> str:
+    """`pid 123, started 2026-12-07T23:40:01+00:00: ftlab matrix ...`, from the lock file."""
+    for _ in range(20):            # the holder writes who it is just after it took the lock
+        try:
+            who = json.loads(os.pread(fd, 4096, 0) or b"null")
+        except ValueError:
+            who = None
+        if isinstance(who, dict):
+            return f"pid {who.get('pid')}, started {who.get('started')}: {str(who.get('command'))[:120]}"
+        time.sleep(0.01)
+    return "a run that does not say which"
+
+
+def _release(out: Path) -> None:
+    """Give a folder's lock up before this process ends (tests, a command that runs twice)."""
+    fd = _held.pop(out.resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _load_baseline(path: Path | None) -> dict | None:
@@ -120,7 +207,7 @@ def _load_baseline(path: Path | None) -> dict | None:
 def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[scenario.Cell], dict[str, str]]:
     """The cells the arguments ask for, and {topology name: what a worker loads}. --topologies takes
     shipped names and users' files alike (lab.matrix.targets)."""
-    chosen = [targets.target(t, "--topologies") for t in args.topologies or []]
+    chosen = [_target(t, "--topologies") for t in args.topologies or []]
     paths = targets.sources(chosen)
     for t in chosen:
         targets.deep_check(t)
@@ -130,7 +217,7 @@ def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[sc
     if not args.only_variants:
         cells = scen.default_cells(names, args.security, args.data)
     if args.variants:
-        cells += scen.variant_cells(args.variants, names, args.security, args.data, users=users)
+        cells += _variant_cells(args, scen, names, users)
     if args.client or args.server:
         cells = scen.with_endpoints(cells, args.client, args.server)
     seen: set[str] = set()
@@ -141,17 +228,90 @@ def _select(args: argparse.Namespace, scen: scenario.Scenarios) -> tuple[list[sc
             unique.append(c)
     for name in {c.topology for c in unique} - set(paths):
         paths[name] = name
-    return targets.with_overrides(unique, scen, paths), paths
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        print(line, file=sys.stderr)
+    kept = targets.with_overrides(unique, scen, paths, say=say)
+    if args.variants and not kept and unique:
+        # every cell asked for was a variation that changes nothing there: say why in the refusal
+        why = "; ".join(line.removeprefix("ftlab: ") for line in said if "changes nothing" in line)
+        raise InputError([Problem(f"--variants {' '.join(args.variants)}", 0, "",
+                                  f"no cell to run: {why or 'the variations change nothing on the cells asked for'}")])
+    return kept, paths
+
+
+def _target(text: str, where: str) -> targets.Target:
+    """targets.target, with the argument named in a problem that does not name it (a missing file)."""
+    try:
+        return targets.target(text, where)
+    except InputError as exc:
+        if all(p.file != where or text in p.message for p in exc.problems):
+            raise
+        raise InputError([Problem(f"{where} {text}" if p.file == where and text not in p.message else p.file,
+                                  p.line, p.field, p.message) for p in exc.problems]) from None
+
+
+def _variant_cells(args: argparse.Namespace, scen: scenario.Scenarios, names: list[str] | None,
+                   users: list[str]) -> list[scenario.Cell]:
+    """The variation cells asked for. Where the scenario file lists a variation, its listed cells;
+    on a shipped picture named in --topologies that the file does not list for it (or whose listed
+    cells the filters leave out), the variation on the cells asked for there: the engineer named
+    both, so both are run - and told that the file does not list it there."""
+    cells = scen.variant_cells(args.variants, names, args.security, args.data, users=users)
+    if not names or "all" in args.variants:
+        return cells
+    listed = {vc["variant"] for vc in scen.variation_cells}
+    for name in dict.fromkeys(n for n in args.variants if n in listed):
+        options = tuple(name.split("+"))
+        for t in names:
+            if t in users or any(c.topology == t and c.options == options for c in cells):
+                continue
+            extra = [scenario.Cell(t, c.security, c.data, options)
+                     for c in scen.default_cells([t], args.security, args.data)]
+            extra = [c for c in extra if scen.supported(c)]
+            if extra:
+                where = next(vc for vc in scen.variation_cells if vc["variant"] == name)
+                print(f"ftlab: +{name}: {Path(scen.source or 'the scenario file').name} lists it for "
+                      f"{', '.join(where['topologies'])} ({'/'.join(where['security'])} x {'/'.join(where['data'])}); "
+                      f"on {t} it runs on the {len(extra)} cell(s) asked for", file=sys.stderr)
+                cells += extra
+    return cells
+
+
+def _list_variants(scen: scenario.Scenarios) -> None:
+    """`ftlab matrix --list-variants`: each variation, what it changes, and where the file runs it."""
+    where = {vc["variant"]: vc for vc in scen.variation_cells}
+    width = max(map(len, [*scen.variations, *where]), default=10)
+
+    def cells(vc: dict) -> str:
+        return f"{', '.join(vc['topologies'])} x {'/'.join(vc['security'])} x {'/'.join(vc['data'])}"
+    print(f"variations of {scen.source} (--variants NAME ...; a+b combines them; all = every listed one):")
+    for name, v in scen.variations.items():
+        print(f"{name:{width}}  {v.what}")
+        print(f"{'':{width}}  " + (f"runs on {cells(where[name])}; on another picture named in --topologies, "
+                                   "on the cells asked for" if name in where else
+                                   "listed nowhere: runs on the cells asked for"))
+    for name in (n for n in where if n not in scen.variations):
+        print(f"{name:{width}}  (a combination) runs on {cells(where[name])}")
 
 
 def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
     n = results.counts(doc)
+    not_run = [s for s in doc["scenarios"] if s.get("not_run")]
+    errors = sum(s["outcome"] == "error" and not s.get("not_run") for s in doc["scenarios"])
     print(f"{n['cells']} cells in {doc.get('duration_s', 0):.0f} s: {n['pass']} pass, {n['fail']} fail, "
-          f"{n['error']} lab errors; {n['matches']} of {n['cells']} match {results.prediction_source(doc)}")
+          f"{errors} lab errors" + (f", {len(not_run)} not run (interrupted)" if not_run else "")
+          + f"; {n['matches']} of {n['cells']} match {results.prediction_source(doc)}")
     for name in dict.fromkeys(s["topology"] for s in doc["scenarios"]):
-        works = works_here([s for s in doc["scenarios"] if s["topology"] == name]).lines()
-        print(f"  {name}: " + "; ".join(works))
+        ran = [s for s in doc["scenarios"] if s["topology"] == name and not s.get("not_run")]
+        skipped = sum(s["topology"] == name for s in not_run)
+        works = works_here(ran).lines() if ran else []
+        print(f"  {name}: " + "; ".join(works + ([f"{skipped} not run"] if skipped else [])))
     for s in doc["scenarios"]:
+        if s.get("not_run"):
+            continue
         if s["outcome"] == "error":
             print(f"  ERROR   {s['id']}: {s['reason']}")
         elif s.get("expected") == "unknown":
@@ -161,8 +321,11 @@ def _summary(doc: dict, baseline: dict | None, out: Path) -> None:
                   f"observed {_decided(s['outcome'], s['stage'], s.get('device'))}: {s['reason']}")
     for err in doc.get("lab_errors") or []:
         print(f"  LAB     {err}")
+    skipped = {s["id"] for s in not_run}
     for claim, holds, ids in check(results.shipped_only(doc)):
-        if holds is None and ids:
+        if holds is None and ids and set(ids) <= skipped:
+            print(f"  UNKNOWN {claim.text} (not run: {', '.join(ids)})")
+        elif holds is None and ids:
             print(f"  UNKNOWN {claim.text} (lab errors in {', '.join(ids)})")
         elif holds is not None:
             print(f"  {'holds  ' if holds else 'FAILS  '} {claim.text}" + (f" ({', '.join(ids)})" if ids else ""))
@@ -197,9 +360,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from lab.matrix import fxprun
     from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
+    _check_out(args.out)
     if fxprun.is_fxp(args.scenarios):         # three-way transfers: a file of another kind
         return fxprun.main(args, lambda: _out_dir(args.out, "fxp-"))
     scen = _scenarios(args.scenarios)
+    if args.list_variants:
+        _list_variants(scen)
+        return 0
     cells, paths = _select(args, scen)
     shard = None
     if args.shard:
@@ -218,17 +385,35 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     out = _out_dir(args.out)
     doc = run_matrix(cells, scen, out, size=size, jobs=args.jobs, pcap=args.pcap, timeout=timeout,
                      baseline=baseline, progress=not args.quiet, command=shlex.join(["ftlab", *sys.argv[1:]]),
-                     shard=shard, topology_paths=paths, throughput=args.throughput, expect=expected)
+                     shard=shard, topology_paths=paths, throughput=args.throughput, expect=expected,
+                     run_id=_run_id(args.out, out))
     _summary(doc, baseline, out)
-    return results.exit_code(doc, baseline)
+    return _interrupted(doc, out) or results.exit_code(doc, baseline)
+
+
+def _run_id(given: Path | None, out: Path) -> str | None:
+    """A folder the run named after itself (reports/<run-id>) carries its id; --out DIR does not
+    (None: the runner's own id, from its start time)."""
+    return out.name if given is None else None
+
+
+def _interrupted(doc: dict, out: Path) -> int:
+    """130 after Ctrl-C (the report of what ran is written), said in one line; 0 otherwise."""
+    stop = doc.get("interrupted")
+    if not stop:
+        return 0
+    print(f"ftlab: interrupted after {stop['after_s']} s ({stop['phase']}): {stop['cells_run']} cells ran, "
+          f"{stop['cells_not_run']} not run; report: {out}/index.html", file=sys.stderr)
+    return 130
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lab.matrix.runner import DEFAULT_SIZE, parse_size, run_matrix
 
+    _check_out(args.out)
     scen = _scenarios(args.scenarios)
     given = scenario.parse_cell_id(args.id)
-    where = targets.target(given.topology, "ID")      # a shipped name or any topology file
+    where = _target(given.topology, "ID")      # a shipped name or any topology file
     targets.deep_check(where)
     cell = scenario.Cell(where.name, given.security, given.data, given.options)
     if cell.options:
@@ -241,7 +426,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     size = parse_size(args.size or scen.defaults.get("size") or DEFAULT_SIZE)
     out = _out_dir(args.out, "run-")
     doc = run_matrix([cell], scen, out, size=size, jobs=1, pcap=args.pcap, progress=False,
-                     command=shlex.join(["ftlab", *sys.argv[1:]]), topology_paths=paths)
+                     command=shlex.join(["ftlab", *sys.argv[1:]]), topology_paths=paths,
+                     run_id=_run_id(args.out, out))
+    if doc.get("interrupted"):
+        return _interrupted(doc, out)
     s = doc["scenarios"][0]
     print(f"{s['id']}  (client {s['client']}, server {s['server']}, alg {s.get('alg') or 'as the picture says'})")
     lines = s.get("transcript") or []
@@ -275,52 +463,78 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from lab.matrix.runner import run_matrix
+    """The recommendation, then (unless --no-run) the network's cells run and the answer given again.
+    Exit 0 when the run confirms the prediction (same method, every cell as predicted), 1 when it
+    does not, 3 a lab error, 130 Ctrl-C. --json: one JSON object on stdout, nothing else there."""
+    from lab.matrix import runner
 
+    _check_out(args.out)
     scen = _scenarios(args.scenarios)
-    where = targets.target(args.topology, "TOPOLOGY")
+    where = _target(args.topology, "TOPOLOGY")
     model = where.model
     before = recommend(model, scen)
-    print(f"{model.name}: {model.description}")
-    devices = ", ".join(f"{n.name} ({'+'.join(n.device_kinds())})" for n in model.devices_on_path()) or "none"
-    print(f"devices on the path: {devices}")
-    _print_recommendation(before)
+    say = (lambda *a, **k: None) if args.json else print
+    devices = [f"{n.name} ({'+'.join(n.device_kinds())})" for n in model.devices_on_path()]
+    say(f"{model.name}: {model.description}")
+    say(f"devices on the path: {', '.join(devices) or 'none'}")
+    _print_recommendation(before, say)
+    found = {"topology": model.name, "description": model.description, "devices_on_path": devices,
+             "recommended": before.to_dict(), "text": before.text(), "after_run": None}
     if args.no_run:
+        if args.json:
+            print(json.dumps(found, indent=1))
         return 0
     cells = [scenario.Cell(model.name, *m.split("/")) for m in
              (f"{s}/{d}" for s in scenario.SECURITY_MODES if s not in KERBEROS_MODES for d in scenario.DATA_MODES)]
     cells = [c for c in cells if scen.supported(c)]
     out = _out_dir(args.out, "recommend-")
     paths = {} if where.shipped else {model.name: where.source}
-    doc = run_matrix(cells, scen, out, jobs=1, command=shlex.join(["ftlab", *sys.argv[1:]]),
-                     topology_paths=paths, throughput="off")
+    doc = runner.run_matrix(cells, scen, out, jobs=1, command=shlex.join(["ftlab", *sys.argv[1:]]),
+                            topology_paths=paths, throughput="off", progress=not args.json,
+                            run_id=_run_id(args.out, out))
+    if doc.get("interrupted"):
+        return _interrupted(doc, out)
     after = recommend(model, scen, {f"{s['security']}/{s['data']}": s["outcome"] for s in doc["scenarios"]
-                                    if s["outcome"] != "error"})
-    print("\nafter the run (the same recommendation as results.json and the report):")
-    _print_recommendation(after)
+                                    if s["outcome"] in ("pass", "fail")})
+    say("\nafter the run (the same recommendation as results.json and the report):")
+    _print_recommendation(after, say)
     passing = [f"{s['security']}/{s['data']}" for s in doc["scenarios"] if s["outcome"] == "pass"]
-    print(f"methods that passed for real: {', '.join(passing) or 'none'}")
+    say(f"methods that passed for real: {', '.join(passing) or 'none'}")
     agree = after.method == before.method
-    print("the run confirms the recommendation" if agree else
-          f"the run changes the recommendation: {before.method or 'nothing'} -> {after.method or 'nothing'}")
-    print(f"report: {out}/index.html")
+    differ = [s for s in doc["scenarios"] if not s["matches"] and s["outcome"] != "error"
+              and s.get("expected") != "unknown"]
+    say("the run confirms the recommendation" if agree else
+        f"the run changes the recommendation: {before.method or 'nothing'} -> {after.method or 'nothing'}")
+    if differ:
+        say(f"{len(differ)} cell(s) differ from the prediction the recommendation rests on:")
+        for s in differ:
+            say(f"  DIFFERS {s['id']}: predicted {_decided(s['expected'], s.get('expected_stage'), s.get('expected_device'))}, "
+                f"observed {_decided(s['outcome'], s['stage'], s.get('device'))}: {s['reason']}")
+    say(f"report: {out}/index.html")
     code = results.exit_code(doc)
-    return code if code == 3 else (0 if agree else 1)
+    code = code if code == 3 else (0 if agree and not differ else 1)
+    if args.json:
+        found.update({"after_run": after.to_dict(), "after_text": after.text(), "passed": passing,
+                      "confirms": agree, "differing_cells": [s["id"] for s in differ],
+                      "report": f"{out}/index.html", "exit_code": code})
+        print(json.dumps(found, indent=1))
+    return code
 
 
-def _print_recommendation(rec) -> None:
-    print(f"recommended: {rec.method or 'no secure method gets through'}")
-    print(f"why: {rec.why}")
+def _print_recommendation(rec, say=print) -> None:
+    say(f"recommended: {rec.method or 'no secure method gets through'}")
+    say(f"why: {rec.why}")
     for side, st in rec.settings.items():
-        print(f"  {side}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+        say(f"  {side}: " + ", ".join(f"{k} {v}" for k, v in st.items()))
     if rec.predicted is not None:
         p = rec.predicted
-        print(f"{'observed' if rec.observed else 'predicted'} for {rec.method}: {rec.observed or p.outcome}"
-              + ("" if rec.observed else f" - {p.reason}"))
-    print(f"other secure methods that pass: {', '.join(rec.alternatives) or 'none'}")
+        say(f"{'observed' if rec.observed else 'predicted'} for {rec.method}: {rec.observed or p.outcome}"
+            + ("" if rec.observed else f" - {p.reason}"))
+    say(f"other secure methods that pass: {', '.join(rec.alternatives) or 'none'}")
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     doc = merge_mod.merge_dirs(args.dirs)
     out = _out_dir(args.out, "merged-")
     write_all(doc, out)
@@ -334,11 +548,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from lab.matrix.runner import parse_size
     from lab.network.sandbox import ensure_sandbox, in_sandbox
 
+    _check_out(args.out)
     size = parse_size(args.size)
     if args.runs < 1:
         raise InputError([Problem("--runs", 0, "", "must be at least 1")])
     if not in_sandbox():      # bad input is said at once and once, before the command re-runs in its sandbox
-        where = targets.target(args.topology, "TOPOLOGY")
+        where = _target(args.topology, "TOPOLOGY")
         targets.deep_check(where)
         from lab.endpoints.bench import choose_ports
 

@@ -7,6 +7,12 @@ sandbox (lab.network.sandbox: its own PID, network and mount namespaces), by `py
 Up to `jobs` groups run at once - they cannot disturb each other, and a drop event in a group's
 event file can only belong to that group's current cell. The parent needs no namespace itself:
 it follows the groups' result files for a live progress bar and writes the report at the end.
+
+Ctrl-C (SIGINT, to the whole foreground group as a terminal sends it, or to the runner alone) stops
+the run: no new network starts, the running sandboxes are killed (the kernel reaps everything in
+them), and the report is written of the cells that ended before the signal; every other cell is
+marked not run (NOT_RUN) and the document says `interrupted`. What a worker wrote after the signal
+is not believed: Ctrl-C kills the lab's own programs in it, and their deaths read as lab errors.
 """
 
 from __future__ import annotations
@@ -36,6 +42,16 @@ from lab.topology.model import Topology
 
 MiB = 1 << 20
 DEFAULT_SIZE = 2 * MiB
+
+#: The outcome of a cell an interrupted run did not run. Until the report (lab.report.results
+#: OUTCOMES, reports/results.schema.json) knows "not-run", such a cell is written as a lab error
+#: whose reason says it was not run; `not_run: true` marks it either way.
+NOT_RUN = "not-run" if "not-run" in results.OUTCOMES else "error"
+#: After Ctrl-C: how long the sandboxes get to end by themselves before they are killed (none:
+#: killing a sandbox is its teardown, the kernel reaps all in it), and the longest the runner waits
+#: for them in all (the report must be out within 2 s of the signal).
+STOP_GRACE = 0.0
+STOP_LIMIT = 1.5
 
 
 def parse_size(text: str) -> int:
@@ -129,8 +145,10 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True,
-               throughput: str = "off", expect=None) -> dict:
-    """Run the cells and write the report folder; returns the results document."""
+               throughput: str = "off", expect=None, run_id: str | None = None) -> dict:
+    """Run the cells and write the report folder; returns the results document. The run id is
+    `run_id`, else the start time: never the folder's name (the folder is only where it is written).
+    After Ctrl-C the document has `interrupted` and the cells that did not run are NOT_RUN."""
     if not cells:
         raise InputError("no cells to run (the filters left nothing)")
     require_root("ftlab matrix")
@@ -144,12 +162,17 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                    pki=make_pki(work / "pki", sorted({g.topology for g in groups})),
                    heartbeat=work / "heartbeat", groups=tuple(groups), throughput=throughput)
     plan_path = plan.write(work / "plan.json")
-    lab_errors, phases = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
+    prepared = Prepared(plan, scen, reports)
+    prepared.start()
+    lab_errors, phases, stop = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
     reported = time.monotonic()
+    prepared.join()
 
-    doc = results.new_run(run_id=out.name if out.name else None, started=started, command=command,
+    doc = results.new_run(run_id=run_id, started=started, command=command,
                           scenario_file=str(scen.source), size=size, shard=shard)
-    collect(doc, plan, cells, scen, lab_errors)
+    collect(doc, plan, cells, scen, lab_errors, stop, prepared.found)
+    if stop is not None:
+        doc["interrupted"] = stop.summary(doc["scenarios"], started)
     if baseline is not None:
         before = {s["id"]: s["outcome"] for s in baseline["scenarios"]}
         for s in doc["scenarios"]:
@@ -168,9 +191,56 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
     return doc
 
 
-def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tuple[list[str], dict]:
+class Stop:
+    """Ctrl-C during a run: when it came, what had been read of the workers' cells by then, and
+    which of the workers' lab errors came before it (only those are believed)."""
+
+    def __init__(self, at: float, trusted: set[str], lab_errors: int, phase: str):
+        self.at = at                      # wall clock of the signal (the workers' `ended` is wall clock)
+        self.trusted = trusted            # ids of cells reported before the signal
+        self.lab_errors = lab_errors      # how many of the run's lab errors came before it
+        self.phase = phase                # "verdicts" or "throughput"
+
+    def believes(self, entry: dict) -> bool:
+        """A cell's entry is the cell's own result: read before the signal, or a verdict whose client
+        ended before it. A lab error written after it is the signal's doing (it killed a program)."""
+        if entry.get("id") in self.trusted:
+            return True
+        ended = entry.get("ended")
+        return entry.get("outcome") in ("pass", "fail") and isinstance(ended, int | float) and ended < self.at
+
+    def summary(self, scenarios: list[dict], started: float) -> dict:
+        not_run = sum(bool(s.get("not_run")) for s in scenarios)
+        return {"signal": "SIGINT", "at": results.now_iso(self.at), "after_s": round(self.at - started, 1),
+                "phase": self.phase, "cells_run": len(scenarios) - not_run, "cells_not_run": not_run}
+
+
+class Prepared(threading.Thread):
+    """What the report says of each network apart from its cells (its facts and diagram), worked
+    out while the cells run, and the report writers imported: after Ctrl-C the report is out
+    within the 2 s a user waits. {group index: (model, facts)}; collect() does any that is missing."""
+
+    def __init__(self, plan: RunPlan, scen: scenario.Scenarios, reports: bool = True):
+        super().__init__(name="report-facts", daemon=True)
+        self.plan, self.scen, self.reports = plan, scen, reports
+        self.found: dict[int, tuple[Topology, dict]] = {}
+
+    def run(self) -> None:
+        if self.reports:
+            from lab.report import charts, html, junit  # noqa: F401  (matplotlib, Jinja2: ~0.5 s)
+        for i, g in enumerate(self.plan.groups):
+            try:
+                model = _model(g.topology)
+                if model is not None:
+                    self.found[i] = (model, {**facts.topology_facts(model, shipped=topo.is_shipped(model)),
+                                             **picture_facts(g, model, self.scen)})
+            except Exception:        # noqa: BLE001 - collect() works it out again and says what is wrong
+                continue
+
+
+def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tuple[list[str], dict, Stop | None]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
-    the workers that failed, and the phases' durations.
+    the workers that failed, the phases' durations, and the Stop if Ctrl-C ended the run.
 
     Verdicts first: `jobs` networks judge their cells at once. A network done with its verdicts
     frees its place and, when the run measures throughput, waits (up, idle) for its turn; once
@@ -183,8 +253,18 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
     t0 = time.monotonic()
     verdicts_end: float | None = None
     turn: int | None = None
+    stopping = threading.Event()
+    signalled: list[tuple[float, int]] = []     # Ctrl-C: (wall clock, lab errors so far), in the handler
+    stop: Stop | None = None
+
+    def on_sigint() -> None:
+        if not signalled:
+            signalled.append((time.time(), len(lab_errors)))
+        stopping.set()
 
     def worker(i: int) -> None:
+        if stopping.is_set():
+            return
         if error := run_worker(plan, plan_path, i):
             lab_errors.append(error)     # list.append is atomic: no lock needed
 
@@ -199,8 +279,10 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
     # SIGTERM to this process alone (`kill PID`, a service manager) reaches none of the sandboxes:
     # stop them here instead of leaving them to run on until the heartbeat goes stale.
     previous = sigterm_as_exit()
+    # Ctrl-C is a flag the loop looks at, never an exception in the middle of its bookkeeping.
+    previous_int = _sigint_as_flag(on_sigint)
     try:
-        while pending or running:
+        while (pending or running) and not stopping.is_set():
             plan.heartbeat.touch()   # the workers stop by themselves when this goes stale (runner killed)
             for i, t in list(running.items()):
                 if not t.is_alive():
@@ -219,16 +301,24 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
                 if waiting:
                     turn = min(waiting)
                     (plan.group_dir(turn) / GO).touch()
-            entries += [e for cells in reported for e in cells.read()]
+            fresh = [e for cells in reported for e in cells.read()]
+            if stopping.is_set():
+                break        # lines read as the signal came: judged by what they say (Stop.believes)
+            entries += fresh
             note = f"throughput: {plan.groups[turn].label}" if turn in running else \
                 ", ".join(plan.groups[i].label for i in judging)
             bar.update(entries, note)
-            time.sleep(0.05)
-    except KeyboardInterrupt:
-        # The sandboxes got the same SIGINT and tear down by themselves: wait for them (bounded).
-        for t in running.values():
-            t.join(timeout=15)
-        raise
+            stopping.wait(0.05)
+        if stopping.is_set():
+            at, errors_before = signalled[0] if signalled else (time.time(), len(lab_errors))
+            stop = Stop(at, {e["id"] for e in entries if "id" in e}, errors_before,
+                        "verdicts" if verdicts_end is None else "throughput")
+            bar.close()
+            print(f"ftlab: interrupted: stopping {len(running)} network(s); the report of what ran follows",
+                  file=sys.stderr, flush=True)
+            stop_all(running)                     # (another Ctrl-C meanwhile changes nothing)
+            _restore_sigint(previous_int)         # one during the report: no report (KeyboardInterrupt)
+            previous_int = None
     except SystemExit:
         deadline = time.monotonic() + 15
         while any(t.is_alive() for t in running.values()) and time.monotonic() < deadline:
@@ -240,9 +330,36 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        _restore_sigint(previous_int)
     end = time.monotonic()
     verdicts_end = verdicts_end or end
-    return lab_errors, {"verdicts_s": round(verdicts_end - t0, 1), "throughput_s": round(end - verdicts_end, 1)}
+    # after Ctrl-C the workers' deaths of the signal are no lab errors: only those from before it
+    errors = list(lab_errors if stop is None else lab_errors[:stop.lab_errors])
+    return errors, {"verdicts_s": round(verdicts_end - t0, 1), "throughput_s": round(end - verdicts_end, 1)}, stop
+
+
+def stop_all(running: dict[int, threading.Thread]) -> None:
+    """After Ctrl-C: the sandboxes that got the terminal's SIGINT tear down by themselves; give them
+    STOP_GRACE, then kill what is left (SIGKILL to a sandbox: the kernel reaps every process,
+    namespace and link in it) until every worker thread has returned, at most STOP_LIMIT."""
+    started = time.monotonic()
+    while any(t.is_alive() for t in running.values()) and time.monotonic() - started < STOP_LIMIT:
+        if time.monotonic() - started >= STOP_GRACE:
+            stop_sandboxes_of(os.getpid())   # again and again: a worker may be starting its sandbox
+        for t in running.values():
+            t.join(timeout=0.02)
+
+
+def _sigint_as_flag(handler) -> tuple | None:
+    """SIGINT calls `handler()` while the run goes on (main thread only); what _restore_sigint needs."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return (signal.signal(signal.SIGINT, lambda signum, frame: handler()),)
+
+
+def _restore_sigint(previous: tuple | None) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous[0] is None else previous[0])
 
 
 def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
@@ -265,35 +382,40 @@ def run_worker(plan: RunPlan, plan_path: Path, index: int) -> str | None:
 # -- the results document ---------------------------------------------------------------------------
 
 def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario.Scenarios,
-            lab_errors: list[str]) -> None:
+            lab_errors: list[str], stop: Stop | None = None,
+            prepared: dict[int, tuple[Topology, dict]] | None = None) -> None:
     """The groups' cells and facts into the document, in the order the cells were asked for; a
-    cell no worker reported is a lab error. Adds the groups' own lab errors to `lab_errors`."""
+    cell no worker reported is a lab error. Adds the groups' own lab errors to `lab_errors`.
+    After Ctrl-C (`stop`), only what stop believes is taken; every other cell is not run."""
     by_id: dict[str, dict] = {}
     models: dict[str, Topology] = {}
     for i, g in enumerate(plan.groups):
         gdir = plan.group_dir(i)
         info = json.loads((gdir / "topology.json").read_text()) if (gdir / "topology.json").exists() else {}
-        model = _model(g.topology)
+        model, known = (prepared or {}).get(i) or (_model(g.topology), None)
         # one key per network throughout the document: its name, as its cells' ids say it
         name = scenario.parse_cell_id(g.cells[0]).topology if g.cells else g.name
         if model is not None:
             models.setdefault(name, model)
         devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
         for e in read_all(gdir / "cells.jsonl"):
+            if stop is not None and not stop.believes(e):
+                continue
             e["pcaps"] = info.get("pcaps", [])
             if e["pcaps"] and e.get("ended") and e.get("duration_s") is not None:
                 e["wire"] = seen([plan.out / p for p in e["pcaps"]], devices,
                                  e["ended"] - e["duration_s"] - 0.2, e["ended"] + 0.2)
             by_id[e["id"]] = e
-        if info.get("lab_error"):
+        believed_error = any(by_id.get(c, {}).get("outcome") == "error" for c in g.cells)
+        if info.get("lab_error") and (stop is None or believed_error):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
         speed.attach_all([by_id[c] for c in g.cells if c in by_id], info, scen)
         entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",
                                                                  "up_s", "throughput")})
         if model is not None and "diagram" not in entry:
-            entry.update(facts.topology_facts(model, shipped=topo.is_shipped(model)))
-            entry.update(picture_facts(g, model, scen))
+            entry.update(known or {**facts.topology_facts(model, shipped=topo.is_shipped(model)),
+                                   **picture_facts(g, model, scen)})
         if model is not None and g.alg:
             entry.setdefault("alg_overrides", {}).update(facts.override_notes(model, {g.alg}))
         for e in (by_id.get(cid) for cid in g.cells):
@@ -301,7 +423,8 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
                 describe_cell(e, model, scen, entry)
     for c in cells:
         if c.id not in by_id:
-            by_id[c.id] = never_run(c, scen, lab_errors, models.get(c.topology))
+            by_id[c.id] = never_run(c, scen, lab_errors, models.get(c.topology)) if stop is None else \
+                not_run(c, scen, models.get(c.topology))
     doc["scenarios"] = [by_id[c.id] for c in cells]
     for name, model in models.items():
         # after the run: the same recommendation as `ftlab recommend`, from what this run observed
@@ -345,15 +468,29 @@ def picture_facts(g: GroupPlan, model, scen: scenario.Scenarios) -> dict:
 def observed_methods(entries: list[dict], topology: str) -> dict[str, str]:
     """{"security/data": outcome} of a network's base cells (no variation) that ran without a lab error."""
     return {f"{e['security']}/{e['data']}": e["outcome"] for e in entries
-            if e["topology"] == topology and not e.get("variant") and e["outcome"] != "error"}
+            if e["topology"] == topology and not e.get("variant") and e["outcome"] in ("pass", "fail")}
+
+
+def _prediction(cell: scenario.Cell, scen: scenario.Scenarios, model) -> predict.Prediction:
+    try:
+        return predict.predict(scen, cell, model=model)
+    except InputError:       # a user's file that has gone since the run started
+        return predict.Prediction("unknown", None, "the topology could not be loaded again to predict it")
+
+
+def not_run(cell: scenario.Cell, scen: scenario.Scenarios, model=None) -> dict:
+    """The entry of a cell that Ctrl-C kept from running (or from ending before the signal)."""
+    entry = results.scenario_entry(cell=cell, spec=scen.spec(cell), prediction=_prediction(cell, scen, model),
+                                   duration_s=None, verdict=Verdict(NOT_RUN, None, "not run: the run was "
+                                                                   "interrupted (Ctrl-C) before this cell ended"))
+    entry["not_run"] = True
+    entry["matches"] = False
+    return entry
 
 
 def never_run(cell: scenario.Cell, scen: scenario.Scenarios, lab_errors: list[str], model=None) -> dict:
     """The entry of a cell that no worker reported (it died): the lab failed there."""
-    try:
-        pred = predict.predict(scen, cell, model=model)
-    except InputError:       # a user's file that has gone since the run started
-        pred = predict.Prediction("unknown", None, "the topology could not be loaded again to predict it")
+    pred = _prediction(cell, scen, model)
     why = "; ".join(lab_errors)[:200] or "no report"
     return results.scenario_entry(cell=cell, spec=scen.spec(cell), prediction=pred, duration_s=0.0,
                                   verdict=Verdict("error", None, "lab: the cell was never run (its network's "
