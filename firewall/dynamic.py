@@ -43,7 +43,7 @@ from typing import Any
 
 from lab.devkit import features, queues
 from lab.devkit.conntrack import idle_sysctls
-from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
+from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding, Receipt
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
 from lab.devkit.inspection import Inspector, names_sender
@@ -102,21 +102,35 @@ class DynamicFilter:
 
     def __init__(self, device: str, ports: list[int], events: EventWriter,
                  lifetime: float = LIFETIME, clock: Callable[[], float] = time.monotonic,
-                 idle_timeout: int | None = None) -> None:
+                 idle_timeout: int | None = None, late_rewrite: bool = False) -> None:
         self.device = device
         self.events = events
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
         self.clock = clock
-        self.tracker = ControlTracker(ports, hold=False, clock=clock)
+        # A kernel helper on this router rewrites after this filter read the line, and the ACKs
+        # it sees count the rewritten bytes: their numbers say nothing here (lab.devkit.ctrlstream).
+        self.tracker = ControlTracker(ports, hold=False, clock=clock, ack_numbers=not late_rewrite)
         self.pinholes: dict[tuple[str, str, int], Pinhole] = {}
 
     # -- queue 20 --------------------------------------------------------------------------------
-    def control(self, seg: Segment) -> bool:
-        """Inspect a control packet; control packets are always let through."""
-        got = self.tracker.see(seg)
+    def control(self, seg: Segment, receipt: Receipt | None = None) -> bool:
+        """Inspect a control packet: True lets it through. Dropped: a segment from the wrong side of
+        the router or that its receiver would not take (nothing in it is read; one the kernel drops
+        anyway, a TTL of 1, is left to it), and one beyond a hole in the stream (not readable in
+        order; TCP resends it)."""
+        got = self.tracker.see(seg, receipt)
         if got is not None:
             conn, direction, fed = got
+            if fed.status == "refused":
+                self.events.emit("drop", conn=str(conn.id), direction=direction, reason=f"not read: {fed.reason}",
+                                 rule=f"{CHAIN} NFQUEUE {CONTROL_QUEUE}" + (" (left to the kernel)" if fed.forward
+                                                                            else ""),
+                                 proto="tcp", src=seg.src, sport=seg.sport, dst=seg.dst, dport=seg.dport,
+                                 flags=seg.flag_text(), forwarded=fed.forward)
+                return fed.forward
+            if fed.status == "gap":
+                return False
             if direction == S2C:
                 conn.device["server_seen"] = seg.src         # the server as its packets arrive here
                 conn.device["client_seen"] = seg.dst         # the client as the server addresses it
@@ -265,11 +279,11 @@ def setup(view: NodeView) -> DeviceSetup:
     fw = view.section
     return DeviceSetup(
         iptables=[argv for tool in view.tools for argv in rules(view.control_ports, tool)],
-        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1", **idle_sysctls(fw.idle_timeout)},
+        sysctls=idle_sysctls(fw.idle_timeout),
         argv=[sys.executable, "-m", "firewall.dynamic", "--config", str(config_path(view, "dynamic"))],
         config={"device": view.name, "events": str(view.events), "control_ports": list(view.control_ports),
                 "lifetime": LIFETIME if fw.pinhole_lifetime is None else fw.pinhole_lifetime,
-                "idle_timeout": fw.idle_timeout},
+                "idle_timeout": fw.idle_timeout, "late_rewrite": view.late_rewrite},
     )
 
 
@@ -285,21 +299,25 @@ DEVICE = Device(
 # -- the process -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    from lab.devkit.nfq import load_config, serve
+    from lab.devkit.nfq import load_config, receipt, serve
 
     cfg = load_config(argv, "firewall.dynamic")
     events = EventWriter(cfg.get("events"), cfg["device"], "dynamic")
     fw = DynamicFilter(cfg["device"], cfg["control_ports"], events, float(cfg.get("lifetime") or LIFETIME),
-                       idle_timeout=cfg.get("idle_timeout"))
+                       idle_timeout=cfg.get("idle_timeout"), late_rewrite=bool(cfg.get("late_rewrite")))
 
     def on_control(pkt) -> None:
+        passes = True
         try:
             seg = parse(pkt.get_payload())
             if seg is not None:
-                fw.control(seg)
+                passes = fw.control(seg, receipt(pkt))
         except Exception as exc:   # inspection failed: the control packet still passes
             events.emit("error", message=f"dynamic filter failed on a control packet: {exc!r}")
-        pkt.accept()
+        if passes:
+            pkt.accept()
+        else:
+            pkt.drop()
 
     def on_new(pkt) -> None:
         try:

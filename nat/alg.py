@@ -29,11 +29,18 @@ connecting from port 21 or 990 cannot make the server's replies count as its com
 control connection whose SYN this process did not see is forwarded untouched. TLS bytes are
 never changed; after CCC inspection resumes on the first plaintext line.
 
-Divert point: the queue rule is in the `raw` table's PREROUTING, i.e. before conntrack. The
+Divert points: the queue rule is in the `raw` table's PREROUTING, i.e. before conntrack. The
 kernel (conntrack, NAT, filter, TCP window tracking) then only ever sees the rewritten stream,
 whose segments are consistent with each other; rewriting after conntrack would show it one
-length and forward another. The one thing conntrack cannot get right by itself is the window
-check across our shift, hence net.netfilter.nf_conntrack_tcp_be_liberal=1 in the setup.
+length and forward another. Acknowledgements are put back into their sender's numbering on a
+second queue after conntrack (mangle POSTROUTING, queues.ALG_ACKS: AckTranslations), so that
+conntrack's window tracking sees each direction's bytes and their ACKs in one numbering and needs
+no nf_conntrack_tcp_be_liberal.
+
+Whose bytes are read: only a segment from its sender's side of the router that its receiver will
+accept (lab.devkit.ctrlstream: the side of the SYN / SYN-ACK, TTL, checksum, window, ACK, PAWS, a
+retransmission's bytes); anything else is dropped with a `drop` event naming why, and nothing in it
+is rewritten or mapped.
 """
 
 from __future__ import annotations
@@ -44,12 +51,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from lab.devkit import features, queues
-from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding
+from lab.devkit.ctrlstream import C2S, OTHER, S2C, Conn, ControlTracker, Fed, Finding, Receipt
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
 from lab.devkit.inspection import Inspector
@@ -65,7 +73,6 @@ MAP_CHAIN = "ALG-MAP"
 # replies are not held by delayed ACKs), so the limit sits above that; a flood costs the kernel
 # one rule insert and delete (~20 ms) per mapping, so it must not be unbounded either.
 MAP_RATE, MAP_BURST = 100.0, 100.0
-OTHER = {C2S: S2C, S2C: C2S}
 
 Runner = Callable[..., str]     # run(argv, input=None) -> stdout; raises RuntimeError on failure
 
@@ -324,6 +331,38 @@ class Verdict:
 ACCEPT = Verdict("accept")
 
 
+class AckTranslations:
+    """ACK and SACK numbers to put back into packets on their second pass.
+
+    Conntrack's TCP window tracking must see one numbering per direction: it sees each
+    direction's bytes as this ALG forwards them (rewritten, in raw PREROUTING), so it must also see
+    the acknowledgements of those bytes as their receiver sent them. The translation of an ACK
+    back to its sender's own positions therefore happens after conntrack, on a second queue in
+    mangle POSTROUTING (queues.ALG_ACKS); no nf_conntrack_tcp_be_liberal is needed. NAT changes
+    addresses and ports between the passes, never seq, ack, length or flags: those find the packet.
+    """
+
+    KEEP = 2.0           # seconds: a packet reaches its second pass within microseconds
+    LIMIT = 8192
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.pending: OrderedDict[tuple, tuple[float, int, list | None]] = OrderedDict()
+
+    def expect(self, seq: int, ack: int, length: int, flags: int, new_ack: int, sack: list | None) -> None:
+        now = self.clock()
+        key = (seq, ack, length, flags)
+        self.pending.pop(key, None)
+        self.pending[key] = (now, new_ack, sack)
+        while self.pending and (len(self.pending) > self.LIMIT or now - next(iter(self.pending.values()))[0] > self.KEEP):
+            self.pending.popitem(last=False)
+
+    def take(self, seq: int, ack: int, length: int, flags: int) -> tuple[int, list | None] | None:
+        """The translation for this packet; kept a while, as a retransmission carries the same numbers."""
+        found = self.pending.get((seq, ack, length, flags))
+        return None if found is None else (found[1], found[2])
+
+
 class AlgEngine:
     """Turns each control segment into what to forward. One per ALG process."""
 
@@ -339,16 +378,28 @@ class AlgEngine:
         self.events = events
         self.mappings = mappings
         self.tracker = ControlTracker(control_ports, hold=True, clock=clock)
+        self.tracker.ack_offset = self._ack_offset
         self.clock = clock
         self.drop_first_rewrite = drop_first_rewrite    # test hook: lose one rewritten segment
-        self.stats = {"packets": 0, "rewrites": 0, "gaps": 0, "test_drops": 0}
+        self.stats = {"packets": 0, "rewrites": 0, "gaps": 0, "test_drops": 0, "refused": 0}
+        self.acks = AckTranslations(clock)
 
-    def process(self, seg: Segment, from_outside: bool) -> Verdict:
+    def _ack_offset(self, conn: Conn, direction: str, ack: int) -> int:
+        """An acknowledgement counts the other direction's bytes as this ALG forwarded them:
+        back to the offsets its sender sent."""
+        other = conn.halves[OTHER[direction]]
+        maps = conn.device.get("maps")
+        offset = other.offset(ack)
+        return maps[OTHER[direction]].to_orig(offset) if maps else offset
+
+    def process(self, seg: Segment, from_outside: bool, receipt: Receipt | None = None) -> Verdict:
         self.stats["packets"] += 1
-        got = self.tracker.see(seg)
+        got = self.tracker.see(seg, receipt)
         if got is None:
             return ACCEPT
         conn, direction, fed = got
+        if fed.status == "refused":
+            return self._refused(conn, direction, fed, seg)
         if fed.status == "gap":
             # Bytes before this segment never reached us: we cannot know its line boundaries.
             # TCP resends it once the hole is filled.
@@ -371,6 +422,16 @@ class AlgEngine:
             return self._forward(conn, direction, early[0].start, seg, maps, early[0].line + seg.payload)
         return self._forward(conn, direction, fed.start, seg, maps)
 
+    def _refused(self, conn: Conn, direction: str, fed: Fed, seg: Segment) -> Verdict:
+        """A segment its receiver would not take, or from the wrong side: nothing in it is read,
+        rewritten or opened, and it is dropped (one the kernel drops anyway is left to it)."""
+        self.stats["refused"] += 1
+        self.events.emit("drop", conn=str(conn.id), direction=direction, reason=f"not read: {fed.reason}",
+                         rule="control-stream check" + (" (left to the kernel)" if fed.forward else ""),
+                         proto="tcp", src=seg.src, sport=seg.sport, dst=seg.dst, dport=seg.dport,
+                         flags=seg.flag_text(), forwarded=fed.forward)
+        return ACCEPT if fed.forward else Verdict("drop")
+
     def _forward(self, conn: Conn, direction: str, start: int, seg: Segment, maps: dict,
                  data: bytes | None = None) -> Verdict:
         half, other = conn.halves[direction], conn.halves[OTHER[direction]]
@@ -392,18 +453,27 @@ class AlgEngine:
         else:
             out_off, payload = smap.position(start, half.held_start), b""
         seq = half.seq(out_off - (1 if seg.syn else 0))
-        ack, sack = seg.ack, None
-        if seg.has_ack and other.base is not None:
-            ack = other.seq(omap.to_orig(other.offset(seg.ack)))
+        if seg.has_ack and other.base is not None and omap.units:
             blocks = seg.sack_blocks()
-            if blocks:
-                sack = [(other.seq(omap.to_orig(other.offset(a))), other.seq(omap.to_orig(other.offset(b))))
-                        for a, b in blocks]
+            ack = other.seq(omap.to_orig(other.offset(seg.ack)))
+            sack = [(other.seq(omap.to_orig(other.offset(a))), other.seq(omap.to_orig(other.offset(b))))
+                    for a, b in blocks] if blocks else None
+            if ack != seg.ack or (sack is not None and sack != blocks):
+                self.acks.expect(seq, seg.ack, len(payload), flags, ack, sack)
         if payload == seg.payload:
-            if seq == seg.seq and ack == seg.ack and sack is None:
+            if seq == seg.seq:
                 return ACCEPT
-            return Verdict("accept", patch(seg, seq, ack, sack))
-        return Verdict("accept", rebuild(seg, seq, ack, sack, payload, flags))
+            return Verdict("accept", patch(seg, seq, seg.ack, None))
+        return Verdict("accept", rebuild(seg, seq, seg.ack, None, payload, flags))
+
+    def translate_acks(self, seg: Segment) -> bytes | None:
+        """The second pass (mangle POSTROUTING, after conntrack): the packet with its ACK and SACK
+        counted in the positions the other side sent; None: nothing to change."""
+        found = self.acks.take(seg.seq, seg.ack, len(seg.payload), seg.flags)
+        if found is None:
+            return None
+        ack, sack = found
+        return patch(seg, seg.seq, ack, sack)
 
     # -- findings ---------------------------------------------------------------------------------
     def _act(self, conn: Conn, direction: str, f: Finding, seg: Segment, from_outside: bool,
@@ -518,14 +588,16 @@ def setup(view: NodeView) -> DeviceSetup:
     rules = [
         *(argv for tool in view.tools for argv in queue_rules(view.control_ports, queues.ALG, "raw", "PREROUTING",
                                                                tool)),
+        *(argv for tool in view.tools for argv in queue_rules(view.control_ports, queues.ALG_ACKS, "mangle",
+                                                               "POSTROUTING", tool)),
         *(["nft", command] for command in NFT_TABLE),
         *(["nft", command] for command in (nft_table("ip6") if six else [])),
     ]   # mapped data connections are DNATed, which the NAT's own FORWARD rules let through
     return DeviceSetup(
         iptables=rules,
-        sysctls={"net.netfilter.nf_conntrack_tcp_be_liberal": "1"},
         argv=[sys.executable, "-m", "nat.alg", "--config", str(config_path(view, "alg"))],
-        config={"device": view.name, "events": str(view.events), "queue": queues.ALG, "control_ports": ports,
+        config={"device": view.name, "events": str(view.events), "queue": queues.ALG,
+                "ack_queue": queues.ALG_ACKS, "control_ports": ports,
                 "outside_interface": outside.name, "outside_address": str(outside.address.ip),
                 "lifetime": 30.0, "one_to_one": {str(o.to): str(o.public) for o in nat.one_to_one},
                 "outside_address6": str(outside.address6.ip) if six else None},
@@ -546,7 +618,7 @@ DEVICE = Device(
 def main(argv: list[str] | None = None) -> int:
     import socket
 
-    from lab.devkit.nfq import load_config, serve
+    from lab.devkit.nfq import load_config, receipt, serve
 
     cfg = load_config(argv, "nat.alg")
     events = EventWriter(cfg.get("events"), cfg["device"], "alg")
@@ -572,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_packet(pkt) -> None:
         try:
             seg = parse(pkt.get_payload())
-            verdict = ACCEPT if seg is None else engine.process(seg, pkt.indev == outside_index)
+            verdict = ACCEPT if seg is None else engine.process(seg, pkt.indev == outside_index, receipt(pkt))
         except Exception as exc:   # a bug must not take the router down: forward as is, say so
             events.emit("error", message=f"ALG failed on a packet: {exc!r}")
             pkt.accept()
@@ -582,6 +654,16 @@ def main(argv: list[str] | None = None) -> int:
             return
         if verdict.packet is not None:
             pkt.set_payload(verdict.packet)
+        pkt.accept()
+
+    def on_second_pass(pkt) -> None:
+        try:
+            seg = parse(pkt.get_payload())
+            raw = None if seg is None else engine.translate_acks(seg)
+            if raw is not None:
+                pkt.set_payload(raw)
+        except Exception as exc:   # as above: forward, say so
+            events.emit("error", message=f"ALG failed on a packet's acknowledgement: {exc!r}")
         pkt.accept()
 
     stop = threading.Event()
@@ -598,8 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     poller.start()
     try:
         queue = int(cfg.get("queue", queues.ALG))
-        serve({queue: on_packet}, engine.tracker.expire, period=1.0,
-              on_ready=lambda: events.emit("ready", queue=queue))
+        serve({queue: on_packet, int(cfg.get("ack_queue", queues.ALG_ACKS)): on_second_pass},
+              engine.tracker.expire, period=1.0, on_ready=lambda: events.emit("ready", queue=queue))
     finally:
         stop.set()
         poller.join(2)

@@ -24,8 +24,25 @@ Holding: when a segment ends inside a line that may still become an announcement
 `held_start` says where it starts. The ALG leaves those bytes out of the segment it forwards and
 sends the whole (rewritten) line with the segment that completes it; see nat.seqadj (the ALG).
 
+Whose bytes: a device must read exactly the bytes the receiver will take, or it acts on a line the
+receiver never saw (a neighbour's forged "227 (server,0,22)" opening server:22). So a segment is read
+only when (`Receipt`, for what `see()` is given):
+- it comes from its sender's side of the router: the interface and neighbour (link-layer address) the
+  connection's SYN (client) or SYN-ACK (server) came from; the server's side is learnt only from a
+  SYN-ACK that answers the client's SYN;
+- the router forwards it (a TTL or hop limit of 1 expires here) and the receiver accepts it: a good TCP
+  checksum, the ACK flag on data, an acknowledgement of nothing but bytes the receiver sent (and not
+  older than its largest window), a start inside the window the receiver advertised, a timestamp not
+  older than the sender's last one (PAWS), and old bytes the same as the first time (a retransmission
+  with other bytes is refused: the receiver keeps the first).
+Anything else is `refused` with the reason: the device drops it (a forwarded TTL-1 packet is left to
+the kernel, which drops it and answers ICMP) and says so. What cannot be told apart from the real
+sender: a neighbour on the sender's own link that also forges the sender's link-layer address
+(README: Security).
+
 Memory is bounded: a line longer than MAX_LINE is skipped to its end, a held line longer than
-HOLD_LIMIT is released unrewritten, and the connection table has a size limit and idle expiry.
+HOLD_LIMIT is released unrewritten, the bytes kept for comparing retransmissions are the last RECENT
+of each direction, and the connection table has a size limit and idle expiry.
 """
 
 from __future__ import annotations
@@ -49,8 +66,10 @@ from lab.ftps.grammar import (
 
 C2S = "c2s"   # client -> server: commands
 S2C = "s2c"   # server -> client: replies
+OTHER = {C2S: S2C, S2C: C2S}
 
 HOLD_LIMIT = 512          # an announcement line is short; longer held lines are released as they are
+RECENT = 8192             # bytes of each direction kept to compare a retransmission with
 TLS_TYPES = frozenset((0x14, 0x15, 0x16, 0x17, 0x18))   # change_cipher_spec .. heartbeat
 MASK32 = 0xFFFFFFFF
 
@@ -101,8 +120,20 @@ class Fed:
 
     start: int
     end: int
-    status: str                  # "new" (some bytes not seen before), "old" (all seen), "gap" (beyond a hole)
+    status: str                  # "new" (some bytes not seen before), "old" (all seen), "gap" (beyond a
+    #                              a hole), "refused" (not read: `reason`; see the module's docstring)
     findings: list[Finding] = field(default_factory=list)
+    reason: str = ""
+    forward: bool = False        # refused, but leave the verdict to the kernel (it will not deliver it)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """How a segment reached the device: the side it came from (ingress interface index and the
+    neighbour's link-layer address: None where unknown, e.g. in a unit test) and whether the
+    receiving stack would take it (see ControlTracker.see)."""
+
+    side: tuple | None = None
 
 
 class HalfStream:
@@ -122,6 +153,15 @@ class HalfStream:
         self._replies = ReplyReader()
         self.fin_at: int | None = None
         self.tls_seen = False
+        # what a receiving stack knows of this direction (its sender's SYN, its receiver's ACKs)
+        self.side: tuple | None = None       # where this direction's packets come from
+        self.wscale: int | None = None       # the shift the sender offered in its SYN
+        self.scale = 0                       # the shift in force for the sender's windows
+        self.ts_recent: int | None = None    # the sender's newest timestamp
+        self.max_window = 0                  # the largest window the sender advertised (scaled)
+        self.acked: int | None = None        # the receiver's highest acknowledgement (offset)
+        self.right_edge: int | None = None   # acked + the receiver's window: where it stops taking
+        self.recent = bytearray()            # the last RECENT bytes of the stream, ending at `next`
 
     # -- sequence numbers <-> stream offsets ------------------------------------------------
     def start(self, seq: int, syn: bool) -> None:
@@ -151,7 +191,10 @@ class HalfStream:
         status = "old"
         if end > self.next:
             status = "new"
-            self._parse(data[self.next - start:], self.next, findings)
+            fresh = data[self.next - start:]
+            self.recent += fresh
+            del self.recent[:-RECENT]
+            self._parse(fresh, self.next, findings)
             self.next = end
             self._end_of_segment(end, findings)
         if fin and self.fin_at is None and end == self.next:
@@ -162,6 +205,17 @@ class HalfStream:
     @property
     def holding(self) -> bool:
         return self.held_start is not None
+
+    def differs(self, start: int, data: bytes) -> bool:
+        """Do bytes already read (those still kept) differ from `data` at `start`?"""
+        kept = self.next - len(self.recent)
+        lo, hi = max(start, kept), min(start + len(data), self.next)
+        return lo < hi and data[lo - start:hi - start] != self.recent[lo - kept:hi - kept]
+
+    @property
+    def sent_end(self) -> int:
+        """The offset just past everything this direction sent (its FIN takes one)."""
+        return self.next + (1 if self.fin_at is not None else 0)
 
     def _parse(self, data: bytes, pos: int, out: list[Finding]) -> None:
         i, n = 0, len(data)
@@ -296,6 +350,24 @@ class HalfStream:
         self.held_start = None
 
 
+def _same_side(known: tuple | None, now: tuple | None) -> bool:
+    """Did a packet come from the side a direction's packets come from? The interface must be the
+    same; the neighbour's link-layer address too, where the kernel handed both (it does not for
+    every packet: NFQUEUE gives none when the packet has no link-layer header left)."""
+    if known is None or now is None:
+        return True
+    if known[0] != now[0]:
+        return False
+    return known[1] is None or now[1] is None or known[1] == now[1]
+
+
+def _side_text(side: tuple) -> str:
+    """A side as words: `interface 3, neighbour 02:00:00:00:00:01`."""
+    ifindex, hw = (tuple(side) + (None, None))[:2]
+    mac = ":".join(f"{b:02x}" for b in hw[:6]) if isinstance(hw, bytes | bytearray) else hw
+    return f"interface {ifindex}" + (f", neighbour {mac}" if mac else "")
+
+
 class Conn:
     """Both directions of one control connection, plus a slot for the device's own state."""
 
@@ -318,8 +390,12 @@ class ControlTracker:
 
     def __init__(self, control_ports: list[int] | frozenset[int], hold: bool = True,
                  max_conns: int = 4096, idle: float = 3600.0, linger: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ack_numbers: bool = True) -> None:
         self.control_ports = frozenset(control_ports)
+        # False where a later hook rewrites the stream (a kernel helper on the same router): then
+        # the ACKs a device sees count bytes it never saw, and the checks built on them (an ACK of
+        # unsent bytes, the receiver's window) are not made; the others still are.
+        self.ack_numbers = ack_numbers
         self.hold = hold
         self.max_conns = max_conns
         self.idle = idle
@@ -332,8 +408,10 @@ class ControlTracker:
     def segment(self, src: str, sport: int, dst: str, dport: int, seq: int, data: bytes,
                 syn: bool = False, fin: bool = False, rst: bool = False, ack: bool = False
                 ) -> tuple[Conn, str, Fed] | None:
-        """Feed one TCP segment. Returns the connection, the direction and what was found, or
-        None for a segment of no control connection this tracker saw open.
+        """Feed one TCP segment's stream fields, trusting them (what unit tests of the stream
+        logic call; devices call see(), which first asks whether the receiver would take it).
+        Returns the connection, the direction and what was found, or None for a segment of no
+        control connection this tracker saw open.
 
         The direction comes from who opened the connection: a SYN without ACK to a control port
         makes its sender the client (conntrack's original direction). Port numbers never decide
@@ -341,32 +419,132 @@ class ControlTracker:
         the server's replies read as its commands (slipstreaming). A connection whose opening
         SYN was not seen here is never tracked, so nothing on it is ever acted upon.
         """
+        return self._segment(src, sport, dst, dport, seq, data, syn, fin, rst, ack, None, None)
+
+    def see(self, seg: Segment, receipt: Receipt | None = None) -> tuple[Conn, str, Fed] | None:
+        """segment() for a packet as it reached the device (what the device programs call): read
+        only if it came from its sender's side and its receiver will accept it (the module's
+        docstring); otherwise the Fed is `refused`, with the reason, and nothing is read."""
+        return self._segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
+                             seg.syn, seg.fin, seg.rst, seg.has_ack, seg, receipt or Receipt())
+
+    def _segment(self, src: str, sport: int, dst: str, dport: int, seq: int, data: bytes,
+                 syn: bool, fin: bool, rst: bool, ack: bool, seg: Segment | None,
+                 receipt: Receipt | None) -> tuple[Conn, str, Fed] | None:
         now = self.clock()
         found = self._find(src, sport, dst, dport)
         opening = syn and not ack
         if opening and (found is None or found[1] == C2S) and dport in self.control_ports:
+            if seg is not None and self._undeliverable(seg):
+                return None       # the server never gets this SYN: no connection to track
             # A new connection, or a new one on a reused tuple (another initial sequence number).
             old = found[0] if found else None
             if old is None or old.halves[C2S].base != (seq + 1) & MASK32:
                 found = self._new(ConnId(src, sport, dst, dport), now), C2S
+                if receipt is not None:
+                    found[0].halves[C2S].side = receipt.side
         if found is None:
             return None
         conn, direction = found
+        half = conn.halves[direction]
+        if seg is not None and receipt is not None:
+            why, forward = self._refusal(conn, direction, seg, receipt)
+            if why:
+                return conn, direction, Fed(0, 0, "refused", reason=why, forward=forward)
         self.conns.move_to_end(conn.id)
         conn.last = now
-        half = conn.halves[direction]
         if half.base is None:
             half.start(seq, syn)
         offset = half.offset(seq) + (1 if syn else 0)
+        if seg is not None:
+            self._learn(conn, direction, seg, offset)
         fed = half.feed(offset, data, fin)
         if (fin or rst) and conn.closing_since is None:
             conn.closing_since = now
         return conn, direction, fed
 
-    def see(self, seg: Segment) -> tuple[Conn, str, Fed] | None:
-        """segment() for a parsed packet (what the device programs call)."""
-        return self.segment(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.payload,
-                            seg.syn, seg.fin, seg.rst, seg.has_ack)
+    # -- would the receiver take it? -----------------------------------------------------------
+    @staticmethod
+    def _undeliverable(seg: Segment) -> str:
+        """Why this router will not deliver the segment at all (empty: it will)."""
+        if seg.ttl <= 1:
+            return (f"{'hop limit' if seg.version == 6 else 'TTL'} {seg.ttl}: it expires at this router "
+                    "and never reaches its receiver")
+        if not seg.checksum_ok():
+            return "bad TCP checksum: the receiver discards it"
+        return ""
+
+    def ack_offset(self, conn: Conn, direction: str, ack: int) -> int:
+        """The offset in the other direction's stream that `ack`, sent in `direction`,
+        acknowledges. A device that moves the other direction's bytes (the ALG) overrides it."""
+        return conn.halves[OTHER[direction]].offset(ack)
+
+    def _refusal(self, conn: Conn, direction: str, seg: Segment, receipt: Receipt) -> tuple[str, bool]:
+        """Why the segment must not be read, and whether to leave its fate to the kernel."""
+        half = conn.halves[direction]
+        who = "client" if direction == C2S else "server"
+        if direction == S2C and half.side is None and half.base is None:
+            client_isn = conn.halves[C2S].base
+            if not (seg.syn and seg.has_ack and client_isn is not None and seg.ack == client_isn):
+                return "the server's first segment is not a SYN-ACK answering the client's SYN", False
+            half.side = receipt.side
+        if not _same_side(half.side, receipt.side):
+            return (f"claims to come from the {who} but arrived from another side of the router "
+                    f"({_side_text(receipt.side)}, the {who}'s is {_side_text(half.side)})"), False
+        why = self._undeliverable(seg)
+        if why:
+            return why, seg.ttl <= 1
+        if seg.rst:
+            return "", False
+        if seg.payload and not seg.has_ack and not seg.syn:
+            return "data without the ACK flag: the receiver discards it", False
+        if half.base is None:
+            return "", False
+        start = half.offset(seg.seq) + (1 if seg.syn else 0)
+        why = self._numbers_refusal(conn, direction, seg, start) if self.ack_numbers else ""
+        if why:
+            return why, False
+        ts = seg.tsval
+        if ts is not None and half.ts_recent is not None and ((ts - half.ts_recent) & MASK32) >= 0x80000000:
+            return "its timestamp is older than the sender's last (PAWS): the receiver discards it", False
+        if seg.payload and start < half.next and half.differs(start, seg.payload):
+            return ("retransmits bytes already read with other bytes: the receiver keeps the first ones, "
+                    "this one is not read"), False
+        return "", False
+
+    def _numbers_refusal(self, conn: Conn, direction: str, seg: Segment, start: int) -> str:
+        """What the receiver's ACKs and window say of a segment starting at `start`."""
+        half, other = conn.halves[direction], conn.halves[OTHER[direction]]
+        if seg.payload and half.right_edge is not None and start >= half.right_edge:
+            return (f"starts {start - half.right_edge + 1} bytes beyond the window the receiver "
+                    "advertised: the receiver discards it")
+        if seg.has_ack and other.base is not None:
+            acked = self.ack_offset(conn, direction, seg.ack)
+            if acked > other.sent_end:
+                return "acknowledges bytes the other side never sent: the receiver discards it"
+            if other.acked is not None and acked < other.acked - max(half.max_window, 1):
+                return "acknowledges bytes older than the sender's largest window: the receiver discards it"
+        return ""
+
+    def _learn(self, conn: Conn, direction: str, seg: Segment, offset: int) -> None:
+        """What an accepted segment tells about its connection's windows and timestamps."""
+        half, other = conn.halves[direction], conn.halves[OTHER[direction]]
+        if seg.syn:
+            half.wscale = seg.wscale
+            if direction == S2C and half.wscale is not None and other.wscale is not None:
+                half.scale, other.scale = half.wscale, other.wscale
+        window = seg.window << (0 if seg.syn else half.scale)
+        half.max_window = max(half.max_window, window)
+        ts = seg.tsval
+        if ts is not None and (half.ts_recent is None or ((ts - half.ts_recent) & MASK32) < 0x80000000):
+            half.ts_recent = ts
+        if seg.has_ack and other.base is not None:
+            acked = self.ack_offset(conn, direction, seg.ack)
+            if other.acked is None or acked > other.acked:
+                other.acked = acked
+            edge = acked + window
+            if other.right_edge is None or edge > other.right_edge:
+                other.right_edge = edge
 
     def _find(self, src: str, sport: int, dst: str, dport: int) -> tuple[Conn, str] | None:
         """The known connection a packet belongs to and its direction: the client's packets

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.devkit.ctrlstream import Receipt
+
 
 def load_config(argv: list[str] | None, prog: str) -> dict:
     parser = argparse.ArgumentParser(prog=prog)
@@ -21,6 +23,16 @@ def load_config(argv: list[str] | None, prog: str) -> dict:
     except (OSError, ValueError) as exc:
         print(f"{prog}: cannot read config {args.config}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def receipt(pkt) -> Receipt:
+    """How a queued packet reached this router: its ingress interface and the neighbour's
+    link-layer address (what lab.devkit.ctrlstream checks a segment's side against)."""
+    try:
+        hw = pkt.get_hw()
+    except Exception:       # no link-layer header (a tunnel): the interface alone
+        hw = None
+    return Receipt(side=(pkt.indev, bytes(hw[:6]) if hw else None))
 
 
 def serve(queues: dict[int, Callable], tick: Callable[[], None] | None = None,

@@ -4,7 +4,12 @@ seq/ack/SACK/payload, and name any packet for a drop event.
 Most control packets need no change, or only new seq/ack numbers: those are patched in place with
 struct (a few microseconds). A packet whose payload changes is rebuilt with scapy, which recomputes
 lengths and checksums. IPv6 extension headers (hop-by-hop, routing, destination options) are
-skipped; a fragment is never read (not ours to reassemble).
+skipped; a fragment is never read (not ours to reassemble: conntrack's defragmentation, which
+runs before the devices' queues, hands them whole packets).
+
+What a receiving stack looks at before it accepts a segment (the hop limit, the TCP checksum, the
+window and window scale, timestamps) is read here too: lab.devkit.ctrlstream decides with it
+whether the bytes a device reads are bytes the receiver will accept.
 """
 
 from __future__ import annotations
@@ -36,6 +41,29 @@ class Segment:
     flags: int
     payload: bytes
     version: int = 4
+    ttl: int = 64         # IPv4 TTL / IPv6 hop limit, as the packet arrived
+    window: int = 65535   # the TCP window field, unscaled
+
+    @property
+    def wscale(self) -> int | None:
+        """The window-scale shift this segment offers (SYN and SYN-ACK only carry it)."""
+        for kind, off, length in _options(self.raw, self.ihl, self.thl):
+            if kind == 3 and length == 3:
+                return min(self.raw[off + 2], 14)
+        return None
+
+    @property
+    def tsval(self) -> int | None:
+        """The sender's timestamp (RFC 7323 TSval), when the segment carries one."""
+        for kind, off, length in _options(self.raw, self.ihl, self.thl):
+            if kind == 8 and length == 10:
+                return struct.unpack_from("!I", self.raw, off + 2)[0]
+        return None
+
+    def checksum_ok(self) -> bool:
+        """Does the TCP checksum verify? A receiver silently discards a segment whose does not."""
+        tcp = self.raw[self.ihl:self.ihl + self.thl + len(self.payload)]
+        return _checksum(_pseudo(self.raw, self.version, len(tcp)) + tcp) == 0
 
     @property
     def syn(self) -> bool:
@@ -119,12 +147,12 @@ def parse(raw: bytes) -> Segment | None:
     if proto != 6 or len(raw) < ihl + 20:
         return None
     total = _ip_end(raw, version)
-    sport, dport, seq, ack, off_flags = struct.unpack_from("!HHIIH", raw, ihl)
+    sport, dport, seq, ack, off_flags, window = struct.unpack_from("!HHIIHH", raw, ihl)
     thl = (off_flags >> 12) * 4
     if thl < 20 or ihl + thl > total:
         return None
     return Segment(raw, ihl, thl, src, dst, sport, dport, seq, ack, off_flags & 0x1FF,
-                   raw[ihl + thl:total], version)
+                   raw[ihl + thl:total], version, raw[8] if version == 4 else raw[7], window)
 
 
 def describe(raw: bytes) -> dict:
@@ -151,6 +179,13 @@ def _checksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
+def _pseudo(raw: bytes, version: int, length: int) -> bytes:
+    """The TCP pseudo-header of an IPv4 or IPv6 packet carrying `length` bytes of TCP."""
+    if version == 4:
+        return raw[12:20] + struct.pack("!BBH", 0, 6, length)
+    return raw[8:40] + struct.pack("!IxxxB", length, 6)
+
+
 def patch(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None) -> bytes:
     """The same packet with new seq/ack (and SACK edges), TCP checksum recomputed."""
     buf = bytearray(seg.raw[:seg.ihl + seg.thl + len(seg.payload)])
@@ -163,11 +198,7 @@ def patch(seg: Segment, seq: int, ack: int, sack: list[tuple[int, int]] | None) 
                     struct.pack_into("!II", buf, j, *next(blocks))
     struct.pack_into("!H", buf, seg.ihl + 16, 0)
     tcp = bytes(buf[seg.ihl:])
-    if seg.version == 4:
-        pseudo = seg.raw[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
-    else:
-        pseudo = seg.raw[8:40] + struct.pack("!IxxxB", len(tcp), 6)
-    struct.pack_into("!H", buf, seg.ihl + 16, _checksum(pseudo + tcp))
+    struct.pack_into("!H", buf, seg.ihl + 16, _checksum(_pseudo(seg.raw, seg.version, len(tcp)) + tcp))
     return bytes(buf)
 
 

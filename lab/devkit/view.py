@@ -33,6 +33,9 @@ class NodeView:
     events: Path = Path("events.jsonl")       # the JSON-lines file every device appends to
     control_ports: tuple[int, ...] = (21, 990)   # FTP control ports on this node: the picture's and the sections'
     drop_reasons: Mapping[int, str] = field(default_factory=dict)   # mark -> why (the node's observed drops)
+    #: a kernel FTP helper on this node rewrites the control channel after the mangle table
+    #: (nf_nat_ftp at the helper hook): ACK numbers seen before it count the bytes as rewritten
+    late_rewrite: bool = False
 
     @property
     def tools(self) -> tuple[str, ...]:

@@ -69,7 +69,8 @@ def setups(node: Node, topology: Topology, events: Path, alg_mode: str | None = 
     drops the engine's own rules on this node use (the internet's), for the drop observer.
     """
     found = sections(node, alg_mode)
-    base = view(node, topology, events)
+    base = replace(view(node, topology, events),
+                   late_rewrite=found["nat"] is not None and found["nat"].alg in ("kernel", "kernel-nft"))
     observed = RuleSet(reasons=dict(drop_reasons or {}))
     out = []
     for device in DEVICES:

@@ -24,14 +24,16 @@ def setups_of(name: str, node: str, tmp_path, **kw) -> dict:
 
 def test_alg_setup_queues_control_ports_in_raw_prerouting(tmp_path):
     setup = setups_of("client-nat", "nat-c", tmp_path)["alg"]
-    queued = [r for r in setup.iptables if "NFQUEUE" in r]
+    queued = [r for r in setup.iptables if "NFQUEUE" in r and r[-1] == "10"]
     # both families: client-nat is dual stack (NAT66 with the same ALG)
-    assert all(r[0] in ("iptables", "ip6tables") and r[1:5] == ["-t", "raw", "-A", "PREROUTING"] and r[-1] == "10"
-               for r in queued)
+    assert all(r[0] in ("iptables", "ip6tables") and r[1:5] == ["-t", "raw", "-A", "PREROUTING"] for r in queued)
     assert {r[0] for r in queued} == {"iptables", "ip6tables"}
     assert {r[r.index("multiport") + 1] for r in queued} == {"--dports", "--sports"}
     assert all("21,990" in r for r in queued)
-    assert setup.sysctls == {"net.netfilter.nf_conntrack_tcp_be_liberal": "1"}
+    # the second pass, after conntrack, puts ACKs back; conntrack's window tracking stays strict
+    second = [r for r in setup.iptables if "NFQUEUE" in r and r[-1] == "11"]
+    assert len(second) == 4 and all(r[1:5] == ["-t", "mangle", "-A", "POSTROUTING"] for r in second)
+    assert "net.netfilter.nf_conntrack_tcp_be_liberal" not in setup.sysctls
     assert setup.argv[1:3] == ["-m", "nat.alg"]
     assert setup.config["outside_address"] == "198.51.100.1" and setup.config["device"] == "nat-c"
     assert Path(setup.argv[setup.argv.index("--config") + 1]).parent == tmp_path
@@ -51,7 +53,10 @@ def test_dynamic_setup_admits_only_through_its_queues(tmp_path):
     sport_rule = next(r for r in chain if "--sports" in r)
     assert "ESTABLISHED" in sport_rule                                  # source port 21 is no key
     assert setup.config == {"device": "fw", "events": str(tmp_path / "events.jsonl"), "control_ports": [21, 990],
-                            "lifetime": 30.0, "idle_timeout": None}   # no list of its own addresses to open pinholes to
+                            "lifetime": 30.0, "idle_timeout": None,   # no list of its own addresses to open pinholes to
+                            "late_rewrite": False}                    # no kernel helper on fw
+    late = setups_of("dynamic-filter-nat", "fw", tmp_path, alg_mode="kernel")["dynamic"]
+    assert late.config["late_rewrite"] is True and not late.sysctls.get("net.netfilter.nf_conntrack_tcp_be_liberal")
 
 
 def test_dropwatch_gets_every_drop_reason_of_the_node(tmp_path):
