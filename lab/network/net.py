@@ -31,9 +31,12 @@ from pathlib import Path
 
 from firewall.nftables import nft_errors
 from lab.devkit.device import Restore
+from lab.devkit.observed import RuleSet
 from lab.devkit.types import ALG_MODES
 from lab.errors import LabError
 from lab.network.internet import internet_rules
+from lab.network.rpfilter import SYSCTLS as RPFILTER_SYSCTLS
+from lab.network.rpfilter import rpfilter_rules
 from lab.topology import devices
 from lab.topology.ipsave import describe_restore_error as restore_error
 from lab.topology.model import Node, Topology
@@ -47,7 +50,7 @@ STOP_GRACE = 2.0
 #: addresses; then it is on without autoconfiguration: no router advertisements are accepted or
 #: solicited (addresses and routes are the picture's alone) and addresses skip duplicate detection.
 HOST_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
-ROUTER_SYSCTLS = {**HOST_SYSCTLS, "net.ipv4.ip_forward": "1"}
+ROUTER_SYSCTLS = {**HOST_SYSCTLS, "net.ipv4.ip_forward": "1", **RPFILTER_SYSCTLS}
 IPV6_SYSCTLS = {f"net.ipv6.conf.{which}.{key}": value for which in ("all", "default")
                 for key, value in (("disable_ipv6", "0"), ("accept_ra", "0"), ("autoconf", "0"),
                                    ("router_solicitations", "0"), ("accept_dad", "0"))}
@@ -301,7 +304,10 @@ class LabNet:
     def _program(self, node: Node) -> None:
         """The engine's own rules (the internet's), then each device on the node, in the registry's
         order: its kernel rules, sysctls and program (lab.topology.devices)."""
-        own = internet_rules(self.ipv6) if node.name == self.topology.internet else None
+        own = rpfilter_rules(self.ipv6) if node.kind == "router" else None
+        if node.name == self.topology.internet:
+            own = own or RuleSet()
+            own.extend(internet_rules(self.ipv6))
         setups = devices.setups(node, self.topology, self.events_path, alg_mode=self.alg,
                                 programs=self.devices, drop_reasons=own.reasons if own else None)
         # iptables-restore replaces the tables it names: a user's ruleset goes in before any rule
