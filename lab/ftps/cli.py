@@ -126,7 +126,7 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from lab.ftps.config import ServerConfig, parse_ftpdata
+    from lab.ftps.config import ServerConfig, check_files, parse_ftpdata
     from lab.ftps.gss import KerberosError
     from lab.ftps.server import FTPServer
     from lab.ftps.tls import TLSSetupError
@@ -137,6 +137,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise InputError([Problem("<command line>", 0, "--cert/--key", "give both or neither")])
     config = parse_ftpdata(args.ftpdata, "server") if args.ftpdata else ServerConfig()
+    check_files(config, args.ftpdata, cert=args.cert, key=args.key, ca=args.ca)   # before listening
     check_tls_inputs(args.cert, args.key, args.ca, config.KEYRING)
     users = dict(parse_user(u) for u in args.user)
     if not users:
@@ -319,10 +320,11 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> int:
     from lab.ftps.client import FTPClient, FTPError
-    from lab.ftps.config import ClientConfig, parse_ftpdata
+    from lab.ftps.config import ClientConfig, check_files, parse_ftpdata
 
     target = parse_url(args.url, args.password)
     config = parse_ftpdata(args.ftpdata, "client") if args.ftpdata else ClientConfig()
+    check_files(config, args.ftpdata, cert=args.cert, key=args.key, ca=args.ca)
     if args.timeout is not None:
         if args.timeout <= 0:
             raise InputError([Problem("<command line>", 0, "--timeout", "must be more than 0 seconds")])

@@ -205,3 +205,17 @@ def test_a_relative_zos_ring_name_in_a_policy_says_what_the_lab_reads(tmp_path, 
     path = policy(tmp_path, keyring="FTPD/TLSRING")
     with pytest.raises(InputError, match=f"{path}:17: Keyring: .*FTPD/TLSRING: no such .*a z/OS key ring name"):
         attls.check_files(attls.load_policy(path), server.cert, server.key)
+
+
+def test_ftlab_server_exits_2_on_an_attls_keyring_that_is_not_a_key_ring(tmp_path, issued, capsys):
+    """The issue's case end to end: before, the server started and every AUTH TLS ended in a
+    traceback and a reset; now it does not start, and says which line names which file."""
+    _, server = issued
+    (tmp_path / "ring.txt").write_text("FTPD/FTPRING\n")
+    path = policy(tmp_path, keyring=tmp_path / "ring.txt")
+    data = tmp_path / "ftp.data"
+    data.write_text(f"EXTENSIONS AUTH_TLS\nTLSMECHANISM ATTLS\nATTLSPOLICY {path}\n")
+    code = main(["server", "--listen", "127.0.0.1:0", "--root", str(tmp_path), "--user", "a:b",
+                 "--cert", str(server.cert), "--key", str(server.key), "--ftpdata", str(data)])
+    assert code == 2
+    assert f"{path}:17: Keyring: {tmp_path / 'ring.txt'}: not a PEM certificate" in capsys.readouterr().err
