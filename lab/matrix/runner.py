@@ -36,7 +36,6 @@ from lab.matrix.verdict import Verdict
 from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
-from lab.report.wire import seen
 from lab.topology import loader as topo
 from lab.topology.model import Topology
 
@@ -397,14 +396,10 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
         name = scenario.parse_cell_id(g.cells[0]).topology if g.cells else g.name
         if model is not None:
             models.setdefault(name, model)
-        devices = {n.name for n in model.nodes.values() if n.is_device} if model else set()
         for e in read_all(gdir / "cells.jsonl"):
             if stop is not None and not stop.believes(e):
                 continue
             e["pcaps"] = info.get("pcaps", [])
-            if e["pcaps"] and e.get("ended") and e.get("duration_s") is not None:
-                e["wire"] = seen([plan.out / p for p in e["pcaps"]], devices,
-                                 e["ended"] - e["duration_s"] - 0.2, e["ended"] + 0.2)
             by_id[e["id"]] = e
         believed_error = any(by_id.get(c, {}).get("outcome") == "error" for c in g.cells)
         if info.get("lab_error") and (stop is None or believed_error):
