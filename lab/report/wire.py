@@ -110,13 +110,6 @@ def _tcp(ip: bytes):
     return src, sport, dst, dport, tcp[13], tcp[(tcp[12] >> 4) * 4:]
 
 
-def packets(path: Path):
-    """(ts, src, sport, dst, dport, payload) of each TCP segment with a payload."""
-    for ts, src, sport, dst, dport, _flags, payload in segments(path):
-        if payload:
-            yield ts, src, sport, dst, dport, payload
-
-
 def describe(payload: bytes) -> tuple[str, str]:
     """("cleartext", the lines, passwords masked) or ("ciphertext", the TLS records)."""
     if is_tls_record(payload):
@@ -306,28 +299,3 @@ def attach(doc: dict, folder: str | Path) -> None:
         for s in cells:
             s["wire"] = found.get(s["id"], [])
 
-
-def seen(pcaps: list[Path], devices: set[str], start: float, end: float,
-         control_ports: tuple[int, ...] = (21, 990), limit: int = 60) -> list[dict]:
-    """Control-channel payloads the device interfaces carried between start and end, by time
-    window alone: kept for lab.matrix.runner until it stops calling it. It mixes in other cells'
-    sessions; attach() replaces its result by the cell's own connections' (passwords are masked
-    here as everywhere)."""
-    out = []
-    for path in pcaps:
-        node = node_of(path)
-        if node not in devices:
-            continue
-        last = None
-        for ts, src, sport, dst, dport, payload in packets(Path(path)):
-            if not (start <= ts <= end) or (sport not in control_ports and dport not in control_ports):
-                continue
-            kind, text = describe(payload)
-            item = {"device": f"{node} ({Path(path).stem})", "kind": kind,
-                    "text": f"{src}:{sport} -> {dst}:{dport}  {text}"}
-            if item != last:
-                out.append(item)
-                last = item
-            if len(out) >= limit:
-                return out
-    return out
