@@ -93,6 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = rsub.add_parser("merge", help="merge results.json of several runs (CI shards) into one report")
     m.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="report folders (each with results.json)")
     m.add_argument("--out", type=Path, help="report folder (default ./reports/merged-<time>)")
+    m.add_argument("--allow-partial", action="store_true",
+                   help="merge an incomplete or doubled shard set anyway; the report is marked partial")
     m.set_defaults(func=cmd_report_merge)
 
     b = sub.add_parser("bench", help="throughput on a network's data path: ftlab plain/PROT P, curl+vsftpd, iperf3")
@@ -535,12 +537,14 @@ def _print_recommendation(rec, say=print) -> None:
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
     _check_out(args.out)
-    doc = merge_mod.merge_dirs(args.dirs)
+    doc = merge_mod.merge_dirs(args.dirs, allow_partial=args.allow_partial)
     out = _out_dir(args.out, "merged-")
     write_all(doc, out)
     n = results.counts(doc)
     print(f"merged {len(args.dirs)} runs: {n['cells']} cells, {n['pass']} pass, {n['fail']} fail, "
           f"{n['error']} errors, {n['matches']} as predicted; report: {out}/index.html")
+    if (doc.get("partial") or {}).get("reason"):
+        print(f"partial: {doc['partial']['reason']}")
     return results.exit_code(doc)
 
 

@@ -92,3 +92,15 @@ def test_merge_command_exits_2_naming_the_lost_shard(tmp_path):
     twice = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(s1), str(s1),
                             "--out", str(tmp_path / "all2")], capture_output=True, text=True, timeout=120)
     assert twice.returncode == 2 and "shard 1/3 is given twice" in twice.stderr
+
+
+def test_merge_command_allow_partial_exits_by_the_cells_and_says_partial(tmp_path):
+    s1, s2, _ = shards(tmp_path)
+    out = tmp_path / "all"
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(s1), str(s2),
+                           "--allow-partial", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr          # every merged cell as predicted
+    assert "partial: " in done.stdout and "3/3" in done.stdout
+    doc = results.load(out)
+    assert doc["partial"]["missing"] == ["3/3"]
+    assert "partial" in (out / "index.html").read_text().lower()
