@@ -711,6 +711,8 @@ def main(argv: list[str]) -> int:
     except RunnerGone as exc:
         print(f"ftlab matrix worker: {exc}; stopped", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:          # Ctrl-C: the runner reports it; a traceback here is only noise
+        return 130
     except Exception:
         traceback.print_exc()
         return 3

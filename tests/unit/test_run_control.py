@@ -221,6 +221,19 @@ def test_the_default_report_folder_is_in_the_current_directory(tmp_path, monkeyp
         matrix_cli._release(out)
 
 
+def test_a_worker_stopped_by_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
+    from lab.matrix import worker
+
+    def interrupted(g):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "Group", lambda plan, index: object())
+    monkeypatch.setattr(worker.RunPlan, "read", staticmethod(lambda path: None))
+    monkeypatch.setattr(worker, "run_group", interrupted)
+    assert worker.main(["plan.json", "0"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
 # -- ftlab client ... get -o - ------------------------------------------------------------------------
 
 @pytest.fixture
