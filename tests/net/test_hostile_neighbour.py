@@ -214,6 +214,12 @@ def _server(server: str, dial: str, **args) -> dict:
     return {"node": "server", "dial": dial, "args": {"role": "server", "server": server, **args}}
 
 
+PRIVATE_227 = "227 Entering Passive Mode (10,1,1,10,0,22)\r\n"
+#: how a server's own 227 is made one its client never takes: (id, forge arguments, drop reason)
+OWN_227 = [("ttl-1", {"ttl": 1}, "expires at this router"),
+           ("out-of-window", {"seq_shift": 50_000_000}, "beyond the window"),
+           ("retransmitted-with-other-bytes", {"seq_shift": -len("200 ok\r\n")}, "other bytes")]
+
 #: attack id -> (picture, the attack, the reason its drop must name). On dynamic-filter the
 #: client is on fw's outside link, the server on its inside link.
 ATTACKS = {
@@ -253,6 +259,13 @@ ATTACKS = {
         "dial_from": TO_CLIENT4}, "beyond the window"),
     # dynamic-filter-nat: fw is the scapy ALG and the dynamic filter; the server forges the
     # client's PORT as fw sees the client's packets (to fw's public address)
+    # server-nat: a hostile server behind nat-s (the scapy ALG) sends its own 227 naming its port 22
+    # in a way the client never takes: it expires at nat-s, starts far out of the client's window,
+    # or "retransmits" its last reply with other bytes
+    **{f"alg-own-227-{how}": ("server-nat", {**_server(
+        "10.1.1.10", "203.0.113.1", claim="self", claim_addr="10.1.1.10", claim_dst=CLIENT4, payload=PRIVATE_227,
+        **extra), "dial_from": ("client", "server", "203.0.113.1"), "router": "nat-s"}, reason)
+       for how, extra, reason in OWN_227},
     "alg-server-forges-port": ("dynamic-filter-nat", {**_server(
         "10.1.1.10", "203.0.113.1", claim="peer", claim_addr=CLIENT4, claim_dst="203.0.113.1", payload=PORT_22),
         "dial_from": ("server", "client", CLIENT4)}, RPF),
@@ -268,7 +281,8 @@ def test_a_forged_or_undeliverable_segment_opens_nothing(attack):
     assert "error" not in got, got
     assert out["dialed"] != "connected" and "timed out" in out["dialed"], out["dialed"]
     assert not _opened(events), _opened(events)
-    assert any(reason in r for r in _drops(events, "fw")), _drops(events, "fw")
+    router = spec.get("router", "fw")
+    assert any(reason in r for r in _drops(events, router)), _drops(events, router)
     if spec["args"].get("fragments"):
         assert got["frames"] >= 8                         # it really went out in pieces
     if spec["args"].get("then"):
@@ -284,6 +298,10 @@ HELPER_ATTACKS = {
     "server-forges-port": {**_server("10.1.1.10", "203.0.113.1", claim="peer", claim_addr=CLIENT4,
                                      claim_dst="203.0.113.1", payload=PORT_22),
                            "dial_from": ("server", "client", CLIENT4), "router": "nat-s"},
+    **{f"own-227-{how}": {**_server("10.1.1.10", "203.0.113.1", claim="self", claim_addr="10.1.1.10",
+                                    claim_dst=CLIENT4, payload=PRIVATE_227, **extra),
+                          "dial_from": ("client", "server", "203.0.113.1"), "router": "nat-s"}
+       for how, extra, _ in OWN_227},
     "port-expiring-at-the-helper": {**_client("203.0.113.1", claim="self", claim_addr=CLIENT4, claim_dst="203.0.113.1",
                                               ttl=2, payload=PORT_22, then="NOOP\r\n"),
                                     "dial_from": ("server", "client", CLIENT4), "router": "nat-s"},
@@ -295,13 +313,20 @@ HELPER_ATTACKS = {
 def test_the_kernel_helper_under_the_same_attacks(attack):
     """Measured, not ours to fix: with the routers' strict reverse-path filter the forged PORT never
     reaches conntrack; a segment that expires at the router dies in the forwarding path before the
-    helper's hook (POSTROUTING), so the helper never reads it either. No expectation is left."""
+    helper's hook (POSTROUTING), and one out of the window is INVALID to conntrack, so the helper
+    never reads either; but a retransmission with other bytes is read (see below)."""
     out = call_in_sandbox(__file__, "in_sandbox_attack", "server-nat", "kernel", HELPER_ATTACKS[attack],
                           timeout=110)
     got = out["attacker"]
     assert "error" not in got, got
+    if attack == "own-227-retransmitted-with-other-bytes":
+        # the reference's own weakness, measured: conntrack takes the overlapping segment (it is
+        # in the window), the helper reads the 227 at a line start it remembered and expects a
+        # connection to server:22, while the client trimmed those bytes and never saw a 227
+        assert [x for x in out["expectations"] if "dport=22 " in x], out["expectations"]
+        return
     assert out["expectations"] == [], out["expectations"]      # (nat-s lets the server dial out anyway)
     if attack == "server-forges-port":
         assert any(RPF in r for r in _drops(out["events"], "nat-s")), out["events"]
-    else:
+    elif attack == "port-expiring-at-the-helper":
         assert got["then"] == "200 NOOP", got
