@@ -8,11 +8,10 @@ from __future__ import annotations
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from test_alg_rewrite import Kernel
+from test_alg_rewrite import Events, Kernel
 
 from firewall.dynamic import DynamicFilter
 from lab.devkit.ctrlstream import Receipt
-from lab.devkit.events import EventWriter
 from lab.devkit.tcpseg import ACK, PSH, SYN, parse
 from nat.alg import AlgEngine, Mappings, NftMaps
 
@@ -20,19 +19,6 @@ OUTSIDE_IF, INSIDE_IF = 2, 3
 CLIENT_MAC, SERVER_MAC, NEIGHBOUR_MAC = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\x99"
 CLIENT_SIDE, SERVER_SIDE = (OUTSIDE_IF, CLIENT_MAC), (INSIDE_IF, SERVER_MAC)
 ISN_C, ISN_S = 1000, 5000
-
-
-class Events(EventWriter):
-    def __init__(self) -> None:
-        super().__init__(None, "dev")
-        self.log: list[dict] = []
-
-    def emit(self, type: str, **fields: object) -> dict:
-        self.log.append(super().emit(type, **fields))
-        return self.log[-1]
-
-    def of(self, type: str) -> list[dict]:
-        return [e for e in self.log if e["type"] == type]
 
 
 def packet(src, sport, dst, dport, seq, ack, flags, payload=b"", ttl=64, window=64240, options=(),
