@@ -190,6 +190,47 @@ def _nft_check(path: Path) -> list[tuple[int, str]]:
     return nft_errors(done.stderr or done.stdout, path)
 
 
+INTERFACE_MATCHES = ("iifname", "oifname", "iif", "oif")
+
+
+def interface_problems(text: str, node: str, interfaces: list[str]) -> list[tuple[int, str]]:
+    """Each rule naming an interface `node` does not have, as (line, problem): `iifname`,
+    `oifname`, `iif`, `oif` with a name, a set or a $variable (`"eth*"` matches as a pattern, as
+    nft reads it). Such a rule never matches - or, with iif/oif, does not load at all - in the
+    router, as an iptables-save file's `-i`/`-o` (lab.topology.ipsave.interface_problems). Pure."""
+    try:
+        rs = ruleset(text)
+    except ValueError:
+        return []                         # the tokenizer's problem is refused() and nft -c's
+    have = [*interfaces, "lo"]
+    lines = text.splitlines()
+    found = []
+    for chain in rs.chains.values():
+        for rule in chain.rules:
+            try:
+                reader = _Reader(rs, chain, rule)
+            except Unreadable:
+                continue                  # an undefined variable: nft -c names it
+            for i, t in enumerate(reader.words):
+                if t.kind != "word" or t.text not in INTERFACE_MATCHES:
+                    continue
+                reader.i = i + 1
+                if reader.peek() in ("vmap", "map", ".") or (i and reader.words[i - 1].text == "."):
+                    continue              # a map's keys or a concatenation: outside this check
+                try:
+                    _, names = reader.values()
+                except Unreadable:
+                    continue
+                for name in names:
+                    if name.startswith("@") or name.isdigit() or name in (",", "{", "}"):
+                        continue          # a named set or an interface index: not a name to check
+                    if not any(fnmatch.fnmatchcase(n, name) for n in have):
+                        found.append((t.line, f"{t.text} {name!r}: {node} has no such interface (its "
+                                              f"interfaces: {', '.join(interfaces)}); the rule "
+                                              f"`{lines[t.line - 1].strip()}` would never match"))
+    return found
+
+
 # -- the model ----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=32)

@@ -11,6 +11,7 @@ one pass instead of one error per run. Nothing here touches the network.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -737,7 +738,7 @@ class _Builder:
             return None
         fw = Firewall(mode=mode)
         if mode == "nftables" or "nftables" in m:
-            self.nftables(fw, m, field)
+            self.nftables(fw, m, field, node)
         elif mode == "dynamic":
             for key in ("rules", "default", "iptables_save"):
                 if key in m:
@@ -780,7 +781,7 @@ class _Builder:
             return None
         return value
 
-    def nftables(self, fw: Firewall, m: Mapping, field: str) -> None:
+    def nftables(self, fw: Firewall, m: Mapping, field: str, node: Node | None = None) -> None:
         """`nftables: FILE` (relative to this YAML file): read, and what the lab refuses in it
         (`nft -c` of the file is one of the checks that load it: lab.topology.check)."""
         if fw.mode != "nftables":
@@ -805,6 +806,8 @@ class _Builder:
             self.problem(line, f"{field}.nftables", "; ".join(str(p) for p in exc.problems))
             return
         problems = nftables.refused(text)
+        if not problems and node is not None:   # like an iptables-save file's -i/-o
+            problems = nftables.interface_problems(text, node.name, [i.name for i in node.interfaces])
         for number, message in problems:
             self.problems.append(Problem(str(path), number, f"{field}.nftables", message))
         if not problems:
@@ -892,7 +895,7 @@ class _Builder:
         dial = own.address.ip
         if "server_address" in m:
             dial = self.address(m["server_address"], m.line_of("server_address"), "ftp.server_address")
-            if dial is not None and not self.check_dial(dial, server, ports["control_port"] or 21,
+            if dial is not None and not self.check_dial(dial, server, self.dial_ports(ports),
                                                         m.line_of("server_address"), "ftp.server_address"):
                 dial = None
         # over IPv6 (dual stack): the server's own IPv6 address when the client dials its own IPv4 one
@@ -900,7 +903,7 @@ class _Builder:
             and dial == own.address.ip else None
         if "server_address6" in m:
             dial6 = self.address(m["server_address6"], m.line_of("server_address6"), "ftp.server_address6", 6)
-            if dial6 is not None and not self.check_dial(dial6, server, ports["control_port"] or 21,
+            if dial6 is not None and not self.check_dial(dial6, server, self.dial_ports(ports),
                                                          m.line_of("server_address6"), "ftp.server_address6"):
                 dial6 = None
         if dial is None or None in ports.values():
@@ -964,9 +967,18 @@ class _Builder:
                                                     for p in exc.problems) + f" ({file})")
         return str(path)
 
-    def check_dial(self, dial, server: Node, port: int, line: int, field: str = "ftp.server_address") -> bool:
-        """The client dials the server itself, or a NAT router that forwards the control port to it
-        (over IPv6: a forward's IPv6 twin, NAT66)."""
+    @staticmethod
+    def dial_ports(ports: dict[str, int | None]) -> tuple[int, ...]:
+        """The control ports a client may dial: 21 (control_port) and the implicit port. A design
+        that forwards only one of them is legitimate (an implicit-only server on 990): the cells
+        of the other then fail at connect, in the prediction and in the run."""
+        return tuple(dict.fromkeys(p for p in (ports["control_port"] or 21, ports["implicit_port"] or 990)))
+
+    def check_dial(self, dial, server: Node, port: int | tuple[int, ...], line: int,
+                   field: str = "ftp.server_address") -> bool:
+        """The client dials the server itself, or a NAT router that forwards a control port (21 or
+        the implicit port) to it (over IPv6: a forward's IPv6 twin, NAT66)."""
+        wanted = (port,) if isinstance(port, int) else port
         owner = self.owner(dial) or (self.nodes.get(self.publics[dial][0]) if dial in self.publics else None)
         if owner is None:
             self.problem(line, field, f"{dial}: no node has this address")
@@ -977,11 +989,12 @@ class _Builder:
         nat = owner.nat
         public = dial if nat and dial in nat.public_addresses() else None
         if nat and (nat.inside_of(dial) in server_ips or any(
-                f.proto == "tcp" and port in f.ports and (f.to if dial.version == f.to.version else f.to6)
-                in server_ips and f.public == public for f in nat.forwards)):
+                f.proto == "tcp" and any(p in f.ports for p in wanted) and
+                (f.to if dial.version == f.to.version else f.to6) in server_ips and f.public == public
+                for f in nat.forwards)):
             return True
         self.problem(line, field, f"{dial} belongs to {owner.name}, which does not forward "
-                                  f"tcp port {port} to the FTP server ({server.name})")
+                                  f"tcp port {' or '.join(map(str, wanted))} to the FTP server ({server.name})")
         return False
 
     def internet(self, top: Mapping) -> str | None:
@@ -1032,7 +1045,15 @@ class _Builder:
         if not nx.has_path(g, topology.ftp.client, topology.ftp.server):
             self.problem(line, "ftp", f"no chain of links joins {topology.ftp.client} and {topology.ftp.server}")
         elif not self.problems:   # walking broken tables would only repeat what is reported
-            for message in control_connection(topology):
+            messages = control_connection(topology)
+            ftp = topology.ftp
+            if messages and ftp.implicit_port != ftp.control_port:
+                # an implicit-only design (nothing on 21, the implicit port gets through) is one a
+                # run can test: its explicit cells fail at connect, its implicit ones may pass
+                implicit = dataclasses.replace(topology, ftp=dataclasses.replace(ftp, control_port=ftp.implicit_port))
+                if not control_connection(implicit):
+                    messages = []
+            for message in messages:
                 self.problem(line, "ftp", f"the control connection cannot flow: {message} "
                                           "(check gateways, routes and port forwards)")
 

@@ -1,0 +1,113 @@
+"""Issue 20's smaller items, each pinned by a test that failed on the code before its fix:
+an implicit-only design loads and is predicted (1), a forward that translates the passive range
+is pointed out (2), an nft rule naming a missing interface is an error (3), a CCC/CCCNONOTIFY
+mismatch is named (4), diagrams of long chains, 1:1 addresses, idle timeouts, IPv6 (5), progress
+while a cell runs (6)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import TOPOLOGY_DIR
+from lab.cli import main
+from lab.errors import InputError
+from lab.matrix import predict, scenario
+from lab.topology import loader
+from lab.topology.describe import format_topology
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SERVER_NAT = (TOPOLOGY_DIR / "server-nat.yaml").read_text()
+
+
+def implicit_only(tmp_path: Path) -> Path:
+    """server-nat with the forward of port 21 taken out: only 990 reaches the server."""
+    text = SERVER_NAT.replace("name: server-nat", "name: implicit-only")
+    text = text.replace("        - {proto: tcp, ports: 21, to: 10.1.1.10}\n", "")
+    assert "ports: 21" not in text
+    path = tmp_path / "implicit-only.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- 1. an implicit-only design ------------------------------------------------------------------
+
+def test_implicit_only_design_loads_and_checks(tmp_path, capsys):
+    path = implicit_only(tmp_path)
+    t = loader.load(path)                      # was: "does not forward tcp port 21" (exit 2)
+    assert t.ftp.server_address.exploded == "203.0.113.1"
+    assert main(["topo", "check", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_implicit_only_design_is_predicted_per_port(tmp_path):
+    t = loader.load(implicit_only(tmp_path))
+    s = scenario.load("default")
+    got = {f"{sec}/{d}": predict.predict(s, scenario.Cell(t.name, sec, d), model=t)
+           for sec in ("plain", "tls", "tls-ccc", "implicit", "implicit-zos") for d in ("pasv", "eprt")}
+    for sec in ("plain", "tls", "tls-ccc"):       # nothing forwards 21: fail at connect, at nat-s
+        p = got[f"{sec}/pasv"]
+        assert (p.outcome, p.stage, p.device) == ("fail", "connect", "nat-s")
+        assert "203.0.113.1:21" in p.reason and "no forward" in p.reason
+    for sec in ("implicit", "implicit-zos"):
+        assert got[f"{sec}/eprt"].outcome == "pass"
+
+
+def test_implicit_only_design_is_said_in_topo_show(tmp_path):
+    text = format_topology(loader.load(implicit_only(tmp_path)))
+    assert "the client dials: 203.0.113.1 port 990 (implicit TLS only: port 21 does not reach the server" in text
+    assert "port 21 (implicit TLS: 990); over IPv6 2001:db8:5::1" in format_topology(loader.load("server-nat"))
+
+
+def test_neither_control_port_forwarded_is_still_refused(tmp_path):
+    text = SERVER_NAT.replace("        - {proto: tcp, ports: 21, to: 10.1.1.10}\n", "") \
+        .replace("        - {proto: tcp, ports: 990, to: 10.1.1.10}\n", "        - {proto: tcp, ports: 2000, to: 10.1.1.10}\n")
+    with pytest.raises(InputError) as err:
+        loader.loads(text, "none.yaml")
+    assert "does not forward tcp port 21 or 990 to the FTP server" in str(err.value)
+
+
+# -- 3. an nft rule naming an interface the router does not have ---------------------------------
+
+def nft_design(tmp_path: Path, old: str, new: str) -> Path:
+    examples = TOPOLOGY_DIR / "examples"
+    (tmp_path / "nftables-filter.yaml").write_text((examples / "nftables-filter.yaml").read_text())
+    nft = (examples / "nftables-filter.nft").read_text()
+    assert nft.count(old) == 1
+    (tmp_path / "nftables-filter.nft").write_text(nft.replace(old, new))
+    return tmp_path / "nftables-filter.yaml"
+
+
+def test_nft_rule_with_a_missing_interface_is_an_error_at_its_line(tmp_path, capsys):
+    old = 'iifname "fw-eth1" ip saddr $server tcp sport ftp-data'
+    path = nft_design(tmp_path, old, old.replace("fw-eth1", "fw-eth7"))
+    assert main(["topo", "check", str(path)]) == 2          # was: ok, exit 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nftables-filter.nft'}:20: nodes.fw.firewall.nftables: iifname 'fw-eth7': fw has no " \
+           "such interface (its interfaces: fw-eth0, fw-eth1)" in err
+
+
+def test_nft_interface_names_sets_patterns_and_maps():
+    from firewall.nftables import interface_problems
+
+    text = """define inside = "fw-eth1"
+table inet f {
+  chain fwd { type filter hook forward priority 0; policy drop;
+    iifname "fw-*" accept
+    oifname { "fw-eth0", "ethX" } accept
+    iifname vmap { "zz" : accept }
+    iifname $inside accept
+    iif "nope" drop
+    meta iifname != "lo" accept
+  }
+}
+"""
+    found = interface_problems(text, "fw", ["fw-eth0", "fw-eth1"])
+    assert [(line, msg.split(":")[0]) for line, msg in found] == [(5, "oifname 'ethX'"), (8, "iif 'nope'")]
+    assert interface_problems((TOPOLOGY_DIR / "examples" / "nftables-filter.nft").read_text(), "fw",
+                              ["fw-eth0", "fw-eth1"]) == []
+
+
