@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from lab.report.grid import column_of, row_of, rows_and_columns  # noqa: E402
-from lab.report.results import prediction_source  # noqa: E402
+from lab.report.results import is_not_run, prediction_source  # noqa: E402
 
-COLORS = {"pass": "#3a9d5d", "fail": "#c8553d", "error": "#7f7f7f"}
+#: "not-run" (an interrupted run did not run the cell): a light grey, apart from a lab error's dark one.
+COLORS = {"pass": "#3a9d5d", "fail": "#c8553d", "error": "#7f7f7f", "not-run": "#c8c8c8"}
 
 
 def _grid(doc: dict, title: str, legend: list[Patch] | None = None):
@@ -52,8 +53,9 @@ def matrix_png(doc: dict, path: Path) -> Path:
         [Patch(color=v, label=k) for k, v in COLORS.items()])
     for s in doc["scenarios"]:
         c, r = place(s)
-        ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color=COLORS[s["outcome"]]))
-        mark = "" if s["matches"] else ("!" if s["outcome"] != "error" else "?")
+        not_run = is_not_run(s)
+        ax.add_patch(plt.Rectangle((c, r), 0.95, 0.95, color=COLORS["not-run" if not_run else s["outcome"]]))
+        mark = "" if s["matches"] or not_run else ("!" if s["outcome"] != "error" else "?")
         if mark:
             ax.text(c + 0.47, r + 0.5, mark, ha="center", va="center", color="white", fontsize=10,
                     fontweight="bold")

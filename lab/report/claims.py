@@ -1,12 +1,16 @@
 """The slides' analysis as checkable claims over a run's observed outcomes. Pure.
 
 Each claim names the cells it is about; it holds when every one of them was observed as the
-slides say, and is "not run" when the run did not include them all.
+slides say, and is "not run" when the run did not include them all. A cell an interrupted run did
+not run (outcome "not-run") decides nothing: the claim reads "unknown (not run)" unless a cell that
+did run already refutes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lab.report.results import is_not_run
 
 TLS = ("tls", "implicit", "implicit-zos")
 DATA = ("pasv", "epsv", "port", "eprt")
@@ -54,9 +58,10 @@ CLAIMS = (
 
 def check(doc: dict) -> list[tuple[Claim, bool | None, list[str]]]:
     """[(claim, holds, ids)] for a results document: holds is True, or False with the ids observed
-    otherwise, or None - not run (no ids), or not decided: the ids are cells where the lab failed
-    (a lab error says nothing about the network, so it neither confirms nor refutes the slides)."""
-    observed = {s["id"]: s["outcome"] for s in doc["scenarios"]}
+    otherwise, or None - not in the run (no ids), or not decided: the ids are cells where the lab
+    failed (a lab error says nothing about the network, so it neither confirms nor refutes the
+    slides), else cells an interrupted run did not run (when no cell that ran refutes the claim)."""
+    observed = {s["id"]: "not-run" if is_not_run(s) else s["outcome"] for s in doc["scenarios"]}
     out = []
     for claim in CLAIMS:
         if not all(cid in observed for cid in claim.expect):
@@ -66,6 +71,7 @@ def check(doc: dict) -> list[tuple[Claim, bool | None, list[str]]]:
         if errors:
             out.append((claim, None, errors))
             continue
-        wrong = [cid for cid, want in claim.expect.items() if observed[cid] != want]
-        out.append((claim, not wrong, wrong))
+        wrong = [cid for cid, want in claim.expect.items() if observed[cid] not in (want, "not-run")]
+        skipped = [cid for cid in claim.expect if observed[cid] == "not-run"]
+        out.append((claim, None, skipped) if skipped and not wrong else (claim, not wrong, wrong))
     return out

@@ -24,11 +24,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from lab.report import wire
 from lab.report.claims import check
 from lab.report.grid import column_of, row_of, rows_and_columns
-from lab.report.results import baseline_changes, counts, prediction_source, predicts, shipped_only
+from lab.report.results import baseline_changes, counts, is_not_run, prediction_source, predicts, shipped_only
 from lab.report.works import works_here
 
 TEMPLATES = Path(__file__).with_name("templates")
-SYMBOL = {"pass": "✔", "fail": "✘", "error": "⚠"}
+SYMBOL = {"pass": "✔", "fail": "✘", "error": "⚠", "not-run": "○"}
 DIAGRAM_PREFIX = "data:image/png;base64,"
 _BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
 
@@ -50,13 +50,18 @@ def matrix(doc: dict) -> dict:
 
 
 def claims(doc: dict) -> list[dict]:
-    """The slides' claims the run decided, or could not decide because of lab errors (on the shipped
-    pictures only: an engineer's network named like one is not the slides' picture)."""
+    """The slides' claims the run decided, or could not decide because of lab errors or cells an
+    interrupted run did not run (on the shipped pictures only: an engineer's network named like one
+    is not the slides' picture)."""
+    skipped = {s["id"] for s in doc["scenarios"] if is_not_run(s)}
     out = []
     for claim, holds, ids in check(shipped_only(doc)):
         if holds is None and not ids:
-            continue                                    # not run
-        status = "undecided" if holds is None else "holds" if holds else "fails"
+            continue                                    # not in this run
+        if holds is None:
+            status = "not run" if set(ids) <= skipped else "undecided"
+        else:
+            status = "holds" if holds else "fails"
         out.append({"text": claim.text, "status": status, "cells": ids})
     return out
 
@@ -183,12 +188,15 @@ CHARTS = {"matrix.png": "the observed outcome per cell ('!' = differs from the p
 
 def render(doc: dict, baseline: dict | None = None, charts: tuple[str, ...] = ()) -> str:
     """The page for a results document (and the baseline run it was compared with); `charts`: the
-    chart files (CHARTS) present beside the page, shown and linked."""
+    chart files (CHARTS) present beside the page, shown and linked. A cell an interrupted run did
+    not run is shown as "not-run" (also in a document written before the report knew that outcome)."""
+    doc = {**doc, "scenarios": [{**s, "outcome": "not-run"} if is_not_run(s) and s["outcome"] != "not-run" else s
+                                for s in doc["scenarios"]]}
     n = counts(doc)
     return environment().get_template("index.html.j2").render(
         doc=doc, n=n, all_good=n["matches"] == n["cells"] and not n["error"], matrix=matrix(doc),
         prediction=prediction_source(doc),
-        claims=claims(doc), differing=[s for s in doc["scenarios"] if not s["matches"]],
+        claims=claims(doc), differing=[s for s in doc["scenarios"] if not s["matches"] and not is_not_run(s)],
         baseline=baseline, changes=baseline_changes(doc, baseline) if baseline is not None else [],
         pictures=pictures(doc), charts=[(c, CHARTS[c]) for c in CHARTS if c in charts])
 

@@ -1,7 +1,8 @@
 """junit.xml: one testcase per cell, failed when the observed outcome differs from the prediction.
 
 A cell whose outcome is `error` (the lab broke) is a JUnit <error>, not a <failure>, so CI tells a
-broken lab apart from a changed network verdict.
+broken lab apart from a changed network verdict. A cell an interrupted run did not run is
+<skipped message="not run: interrupted"/>: neither a failure nor a lab error.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+
+from lab.report.results import is_not_run
 
 
 def build(doc: dict) -> ET.Element:
@@ -27,7 +30,9 @@ def build(doc: dict) -> ET.Element:
                                  time=f"{s.get('duration_s') or 0:.3f}")
             n["tests"] += 1
             n["time"] += s.get("duration_s") or 0
-            if s["outcome"] == "error":
+            if is_not_run(s):
+                ET.SubElement(case, "skipped", message="not run: interrupted")
+            elif s["outcome"] == "error":
                 n["errors"] += 1
                 el = ET.SubElement(case, "error", message=s["reason"][:500], type="lab-error")
                 el.text = s["reason"]

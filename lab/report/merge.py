@@ -37,8 +37,9 @@ def shard(cells: list, k: int, n: int, group=lambda c: c.topology) -> list:
 
 def shard_set(docs: list[dict], sources: list[str]) -> dict:
     """What a set of documents lacks as shards of one split: {"missing": ["3/3"], "duplicated":
-    ["1/3"], "problems": [Problem]}. A document that says no `shard` (a whole run) is not checked;
-    shards of different splits (1/3 beside 2/2) cannot be one matrix."""
+    ["1/3"], "interrupted": [source], "problems": [Problem]}. A document that says no `shard` (a
+    whole run) is not checked as a shard; shards of different splits (1/3 beside 2/2) cannot be one
+    matrix. A document of an interrupted run (`interrupted`, shard or not) is incomplete."""
     given: dict[int, list[str]] = defaultdict(list)
     splits: dict[int, list[str]] = defaultdict(list)
     for doc, where in zip(docs, sources, strict=True):
@@ -60,7 +61,19 @@ def shard_set(docs: list[dict], sources: list[str]) -> dict:
     for m in missing:
         problems.append(Problem("merge", 0, "", f"shard {m} is missing (its results.json was not given: a lost "
                                                 "CI artifact?); --allow-partial merges what is there, marked partial"))
-    return {"missing": missing, "duplicated": duplicated, "problems": problems}
+    interrupted = []
+    for doc, where in zip(docs, sources, strict=True):
+        stop = doc.get("interrupted")
+        if stop:
+            interrupted.append(where)
+            what = f"shard {doc['shard']}" if doc.get("shard") else "run"
+            not_run = stop.get("cells_not_run") if isinstance(stop, dict) else None
+            problems.append(Problem("merge", 0, "", f"{what} {where} was interrupted (Ctrl-C"
+                                    + (f" after {stop.get('after_s')} s" if isinstance(stop, dict) else "")
+                                    + (f"; {not_run} cell{'' if not_run == 1 else 's'} not run" if not_run is not None else "")
+                                    + "): it is incomplete (its results.json holds what ran); "
+                                    "--allow-partial merges what is there, marked partial"))
+    return {"missing": missing, "duplicated": duplicated, "interrupted": interrupted, "problems": problems}
 
 
 def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: bool = False) -> dict:
@@ -68,8 +81,10 @@ def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: boo
 
     A cell present in more than one document with different outcomes is an input error. Shards
     (documents that say `shard: K/N`) must be 1..N of one split, each once: a lost or doubled
-    artifact is an input error naming the shard, unless allow_partial, which merges what is there
-    and marks the document `partial` (the missing and doubled shards)."""
+    artifact is an input error naming the shard, and so is an interrupted input (naming it), unless
+    allow_partial, which merges what is there and marks the document `partial` (the missing and
+    doubled shards, the interrupted inputs). A cell one input did not run (not-run) and another
+    ran is the other's, not a conflict."""
     if not docs:
         raise InputError("nothing to merge")
     sources = sources or [str(j) for j in range(len(docs))]
@@ -81,6 +96,11 @@ def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: boo
     for i, doc in enumerate(docs):
         for s in doc["scenarios"]:
             prev = seen.get(s["id"])
+            if prev is not None and results.is_not_run(prev) and not results.is_not_run(s):
+                seen[s["id"]] = s                   # run again elsewhere: that run decides it
+                continue
+            if prev is not None and results.is_not_run(s):
+                continue
             if prev is not None and prev["outcome"] != s["outcome"]:
                 problems.append(Problem(sources[i], 0, s["id"], f"outcome {s['outcome']} conflicts with "
                                                                 f"{prev['outcome']} in an earlier input"))
@@ -97,7 +117,10 @@ def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: boo
     if shards["problems"]:
         merged["partial"] = {"missing": shards["missing"], "duplicated": shards["duplicated"],
                              "reason": "merged with --allow-partial: " + "; ".join(
-                                 p.message.split(" (its results.json")[0] for p in shards["problems"])}
+                                 p.message.split(" (its results.json")[0].split(": it is incomplete")[0]
+                                 for p in shards["problems"])}
+        if shards["interrupted"]:
+            merged["partial"]["interrupted"] = shards["interrupted"]
     for d in docs:
         for name, info in (d.get("topologies") or {}).items():
             merged["topologies"].setdefault(name, info)

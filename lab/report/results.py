@@ -20,7 +20,9 @@ from lab.errors import InputError, Problem, read_input
 
 SCHEMA = "ftlab.results/1"
 SCHEMA_FILE = REPORT_DIR / "results.schema.json"
-OUTCOMES = ("pass", "fail", "error")
+#: "not-run": a cell an interrupted run (Ctrl-C) did not run, or that had not ended at the signal
+#: (`not_run: true`, and the document says `interrupted`): neither a verdict nor a lab error.
+OUTCOMES = ("pass", "fail", "error", "not-run")
 
 #: Every scenario carries at least these keys (values may be null where not measured).
 REQUIRED = ("id", "topology", "security", "data", "variant", "client", "server", "expected", "outcome",
@@ -59,6 +61,12 @@ def scenario_entry(*, cell, spec, prediction, verdict, bytes: int | None = None,
         "bytes": bytes, "sha256_ok": sha256_ok, "throughput_mbps": throughput_mbps,
         "baseline_mbps": baseline_mbps, "ratio": ratio,
         "duration_s": round(duration_s, 3) if duration_s is not None else None, **extra}
+
+
+def is_not_run(s: dict) -> bool:
+    """A cell an interrupted run did not run: outcome "not-run", or `not_run` in a document written
+    while the report did not know that outcome (its outcome was then "error")."""
+    return s.get("outcome") == "not-run" or bool(s.get("not_run"))
 
 
 def agrees(expected: str, expected_stage: str | None, expected_device: str | None,
@@ -267,28 +275,44 @@ class Change:
 
 
 def baseline_changes(doc: dict, baseline: dict) -> list[Change]:
-    """Every cell whose outcome differs from the baseline run's (cells run in both)."""
-    before = {s["id"]: s["outcome"] for s in baseline["scenarios"]}
+    """Every cell whose outcome differs from the baseline run's (cells run in both: a cell that
+    either run did not run, after Ctrl-C, is no change)."""
+    before = {s["id"]: s["outcome"] for s in baseline["scenarios"] if not is_not_run(s)}
     return [Change(s["id"], before[s["id"]], s["outcome"])
-            for s in doc["scenarios"] if s["id"] in before and before[s["id"]] != s["outcome"]]
+            for s in doc["scenarios"] if s["id"] in before and not is_not_run(s) and before[s["id"]] != s["outcome"]]
 
 
 def counts(doc: dict) -> dict:
+    """How many cells, per outcome (`error`: lab errors only; `not_run`: cells an interrupted run
+    did not run), as predicted, not predictable."""
     sc = doc["scenarios"]
     return {"cells": len(sc), "pass": sum(s["outcome"] == "pass" for s in sc),
-            "fail": sum(s["outcome"] == "fail" for s in sc), "error": sum(s["outcome"] == "error" for s in sc),
+            "fail": sum(s["outcome"] == "fail" for s in sc),
+            "error": sum(s["outcome"] == "error" and not is_not_run(s) for s in sc),
+            "not_run": sum(is_not_run(s) for s in sc),
             "matches": sum(bool(s["matches"]) for s in sc),
             "unpredicted": sum(s.get("expected") == "unknown" for s in sc)}
 
 
 def exit_code(doc: dict, baseline: dict | None = None) -> int:
     """0: everything as predicted (or, with --baseline / --expect, as in the baseline and as the
-    expectations file states); 1: some cell differs; 3: the lab failed somewhere. A cell the model
-    could not predict (expected "unknown") counts against nothing but an expectation."""
-    if any(s["outcome"] == "error" for s in doc["scenarios"]) or doc.get("lab_errors"):
+    expectations file states); 1: some cell differs; 3: the lab failed somewhere, or cells were not
+    run and every cell that ran is as it should be. A cell the model could not predict (expected
+    "unknown") counts against nothing but an expectation.
+
+    Not-run cells (an interrupted run) decide nothing: a document that has them is never 0 - a
+    verdict over cells that did not run is not green - but a cell that ran and differs still gives
+    1. The runner itself exits 130 after Ctrl-C (lab.matrix.cli) before this is asked; this is the
+    answer for a document read back (`ftlab report merge`, a --baseline run)."""
+    cells = [s for s in doc["scenarios"] if not is_not_run(s)]
+    if any(s["outcome"] == "error" for s in cells) or doc.get("lab_errors"):
         return 3
     if baseline is not None or doc.get("expect_file"):
         changed = baseline is not None and bool(baseline_changes(doc, baseline))
-        unmet = any(s.get("expect_met") is False for s in doc["scenarios"])
-        return 1 if changed or unmet else 0
-    return 0 if all(s["matches"] or s.get("expected") == "unknown" for s in doc["scenarios"]) else 1
+        unmet = any(s.get("expect_met") is False for s in cells)
+        differs = changed or unmet
+    else:
+        differs = not all(s["matches"] or s.get("expected") == "unknown" for s in cells)
+    if differs:
+        return 1
+    return 3 if len(cells) < len(doc["scenarios"]) else 0
