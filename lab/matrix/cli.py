@@ -542,7 +542,8 @@ def cmd_report_merge(args: argparse.Namespace) -> int:
     write_all(doc, out)
     n = results.counts(doc)
     print(f"merged {len(args.dirs)} runs: {n['cells']} cells, {n['pass']} pass, {n['fail']} fail, "
-          f"{n['error']} errors, {n['matches']} as predicted; report: {out}/index.html")
+          f"{n['error']} errors" + (f", {n['not_run']} not run" if n["not_run"] else "")
+          + f", {n['matches']} as predicted; report: {out}/index.html")
     if (doc.get("partial") or {}).get("reason"):
         print(f"partial: {doc['partial']['reason']}")
     return results.exit_code(doc)
