@@ -6,7 +6,8 @@ Loading (lab.topology.loader) is pure and reports every problem of the file itse
     problems(topology)  -> [Problem]   # exit 2: a ruleset file that does not load (lab.topology.ipsave,
                                        # firewall.nftables.check for an nft ruleset)
     warnings(topology)  -> [Problem]   # the design blocks a control connection (the rule named);
-                                       # the file's name shadows a shipped picture
+                                       # the file's name shadows a shipped picture; a forward
+                                       # translates the server's passive range to other ports
 
 A warning is a design a run can still test (a filter that admits only implicit TLS on 990 blocks
 the control connection on 21, and that may be the point), so it does not fail the check unless
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firewall import nftables
-from lab.devkit.types import Flow, Unreadable
-from lab.errors import Problem, read_input
+from lab.devkit.types import Flow, PortRange, Unreadable
+from lab.errors import InputError, Problem, read_input
+from lab.ftps.config import ServerConfig
 from lab.topology import devices, ipsave, routing
 from lab.topology.loader import is_shipped, names
 from lab.topology.model import Topology
@@ -51,7 +53,59 @@ def ruleset_not_loaded(topology: Topology) -> list[Problem]:
 
 
 def warnings(topology: Topology) -> list[Problem]:
-    return [*shadowing(topology), *blocked_control(topology)]
+    return [*shadowing(topology), *blocked_control(topology), *translated_passive(topology)]
+
+
+def translated_passive(topology: Topology) -> list[Problem]:
+    """A NAT forward to the FTP server whose `to_ports` are not its `ports`, over the server's
+    passive range (PASSIVEDATAPORTS): the server's 227 and 229
+    announce its own ports, which are not the ones forwarded, so the client dials ports nothing
+    forwards. An ALG that reads the reply opens the announced port by itself (plain, and tls-ccc
+    after CCC: as measured, scapy and the kernel helper both); under TLS nothing can."""
+    ftp = topology.ftp
+    server_ips = {a.ip for i in topology.nodes[ftp.server].interfaces for a in i.addresses}
+    passive = _passive_range(ftp.server_statements)
+    control = {ftp.control_port, ftp.implicit_port}
+    found = []
+    for node in topology.nodes.values():
+        nat = node.nat
+        for n, f in enumerate(nat.forwards if nat else []):
+            if f.proto != "tcp" or f.to_ports == f.ports or not ({f.to, f.to6} & server_ips):
+                continue
+            inside = range(f.to_ports.low, f.to_ports.high + 1)
+            if any(p in f.to_ports for p in control):
+                continue                  # a control port moved (2121 -> 21): no data announced there
+            if passive is None or not any(p in passive for p in inside):
+                continue                  # no passive port of the server is announced through it
+            announced = f"PASSIVEDATAPORTS ({passive.low},{passive.high})"
+            where = f.public or _outside_address(node)
+            alg = {"off": f"{node.name} has no ALG (alg off): nothing rewrites the reply, every PASV and EPSV "
+                          f"cell fails at data-connect",
+                   }.get(nat.alg, f"{node.name}'s ALG ({nat.alg}) rewrites the reply and opens the announced "
+                                  f"port itself where it reads the control channel in clear (plain; tls-ccc "
+                                  f"after CCC), not under TLS: tls and implicit PASV/EPSV fail at data-connect")
+            found.append(Problem(_file(topology), f.line, f"nodes.{node.name}.nat.forwards[{n}]",
+                                 f"translates ports {f.ports} to {f.to}:{f.to_ports}, the server's passive "
+                                 f"range ({announced}): its 227 and 229 announce ports {f.to_ports}, which the "
+                                 f"client cannot reach at {where} (there only {f.ports} are forwarded); {alg}. "
+                                 f"Forward the same ports (to_ports as ports) to let every mode through"))
+    return found
+
+
+def _passive_range(statements: dict) -> PortRange | None:
+    value = statements.get("PASSIVEDATAPORTS")
+    if not isinstance(value, str):
+        return None
+    try:
+        low_high = ServerConfig.from_dict({"PASSIVEDATAPORTS": value}).PASSIVEDATAPORTS
+    except InputError:
+        return None                       # the loader reported it
+    return PortRange(*low_high) if low_high else None
+
+
+def _outside_address(node) -> str:
+    intf = next((i for i in node.interfaces if i.name == node.nat.outside), None)
+    return str(intf.address.ip) if intf else node.nat.outside
 
 
 def shadowing(topology: Topology) -> list[Problem]:

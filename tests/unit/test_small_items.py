@@ -111,3 +111,40 @@ table inet f {
                               ["fw-eth0", "fw-eth1"]) == []
 
 
+
+
+# -- 2. a forward that translates the passive range to other ports -------------------------------
+
+def shifted(tmp_path: Path, alg: str = "scapy", to_ports: str = "61000-61100") -> Path:
+    text = SERVER_NAT.replace("alg: scapy", f"alg: {alg}").replace(
+        "  server_address6: 2001:db8:5::1 ", "  server_statements:\n    PASSIVEDATAPORTS: (61000,61100)\n"
+                                             "  server_address6: 2001:db8:5::1 ").replace(
+        "        - {proto: tcp, ports: 990, to: 10.1.1.10}\n",
+        "        - {proto: tcp, ports: 990, to: 10.1.1.10}\n"
+        f"        - {{proto: tcp, ports: 60000-60100, to: 10.1.1.10, to_ports: {to_ports}}}\n")
+    path = tmp_path / f"shifted-{alg}.yaml"
+    path.write_text(text.replace("name: server-nat", "name: shifted"))
+    return path
+
+
+def test_translated_passive_range_is_a_warning_at_the_forward(tmp_path, capsys):
+    path = shifted(tmp_path)
+    line = path.read_text().splitlines().index(
+        "        - {proto: tcp, ports: 60000-60100, to: 10.1.1.10, to_ports: 61000-61100}") + 1
+    assert main(["topo", "check", str(path)]) == 0          # a warning (was: no word of it)
+    err = capsys.readouterr().err
+    assert f"{path}:{line}: warning: nodes.nat-s.nat.forwards[2]: translates ports 60000-60100 to " \
+           "10.1.1.10:61000-61100, the server's passive range (PASSIVEDATAPORTS (61000,61100)): its 227 and " \
+           "229 announce ports 61000-61100, which the client cannot reach at 203.0.113.1" in err
+    # what the ALG does about it, as a real run showed (tests/net/test_small_items.py)
+    assert "nat-s's ALG (scapy) rewrites the reply and opens the announced port itself where it reads the " \
+           "control channel in clear (plain; tls-ccc after CCC), not under TLS" in err
+    assert main(["topo", "check", "--strict", str(path)]) == 2
+
+
+def test_translated_passive_range_without_alg_and_untranslated(tmp_path, capsys):
+    assert main(["topo", "check", str(shifted(tmp_path, "off"))]) == 0
+    assert "nat-s has no ALG (alg off): nothing rewrites the reply, every PASV and EPSV cell fails" \
+        in capsys.readouterr().err
+    assert main(["topo", "check", "--strict", str(shifted(tmp_path, "kernel", "60000-60100"))]) == 0
+    assert "warning" not in capsys.readouterr().err
