@@ -5,10 +5,16 @@
 #
 #   ./setup.sh            set up
 #   ./setup.sh --check    say what is missing, change nothing; exit 1 if anything is
+#
+# An installed lab (pip install, no checkout) ships this script and `tools` as package data, and
+# `ftlab setup [--check]` runs it with FTLAB_PYTHON (that lab's interpreter) and FTLAB_DEPS_BASE (the
+# folder whose .deps/ that lab reads ProFTPD from): then the Debian packages and ProFTPD are set up
+# as here, the Python packages are pip's and are only checked, and nothing is linked.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here"
+installed=${FTLAB_PYTHON:-}
+cd "${FTLAB_DEPS_BASE:-$here}"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -36,8 +42,8 @@ while read -r line; do
     for thing in "${words[@]:1}"; do
         [ "$thing" = "-" ] || provides+=("${pkg%:unpack} $thing")
     done
-done < tools
-[ ${#packages[@]} -gt 0 ] || die "the list of tools (./tools) is empty or unreadable"
+done < "$here/tools"
+[ ${#packages[@]} -gt 0 ] || die "the list of tools ($here/tools) is empty or unreadable"
 
 missing_packages() {
     command -v dpkg-query >/dev/null || { printf '%s\n' "${packages[@]}"; return; }
@@ -69,15 +75,26 @@ venv_current() {
     [ -x .venv/bin/python ] && [ "$(cat .venv/.ftlab-installed 2>/dev/null)" = "$(sha256sum pyproject.toml | cut -d' ' -f1)" ]
 }
 
-# The requirements of pyproject.toml (and its test extra) that .venv does not satisfy, one a line.
+# The requirements of pyproject.toml (and its test extra) that .venv does not satisfy, one a line;
+# of an installed lab, those of its distribution (without extras) that its interpreter does not.
 missing_python() {
+    if [ -n "$installed" ]; then
+        "$installed" - installed <<<"$check_requirements" 2>&1
+        return
+    fi
     [ -x .venv/bin/python ] || { echo "the .venv itself"; return; }
-    .venv/bin/python - <<'PY' 2>&1
+    .venv/bin/python - <<<"$check_requirements" 2>&1
+}
+check_requirements=$(cat <<'PY'
 import importlib.metadata as md
+import sys
 import tomllib
 
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+if sys.argv[1:] == ["installed"]:
+    wanted = [r for r in md.requires("ftps-traversal-lab") or [] if "extra" not in r]
+else:
+    project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
 try:
     from packaging.requirements import Requirement
 except ImportError:          # a bare venv: pip's own copy
@@ -96,7 +113,9 @@ for text in wanted:
     if not req.specifier.contains(version, prereleases=True):
         print(f"{text} (installed: {version})")
 PY
-}
+)
+
+imports='import lab, mininet, scapy, netfilterqueue, OpenSSL, jsonschema'
 
 if [ "$check" = yes ]; then
     problems=0
@@ -108,12 +127,18 @@ if [ "$check" = yes ]; then
     report "Debian packages" "$(missing_packages)"
     report "programs or files" "$(missing_provides)"
     report "libraries" "$(missing_libraries)"
-    report "Python packages in .venv" "$(missing_python)"
-    if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL, jsonschema' 2>/dev/null; then
-        say "the Python environment .venv cannot import the lab's packages"; problems=1
+    if [ -n "$installed" ]; then
+        report "Python packages of ftps-traversal-lab" "$(missing_python)"
+        "$installed" -c "$imports" 2>/dev/null \
+            || { say "the lab's Python ($installed) cannot import the lab's packages"; problems=1; }
+    else
+        report "Python packages in .venv" "$(missing_python)"
+        if [ -x .venv/bin/python ] && ! .venv/bin/python -c "$imports" 2>/dev/null; then
+            say "the Python environment .venv cannot import the lab's packages"; problems=1
+        fi
+        [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" = "$here/.venv/bin/ftlab" ] \
+            || { say "ftlab is not linked into /usr/local/bin"; problems=1; }
     fi
-    [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" = "$here/.venv/bin/ftlab" ] \
-        || { say "ftlab is not linked into /usr/local/bin"; problems=1; }
     [ "$problems" -eq 0 ] && say "everything is in place"
     exit "$problems"
 fi
@@ -142,7 +167,10 @@ if [ -n "$(missing_provides | grep '^\.deps/' || true)" ]; then
 fi
 
 # -- the Python environment; reinstalled only when pyproject.toml changes -------------------------------
-if ! venv_current || [ -n "$(missing_python)" ]; then
+if [ -n "$installed" ]; then
+    left=$(missing_python)
+    [ -z "$left" ] || die "the lab's Python packages are not all installed (pip install the lab again): $(paste -sd, <<<"$left" | sed 's/,/, /g')"
+elif ! venv_current || [ -n "$(missing_python)" ]; then
     if [ ! -x .venv/bin/python ]; then
         say "creating .venv"
         python3 -m venv .venv
@@ -154,13 +182,13 @@ if ! venv_current || [ -n "$(missing_python)" ]; then
         die "pip could not install the Python packages (its output is above)"
     fi
     rm -f "$log"
-    .venv/bin/python -c 'import lab, mininet, scapy, netfilterqueue, OpenSSL, jsonschema' \
+    .venv/bin/python -c "$imports" \
         || die "the Python packages did not install (see pip's output above)"
     sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.ftlab-installed
 fi
 
-# -- ftlab on PATH as well as .venv/bin/ftlab ----------------------------------------------------------
-if [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" != "$here/.venv/bin/ftlab" ]; then
+# -- ftlab on PATH as well as .venv/bin/ftlab (an installed lab's ftlab is where pip put it) ----------
+if [ -z "$installed" ] && [ "$(readlink /usr/local/bin/ftlab 2>/dev/null)" != "$here/.venv/bin/ftlab" ]; then
     ln -sf "$here/.venv/bin/ftlab" /usr/local/bin/ftlab
 fi
 
@@ -168,4 +196,8 @@ fi
 # (renamed, split) is found here, not in the middle of a test.
 left=$(missing_provides; missing_libraries)
 [ -z "$left" ] || die "installed, but still missing: $(paste -sd, <<<"$left" | sed 's/,/, /g')"
-say "ready: ftlab is $(command -v ftlab)"
+if [ -n "$installed" ]; then
+    say "ready: $(dirname "$installed")/ftlab"
+else
+    say "ready: ftlab is $(command -v ftlab)"
+fi

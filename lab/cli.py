@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "lab.ftps.cli",       # server, client, ca
     "lab.matrix.cli",     # matrix, run, recommend, bench, report merge
     "lab.course.cli",     # course list/start/check/hint/status/reset/new/summary
+    "lab.setup_cli",      # setup [--check]: the Debian packages and ProFTPD of an installed lab
 ]
 
 
