@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--reference", metavar="ID", help="grade the exercise's shipped solution instead")
     x.add_argument("--seed", help="with --reference: the variant of this seed")
     x.add_argument("--report", action="store_true", help="also write the run's index.html (slower)")
+    x.add_argument("--watch", action="store_true", help="a live page on 127.0.0.1 while the cells run: the picture "
+                                                       "and each device's events as they happen")
     x.set_defaults(func=cmd_check)
 
     for name, func, what in (("hint", cmd_hint, "the next hint"), ("status", cmd_status, "the task and your progress"),
@@ -59,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     x = cs.add_parser("shell", help="your network up, its FTP server running, a CLI where `client ftlab client ...` "
                                     "works and `events` says what each device saw")
     x.add_argument("dir", metavar="DIR", type=Path, help="your exercise folder")
+    x.add_argument("--watch", action="store_true", help="also a live page on 127.0.0.1: the picture and each device's "
+                                                       "events as they happen")
+    x.add_argument("--port", type=int, default=0, help="the live page's port (default: a free one)")
     x.set_defaults(func=cmd_shell)
 
     x = cs.add_parser("new", help="instructors: a skeleton exercise from a topology")
@@ -141,7 +146,12 @@ def cmd_check(args) -> int:
     state = progress.load(folder)
     ex = exercise.load(state.exercise_ref, seed=state.seed)
     print(f"{ex.id}: {ex.title}")
-    result = checker.check(ex, folder, report=args.report)
+    view = _watch(ex, folder) if args.watch else None
+    try:
+        result = checker.check(ex, folder, report=args.report)
+    finally:
+        if view is not None:
+            view.stop()
     print("\n".join(result.lines()))
     state.record(result)
     if not result.solved and state.hints_shown < len(ex.hints):
@@ -150,6 +160,22 @@ def cmd_check(args) -> int:
         print(f"report: {result.report}")
     progress.save(folder, state)
     return _code(result)
+
+
+def _watch(ex, folder: Path):
+    """The live view of a check's cells: the events files of the run's networks, as they appear."""
+    from lab.course import workspace
+    from lab.course.checker import RUN
+    from lab.course.live import LiveView
+    from lab.topology import loader
+
+    network = _network(ex, folder)
+    if network is None:
+        return None
+    run = folder.resolve() / workspace.WORK / RUN
+    view = LiveView(loader.load(network), lambda: sorted(run.glob("work/**/events.jsonl")), title=f"{ex.id}: check")
+    print(f"live view: {view.start()}  (while the check runs)", file=sys.stderr)
+    return view
 
 
 def _code(result) -> int:
@@ -208,7 +234,7 @@ def cmd_reset(args) -> int:
 def cmd_shell(args) -> int:
     from lab.course import shell
 
-    return shell.run(args.dir)
+    return shell.run(args.dir, watch=args.watch, port=args.port)
 
 
 def cmd_new(args) -> int:

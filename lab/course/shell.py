@@ -72,9 +72,10 @@ def read_events(path: Path, start: int = 0) -> tuple[list[dict], int]:
     return out, start + end
 
 
-def run(folder: Path) -> int:
-    """Bring the network of the student's files up with its FTP server, and the students' CLI."""
-    from lab.network.sandbox import ensure_sandbox
+def run(folder: Path, watch: bool = False, port: int = 0) -> int:
+    """Bring the network of the student's files up with its FTP server, and the students' CLI;
+    `watch`: the live view (lab.course.live) on 127.0.0.1 as well, served from this process."""
+    from lab.network.sandbox import ensure_sandbox, in_sandbox
 
     state = progress.load(folder)
     ex = exercise.load(state.exercise_ref, seed=state.seed)
@@ -85,7 +86,14 @@ def run(folder: Path) -> int:
     network = workspace.compose(ex, files, folder / workspace.WORK)
     from lab.matrix import targets
 
-    targets.deep_check(targets.target(str(network), "network"))
+    where = targets.target(str(network), "network")
+    targets.deep_check(where)
+    if watch and not in_sandbox():
+        from lab.course.live import LiveView
+
+        events = folder.resolve() / workspace.WORK / SHELL / "net" / "events.jsonl"
+        url = LiveView(where.model, lambda: [events], title=f"{ex.id} (your files)", port=port).start()
+        print(f"live view: {url}  (open it in a browser on this machine)", file=sys.stderr)
     ensure_sandbox()          # re-runs this command in a sandbox of its own, then exits
     return _inside(ex, folder.resolve(), network.resolve())
 

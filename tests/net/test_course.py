@@ -82,3 +82,50 @@ def test_the_students_shell_runs_the_server_the_client_and_says_what_devices_saw
     assert "1048576 bytes  sha256 " in out, out
     assert "fw opened a pinhole" in out and "fw let a connection through its pinhole" in out
     assert not list((folder / ".course" / "shell").glob("*.pid"))
+
+
+@pytest.mark.network
+@pytest.mark.timeout(120)
+def test_the_live_view_of_a_shell_shows_the_devices_events(tmp_path):
+    import json
+    import os
+    import re
+    import threading
+    import urllib.request
+
+    folder = tmp_path / "student"
+    subprocess.run([*FTLAB, "start", "dynamic-ccc", str(folder)], check=True, capture_output=True, timeout=60)
+    shell = subprocess.Popen([*FTLAB, "shell", str(folder), "--watch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        while url is None:                       # the view is served before the network comes up
+            line = shell.stderr.readline()
+            assert line, "the shell ended before its live view"
+            if m := re.match(r"live view: (http://127\.0\.0\.1:\d+/)", line):
+                url = m.group(1)
+        assert "ftlab live: dynamic-ccc" in urllib.request.urlopen(url, timeout=5).read().decode()
+        said: list[str] = []
+        for stream in (shell.stdout, shell.stderr):      # in chunks: the prompt ends no line
+            threading.Thread(target=lambda s=stream: said.extend(iter(lambda: os.read(s.fileno(), 4096).decode(errors="replace"), "")),
+                             daemon=True).start()
+        shell.stdin.write("client ftlab client $GET\n")
+        shell.stdin.flush()
+        deadline = time.monotonic() + 60
+        texts: list[str] = []
+        while time.monotonic() < deadline and not any("dropped tcp" in t and ":600" in t for t in texts):
+            time.sleep(0.5)
+            texts = [e["text"] for e in json.loads(urllib.request.urlopen(url + "events?since=0", timeout=5).read())["events"]]
+        assert any("fw saw TLS on the control connection" in t for t in texts), texts
+        assert any(t.startswith("fw dropped tcp 198.51.100.10:") and "(control channel is TLS" in t for t in texts), texts
+        # while a node's command runs, Mininet hands what is typed to that command: wait for the prompt
+        ended = time.monotonic() + 30
+        while time.monotonic() < ended and "mininet> " not in "".join(said).partition("data-connect failed")[2]:
+            time.sleep(0.2)
+        shell.stdin.write("exit\n")
+        shell.stdin.flush()
+        assert shell.wait(timeout=60) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
