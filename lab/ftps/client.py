@@ -63,6 +63,12 @@ from lab.ftps.keepalive import keep_alive
 from lab.ftps.modes import DATA_MODES, STAGES
 from lab.ftps.modes import SECURITY_MODES as SECURITY
 
+#: Seconds CCC at TLSRFCLEVEL RFC4217 waits for the server's close_notify (tls.TLSConn.ccc's default).
+CCC_NOTIFY_WAIT = 5.0
+#: Commands every server knows (RFC 959): a 500 to one of them is not "command not implemented".
+RFC959_VERBS = {"NOOP", "TYPE", "MODE", "STRU", "PASV", "PORT", "CWD", "PWD", "RETR", "STOR", "LIST", "NLST",
+                "QUIT", "SYST", "STAT"}
+
 
 class FTPError(Exception):
     """A failed step; stage says where (STAGES), code is the FTP reply code when there was one."""
@@ -129,6 +135,9 @@ class FTPClient:
         self.host = ""
         self.implicit = False
         self.ccc_done = False
+        self._after_ccc: tuple[str, float] | None = None   # (TLSRFCLEVEL, seconds CCC waited) until a reply
+        self._last_verb = ""
+        self._ccc_first = b""
         self.prot = "C"
         self._reader = ReplyReader()
         self._replies: list[Reply] = []
@@ -190,6 +199,7 @@ class FTPClient:
         except GrammarError as exc:          # a path with CR/LF would smuggle a second command
             raise FTPError(self._stage_now, f"refusing to send {verb}: {exc}") from None
         text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+        self._last_verb = verb.upper()
         if self.gss is not None and not self.ccc_done:
             private = self.cfg.SECURE_CTRLCONN == "PRIVATE"
             self._note("C>S", f"[{'ENC' if private else 'MIC'}] {text}")
@@ -224,18 +234,40 @@ class FTPClient:
             if not chunk:
                 raise FTPError("tls" if fresh else self._stage_now, "the server closed the control connection"
                                + (" right after the TLS handshake" if fresh else ""))
+            if self._after_ccc is not None and not self._ccc_first:
+                self._ccc_first = chunk[:1]       # the first byte the server sent in clear
             try:
                 self._replies += self._reader.feed(chunk)
             except GrammarError as exc:
+                if self._after_ccc is not None and self._ccc_first and 0x14 <= self._ccc_first[0] <= 0x17:
+                    raise FTPError("tls", self._ccc_mismatch(None)) from None
                 raise FTPError(self._stage_now, f"bad reply: {exc}") from None
         reply = self._replies.pop(0)
         self._tls_fresh = False
+        if self._after_ccc is not None:
+            level, self._after_ccc = self._after_ccc, None
+            # a 500 to a command every server knows: our close_notify was read as part of it
+            if level[0] == "RFC4217" and reply.code in (500, 501) and self._last_verb in RFC959_VERBS:
+                for line in str(reply).splitlines():
+                    self._note("S>C", line)
+                raise FTPError("tls", self._ccc_mismatch(reply, level[1]), reply.code)
         mark = ""
         if reply.code in (631, 632, 633) and self.gss is not None:
             reply, mark = self._open_reply(reply)
         for line in str(reply).splitlines():
             self._note("S>C", mark + line)
         return reply
+
+    def _ccc_mismatch(self, reply: Reply | None, waited: float = 0.0) -> str:
+        """What went wrong at the first reply after CCC when the two ends' TLSRFCLEVEL differ."""
+        if reply is None:      # we are at CCCNONOTIFY: TLS bytes where the first clear reply belongs
+            return ("CCC: the server did not leave TLS without alerts as TLSRFCLEVEL CCCNONOTIFY expects: its "
+                    "next reply was TLS data (its close_notify, as at RFC4217) where a clear reply belongs "
+                    "(CCC/CCCNONOTIFY mismatch? the server seems to be at TLSRFCLEVEL RFC4217)")
+        silent = f"no close_notify came back in {waited:.0f} s, and " if waited >= CCC_NOTIFY_WAIT - 0.5 else ""
+        return (f"CCC: the server did not shut TLS down as TLSRFCLEVEL RFC4217 expects: {silent}it read our "
+                f"close_notify as the start of the next command and answered {reply.lines[-1]!r} "
+                f"(CCC/CCCNONOTIFY mismatch? the server seems to be at TLSRFCLEVEL CCCNONOTIFY)")
 
     def _open_reply(self, reply: Reply) -> tuple[Reply, str]:
         """A 631/632 reply -> the reply inside, checked (RFC 2228); 633 has no GSSAPI form."""
@@ -442,9 +474,12 @@ class FTPClient:
         reply = self.command("CCC")
         self._expect(reply, (200,), "tls", "server refused CCC")
         notify = self.cfg.TLSRFCLEVEL == "RFC4217"
-        self.ctrl.ccc(notify=notify)
+        started = time.monotonic()
+        self.ctrl.ccc(notify=notify, wait=CCC_NOTIFY_WAIT)
         self.ctrl = None
         self.ccc_done = True
+        self._after_ccc = (self.cfg.TLSRFCLEVEL, time.monotonic() - started)   # the next reply tells
+        self._ccc_first = b""
         self._note("info", "control connection clear after CCC" + (" (close_notify exchanged)" if notify else " (no alerts)"))
         if self.cfg.CCCNOOP:
             self._expect(self.command("NOOP"), (2,), "tls", "NOOP after CCC failed")

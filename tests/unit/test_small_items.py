@@ -148,3 +148,63 @@ def test_translated_passive_range_without_alg_and_untranslated(tmp_path, capsys)
         in capsys.readouterr().err
     assert main(["topo", "check", "--strict", str(shifted(tmp_path, "kernel", "60000-60100"))]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+# -- 4. a CCC/CCCNONOTIFY mismatch is named ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ftps_lab(tmp_path_factory):
+    from ftps_fixtures import server_pki, server_root
+
+    d = tmp_path_factory.mktemp("ccc")
+    return server_pki(d / "pki"), server_root(d, {"hello.txt": b"hello\r\n"})
+
+
+@pytest.mark.parametrize("client_level, server_level, words", [
+    # the server sends close_notify, this client expects none: TLS bytes where a reply belongs
+    ("CCCNONOTIFY", "RFC4217", "the server did not leave TLS without alerts as TLSRFCLEVEL CCCNONOTIFY expects: "
+                               "its next reply was TLS data"),
+    # our close_notify is read by the server as the start of TYPE I: "500 Syntax error"
+    ("RFC4217", "CCCNONOTIFY", "the server did not shut TLS down as TLSRFCLEVEL RFC4217 expects"),
+])
+def test_ccc_level_mismatch_is_named(ftps_lab, client_level, server_level, words):
+    from ftps_fixtures import start_ftps_server
+
+    from lab.ftps.client import FTPClient, FTPError
+    from lab.ftps.config import ClientConfig
+
+    pkidir, root = ftps_lab
+    srv = start_ftps_server(pkidir, root, {"alice": "pw"}, TLSRFCLEVEL=server_level)
+    try:
+        c = FTPClient(ClientConfig(TLSRFCLEVEL=client_level), security="tls-ccc", data="pasv",
+                      ca=pkidir / "ca.pem")
+        c.connect("127.0.0.1", srv.address[1])
+        with pytest.raises(FTPError) as err:     # was: "bad reply: not an FTP reply: '\x15..." and
+            c.login("alice", "pw")               # "TYPE I refused: Syntax error, command unrecognized."
+            c.get("hello.txt")
+        assert err.value.stage == "tls"
+        assert words in err.value.reason and "CCC/CCCNONOTIFY mismatch?" in err.value.reason
+        assert f"the server seems to be at TLSRFCLEVEL {server_level}" in err.value.reason
+        c.close()
+    finally:
+        srv.close()
+
+
+def test_matching_ccc_levels_still_work(ftps_lab):
+    from ftps_fixtures import start_ftps_server
+
+    from lab.ftps.client import FTPClient
+    from lab.ftps.config import ClientConfig
+
+    pkidir, root = ftps_lab
+    for level in ("RFC4217", "CCCNONOTIFY"):
+        srv = start_ftps_server(pkidir, root, {"alice": "pw"}, TLSRFCLEVEL=level)
+        try:
+            c = FTPClient(ClientConfig(TLSRFCLEVEL=level, CCCNOOP=True), security="tls-ccc", data="pasv",
+                          ca=pkidir / "ca.pem")
+            c.connect("127.0.0.1", srv.address[1])
+            c.login("alice", "pw")
+            assert c.get("hello.txt").bytes == 7
+            c.quit()
+        finally:
+            srv.close()
