@@ -143,12 +143,14 @@ def load(path: str | Path) -> Expectations:
 
 def annotate(doc: dict, expect: Expectations) -> None:
     """Put each cell's stated outcome into the results document: `expect` ({outcome, line,
-    pattern}) and `expect_met` (None when no pattern states it, or the cell is a lab error)."""
+    pattern}) and `expect_met` (None when no pattern states it, or the cell is a lab error or was
+    not run)."""
     doc["expect_file"] = expect.source
     for s in doc["scenarios"]:
         st = expect.stated(s["id"])
         s["expect"] = None if st is None else {"outcome": st.outcome, "line": st.line, "pattern": st.pattern}
-        s["expect_met"] = None if st is None or s["outcome"] == "error" else s["outcome"] == st.outcome
+        undecided = s["outcome"] in ("error", "not-run") or s.get("not_run")
+        s["expect_met"] = None if st is None or undecided else s["outcome"] == st.outcome
 
 
 def unmet(doc: dict) -> list[dict]:

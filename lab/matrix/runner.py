@@ -42,10 +42,8 @@ from lab.topology.model import Topology
 MiB = 1 << 20
 DEFAULT_SIZE = 2 * MiB
 
-#: The outcome of a cell an interrupted run did not run. Until the report (lab.report.results
-#: OUTCOMES, reports/results.schema.json) knows "not-run", such a cell is written as a lab error
-#: whose reason says it was not run; `not_run: true` marks it either way.
-NOT_RUN = "not-run" if "not-run" in results.OUTCOMES else "error"
+#: The outcome of a cell an interrupted run did not run (`not_run: true` marks it too).
+NOT_RUN = "not-run"
 #: After Ctrl-C: how long the sandboxes get to end by themselves before they are killed (none:
 #: killing a sandbox is its teardown, the kernel reaps all in it), and the longest the runner waits
 #: for them in all (the report must be out within 2 s of the signal).

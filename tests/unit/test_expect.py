@@ -90,6 +90,14 @@ def test_a_run_is_judged_by_the_file_beside_its_predictions(tmp_path):
     assert [st.pattern for st in expect.unused(doc, e)] == ["other-net/tls/*"]
 
 
+def test_a_cell_an_interrupted_run_did_not_run_is_no_unmet_expectation(tmp_path):
+    e = expect.load(write(tmp_path, "expect:\n  tls/*: pass\n"))
+    doc = {"scenarios": [cell("net/tls/pasv", "pass"), cell("net/tls/port", "not-run", not_run=True)]}
+    expect.annotate(doc, e)
+    assert [s["expect_met"] for s in doc["scenarios"]] == [True, None]
+    assert expect.unmet(doc) == []
+
+
 def test_exit_code_without_expectations_counts_stage_and_device():
     same = cell("net/tls/port", "fail", expected_stage="data-connect", expected_device="fw",
                 stage="data-connect", device="fw")
