@@ -10,6 +10,7 @@ check time). What this reader sees is enough for that job:
 - statements end at `;` or a newline, except inside braces that are part of the statement (a set
   `{ 21, 990 }`, the spec of `add chain ... { type ...; policy drop; }`); `table ... {` and, in a
   table, `chain ... {` (and `set`, `map`, `ct helper` ... objects) open a block of statements;
+- ct helper objects (`ct helper NAME { type "ftp" protocol tcp; }`): their type, in `helpers`;
 - chains: `table [FAMILY] NAME { chain NAME { type T hook H priority P; policy X; rules } }`, and
   the command forms `add table`, `add chain F T C [{ spec }]`, `add rule F T C ...`,
   `insert rule F T C ...`, `flush ruleset`; `define NAME = VALUE` variables. Anything else is
@@ -195,6 +196,7 @@ class Ruleset:
     chains: dict[tuple[str, str, str], Chain] = field(default_factory=dict)   # (family, table, name)
     defines: dict[str, list[Token]] = field(default_factory=dict)
     sets: dict[tuple[str, str, str], list[Token]] = field(default_factory=dict)  # named sets' elements
+    helpers: dict[tuple[str, str, str], str] = field(default_factory=dict)  # ct helper objects: their type
     unread: list[tuple[int, str]] = field(default_factory=list)   # (line, what) outside this reader
 
     def chain(self, family: str, table: str, name: str, line: int) -> Chain:
@@ -294,6 +296,10 @@ def _table(rs: Ruleset, family: str, table: str, body: list[Statement]) -> None:
             for inner in st.block:
                 if inner.words and inner.words[0].text == "elements":
                     rs.sets[(family, table, st.words[1].text)] = inner.words[2:]
+        elif head[:2] == ["ct", "helper"] and st.block is not None and len(st.words) >= 3:
+            for inner in st.block:
+                if inner.words and inner.words[0].text == "type" and len(inner.words) > 1:
+                    rs.helpers[(family, table, st.words[2].text)] = inner.words[1].text
         elif head[:1] == ["flags"] or (head[:1] and head[0] in TABLE_OBJECTS):
             pass
         else:

@@ -33,8 +33,8 @@ from firewall.section import FilterRule, Firewall
 from lab.devkit import features
 from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.device import Device, DeviceSetup, Restore
-from lab.devkit.observed import RuleSet, drop_chain
-from lab.devkit.queues import DROPWATCH
+from lab.devkit.observed import LOG_PREFIX, RuleSet, drop_chain
+from lab.devkit.queues import DROPWATCH, DROPWATCH_LOG
 from lab.devkit.types import Flow
 from lab.devkit.view import NodeView
 
@@ -45,6 +45,7 @@ RULE_MARK_BASE = 100
 #: Marks of an iptables-save file's drops: SAVED_MARK_BASE + the file's line number.
 SAVED_MARK_BASE = 10000
 _DROP_TARGET = re.compile(r"\s(?:-j|--jump)\s+DROP\s*$")
+_REJECT_TARGET = re.compile(r"\s(?:-j|--jump)\s+REJECT(?P<with>\s+--reject-with\s+\S+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,18 @@ def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
     return ("drop" if action in ("drop", "reject") else "accept"), where
 
 
-def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD") -> tuple[str, int | None]:
+def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None
+           ) -> tuple[str, int | None]:
     """The filter's model, as the path walk asks it: (accept | drop | reject | pass, where).
 
     Lab rules (FORWARD only): ESTABLISHED/RELATED pass, then the rules (where = position), then
     the default (None). An iptables-save file (firewall.saved): `hook` chain of its filter table,
     where = the deciding line; "pass" when no rule decided and the chain's policy is ACCEPT
     (rules the node adds after the file's still apply); raises lab.devkit.types.Unreadable when
-    the verdict depends on a rule outside what the model reads."""
+    the verdict depends on a rule outside what the model reads. `local`: the router's own
+    addresses (what -m addrtype LOCAL matches)."""
     if firewall.iptables_save is not None:
-        found = saved.verdict(saved_text(firewall), flow, hook)
+        found = saved.verdict(saved_text(firewall), flow, hook, local)
         return ("pass" if found.action == "policy-accept" else found.action), found.line
     if hook != "FORWARD":
         return "pass", None
@@ -119,13 +122,43 @@ def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD") -> tuple[str, 
     return firewall.default, None
 
 
+def notes(firewall: Firewall, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None) -> list[str]:
+    """The stateful matches (-m limit, -m recent, -m hashlimit) the decision met on the way, and
+    what trips each ("FILE:LINE: ..."): decide judged them for the first connections."""
+    if firewall.iptables_save is None:
+        return []
+    found = saved.verdict(saved_text(firewall), flow, hook, local)
+    name = Path(firewall.iptables_save).name
+    return [f"{name}:{note}" for note in found.notes]
+
+
+def nat(firewall: Firewall, flow: Flow, hook: str = "PREROUTING", local: frozenset | None = None
+        ) -> saved.Nat | None:
+    """What the file's nat table does to a new connection at `hook` (DNAT, REDIRECT, SNAT,
+    MASQUERADE: firewall.saved.Nat), None: nothing (and always for the lab's own rules)."""
+    if firewall.iptables_save is None:
+        return None
+    return saved.nat(saved_text(firewall), flow, hook, local)
+
+
+def helper(firewall: Firewall, flow: Flow, local: frozenset | None = None) -> str | None:
+    """"FILE:LINE" of the raw table rule that attaches the kernel FTP helper to this (control)
+    connection, or None."""
+    if firewall.iptables_save is None:
+        return None
+    line = saved.helper(saved_text(firewall), flow, local)
+    return None if line is None else f"{Path(firewall.iptables_save).name}:{line}"
+
+
 def saved_text(firewall: Firewall) -> str:
-    """The text of the firewall's iptables-save file (read once per path)."""
-    return _read(Path(firewall.iptables_save))
+    """The text of the firewall's iptables-save file (read once per version of the file)."""
+    path = Path(firewall.iptables_save)
+    st = path.stat()
+    return _read(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _read(path: Path) -> str:
+def _read(path: Path, mtime: int, size: int) -> str:
     return path.read_text()
 
 
@@ -146,6 +179,15 @@ def unreadable(firewall: Firewall) -> list[str]:
         return []
     name = Path(firewall.iptables_save).name
     return [f"{name}:{line} uses {what}" for line, what in saved.unreadable(saved_text(firewall))]
+
+
+def deciding(firewall: Firewall) -> list[str]:
+    """What the model cannot read in rules that can decide a packet (a verdict, a jump, a
+    translation): `unreadable` without the LOG, counting and marking rules, which never decide."""
+    if firewall.iptables_save is None:
+        return []
+    name = Path(firewall.iptables_save).name
+    return [f"{name}:{line} uses {what}" for line, what in saved.deciding(saved_text(firewall))]
 
 
 def describe(rule: FilterRule, position: int) -> str:
@@ -212,6 +254,7 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
     """
     reasons: dict[int, str] = {}
     policies = {}
+    rejects: dict[int, str] = {}       # mark -> its --reject-with (a REJECT is logged, then rejects)
     for line in savefile.lines(text):
         mark = SAVED_MARK_BASE + line.number
         if line.table != "filter":
@@ -221,6 +264,10 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
             reasons[mark] = f"dropped by {name}:{line.number}: the {line.chain} chain's policy DROP"
         elif line.kind == "rule" and line.words[:1] in (("-A",), ("--append",)) and _DROP_TARGET.search(line.text):
             reasons[mark] = f"dropped by {name}:{line.number}: {line.text}"
+        elif line.kind == "rule" and line.words[:1] in (("-A",), ("--append",)) and \
+                (m := _REJECT_TARGET.search(line.text)):
+            reasons[mark] = f"rejected by {name}:{line.number}: {line.text}"
+            rejects[mark] = (m.group("with") or "").strip()
     lines = text.splitlines()
     out: list[str] = []
     table = ""
@@ -237,10 +284,14 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
             out += [f"-A {chain} -j ftlab-saved-{m - SAVED_MARK_BASE}" for m, chain in policies.items()]
             for m in sorted(reasons):
                 chain = f"ftlab-saved-{m - SAVED_MARK_BASE}"
+                if m in rejects:        # the packet must still be rejected: logged to the observer first
+                    out += [f'-A {chain} -j NFLOG --nflog-group {DROPWATCH_LOG} --nflog-prefix "{LOG_PREFIX}{m}"',
+                            f"-A {chain} -j REJECT {rejects[m]}".rstrip()]
+                    continue
                 out += [f"-A {chain} -j MARK --set-mark {m}",
                         f"-A {chain} -j NFQUEUE --queue-num {DROPWATCH}"]
         elif table == "filter" and mark in reasons and mark not in policies:
-            line = _DROP_TARGET.sub(f" -j ftlab-saved-{number}", stripped)
+            line = (_REJECT_TARGET if mark in rejects else _DROP_TARGET).sub(f" -j ftlab-saved-{number}", stripped)
         out.append(line)
     return "\n".join(out) + "\n", reasons
 
@@ -259,6 +310,10 @@ class StaticModel:
 
     verdict = staticmethod(verdict)
     decide = staticmethod(decide)
+    notes = staticmethod(notes)
+    nat = staticmethod(nat)
+    helper = staticmethod(helper)
+    deciding = staticmethod(deciding)
     explain = staticmethod(explain)
     unreadable = staticmethod(unreadable)
     port_edges = staticmethod(port_edges)

@@ -221,6 +221,17 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
             result.notes.append(f"{node.name}'s kernel helper expected it (RELATED)"
                                 + (f" and sends it on to {pkt.target}" if translated else ""))
             break
+    if not translated and _ruleset_file(fw):
+        # the file's own nat table (a Docker host's DNAT), in nat PREROUTING before the lab's rules
+        got = _file_nat(node, fw, Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if), "PREROUTING",
+                        net)
+        if got is not None and got.action in ("dnat", "redirect"):
+            address, port = got.to
+            if got.action == "redirect" or address is None:
+                address = next((a.ip for i in node.interfaces if i.name == in_if for a in i.addresses
+                                if a.ip.version == pkt.dst.version), pkt.dst)
+            pkt, translated = pkt.to(address, port or pkt.dport), True
+            result.notes.append(f"{node.name}'s nat table ({_ruleset_name(fw)}:{got.line}) sends it on to {pkt.target}")
     kernel_nat = devices.model("nat")
     if nat is not None and not translated:
         to = kernel_nat.forward(nat, net.outside(node, pkt.dst.version), in_if, pkt.proto, pkt.dst, pkt.dport)
@@ -239,6 +250,11 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     if stop is not None:
         return stop
     leaves_as = kernel_nat.source(nat, egress.name, pkt.src, source_on(egress, pkt.dst)) if nat is not None else None
+    if leaves_as is None and _ruleset_file(fw):
+        got = _file_nat(node, fw, replace(flow, dst=pkt.dst, dport=pkt.dport), "POSTROUTING", net)
+        if got is not None and got.action in ("snat", "masquerade"):
+            leaves_as = (got.to[0] if got.action == "snat" and got.to and got.to[0] is not None
+                         else source_on(egress, pkt.dst))
     if leaves_as is not None and leaves_as != pkt.src:
         pkt = replace(pkt, src=leaves_as)
         result.notes.append(f"{node.name} translates its source to {leaves_as}")
@@ -250,7 +266,7 @@ def _local(net: Net, node: Node, nat, fw, in_if, pkt: Packet, state: str, transl
     """A connection to the router's own address (nothing of the lab listens on a router)."""
     flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if, None, state, translated)
     if fw is not None and fw.mode == "static" and fw.iptables_save is not None:
-        action, where = _decide(node, fw, flow, "INPUT")
+        action, where = _decide(node, fw, flow, "INPUT", net)
         if action in ("drop", "reject"):
             return _filter_stop(node, fw, action, where)
     if nat is not None and devices.model("nat").drops(nat, in_if, state, translated):
@@ -266,12 +282,14 @@ def _forward_chain(net: Net, node: Node, nat, fw, flow: Flow, result: Crossing) 
         return None                     # the kernel helper's `-I FORWARD 1 RELATED ACCEPT`
     decided = False
     if fw is not None and fw.mode == "static" and fw.iptables_save is not None:
-        action, where = _decide(node, fw, flow)       # the user's ruleset comes first
+        action, where = _decide(node, fw, flow, "FORWARD", net)       # the user's ruleset comes first
+        limits = _static().notes(fw, flow, "FORWARD", _local_addresses(net, node))
         if action in ("drop", "reject"):
-            return _filter_stop(node, fw, action, where)
+            return _filter_stop(node, fw, action, where, limits)
         if action == "accept":
             decided = True
             result.notes.append(f"{node.name}'s ruleset admits it ({_static().explain(fw, where)})")
+        result.notes += [_limit_note(node, note) for note in limits]
     if not decided and nat is not None and devices.model("nat").drops(nat, flow.in_interface, flow.state, flow.dnat):
         return Stop(node.name, f"{node.name} drops it: an unsolicited inbound connection (NEW on its outside "
                                f"interface {flow.in_interface}, nothing forwarded or mapped it)")
@@ -290,7 +308,10 @@ def _forward_chain(net: Net, node: Node, nat, fw, flow: Flow, result: Crossing) 
     except Unreadable as exc:
         raise _Unpredictable(node.name, fw, exc) from None
     if action != "accept":
-        return Stop(node.name, f"{node.name}'s ruleset drops it ({_ruleset_name(fw)}:{line})")
+        verb = "rejects" if action == "reject" else "drops"
+        return Stop(node.name, f"{node.name}'s ruleset {verb} it ({_ruleset_name(fw)}:{line}: "
+                               f"{_line_text(fw, line)})" if line else
+                    f"{node.name}'s ruleset {verb} it ({_ruleset_name(fw)}: the chain's policy)")
     return None
 
 
@@ -299,18 +320,54 @@ def _static():
     return devices.model("static")
 
 
-def _decide(node: Node, fw, flow: Flow, hook: str = "FORWARD") -> tuple[str, int | None]:
+def _decide(node: Node, fw, flow: Flow, hook: str = "FORWARD", net: Net | None = None) -> tuple[str, int | None]:
     try:
-        return _static().decide(fw, flow, hook)
+        return _static().decide(fw, flow, hook, _local_addresses(net, node) if net else None)
     except Unreadable as exc:
         raise _Unpredictable(node.name, fw, exc) from None
 
 
-def _filter_stop(node: Node, fw, action: str, where: int | None) -> Stop:
+def _local_addresses(net: Net | None, node: Node) -> frozenset:
+    """The router's own addresses (what -m addrtype --dst-type LOCAL matches)."""
+    nat = net.sections(node)[0] if net is not None else node.nat
+    own = {a.ip for i in node.interfaces for a in i.addresses}
+    return frozenset(own | set(nat.public_addresses() if nat is not None else ()))
+
+
+def _ruleset_file(fw) -> bool:
+    """A firewall given as a ruleset file whose other tables (nat, raw) the model reads."""
+    return fw is not None and fw.mode == "static" and fw.iptables_save is not None
+
+
+def _file_nat(node: Node, fw, flow: Flow, hook: str, net: Net):
+    try:
+        return _static().nat(fw, flow, hook, _local_addresses(net, node))
+    except Unreadable as exc:
+        raise _Unpredictable(node.name, fw, exc) from None
+
+
+def _limit_note(node: Node, note: str) -> str:
+    """A stateful match the decision met: when it trips, and what the matrix does to it."""
+    return (f"{node.name}'s {note} (judged for the first connections: the matrix opens one control connection "
+            f"per cell, and later cells of a run may meet it tripped)")
+
+
+def _filter_stop(node: Node, fw, action: str, where: int | None, limits: list[str] | None = None) -> Stop:
     rule = _static().explain(fw, where)
-    if action == "reject":       # a REJECT answers the connection (reset/ICMP): no drop is observed
-        return Stop(None, f"{node.name}'s ruleset rejects it ({rule})")
-    return Stop(node.name, f"{node.name}'s filter drops it ({rule})")
+    # a REJECT is a decision the lab observes (the file's REJECTs are logged to the drop observer)
+    verb = "rejects" if action == "reject" else "drops"
+    who = "ruleset" if fw.iptables_save is not None else "filter"
+    extra = "".join(f"; {_limit_note(node, note)}" for note in limits or [])
+    return Stop(node.name, f"{node.name}'s {who} {verb} it ({rule}){extra}")
+
+
+def _line_text(fw, line: int) -> str:
+    path = getattr(fw, "nftables", None)
+    text = getattr(fw, "nftables_text", None)
+    if not path or not text:
+        return ""
+    lines = text.splitlines()
+    return lines[line - 1].strip() if 0 < line <= len(lines) else ""
 
 
 def _ruleset_name(fw) -> str:
@@ -381,21 +438,47 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
                 st.pinholes.update(holes)
                 notes.append(f"{node.name} (dynamic filter) reads it and opens a pinhole {peer_real} -> "
                              f"{holes[0][1]}:{shown}")
+        attached = _ruleset_helper(net, node, fw, hop)
         if inspector is not None and inspector.related:
-            ok, why = inspector.reads(security, first_after_ccc)
-            if not ok:
-                notes.append(f"{node.name}'s {_named(inspector)} cannot read it ({why})")
-            elif names_sender(host, sender):
-                st.expects.add((peer_real, sender_known_as, port, sender, port))
-                if host is not None and host != sender_known_as:
-                    notes.append(f"{node.name}'s {_named(inspector)} rewrites it to {sender_known_as}:{shown} and "
-                                 f"expects the connection")
-                else:
-                    notes.append(f"{node.name}'s {_named(inspector)} reads it and expects the connection")
-                host = sender_known_as if host is not None else None
-            else:
-                notes.append(f"{node.name}'s {_named(inspector)} leaves it alone: it names {host}, not its sender {sender}")
+            host = _helper_reads(node, inspector, _named(inspector), host, sender, sender_known_as, peer_real, port,
+                                 st, security, first_after_ccc, shown, notes)
+        elif attached is not None:
+            # the ruleset attaches the kernel FTP helper itself: the kernel helper device's own model
+            helper = devices.nat_inspector("kernel")
+            host = _helper_reads(node, helper, f"{_named(helper)} (attached by {attached})", host, sender,
+                                 sender_known_as, peer_real, port, st, security, first_after_ccc, shown, notes)
     return host, notes
+
+
+def _ruleset_helper(net: Net, node: Node, fw, hop: Hop) -> str | None:
+    """"FILE:LINE" where the node's own ruleset attaches the kernel FTP helper to the control
+    connection (iptables' raw `-j CT --helper ftp`, nft's `ct helper set`), or None."""
+    if fw is None or fw.mode not in ("static", "nftables"):
+        return None
+    pkt = hop.arrive
+    flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, hop.in_if, hop.out_if)
+    model = _static() if fw.mode == "static" else devices.model("nftables")
+    find = getattr(model, "helper", None)
+    return find(fw, flow, _local_addresses(net, node)) if find is not None else None
+
+
+def _helper_reads(node: Node, inspector, name: str, host, sender, sender_known_as, peer_real, port: int,
+                  st: Learned, security: str, first_after_ccc: str, shown: str, notes: list[str]):
+    """The kernel helper on the announcement: it expects the data connection (RELATED) and, when
+    conntrack translated the sender, rewrites the address to the one the peer knows."""
+    ok, why = inspector.reads(security, first_after_ccc)
+    if not ok:
+        notes.append(f"{node.name}'s {name} cannot read it ({why})")
+    elif names_sender(host, sender):
+        st.expects.add((peer_real, sender_known_as, port, sender, port))
+        if host is not None and host != sender_known_as:
+            notes.append(f"{node.name}'s {name} rewrites it to {sender_known_as}:{shown} and expects the connection")
+        else:
+            notes.append(f"{node.name}'s {name} reads it and expects the connection")
+        host = sender_known_as if host is not None else None
+    else:
+        notes.append(f"{node.name}'s {name} leaves it alone: it names {host}, not its sender {sender}")
+    return host
 
 
 # -- one cell ------------------------------------------------------------------------------------------
@@ -428,23 +511,67 @@ def walk(topology: Topology, security: str, data: str, ends: Ends, alg: str | No
         # a known defect of the client matters only where the network would let the cell through
         return Prediction("fail", "data-connect", f"{ends.client.name}: {broken}", None)
     if settled.outcome == "pass" and silent:
-        return _forgotten(net, ends, silent) or settled
+        try:
+            return _forgotten(net, ends, silent, security, version) or settled
+        except _Unpredictable as exc:
+            return Prediction("unknown", None, str(exc), exc.node)
     return settled
 
 
-def _forgotten(net: Net, ends: Ends, silent: float) -> Prediction | None:
-    """A stateful filter on the path whose idle timeout runs out while the control connection is
-    silent during the transfer (and no end's keepalive refreshes it): it drops the server's 226."""
+def _forgotten(net: Net, ends: Ends, silent: float, security: str = "plain", version: int | None = None
+               ) -> Prediction | None:
+    """A router on the path whose idle timeout runs out while the control connection is silent
+    during the transfer (and no end's keepalive refreshes it): it forgets the connection, and the
+    server's 226 arrives as a packet of no connection, which conntrack takes up as NEW. Each
+    device then judges it by its own model: a dynamic filter drops it; a static filter or a
+    ruleset as a new connection from the server's control port (its rules and default); a NAT
+    whose outside faces the server as an unsolicited inbound packet. The first that drops it decides."""
     keepalives = [cfg.FTPKEEPALIVE for cfg in (ends.client_cfg, ends.server_cfg) if cfg and cfg.FTPKEEPALIVE > 0]
     keepalive = min(keepalives) if keepalives else None
-    for node in net.topology.devices_on_path():
-        fw = net.sections(node)[1]
-        if fw is not None and fw.mode == "dynamic" and forgets(fw.idle_timeout, silent, keepalive):
-            why = f"FTPKEEPALIVE {keepalive} s is not shorter" if keepalive else "no end sends keepalives (FTPKEEPALIVE)"
-            return Prediction("fail", "transfer", f"the control connection stays silent for about {silent:g} s while "
-                              f"the data flows, longer than {node.name}'s idle timeout ({fw.idle_timeout} s), and {why}: "
-                              f"{node.name} forgets it and drops the server's 226 as part of no admitted connection",
-                              node.name)
+    why = f"FTPKEEPALIVE {keepalive} s is not shorter" if keepalive else "no end sends keepalives (FTPKEEPALIVE)"
+    topology = net.topology
+    ftp = topology.ftp
+    dport = ftp.implicit_port if security.startswith("implicit") else ftp.control_port
+    dial = topology.server_address_of(version or ftp.server_address.version)
+    ctrl = cross(net, ftp.client, Packet(None, dial, EPHEMERAL.low, dport), {})
+    if isinstance(ctrl, Stop):
+        return None
+    for hop in ctrl.hops:
+        node = topology.nodes[hop.node]
+        nat, fw = net.sections(node)
+        idle = (fw.idle_timeout if fw is not None else None) or (nat.idle_timeout if nat is not None else None)
+        if not forgets(idle, silent, keepalive):
+            continue
+        lost = (f"the control connection stays silent for about {silent:g} s while the data flows, longer than "
+                f"{node.name}'s idle timeout ({idle} s), and {why}: {node.name} forgets it")
+        back = Flow("tcp", hop.leave.dst, hop.leave.src, hop.leave.sport or EPHEMERAL.low, hop.leave.dport,
+                    hop.out_if, hop.in_if)
+        stop = _judges_226(net, node, nat, fw, back)
+        if stop is not None:
+            return Prediction("fail", "transfer", f"{lost} and {stop}", node.name)
+    return None
+
+
+def _judges_226(net: Net, node: Node, nat, fw, flow: Flow) -> str | None:
+    """What a router that forgot the control connection does with the server's 226 (None: it
+    lets it through), as its devices' models say."""
+    if fw is not None and fw.mode == "dynamic":
+        return "drops the server's 226 as part of no admitted connection"
+    if nat is not None and devices.model("nat").drops(nat, flow.in_interface, "NEW", False) and \
+            (net.owns(node, flow.dst) or nat.masquerade):
+        return f"drops the server's 226 as an unsolicited inbound packet on its outside interface {flow.in_interface}"
+    if fw is not None and fw.mode == "static":
+        action, where = _decide(node, fw, flow, "FORWARD", net)
+        if action in ("drop", "reject"):
+            return f"its filter {action}s the server's 226 as a new connection ({_static().explain(fw, where)})"
+    elif fw is not None:
+        try:
+            action, line = devices.model(fw.mode)(fw, flow)
+        except Unreadable as exc:
+            raise _Unpredictable(node.name, fw, exc) from None
+        if action != "accept":
+            where = f"{_ruleset_name(fw)}:{line}" if line else f"{_ruleset_name(fw)}: the chain's policy"
+            return f"its ruleset {action}s the server's 226 as a new connection ({where})"
     return None
 
 

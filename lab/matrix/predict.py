@@ -41,10 +41,11 @@ def predict(scenarios: scenario.Scenarios, cell: scenario.Cell, picture: scenari
 
 
 def unreadable(model: Topology) -> list[str]:
-    """What the devices' models cannot read on this topology ("NODE: FILE:LINE uses X")."""
+    """What the devices' models cannot read on this topology in rules that can decide a packet
+    ("NODE: FILE:LINE uses X"): a LOG, counting or marking rule decides nothing, whatever it uses."""
     return [f"{node.name}: {what}" for node in model.nodes.values()
             if node.firewall is not None and node.firewall.mode == "static"
-            for what in devices.model("static").unreadable(node.firewall)] + \
+            for what in devices.model("static").deciding(node.firewall)] + \
         [f"{node.name}: {node.firewall.nftables.name if node.firewall.nftables else 'nft ruleset'} {what}"
          for node in model.nodes.values() if node.firewall is not None and node.firewall.mode == "nftables"
          for what in devices.unreadable(node.firewall)]

@@ -80,10 +80,13 @@ class Recommendation:
                  "device": self.predicted.device, "reason": self.predicted.reason}}
 
 
-def step_of(model: Topology) -> int:
-    """The slides' step for the devices on the client-server path."""
+def step_of(model: Topology, predicted: dict[str, Prediction] | None = None) -> int:
+    """The slides' step for the devices on the client-server path. Step 1 (a device whose rules
+    cannot be read) only where what the model cannot read decides a cell: with `predicted`, a
+    cell the walk could not predict because of a ruleset line (the matrix's "cannot predict:
+    FILE:LINE uses X"); without, a rule outside what the model reads that can decide a packet."""
     on_path = model.devices_on_path()
-    if predict.unreadable(model):
+    if (unread_cell(predicted) is not None) if predicted is not None else predict.unreadable(model):
         return 1
     modes = {n.firewall.mode for n in on_path if n.firewall is not None}
     if "dynamic" in modes:
@@ -105,15 +108,15 @@ def recommend(model: Topology, scen: scenario.Scenarios, observed: dict[str, str
         return observed.get(m) or predicted[m].outcome
 
     passing = [m for m in cells if outcome(m) == "pass"]
-    step = step_of(model)
+    step = step_of(model, predicted)
     if not passing:
-        why = (f"{STEP_TEXT[step]}. On this network no secure method is "
+        why = (f"{_step_text(step, predicted)}. On this network no secure method is "
                + ("observed" if observed else "predicted") + " to get through: "
                + _first_failure(predicted, cells))
         return Recommendation(step, None, why)
     method = passing[0]
     source = "passed in this run" if method in observed else "is predicted to pass"
-    parts = [STEP_TEXT[step]]
+    parts = [_step_text(step, predicted)]
     if method != STEP_METHOD[step]:
         parts.append(_differs(step, method, outcome, observed))
     secure = "keeps the control channel encrypted" if method.split("/")[0] in ENCRYPTED_CONTROL \
@@ -126,6 +129,21 @@ def recommend(model: Topology, scen: scenario.Scenarios, observed: dict[str, str
     return Recommendation(step, method, "; ".join(parts), settings=_settings(model, method),
                           predicted=predicted[method], observed=observed.get(method),
                           alternatives=tuple(passing[1:]))
+
+
+def unread_cell(predicted: dict[str, Prediction] | None) -> Prediction | None:
+    """The first cell the walk could not predict because a device's rules decide it with
+    something the model does not read (None: every cell's rules were read)."""
+    return next((p for p in (predicted or {}).values()
+                 if p.outcome == "unknown" and p.reason.startswith("cannot predict: ") and " uses " in p.reason), None)
+
+
+def _step_text(step: int, predicted: dict[str, Prediction]) -> str:
+    """The step's words; step 1 names the line the matrix names for the same cells."""
+    cell = unread_cell(predicted) if step == 1 else None
+    if cell is None:
+        return STEP_TEXT[step]
+    return STEP_TEXT[1].replace("cannot be read,", f"cannot be read ({cell.reason.removeprefix('cannot predict: ')}),")
 
 
 def _differs(step: int, method: str, outcome, observed: dict) -> str:

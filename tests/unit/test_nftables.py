@@ -130,8 +130,8 @@ def test_model_of_the_example_matches_the_slides_static_filter():
 
 
 @pytest.mark.parametrize("rule, why", [
-    ("tcp flags syn accept", "`tcp flags` is outside what the model reads"),
-    ("meta mark 1 drop", "`meta mark` is outside what the model reads"),
+    ('ct helper "ftp" accept', "`ct helper` is outside what the model reads"),
+    ("quota over 10 mbytes drop", "`quota over` is outside what the model reads"),
     ("ip saddr @nosuch accept", "named set @nosuch"),
     ("ip daddr $nothing accept", "undefined variable $nothing"),
 ])

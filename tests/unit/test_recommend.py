@@ -72,10 +72,22 @@ def test_nothing_secure_gets_through(tmp_path):
     assert "no secure method is predicted to get through" in rec.why
 
 
-def test_a_ruleset_the_model_cannot_read_is_step_1(tmp_path):
-    rules = (TOPOLOGY_DIR / "examples" / "iptables-user-chain.rules").read_text().replace(
-        "-A FORWARD -p icmp -j ACCEPT", "-A FORWARD -p icmp -m limit --limit 1/s -j ACCEPT")
-    (tmp_path / "iptables-user-chain.rules").write_text(rules)
+def test_recommend_and_the_matrix_say_the_same_about_what_they_can_read(tmp_path):
+    """Step 1 (rules that cannot be read) only where the matrix cannot predict a cell because of
+    them, naming the line it names; a rule it cannot read that decides no cell is no step 1
+    (before: "a device's rules cannot be read" beside a confident prediction of every cell)."""
+    base = (TOPOLOGY_DIR / "examples" / "iptables-user-chain.rules").read_text()
     (tmp_path / "net.yaml").write_text((TOPOLOGY_DIR / "examples" / "iptables-user-chain.yaml").read_text())
+    icmp = base.replace("-A FORWARD -p icmp -j ACCEPT", "-A FORWARD -p icmp -m set --match-set ok src -j ACCEPT")
+    (tmp_path / "iptables-user-chain.rules").write_text(icmp)
     rec = recommend(loader.load(tmp_path / "net.yaml"), S)
-    assert rec.step == 1 and rec.method == "tls/epsv"       # the unreadable rule is ICMP's: tcp never reaches it
+    assert rec.step == 3 and rec.method == "tls/epsv"       # the unreadable rule is ICMP's: tcp never reaches it
+    blocked = base.replace("-A ftp-in -j RETURN", "-A ftp-in -j RETURN").replace(
+        "-A ftp-in -p tcp -m multiport", "-A ftp-in -p tcp --dport 990 -m set --match-set bad src -j DROP\n"
+                                          "-A ftp-in -p tcp -m multiport")
+    (tmp_path / "iptables-user-chain.rules").write_text(blocked)
+    rec = recommend(loader.load(tmp_path / "net.yaml"), S)
+    assert rec.step == 1 and rec.method == "tls/epsv"       # tls on 21 is read; implicit on 990 is not
+    assert "iptables-user-chain.rules:14 uses -m set" in rec.why, rec.why
+
+

@@ -32,7 +32,7 @@ COMMIT
 -A in -p tcp --dport 2121 -m conntrack --ctstate DNAT -j ACCEPT
 -A in -p tcp -j REJECT --reject-with tcp-reset
 -A out -p tcp -m tcp --sport 20 --syn -j ACCEPT
--A out -p tcp --sport 989 -m limit --limit 5/s -j ACCEPT
+-A out -p tcp --sport 989 -m set --match-set partners dst -j ACCEPT
 -A out -j LOG --log-prefix "out: "
 COMMIT
 """
@@ -68,18 +68,19 @@ def test_negation_and_ranges():
 def test_a_rule_outside_the_subset_is_unreadable_only_where_it_decides():
     with pytest.raises(Unreadable) as err:
         judge(flow(SERVER, CLIENT, 40000, 989, "fw-eth1", "fw-eth0"))
-    assert err.value.line == 20 and err.value.what == "-m limit"
+    assert err.value.line == 20 and err.value.what == "-m set"
     # the same chain, a connection that never reaches line 20 with its readable matches true
     assert judge(flow(SERVER, CLIENT, 40000, 20, "fw-eth1", "fw-eth0"))[0] == "accept"
-    assert saved.unreadable(RULES) == [(20, "-m limit")]
+    assert saved.unreadable(RULES) == [(20, "-m set")]
 
 
 @pytest.mark.parametrize("line, what", [
-    ("-A FORWARD -p tcp -m recent --name x -j ACCEPT", "-m recent"),
-    ("-A FORWARD -p tcp -j MARK --set-mark 1", "-j MARK"),
+    ("-A FORWARD -p tcp -m recent --name x -j ACCEPT", "-m recent (a --rcheck/--update without --hitcount: it "
+                                                       "depends on earlier connections)"),
+    ("-A FORWARD -p tcp -j TEE --gateway 192.0.2.1", "-j TEE"),
     ("-A FORWARD -p tcp -j NFQUEUE --queue-num 3", "-j NFQUEUE"),
     ("-A FORWARD -p sctp -j ACCEPT", "-p sctp"),
-    ("-A FORWARD -p tcp --tcp-flags SYN,ACK SYN -j ACCEPT", "--tcp-flags"),
+    ("-A FORWARD -p tcp -m u32 --u32 0x0>>22&0x3C@4=0x29 -j ACCEPT", "-m u32"),
     ("-A FORWARD -p tcp --state BOGUS -j ACCEPT", "--state BOGUS"),
 ])
 def test_what_the_model_does_not_read_is_named(line, what):
@@ -89,10 +90,11 @@ def test_what_the_model_does_not_read_is_named(line, what):
         saved.verdict(text, flow())
 
 
-def test_other_tables_with_rules_are_unreadable_but_declarations_are_not():
-    assert saved.unreadable(RULES) == [(20, "-m limit")]       # its *nat only declares its chains
+def test_the_nat_table_is_read_as_the_routers_nat():
+    assert saved.unreadable(RULES) == [(20, "-m set")]         # its *nat only declares its chains
     text = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.1\nCOMMIT\n"
-    assert saved.unreadable(text)[0][0] == 3 and "nat table" in saved.unreadable(text)[0][1]
+    assert saved.unreadable(text) == []
+    assert saved.nat(text, flow()) == saved.Nat("dnat", 3, (ipaddress.ip_address("10.0.0.1"), 21))
 
 
 def test_port_edges_cover_every_range():
