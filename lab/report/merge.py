@@ -133,6 +133,11 @@ def merge(docs: list[dict], sources: list[str] | None = None, allow_partial: boo
         values = {d.get(key) for d in docs if d.get(key) is not None}
         if len(values) == 1:
             merged[key] = values.pop()
+    # Shards run with --expect: the merged verdict (exit code, junit.xml) is the expectations', as each
+    # shard's was; without the key it fell back to the predictions and an unmet expectation merged green.
+    stated = sorted({d["expect_file"] for d in docs if d.get("expect_file")})
+    if stated:
+        merged["expect_file"] = ", ".join(stated)
     return merged
 
 

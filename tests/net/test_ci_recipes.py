@@ -3,7 +3,8 @@
 A scratch git repository with two designs (an nftables DMZ and a branch office behind NAT, from the
 lab's examples and pictures) and an expectations file; the lab installed into a fresh virtual
 environment by the recipe's own install line, from this checkout's HEAD commit in place of the
-placeholder URL (so it is the installed package that runs: its shipped pictures, scenarios, schema,
+placeholder URL (file://localhost/...: the pip of a fresh Debian or Python 3.11 venv refuses a
+`git+file:///` URL in a `name @ url` requirement, an empty host) (so it is the installed package that runs: its shipped pictures, scenarios, schema,
 `tools` and setup script, never this checkout's); then the recipe's `ftlab setup`, its shard command
 for every shard and its merge command, run in the scratch repository as written. The exit code, the
 merged report folder and its junit.xml are checked for a design that does what it states (0), one that
@@ -107,7 +108,7 @@ def lab_installed(tmp_path_factory):
     path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != Path(sys.executable).parent.resolve()]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     env.update({k: str(v) for k, v in variables.items()})
-    env.update({"PATH": os.pathsep.join([str(bin_dir), *path]), "FTLAB_REPO": f"file://{ROOT}",
+    env.update({"PATH": os.pathsep.join([str(bin_dir), *path]), "FTLAB_REPO": f"file://localhost{ROOT}",
                 "FTLAB_REF": commit, "FTLAB_VENV": str(venv),
                 "FTLAB_MATRIX_ARGS": f"{variables['FTLAB_MATRIX_ARGS']} {NARROW}"})
     timings = {}

@@ -152,3 +152,25 @@ def test_the_shipped_data_is_package_data():
         "tools", "setup.sh", "reports/README.md", "reports/results.schema.json"}
     assert wanted - shipped == set(), "files the engine loads that an installed lab would lack"
     assert not [f for f in shipped if fnmatch.fnmatch(f, "reports/run-*")]
+
+
+def test_a_merge_of_shards_run_with_expect_keeps_their_verdict():
+    """The recipes' merge job gives the verdict: shards run with --expect merge into a report judged by
+    the expectations (before: the merged document lost `expect_file`, so an unmet expectation whose
+    cell was as predicted merged as exit 0, and junit.xml had no failure)."""
+    from lab.report import junit, merge, results
+
+    def shard(k: int, met: bool) -> dict:
+        doc = results.new_run(run_id=f"r{k}", shard=f"{k}/2", expect_file="expect.yaml")
+        doc["scenarios"] = [{"id": f"net{k}/tls/port", "topology": f"net{k}", "outcome": "fail", "stage": "data",
+                             "reason": "dropped", "expected": "fail", "matches": True, "expect_met": met,
+                             "expect": {"outcome": "fail" if met else "pass", "line": 4, "pattern": "*/port"}}]
+        return doc
+
+    good = merge.merge([shard(1, True), shard(2, True)])
+    assert good["expect_file"] == "expect.yaml" and results.exit_code(good) == 0
+    bad = merge.merge([shard(1, True), shard(2, False)])
+    assert results.exit_code(bad) == 1
+    failures = list(junit.build(bad).iter("failure"))
+    assert [f.get("type") for f in failures] == ["expectation-unmet"]
+    assert "expect.yaml:4" in failures[0].get("message")
