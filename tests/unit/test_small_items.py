@@ -208,3 +208,89 @@ def test_matching_ccc_levels_still_work(ftps_lab):
             c.quit()
         finally:
             srv.close()
+
+
+# -- 5. diagrams: long chains readable; 1:1, idle timeouts and IPv6 drawn and shown --------------
+
+SIX = """\
+name: six-chain
+description: six nodes in a row, dual stack, with 1:1 NAT and idle timeouts
+ftp: {client: client, server: server, server_address: 203.0.113.20}
+nodes:
+  client: {kind: host, gateway: [192.168.1.1, fd00:1::1]}
+  nat-c:
+    kind: router
+    routes: [{to: default, via: 198.51.100.254}, {to: default, via: 2001:db8:c::254}]
+    nat: {outside: fw-c, idle_timeout: 300}
+  fw-c:
+    kind: router
+    routes: [{to: default, via: 192.0.2.254}, {to: default, via: 2001:db8:a::254}]
+    firewall: {mode: static, default: accept, rules: [], idle_timeout: 600}
+  internet:
+    kind: router
+    routes: [{to: 198.51.100.0/24, via: 192.0.2.1}, {to: 2001:db8:c::/64, via: 2001:db8:a::1}]
+  nat-s:
+    kind: router
+    routes: [{to: default, via: 203.0.113.254}, {to: default, via: 2001:db8:5::254}]
+    nat:
+      outside: internet
+      one_to_one: [{public: 203.0.113.20, to: 10.1.1.10}]
+    firewall: {mode: dynamic, idle_timeout: 120}
+  server: {kind: host, gateway: [10.1.1.1, fd00:5::1]}
+links:
+  - {client: [192.168.1.10/24, fd00:1::10/64], nat-c: [192.168.1.1/24, fd00:1::1/64]}
+  - {nat-c: [198.51.100.1/24, 2001:db8:c::1/64], fw-c: [198.51.100.254/24, 2001:db8:c::254/64]}
+  - {fw-c: [192.0.2.1/24, 2001:db8:a::1/64], internet: [192.0.2.254/24, 2001:db8:a::254/64]}
+  - {internet: [203.0.113.254/24, 2001:db8:5::254/64], nat-s: [203.0.113.1/24, 2001:db8:5::1/64]}
+  - {nat-s: [10.1.1.1/24, fd00:5::1/64], server: [10.1.1.10/24, fd00:5::10/64]}
+"""
+
+
+def _texts(fig):
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts if t.get_text()]
+
+
+def _overlaps(texts):
+    return [(a, b) for i, (a, ba) in enumerate(texts) for b, bb in texts[i + 1:] if ba.overlaps(bb)]
+
+
+@pytest.mark.parametrize("name", ["six", "server-nat", "one-to-one-nat", "fxp-nat", "double-nat"])
+def test_diagram_labels_do_not_overlap(name):
+    from lab.topology.diagram import figure
+
+    t = loader.loads(SIX, "six.yaml") if name == "six" else \
+        loader.load(name if name in loader.names() else TOPOLOGY_DIR / "examples" / f"{name}.yaml")
+    fig = figure(t)
+    texts = _texts(fig)
+    assert _overlaps(texts) == []            # was: the single row's address labels met with IPv6
+    width, _ = fig.get_size_inches()
+    assert width <= 18
+
+
+def test_six_node_chain_wraps_and_shows_one_to_one_idle_timeouts_and_ipv6(tmp_path):
+    from lab.topology.diagram import draw, figure, layout
+
+    t = loader.loads(SIX, "six.yaml")
+    pos = layout(t)
+    assert len({y for _, y in pos.values()}) == 2                 # two rows of three, not one of six
+    hops = t.hops()
+    for a, b in zip(hops, hops[1:], strict=False):                # every link as short as a row's step
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        assert xa == xb or ya == yb
+    text = "\n".join(s for s, _ in _texts(figure(t)))
+    for words in ("1:1 203.0.113.20 = 10.1.1.10", "idle timeout 300 s", "idle timeout 600 s",
+                  "idle timeout 120 s", "fd00:1::10/64", "2001:db8:5::254/64", "192.168.1.10/24"):
+        assert words in text
+    assert figure(t).get_size_inches()[0] < 12                    # was 15.6 in for one row of six
+    assert draw(t, tmp_path / "six.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_topo_show_lists_ipv6_one_to_one_and_idle_timeouts():
+    text = format_topology(loader.loads(SIX, "six.yaml"))
+    assert "client-eth0    192.168.1.10/24, fd00:1::10/64 -> nat-c" in text
+    assert "1:1 203.0.113.20 <-> 10.1.1.10 (every port, both ways)" in text
+    assert "idle timeout 300 s (an established connection idle longer is forgotten)" in text
+    assert "idle timeout 600 s" in text and "idle timeout 120 s" in text
+    assert "forward tcp 21 -> 10.1.1.10:21 (IPv6: [fd00:5::10]:21)" in format_topology(loader.load("server-nat"))
