@@ -163,10 +163,14 @@ def _shards(commands, repo, env, shards: int) -> list[subprocess.CompletedProces
 @pytest.mark.timeout(600)
 def test_setup_is_quick_and_complete_for_the_installed_lab(lab_installed):
     env, commands, timings = lab_installed
+    link = os.path.realpath("/usr/local/bin/ftlab")
     start = time.monotonic()
     done = _run(commands["setup"], Path(env["FTLAB_VENV"]), env)      # ProFTPD into this environment once
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"ready: {env['FTLAB_VENV']}/bin/ftlab" in done.stderr
+    assert list(Path(env["FTLAB_VENV"]).glob("lib/python*/site-packages/.deps/proftpd/usr/sbin/proftpd")), \
+        "ProFTPD where the installed lab looks for it (lab.endpoints.peers)"
+    assert os.path.realpath("/usr/local/bin/ftlab") == link, "an installed lab links nothing"
     first = time.monotonic() - start
     check = commands["setup"].replace("ftlab setup", "ftlab setup --check")
     start = time.monotonic()
