@@ -62,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expect", type=Path, metavar="FILE",
                    help="what the design must do (`tls/epsv: pass`, `plain/*: fail`; scenarios/README.md): "
                         "exit 1 when a cell does otherwise")
-    p.add_argument("--pcap", action="store_true", help="capture packets on every device interface")
+    p.add_argument("--pcap", nargs="?", const="cells", choices=("cells", "all"), default=False,
+                   help="capture packets on every device interface: `--pcap` (= cells) the verdict cells, "
+                        "whole packets; `--pcap all` the throughput phase too, in its own files, headers "
+                        "only (128 bytes a packet, at most 200000 packets per interface)")
     p.add_argument("--throughput", choices=("off", "quick", "full"), default="quick",
                    help="after the verdicts, measure each data-path class beside iperf3, one network at a "
                         "time (quick: 3 x 0.4 s per class, full: 5 x 2 s; default quick)")

@@ -46,7 +46,7 @@ class RunPlan:
     out: Path                      # the report folder
     size: int                      # bytes per transfer
     timeout: float                 # hard limit per cell, seconds
-    pcap: bool
+    pcap: bool | str               # False, "cells" (True) or "all" (lab.network.net.pcap_scope)
     scenario_file: Path
     pki: Path                      # the run's CA and server certificate (lab.matrix.runner.make_pki)
     heartbeat: Path | None         # touched by the runner; a stale one stops the workers
@@ -70,7 +70,8 @@ class RunPlan:
     def from_json(cls, text: str) -> RunPlan:
         doc = json.loads(text)
         return cls(out=Path(doc["out"]), size=int(doc["size"]), timeout=float(doc["timeout"]),
-                   pcap=bool(doc["pcap"]), scenario_file=Path(doc["scenario_file"]), pki=Path(doc["pki"]),
+                   pcap=doc["pcap"] if isinstance(doc["pcap"], str) else bool(doc["pcap"]),
+                   scenario_file=Path(doc["scenario_file"]), pki=Path(doc["pki"]),
                    heartbeat=Path(doc["heartbeat"]) if doc.get("heartbeat") else None,
                    groups=tuple(GroupPlan(g["topology"], g["alg"], tuple(g["cells"]), Timing(**(g.get("timing") or {})))
                                 for g in doc["groups"]),

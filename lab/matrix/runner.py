@@ -34,6 +34,7 @@ from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.recommend import recommend
 from lab.matrix.verdict import Verdict
 from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
+from lab.network.net import pcap_cap_line, pcap_scope
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
 from lab.topology import loader as topo
@@ -136,10 +137,13 @@ class Progress:
             self.stream.flush()
 
 
+THROUGHPUT_PCAP = ".throughput.pcap"     # --pcap all: the throughput phase's captures (lab.network.net)
+
+
 # -- the run ------------------------------------------------------------------------------------------
 
 def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, *, size: int = DEFAULT_SIZE,
-               jobs: int = 2, pcap: bool = False, timeout: float = 20.0, baseline: dict | None = None,
+               jobs: int = 2, pcap: bool | str = False, timeout: float = 20.0, baseline: dict | None = None,
                progress: bool = True, command: str = "", shard: str | None = None,
                topology_paths: dict[str, str] | None = None, reports: bool = True,
                throughput: str = "off", expect=None, run_id: str | None = None) -> dict:
@@ -159,6 +163,8 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
                    pki=make_pki(work / "pki", sorted({g.topology for g in groups})),
                    heartbeat=work / "heartbeat", groups=tuple(groups), throughput=throughput)
     plan_path = plan.write(work / "plan.json")
+    if capture := pcap_cap_line(pcap, throughput):
+        print(capture, file=sys.stderr, flush=True)        # the captures' scope and cap, one line
     prepared = Prepared(plan, scen, reports)
     prepared.start()
     lab_errors, phases, stop = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
@@ -179,6 +185,10 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         expect_mod.annotate(doc, expect)
     doc["throughput_mode"] = throughput
     doc["phases"] = phases
+    if capture:
+        doc["pcap"] = {"scope": pcap_scope(pcap), "cap": capture}
+    for line in (x for name, t in doc["topologies"].items() for x in speed.note_lines(name, t.get("throughput"))):
+        print(line, file=sys.stderr, flush=True)    # what the throughput phase cut short or skipped, and why
     if reports:
         write_all(doc, out, baseline=baseline)
     phases["report_s"] = round(time.monotonic() - reported, 1)
@@ -253,6 +263,7 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
     stopping = threading.Event()
     signalled: list[tuple[float, int]] = []     # Ctrl-C: (wall clock, lab errors so far), in the handler
     stop: Stop | None = None
+    phase_deadline: float | None = None
 
     def on_sigint() -> None:
         if not signalled:
@@ -297,7 +308,9 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
                 waiting = [i for i in running if flag(i, WAITING)]
                 if waiting:
                     turn = min(waiting)
-                    (plan.group_dir(turn) / GO).touch()
+                    # the run's throughput budget counts from the first turn (lab.matrix.speed)
+                    phase_deadline = phase_deadline or speed.run_deadline(plan.throughput)
+                    (plan.group_dir(turn) / GO).write_text(speed.turn_text(phase_deadline))
             fresh = [e for cells in reported for e in cells.read()]
             if stopping.is_set():
                 break        # lines read as the signal came: judged by what they say (Stop.believes)
@@ -397,11 +410,13 @@ def collect(doc: dict, plan: RunPlan, cells: list[scenario.Cell], scen: scenario
         for e in read_all(gdir / "cells.jsonl"):
             if stop is not None and not stop.believes(e):
                 continue
-            e["pcaps"] = info.get("pcaps", [])
+            e["pcaps"] = [p for p in info.get("pcaps", []) if not p.endswith(THROUGHPUT_PCAP)]
             by_id[e["id"]] = e
         believed_error = any(by_id.get(c, {}).get("outcome") == "error" for c in g.cells)
         if info.get("lab_error") and (stop is None or believed_error):
             lab_errors.append(f"{g.label}: {info['lab_error']}")
+        if info.get("throughput") and (phase_pcaps := [p for p in info.get("pcaps", []) if p.endswith(THROUGHPUT_PCAP)]):
+            info["throughput"]["pcaps"] = phase_pcaps          # --pcap all: the phase's own captures
         speed.attach_all([by_id[c] for c in g.cells if c in by_id], info, scen)
         entry = doc["topologies"].setdefault(name, {})
         entry.update({k: v for k, v in info.items() if k in ("description", "baseline_mbps", "baseline_error",

@@ -584,38 +584,75 @@ def wait_turn(g: Group) -> None:
         time.sleep(0.05)
 
 
-def throughput_phase(net, topology, g: Group, reps: dict[str, tuple]) -> dict:
-    """Each class with a passing cell beside iperf3, interleaved (lab.matrix.speed)."""
+def throughput_phase(net, topology, g: Group, reps: dict[str, tuple], shaped: int | None = None) -> dict:
+    """Each class with a passing cell beside iperf3, interleaved, within the phase's budgets
+    (lab.matrix.speed); `shaped`: the server link's rate (bits/s) under a timing variation."""
     started = time.monotonic()
-    mode = speed.MODES[g.plan.throughput]
-    path = speed.write_file(g.workdir / "root", g.plan.out / "work" / speed.FILE)
-    port = baseline.baseline_port(topology)
-    baseline.open_for_measurement(net, port)
-    baseline.start_server(net, port)
+    name = g.plan.throughput
+    mode = speed.MODES[name]
+    until = speed.turn_deadline((g.workdir / GO).read_text())          # the run's, wall clock
+    left = mode.network_budget if until is None else min(mode.network_budget, until - time.time())
+    why = (f"the network's time budget ({mode.network_budget:g} s) was spent" if left >= mode.network_budget else
+           f"the run's throughput budget ({speed.run_budget(name):g} s) was spent")
+    if left <= 0:
+        return speed.skipped(name, why, reps, started)
+    deadline = started + left
+    capture = net.throughput_captures()
+    size = speed.transfer_file_size(shaped, name)
+    path = speed.write_file(g.workdir / "root", g.plan.out / "work" / f"throughput-{size}.bin", size)
+    port = baseline.phase_port(topology)
+    base_note = port.note
+    baseline.open_for_measurement(net, port.port)
+    iperf_run = None
+    try:
+        baseline.start_server(net, port.port)
+        nbytes = None if shaped else mode.iperf3_bytes
+        iperf_run = lambda: baseline.iperf3(net, port.port, mode.iperf3_seconds, reverse=True,     # noqa: E731
+                                            nbytes=nbytes, timeout=mode.iperf3_seconds + mode.run_timeout)
+    except LabError as exc:
+        base_note = f"no iperf3 baseline: {str(exc).splitlines()[0][:200]}"
     by_key: dict[str, dict] = {}
     for cls, (cell, spec) in reps.items():
         by_key.setdefault(servers.server_key(topology, spec), {})[cls] = (cell, spec)
-    measured: dict = {"runs": {}, "errors": {}}
+    measured: dict = {"runs": {}, "errors": {}, "notes": {}, "pairs": {}}
+    base_runs: list[float] = []
     for n, (key, members) in enumerate(by_key.items()):
+        if time.monotonic() >= deadline:
+            measured["notes"].update({cls: f"skipped: {why}" for cls in members})
+            continue
         server = servers.start(net, topology, key, g.workdir, g.plan.pki, 100 + n)
         try:
-            runners = {"iperf3": lambda: baseline.iperf3(net, port, mode.iperf3_seconds, reverse=True)} if n == 0 else {}
+            runners = {"iperf3": iperf_run} if iperf_run else {}
             for cls, (cell, spec) in members.items():
-                runners[cls] = _class_runner(net, topology, cell, spec, g, server, path, mode.ftp_seconds)
-            part = speed.measure(mode.runs, runners)
+                runners[cls] = _class_runner(net, topology, cell, spec, g, server, path, mode.ftp_seconds,
+                                             mode.run_timeout)
+            part = speed.measure(mode.runs, runners, closing="iperf3", class_budget=mode.class_budget,
+                                 deadline=deadline, why_deadline=why)
         finally:
             if g.agent is not None and not g.agent.exited():
                 g.agent.send({"close": True})           # the classes' sessions, before their server goes
                 g.agent.reply(5)
             server.stop()
+        group_base = part["runs"].pop("iperf3", [])
+        base_runs += group_base
+        measured["pairs"].update(dict.fromkeys(members, group_base))
         measured["runs"].update(part["runs"])
         measured["errors"].update(part["errors"])
-    return speed.summary(g.plan.throughput, measured, reps, started)
+        measured["notes"].update(part["notes"])
+    measured["runs"]["iperf3"] = base_runs
+    if iperf_run and not any(v > 0 for v in base_runs):
+        base_note = f"no iperf3 baseline: {measured['errors'].get('iperf3') or 'no run completed'}"
+    doc = speed.summary(name, measured, reps, started, file_size=size, shaped=shaped,
+                        baseline={**port.to_dict(), "note": base_note})
+    if capture:
+        doc["capture"] = capture
+    return doc
 
 
 def _class_runner(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group, server: ServerRun,
-                  path: str, seconds: float):
-    """A function measuring one class once: MB/s of RETRs for `seconds` in the client agent."""
+                  path: str, seconds: float, timeout: float = 30.0):
+    """A function measuring one class once: MB/s of RETRs for `seconds` in the client agent; no
+    reply within seconds + timeout: the agent is stopped (MeasurementTimeout)."""
     implicit = cell.security.startswith("implicit")
     cfile = g.workdir / f"throughput-{cell.security}-{cell.data}.client.ftpdata"
     cfile.write_text(ftpdata_text(client_statements(topology, spec)))
@@ -627,10 +664,11 @@ def _class_runner(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g
     def run() -> float:
         agent = g.client_agent(net, topology)
         agent.send({"measure": request})
-        reply = agent.reply(seconds + 30)
+        reply = agent.reply(seconds + timeout)
         if reply is None:
             agent.stop()
-            raise LabError(f"{cell.id}: the client agent gave no throughput result")
+            raise baseline.MeasurementTimeout(f"{cell.id}: the client agent gave no throughput result "
+                                              f"within {seconds + timeout:g} s")
         if reply.get("error") or not reply.get("seconds"):
             raise LabError(f"{cell.id}: {reply.get('error') or 'no transfer completed'}")
         return reply["bytes"] / reply["seconds"] / 1e6
@@ -686,7 +724,8 @@ def run_group(g: Group) -> None:
             (wd / VERDICTS_DONE).touch()
             if g.plan.throughput != "off" and (reps := speed.representatives(judge.entries, scen)):
                 wait_turn(g)
-                info["throughput"] = throughput_phase(net, topology, g, reps)
+                info["throughput"] = throughput_phase(net, topology, g, reps,
+                                                      (info.get("shaped") or {}).get("rate_bits"))
                 info_path.write_text(json.dumps(info))
     except (LabError, OSError) as exc:
         reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

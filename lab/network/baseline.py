@@ -10,7 +10,8 @@ ports. `ftlab baseline` uses a port the path's filters admit (lab.network.pathpo
 PASSIVEDATAPORTS, else 5201-5300), checks it with one connect first and says in one line, within
 seconds, when the path blocks it; where the server's NAT does not forward the port, a DNAT forward
 is added for the measurement only (and said so through `progress`). The matrix's throughput phase
-takes `baseline_port` and opens its own holes (open_for_measurement).
+takes `phase_port` - the same choice, and when the filters' models admit no port, `baseline_port`
+through holes of its own (open_for_measurement), said in the port's `note` - and opens its holes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ RETR = ("server→client", True)
 BOTH_WAYS = (STOR, RETR)
 
 
+class MeasurementTimeout(LabError):
+    """A measurement ran past its time (the throughput phase does not run that one again)."""
+
+
+@dataclass(frozen=True)
+class PhasePort:
+    port: int
+    how: str                      # why this port, in words
+    note: str | None = None       # said in the run's output: the port is not one the path admits
+
+    def to_dict(self) -> dict:
+        return {"port": self.port, "how": self.how, "note": self.note}
+
+
 @dataclass
 class Baseline:
     mbps: dict[str, float]        # direction label -> MB/s received
@@ -51,6 +66,25 @@ def baseline_port(topo: Topology) -> int:
     """A port the picture lets through: the passive range's first port if it has one."""
     passive = ServerConfig.from_dict(topo.ftp.server_statements).PASSIVEDATAPORTS
     return passive[0] if passive else IPERF_DEFAULT_PORT
+
+
+def phase_port(topo: Topology) -> PhasePort:
+    """The port the matrix's throughput phase measures iperf3 on: one the path's filters admit
+    (lab.network.pathports.choose: the server's passive range first, else 5201-5300), so that a
+    user's ruleset lets it through as it lets the FTP data through; when the models admit none,
+    `baseline_port` through the lab's own holes (open_for_measurement), and a note that says so."""
+    passive = ServerConfig.from_dict(topo.ftp.server_statements).PASSIVEDATAPORTS
+    try:
+        port = pathports.choose(topo, data=1, what="iperf3 baseline").data[0]
+    except pathports.PathBlocked as exc:
+        port = baseline_port(topo)
+        return PhasePort(port, f"port {port}, through holes the lab opens for the measurement",
+                         f"no port the path's filters admit ({exc}); measured on {port} through the lab's "
+                         "own ACCEPT rules ahead of the devices' (a ruleset that drops it elsewhere: no baseline)")
+    if passive and passive[0] <= port <= passive[1]:
+        return PhasePort(port, f"port {port}, in the server's PASSIVEDATAPORTS {passive[0]}-{passive[1]}, "
+                               "which the path admits")
+    return PhasePort(port, f"port {port}, which the path's filters admit")
 
 
 def measurement_port(topo: Topology) -> int:
@@ -118,17 +152,27 @@ def start_server(net: LabNet, port: int) -> subprocess.Popen:
     return proc
 
 
-def iperf3(net: LabNet, port: int, seconds: int, reverse: bool) -> float:
+def iperf3(net: LabNet, port: int, seconds: int, reverse: bool, nbytes: int | None = None,
+           timeout: float | None = None) -> float:
     """One iperf3 run from the client to the address it dials; MB/s received. iperf3 takes whole
-    seconds (a fraction is cut, and 0 runs forever)."""
+    seconds (a fraction is cut, and 0 runs forever); `nbytes`: -n instead, a run of that many bytes
+    (shorter than a second on a fast path). Past `timeout` (default seconds + 20) the run is
+    killed: MeasurementTimeout."""
     if seconds < 1:
         raise LabError(f"iperf3 measures whole seconds, at least 1 (not {seconds})")
     topo = net.topology
-    argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port), "-t", str(seconds), "-J",
+    argv = ["iperf3", "-c", str(topo.ftp.server_address), "-p", str(port),
+            *(["-n", str(nbytes)] if nbytes else ["-t", str(seconds)]), "-J",
             "--connect-timeout", str(int(CONNECT_TIMEOUT * 1000))]    # a dropped SYN: seconds, not minutes
     if reverse:
         argv.append("-R")
-    done = net.run(topo.ftp.client, argv, timeout=seconds + 20, check=False)
+    limit = timeout if timeout is not None else seconds + 20
+    try:
+        done = net.run(topo.ftp.client, argv, timeout=limit, check=False)
+    except LabError as exc:
+        if "timed out" in str(exc):
+            raise MeasurementTimeout(f"iperf3 gave no result within {limit:g} s") from None
+        raise
     try:
         result = json.loads(done.stdout)
     except json.JSONDecodeError:

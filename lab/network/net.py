@@ -42,6 +42,41 @@ from lab.topology.ipsave import describe_restore_error as restore_error
 from lab.topology.model import Node, Topology
 
 READY_TIMEOUT = 5.0
+#: `--pcap all`: the throughput phase is captured too, but of each packet only its first
+#: THROUGHPUT_SNAPLEN bytes - Ethernet, IPv6 and TCP headers with options (14 + 40 + 60) and the
+#: first bytes of payload, enough to tell a TLS record - and at most THROUGHPUT_PACKETS packets per
+#: interface (tcpdump -s, -c): a phase moves gigabytes, its capture a few megabytes an interface.
+THROUGHPUT_SNAPLEN = 128
+THROUGHPUT_PACKETS = 200_000
+#: pcap record header (16) + the snapshot: the most a throughput capture takes per interface
+THROUGHPUT_CAP_BYTES = 24 + THROUGHPUT_PACKETS * (16 + THROUGHPUT_SNAPLEN)
+PCAP_SCOPES = ("cells", "all")       # what --pcap captures: the verdict cells, or the throughput phase too
+
+
+def pcap_scope(pcap: bool | str | None) -> str | None:
+    """--pcap's value as a scope: None (no capture), "cells" (True, the default) or "all"."""
+    if not pcap:
+        return None
+    if pcap is True or pcap == "cells":
+        return "cells"
+    if pcap == "all":
+        return "all"
+    raise LabError(f"pcap must be one of {', '.join(PCAP_SCOPES)}, not {pcap!r}")
+
+
+def pcap_cap_line(pcap: bool | str | None, throughput: str = "quick") -> str | None:
+    """The one line a run prints (and its report keeps) about what its captures hold and their cap."""
+    scope = pcap_scope(pcap)
+    if scope is None:
+        return None
+    cells = "pcap: the verdict cells, whole packets, one file per device interface"
+    if throughput == "off":
+        return cells + " (no throughput phase)"
+    if scope == "cells":
+        return cells + "; the throughput phase is not captured (--pcap all captures it, headers only)"
+    return (cells + f"; the throughput phase in its own files (*.throughput.pcap), each packet's first "
+            f"{THROUGHPUT_SNAPLEN} bytes, at most {THROUGHPUT_PACKETS} packets "
+            f"({THROUGHPUT_CAP_BYTES / 1e6:.0f} MB) per interface")
 SHAPED_QUEUE = 20         # packets queued behind a shaped link (LabNet.shape)
 SHAPED_SNDBUF = 65536     # bytes: the largest TCP send buffer of a host on a shaped link
 STOP_GRACE = 2.0
@@ -108,7 +143,7 @@ class LabNet:
     """A topology brought up as namespaces, links, kernel rules and device programs."""
 
     def __init__(self, topology: Topology, alg: str | None = None, workdir: Path | None = None,
-                 pcap: bool = False, devices: bool = True):
+                 pcap: bool | str = False, devices: bool = True):
         if alg is not None and alg not in ALG_MODES:
             raise LabError(f"alg must be one of {', '.join(ALG_MODES)}, not {alg!r}")
         self.topology = topology
@@ -116,7 +151,7 @@ class LabNet:
         # Without a workdir the run's files are throw-away: made at start, removed at teardown.
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else None
-        self.pcap = pcap
+        self.pcap = pcap_scope(pcap)     # None, "cells" or "all" (True: "cells")
         self.devices = devices
         self.mn = None
         self.hosts: dict = {}
@@ -347,16 +382,38 @@ class LabNet:
         self._start_program(node.name, name, argv, ready=lambda out, err: "READY" in out.splitlines(),
                             wait=False)
 
-    def _start_captures(self) -> None:
+    def _start_captures(self, phase: str = "") -> None:
+        """tcpdump on every interface: `<intf>.pcap` whole packets (the verdict cells), or for the
+        throughput phase `<intf>.throughput.pcap`, capped (THROUGHPUT_SNAPLEN, THROUGHPUT_PACKETS)."""
         pcaps = self.workdir / "pcap"
         pcaps.mkdir(exist_ok=True)
+        cap = ["-s", str(THROUGHPUT_SNAPLEN), "-c", str(THROUGHPUT_PACKETS)] if phase else []
+        suffix = f".{phase}.pcap" if phase else ".pcap"
         for node in self.topology.nodes.values():
             for intf in node.interfaces:
                 # --immediate-mode: without it packets sit in the capture ring for up to a second.
-                argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", intf.name,
-                        "-w", str(pcaps / f"{intf.name}.pcap")]
-                self._start_program(node.name, f"tcpdump-{intf.name}", argv,
+                argv = ["tcpdump", "-n", "-U", "--immediate-mode", *cap, "-i", intf.name,
+                        "-w", str(pcaps / f"{intf.name}{suffix}")]
+                self._start_program(node.name, f"tcpdump-{intf.name}{'-' + phase if phase else ''}", argv,
                                     ready=lambda out, err: "listening on" in err)
+
+    def captures(self) -> list[Program]:
+        return [p for p in self.programs if p.name.startswith("tcpdump-")]
+
+    def throughput_captures(self) -> str | None:
+        """The throughput phase begins: the verdict cells' captures end (their files complete), and
+        under --pcap all capped ones of the phase start (`<intf>.throughput.pcap`). Returns what is
+        captured now, as one line (None: nothing)."""
+        if self.pcap is None:
+            return None
+        ending = self.captures()
+        _terminate_all([p.proc for p in ending])
+        self.programs = [p for p in self.programs if p not in ending]
+        if self.pcap != "all":
+            return "the throughput phase is not captured"
+        self._start_captures("throughput")
+        return (f"the throughput phase captured: {THROUGHPUT_SNAPLEN} bytes a packet, "
+                f"at most {THROUGHPUT_PACKETS} packets per interface")
 
     def _start_program(self, node: str, name: str, argv: list[str], ready, wait: bool = True) -> Program:
         """Start a program in a node; it is ready when ready(stdout, stderr) says so.

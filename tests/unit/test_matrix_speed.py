@@ -1,5 +1,6 @@
 """The matrix's throughput phase, its pure parts (lab.matrix.speed): classes, representatives,
-median and spread, interleaving, what a passing cell shows, how two runs agree."""
+median and spread, interleaving, the ratio beside iperf3, the time budgets and what is said when
+they cut, what a passing cell shows, how two runs agree."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from lab.errors import LabError
 from lab.matrix import scenario, speed
+from lab.network.baseline import MeasurementTimeout
 
 SCEN = scenario.load("default")
 
@@ -71,6 +73,113 @@ def test_the_ratio_is_taken_round_by_round():
     assert speed.ratios([0.0], [1000.0])["ratio"] is None
 
 
+def test_with_a_closing_iperf3_run_each_class_run_is_over_the_iperf3_runs_beside_it():
+    # iperf3 before and after each class run: their geometric mean (a failed one is left out)
+    got = speed.bracketed([400.0, 900.0, 500.0], [400.0, 1600.0, 0.0, 1000.0])
+    assert got == pytest.approx((0.5, 0.5, 0.5625))     # 400/800, 900/1600, 500/1000
+    assert speed.ratios([400.0, 900.0, 500.0], [400.0, 1600.0, 0.0, 1000.0])["ratio"] == 0.5
+    assert speed.bracketed([0.0], [100.0, 100.0]) is None
+
+
+def test_quick_takes_many_short_rounds_within_its_budgets():
+    quick, full = speed.MODES["quick"], speed.MODES["full"]
+    assert quick.runs >= 7 and quick.ftp_seconds <= 0.3 and quick.iperf3_bytes
+    # one network with four classes, every run on time: well inside its budget
+    assert quick.runs * (4 * (quick.ftp_seconds + 0.1) + 0.4) < quick.network_budget
+    assert quick.iperf3_limit(shaped=False) == "-n 192M" and quick.iperf3_limit(shaped=True) == "-t 1"
+    assert full.iperf3_limit(shaped=False) == "-t 2"
+    assert speed.run_budget("quick") < speed.run_budget("full") and speed.run_budget("off") == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_that_times_out_is_not_run_again_and_is_said():
+    clock = Clock()
+    calls: list[str] = []
+
+    def slow() -> float:
+        calls.append("slow")
+        clock.now += 9
+        raise MeasurementTimeout("the client agent gave no throughput result within 8.25 s")
+
+    def fast() -> float:
+        calls.append("fast")
+        clock.now += 0.3
+        return 100.0
+
+    got = speed.measure(3, {"iperf3": fast, "slow": slow}, closing="iperf3", clock=clock)
+    assert calls == ["fast", "slow", "fast", "fast", "fast"]          # 3 rounds, then iperf3 closes
+    assert got["runs"] == {"iperf3": [100.0] * 4, "slow": [0.0]}
+    assert got["notes"] == {"slow": "cut short after 1 of 3 runs: run 1 timed out (the client agent gave "
+                                    "no throughput result within 8.25 s)"}
+
+
+def test_a_class_stops_when_its_runs_took_their_budget():
+    clock = Clock()
+
+    def slowish() -> float:
+        clock.now += 5
+        return 10.0
+
+    got = speed.measure(4, {"a": slowish}, class_budget=12, clock=clock)
+    assert got["runs"]["a"] == [10.0, 10.0, 10.0]
+    assert got["notes"]["a"] == "cut short after 3 of 4 runs: its runs took their budget of 12 s"
+
+
+def test_nothing_starts_after_the_deadline_and_every_unfinished_runner_is_said():
+    clock = Clock()
+
+    def run() -> float:
+        clock.now += 1
+        return 50.0
+
+    got = speed.measure(3, {"iperf3": run, "a": run, "b": run}, closing="iperf3", deadline=4.5, clock=clock,
+                        why_deadline="the run's throughput budget (300 s) was spent")
+    assert got["runs"] == {"iperf3": [50.0, 50.0], "a": [50.0, 50.0], "b": [50.0]}
+    assert got["notes"] == {"iperf3": "cut short after 2 of 4 runs: the run's throughput budget (300 s) was spent",
+                            "a": "cut short after 2 of 3 runs: the run's throughput budget (300 s) was spent",
+                            "b": "cut short after 1 of 3 runs: the run's throughput budget (300 s) was spent"}
+    skipped = speed.measure(2, {"a": run}, deadline=0, clock=Clock())
+    assert skipped["runs"]["a"] == [] and skipped["notes"]["a"].startswith("skipped: ")
+
+
+def test_the_runs_deadline_travels_with_the_turn():
+    assert speed.turn_deadline(speed.turn_text(1234.5)) == 1234.5
+    assert speed.turn_deadline("") is None and speed.turn_deadline("garbage") is None   # an older runner
+    assert speed.run_deadline("quick", now=100.0) == 100.0 + speed.MODES["quick"].run_budget
+
+
+def test_a_shaped_link_gets_a_file_one_transfer_of_which_fits_a_run():
+    assert speed.transfer_file_size(None, "quick") == speed.FILE_SIZE
+    rate = 2 * 1024 * 1024 * 8 // 6                 # control-timeout: 2 MiB in about 6 s
+    size = speed.transfer_file_size(rate, "quick")
+    assert size * 8 / rate <= speed.MODES["quick"].ftp_seconds      # one transfer is within a run's time
+    assert speed.transfer_file_size(8000, "quick") == 64 * 1024     # never less than 64 KiB
+    assert speed.transfer_file_size(10**12, "quick") == speed.FILE_SIZE
+
+
+def test_cuts_skips_a_shaped_link_and_a_missing_baseline_are_said_in_the_document_and_the_output():
+    reps = {"passive/clear": cell("lan/plain/pasv")}
+    measured = {"runs": {"iperf3": [], "passive/clear": [0.0]}, "errors": {"passive/clear": "x"},
+                "notes": {"passive/clear": "cut short after 1 of 7 runs: run 1 timed out (x)"}}
+    doc = speed.summary("quick", measured, reps, 0.0, file_size=128 * 1024, shaped=2_800_000,
+                        baseline={"port": 5201, "how": "port 5201", "note": "no iperf3 baseline: refused"})
+    assert "128 KiB file" in doc["method"] and "-t 1" in doc["method"]
+    assert doc["notes"]["shaped"].startswith("the server's link is shaped to 2.8 Mbit/s")
+    lines = speed.note_lines("my-net", doc)
+    assert "throughput my-net: passive/clear: cut short after 1 of 7 runs: run 1 timed out (x)" in lines
+    assert "throughput my-net: iperf3: no iperf3 baseline: refused" in lines
+    gone = speed.skipped("quick", "the run's throughput budget (300 s) was spent", reps, 0.0)
+    assert gone["classes"] == {} and gone["notes"]["passive/clear"].startswith("skipped: the run's")
+    assert speed.note_lines("x", None) == []
+
+
 def test_a_passing_cell_shows_its_class_figure_spread_and_method():
     reps = {"passive/clear": cell("lan/plain/pasv"), "active/protected": cell("lan/tls/port")}
     measured = {"runs": {"iperf3": [1000.0, 800.0, 1200.0], "passive/clear": [900.0, 700.0, 1000.0],
@@ -96,8 +205,11 @@ def test_two_runs_agree_by_the_median_over_cells():
                               for i, m in enumerate(mbps)]}
     got = speed.agreement(run(100, 200, 300), run(110, 200, 200))
     assert got["cells"] == 3 and got["mbps_median_deviation"] == pytest.approx(0.091, abs=0.001)
+    assert got["mbps_worst_deviation"] == 0.5 and got["ratio_worst_deviation"] == 0.5
 
 
-def test_a_group_waits_long_enough_for_every_class_to_time_out():
+def test_a_group_waits_long_enough_for_its_network_budget_and_one_run_past_it():
     assert speed.budget("off") == 0
     assert speed.budget("quick") < speed.budget("full")
+    quick = speed.MODES["quick"]
+    assert speed.budget("quick") >= quick.network_budget + quick.run_timeout + quick.ftp_seconds
