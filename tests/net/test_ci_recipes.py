@@ -8,7 +8,8 @@ placeholder URL (file://localhost/...: the pip of a fresh Debian or Python 3.11 
 `tools` and setup script, never this checkout's); then the recipe's `ftlab setup`, its shard command
 for every shard and its merge command, run in the scratch repository as written. The exit code, the
 merged report folder and its junit.xml are checked for a design that does what it states (0), one that
-does not (1), a typo in the expectations file (the shard job fails, ftlab says 2) and a missing shard (2).
+does not (1), a typo in the expectations file (the shard job fails, ftlab says 2) and a missing shard (2);
+the merged shards give every cell the outcome of one unsharded run.
 
 The fresh environment's dependencies: pip would download matplotlib, scapy, cryptography, … (and build
 NetfilterQueue and gssapi) for minutes. Instead the environment gets a .pth naming a folder of links to
@@ -156,6 +157,15 @@ def _cases(root: ET.Element) -> dict[str, str]:
     return out
 
 
+def _outcomes_of(doc: dict) -> dict[str, tuple]:
+    return {s["id"]: (s["outcome"], s["stage"], s.get("device"), s["matches"], s.get("expect_met"))
+            for s in doc["scenarios"]}
+
+
+def _outcomes(report: Path) -> dict[str, tuple]:
+    return _outcomes_of(json.loads((report / "results.json").read_text()))
+
+
 def _shards(commands, repo, env, shards: int) -> list[subprocess.CompletedProcess]:
     return [_run(commands["shard"], repo, {**env, "SHARD": str(k), "SHARDS": str(shards)}) for k in range(1, shards + 1)]
 
@@ -204,11 +214,17 @@ def test_designs_as_stated_exit_0_with_the_merged_report_and_junit(lab_installed
     assert root.get("tests") == "8" and root.get("failures") == "0" and root.get("errors") == "0"
 
     # a shard artifact lost: the merge job says so (2), never a green verdict
-    (designs / "reports" / "merged").rename(designs / "merged-before")
+    shutil.rmtree(designs / "reports" / "merged")
     shutil.rmtree(designs / "reports" / "shard-2")
     lost = _run(commands["merge"], designs, env)
     assert lost.returncode == 2, lost.stdout + lost.stderr
-    assert "shard" in lost.stderr
+    assert "shard 2/2 is missing" in lost.stderr
+
+    # the merged shards say what one unsharded run of the same matrix says, cell by cell
+    shutil.rmtree(designs / "reports")
+    (whole,) = _shards(commands, designs, env, 1)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert _outcomes(designs / "reports" / "shard-1") == _outcomes_of(doc)
 
 
 @pytest.mark.timeout(600)
