@@ -3,9 +3,9 @@
 A scratch git repository with two designs (an nftables DMZ and a branch office behind NAT, from the
 lab's examples and pictures) and an expectations file; the lab installed into a fresh virtual
 environment by the recipe's own install line, from this checkout's HEAD commit in place of the
-placeholder URL (file://localhost/...: the pip of a fresh Debian or Python 3.11 venv refuses a
-`git+file:///` URL in a `name @ url` requirement, an empty host) (so it is the installed package that runs: its shipped pictures, scenarios, schema,
-`tools` and setup script, never this checkout's); then the recipe's `ftlab setup`, its shard command
+placeholder URL, so that it is the installed package that runs (its shipped pictures, scenarios,
+schema, `tools` and setup script, never this checkout's); the URL is file://localhost/..., as the pip
+of a fresh Debian or Python 3.11 venv refuses `git+file:///` (no host) in a `name @ url` requirement; then the recipe's `ftlab setup`, its shard command
 for every shard and its merge command, run in the scratch repository as written. The exit code, the
 merged report folder and its junit.xml are checked for a design that does what it states (0), one that
 does not (1), a typo in the expectations file (the shard job fails, ftlab says 2) and a missing shard (2);
