@@ -116,10 +116,12 @@ def check(ex: Exercise, folder: Path, *, say=lambda line: print(line, file=sys.s
 
         side = threading.Thread(target=three, daemon=True)
         side.start()
-    if wanted:
-        observed.update(run_cells(ex, wanted, str(network), work / RUN, result, say=say, report=report))
-    if side is not None:
-        side.join()
+    try:
+        if wanted:
+            observed.update(run_cells(ex, wanted, str(network), work / RUN, result, say=say, report=report))
+    finally:            # the three-way transfers' sandbox ends by itself; never leave it behind a failure here
+        if side is not None:
+            side.join()
     for n, g in enumerate(ex.goals, 1):
         ok, details = goal(g, files, observed)
         result.items.append(Item("goal", n, g.words(), ok, details))
