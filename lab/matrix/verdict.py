@@ -68,6 +68,16 @@ def on_control(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> bool:
         return False
 
 
+def decides_cell(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> bool:
+    """A drop event of the running cell's own traffic after which nothing can get through, so
+    the runner may end the client at once (killed_on_drop) instead of waiting for its timer:
+    a new connection's SYN (nothing admits that connection any more), or a packet of the control
+    connection (a device forgot it - its idle timeout - or never admitted it: each retransmission
+    meets the same drop, and the reply the client waits for never comes). The caller leaves out
+    strays of earlier cells (the worker's seen flows)."""
+    return e.get("type") == "drop" and (is_new_connection(e) or on_control(e, control_ports))
+
+
 def drop_stage(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> str:
     """A dropped control connection fails at connect; anything else is a data connection."""
     try:

@@ -294,3 +294,25 @@ def test_topo_show_lists_ipv6_one_to_one_and_idle_timeouts():
     assert "idle timeout 300 s (an established connection idle longer is forgotten)" in text
     assert "idle timeout 600 s" in text and "idle timeout 120 s" in text
     assert "forward tcp 21 -> 10.1.1.10:21 (IPv6: [fd00:5::10]:21)" in format_topology(loader.load("server-nat"))
+
+
+# -- 7. a cell ends at the drop that decides it ---------------------------------------------------
+
+def test_a_dropped_control_packet_decides_the_cell():
+    """control-timeout cells waited 8 s (the client's reply timer) after the dynamic filter dropped
+    the 226 of the control connection it had forgotten: only SYN drops ended a cell early.
+    lab.matrix.worker's DropWatch is to use decides_cell (the change is in the closing note)."""
+    from lab.matrix.verdict import decides_cell, is_new_connection
+
+    expired = {"type": "drop", "device": "fw", "proto": "tcp", "src": "10.1.1.10", "sport": 21,
+               "dst": "198.51.100.10", "dport": 47578, "flags": "PA",
+               "reason": "control connection 198.51.100.10:47578 -> 203.0.113.1:21 expired: idle longer than "
+                         "the idle timeout (2 s)"}
+    assert not is_new_connection(expired)               # what the worker looked at: not decisive
+    assert decides_cell(expired, (21, 990))
+    syn = {**expired, "sport": 40000, "dport": 60005, "flags": "S"}
+    assert decides_cell(syn, (21, 990))
+    data = {**expired, "sport": 60005, "dport": 40000, "flags": "PA"}   # a data connection's packet
+    assert not decides_cell(data, (21, 990))
+    assert not decides_cell({**expired, "type": "pinhole-open"}, (21, 990))
+    assert decides_cell({**expired, "sport": 2121}, (2121, 990)) and not decides_cell(expired, (2121, 990))
