@@ -70,7 +70,9 @@ def observe_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
                 key = NFT_KEY_BASE + verdict.line
                 reasons[key] = f"{'rejected' if verdict.text == 'reject' else 'dropped'} by {name}:{verdict.line}: " \
                                f"{lines[verdict.line - 1].strip()}"
-                inserts.setdefault(verdict.line, []).append((verdict.col, log_statement(key) + " "))
+                # a reject answers at once: its log is sent at once too (a log group batches for 1 s)
+                now = " queue-threshold 1" if verdict.text == "reject" else ""
+                inserts.setdefault(verdict.line, []).append((verdict.col, log_statement(key) + now + " "))
         if chain.base and chain.policy == "drop" and chain.policy_line:
             key = NFT_KEY_BASE + chain.policy_line
             reasons[key] = f"dropped by {name}:{chain.policy_line}: the {chain.where} chain's policy drop"

@@ -151,6 +151,10 @@ def read(text: str) -> Ruleset:
             rs.marks.append(number)
         if rule.unread:
             rs.unread.append((number, rule.unread))
+    # a jump to an upper-case name (DOCKER, DOCKER-USER) is a user chain when the table declares it
+    declared = {(r.line, f"-j {r.target}") for t in rs.tables.values() for chain in t.chains.values() for r in chain
+                if r.target in t.chains}
+    rs.unread = [u for u in rs.unread if u not in declared]
     return rs
 
 
@@ -205,11 +209,9 @@ def _rule(number: int, chain: str, text: str, words: list[str], table: str = "fi
             test: Test | None = None
             if w in ("-p", "--protocol"):
                 name = value().lower()
-                if name not in PROTOCOLS:
-                    unread.append(f"-p {name}")
-                    test = unknown_test(name)
-                else:
-                    test = _proto(PROTOCOLS[name])
+                # another protocol (igmp, sctp, gre, ...: iptables-restore checks the name) is none
+                # of the lab's connections, which are tcp, udp or icmp
+                test = _proto(PROTOCOLS.get(name, f"other:{name}"))
             elif w in ("-s", "--source", "-d", "--destination"):
                 which = "src" if w in ("-s", "--source") else "dst"
                 nets = [ipaddress.ip_network(v, strict=False) for v in value().split(",")]
@@ -693,10 +695,18 @@ def _address_port(text: str, dport: int | None) -> tuple:
 
 
 def _first_port(ports: str | None, dport: int | None) -> int | None:
+    """The port a connection to `dport` goes to: `p`, a range `lo-hi` (the kernel keeps a port
+    already in the range, else takes the first), `lo-hi/base` (the offset from base kept)."""
     if not ports:
         return dport
-    first = ports.split("/")[0].split("-")[0]
-    return int(first) if first.isdigit() else dport
+    span, _, base = ports.partition("/")
+    lo, _, hi = span.partition("-")
+    if not lo.isdigit():
+        return dport
+    low, high = int(lo), int(hi) if hi.isdigit() else int(lo)
+    if base.isdigit() and dport is not None:
+        return low + (dport - int(base))
+    return dport if dport is not None and low <= dport <= high else low
 
 
 def helper(text: str, flow: Flow, local: frozenset | None = None) -> int | None:

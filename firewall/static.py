@@ -285,8 +285,12 @@ def observe_saved_drops(text: str, name: str) -> tuple[str, dict[int, str]]:
             for m in sorted(reasons):
                 chain = f"ftlab-saved-{m - SAVED_MARK_BASE}"
                 if m in rejects:        # the packet must still be rejected: logged to the observer first
-                    out += [f'-A {chain} -j NFLOG --nflog-group {DROPWATCH_LOG} --nflog-prefix "{LOG_PREFIX}{m}"',
-                            f"-A {chain} -j REJECT {rejects[m]}".rstrip()]
+                    # threshold 1: sent at once (the kernel batches a log group's packets for up to
+                    # 1 s otherwise, and a rejected client gives up at once)
+                    out += [f'-A {chain} -j NFLOG --nflog-group {DROPWATCH_LOG} --nflog-prefix "{LOG_PREFIX}{m}" '
+                            f'--nflog-threshold 1',
+                            # a tcp-reset needs -p tcp in its own rule (the jumping rule had it)
+                            f"-A {chain}{' -p tcp' if 'tcp-reset' in rejects[m] else ''} -j REJECT {rejects[m]}".rstrip()]
                     continue
                 out += [f"-A {chain} -j MARK --set-mark {m}",
                         f"-A {chain} -j NFQUEUE --queue-num {DROPWATCH}"]

@@ -346,10 +346,13 @@ def _file_nat(node: Node, fw, flow: Flow, hook: str, net: Net):
         raise _Unpredictable(node.name, fw, exc) from None
 
 
+LIMIT_NOTE = "judged for the first connections"
+
+
 def _limit_note(node: Node, note: str) -> str:
     """A stateful match the decision met: when it trips, and what the matrix does to it."""
-    return (f"{node.name}'s {note} (judged for the first connections: the matrix opens one control connection "
-            f"per cell, and later cells of a run may meet it tripped)")
+    return (f"{node.name}'s {note} ({LIMIT_NOTE}: the matrix opens one control connection per cell, "
+            f"so the cells of one network run after the trip count meet it tripped)")
 
 
 def _filter_stop(node: Node, fw, action: str, where: int | None, limits: list[str] | None = None) -> Stop:
@@ -641,6 +644,8 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
     if conn.at != listener or conn.last.dport != p:
         return Prediction("fail", "data-connect", "; ".join(
             [*notes, f"the connection reaches {conn.at} at {conn.last.target}, where nothing listens for it"]), None)
+    # what trips a stateful rule the control connection met (-m recent, -m limit): said, always
+    notes += [n for n in ctrl.notes if LIMIT_NOTE in n]
     if passive:
         if (refusal := ends_mod.protection_refusal(security, ends)) is not None:
             return _refused(refusal, ends, notes)

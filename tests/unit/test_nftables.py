@@ -92,7 +92,7 @@ def test_every_drop_is_logged_to_the_observer_on_its_own_line():
     assert len(new) == len(old) + 1                        # one catch-all for the policy, appended
     assert new[5] == '    ip daddr $srv tcp dport 22 counter log group 30 prefix "ftlab-drop 1000006" drop ' \
                      'comment "no ssh"'
-    assert new[6] == '    tcp dport 23 log group 30 prefix "ftlab-drop 1000007" reject with tcp reset'
+    assert new[6] == '    tcp dport 23 log group 30 prefix "ftlab-drop 1000007" queue-threshold 1 reject with tcp reset'
     assert new[-1] == 'add rule inet f forward log group 30 prefix "ftlab-drop 1000004" drop'
     assert [a for a, b in zip(old, new[:len(old)], strict=True) if a != b] == [old[5], old[6]]
     assert reasons == {

@@ -79,7 +79,6 @@ def test_a_rule_outside_the_subset_is_unreadable_only_where_it_decides():
                                                        "depends on earlier connections)"),
     ("-A FORWARD -p tcp -j TEE --gateway 192.0.2.1", "-j TEE"),
     ("-A FORWARD -p tcp -j NFQUEUE --queue-num 3", "-j NFQUEUE"),
-    ("-A FORWARD -p sctp -j ACCEPT", "-p sctp"),
     ("-A FORWARD -p tcp -m u32 --u32 0x0>>22&0x3C@4=0x29 -j ACCEPT", "-m u32"),
     ("-A FORWARD -p tcp --state BOGUS -j ACCEPT", "--state BOGUS"),
 ])
