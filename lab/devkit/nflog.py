@@ -26,6 +26,7 @@ NFULNL_MSG_CONFIG = 1
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLMSG_ERROR = 2
 NFULA_CFG_CMD, NFULA_CFG_MODE = 1, 2
+NFULA_CFG_QTHRESH = 5        # packets the kernel batches before it sends (default: up to 1 s of them)
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
 # attributes of a logged packet
@@ -89,6 +90,8 @@ class NflogSocket:
             self.sock.bind((0, 0))
             self._configure([(NFULA_CFG_CMD, struct.pack("B", NFULNL_CFG_CMD_BIND))], 1)
             self._configure([(NFULA_CFG_MODE, struct.pack("!IBx", COPY_RANGE, NFULNL_COPY_PACKET))], 2)
+            # each logged drop at once: a drop decides its cell, which must not wait out a batch
+            self._configure([(NFULA_CFG_QTHRESH, struct.pack("!I", 1))], 3)
         except BaseException:
             self.sock.close()
             raise

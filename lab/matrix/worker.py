@@ -38,7 +38,7 @@ from lab.matrix.ends import client_statements
 from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
-from lab.matrix.verdict import Observation, Verdict, describe_drop, is_new_connection, verdict
+from lab.matrix.verdict import Observation, Verdict, decides_cell, describe_drop, verdict
 from lab.network import baseline
 from lab.network.ready import log_tail
 from lab.report import results
@@ -223,17 +223,19 @@ def client_argv(topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Group
 
 @dataclass
 class DropWatch:
-    """The device events of the running cell; `decided` once a device dropped a new connection of
-    this cell (the first such drop decides it: nothing admits that connection any more)."""
+    """The device events of the running cell; `decided` once a device dropped a packet of this
+    cell after which nothing gets through (verdict.decides_cell: a new connection's SYN, or a
+    packet of the control connection, e.g. the 226 of one a filter forgot)."""
     events: JsonLines
     g: Group
     seen: list[dict] = field(default_factory=list)
     drop_at: float | None = None
+    control_ports: tuple[int, ...] = (21, 990)
 
     def poll(self) -> bool:
         for e in self.events.read():
             self.seen.append(e)
-            if e.get("type") == "drop" and is_new_connection(e) and self.drop_at is None \
+            if decides_cell(e, self.control_ports) and self.drop_at is None \
                     and _flow(e) not in self.g.seen_flows:
                 self.drop_at = time.monotonic()
         return self.drop_at is not None
@@ -335,7 +337,8 @@ def run_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: Gro
     """Run one cell's client; returns what was observed and side facts (timings, transcript)."""
     out = g.workdir / (cell.id.replace("/", "_").replace("+", "_") + ".out")
     argv = client_argv(topology, cell, spec, g, server, out)
-    watch = DropWatch(JsonLines(net.events_path), g)
+    watch = DropWatch(JsonLines(net.events_path), g,
+                      control_ports=(topology.ftp.control_port, topology.ftp.implicit_port))
     server_log = server.log_for(cell.security)
     log_offset = server_log.stat().st_size
     if spec.client == "builtin":
