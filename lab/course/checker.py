@@ -182,12 +182,9 @@ def run_three_way(ex: Exercise, wanted: list[str], network: Path, files: workspa
                   result: Result, *, say) -> dict[str, dict]:
     """Three-way transfers (lab.matrix.fxprun's cases) on the student's network, both servers with
     the student's server FTP.DATA; {"3way:<goal's three_way>": observed}."""
-    from dataclasses import asdict
-
     import yaml
 
-    from lab.matrix import fxprun, fxpsandbox
-    from lab.network.sandbox import call_in_sandbox
+    from lab.matrix import fxprun
 
     statements = {k: " ".join(v) if isinstance(v, list) else str(v) for k, v in (files.server_statements or {}).items()}
     cases = []
@@ -207,22 +204,15 @@ def run_three_way(ex: Exercise, wanted: list[str], network: Path, files: workspa
     loaded = fxprun.load(str(path))
     say(f"running {len(loaded)} three-way transfer(s) on your files: {', '.join(wanted)} ...")
     result.cells += [f"three-way {w}" for w in wanted]
-    try:
-        ran = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", loaded[0].topology,
-                              [asdict(c) for c in loaded], fxprun.SIZE, timeout=60 + 30 * len(loaded))
-    except LabError as exc:
-        if exc.exit_code != 3:
-            raise
-        result.lab_errors.append(f"three-way transfers: {str(exc).splitlines()[0]}")
+    lab_errors: list[str] = []
+    observed = fxprun.run_cases(loaded, lab_errors)
+    if lab_errors:
+        result.lab_errors.append(f"three-way transfers: {lab_errors[0].splitlines()[0]}")
         return {}
     out = {}
     for text, c in zip(wanted, loaded, strict=True):
-        r = ran[c.id]
-        obs = fxprun.observe(r["client"], r["copied"], r["events"], c.servers, exit_code=r["exit_code"],
-                             stderr=r["stderr"])
+        obs = observed[c.id]
         obs.setdefault("reason", "")
-        if obs["outcome"] == "pass" and not obs["reason"]:
-            obs["reason"] = f"{fxprun.SIZE} bytes copied from src to dst, SHA-256 verified"
         obs["expected_reason"] = fxprun.predict(c).reason
         out[f"3way:{text}"] = obs
     return out

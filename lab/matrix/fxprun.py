@@ -236,6 +236,39 @@ def check_options(args) -> None:
                                   "three-way (kind: fxp) scenario file") for name in given])
 
 
+def run_cases(cases: list[Case], lab_errors: list[str] | None = None) -> dict[str, dict]:
+    """Run the cases with real packets: {case id: observed} (outcome, stage, device, reason, ...).
+
+    Each picture comes up once, in a sandbox of its own (lab.matrix.fxpsandbox), for its cases. A
+    picture whose run fails as a lab failure (exit code 3) gives its cases the outcome "error", and
+    the failure is appended to `lab_errors` (when given) as "<picture>: <what failed>"; any other
+    error is raised."""
+    from lab.matrix import fxpsandbox
+    from lab.network.sandbox import call_in_sandbox
+
+    observed: dict[str, dict] = {}
+    for picture in dict.fromkeys(c.picture for c in cases):
+        mine = [c for c in cases if c.picture == picture]
+        try:
+            ran = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology,
+                                  [asdict(c) for c in mine], SIZE, timeout=60 + 30 * len(mine))
+        except LabError as exc:
+            if exc.exit_code != 3:
+                raise
+            if lab_errors is not None:
+                lab_errors.append(f"{picture}: {exc}")
+            observed.update({c.id: {"outcome": "error", "stage": None, "device": None,
+                                    "reason": f"lab error: {str(exc)[:300]}"} for c in mine})
+            continue
+        for c in mine:
+            r = ran[c.id]
+            obs = observe(r["client"], r["copied"], r["events"], c.servers, exit_code=r["exit_code"], stderr=r["stderr"])
+            if obs["outcome"] == "pass" and not obs.get("reason"):     # the sandbox passes a case on the copy's hash
+                obs["reason"] = f"{SIZE} bytes copied from src to dst, SHA-256 verified"
+            observed[c.id] = obs
+    return observed
+
+
 def main(args, out_dir) -> int:
     """`ftlab matrix --scenarios fxp [--topologies PICTURE...] [--security ...] [--data ...] [--expect FILE]
     [--baseline FILE|DIR] [--out DIR]`; out_dir() makes the report folder (after the input is checked)."""
@@ -244,8 +277,7 @@ def main(args, out_dir) -> int:
     import sys
     import time
 
-    from lab.matrix import expect, fxpsandbox
-    from lab.network.sandbox import call_in_sandbox
+    from lab.matrix import expect
     from lab.report import fxp as report
     from lab.report.results import new_run_id, now_iso
 
@@ -266,23 +298,14 @@ def main(args, out_dir) -> int:
     doc = {"kind": report.KIND, "run_id": new_run_id(started), "started": now_iso(started), "finished": None,
            "host": socket.gethostname(), "command": shlex.join(["ftlab", *sys.argv[1:]]),
            "scenarios": str(scenario._names_or_path(args.scenarios)), "size": SIZE, "cases": []}
-    for picture in dict.fromkeys(c.picture for c in cases):
+    for picture in dict.fromkeys(c.picture for c in cases):      # a picture at a time: its lines as it ends
         mine = [c for c in cases if c.picture == picture]
-        try:
-            ran = call_in_sandbox(fxpsandbox.__file__, "in_sandbox_run", mine[0].topology,
-                                  [asdict(c) for c in mine], SIZE, timeout=60 + 30 * len(mine))
-            observed = {c.id: observe(ran[c.id]["client"], ran[c.id]["copied"], ran[c.id]["events"], c.servers,
-                                      exit_code=ran[c.id]["exit_code"], stderr=ran[c.id]["stderr"]) for c in mine}
-        except LabError as exc:
-            if exc.exit_code != 3:
-                raise
-            doc.setdefault("lab_errors", []).append(f"{picture}: {exc}")
-            observed = {c.id: {"outcome": "error", "stage": None, "device": None,
-                               "reason": f"lab error: {str(exc)[:300]}"} for c in mine}
+        lab_errors: list[str] = []
+        observed = run_cases(mine, lab_errors)
+        if lab_errors:
+            doc.setdefault("lab_errors", []).extend(lab_errors)
         for c in mine:
             pred, obs = predict(c), observed[c.id]
-            if obs["outcome"] == "pass" and not obs.get("reason"):     # the sandbox passes a case on the copy's hash
-                obs["reason"] = f"{SIZE} bytes copied from src to dst, SHA-256 verified"
             doc["cases"].append({**asdict(c), "predicted": asdict(pred), "observed": obs,
                                  "as_predicted": obs["outcome"] != "error" and agrees(pred, obs)})
             _print_case(doc["cases"][-1])
