@@ -303,10 +303,14 @@ def _forward_chain(net: Net, node: Node, nat, fw, flow: Flow, result: Crossing) 
             result.notes.append(f"{node.name}'s static filter admits it ({_static().explain(fw, where)})")
         return None
     # another ruleset device (nftables): its model says accept | drop and the deciding line
+    model = devices.model(fw.mode)
+    local = _local_addresses(net, node)
     try:
-        action, line = devices.model(fw.mode)(fw, flow)
+        action, line = model(fw, flow, local)
+        limits = model.notes(fw, flow, local) if hasattr(model, "notes") else []
     except Unreadable as exc:
         raise _Unpredictable(node.name, fw, exc) from None
+    result.notes += [_limit_note(node, note) for note in limits]
     if action != "accept":
         verb = "rejects" if action == "reject" else "drops"
         return Stop(node.name, f"{node.name}'s ruleset {verb} it ({_ruleset_name(fw)}:{line}: "

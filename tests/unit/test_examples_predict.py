@@ -51,6 +51,46 @@ PINNED = {
         "implicit": "pass pass data-setup/zos data-setup/zos",
         "implicit-zos": "pass pass data-setup/zos data-setup/zos",
     },
+    "ufw-logging": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+        # ufw's LOG, limit and recent rules decide nothing; 989's active data meets the FORWARD policy
+        "plain": "pass pass pass pass",
+        "tls": "pass pass pass pass",
+        "tls-ccc": "pass pass pass pass",
+        "implicit": "pass pass data-connect/fw data-connect/fw",
+        "implicit-zos": "pass pass data-connect/fw data-connect/fw",
+    },
+    "fail2ban": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+        # fail2ban's REJECT of the banned client on 990 (f2b-ftps): the router's decision
+        "plain": "pass pass pass pass",
+        "tls": "pass pass pass pass",
+        "tls-ccc": "pass pass pass pass",
+        "implicit": "connect/fw connect/fw connect/fw connect/fw",
+        "implicit-zos": "connect/fw connect/fw connect/fw connect/fw",
+    },
+    "firewalld": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+        # ct status dnat accept: the forwarded ports pass; PASV's 227 names the private address
+        "plain": "data-connect/internet pass pass pass",
+        "tls": "data-connect/internet pass pass pass",
+        "tls-ccc": "data-connect/internet pass pass pass",
+        "implicit": "data-connect/internet pass pass pass",
+        "implicit-zos": "data-connect/internet pass pass pass",
+    },
+    "shorewall": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+        # no data ports open: data crosses as RELATED where the raw table's helper reads it; else REJECT
+        "plain": "pass pass pass pass",
+        "tls": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+        "tls-ccc": "pass pass pass pass",
+        "implicit": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+        "implicit-zos": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+    },
+    "nft-helper": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+        # ct helper set: the kernel helper's RELATED data in clear; inside TLS the policy drop
+        "plain": "pass pass pass pass",
+        "tls": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+        "tls-ccc": "pass pass pass pass",
+        "implicit": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+        "implicit-zos": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
+    },
 }
 
 
@@ -89,6 +129,15 @@ def test_reasons_name_what_each_device_did():
     got = predictions("kernel-helper-dynamic")
     assert "nat-s's kernel helper rewrites it to 203.0.113.1" in got["plain/pasv"].reason
     assert "fw (dynamic filter) reads it and opens a pinhole" in got["tls-ccc/port"].reason
+    got = predictions("fail2ban")
+    assert "fw's ruleset rejects it (fail2ban.rules:16: -A f2b-ftps -s 198.51.100.10/32 -j REJECT" in \
+        got["implicit/pasv"].reason
+    got = predictions("shorewall")
+    assert "fw's kernel helper (attached by shorewall.rules:8) reads it and expects the connection" in \
+        got["plain/pasv"].reason
+    assert "rejects it (shorewall.rules:70: -A reject -p tcp -j REJECT --reject-with tcp-reset)" in got["tls/port"].reason
+    got = predictions("nft-helper")
+    assert "attached by nft-helper.nft:16" in got["plain/port"].reason
     got = predictions("zos-server")
     assert "SECURE_FTP REQUIRED" in got["plain/pasv"].reason
     assert "SECURE_CTRLCONN PRIVATE refuses CCC (534)" in got["tls-ccc/epsv"].reason

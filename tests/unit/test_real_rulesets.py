@@ -237,3 +237,15 @@ def test_a_static_filter_and_a_nat_forget_the_control_connection(picture, device
     assert key(got) == ("fail", "transfer", device), got.reason
     assert "forgets it" in got.reason
     assert key(cell(model, "plain", "epsv", ("control-timeout", "keepalive"))) == ("pass", None, None)
+
+
+def test_an_nft_ruleset_forgets_the_control_connection_and_says_its_limits(tmp_path):
+    model = loader.load(EXAMPLES / "nftables-filter.yaml")
+    got = cell(model, "plain", "epsv", ("control-timeout",))
+    assert key(got) == ("fail", "transfer", "fw") and "nftables-filter.nft:14" in got.reason
+    limited = NFT_HELPER.replace('iifname "fw-eth0" tcp dport { 21, 990 } ct state new accept',
+                                 'iifname "fw-eth0" tcp dport { 21, 990 } ct state new limit rate 5/minute accept')
+    got = cell(design(tmp_path, limited, nft=True), "plain", "pasv")
+    assert key(got) == ("pass", None, None)
+    assert "nftables-filter.nft:8: limit rate 5/minute: matches the first packets (its burst), then at that rate" \
+        in got.reason, got.reason
