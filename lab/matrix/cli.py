@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "only (128 bytes a packet, at most 200000 packets per interface)")
     p.add_argument("--throughput", choices=("off", "quick", "full"), default="quick",
                    help="after the verdicts, measure each data-path class beside iperf3, one network at a "
-                        "time (quick: 3 x 0.4 s per class, full: 5 x 2 s; default quick)")
+                        "time, within time budgets (quick: 7 x 0.25 s per class, full: 5 x 2 s; default quick)")
     p.add_argument("--shard", metavar="K/N", help="run only shard K of N (CI); merge with `ftlab report merge`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_matrix)

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.errors import InputError, LabError, Problem
@@ -167,7 +168,8 @@ def run_matrix(cells: list[scenario.Cell], scen: scenario.Scenarios, out: Path, 
         print(capture, file=sys.stderr, flush=True)        # the captures' scope and cap, one line
     prepared = Prepared(plan, scen, reports)
     prepared.start()
-    lab_errors, phases, stop = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress))
+    lab_errors, phases, stop = run_groups(plan, plan_path, jobs, Progress(len(cells), enabled=progress),
+                                          busy=prepared.is_alive)
     reported = time.monotonic()
     prepared.join()
 
@@ -245,13 +247,20 @@ class Prepared(threading.Thread):
                 continue
 
 
-def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tuple[list[str], dict, Stop | None]:
+#: The report's own work (Prepared: diagrams, matplotlib) would share the CPUs with the first
+#: networks' throughput measurement: the phase waits for it, at most this long.
+QUIET_WAIT_S = 15.0
+
+
+def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress,
+               busy: Callable[[], bool] = lambda: False) -> tuple[list[str], dict, Stop | None]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
     the workers that failed, the phases' durations, and the Stop if Ctrl-C ended the run.
 
     Verdicts first: `jobs` networks judge their cells at once. A network done with its verdicts
     frees its place and, when the run measures throughput, waits (up, idle) for its turn; once
-    every verdict is in, the networks measure one at a time, so nothing else runs meanwhile."""
+    every verdict is in, the networks measure one at a time, so nothing else runs meanwhile: the
+    first turn waits while `busy()` (the report's facts being worked out), at most QUIET_WAIT_S."""
     lab_errors: list[str] = []
     pending = list(range(len(plan.groups)))
     running: dict[int, threading.Thread] = {}
@@ -304,7 +313,9 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress) -> tupl
                 judging.append(i)
             if verdicts_end is None and not pending and not judging:
                 verdicts_end = time.monotonic()
-            if verdicts_end is not None and (turn is None or turn not in running):
+            quiet = turn is not None or not busy() or time.monotonic() - verdicts_end >= QUIET_WAIT_S \
+                if verdicts_end is not None else False
+            if verdicts_end is not None and quiet and (turn is None or turn not in running):
                 waiting = [i for i in running if flag(i, WAITING)]
                 if waiting:
                     turn = min(waiting)

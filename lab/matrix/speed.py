@@ -117,6 +117,48 @@ def transfer_file_size(rate_bits: int | None, mode: str) -> int:
     return max(64 * 1024, min(FILE_SIZE, int(rate_bits / 8 * MODES[mode].ftp_seconds / 2)))
 
 
+#: How long the phase looks at the machine before and after a network measures (nothing of the lab
+#: runs then), and the share of the CPUs busy with other work above which the figures are said to be
+#: unlikely to repeat.
+BUSY_SAMPLE_S = 0.4
+BUSY_NOTE = 0.25
+
+
+def cpu_times(stat: str) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's text (idle and iowait are not busy)."""
+    fields = [int(x) for x in stat.split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the CPUs that was busy between two cpu_times readings (None: no time passed)."""
+    total = after[1] - before[1]
+    return round(max(0.0, min(1.0, (after[0] - before[0]) / total)), 2) if total > 0 else None
+
+
+def machine_busy(seconds: float = BUSY_SAMPLE_S, read: Callable[[], str] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> float | None:
+    """The share of the machine's CPUs busy over `seconds` while the lab itself is idle: other work,
+    which the figures measured next to it share the CPUs with. None: /proc/stat is not readable."""
+    read = read or (lambda: Path("/proc/stat").read_text())
+    try:
+        first = cpu_times(read())
+        sleep(seconds)
+        return busy_share(first, cpu_times(read()))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_note(before: float | None, after: float | None) -> str | None:
+    """The note when other work kept the CPUs busy around a network's measurement."""
+    seen = [x for x in (before, after) if x is not None]
+    if not seen or max(seen) <= BUSY_NOTE:
+        return None
+    return (f"other work kept {max(seen):.0%} of the machine's CPUs busy around this network's measurement "
+            "(before/after it, the lab idle): its figures may not repeat")
+
+
 def data_class(cell: scenario.Cell, spec: scenario.CellSpec) -> str:
     """passive|active / clear|protected: who opens the data connection, and whether it is TLS."""
     where = "passive" if cell.data in ("pasv", "epsv") else "active"
@@ -252,11 +294,15 @@ def summary(mode: str, measured: dict, reps: dict[str, tuple], started: float, *
     base = measured["runs"].get("iperf3") or []
     pairs = measured.get("pairs") or {}
     notes = {k: v for k, v in (measured.get("notes") or {}).items()}
+    busy = measured.get("busy") or {}
+    if note := busy_note(busy.get("before"), busy.get("after")):
+        notes["busy"] = note
     if shaped:
         notes.setdefault("shaped", f"the server's link is shaped to {shaped / 1e6:.3g} Mbit/s (a timing variation): "
                                    "the figures are the shaper's, not the path's")
     doc = {"mode": mode, "method": method(mode, file_size, bool(shaped)), "iperf3": stats(base), "classes": {},
            "errors": measured["errors"], "notes": notes, "baseline": baseline,
+           "machine_busy": {"before": busy.get("before"), "after": busy.get("after")},
            "duration_s": round(time.monotonic() - started, 2)}
     for cls, (cell, _spec) in reps.items():
         runs = measured["runs"].get(cls)

@@ -600,6 +600,7 @@ def throughput_phase(net, topology, g: Group, reps: dict[str, tuple], shaped: in
     if left <= 0:
         return speed.skipped(name, why, reps, started)
     deadline = started + left
+    busy_before = speed.machine_busy()        # the lab idle: what else the machine is doing
     capture = net.throughput_captures()
     size = speed.transfer_file_size(shaped, name)
     path = speed.write_file(g.workdir / "root", g.plan.out / "work" / f"throughput-{size}.bin", size)
@@ -643,6 +644,7 @@ def throughput_phase(net, topology, g: Group, reps: dict[str, tuple], shaped: in
         measured["errors"].update(part["errors"])
         measured["notes"].update(part["notes"])
     measured["runs"]["iperf3"] = base_runs
+    measured["busy"] = {"before": busy_before, "after": speed.machine_busy()}
     if iperf_run and not any(v > 0 for v in base_runs):
         base_note = f"no iperf3 baseline: {measured['errors'].get('iperf3') or 'no run completed'}"
     doc = speed.summary(name, measured, reps, started, file_size=size, shaped=shaped,

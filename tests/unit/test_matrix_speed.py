@@ -213,3 +213,19 @@ def test_a_group_waits_long_enough_for_its_network_budget_and_one_run_past_it():
     assert speed.budget("quick") < speed.budget("full")
     quick = speed.MODES["quick"]
     assert speed.budget("quick") >= quick.network_budget + quick.run_timeout + quick.ftp_seconds
+
+
+def test_what_else_the_machine_does_is_read_from_proc_stat_and_said_when_it_is_much():
+    first = "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 ..."
+    second = "cpu  250 0 150 900 0 0 0 0 0 0\ncpu0 ..."       # 200 busy of 300 jiffies
+    assert speed.cpu_times(first) == (200, 1000)
+    assert speed.busy_share(speed.cpu_times(first), speed.cpu_times(second)) == 0.67
+    texts = iter([first, second])
+    assert speed.machine_busy(0.1, read=lambda: next(texts), sleep=lambda s: None) == 0.67
+    assert speed.machine_busy(0.1, read=lambda: "", sleep=lambda s: None) is None
+    assert speed.busy_note(0.05, None) is None and speed.busy_note(None, None) is None
+    assert "kept 67% of the machine's CPUs busy" in speed.busy_note(0.1, 0.67)
+    reps = {"passive/clear": cell("lan/plain/pasv")}
+    doc = speed.summary("quick", {"runs": {"iperf3": [1.0, 1.0], "passive/clear": [1.0]}, "errors": {},
+                                  "busy": {"before": 0.6, "after": 0.1}}, reps, 0.0)
+    assert doc["machine_busy"] == {"before": 0.6, "after": 0.1} and "busy" in doc["notes"]
