@@ -711,9 +711,18 @@ def _parsed(rs: Ruleset, chain: Chain, rule: Rule) -> _Parsed:
 
 
 def _marks(rs: Ruleset) -> bool:
-    """Does anything in the ruleset set a mark (then a mark match is unknown)?"""
-    return any(_parsed(rs, c, r).sets_mark for c in rs.chains.values() if c.family in ("ip", "ip6", "inet")
-               for r in c.rules)
+    """Does anything in the ruleset set a mark (then a mark match is unknown)? A rule this reader
+    cannot read is taken by its words (`mark set`)."""
+    for chain in rs.chains.values():
+        for rule in chain.rules:
+            try:
+                if _parsed(rs, chain, rule).sets_mark:
+                    return True
+            except Unreadable:
+                words = [t.text for t in rule.words]
+                if any(a == "mark" and b == "set" for a, b in zip(words, words[1:], strict=False)):
+                    return True
+    return False
 
 
 def _forward_chains(rs: Ruleset, version: int, hook: str = "forward") -> list[Chain]:
@@ -844,9 +853,12 @@ def helper(firewall: Firewall, flow: Flow, local: frozenset | None = None) -> st
     ctx = _Ctx(flow, local, _marks(rs))
     for chain in _forward_chains(rs, flow.src.version, "prerouting"):
         for rule in chain.rules:
-            p = _parsed(rs, chain, rule)
-            if any(test(ctx) is not True for test, _ in p.tests):
-                continue
+            try:
+                p = _parsed(rs, chain, rule)
+                if any(test(ctx) is not True for test, _ in p.tests):
+                    continue
+            except Unreadable:
+                continue                 # what it cannot read attaches no helper it knows of
             if p.helper is not None:
                 kind = rs.helpers.get((chain.family, chain.table, p.helper.strip('"')))
                 if kind == "ftp":
