@@ -89,7 +89,7 @@ def test_one_to_one_problems(change, problem):
 
 def test_server_address_must_lead_to_the_server():
     text = EXAMPLE.read_text()
-    assert "203.0.113.30 belongs to nat-s, which does not forward tcp port 21 to the FTP server" in \
+    assert "203.0.113.30 belongs to nat-s, which does not forward tcp port 21 or 990 to the FTP server" in \
         problems(text.replace("server_address: 203.0.113.20", "server_address: 203.0.113.30"))
     assert "203.0.113.40: no node has this address" in \
         problems(text.replace("server_address: 203.0.113.20", "server_address: 203.0.113.40"))
