@@ -11,13 +11,18 @@ gets `log group 30 prefix "ftlab-drop N"` in front of its verdict (lab.devkit.ob
 base chain with `policy drop` a last rule that logs and drops. The kernel still drops; the drop
 observer (firewall.dropwatch) reads the log group and names `FILE:LINE` and the rule's text.
 
-Its model (verdict below, the static filter's interface) reads a documented subset: filter
-chains on the forward hook (families ip, ip6, inet) in priority order, their policies, jumps and
-gotos, and these matches: ip/ip6 saddr/daddr (address, prefix, range, set, named set, $variable),
-ip protocol / meta l4proto, tcp/udp/th sport/dport (port, range, set, ==, !=, <, >, <=, >=),
-iifname/oifname/iif/oif, ct state, meta nfproto, icmp/icmpv6 type (matches any ICMP), and the
-statements counter, log and comment. unreadable() names whatever else a relevant chain holds:
-prediction then treats the device as one it cannot read (the slides' step 1).
+Its model (verdict below, the static filter's interface) reads filter chains on the forward
+hook (families ip, ip6, inet) in priority order, their policies, jumps and gotos, and: ip/ip6
+saddr/daddr (address, prefix, range, set, named set, $variable), ip protocol / meta l4proto,
+tcp/udp/th sport/dport (port, range, service, set, ==, !=, <, >, <=, >=), iifname/oifname/iif/oif,
+ct state, ct status (dnat, expected), meta/ct mark (0 while nothing sets one), tcp flags, fib
+daddr type, meta nfproto, icmp/icmpv6 type (matches any ICMP), concatenations (`ip daddr . tcp
+dport @set`), verdict maps (`vmap { ... }`, `vmap @map`); counter, log, comment and a `limit`
+without a verdict decide nothing; a `limit` before a verdict is judged for the first packets and
+said (`notes`). `ct helper set "X"` in a prerouting filter chain with a `ct helper X { type "ftp"
+... }` object attaches the kernel FTP helper (`helper`). A match it cannot read is tried both ways
+and makes the connection unpredictable only when the verdicts differ; unreadable() names what
+it cannot read in rules that can decide (the slides' step 1 where a cell depends on it).
 """
 
 from __future__ import annotations

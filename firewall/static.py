@@ -11,8 +11,11 @@ inside the filter's namespace). The filter sits in the FORWARD path and does no 
 A user may hand an `iptables-save` file instead of rules; the engine loads it with
 iptables-restore after checking it with `iptables-restore --test` (restore_argv below). Its
 drops are observed too (observe_saved_drops): every `-j DROP` of the filter table and every DROP
-policy of a built-in chain becomes a jump to a marking chain, so a run names the file's line
-that dropped a packet, as it does for the lab's own rule lists.
+policy of a built-in chain becomes a jump to a marking chain, and every `-j REJECT` a jump to a
+chain that logs the packet to the drop observer and then rejects it as written, so a run names
+the file's line that dropped or rejected a packet, as it does for the lab's own rule lists. The
+model reads the file's nat table as the router's NAT (`nat`), its raw table's `-j CT --helper ftp`
+(`helper`) and says what trips a stateful match on the way (`notes`).
 
 What a rule's fields mean is written once, in FIELDS: each field's iptables option (rule
 generation, match_args) and its test on a connection (the model prediction asks: verdict,
