@@ -276,8 +276,8 @@ class _Ctx:
     """What a test looks at: the connection, the router's own addresses (None: not known), and
     whether anything in the ruleset sets a mark."""
 
-    def __init__(self, flow: Flow, local: frozenset | None = None, marks: bool = False):
-        self.flow, self.local, self.marks = flow, local, marks
+    def __init__(self, flow: Flow, local: frozenset | None = None, marks: bool = False, first: bool = True):
+        self.flow, self.local, self.marks, self.first = flow, local, marks, first
 
 
 class _Parsed:
@@ -584,7 +584,7 @@ def _value(kind: str, ctx: _Ctx):
             "state": f.state.lower(), "direction": "original", "pkttype": "unicast",
             "mark": None if ctx.marks else 0,
             "status": {"dnat"} if f.dnat else set() | ({"expected"} if f.state == "RELATED" else set()),
-            "flags": {"syn"}, "icmp": "icmp"}.get(kind)
+            "flags": {"syn"} if ctx.first else {"ack", "psh"}, "icmp": "icmp"}.get(kind)
 
 
 def _component(kind: str, word: str, which: str, text: str, ctx: _Ctx, line: int, op: str = "==") -> bool | None:
@@ -671,7 +671,7 @@ def _flags_masked(mask: list[list[str]], value: list[list[str]], op: str) -> Tes
     want = {w.strip("()") for e in value for c in e for w in c.replace("|", " ").split()}
 
     def test(ctx: _Ctx) -> bool:
-        hit = ({"syn"} & bits) == want
+        hit = (({"syn"} if ctx.first else {"ack", "psh"}) & bits) == want
         return hit if op == "==" else not hit
     return test
 
@@ -816,9 +816,9 @@ def _judge(run: Callable[[dict[int, bool]], tuple[str, int | None]]) -> tuple[st
 
 
 def _decide(firewall: Firewall, flow: Flow, local: frozenset | None = None,
-            hook: str = "forward") -> tuple[tuple[str, int | None], list[str]]:
+            hook: str = "forward", first: bool = True) -> tuple[tuple[str, int | None], list[str]]:
     rs = ruleset(firewall.nftables_text)
-    ctx = _Ctx(flow, local, _marks(rs))
+    ctx = _Ctx(flow, local, _marks(rs), first)
     notes: list[str] = []
 
     def run(assume: dict[int, bool]) -> tuple[str, int | None]:
@@ -837,12 +837,13 @@ def _decide(firewall: Firewall, flow: Flow, local: frozenset | None = None,
     return _judge(run), list(notes)
 
 
-def verdict(firewall: Firewall, flow: Flow, local: frozenset | None = None) -> tuple[str, int | None]:
+def verdict(firewall: Firewall, flow: Flow, local: frozenset | None = None,
+            first: bool = True) -> tuple[str, int | None]:
     """The filter's model: what it does with a new connection (accept | drop | reject) and the line
     that decides (None: no chain decides; every forward chain's policy is accept, or there is none).
     Every match it can read is read; a match it cannot read matters only when the verdict differs
     with it true and false (then Unreadable, lab.devkit.types; unreadable() lists them all)."""
-    return _decide(firewall, flow, local)[0]
+    return _decide(firewall, flow, local, first=first)[0]
 
 
 def notes(firewall: Firewall, flow: Flow, local: frozenset | None = None) -> list[str]:

@@ -69,6 +69,8 @@ class Context:
     flow: Flow
     local: frozenset | None = None        # the router's own addresses (None: not known)
     marks: bool = False                   # something in the file sets a mark
+    first: bool = True                    # the connection's first packet (a SYN); False: a later one
+                                          # conntrack takes up as new (the 226 of a forgotten connection)
 
 
 @dataclass(frozen=True)
@@ -235,10 +237,10 @@ def _rule(number: int, chain: str, text: str, words: list[str], table: str = "fi
             elif w == "--ctstatus":
                 test = _status(frozenset(value().upper().split(",")))
             elif w == "--syn":
-                test = _always(True)          # a new connection's first packet is a SYN
+                test = _syn_matches(["SYN", "RST", "ACK", "FIN"], ["SYN"])
             elif w == "--tcp-flags":
                 mask, on = value().upper().split(","), value().upper().split(",")
-                test = _always(_syn_matches(mask, on))
+                test = _syn_matches(mask, on)
             elif w in ("--src-range", "--dst-range"):
                 low, _, high = value().partition("-")
                 test = _range("src" if w == "--src-range" else "dst", ipaddress.ip_address(low),
@@ -426,14 +428,18 @@ def _status(statuses: frozenset[str]) -> Test:
     return test
 
 
-def _syn_matches(mask: list[str], on: list[str]) -> bool:
-    """--tcp-flags MASK ON for a SYN (the first packet of a new TCP connection)."""
-    flags = {"SYN"}
+def _syn_matches(mask: list[str], on: list[str]) -> Test:
+    """--tcp-flags MASK ON (and --syn): a new connection's first packet is a SYN; a later packet
+    taken up as new (Context.first False: the server's 226) carries ACK and PSH."""
     if "ALL" in mask:
         mask = ["SYN", "ACK", "FIN", "RST", "URG", "PSH"]
     if "NONE" in on:
         on = []
-    return {m for m in mask if m in flags} == set(on)
+
+    def test(ctx: Context) -> bool:
+        flags = {"SYN"} if ctx.first else {"ACK", "PSH"}
+        return {m for m in mask if m in flags} == set(on)
+    return test
 
 
 def _mark(text: str, module: str) -> Test:
@@ -591,13 +597,15 @@ def _kind(action: str) -> str:
     return "accept" if action in ("accept", "policy-accept") else action
 
 
-def verdict(text: str, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None) -> Verdict:
+def verdict(text: str, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None,
+            first: bool = True) -> Verdict:
     """What the file's `hook` chain does with a new connection (the mangle table's chain first,
-    then the filter table's). `local`: the router's own addresses (-m addrtype). Raises
+    then the filter table's). `local`: the router's own addresses (-m addrtype); `first` False: a
+    later packet of a connection conntrack forgot, taken up as new (not a SYN). Raises
     Unreadable when the verdict depends on a rule outside the subset (or on a chain nested too deep)."""
     rs = read(text)
     flow = _untracked(rs, flow, local)
-    ctx = Context(flow, local, bool(rs.marks))
+    ctx = Context(flow, local, bool(rs.marks), first)
 
     def run(assume: dict[int, bool]) -> Verdict:
         notes: list[str] = []

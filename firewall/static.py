@@ -102,8 +102,8 @@ def verdict(firewall: Firewall, flow: Flow) -> tuple[str, int | None]:
     return ("drop" if action in ("drop", "reject") else "accept"), where
 
 
-def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None
-           ) -> tuple[str, int | None]:
+def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD", local: frozenset | None = None,
+           first: bool = True) -> tuple[str, int | None]:
     """The filter's model, as the path walk asks it: (accept | drop | reject | pass, where).
 
     Lab rules (FORWARD only): ESTABLISHED/RELATED pass, then the rules (where = position), then
@@ -111,9 +111,10 @@ def decide(firewall: Firewall, flow: Flow, hook: str = "FORWARD", local: frozens
     where = the deciding line; "pass" when no rule decided and the chain's policy is ACCEPT
     (rules the node adds after the file's still apply); raises lab.devkit.types.Unreadable when
     the verdict depends on a rule outside what the model reads. `local`: the router's own
-    addresses (what -m addrtype LOCAL matches)."""
+    addresses (what -m addrtype LOCAL matches); `first` False: a later packet conntrack takes up as
+    new (--syn is false for it)."""
     if firewall.iptables_save is not None:
-        found = saved.verdict(saved_text(firewall), flow, hook, local)
+        found = saved.verdict(saved_text(firewall), flow, hook, local, first)
         return ("pass" if found.action == "policy-accept" else found.action), found.line
     if hook != "FORWARD":
         return "pass", None

@@ -568,12 +568,15 @@ def _judges_226(net: Net, node: Node, nat, fw, flow: Flow) -> str | None:
             (net.owns(node, flow.dst) or nat.masquerade):
         return f"drops the server's 226 as an unsolicited inbound packet on its outside interface {flow.in_interface}"
     if fw is not None and fw.mode == "static":
-        action, where = _decide(node, fw, flow, "FORWARD", net)
+        try:
+            action, where = _static().decide(fw, flow, "FORWARD", _local_addresses(net, node), first=False)
+        except Unreadable as exc:
+            raise _Unpredictable(node.name, fw, exc) from None
         if action in ("drop", "reject"):
             return f"its filter {action}s the server's 226 as a new connection ({_static().explain(fw, where)})"
     elif fw is not None:
         try:
-            action, line = devices.model(fw.mode)(fw, flow)
+            action, line = devices.model(fw.mode)(fw, flow, _local_addresses(net, node), first=False)
         except Unreadable as exc:
             raise _Unpredictable(node.name, fw, exc) from None
         if action != "accept":

@@ -249,3 +249,11 @@ def test_an_nft_ruleset_forgets_the_control_connection_and_says_its_limits(tmp_p
     assert key(got) == ("pass", None, None)
     assert "nftables-filter.nft:8: limit rate 5/minute: matches the first packets (its burst), then at that rate" \
         in got.reason, got.reason
+
+
+def test_the_226_of_a_forgotten_connection_is_no_syn():
+    """Conntrack takes the 226 up as new, but it is an ACK: Shorewall's `! --tcp-flags ... SYN -j
+    DROP` drops it (measured: the run's drop names shorewall.rules:53), not the REJECT a SYN meets."""
+    got = cell(loader.load(EXAMPLES / "shorewall.yaml"), "plain", "epsv", ("control-timeout",))
+    assert key(got) == ("fail", "transfer", "fw")
+    assert "shorewall.rules:53: -A Reject -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j DROP" in got.reason
