@@ -166,7 +166,7 @@ def _watch(ex, folder: Path):
     """The live view of a check's cells: the events files of the run's networks, as they appear."""
     from lab.course import workspace
     from lab.course.checker import RUN
-    from lab.course.live import LiveView
+    from lab.network.live import LiveView
     from lab.topology import loader
 
     network = _network(ex, folder)

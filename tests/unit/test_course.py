@@ -286,21 +286,34 @@ def test_open_ports_are_counted_with_the_filters_own_model(tmp_path):
 # -- the students' shell (without a network) ----------------------------------------------------------
 
 def test_events_in_words_and_read_as_they_come(tmp_path):
-    from lab.course import shell
+    from lab.devkit import events  # the one wording: both shells and the live page
 
     drop = {"ts": 1.0, "device": "fw", "type": "drop", "proto": "tcp", "src": "198.51.100.10", "sport": 4,
             "dst": "203.0.113.10", "dport": 60001, "flags": "S", "reason": "dropped by fw.rules:9: -A FORWARD -j DROP"}
-    assert shell.event_words(drop) == ("fw dropped tcp 198.51.100.10:4 -> 203.0.113.10:60001 [S] "
-                                       "(dropped by fw.rules:9: -A FORWARD -j DROP)")
-    assert shell.event_words({"device": "fw", "type": "pinhole-open", "src": "a", "dport": 7}) == \
-        "fw opened a pinhole: src=a, dport=7"
-    assert "cannot read it any more" in shell.event_words({"device": "fw", "type": "tls-detected", "direction": "c2s"})
+    assert events.describe(drop) == ("fw dropped tcp 198.51.100.10:4 -> 203.0.113.10:60001 [S] "
+                                        "(dropped by fw.rules:9: -A FORWARD -j DROP)")
+    assert events.describe({"device": "fw", "type": "pinhole-open", "src": "a", "dport": 7}) == \
+        "fw opened a pinhole: src=a, dport=7"                          # fields it does not know: listed
+    assert events.describe({"device": "fw", "type": "pinhole-open", "src": "203.0.113.10", "dst": "198.51.100.10",
+                            "dport": 5000, "conn": "c1", "lifetime": 30.0}) == \
+        "fw opened a pinhole: 203.0.113.10 -> 198.51.100.10:5000 for 30 s, announced on the control connection c1"
+    assert events.describe({"device": "fw", "type": "pinhole-used", "src": "a", "sport": 20, "dst": "b",
+                            "dport": 5000}) == "fw let a connection through its pinhole: a:20 -> b:5000"
+    assert events.describe({"device": "nat", "type": "rewrite", "conn": "c1", "before": "PORT 10,0,0,1,1,2\r\n",
+                            "after": "PORT 192,0,2,1,3,4"}) == \
+        "nat saw 'PORT 10,0,0,1,1,2' and rewrote it: 'PORT 192,0,2,1,3,4' (control connection c1)"
+    assert events.describe({"device": "nat", "type": "mapping-open", "public": "192.0.2.1:40000",
+                            "private": "10.0.0.1:258", "peer": "203.0.113.10"}) == \
+        "nat opened a NAT mapping: 192.0.2.1:40000 -> 10.0.0.1:258 for 203.0.113.10"
+    assert events.describe({"device": "fw", "type": "drop", "src": "a", "sport": 1, "dst": "b", "dport": 2,
+                            "rule": "FTLAB-DYN NFQUEUE 22"}).endswith("(FTLAB-DYN NFQUEUE 22)")   # no reason: the rule
+    assert "cannot read it any more" in events.describe({"device": "fw", "type": "tls-detected", "direction": "c2s"})
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps(drop) + "\n" + '{"ts": 2, "device"')       # a line still being written
-    found, offset = shell.read_events(path)
+    found, offset = events.read(path)
     assert found == [drop]
     with open(path, "a") as f:
         f.write(': "nat", "type": "ready"}\n')
-    more, _ = shell.read_events(path, offset)
+    more, _ = events.read(path, offset)
     assert more == [{"ts": 2, "device": "nat", "type": "ready"}]
-    assert shell.read_events(tmp_path / "none") == ([], 0)
+    assert events.read(tmp_path / "none") == ([], 0)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from lab.course.live import LiveView
+from lab.network.live import LiveView
 from lab.topology import loader
 
 CHROMIUM = "/usr/bin/chromium"
@@ -72,7 +72,7 @@ def test_the_page_shows_the_picture_and_events_as_they_happen(view, tmp_path):
             assert page.locator("img.diagram").evaluate("i => i.naturalWidth") > 100
             assert page.locator("#dev-fw h2").inner_text() == "fw"
             page.locator("#dev-fw li").first.wait_for(timeout=5000)
-            assert "fw is ready" in page.locator("#dev-fw li").first.inner_text()
+            assert "fw (dynamic) is ready" in page.locator("#dev-fw li").first.inner_text()
             # events appended while the page is open appear, in words, a hostile one as text
             with open(events, "a") as f:
                 f.write(event(101.25, type="tls-detected", conn="198.51.100.10:4>203.0.113.10:21", direction="c2s"))

@@ -3,9 +3,11 @@
     view = LiveView(model, lambda: [events_path], title="dynamic-ccc")
     view.start()            # http://127.0.0.1:PORT/  (a thread; view.stop() ends it)
 
-The page is one self-contained HTML document: the network's diagram (lab.matrix.facts, a data
-URI), then one column per device on the path, each event in words (lab.course.shell.event_words)
-with its time, appended as it happens: the page asks `/events?since=N` twice a second. The
+`ftlab shell NAME --watch` (lab.network.cli), `ftlab course shell DIR --watch` and `ftlab course
+check DIR --watch` (lab.course) serve it. The page is one self-contained HTML document: the
+network's diagram (lab.topology.diagram, a data URI), then one column per device on the path, each
+event in words (lab.devkit.events.describe, as the shells' `events` says it) with its time,
+appended as it happens: the page asks `/events?since=N` twice a second. The
 server listens on 127.0.0.1 only, answers only requests whose Host is that address (or
 localhost) with its port - a page elsewhere cannot read it through DNS rebinding - and serves
 nothing but `/` and `/events`. Event text is put on the page as text (textContent), never as HTML.
@@ -16,15 +18,17 @@ its own), and reads the events files the devices in the sandbox append to.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import tempfile
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from lab.course.shell import event_words, read_events
+from lab.devkit.events import describe, read
 
 HOST = "127.0.0.1"
 MAX_EVENTS = 5000
@@ -34,11 +38,24 @@ def collect(paths: list[Path]) -> list[dict]:
     """Every event of the files, in time order, in words."""
     found: list[dict] = []
     for p in paths:
-        found += read_events(p)[0]
+        found += read(p)[0]
     found.sort(key=lambda e: float(e.get("ts") or 0))
     t0 = float(found[0].get("ts") or 0) if found else 0.0
     return [{"t": round(float(e.get("ts") or 0) - t0, 2), "device": str(e.get("device", "?")),
-             "type": str(e.get("type", "?")), "text": event_words(e)} for e in found[:MAX_EVENTS]]
+             "type": str(e.get("type", "?")), "text": describe(e)} for e in found[:MAX_EVENTS]]
+
+
+def diagram_uri(model) -> str | None:
+    """The network's diagram as a `data:image/png;base64,...` URI; None when it cannot be drawn (a
+    diagram must never cost the user the page)."""
+    from lab.topology import diagram
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
+    except Exception:
+        return None
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 PAGE = """<!doctype html>
@@ -110,9 +127,7 @@ class LiveView:
 
     def page(self) -> bytes:
         if self._page is None:
-            from lab.matrix import facts
-
-            uri = facts.diagram_uri(self.model)
+            uri = diagram_uri(self.model)
             devices = [n.name for n in self.model.devices_on_path()]
             self._page = PAGE.format(
                 title=html.escape(f"ftlab live: {self.title}"), description=html.escape(self.model.description),
