@@ -175,9 +175,9 @@ class DynamicFilter:
                              message=f"{ann.kind} names {ann.host}, not its sender {seg.src}"
                                      + (f" (or {toward_peer})" if toward_peer != seg.src else "") + ": no pinhole")
             return
-        self.open(src, dsts, ann.port, cid)
+        self.open(src, dsts, ann.port, cid, line=f.line[:120].decode("ascii", "replace").rstrip())
 
-    def open(self, src: str, dsts: list[str], dport: int, owner: str) -> Pinhole:
+    def open(self, src: str, dsts: list[str], dport: int, owner: str, line: str = "") -> Pinhole:
         """A single-use pinhole src -> dst:dport (under each of `dsts`, the first the announced one)."""
         # one outstanding pinhole per control connection (a flood of 227s opens one at a time)
         replaced = {id(h): h for h in self.pinholes.values() if h.owner == owner and h.used_by is None}
@@ -189,7 +189,7 @@ class DynamicFilter:
         for dst in dsts:
             self.pinholes[(src, dst, dport)] = hole
         self.events.emit("pinhole-open", src=src, dst=dsts[0], dport=dport, conn=owner, lifetime=self.lifetime,
-                         **({"also": dsts[1:]} if dsts[1:] else {}))
+                         **({"also": dsts[1:]} if dsts[1:] else {}), **({"line": line} if line else {}))
         return hole
 
     # -- queue 21 --------------------------------------------------------------------------------

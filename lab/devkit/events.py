@@ -110,8 +110,9 @@ def _sentence(kind: str, e: dict) -> str | None:
         life = f" for {e['lifetime']:g} s" if isinstance(e.get("lifetime"), int | float) else ""
         sport = f":{e['sport']}" if e.get("sport") not in (None, "") else ""
         why = ", replaced by a newer one" if e.get("replaced") else ""
+        said = f" in {str(e['line']).strip()!r}" if e.get("line") else ""
         return f": {e['src']}{sport} -> {e['dst']}{also}:{e['dport']}{life}{why}" + (
-            f", announced on the control connection {e['conn']}" if e.get("conn") else "")
+            f", announced{said} on the control connection {e['conn']}" if e.get("conn") else "")
     if kind.startswith("mapping-") and e.get("public") and e.get("private"):
         peer = f" for {e['peer']}" if e.get("peer") else ""
         return f": {e['public']} -> {e['private']}{peer}" + (", replaced by a newer one" if e.get("replaced") else "")

@@ -13,10 +13,8 @@ both ends. lab.report renders it from results.json alone.
 
 from __future__ import annotations
 
-import base64
 import copy
 import shlex
-import tempfile
 from pathlib import Path
 
 from lab.errors import InputError, LabError
@@ -163,9 +161,4 @@ def diagram_uri(model: Topology, version: int = 4) -> str | None:
         model = v6_plan(model)
         if model is None:
             return None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
-    except Exception:     # a diagram must never cost the run its report
-        return None
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return diagram.data_uri(model)

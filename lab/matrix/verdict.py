@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab.devkit.events import describe_drop
 from lab.ftps.modes import STAGES
 
 
@@ -44,14 +45,6 @@ class Verdict:
     drop: dict | None = None             # the drop event that decided the cell
     code: int | None = None              # the reply code of a refusal
     device: str | None = None            # the node that decided: the one that dropped, or the server that refused
-
-
-def describe_drop(e: dict) -> str:
-    """`fw dropped tcp 198.51.100.10:40001 -> 203.0.113.10:60005 [S] (no pinhole)`."""
-    flags = f" [{e['flags']}]" if e.get("flags") else ""
-    why = f" ({e['reason']})" if e.get("reason") else ""
-    return (f"{e.get('device', '?')} dropped {e.get('proto', 'tcp')} {e.get('src', '?')}:{e.get('sport', '?')}"
-            f" -> {e.get('dst', '?')}:{e.get('dport', '?')}{flags}{why}")
 
 
 def is_new_connection(e: dict) -> bool:

@@ -28,6 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.devkit.events import describe_drop
 from lab.endpoints.launch import client_argv as peer_argv
 from lab.endpoints.launch import client_result
 from lab.errors import LabError
@@ -38,7 +39,7 @@ from lab.matrix.ends import client_statements
 from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
-from lab.matrix.verdict import Observation, Verdict, decides_cell, describe_drop, verdict
+from lab.matrix.verdict import Observation, Verdict, decides_cell, verdict
 from lab.network import baseline
 from lab.network.ready import log_tail
 from lab.report import results

@@ -18,10 +18,8 @@ its own), and reads the events files the devices in the sandbox append to.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import tempfile
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from lab.devkit.events import describe, read
+from lab.topology import diagram
 
 HOST = "127.0.0.1"
 MAX_EVENTS = 5000
@@ -43,19 +42,6 @@ def collect(paths: list[Path]) -> list[dict]:
     t0 = float(found[0].get("ts") or 0) if found else 0.0
     return [{"t": round(float(e.get("ts") or 0) - t0, 2), "device": str(e.get("device", "?")),
              "type": str(e.get("type", "?")), "text": describe(e)} for e in found[:MAX_EVENTS]]
-
-
-def diagram_uri(model) -> str | None:
-    """The network's diagram as a `data:image/png;base64,...` URI; None when it cannot be drawn (a
-    diagram must never cost the user the page)."""
-    from lab.topology import diagram
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            png = diagram.draw(model, Path(tmp) / "diagram.png").read_bytes()
-    except Exception:
-        return None
-    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 PAGE = """<!doctype html>
@@ -127,7 +113,7 @@ class LiveView:
 
     def page(self) -> bytes:
         if self._page is None:
-            uri = diagram_uri(self.model)
+            uri = diagram.data_uri(self.model)
             devices = [n.name for n in self.model.devices_on_path()]
             self._page = PAGE.format(
                 title=html.escape(f"ftlab live: {self.title}"), description=html.escape(self.model.description),

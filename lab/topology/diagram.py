@@ -236,3 +236,17 @@ def figure(topology: Topology) -> Figure:
                for key in COLOURS if key in used]
     ax.legend(handles=handles, loc="lower right", fontsize=7, frameon=False)
     return fig
+
+
+def data_uri(topology: Topology) -> str | None:
+    """The diagram as a `data:image/png;base64,...` URI for a page; None when it cannot be drawn
+    (a diagram must never cost the user the report or the live page)."""
+    import base64
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = draw(topology, Path(tmp) / "diagram.png").read_bytes()
+    except Exception:
+        return None
+    return "data:image/png;base64," + base64.b64encode(png).decode()

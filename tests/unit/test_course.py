@@ -297,6 +297,10 @@ def test_events_in_words_and_read_as_they_come(tmp_path):
     assert events.describe({"device": "fw", "type": "pinhole-open", "src": "203.0.113.10", "dst": "198.51.100.10",
                             "dport": 5000, "conn": "c1", "lifetime": 30.0}) == \
         "fw opened a pinhole: 203.0.113.10 -> 198.51.100.10:5000 for 30 s, announced on the control connection c1"
+    assert events.describe({"device": "fw", "type": "pinhole-open", "src": "203.0.113.10", "dst": "198.51.100.10",
+                            "dport": 5000, "conn": "c1", "lifetime": 30.0, "line": "PORT 198,51,100,10,19,136"}) == \
+        ("fw opened a pinhole: 203.0.113.10 -> 198.51.100.10:5000 for 30 s, announced in "
+         "'PORT 198,51,100,10,19,136' on the control connection c1")          # the command it saw
     assert events.describe({"device": "fw", "type": "pinhole-used", "src": "a", "sport": 20, "dst": "b",
                             "dport": 5000}) == "fw let a connection through its pinhole: a:20 -> b:5000"
     assert events.describe({"device": "nat", "type": "rewrite", "conn": "c1", "before": "PORT 10,0,0,1,1,2\r\n",
