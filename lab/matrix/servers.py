@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,26 +16,17 @@ from pathlib import Path
 
 from lab.endpoints.launch import start_peer_server, terminate
 from lab.matrix import scenario
-from lab.network.ready import file_shows, log_tail, wait_until
+from lab.network import ftpserver
+from lab.network.ready import log_tail
 
-USER, PASSWORD = "lab", "lab-secret"
-DATA_FILE = "data.bin"
-SERVER_READY_TIMEOUT = 10.0
+USER, PASSWORD, DATA_FILE = ftpserver.USER, ftpserver.PASSWORD, ftpserver.DATA_FILE
+ftpdata_text = ftpserver.ftpdata_text
 STOPPING_WAIT = 3.0       # a server that stopped listening gets this long to exit before it is called hung
 #: Server statements of the slides' pictures (DESIGN.md): the topology file adds PASSIVEDATAPORTS.
 #: A run's cells share a server and all come from one client address (a NAT's): a session that an
 #: earlier cell's network left hanging (until INACTIVE) must not cost a later cell a 421, so the
 #: flood limit per address is off here unless the topology's own statements set it.
 SERVER_BASE = {"TLSRFCLEVEL": "RFC4217", "MAXSESSIONSPERADDRESS": "0"}
-
-
-def ftpdata_text(statements: dict) -> str:
-    lines = []
-    for key, value in statements.items():
-        if value is None:
-            continue
-        lines += [f"{key} {item}" for item in (value if isinstance(value, list) else [value])]
-    return "\n".join(lines) + "\n"
 
 
 def server_statements(topology, spec: scenario.CellSpec) -> dict:
@@ -119,18 +109,5 @@ def start_builtin(net, topology, statements: dict, workdir: Path, pki: Path, n: 
     ftpdata = workdir / f"server-{n}.ftpdata"
     ftpdata.write_text(ftpdata_text(statements))
     log = workdir / f"server-{n}.log"
-    # a picture with IPv6 gets one listener for both families ([::], IPv4 arrives mapped; the server unmaps it)
-    any_address = "[::]" if any(i.address6 for n in topology.nodes.values() for i in n.interfaces) else "0.0.0.0"
-    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{any_address}:{topology.ftp.control_port}",
-            "--tls-listen", f"{any_address}:{topology.ftp.implicit_port}", "--root", str(workdir / "root"),
-            "--user", f"{USER}:{PASSWORD}", "--cert", str(pki / "server.pem"), "--key", str(pki / "server.key"),
-            "--ftpdata", str(ftpdata)]
-    with open(log, "wb") as out:
-        proc = net.popen(topology.ftp.server, argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until(file_shows(log, "listening on"), timeout=SERVER_READY_TIMEOUT,
-                   what=f"the FTP server in {topology.ftp.server}", proc=proc, log=log)
-    except BaseException:
-        proc.kill()
-        raise
+    proc = ftpserver.start(net, topology, ftpdata, workdir / "root", pki / "server.pem", pki / "server.key", log)
     return proc, log

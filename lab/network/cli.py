@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.devkit.types import ALG_MODES
-from lab.network import baseline
+from lab.network import baseline, ftpserver
 from lab.topology.model import Topology
 
 
@@ -92,10 +92,7 @@ def _load_in_sandbox(name: str) -> Topology:
 
 # -- shell --------------------------------------------------------------------------------------
 
-#: The shell's FTP user, as the matrix's servers have it (lab.matrix.servers, a layer above).
-USER, PASSWORD = "lab", "lab-secret"
-DATA_FILE = "data.bin"
-SERVER_READY_TIMEOUT = 10.0
+USER, PASSWORD, DATA_FILE = ftpserver.USER, ftpserver.PASSWORD, ftpserver.DATA_FILE
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -161,17 +158,11 @@ class ShellServer:
     client_ftpdata: Path      # the picture's client statements, for the client's --ftpdata
 
 
-def _ftpdata_text(statements: dict) -> str:
-    return "".join(f"{key} {item}\n" for key, value in statements.items() if value is not None
-                   for item in (value if isinstance(value, list) else [value]))
-
-
 def start_ftp_server(net, topo: Topology, work: Path) -> ShellServer:
     """The lab's FTP server (lab.ftps, started by module name) in the picture's server node, with
     the picture's server statements, on the control port and the implicit port; a CA and a server
     certificate for every address a client may dial; a 1 MiB data.bin to fetch."""
     from lab.ftps import pki
-    from lab.network.ready import file_shows, wait_until
 
     (work / "root").mkdir(parents=True, exist_ok=True)
     (work / "root" / DATA_FILE).write_bytes(os.urandom(1 << 20))
@@ -182,24 +173,12 @@ def start_ftp_server(net, topo: Topology, work: Path) -> ShellServer:
     pki.issue_server(work / "pki", "server", ips=sorted(ips), dns=["server"])
     # the implicit port handshakes at once (SECUREIMPLICITZOS FALSE), as the matrix's implicit cells
     ftpdata = work / "server.ftpdata"
-    ftpdata.write_text(_ftpdata_text({**topo.ftp.server_statements, "SECUREIMPLICITZOS": "FALSE"}))
+    ftpdata.write_text(ftpserver.ftpdata_text({**topo.ftp.server_statements, "SECUREIMPLICITZOS": "FALSE"}))
     client_ftpdata = work / "client.ftpdata"
-    client_ftpdata.write_text(_ftpdata_text(topo.ftp.client_statements))
-    any_address = "[::]" if any(i.address6 for n in topo.nodes.values() for i in n.interfaces) else "0.0.0.0"
-    argv = [sys.executable, "-m", "lab.cli", "server", "--listen", f"{any_address}:{topo.ftp.control_port}",
-            "--tls-listen", f"{any_address}:{topo.ftp.implicit_port}", "--root", str(work / "root"),
-            "--user", f"{USER}:{PASSWORD}", "--cert", str(work / "pki" / "server.pem"),
-            "--key", str(work / "pki" / "server.key"), "--ftpdata", str(ftpdata)]
+    client_ftpdata.write_text(ftpserver.ftpdata_text(topo.ftp.client_statements))
     log = work / "server.log"
-    with open(log, "wb") as out:
-        proc = net.popen(topo.ftp.server, argv, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until(file_shows(log, "listening on"), timeout=SERVER_READY_TIMEOUT,
-                   what=f"the FTP server in {topo.ftp.server}", proc=proc, log=log)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    proc = ftpserver.start(net, topo, ftpdata, work / "root", work / "pki" / "server.pem",
+                           work / "pki" / "server.key", log)
     return ShellServer(proc, log, work / "pki" / "ca.pem", client_ftpdata)
 
 
