@@ -224,6 +224,8 @@ def interface_problems(text: str, node: str, interfaces: list[str]) -> list[tupl
                 reader.i = i + 1
                 if reader.peek() in ("vmap", "map", ".") or (i and reader.words[i - 1].text == "."):
                     continue              # a map's keys or a concatenation: outside this check
+                if _in_fib(reader.words, i):
+                    continue              # `fib saddr . iif oif missing`: a lookup's flags and result
                 try:
                     _, names = reader.values()
                 except Unreadable:
@@ -236,6 +238,17 @@ def interface_problems(text: str, node: str, interfaces: list[str]) -> list[tupl
                                               f"interfaces: {', '.join(interfaces)}); the rule "
                                               f"`{lines[t.line - 1].strip()}` would never match"))
     return found
+
+
+_FIB_WORDS = frozenset(("saddr", "daddr", "mark", "iif", "oif", "."))
+
+
+def _in_fib(words: list, i: int) -> bool:
+    """Is words[i] a flag or the result of a `fib` expression (not an interface match)?"""
+    j = i - 1
+    while j >= 0 and words[j].text in _FIB_WORDS:
+        j -= 1
+    return j >= 0 and words[j].text == "fib"
 
 
 # -- the model ----------------------------------------------------------------------------------------

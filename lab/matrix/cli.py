@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expect", type=Path, metavar="FILE",
                    help="what the design must do (`tls/epsv: pass`, `plain/*: fail`; scenarios/README.md): "
                         "exit 1 when a cell does otherwise")
+    p.add_argument("--allow-unknown", action="store_true",
+                   help="exit 0 even when the lab's model could not predict some cells (default: exit 1, "
+                        "naming them: \"cannot predict: FILE:LINE uses X\")")
     p.add_argument("--pcap", nargs="?", const="cells", choices=("cells", "all"), default=False,
                    help="capture packets on every device interface: `--pcap` (= cells) the verdict cells, "
                         "whole packets; `--pcap all` the throughput phase too, in its own files, headers "
@@ -393,7 +396,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                      shard=shard, topology_paths=paths, throughput=args.throughput, expect=expected,
                      run_id=_run_id(args.out, out))
     _summary(doc, baseline, out)
-    return _interrupted(doc, out) or results.exit_code(doc, baseline)
+    code = _interrupted(doc, out) or results.exit_code(doc, baseline)
+    unknown = [s for s in doc["scenarios"] if s.get("expected") == "unknown" and not results.is_not_run(s)]
+    if code == 0 and unknown and not args.allow_unknown:
+        print(f"{len(unknown)} cell(s) the lab's model could not predict, e.g. {unknown[0]['id']}: "
+              f"{unknown[0].get('expected_reason')}; --allow-unknown accepts that", file=sys.stderr)
+        return 1
+    return code
 
 
 def _run_id(given: Path | None, out: Path) -> str | None:

@@ -43,7 +43,7 @@ from lab.topology.model import (
     StaticNat,
     Topology,
 )
-from lab.topology.routing import control_connection
+from lab.topology.routing import control_connection, file_dnat
 from lab.topology.yamlfile import MAX_BYTES, Mapping, Sequence, not_ours, read_yaml, show
 
 #: Private address space (RFC 1918). The internet router must not route it. (Python's
@@ -993,6 +993,8 @@ class _Builder:
                 (f.to if dial.version == f.to.version else f.to6) in server_ips and f.public == public
                 for f in nat.forwards)):
             return True
+        if file_forwards(owner, dial, wanted, server_ips):
+            return True
         self.problem(line, field, f"{dial} belongs to {owner.name}, which does not forward "
                                   f"tcp port {' or '.join(map(str, wanted))} to the FTP server ({server.name})")
         return False
@@ -1056,6 +1058,12 @@ class _Builder:
             for message in messages:
                 self.problem(line, "ftp", f"the control connection cannot flow: {message} "
                                           "(check gateways, routes and port forwards)")
+
+
+def file_forwards(owner: Node, dial, ports: tuple[int, ...], server_ips: set) -> bool:
+    """Does the owner's own iptables-save file DNAT a control port of `dial` to the server (a
+    Docker host: its forwards are only in the file's nat table)?"""
+    return any((got := file_dnat(owner, dial, port)) is not None and got[0] in server_ips for port in ports)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

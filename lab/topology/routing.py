@@ -77,7 +77,7 @@ def trace(topology: Topology, start: str, dst: IPv4Address, port: int | None = N
     for _ in range(max_hops):
         dnat = False
         if _owns(node, dst):
-            translated = _translate(node, dst, port, reply_to)
+            translated = _translate(node, dst, port, reply_to) or file_dnat(node, dst, port, ingress)
             if translated is None:
                 return result
             dst, port = translated
@@ -127,6 +127,24 @@ def _translate(node: Node, dst: IPv4Address, port: int | None,
     if node.nat and port is not None:
         return forward_target(node.nat, "tcp", port, dst)
     return None
+
+
+def file_dnat(node: Node, dst, port: int | None, ingress: str | None = None):
+    """(new dst, new port) when the node's own iptables-save file DNATs the packet (its nat
+    table: a Docker host's published ports), else None."""
+    from firewall import static
+    from lab.devkit.types import Flow, Unreadable
+    fw = node.firewall
+    if port is None or fw is None or getattr(fw, "iptables_save", None) is None:
+        return None
+    local = frozenset(a.ip for i in node.interfaces for a in i.addresses)
+    try:
+        got = static.nat(fw, Flow("tcp", dst, dst, port, None, ingress), "PREROUTING", local)
+    except (Unreadable, OSError):
+        return None
+    if got is None or got.action != "dnat" or got.to[0] is None:
+        return None
+    return got.to[0], got.to[1] or port
 
 
 def control_connection(topology: Topology) -> list[str]:

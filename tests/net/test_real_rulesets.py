@@ -11,13 +11,12 @@ import sys
 import pytest
 
 from lab import TOPOLOGY_DIR
-from lab.errors import InputError
 from lab.report import results
 from lab.topology import loader
 
 EXAMPLES = TOPOLOGY_DIR / "examples"
 DESIGNS = ("ufw-logging", "fail2ban", "firewalld", "shorewall", "nft-helper")
-DOCKER = EXAMPLES / "docker" / "docker-host.yaml"
+DOCKER = EXAMPLES / "docker-host.yaml"
 
 
 def matrix(out, *args: str, timeout: int = 170) -> dict[str, dict]:
@@ -71,13 +70,39 @@ def test_a_static_filter_and_a_nat_forget_an_idle_control_connection(tmp_path):
 @pytest.mark.network
 @pytest.mark.timeout(120)
 def test_a_docker_host_runs_as_predicted(tmp_path):
-    """Its forwards are only in the file's nat table; the loader refuses such a host until
-    lab/topology/loader.py and routing.py read it (issue 19): then this runs."""
-    try:
-        loader.load(DOCKER)
-    except InputError as exc:
-        pytest.xfail(f"the loader refuses a Docker host: {exc}")
+    """Its forwards are only in the file's nat table (the loader and the routing walk read it)."""
+    loader.load(DOCKER)
     by_id = matrix(tmp_path / "run", "--topologies", str(DOCKER), "--security", "tls", "--data", "pasv", "epsv",
                    timeout=110)
     agree(by_id)
     assert by_id["docker-host/tls/epsv"]["outcome"] == "pass"
+
+
+UNKNOWN_RULES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -p tcp --dport 21 -m string --algo bm --string "blocked" -j DROP
+-A FORWARD -i fw-eth0 -o fw-eth1 -d 203.0.113.10/32 -p tcp -m multiport --dports 21,990 -m conntrack --ctstate NEW -j ACCEPT
+-A FORWARD -i fw-eth0 -o fw-eth1 -d 203.0.113.10/32 -p tcp -m tcp --dport 60000:60100 -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+"""
+
+
+@pytest.mark.network
+@pytest.mark.timeout(120)
+def test_a_cell_the_model_cannot_predict_fails_the_run_unless_allowed(tmp_path):
+    """Issue 19 item 4: `ftlab matrix` exited 0 with every cell unpredicted."""
+    (tmp_path / "unknown.rules").write_text(UNKNOWN_RULES)
+    (tmp_path / "unknown.yaml").write_text((EXAMPLES / "fail2ban.yaml").read_text()
+                                           .replace("fail2ban.rules", "unknown.rules")
+                                           .replace("name: fail2ban", "name: unknown-match"))
+    argv = [sys.executable, "-m", "lab.cli", "matrix", "--quiet", "--throughput", "off", "--topologies",
+            str(tmp_path / "unknown.yaml"), "--security", "plain", "--data", "pasv"]
+    strict = subprocess.run([*argv, "--out", str(tmp_path / "strict")], capture_output=True, text=True, timeout=100)
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "cannot predict: unknown.rules:6 uses -m string" in strict.stdout + strict.stderr
+    allowed = subprocess.run([*argv, "--allow-unknown", "--out", str(tmp_path / "allowed")], capture_output=True,
+                             text=True, timeout=100)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr

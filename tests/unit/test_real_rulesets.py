@@ -193,7 +193,7 @@ table inet firewalld {
 
 # -- the file's nat table is the router's NAT --------------------------------------------------------
 
-DOCKER = EXAMPLES / "docker" / "docker-host.rules"
+DOCKER = EXAMPLES / "docker-host.rules"
 
 
 def test_a_docker_hosts_nat_table_is_read():

@@ -316,3 +316,20 @@ def test_a_dropped_control_packet_decides_the_cell():
     assert not decides_cell(data, (21, 990))
     assert not decides_cell({**expired, "type": "pinhole-open"}, (21, 990))
     assert decides_cell({**expired, "sport": 2121}, (2121, 990)) and not decides_cell(expired, (2121, 990))
+
+
+def test_a_fib_lookup_is_no_interface_match():
+    """firewalld's `fib saddr . mark . iif oif missing drop`: `oif` is the lookup's result and
+    `missing` its value, not an interface named 'missing'."""
+    from firewall.nftables import interface_problems
+
+    text = """table inet firewalld {
+  chain filter_PREROUTING { type filter hook prerouting priority filter + 10; policy accept;
+    fib saddr . mark . iif oif missing drop
+    fib daddr type local accept
+    iifname "gone" accept
+  }
+}
+"""
+    found = interface_problems(text, "fw", ["fw-eth0", "fw-eth1"])
+    assert [(line, msg.split(":")[0]) for line, msg in found] == [(5, "iifname 'gone'")]
