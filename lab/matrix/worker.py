@@ -40,7 +40,7 @@ from lab.matrix.jsonl import JsonLines
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.servers import DATA_FILE, ServerRun, ftpdata_text
 from lab.matrix.verdict import Observation, Verdict, decides_cell, verdict
-from lab.network import baseline
+from lab.network import baseline, pathports
 from lab.network.ready import log_tail
 from lab.report import results
 from lab.topology import loader as topo
@@ -610,6 +610,8 @@ def throughput_phase(net, topology, g: Group, reps: dict[str, tuple], shaped: in
     baseline.open_for_measurement(net, port.port)
     iperf_run = None
     try:
+        # one connect first: a path that blocks the port is said within seconds, not run after run
+        pathports.require(net, topology, [port.port], "iperf3 baseline")
         baseline.start_server(net, port.port)
         nbytes = None if shaped else mode.iperf3_bytes
         iperf_run = lambda: baseline.iperf3(net, port.port, mode.iperf3_seconds, reverse=True,     # noqa: E731

@@ -46,15 +46,19 @@ def test_two_default_runs_agree(tmp_path):
         assert len(phase["iperf3"]["runs"]) == quick.runs + 1            # a closing run beside the last class run
         assert set(phase["classes"]) == {"passive/clear", "passive/protected", "active/clear", "active/protected"}
         assert all(len(c["runs"]) == quick.runs for c in phase["classes"].values())
-        assert phase["notes"] == {} and phase["baseline"]["port"] == 5201 and phase["baseline"]["note"] is None
+        # nothing cut short or skipped; only, perhaps, that other work kept the machine busy meanwhile
+        assert set(phase["notes"]) <= {"busy"}, phase["notes"]
+        assert phase["baseline"]["port"] == 5201 and phase["baseline"]["note"] is None
         assert phase["duration_s"] < quick.network_budget
         assert "-n 192M" in phase["method"]
-    assert "throughput client-nat" not in err                          # nothing cut short, nothing to say
+    said = [x for x in err.splitlines() if x.startswith("throughput client-nat")]
+    assert all(x.startswith("throughput client-nat: busy: ") for x in said), said
     got = speed.agreement(first, second)
     print(f"\nthroughput repeat (client-nat, quick): {json.dumps(got)}; runs took {t1:.0f} s and {t2:.0f} s")
     for doc in (first, second):
         phase = doc["topologies"]["client-nat"]["throughput"]
-        print("  iperf3", phase["iperf3"]["runs"], {c: (v["mbps"], v["ratio"]) for c, v in phase["classes"].items()})
+        print("  busy", phase["machine_busy"], "iperf3", phase["iperf3"]["runs"],
+              {c: (v["mbps"], v["ratio"]) for c, v in phase["classes"].items()})
     assert got["cells"] >= 12
     assert got["ratio_median_deviation"] <= RATIO_BOUND, got
     assert got["mbps_median_deviation"] <= MBPS_BOUND, got
