@@ -16,9 +16,8 @@ measured once per network, with the endpoints and statements of its first passin
   time_total - time_pretransfer);
 - iperf3 -R (server -> client, the direction of a RETR) over the same path in the same phase;
 - repeated, interleaved (iperf3, class 1, class 2, ..., then again, and iperf3 once more at the
-  end), median and min-max; the ratio to iperf3 is the median of each class run over the iperf3
-  runs just before and after it (their geometric mean), with its min-max: the figure a change board
-  compares, since it cancels what the machine's load does to both.
+  end), median and min-max; the ratio to iperf3 is the class's median over iperf3's median, with
+  the min-max of each class run over the iperf3 runs just before and after it (`ratios`).
 
 Bounded in time: every run of a class has a timeout (Mode.run_timeout), a class all its rounds
 (Mode.class_budget), a network its phase (Mode.network_budget) and the run the whole phase
@@ -185,9 +184,9 @@ def method(mode: str, file_size: int = FILE_SIZE, shaped: bool = False) -> str:
     size = f"{file_size // MiB} MiB" if file_size >= MiB else f"{file_size // 1024} KiB"
     return (f"per data-path class, RETRs of a {size} file back to back over one FTP session "
             f"for {m.ftp_seconds:g} s (MB/s of data flow), beside iperf3 -R {m.iperf3_limit(shaped)} on the same "
-            f"path; {m.runs} interleaved rounds and a closing iperf3 run, median and min-max; the ratio: each "
-            "run over the iperf3 runs beside it; measured after all verdicts, one network at a time, nothing "
-            "else running")
+            f"path; {m.runs} interleaved rounds and a closing iperf3 run, median and min-max; the ratio: the "
+            "class's median over iperf3's (min-max: each run over the iperf3 runs beside it); measured after "
+            "all verdicts, one network at a time, nothing else running")
 
 
 def stats(values: list[float]) -> dict:
@@ -213,8 +212,21 @@ def bracketed(num: list[float], den: list[float]) -> tuple[float, float, float] 
 
 
 def ratios(num: list[float], den: list[float]) -> dict:
-    """The ratio of each run to the iperf3 runs beside it (side by side), its median and min-max."""
-    got = bracketed(num, den) if len(den) > len(num) else paired(num, den)
+    """The ratio to iperf3 and its min-max. With a closing iperf3 run (den one longer: the phase's
+    rounds), the ratio is the class's median over iperf3's median - both of runs interleaved in the
+    same minutes - and min-max is the range of each run over the iperf3 runs beside it (bracketed).
+    Measured here: one iperf3 run is one connection, and its speed varies up to 2x with the CPU its
+    flow lands on, on a quiet machine too, while a class's run averages a dozen transfers; so a
+    run's own ratio carries iperf3's single-connection noise, and the median of each side does not
+    (two quiet runs of lan: 1-8 % apart against 10-20 % for the median of per-run ratios).
+    Otherwise the median of the runs' own ratios (paired run by run)."""
+    if len(den) > len(num):
+        good_num, good_den, spread = [v for v in num if v > 0], [v for v in den if v > 0], bracketed(num, den)
+        if not good_num or not good_den or spread is None:
+            return {"ratio": None, "ratio_min": None, "ratio_max": None}
+        got = (statistics.median(good_num) / statistics.median(good_den), spread[1], spread[2])
+    else:
+        got = paired(num, den)
     if got is None:
         return {"ratio": None, "ratio_min": None, "ratio_max": None}
     return dict(zip(("ratio", "ratio_min", "ratio_max"), (round(v, 3) for v in got), strict=True))
@@ -358,12 +370,25 @@ def attach_all(entries: list[dict], info: dict, scen: scenario.Scenarios) -> Non
             attach(e, data_class(cell, scen.spec(cell)), doc)
 
 
-def agreement(first: dict, second: dict) -> dict:
-    """How well two runs of the same cells agree: the median over the cells both measured of
-    |r1/r2 - 1|, for the class figure (MB/s) and for the ratio to iperf3."""
+def quiet(doc: dict, topology: str) -> bool:
+    """Was the machine quiet around this network's measurement (machine_busy at most BUSY_NOTE
+    before and after it)? False when it was busy or not recorded."""
+    busy = (((doc.get("topologies") or {}).get(topology) or {}).get("throughput") or {}).get("machine_busy") or {}
+    seen = [v for v in busy.values() if isinstance(v, int | float)]
+    return bool(seen) and max(seen) <= BUSY_NOTE
+
+
+def agreement(first: dict, second: dict, only_quiet: bool = False) -> dict:
+    """How well two runs of the same cells agree: the median (and the worst) over the cells both
+    measured of |r1/r2 - 1|, for the class figure (MB/s) and for the ratio to iperf3; `quiet`: the
+    same over the cells whose network measured on a quiet machine in both runs (other work moves
+    the FTP classes more than iperf3, so neither figure can repeat across a busy spell)."""
     a = {s["id"]: s for s in first["scenarios"] if s.get("throughput")}
     b = {s["id"]: s for s in second["scenarios"] if s.get("throughput")}
     common = sorted(set(a) & set(b))
+    if only_quiet:
+        common = [i for i in common if quiet(first, a[i].get("topology") or i.split("/")[0])
+                  and quiet(second, b[i].get("topology") or i.split("/")[0])]
 
     def median_dev(key: str) -> float | None:
         devs = [abs(a[i]["throughput"][key] / b[i]["throughput"][key] - 1) for i in common
@@ -375,9 +400,12 @@ def agreement(first: dict, second: dict) -> dict:
                 if a[i]["throughput"].get(key) and b[i]["throughput"].get(key)]
         return round(max(devs), 3) if devs else None
 
-    return {"cells": len(common), "mbps_median_deviation": median_dev("mbps"),
-            "ratio_median_deviation": median_dev("ratio"), "mbps_worst_deviation": worst_dev("mbps"),
-            "ratio_worst_deviation": worst_dev("ratio")}
+    got = {"cells": len(common), "mbps_median_deviation": median_dev("mbps"),
+           "ratio_median_deviation": median_dev("ratio"), "mbps_worst_deviation": worst_dev("mbps"),
+           "ratio_worst_deviation": worst_dev("ratio")}
+    if not only_quiet:
+        got["quiet"] = agreement(first, second, only_quiet=True)
+    return got
 
 
 def main(argv: list[str] | None = None) -> int:
