@@ -27,10 +27,12 @@ from lab.devkit.observed import RuleSet, drop_chain
 from lab.devkit.view import NodeView
 from nat.section import Nat, PortForward
 
-#: Drop reason (nfmark value) used by the rules in this module.
+#: Drop reasons (nfmark values) used by the rules in this module.
 MARK_UNSOLICITED = 1
+MARK_NO_HAIRPIN = 5
 
 UNSOLICITED_CHAIN = "ftlab-nat-unsolicited"
+NO_HAIRPIN_CHAIN = "ftlab-nat-no-hairpin"
 
 
 def outside_interface(view: NodeView, nat: Nat) -> ipaddress.IPv4Interface:
@@ -85,6 +87,8 @@ def nat_rules(view: NodeView) -> RuleSet:
             rules.append(["ip6tables", "-t", "nat", "-A", "PREROUTING", "-i", nat.outside, "-d", str(outside6.ip),
                           "-p", fwd.proto, "--dport", fwd.ports.iptables(), "-j", "DNAT",
                           "--to-destination", dnat_target(fwd, fwd.to6)])
+    hairpin = hairpin_rules(view, nat, tools)
+    rules += hairpin.iptables
     # A connection that starts outside and was not port-forwarded has nowhere to go: to the
     # router itself (INPUT) or, if someone routes a private address here, through it (FORWARD).
     reason = f"unsolicited inbound connection to {view.name}'s outside address (port not forwarded)"
@@ -96,7 +100,40 @@ def nat_rules(view: NodeView) -> RuleSet:
             rules.append([tool, "-A", "FORWARD", "-i", nat.outside, "-p", proto,
                           "-m", "conntrack", "--ctstate", "NEW", "-m", "conntrack", "!", "--ctstate", "DNAT",
                           "-j", UNSOLICITED_CHAIN])
-    return RuleSet(rules, {MARK_UNSOLICITED: reason})
+    return RuleSet(rules, {MARK_UNSOLICITED: reason, **hairpin.reasons})
+
+
+def hairpin_rules(view: NodeView, nat: Nat, tools: tuple[str, ...]) -> RuleSet:
+    """NAT loopback. With `hairpin: true`, a connection from the inside to a public address the NAT
+    forwards (a port forward, a 1:1 address) is DNATed as one from the outside is, and masqueraded
+    behind the router's inside address, so that the host answers through the router and not
+    straight to a client on its own link. Without it such a connection reaches the router itself,
+    where nothing listens: it is dropped and observed, naming the missing option."""
+    outside = outside_interface(view, nat)
+    inside = [i for i in view.interfaces if i.name != nat.outside]
+    rules: list[list[str]] = []
+    if not (nat.forwards or nat.one_to_one) or not inside:
+        return RuleSet()
+    if nat.hairpin:
+        for one in nat.one_to_one:
+            rules.append(["iptables", "-t", "nat", "-A", "PREROUTING", "!", "-i", nat.outside, "-d", str(one.public),
+                          "-j", "DNAT", "--to-destination", str(one.to)])
+        for fwd in nat.forwards:
+            rules.append(["iptables", "-t", "nat", "-A", "PREROUTING", "!", "-i", nat.outside, "-d",
+                          str(fwd.public or outside.ip), "-p", fwd.proto, "--dport", fwd.ports.iptables(), "-j", "DNAT",
+                          "--to-destination", dnat_target(fwd)])
+        for intf in inside:
+            rules.append(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", intf.name, "-s",
+                          str(intf.address.network), "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"])
+        return RuleSet(rules)
+    reason = (f"NAT loopback is off on {view.name}: a connection from the inside to its public address does not "
+              "reach the forwarded host (`hairpin: true` in its nat section turns it on)")
+    rules += drop_chain(NO_HAIRPIN_CHAIN, MARK_NO_HAIRPIN)
+    publics = [str(a) for a in (outside.ip, *nat.public_addresses()) if a.version == 4]
+    for address in dict.fromkeys(publics):
+        rules.append(["iptables", "-A", "INPUT", "!", "-i", nat.outside, "-d", address, "-p", "tcp",
+                      "-m", "conntrack", "--ctstate", "NEW", "-j", NO_HAIRPIN_CHAIN])
+    return RuleSet(rules, {MARK_NO_HAIRPIN: reason})
 
 
 # -- the model ---------------------------------------------------------------------------------------
@@ -125,11 +162,28 @@ class KernelNat(Blind):
 
     def forward(self, nat: Nat, outside: ipaddress.IPv4Address, in_interface: str | None,
                 proto: str, dst: ipaddress.IPv4Address, dport: int) -> tuple[ipaddress.IPv4Address, int] | None:
-        """DNAT by a port forward or a 1:1 NAT: only a connection arriving on the outside interface,
-        to the interface's address or one of the NAT's public addresses."""
-        if in_interface != nat.outside or (dst != outside and dst not in nat.public_addresses()):
+        """DNAT by a port forward or a 1:1 NAT: a connection arriving on the outside interface (on
+        any interface with `hairpin`, IPv4), to the interface's address or one of the NAT's public
+        addresses."""
+        if dst != outside and dst not in nat.public_addresses():
+            return None
+        if in_interface != nat.outside and not (nat.hairpin and dst.version == 4):
             return None
         return forward_target(nat, proto, dport, dst)
+
+    def hairpin_source(self, nat: Nat, in_interface: str | None, out_interface: str, translated: bool,
+                       src, egress) -> ipaddress.IPv4Address | None:
+        """NAT loopback's masquerade: a connection from the inside that a forward translated and
+        that leaves by an inside interface into its own source's subnet takes that interface's
+        address (`egress`: its address with prefix), so that the host answers through the router."""
+        if not (nat.hairpin and translated and in_interface != nat.outside and out_interface != nat.outside):
+            return None
+        return egress.ip if src.version == egress.version and src in egress.network else None
+
+    def refuses_hairpin(self, nat: Nat, in_interface: str | None, dst, outside) -> bool:
+        """The no-hairpin rule (INPUT): a new connection from the inside to the NAT's public address."""
+        return (not nat.hairpin and in_interface != nat.outside and dst.version == 4
+                and (dst == outside or dst in nat.public_addresses()) and bool(nat.forwards or nat.one_to_one))
 
     def masquerades(self, nat: Nat, out_interface: str) -> bool:
         return nat.masquerade and out_interface == nat.outside

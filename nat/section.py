@@ -45,6 +45,9 @@ class Nat:
     control_ports: list[int] = field(default_factory=lambda: [21, 990])
     one_to_one: list[StaticNat] = field(default_factory=list)
     idle_timeout: int | None = None   # seconds an established connection may idle (None: the kernel's)
+    #: NAT loopback: a host on the inside reaches a forward (or a 1:1 address) by its public address
+    #: too, and is masqueraded so that the answer comes back through the router
+    hairpin: bool = False
 
     def public_addresses(self) -> list[Address]:
         """The addresses the NAT holds on its outside interface besides the interface's own (1:1

@@ -250,6 +250,9 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     if stop is not None:
         return stop
     leaves_as = kernel_nat.source(nat, egress.name, pkt.src, source_on(egress, pkt.dst)) if nat is not None else None
+    if nat is not None and leaves_as is None and egress.of(pkt.src.version) is not None:
+        leaves_as = kernel_nat.hairpin_source(nat, in_if, egress.name, translated, pkt.src,
+                                              egress.of(pkt.src.version))
     if leaves_as is None and _ruleset_file(fw):
         got = _file_nat(node, fw, replace(flow, dst=pkt.dst, dport=pkt.dport), "POSTROUTING", net)
         if got is not None and got.action in ("snat", "masquerade"):
@@ -272,6 +275,10 @@ def _local(net: Net, node: Node, nat, fw, in_if, pkt: Packet, state: str, transl
     if nat is not None and devices.model("nat").drops(nat, in_if, state, translated):
         return Stop(node.name, f"{node.name} drops it: an unsolicited inbound connection to its outside address "
                                f"{pkt.target} (no forward, no mapping)")
+    if nat is not None and state == "NEW" and devices.model("nat").refuses_hairpin(
+            nat, in_if, pkt.dst, net.outside(node, pkt.dst.version)):
+        return Stop(node.name, f"{node.name} drops it: a connection from the inside to its public address "
+                               f"{pkt.target}, and NAT loopback is off (`hairpin: true` turns it on)")
     return Stop(None, f"it reaches {node.name}'s own address {pkt.target}, where nothing listens")
 
 

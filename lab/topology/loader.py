@@ -65,7 +65,7 @@ TOP_KEYS = {"name", "description", "ftp", "nodes", "links", "internet"}
 TOP_REQUIRED = {"name", "description", "ftp", "nodes", "links"}
 NODE_KEYS = {"kind", "description", "gateway", "routes", "nat", "firewall"}
 ROUTE_KEYS = {"to", "via"}
-NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports", "one_to_one", "idle_timeout"}
+NAT_KEYS = {"outside", "masquerade", "alg", "forwards", "control_ports", "one_to_one", "idle_timeout", "hairpin"}
 FORWARD_KEYS = {"proto", "ports", "to", "to_ports", "public"}
 ONE_TO_ONE_KEYS = {"public", "to"}
 FIREWALL_KEYS = {"mode", "default", "rules", "iptables_save", "control_ports", "nftables", "idle_timeout",
@@ -608,8 +608,12 @@ class _Builder:
         if "forwards" in m and outside is not None:
             forwards = self.forwards(node, outside, m["forwards"], m.line_of("forwards"), f"{field}.forwards")
         control = self.port_list(m, "control_ports", field)
+        hairpin = m.get("hairpin", False)
+        if not isinstance(hairpin, bool):
+            self.problem(m.line_of("hairpin"), f"{field}.hairpin", f"expected true or false, got {show(hairpin)}")
         nat = Nat(outside=outside or "", masquerade=bool(masquerade), forwards=forwards, alg=alg,
-                  one_to_one=one_to_one, idle_timeout=self.seconds(m, "idle_timeout", field, 1, MAX_IDLE_TIMEOUT))
+                  one_to_one=one_to_one, idle_timeout=self.seconds(m, "idle_timeout", field, 1, MAX_IDLE_TIMEOUT),
+                  hairpin=hairpin is True)
         if control is not None:
             nat.control_ports = control
         return nat if outside is not None else None

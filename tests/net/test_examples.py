@@ -51,3 +51,25 @@ def test_ipv6_picture_and_v6_twins_run_as_predicted(tmp_path):
         assert by_id[f"double-nat/plain/eprt+{alg}"]["outcome"] == "pass"       # both NATs rewrite EPRT |2|
         assert "522" in by_id[f"double-nat/plain/pasv+{alg}"]["reason"]
     assert by_id["static-filter-nat/tls/epsv+v6"]["outcome"] == "pass"        # step 3 over IPv6
+
+
+@pytest.mark.network
+@pytest.mark.timeout(240)
+def test_nat_loopback_on_and_off_run_as_predicted(tmp_path):
+    """`hairpin: true`: an inside client reaches the forwards by the NAT's public address; off, the
+    connection is dropped by the NAT, which names the option (before: 'Connection refused', no device)."""
+    off = tmp_path / "no-hairpin.yaml"
+    off.write_text((EXAMPLES / "hairpin.yaml").read_text().replace("hairpin: true", "hairpin: false")
+                   .replace("name: hairpin", "name: no-hairpin"))
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "matrix", "--quiet", "--size", "256KiB",
+                           "--throughput", "off", "--topologies", str(EXAMPLES / "hairpin.yaml"), str(off),
+                           "--security", "plain", "tls", "--data", "pasv", "epsv", "--out", str(out)],
+                          capture_output=True, text=True, timeout=230)
+    assert done.returncode == 0, done.stdout + done.stderr
+    by_id = {s["id"]: s for s in results.load(out)["scenarios"]}
+    assert all(s["matches"] for s in by_id.values())
+    assert all(by_id[f"hairpin/{s}/{d}"]["outcome"] == "pass" for s in ("plain", "tls") for d in ("pasv", "epsv"))
+    cell = by_id["no-hairpin/tls/epsv"]
+    assert (cell["outcome"], cell["stage"], cell["device"]) == ("fail", "connect", "nat-s")
+    assert "NAT loopback is off on nat-s" in cell["reason"] and "hairpin: true" in cell["reason"]

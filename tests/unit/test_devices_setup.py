@@ -64,7 +64,7 @@ def test_dropwatch_gets_every_drop_reason_of_the_node(tmp_path):
     assert list(got) == ["nat", "static", "dropwatch"]             # alg: off
     declared = {**got["nat"].reasons, **got["static"].reasons}
     assert {int(k): v for k, v in got["dropwatch"].config["reasons"].items()} == declared
-    assert got["dropwatch"].iptables == [] and sorted(declared) == [1, 3]       # unsolicited, default
+    assert got["dropwatch"].iptables == [] and sorted(declared) == [1, 3, 5]    # unsolicited, default, no hairpin
 
 
 @pytest.mark.parametrize("alg_mode,expected", [(None, ["nat", "alg", "dropwatch"]), ("scapy", ["nat", "alg", "dropwatch"]),

@@ -15,6 +15,13 @@ EXAMPLES = TOPOLOGY_DIR / "examples"
 #: Per example, per security mode, the four data methods (pasv epsv port eprt): "pass", or
 #: "stage/node" of the failure ("-" when nothing observable decides: a reset or an ICMP error).
 PINNED = {
+    "hairpin": {
+        # NAT loopback: the inside client reaches the forwards by nat-s's public address; its PORT
+        # is rewritten and mapped for the public address it dialed, which the server's active
+        # connection (from 10.1.1.10) is not: refused at nat-s, no drop to observe
+        **{s: "pass pass data-connect/- data-connect/-" for s in ("plain", "tls-ccc")},
+        **{s: "pass pass pass pass" for s in ("tls", "implicit", "implicit-zos")},
+    },
     "home-and-cgn": {
         # the home ALG rewrites PORT to 100.64.0.2 (the CGN's shared space), the CGN (alg off)
         # leaves it: the internet has no route there; inside TLS the private address is dropped

@@ -26,7 +26,14 @@ from lab.devkit.queues import DROPWATCH
 from lab.devkit.types import Flow, PortRange
 from lab.devkit.view import InterfaceView, NodeView
 from lab.network.internet import MARK_PRIVATE_DESTINATION, PRIVATE_CHAIN, internet_rules
-from nat.rules import MARK_UNSOLICITED, UNSOLICITED_CHAIN, dnat_target, nat_rules
+from nat.rules import (
+    MARK_NO_HAIRPIN,
+    MARK_UNSOLICITED,
+    NO_HAIRPIN_CHAIN,
+    UNSOLICITED_CHAIN,
+    dnat_target,
+    nat_rules,
+)
 from nat.section import Nat, PortForward
 
 SERVER = IPv4Address("10.1.1.10")
@@ -59,6 +66,25 @@ def test_single_port_forward_to_the_inside_host():
             "--dport", "21", "-j", "DNAT", "--to-destination", "10.1.1.10"] in rules
 
 
+def test_nat_loopback_on_forwards_and_masquerades_inside_connections():
+    view = nat_node([fwd((21, 21))])
+    view = replace(view, section=replace(view.section, hairpin=True))
+    got = nat_rules(view)
+    assert ["iptables", "-t", "nat", "-A", "PREROUTING", "!", "-i", "nat-s-eth0", "-d", "203.0.113.1", "-p", "tcp",
+            "--dport", "21", "-j", "DNAT", "--to-destination", "10.1.1.10"] in got.iptables
+    assert ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "nat-s-eth1", "-s", "10.1.1.0/24", "-m", "conntrack",
+            "--ctstate", "DNAT", "-j", "MASQUERADE"] in got.iptables
+    assert MARK_NO_HAIRPIN not in got.reasons
+
+
+def test_nat_loopback_off_drops_inside_connections_to_the_public_address_by_name():
+    got = nat_rules(nat_node([fwd((21, 21))]))
+    assert ["iptables", "-A", "INPUT", "!", "-i", "nat-s-eth0", "-d", "203.0.113.1", "-p", "tcp", "-m", "conntrack",
+            "--ctstate", "NEW", "-j", NO_HAIRPIN_CHAIN] in got.iptables
+    assert "hairpin: true" in got.reasons[MARK_NO_HAIRPIN]
+    assert not [r for r in nat_rules(nat_node()).iptables if NO_HAIRPIN_CHAIN in r]     # nothing forwarded
+
+
 def test_forwarded_range_keeps_each_port():
     rules = nat_rules(nat_node([fwd((60000, 60100))])).iptables
     [rule] = [r for r in rules if "--to-destination" in r]
@@ -86,7 +112,7 @@ def test_unknown_outside_interface_is_named():
 
 def test_unsolicited_inbound_goes_to_dropwatch_with_its_reason():
     ruleset = nat_rules(nat_node([fwd((21, 21))]))
-    assert set(ruleset.reasons) == {MARK_UNSOLICITED}
+    assert set(ruleset.reasons) == {MARK_UNSOLICITED, MARK_NO_HAIRPIN}     # and the inside's way in, named
     assert "not forwarded" in ruleset.reasons[MARK_UNSOLICITED]
     jumps = [r for r in ruleset.iptables if r[-2:] == ["-j", UNSOLICITED_CHAIN]]
     assert {r[2] for r in jumps} == {"INPUT", "FORWARD"}
