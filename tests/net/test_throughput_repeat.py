@@ -3,9 +3,10 @@ picture's cells, one after the other: the figures of the second agree with the f
 cells of |r1/r2 - 1|, lab.matrix.speed.agreement) for the ratio to iperf3 - the figure a change board
 compares - and for MB/s; and every measurement is within its budgets, nothing cut short unsaid.
 
-The goal is GOAL (15 %) on this 2-core machine. Other work on the machine moves MB/s by more than that
-between two runs (a busy CI runner, other tests), so the test holds MB/s to a looser bound; the numbers
-of every run are printed (pytest -s) for the record."""
+The goal is GOAL (15 %) on this 2-core machine. Other work on the machine moves the figures by more than
+that between two runs (a busy CI runner, other tests: it slows the FTP classes more than iperf3, so the
+ratio does not cancel it), so the test holds them to looser bounds, and MB/s to the goal when both runs
+measured on a quiet machine (lab.matrix.speed.machine_busy); the numbers are printed (pytest -s)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,7 @@ def test_two_default_runs_agree(tmp_path):
     assert got["cells"] >= 12
     assert got["ratio_median_deviation"] <= RATIO_BOUND, got
     assert got["mbps_median_deviation"] <= MBPS_BOUND, got
+    if got["quiet"]["cells"] == got["cells"]:
+        # the machine was quiet around both runs' measurement: MB/s meets the goal (measured here:
+        # 0.1 % and 10 %; the ratio 11 % and 16 %, iperf3's single-connection runs being the noisier side)
+        assert got["mbps_median_deviation"] <= GOAL, got
