@@ -34,7 +34,7 @@ from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
 from lab.matrix.recommend import recommend
 from lab.matrix.verdict import Verdict
-from lab.matrix.worker import GO, VERDICTS_DONE, WAITING
+from lab.matrix.worker import GO, RUNNING, VERDICTS_DONE, WAITING
 from lab.network.net import pcap_cap_line, pcap_scope
 from lab.network.sandbox import require_root, run_sandboxed, sigterm_as_exit, stop_sandboxes_of
 from lab.report import results, write_all
@@ -110,9 +110,16 @@ class Progress:
         self.done = 0
         self.tty = hasattr(stream, "isatty") and stream.isatty()
 
-    def update(self, entries: list[dict], note: str = "") -> None:
+    def update(self, entries: list[dict], note: str = "", running: list[tuple[str, float]] | None = None) -> None:
+        """`running`: the cells being judged now and for how long (seconds): the bar says them, and
+        a log (not a terminal) gets a line every LOG_EVERY_S for a cell running longer than 2 s."""
         if not self.enabled:
             return
+        running = running or []
+        if running:
+            note = ", ".join(f"{cid} {age:.0f} s" for cid, age in running)
+        if not self.tty and running:
+            self._log_running(running)
         n = len(entries)
         c = {k: sum(e["outcome"] == k for e in entries) for k in ("pass", "fail", "error")}
         differ = sum(not e["matches"] and e["outcome"] != "error" for e in entries)
@@ -131,6 +138,18 @@ class Progress:
             self.stream.write(line)
             self.stream.flush()
             self.last = line
+
+    LOG_EVERY_S = 5.0
+
+    def _log_running(self, running: list[tuple[str, float]]) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_logged", 0.0) < self.LOG_EVERY_S:
+            return
+        slow = [(cid, age) for cid, age in running if age >= 2]
+        if slow:
+            self._logged = now
+            self.stream.write("".join(f"  running {cid}: {age:.0f} s\n" for cid, age in slow))
+            self.stream.flush()
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -252,6 +271,18 @@ class Prepared(threading.Thread):
 QUIET_WAIT_S = 15.0
 
 
+def _running_cells(plan: RunPlan, groups: list[int]) -> list[tuple[str, float]]:
+    """(cell id, seconds it has run) of the cell each of these groups' workers is judging now."""
+    found = []
+    for i in groups:
+        try:
+            now = json.loads((plan.group_dir(i) / RUNNING).read_text())
+            found.append((str(now["id"]), max(0.0, time.time() - float(now["since"]))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
 def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress,
                busy: Callable[[], bool] = lambda: False) -> tuple[list[str], dict, Stop | None]:
     """Each group in its own sandbox, `jobs` at once, with a live progress bar; the lab errors of
@@ -328,7 +359,7 @@ def run_groups(plan: RunPlan, plan_path: Path, jobs: int, bar: Progress,
             entries += fresh
             note = f"throughput: {plan.groups[turn].label}" if turn in running else \
                 ", ".join(plan.groups[i].label for i in judging)
-            bar.update(entries, note)
+            bar.update(entries, note, [] if turn in running else _running_cells(plan, judging))
             stopping.wait(0.05)
         if stopping.is_set():
             at, errors_before = signalled[0] if signalled else (time.time(), len(lab_errors))

@@ -577,6 +577,8 @@ def judge_cell(net, topology, cell: scenario.Cell, spec: scenario.CellSpec, g: G
 # -- the throughput phase ---------------------------------------------------------------------------
 
 VERDICTS_DONE, WAITING, GO = "verdicts.done", "throughput.wait", "throughput.go"
+#: The cell a worker is judging now and since when (JSON), for the runner's progress line.
+RUNNING = "running.json"
 
 
 def wait_turn(g: Group) -> None:
@@ -722,10 +724,12 @@ def run_group(g: Group) -> None:
                 try:
                     for cell, spec in members:
                         check_runner(g.plan.heartbeat)
+                        (wd / RUNNING).write_text(json.dumps({"id": cell.id, "since": time.time()}))
                         entry, fault = judge_cell(net, topology, cell, spec, g, server, judge)
                         if fault and "lab_error" not in info:
                             info["lab_error"] = f"{fault} (found at {cell.id})"
                         judge.emit(entry)
+                        (wd / RUNNING).unlink(missing_ok=True)
                         done.add(cell.id)
                 finally:
                     server.stop()

@@ -20,9 +20,9 @@ from lab.errors import InputError, LabError
 from lab.matrix import scenario
 from lab.matrix.jsonl import JsonLines, read_all
 from lab.matrix.plan import GroupPlan, RunPlan
-from lab.matrix.runner import Progress, parse_size, plan_groups
+from lab.matrix.runner import Progress, _running_cells, parse_size, plan_groups
 from lab.matrix.servers import ServerRun, ftpdata_text, server_key, server_statements
-from lab.matrix.worker import firewall_saw, lab_fault, payload
+from lab.matrix.worker import RUNNING, firewall_saw, lab_fault, payload
 from lab.network.net import Program
 from lab.network.ready import file_shows, wait_until
 from lab.topology import loader as topo
@@ -112,6 +112,28 @@ def test_progress_logs_lines_when_not_a_tty():
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[-1].startswith("[" + "#" * 30 + "] 40/40  pass 20  fail 20  error 0  differ 20")
+
+
+def test_progress_says_which_cell_runs_and_for_how_long(tmp_path):
+    """The bar moved only when a cell ended: a 20 s cell looked like a hang."""
+    log = io.StringIO()
+    bar = Progress(40, stream=log)
+    bar.update([], "", [("dynamic-filter-nat/plain/pasv+control-timeout", 1.0)])
+    assert log.getvalue() == ""                                       # a short cell says nothing
+    bar.update([], "", [("dynamic-filter-nat/plain/pasv+control-timeout", 6.0)])
+    assert log.getvalue() == "  running dynamic-filter-nat/plain/pasv+control-timeout: 6 s\n"
+    bar.update([], "", [("dynamic-filter-nat/plain/pasv+control-timeout", 6.5)])
+    assert log.getvalue().count("running") == 1                       # at most one line every 5 s
+    group = tmp_path / "g0"
+    group.mkdir()
+    (group / RUNNING).write_text(json.dumps({"id": "lan/tls/pasv", "since": time.time() - 3}))
+
+    class Plan:
+        def group_dir(self, i):
+            return tmp_path / f"g{i}"
+
+    (cid, age), = _running_cells(Plan(), [0, 1])                     # g1 has no running cell
+    assert cid == "lan/tls/pasv" and 2.5 < age < 10
 
 
 def test_curl_and_lftp_command_lines(tmp_path):
