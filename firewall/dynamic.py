@@ -29,8 +29,10 @@ let through uninspected and opens nothing.
 The device: `firewall:` section with `mode: dynamic`. Queue numbers: lab.devkit.queues. Events:
 ready, pinhole-open/-used/-expired, tls-detected, ccc, ignored, drop, error. Kernel features:
 NFQUEUE, conntrack. Its model for prediction (DynamicModel): an inspector that reads the first
-cleartext line after CCC (lab.devkit.inspection), the pinholes an announcement opens (the same
-pinhole_targets the process uses) and which new connections it admits.
+cleartext line after CCC (lab.devkit.inspection), and then this very DynamicFilter, driven with a
+fake clock and fed the control connection as real segments (lab.devkit.inspection.Replay): the
+pinholes it opens and the SYNs it admits are the runtime's, single use, lifetime and one outstanding
+pinhole per control connection included (tests/unit/test_model_is_runtime.py).
 """
 
 from __future__ import annotations
@@ -46,9 +48,8 @@ from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding, Receipt
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
-from lab.devkit.inspection import Inspector, names_sender
-from lab.devkit.tcpseg import Segment, describe, parse
-from lab.devkit.types import Flow
+from lab.devkit.inspection import Clock, Inspector, Replay, names_sender, recorder, segment
+from lab.devkit.tcpseg import SYN, Segment, describe, parse
 from lab.devkit.view import NodeView, config_path
 
 CONTROL_QUEUE, NEW_QUEUE = queues.DYNAMIC_CONTROL, queues.DYNAMIC_NEW
@@ -84,17 +85,27 @@ def pinhole_targets(host: Any, sender: Any, toward_peer: Any) -> list | None:
 
 @dataclass(frozen=True)
 class DynamicModel(Inspector):
-    """The dynamic filter's model (what the path walk asks): what it reads (Inspector), the pinholes
-    a readable announcement opens, and which new connections it admits."""
+    """The dynamic filter's model (what the path walk asks): what it reads (Inspector), and then the
+    runtime itself: `runtime()` is a real DynamicFilter (a clock that moves only when told, events
+    kept in memory), `watch()` feeds it a control connection as real segments, `admit()` asks it
+    about a new connection's SYN. Nothing of what the filter decides exists twice."""
 
-    def pinholes(self, host: Any, port: int, sender: Any, toward_peer: Any, peer: Any) -> list[tuple] | None:
-        """[(src, dst, dport)] opened for `peer` by the announcement; None: it names someone else."""
-        dsts = pinhole_targets(host, sender, toward_peer)
-        return None if dsts is None else [(peer, dst, port) for dst in dsts]
+    no_pinhole = NO_PINHOLE          # admit()'s reason for a connection nothing announced
 
-    def admits(self, flow: Flow, control_ports: tuple[int, ...], pinholes: set[tuple]) -> bool:
-        """A new connection passes to a control port, or through a pinhole (src, dst, dport)."""
-        return flow.dport in control_ports or (flow.src, flow.dst, flow.dport) in pinholes
+    def runtime(self, control_ports: tuple[int, ...] | list[int], lifetime: float | None = None,
+                idle_timeout: int | None = None, late_rewrite: bool = False) -> DynamicFilter:
+        return DynamicFilter("model", list(control_ports), recorder("model", "dynamic"),
+                             LIFETIME if lifetime is None else lifetime, clock=Clock(), idle_timeout=idle_timeout,
+                             late_rewrite=late_rewrite)
+
+    def watch(self, fw: DynamicFilter, forward: tuple, back: tuple | None = None) -> Replay:
+        """The control connection `forward` (src, sport, dst, dport as the client's packets reach
+        the filter; `back` the server's) fed to `fw`: its `line()` sends an announcement."""
+        return Replay(lambda seg: seg if fw.control(seg) else None, forward, back)
+
+    def admit(self, fw: DynamicFilter, src: Any, sport: int, dst: Any, dport: int) -> str | None:
+        """None: `fw` admits a new connection's SYN src:sport -> dst:dport; else why it drops it."""
+        return fw.admit(segment(str(src), sport, str(dst), dport, 7000, 0, SYN))
 
 
 class DynamicFilter:

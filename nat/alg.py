@@ -60,7 +60,7 @@ from lab.devkit import features, queues
 from lab.devkit.ctrlstream import C2S, OTHER, S2C, Conn, ControlTracker, Fed, Finding, Receipt
 from lab.devkit.device import Device, DeviceSetup
 from lab.devkit.events import EventWriter
-from lab.devkit.inspection import Inspector
+from lab.devkit.inspection import Clock, Inspector, Replay, recorder
 from lab.devkit.tcpseg import FIN, Segment, parse, patch, rebuild
 from lab.devkit.view import NodeView, config_path
 from lab.ftps.grammar import HostPort, format_port_args
@@ -570,6 +570,64 @@ def _with(line: bytes, ann, host: str, port: int) -> bytes:
     return line[:s] + new + line[e:]
 
 
+# -- the model (what prediction asks): the engine itself ------------------------------------------
+
+class MemoryMaps:
+    """The MapKernel of a model's engine: the mappings kept in memory, none used yet."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Mapping] = {}
+
+    def install(self, m: Mapping, outside: str, lifetime: float = 30.0) -> None:
+        self.entries[m.key(outside)] = m
+
+    def remove(self, m: Mapping, outside: str) -> None:
+        if self.entries.get(m.key(outside)) is m:
+            del self.entries[m.key(outside)]
+
+    def waiting(self, outside: str) -> set[int]:
+        return {m.public_port for m in self.entries.values()}
+
+
+@dataclass(frozen=True)
+class AlgModel(Inspector):
+    """The scapy ALG's model (what the path walk asks): what it reads (Inspector), and then the
+    runtime itself: `runtime()` is a real AlgEngine with its Mappings in memory and a clock that
+    moves only when told; `watch()` feeds it a control connection as real segments (its `line()`
+    returns the line as the ALG forwards it: the rewrite, with the port it really allocated);
+    `mappings()` are the DNAT mappings it installed. Nothing of what the ALG decides exists twice."""
+
+    def runtime(self, outside: str, control_ports: tuple[int, ...] | list[int],
+                one_to_one: dict[str, str] | None = None, outside6: str | None = None,
+                lifetime: float = 30.0) -> AlgEngine:
+        clock = Clock()
+        events = recorder("model", "alg")
+        v6 = (outside6, Mappings(outside6, events, lifetime, kernel=MemoryMaps(), clock=clock)) if outside6 else None
+        return AlgEngine("model", outside, list(control_ports), events,
+                         Mappings(outside, events, lifetime, kernel=MemoryMaps(), clock=clock), clock=clock,
+                         one_to_one=one_to_one, v6=v6)
+
+    def watch(self, engine: AlgEngine, forward: tuple, back: tuple | None = None,
+              outside: tuple[bool, bool] = (False, False)) -> Replay:
+        """The control connection `forward` (src, sport, dst, dport as the client's packets reach
+        the ALG; `back` the server's) fed to `engine`; `outside`: whether the client's and the
+        server's packets arrive on the NAT's outside interface."""
+        client = (str(forward[0]), forward[1])
+
+        def feed(seg: Segment) -> Segment | None:
+            verdict = engine.process(seg, outside[0] if (seg.src, seg.sport) == client else outside[1])
+            if verdict.action == "drop":
+                return None
+            return seg if verdict.packet is None else parse(verdict.packet)
+
+        return Replay(feed, forward, back)
+
+    def mappings(self, engine: AlgEngine) -> list[tuple[str, str, int, str, int]]:
+        """(peer, public address, public port, host, port) of each mapping waiting for its connection."""
+        every = [engine.mappings] + ([engine.v6[1]] if engine.v6 is not None and engine.v6[1] is not None else [])
+        return [(m.peer, maps.outside, m.public_port, m.host, m.port) for maps in every for m in maps.active.values()]
+
+
 # -- setup (pure, called by the engine) ----------------------------------------------------------
 
 def queue_rules(ports: tuple[int, ...], queue: int, table: str, chain: str,
@@ -606,7 +664,7 @@ def setup(view: NodeView) -> DeviceSetup:
 
 DEVICE = Device(
     name="alg", section="nat", applies=lambda view: view.section.alg == "scapy", setup=setup,
-    program="nat.alg", model=Inspector("the scapy ALG", rewrites="outside"),
+    program="nat.alg", model=AlgModel("the scapy ALG", rewrites="outside"),
     events=frozenset({"ready", "rewrite", "mapping-open", "mapping-used", "mapping-expired", "tls-detected",
                       "ccc", "ignored", "drop", "error"}),
     features=(features.NFQUEUE, features.KERNEL_NAT),

@@ -93,19 +93,21 @@ def _sample(net: Net, servers: dict, cfg: dict, security: str, data: str, passiv
     learned: dict[str, Learned] = {}
     pc, qc = ctrls[passive], ctrls[active]
     notes = []
+    asked = shown
     # 3. the passive server's announcement, server -> client
     if data == "pasv":
-        host, ann = announce(net, pc.hops, False, pc.last.dst, p, learned, security, "other", shown)
-        notes += [f"{passive}'s 227 announces {pc.last.dst}:{shown}", *ann]
+        host, port, shown, ann = announce(net, pc.hops, False, pc.last.dst, p, learned, security, "other", shown,
+                                       "227")
+        notes += [f"{passive}'s 227 announces {pc.last.dst}:{asked}", *ann]
         target = host
     else:
-        _, ann = announce(net, pc.hops, False, None, p, learned, security, "other", shown)
-        notes += [f"{passive}'s 229 announces port {shown}; the client names the address it reached {passive} at, "
+        _, port, shown, ann = announce(net, pc.hops, False, None, p, learned, security, "other", shown, "229")
+        notes += [f"{passive}'s 229 announces port {asked}; the client names the address it reached {passive} at, "
                   f"{pc.first.dst}", *ann]
         target = pc.first.dst
     # 4. the PORT/EPRT to the active server, client -> server (it names P, not its sender)
     verb = "PORT" if data == "pasv" else "EPRT"
-    got, ann = announce(net, qc.hops, True, target, p, learned, security, "other", shown)
+    got, port, shown, ann = announce(net, qc.hops, True, target, port, learned, security, "other", shown, verb)
     notes += [f"the client's {verb} tells {active} {target}:{shown}", *ann]
     if cfg[active].PORTCOMMANDIPADDR == "NOREDIRECT" and got != qc.last.src:
         return Prediction("fail", "data-setup", "; ".join(
@@ -113,7 +115,8 @@ def _sample(net: Net, servers: dict, cfg: dict, security: str, data: str, passiv
                      f"NOREDIRECT refuses the {verb} (504)"]), servers[active]["node"])   # its refusal decides
     # 5. the active server's data connection to the passive one
     sport = net.topology.ftp.control_port - 1
-    conn = cross(net, servers[active]["node"], Packet(qc.last.dst, got, sport, p, shown=(str(sport), shown)), learned)
+    conn = cross(net, servers[active]["node"], Packet(qc.last.dst, got, sport, port, shown=(str(sport), shown)),
+                 learned)
     if isinstance(conn, Stop):
         return Prediction("fail", "data-connect", "; ".join([*notes, f"{active} connects to {got}:{shown}: {conn.reason}"]),
                           conn.device)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.devkit.conntrack import forgets
-from lab.devkit.inspection import names_sender
+from lab.devkit.inspection import announcement_line, names_sender, read_announcement
 from lab.devkit.types import Flow, PortRange, Unreadable
 from lab.matrix import ends as ends_mod
 from lab.matrix.ends import Ends, Refusal
@@ -111,7 +111,9 @@ class Learned:
     """What a router learned from the control channel for this cell's data connection."""
     mappings: set[tuple] = field(default_factory=set)   # scapy ALG: (peer, public, port) -> (host, port)
     expects: set[tuple] = field(default_factory=set)    # kernel helper: (src, dst, port) -> (host, port)
-    pinholes: set[tuple] = field(default_factory=set)   # dynamic filter: (src, dst, dport)
+    #: the runtimes of the devices that decide in Python (the dynamic filter, the scapy ALG), by
+    #: device name: their own objects, fed the control connection (their models' runtime())
+    runtimes: dict[object, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -200,12 +202,15 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     # mangle PREROUTING: the internet's private-destination drop, then the dynamic filter
     if node.name == topo.internet and is_private(pkt.dst):
         return Stop(node.name, f"{node.name} drops it: {pkt.dst} is a private address, not routed on the internet")
-    if fw is not None and fw.mode == "dynamic":
-        flow = Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if)
-        if not devices.model("dynamic").admits(flow, net.control_ports(node), st.pinholes):
-            return Stop(node.name, f"{node.name} (dynamic filter) drops it: no pinhole for {pkt}")
-        if pkt.dport not in net.control_ports(node):
-            result.notes.append(f"{node.name} (dynamic filter) admits it through its pinhole")
+    if fw is not None and fw.mode == "dynamic" and pkt.dport not in net.control_ports(node):
+        # the runtime's own admission of the SYN (queue 21): its pinholes, single use, lifetime
+        model = devices.model("dynamic")
+        runtime = st.runtimes.get("dynamic") or _dynamic_runtime(net, node, fw)
+        why = model.admit(runtime, pkt.src, pkt.sport or EPHEMERAL.low, pkt.dst, pkt.dport)
+        if why is not None:
+            told = f"no pinhole for {pkt}" if why == model.no_pinhole else f"{why} ({pkt})"
+            return Stop(node.name, f"{node.name} (dynamic filter) drops it: {told}")
+        result.notes.append(f"{node.name} (dynamic filter) admits it through its pinhole")
     # nat PREROUTING: the ALG's mappings (first in the chain), the helper's expectations, the forwards
     translated = related = False
     for peer, public, port, host, host_port in sorted(st.mappings, key=str):
@@ -404,54 +409,50 @@ class _Unpredictable(Exception):
 
 # -- the announcement ----------------------------------------------------------------------------------
 
+#: the line each data method announces with (its `kind`), and the one an address of the other family needs
+KINDS = {"pasv": "227", "epsv": "229", "port": "PORT", "eprt": "EPRT"}
+
+
 def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dict[str, Learned],
-             security: str, first_after_ccc: str, shown: str) -> tuple[object, list[str]]:
-    """The announcement (host None: a 229, no address) along the control path in the direction it
-    travels; each router's inspectors act on it as their models say (`shown`: the port as a
-    reason writes it). Returns the host as it arrives, and what happened on the way."""
+             security: str, first_after_ccc: str, shown: str, kind: str | None = None
+             ) -> tuple[object, int, str, list[str]]:
+    """The announcement (host None: a 229, no address; `kind` the line's verb or code: PORT, EPRT,
+    227, 229) along the control path in the direction it travels; each router's inspectors act on
+    it as their models say (`shown`: the port as a reason writes it). Where a device decides in
+    Python (the scapy ALG, the dynamic filter) the line goes through its runtime, as real segments.
+    Returns the host and port as they arrive, the port as a reason writes it, and what happened
+    on the way."""
     notes: list[str] = []
+    if kind is None:
+        kind = ("EPRT" if host is not None and host.version == 6 else "PORT") if c2s else \
+            ("229" if host is None or host.version == 6 else "227")
+    line = announcement_line(kind, host, port)
     for hop in (hops if c2s else list(reversed(hops))):
         node = net.topology.nodes[hop.node]
         nat, fw = net.sections(node)
         st = learned.setdefault(node.name, Learned())
         if c2s:      # PORT/EPRT: client -> server
-            sender, peer_seen, arrived_on = hop.arrive.src, hop.arrive.dst, hop.in_if
+            sender, peer_seen = hop.arrive.src, hop.arrive.dst
             sender_known_as, peer_real = hop.leave.src, hop.leave.dst
         else:        # 227/229: the server's reply, server -> client
-            sender, peer_seen, arrived_on = hop.leave.dst, hop.leave.src, hop.out_if
+            sender, peer_seen = hop.leave.dst, hop.leave.src
             sender_known_as, peer_real = hop.arrive.dst, hop.arrive.src
+        # the control connection as it reaches this router: the client's packets, and the server's
+        forward = (hop.arrive.src, hop.arrive.sport, hop.arrive.dst, hop.arrive.dport)
+        back = (hop.leave.dst, hop.leave.dport, hop.leave.src, hop.leave.sport)
         inspector = devices.nat_inspector(nat.alg) if nat is not None else None
-        if inspector is not None and inspector.rewrites == "outside":
+        if inspector is not None and hasattr(inspector, "runtime"):
             ok, why = inspector.reads(security, first_after_ccc)
             if not ok:
                 notes.append(f"{node.name}'s {_named(inspector)} cannot read it ({why})")
-            elif arrived_on == nat.outside:
-                pass                   # an announcement from outside: the scapy ALG leaves it alone
-            elif names_sender(host, sender) and nat.public_of(sender) is not None:
-                # a 1:1 host: every port of its public address already reaches it, no mapping needed
-                if host is not None:
-                    host = nat.public_of(sender)
-                    notes.append(f"{node.name}'s {_named(inspector)} rewrites it to {host}:{shown} (1:1 NAT)")
-            elif names_sender(host, sender):
-                public = net.outside(node, sender.version)
-                st.mappings.add((peer_seen, public, port, sender, port))
-                notes.append(f"{node.name}'s {_named(inspector)} " + (f"rewrites it to {public}:{shown}" if host else
-                             "reads it") + f" and maps {public}:{shown} to {sender}:{shown} for {peer_seen}")
-                host = public if host is not None else None
             else:
-                notes.append(f"{node.name}'s {_named(inspector)} leaves it alone: it names {host}, not its sender {sender}")
+                outside = (hop.in_if == nat.outside, hop.out_if == nat.outside)   # where each side arrives
+                line, port, shown = _alg_reads(net, node, nat, inspector, st, line, c2s, forward, back, outside,
+                                               sender, peer_seen, port, shown, notes)
+                host = _host(read_announcement(line)[0]) if kind != "229" else None
         if fw is not None and fw.mode == "dynamic":
-            model = devices.model("dynamic")
-            ok, why = model.reads(security, first_after_ccc)
-            holes = model.pinholes(host, port, sender, sender_known_as, peer_real) if ok else None
-            if not ok:
-                notes.append(f"{node.name} (dynamic filter) cannot read it ({why})")
-            elif holes is None:
-                notes.append(f"{node.name} (dynamic filter) opens nothing: it names {host}, not its sender {sender}")
-            else:
-                st.pinholes.update(holes)
-                notes.append(f"{node.name} (dynamic filter) reads it and opens a pinhole {peer_real} -> "
-                             f"{holes[0][1]}:{shown}")
+            _dynamic_reads(net, node, fw, st, line, c2s, forward, back, host, sender, peer_real, shown,
+                           security, first_after_ccc, notes)
         attached = _ruleset_helper(net, node, fw, hop)
         if inspector is not None and inspector.related:
             host = _helper_reads(node, inspector, _named(inspector), host, sender, sender_known_as, peer_real, port,
@@ -461,7 +462,94 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
             helper = devices.nat_inspector("kernel")
             host = _helper_reads(node, helper, f"{_named(helper)} (attached by {attached})", host, sender,
                                  sender_known_as, peer_real, port, st, security, first_after_ccc, shown, notes)
-    return host, notes
+        if kind != "229":
+            line = announcement_line(kind, host, port)     # as a kernel helper left it
+    return host, port, shown, notes
+
+
+def _host(text):
+    return None if text is None else ipaddress.ip_address(text)
+
+
+def _alg_reads(net: Net, node: Node, nat, model, st: Learned, line: bytes, c2s: bool, forward: tuple,
+               back: tuple, outside: tuple[bool, bool], sender, peer_seen, port: int, shown: str, notes: list[str]):
+    """The scapy ALG's runtime on the line: (the line as it leaves, its port, the port as shown)."""
+    engine = st.runtimes.get("alg")
+    if engine is None:
+        six = None
+        try:
+            six = net.outside(node, 6)
+        except (StopIteration, ValueError):
+            pass
+        engine = st.runtimes["alg"] = model.runtime(
+            str(net.outside(node, 4)), net.control_ports(node),
+            one_to_one={str(o.to): str(o.public) for o in nat.one_to_one},
+            outside6=str(six) if six is not None and six.version == 6 else None)
+    replay = st.runtimes.get(("alg", forward))          # one per control connection through it
+    if replay is None:
+        replay = st.runtimes[("alg", forward)] = model.watch(engine, forward, back, outside)
+    seen = len(engine.events.log)
+    out = replay.line(c2s, line) if replay.open else line
+    if out is None:
+        notes.append(f"{node.name}'s {_named(model)} drops it")
+        return line, port, shown
+    said = engine.events.log[seen:]
+    rewrite = next((e for e in said if e["type"] == "rewrite"), None)
+    opened = next((e for e in said if e["type"] == "mapping-open"), None)
+    ignored = next((e for e in said if e["type"] in ("ignored", "error")), None)
+    new = read_announcement(out)
+    new_port = new[1] if new is not None else port
+    new_shown = shown if new_port == port else str(new_port)
+    for peer, public, public_port, host, host_port in model.mappings(engine):
+        st.mappings.add((ipaddress.ip_address(peer), ipaddress.ip_address(public), public_port,
+                         ipaddress.ip_address(host), host_port))
+    name = _named(model)
+    if rewrite is not None and rewrite.get("one_to_one"):
+        notes.append(f"{node.name}'s {name} rewrites it to {new[0]}:{new_shown} (1:1 NAT)")
+    elif opened is not None:
+        public = opened["public"].rsplit(":", 1)[0]
+        notes.append(f"{node.name}'s {name} " + (f"rewrites it to {public}:{new_shown}" if rewrite is not None
+                                                 or new[0] is not None else "reads it")
+                     + f" and maps {public}:{new_shown} to {sender}:{shown} for {peer_seen}")
+    elif ignored is not None and "not its sender" in str(ignored.get("message")):
+        host = read_announcement(line)[0]
+        notes.append(f"{node.name}'s {name} leaves it alone: it names {host}, not its sender {sender}")
+    elif ignored is not None:
+        notes.append(f"{node.name}'s {name} leaves it alone: {ignored.get('message')}")
+    return out, new_port, new_shown
+
+
+def _dynamic_runtime(net: Net, node: Node, fw):
+    """A fresh dynamic-filter runtime for this router, as its setup() configures the process."""
+    nat = net.sections(node)[0]
+    return devices.model("dynamic").runtime(
+        net.control_ports(node), lifetime=fw.pinhole_lifetime, idle_timeout=fw.idle_timeout,
+        late_rewrite=nat is not None and nat.alg in ("kernel", "kernel-nft"))
+
+
+def _dynamic_reads(net: Net, node: Node, fw, st: Learned, line: bytes, c2s: bool, forward: tuple, back: tuple,
+                   host, sender, peer_real, shown: str, security: str, first_after_ccc: str,
+                   notes: list[str]) -> None:
+    """The dynamic filter's runtime on the line (it reads what the ALG before it forwarded)."""
+    model = devices.model("dynamic")
+    ok, why = model.reads(security, first_after_ccc)
+    if not ok:
+        notes.append(f"{node.name} (dynamic filter) cannot read it ({why})")
+        return
+    runtime = st.runtimes.get("dynamic")
+    if runtime is None:
+        runtime = st.runtimes["dynamic"] = _dynamic_runtime(net, node, fw)
+    replay = st.runtimes.get(("dynamic", forward))      # one per control connection through it
+    if replay is None:
+        replay = st.runtimes[("dynamic", forward)] = model.watch(runtime, forward, back)
+    seen = len(runtime.events.log)
+    replay.line(c2s, line)
+    opened = next((e for e in runtime.events.log[seen:] if e["type"] == "pinhole-open"), None)
+    if opened is None:
+        notes.append(f"{node.name} (dynamic filter) opens nothing: it names {host}, not its sender {sender}")
+    else:
+        notes.append(f"{node.name} (dynamic filter) reads it and opens a pinhole {peer_real} -> "
+                     f"{opened['dst']}:{shown}")
 
 
 def _ruleset_helper(net: Net, node: Node, fw, hop: Hop) -> str | None:
@@ -626,7 +714,8 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
     first_after_ccc = ends.first_after_ccc
     if passive:
         host = server_ip if data == "pasv" else None
-        got, notes = announce(net, ctrl.hops, False, host, p, learned, security, first_after_ccc, shown)
+        got, port, told, notes = announce(net, ctrl.hops, False, host, p, learned, security, first_after_ccc,
+                                          shown, KINDS[data])
         notes.insert(0, f"the {what} announces " + (f"{host}:{shown}" if host else f"port {shown}"))
         target = got
         if data == "epsv" or ends.ignores_pasv_address:
@@ -634,9 +723,10 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
             if data == "pasv":
                 notes.append(f"the client ignores the 227 address and connects to the control address {target}")
         start, listener = ftp.client, ftp.server
-        pkt = Packet(None, target, client_port[0], p, shown=("*", shown))
+        pkt = Packet(None, target, client_port[0], port, shown=("*", told))
     else:
-        got, notes = announce(net, ctrl.hops, True, client_ip, p, learned, security, first_after_ccc, shown)
+        got, port, told, notes = announce(net, ctrl.hops, True, client_ip, p, learned, security, first_after_ccc,
+                                          shown, KINDS[data])
         notes.insert(0, f"the {what} announces {client_ip}:{shown}")
         for refusal in (ends_mod.port_refusal(ends, got, client_seen), ends_mod.protection_refusal(security, ends)):
             if refusal is not None:
@@ -646,10 +736,10 @@ def _cell(net: Net, security: str, data: str, ends: Ends, csport: int, data_port
                          f"{client_seen} instead of {got}")
             got = client_seen
         sport = ends.server.data_source_port(security, ctrl.last.dport)
-        notes.append(f"the server connects from port {sport or 'an ephemeral port'} to {got}:{shown}")
+        notes.append(f"the server connects from port {sport or 'an ephemeral port'} to {got}:{told}")
         start, listener = ftp.server, ftp.client
-        pkt = Packet(server_ip, got, sport or client_port[0], p,
-                     shown=(str(sport) if sport else client_port[1], shown))
+        pkt = Packet(server_ip, got, sport or client_port[0], port,
+                     shown=(str(sport) if sport else client_port[1], told))
     # 4. the data connection
     conn = cross(net, start, pkt, learned)
     if isinstance(conn, Stop):
