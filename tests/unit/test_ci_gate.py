@@ -116,3 +116,13 @@ def test_no_test_skips_because_a_project_module_is_missing():
             if words & {"lab", "nat", "firewall"}:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"skips on a project module: {offenders}"
+
+
+def test_no_two_test_modules_share_a_name():
+    """The test folders are not packages: two test_X.py in different folders cannot both be collected
+    in one run (pytest's 'import file mismatch'), which broke a whole CI run once while each folder
+    passed on its own."""
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a module name"
+        seen[path.name] = path

@@ -58,7 +58,7 @@ PINNED = {
         "implicit": "pass pass data-setup/zos data-setup/zos",
         "implicit-zos": "pass pass data-setup/zos data-setup/zos",
     },
-    "ufw-logging": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+    "ufw-logging": {  # measured: every cell as observed (tests/net/test_real_rulesets_run.py)
         # ufw's LOG, limit and recent rules decide nothing; 989's active data meets the FORWARD policy
         "plain": "pass pass pass pass",
         "tls": "pass pass pass pass",
@@ -66,7 +66,7 @@ PINNED = {
         "implicit": "pass pass data-connect/fw data-connect/fw",
         "implicit-zos": "pass pass data-connect/fw data-connect/fw",
     },
-    "fail2ban": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+    "fail2ban": {  # measured: every cell as observed (tests/net/test_real_rulesets_run.py)
         # fail2ban's REJECT of the banned client on 990 (f2b-ftps): the router's decision
         "plain": "pass pass pass pass",
         "tls": "pass pass pass pass",
@@ -74,7 +74,7 @@ PINNED = {
         "implicit": "connect/fw connect/fw connect/fw connect/fw",
         "implicit-zos": "connect/fw connect/fw connect/fw connect/fw",
     },
-    "firewalld": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+    "firewalld": {  # measured: every cell as observed (tests/net/test_real_rulesets_run.py)
         # ct status dnat accept: the forwarded ports pass; PASV's 227 names the private address
         "plain": "data-connect/internet pass pass pass",
         "tls": "data-connect/internet pass pass pass",
@@ -82,7 +82,7 @@ PINNED = {
         "implicit": "data-connect/internet pass pass pass",
         "implicit-zos": "data-connect/internet pass pass pass",
     },
-    "shorewall": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+    "shorewall": {  # measured: every cell as observed (tests/net/test_real_rulesets_run.py)
         # no data ports open: data crosses as RELATED where the raw table's helper reads it; else REJECT
         "plain": "pass pass pass pass",
         "tls": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
@@ -90,7 +90,7 @@ PINNED = {
         "implicit": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
         "implicit-zos": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",
     },
-    "nft-helper": {  # measured: every cell as observed (tests/net/test_real_rulesets.py)
+    "nft-helper": {  # measured: every cell as observed (tests/net/test_real_rulesets_run.py)
         # ct helper set: the kernel helper's RELATED data in clear; inside TLS the policy drop
         "plain": "pass pass pass pass",
         "tls": "data-connect/fw data-connect/fw data-connect/fw data-connect/fw",

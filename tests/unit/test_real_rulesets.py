@@ -1,6 +1,6 @@
 """Rulesets as real tools write them (issue 19 item 2): each construct, a cell predicted for a
 small ruleset in front of the server. Every test here failed on the model before (unknown cells,
-wrong outcomes, an unnamed REJECT); tests/net/test_real_rulesets.py runs the example designs."""
+wrong outcomes, an unnamed REJECT); tests/net/test_real_rulesets_run.py runs the example designs."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ def test_translated_passive_range_is_a_warning_at_the_forward(tmp_path, capsys):
     assert f"{path}:{line}: warning: nodes.nat-s.nat.forwards[2]: translates ports 60000-60100 to " \
            "10.1.1.10:61000-61100, the server's passive range (PASSIVEDATAPORTS (61000,61100)): its 227 and " \
            "229 announce ports 61000-61100, which the client cannot reach at 203.0.113.1" in err
-    # what the ALG does about it, as a real run showed (tests/net/test_small_items.py)
+    # what the ALG does about it, as a real run showed (tests/net/test_small_items_run.py)
     assert "nat-s's ALG (scapy) rewrites the reply and opens the announced port itself where it reads the " \
            "control channel in clear (plain; tls-ccc after CCC), not under TLS" in err
     assert main(["topo", "check", "--strict", str(path)]) == 2
