@@ -112,7 +112,11 @@ def throughput_table(info: dict) -> dict | None:
     rows += [{"what": cls, "mbps": _spread(f, "mbps", "min", "max", ".0f"),
               "ratio": _spread(f, "ratio", "ratio_min", "ratio_max", ".2f"), "cell": f.get("cell")}
              for cls, f in t["classes"].items() if isinstance(f, dict)]
-    return {"rows": rows, "method": t.get("method"), "errors": t.get("errors") or {}}
+    busy = t.get("machine_busy") or {}
+    busy_text = ", ".join(f"{when} {round(100 * v)} %" for when, v in busy.items() if isinstance(v, int | float))
+    return {"rows": rows, "method": t.get("method"), "errors": t.get("errors") or {},
+            "notes": {k: v for k, v in (t.get("notes") or {}).items() if v},
+            "baseline": t.get("baseline"), "busy": busy_text}
 
 
 def conn_view(view: dict | None, first: str, second: str) -> str:

@@ -212,3 +212,16 @@ def test_report_merge_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lab.cli", "report", "merge", str(tmp_path / "nowhere")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "results.json" in bad.stderr
+
+
+def test_the_throughput_table_carries_its_notes_baseline_and_how_busy_the_machine_was():
+    """The throughput phase's notes (cut short, skipped, shaped) and machine_busy were in
+    results.json and the run's output only, not in index.html."""
+    from lab.report.html import throughput_table
+
+    t = throughput_table({"throughput": {"classes": {}, "iperf3": {"mbps": 900}, "method": "m",
+                                         "notes": {"tls": "cut short: 12 s budget", "plain": ""},
+                                         "baseline": "iperf3 on port 60005 (the ruleset admits it)",
+                                         "machine_busy": {"before": 0.31, "after": 0.05}}})
+    assert t["notes"] == {"tls": "cut short: 12 s budget"}
+    assert t["baseline"].startswith("iperf3 on port 60005") and t["busy"] == "before 31 %, after 5 %"
