@@ -46,10 +46,11 @@ from typing import Any
 from lab.devkit import features, queues
 from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding, Receipt
-from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.device import MANGLE_PREROUTING, At, Decision, Device, DeviceSetup, Reading
 from lab.devkit.events import EventWriter
-from lab.devkit.inspection import Clock, Inspector, Replay, names_sender, recorder, segment
+from lab.devkit.inspection import Clock, Inspector, Replay, names_sender, read_announcement, recorder, segment
 from lab.devkit.tcpseg import SYN, Segment, describe, parse
+from lab.devkit.types import Flow
 from lab.devkit.view import NodeView, config_path
 
 CONTROL_QUEUE, NEW_QUEUE = queues.DYNAMIC_CONTROL, queues.DYNAMIC_NEW
@@ -106,6 +107,47 @@ class DynamicModel(Inspector):
     def admit(self, fw: DynamicFilter, src: Any, sport: int, dst: Any, dport: int) -> str | None:
         """None: `fw` admits a new connection's SYN src:sport -> dst:dport; else why it drops it."""
         return fw.admit(segment(str(src), sport, str(dst), dport, 7000, 0, SYN))
+
+    # -- at the hooks (lab.devkit.device.HookModel: what the path walk asks) --------------------------
+    hooks = (MANGLE_PREROUTING,)
+
+    def state_of(self, state: dict, at: At) -> DynamicFilter:
+        """This router's filter for the cell, configured as setup() configures the process."""
+        fw = state.get("dynamic")
+        if fw is None:
+            section = at.section
+            fw = state["dynamic"] = self.runtime(at.control_ports, lifetime=section.pinhole_lifetime,
+                                                 idle_timeout=section.idle_timeout, late_rewrite=at.late_rewrite)
+        return fw
+
+    def at_hook(self, hook: str, flow: Flow, state: dict, at: At) -> Decision:
+        """mangle PREROUTING, chain DYNFW: the control ports go to queue 20 (read, accepted); any
+        other new connection's SYN to queue 21, where the runtime admits it through a pinhole."""
+        if hook != MANGLE_PREROUTING or flow.dport in at.control_ports:
+            return Decision()
+        why = self.admit(self.state_of(state, at), flow.src, flow.sport or 32768, flow.dst, flow.dport)
+        if why is None:
+            return Decision("accept", "admits it through its pinhole")
+        return Decision("drop", "no pinhole" if why == NO_PINHOLE else why)
+
+    def at_announcement(self, state: dict, at: At, control: tuple[tuple, tuple], c2s: bool, line: bytes,
+                        security: str, first_after_ccc: str) -> Reading:
+        """The line through the runtime on its control connection (one replay per connection)."""
+        ok, why = self.reads(security, first_after_ccc)
+        if not ok:
+            return Reading(line, f"cannot read it ({why})")
+        fw = self.state_of(state, at)
+        replay = state.get(("dynamic", control[0]))
+        if replay is None:
+            replay = state[("dynamic", control[0])] = self.watch(fw, *control)
+        seen = len(fw.events.log)
+        replay.line(c2s, line)
+        opened = next((e for e in fw.events.log[seen:] if e["type"] == "pinhole-open"), None)
+        if opened is None:
+            ann = read_announcement(line)
+            sender = control[0][0] if c2s else control[1][0]
+            return Reading(line, f"opens nothing: it names {ann[0] if ann else None}, not its sender {sender}")
+        return Reading(line, f"reads it and opens a pinhole {opened['src']} -> {opened['dst']}:{{port}}")
 
 
 class DynamicFilter:

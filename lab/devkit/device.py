@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lab.devkit.features import KernelFeature
 from lab.devkit.view import NodeView
@@ -66,3 +66,61 @@ class Device:
     model: Any = None
     events: frozenset[str] = frozenset()
     features: tuple[KernelFeature, ...] = ()
+
+
+# -- a device's model at the netfilter hooks (what the path walk asks) ----------------------------------
+
+#: The hooks a walk takes a connection's first packet through, in the kernel's order.
+RAW_PREROUTING, MANGLE_PREROUTING, NAT_PREROUTING = "raw PREROUTING", "mangle PREROUTING", "nat PREROUTING"
+FILTER_FORWARD, FILTER_INPUT, NAT_POSTROUTING = "filter FORWARD", "filter INPUT", "nat POSTROUTING"
+HOOKS = (RAW_PREROUTING, MANGLE_PREROUTING, NAT_PREROUTING, FILTER_FORWARD, FILTER_INPUT, NAT_POSTROUTING)
+
+
+@dataclass(frozen=True)
+class At:
+    """Where a model is asked: the router, its section for this device, its control ports, and
+    whether a kernel NAT helper on the same router rewrites after this device read the stream."""
+
+    node: str
+    section: Any
+    control_ports: tuple[int, ...]
+    late_rewrite: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A model's answer at a hook: `verdict` "continue" (not decided here: the next rule or hook),
+    "accept", "drop" or "reject"; `why` in the prediction's words (a drop's reason; on an accept,
+    what the device did, or empty when there is nothing to say)."""
+
+    verdict: str = "continue"
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a model did with an announcement crossing it: the line as it leaves, and what it did in
+    the prediction's words (`{port}` stands for the port as the walk shows it), or empty."""
+
+    line: bytes
+    said: str = ""
+
+
+class HookModel(Protocol):
+    """The interface a device's model gives the path walk, so that the walk has no device logic:
+
+    at_hook(hook, flow, state, at) -> Decision: a new connection's first packet (lab.devkit.types.Flow)
+        at one of HOOKS; `state` is this router's dict for the cell, where the model keeps what it
+        learned (its runtime);
+    at_announcement(state, at, control, c2s, line, security, first_after_ccc) -> Reading: the
+        announcement `line` crossing the router on the control connection `control` ((src, sport,
+        dst, dport) of the client's packets as they arrive, and of the server's), client -> server
+        when c2s.
+    """
+
+    hooks: tuple[str, ...]
+
+    def at_hook(self, hook: str, flow: Any, state: dict, at: At) -> Decision: ...
+
+    def at_announcement(self, state: dict, at: At, control: tuple[tuple, tuple], c2s: bool, line: bytes,
+                        security: str, first_after_ccc: str) -> Reading: ...

@@ -19,6 +19,10 @@ the routing tables (lab.topology.routing.next_hop), what the kernels would do:
 4. the data connection itself from whoever connects, through the same steps as 1, now with the
    mappings, pinholes and expectations learned in 3; it must arrive at the listener.
 
+A device whose model answers at the hooks itself (lab.devkit.device.HookModel: `at_hook`,
+`at_announcement`; so far the dynamic filter) is asked through that interface and nothing of it is
+written here; the others are still judged inline below (issue 19 item 1).
+
 The first obstacle decides: outcome, stage and the node that decides (the one whose drop the
 lab observes; None when nothing is observed: a reset, no route, an end's own refusal).
 
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.devkit.conntrack import forgets
+from lab.devkit.device import MANGLE_PREROUTING, At
 from lab.devkit.inspection import announcement_line, names_sender, read_announcement
 from lab.devkit.types import Flow, PortRange, Unreadable
 from lab.matrix import ends as ends_mod
@@ -202,15 +207,9 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     # mangle PREROUTING: the internet's private-destination drop, then the dynamic filter
     if node.name == topo.internet and is_private(pkt.dst):
         return Stop(node.name, f"{node.name} drops it: {pkt.dst} is a private address, not routed on the internet")
-    if fw is not None and fw.mode == "dynamic" and pkt.dport not in net.control_ports(node):
-        # the runtime's own admission of the SYN (queue 21): its pinholes, single use, lifetime
-        model = devices.model("dynamic")
-        runtime = st.runtimes.get("dynamic") or _dynamic_runtime(net, node, fw)
-        why = model.admit(runtime, pkt.src, pkt.sport or EPHEMERAL.low, pkt.dst, pkt.dport)
-        if why is not None:
-            told = f"no pinhole for {pkt}" if why == model.no_pinhole else f"{why} ({pkt})"
-            return Stop(node.name, f"{node.name} (dynamic filter) drops it: {told}")
-        result.notes.append(f"{node.name} (dynamic filter) admits it through its pinhole")
+    stop = _at_hook(net, node, MANGLE_PREROUTING, pkt, in_if, st, result)
+    if stop is not None:
+        return stop
     # nat PREROUTING: the ALG's mappings (first in the chain), the helper's expectations, the forwards
     translated = related = False
     for peer, public, port, host, host_port in sorted(st.mappings, key=str):
@@ -450,9 +449,11 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
                 line, port, shown = _alg_reads(net, node, nat, inspector, st, line, c2s, forward, back, outside,
                                                sender, peer_seen, port, shown, notes)
                 host = _host(read_announcement(line)[0]) if kind != "229" else None
-        if fw is not None and fw.mode == "dynamic":
-            _dynamic_reads(net, node, fw, st, line, c2s, forward, back, host, sender, peer_real, shown,
-                           security, first_after_ccc, notes)
+        for model, at in _hook_models(net, node):
+            got = model.at_announcement(st.runtimes, at, (forward, back), c2s, line, security, first_after_ccc)
+            line = got.line
+            if got.said:
+                notes.append(f"{node.name} ({_named(model)}) " + got.said.replace("{port}", shown))
         attached = _ruleset_helper(net, node, fw, hop)
         if inspector is not None and inspector.related:
             host = _helper_reads(node, inspector, _named(inspector), host, sender, sender_known_as, peer_real, port,
@@ -519,37 +520,30 @@ def _alg_reads(net: Net, node: Node, nat, model, st: Learned, line: bytes, c2s: 
     return out, new_port, new_shown
 
 
-def _dynamic_runtime(net: Net, node: Node, fw):
-    """A fresh dynamic-filter runtime for this router, as its setup() configures the process."""
-    nat = net.sections(node)[0]
-    return devices.model("dynamic").runtime(
-        net.control_ports(node), lifetime=fw.pinhole_lifetime, idle_timeout=fw.idle_timeout,
-        late_rewrite=nat is not None and nat.alg in ("kernel", "kernel-nft"))
+def _hook_models(net: Net, node: Node) -> list[tuple[object, At]]:
+    """The models on this router that answer at the hooks themselves (lab.devkit.device.HookModel),
+    each with where it is asked."""
+    nat, fw = net.sections(node)
+    model = devices.model(fw.mode) if fw is not None else None
+    if model is None or not hasattr(model, "at_hook"):
+        return []
+    late = nat is not None and nat.alg in ("kernel", "kernel-nft")      # as devices.setups() tells the device
+    return [(model, At(node.name, fw, net.control_ports(node), late_rewrite=late))]
 
 
-def _dynamic_reads(net: Net, node: Node, fw, st: Learned, line: bytes, c2s: bool, forward: tuple, back: tuple,
-                   host, sender, peer_real, shown: str, security: str, first_after_ccc: str,
-                   notes: list[str]) -> None:
-    """The dynamic filter's runtime on the line (it reads what the ALG before it forwarded)."""
-    model = devices.model("dynamic")
-    ok, why = model.reads(security, first_after_ccc)
-    if not ok:
-        notes.append(f"{node.name} (dynamic filter) cannot read it ({why})")
-        return
-    runtime = st.runtimes.get("dynamic")
-    if runtime is None:
-        runtime = st.runtimes["dynamic"] = _dynamic_runtime(net, node, fw)
-    replay = st.runtimes.get(("dynamic", forward))      # one per control connection through it
-    if replay is None:
-        replay = st.runtimes[("dynamic", forward)] = model.watch(runtime, forward, back)
-    seen = len(runtime.events.log)
-    replay.line(c2s, line)
-    opened = next((e for e in runtime.events.log[seen:] if e["type"] == "pinhole-open"), None)
-    if opened is None:
-        notes.append(f"{node.name} (dynamic filter) opens nothing: it names {host}, not its sender {sender}")
-    else:
-        notes.append(f"{node.name} (dynamic filter) reads it and opens a pinhole {peer_real} -> "
-                     f"{opened['dst']}:{shown}")
+def _at_hook(net: Net, node: Node, hook: str, pkt: Packet, in_if: str | None, st: Learned,
+             result: Crossing) -> Stop | None:
+    """The hook models' decisions on a connection's first packet at `hook`: a Stop, or None."""
+    for model, at in _hook_models(net, node):
+        if hook not in model.hooks:
+            continue
+        got = model.at_hook(hook, Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if), st.runtimes, at)
+        if got.verdict in ("drop", "reject"):
+            verb = "drops" if got.verdict == "drop" else "rejects"
+            return Stop(node.name, f"{node.name} ({_named(model)}) {verb} it: {got.why} for {pkt}")
+        if got.verdict == "accept" and got.why:
+            result.notes.append(f"{node.name} ({_named(model)}) {got.why}")
+    return None
 
 
 def _ruleset_helper(net: Net, node: Node, fw, hop: Hop) -> str | None:
