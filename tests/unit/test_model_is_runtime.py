@@ -25,10 +25,13 @@ from scapy.layers.inet6 import IPv6
 from test_alg_rewrite import Events, Kernel
 
 from firewall.dynamic import NO_PINHOLE, USED, DynamicFilter
+from firewall.section import Firewall
 from lab import TOPOLOGY_DIR
 from lab.devkit.ctrlstream import Receipt
+from lab.devkit.device import MANGLE_PREROUTING, At
 from lab.devkit.inspection import announcement_line
 from lab.devkit.tcpseg import ACK, PSH, SYN, parse
+from lab.devkit.types import Flow
 from lab.matrix.pathwalk import Learned, Net, Packet, announce, cross
 from lab.topology import devices, loader
 from nat.alg import AlgEngine, Mappings, NftMaps
@@ -168,6 +171,25 @@ def test_the_dynamic_filters_model_is_its_runtime(name):
     model = dynamic_model(lines, knocks)
     assert model == runtime
     assert [(h[0], h[1], h[2]) for h in runtime[0]] == holes and runtime[1] == verdicts
+
+
+@pytest.mark.parametrize("name", DYNAMIC_CASES)
+def test_the_walks_hook_interface_gives_the_runtimes_verdicts(name):
+    """The same cases through at_announcement / at_hook, as pathwalk calls them per router."""
+    lines, knocks, holes, verdicts = DYNAMIC_CASES[name]
+    model = devices.model("dynamic")
+    at = At("fw", Firewall(mode="dynamic", pinhole_lifetime=LIFETIME), (21, 990))
+    state: dict = {}
+    control = ((CLIENT, 40000, SERVER, 21), (SERVER, 21, CLIENT, 40000))
+    for c2s, line in lines:
+        assert model.at_announcement(state, at, control, c2s, line, "plain", "data").line == line
+    got = []
+    for when, src, sport, dst, dport in knocks:
+        state["dynamic"].clock.now = when
+        decision = model.at_hook(MANGLE_PREROUTING, Flow("tcp", src, dst, dport, sport), state, at)
+        got.append(None if decision.verdict == "accept" else decision.why)
+    assert got == [None if v is None else "no pinhole" if v == NO_PINHOLE else v for v in verdicts]
+    assert model.at_hook(MANGLE_PREROUTING, Flow("tcp", CLIENT, SERVER, 21, 40001), state, at).verdict == "continue"
 
 
 def test_the_dynamic_filters_model_is_its_runtime_over_ipv6():
