@@ -233,6 +233,7 @@ def banner(topo: Topology, env: dict[str, str], server, statements: str, log: Pa
         "--ca $CA get -o /dev/null --verbose",
         "  events            what each device saw since the last `events` (`events all`: from the start)",
         "  exit              tear the network down",
+        "Type 'exit' or Ctrl-D to tear down.",
     ]
     return "\n".join(lines)
 
