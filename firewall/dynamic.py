@@ -46,7 +46,7 @@ from typing import Any
 from lab.devkit import features, queues
 from lab.devkit.conntrack import idle_sysctls
 from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding, Receipt
-from lab.devkit.device import MANGLE_PREROUTING, At, Decision, Device, DeviceSetup, Reading
+from lab.devkit.device import MANGLE_PREROUTING, At, Control, Decision, Device, DeviceSetup, Reading
 from lab.devkit.events import EventWriter
 from lab.devkit.inspection import Clock, Inspector, Replay, names_sender, read_announcement, recorder, segment
 from lab.devkit.tcpseg import SYN, Segment, describe, parse
@@ -127,27 +127,30 @@ class DynamicModel(Inspector):
             return Decision()
         why = self.admit(self.state_of(state, at), flow.src, flow.sport or 32768, flow.dst, flow.dport)
         if why is None:
-            return Decision("accept", "admits it through its pinhole")
-        return Decision("drop", "no pinhole" if why == NO_PINHOLE else why)
+            return Decision("accept", "{node} (dynamic filter) admits it through its pinhole")
+        return Decision("drop", "{node} (dynamic filter) drops it: " + ("no pinhole" if why == NO_PINHOLE else why)
+                        + " for {pkt}")
 
-    def at_announcement(self, state: dict, at: At, control: tuple[tuple, tuple], c2s: bool, line: bytes,
+    def at_announcement(self, state: dict, at: At, control: Control, c2s: bool, line: bytes,
                         security: str, first_after_ccc: str) -> Reading:
         """The line through the runtime on its control connection (one replay per connection)."""
         ok, why = self.reads(security, first_after_ccc)
         if not ok:
-            return Reading(line, f"cannot read it ({why})")
+            return Reading(line, f"{{node}} (dynamic filter) cannot read it ({why})")
         fw = self.state_of(state, at)
-        replay = state.get(("dynamic", control[0]))
+        replay = state.get(("dynamic", control.forward))
         if replay is None:
-            replay = state[("dynamic", control[0])] = self.watch(fw, *control)
+            replay = state[("dynamic", control.forward)] = self.watch(fw, control.forward, control.back)
         seen = len(fw.events.log)
         replay.line(c2s, line)
         opened = next((e for e in fw.events.log[seen:] if e["type"] == "pinhole-open"), None)
         if opened is None:
             ann = read_announcement(line)
-            sender = control[0][0] if c2s else control[1][0]
-            return Reading(line, f"opens nothing: it names {ann[0] if ann else None}, not its sender {sender}")
-        return Reading(line, f"reads it and opens a pinhole {opened['src']} -> {opened['dst']}:{{port}}")
+            sender = control.forward[0] if c2s else control.back[0]
+            return Reading(line, f"{{node}} (dynamic filter) opens nothing: it names {ann[0] if ann else None}, "
+                                 f"not its sender {sender}")
+        return Reading(line, f"{{node}} (dynamic filter) reads it and opens a pinhole {opened['src']} -> "
+                             f"{opened['dst']}:{{port}}")
 
 
 class DynamicFilter:

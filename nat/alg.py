@@ -54,13 +54,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from lab.devkit import features, queues
 from lab.devkit.ctrlstream import C2S, OTHER, S2C, Conn, ControlTracker, Fed, Finding, Receipt
-from lab.devkit.device import Device, DeviceSetup
+from lab.devkit.device import (
+    NAT_PREROUTING,
+    RAW_PREROUTING,
+    At,
+    Control,
+    Decision,
+    Device,
+    DeviceSetup,
+    Reading,
+)
 from lab.devkit.events import EventWriter
-from lab.devkit.inspection import Clock, Inspector, Replay, recorder
+from lab.devkit.inspection import Clock, Inspector, Replay, read_announcement, recorder
 from lab.devkit.tcpseg import FIN, Segment, parse, patch, rebuild
 from lab.devkit.view import NodeView, config_path
 from lab.ftps.grammar import HostPort, format_port_args
@@ -624,8 +633,78 @@ class AlgModel(Inspector):
 
     def mappings(self, engine: AlgEngine) -> list[tuple[str, str, int, str, int]]:
         """(peer, public address, public port, host, port) of each mapping waiting for its connection."""
-        every = [engine.mappings] + ([engine.v6[1]] if engine.v6 is not None and engine.v6[1] is not None else [])
-        return [(m.peer, maps.outside, m.public_port, m.host, m.port) for maps in every for m in maps.active.values()]
+        return [(m.peer, maps.outside, m.public_port, m.host, m.port) for maps in self._every(engine)
+                for m in maps.active.values()]
+
+    @staticmethod
+    def _every(engine: AlgEngine) -> list[Mappings]:
+        return [engine.mappings] + ([engine.v6[1]] if engine.v6 is not None and engine.v6[1] is not None else [])
+
+    # -- at the hooks (lab.devkit.device.HookModel: what the path walk asks) --------------------------
+    hooks = (RAW_PREROUTING, NAT_PREROUTING)
+
+    def state_of(self, state: dict, at: At) -> AlgEngine:
+        """This router's ALG for the cell, configured as setup() configures the process."""
+        engine = state.get("alg")
+        if engine is None:
+            nat = at.section
+            engine = state["alg"] = self.runtime(at.outside[0], at.control_ports,
+                                                 one_to_one={str(o.to): str(o.public) for o in nat.one_to_one},
+                                                 outside6=at.outside[1])
+        return engine
+
+    def at_hook(self, hook: str, flow: Any, state: dict, at: At) -> Decision:
+        """nat PREROUTING, the mappings' table (first in the chain): a new connection from the
+        mapping's peer to its public address and port is DNATed to the inside host and taken out of
+        the waiting set (single use, as the kernel's rule does; the runtime's poll retires it)."""
+        engine = state.get("alg")
+        if hook != NAT_PREROUTING or engine is None:
+            return Decision()
+        for maps in self._every(engine):
+            for m in list(maps.active.values()):
+                if (m.peer, maps.outside, m.public_port) == (str(flow.src), str(flow.dst), flow.dport):
+                    assert isinstance(maps.kernel, MemoryMaps)
+                    maps.kernel.remove(m, maps.outside)
+                    maps.poll()
+                    return Decision("translate", "{node}'s ALG mapping sends it on to {target}", to=(m.host, m.port))
+        return Decision()
+
+    def at_announcement(self, state: dict, at: At, control: Control, c2s: bool, line: bytes,
+                        security: str, first_after_ccc: str) -> Reading:
+        """raw PREROUTING: the line through the engine on its control connection (one replay per
+        connection): the rewrite it makes, with the port it allocates, and the mapping it installs."""
+        name = self.name.removeprefix("the ")
+        ok, why = self.reads(security, first_after_ccc)
+        if not ok:
+            return Reading(line, f"{{node}}'s {name} cannot read it ({why})")
+        engine = self.state_of(state, at)
+        replay = state.get(("alg", control.forward))
+        if replay is None:
+            outside = (control.client_if == at.section.outside, control.server_if == at.section.outside)
+            replay = state[("alg", control.forward)] = self.watch(engine, control.forward, control.back, outside)
+        seen = len(engine.events.log)
+        out = replay.line(c2s, line) if replay.open else line
+        if out is None:
+            return Reading(line, f"{{node}}'s {name} drops it")
+        said = engine.events.log[seen:]
+        rewrite = next((e for e in said if e["type"] == "rewrite"), None)
+        opened = next((e for e in said if e["type"] == "mapping-open"), None)
+        ignored = next((e for e in said if e["type"] in ("ignored", "error")), None)
+        sender, peer = (control.forward[0], control.forward[2]) if c2s else (control.back[0], control.back[2])
+        before, after = read_announcement(line), read_announcement(out)
+        new_port = "{port}" if after is None or before is None or after[1] == before[1] else str(after[1])
+        if rewrite is not None and rewrite.get("one_to_one"):
+            return Reading(out, f"{{node}}'s {name} rewrites it to {after[0]}:{new_port} (1:1 NAT)")
+        if opened is not None:
+            public = opened["public"].rsplit(":", 1)[0]
+            did = f"rewrites it to {public}:{new_port}" if rewrite is not None or (after and after[0]) else "reads it"
+            return Reading(out, f"{{node}}'s {name} {did} and maps {public}:{new_port} to {sender}:{{port}} for {peer}")
+        if ignored is not None and "not its sender" in str(ignored.get("message")):
+            return Reading(out, f"{{node}}'s {name} leaves it alone: it names {before[0] if before else None}, "
+                                f"not its sender {sender}")
+        if ignored is not None:
+            return Reading(out, f"{{node}}'s {name} leaves it alone: {ignored.get('message')}")
+        return Reading(out)
 
 
 # -- setup (pure, called by the engine) ----------------------------------------------------------

@@ -85,22 +85,39 @@ class At:
     section: Any
     control_ports: tuple[int, ...]
     late_rewrite: bool = False
+    outside: tuple[str | None, str | None] = (None, None)     # a NAT's outside addresses (IPv4, IPv6)
 
 
 @dataclass(frozen=True)
 class Decision:
     """A model's answer at a hook: `verdict` "continue" (not decided here: the next rule or hook),
-    "accept", "drop" or "reject"; `why` in the prediction's words (a drop's reason; on an accept,
-    what the device did, or empty when there is nothing to say)."""
+    "accept", "drop", "reject" or "translate" (a DNAT to `to`, (address, port)); `why` in the
+    prediction's words, a whole sentence in which `{node}` stands for the router and `{pkt}` for the
+    connection as the walk shows it (a drop's reason; on an accept or a translation, what the device
+    did, or empty when there is nothing to say)."""
 
     verdict: str = "continue"
     why: str = ""
+    to: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control connection as it reaches a router: (src, sport, dst, dport) of the client's packets
+    and of the server's (a NAT on the router shows one side under another address), and the
+    router's interfaces each arrives on."""
+
+    forward: tuple
+    back: tuple
+    client_if: str | None = None
+    server_if: str | None = None
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What a model did with an announcement crossing it: the line as it leaves, and what it did in
-    the prediction's words (`{port}` stands for the port as the walk shows it), or empty."""
+    """What a model did with an announcement crossing it: the line as it leaves, and what it did,
+    a sentence with `{node}` for the router and `{port}` for the port as the walk shows it (empty:
+    nothing to say)."""
 
     line: bytes
     said: str = ""
@@ -113,14 +130,13 @@ class HookModel(Protocol):
         at one of HOOKS; `state` is this router's dict for the cell, where the model keeps what it
         learned (its runtime);
     at_announcement(state, at, control, c2s, line, security, first_after_ccc) -> Reading: the
-        announcement `line` crossing the router on the control connection `control` ((src, sport,
-        dst, dport) of the client's packets as they arrive, and of the server's), client -> server
-        when c2s.
+        announcement `line` crossing the router on the control connection `control` (Control),
+        client -> server when c2s.
     """
 
     hooks: tuple[str, ...]
 
     def at_hook(self, hook: str, flow: Any, state: dict, at: At) -> Decision: ...
 
-    def at_announcement(self, state: dict, at: At, control: tuple[tuple, tuple], c2s: bool, line: bytes,
+    def at_announcement(self, state: dict, at: At, control: Control, c2s: bool, line: bytes,
                         security: str, first_after_ccc: str) -> Reading: ...

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.devkit.conntrack import forgets
-from lab.devkit.device import MANGLE_PREROUTING, At
+from lab.devkit.device import MANGLE_PREROUTING, NAT_PREROUTING, At, Control
 from lab.devkit.inspection import announcement_line, names_sender, read_announcement
 from lab.devkit.types import Flow, PortRange, Unreadable
 from lab.matrix import ends as ends_mod
@@ -114,7 +114,6 @@ class Hop:
 @dataclass
 class Learned:
     """What a router learned from the control channel for this cell's data connection."""
-    mappings: set[tuple] = field(default_factory=set)   # scapy ALG: (peer, public, port) -> (host, port)
     expects: set[tuple] = field(default_factory=set)    # kernel helper: (src, dst, port) -> (host, port)
     #: the runtimes of the devices that decide in Python (the dynamic filter, the scapy ALG), by
     #: device name: their own objects, fed the control connection (their models' runtime())
@@ -208,15 +207,13 @@ def _arrive(net: Net, node: Node, in_if: str | None, pkt: Packet, learned: dict[
     if node.name == topo.internet and is_private(pkt.dst):
         return Stop(node.name, f"{node.name} drops it: {pkt.dst} is a private address, not routed on the internet")
     stop = _at_hook(net, node, MANGLE_PREROUTING, pkt, in_if, st, result)
-    if stop is not None:
+    if isinstance(stop, Stop):
         return stop
     # nat PREROUTING: the ALG's mappings (first in the chain), the helper's expectations, the forwards
     translated = related = False
-    for peer, public, port, host, host_port in sorted(st.mappings, key=str):
-        if (peer, public, port) == (pkt.src, pkt.dst, pkt.dport):
-            pkt, translated = pkt.to(host, host_port), True
-            result.notes.append(f"{node.name}'s ALG mapping sends it on to {pkt.target}")
-            break
+    moved = _at_hook(net, node, NAT_PREROUTING, pkt, in_if, st, result)
+    if isinstance(moved, Packet):
+        pkt, translated = moved, True
     for src, dst, port, host, host_port in sorted(st.expects, key=str):
         if not translated and (src, dst, port) == (pkt.src, pkt.dst, pkt.dport):
             related = True
@@ -408,7 +405,7 @@ class _Unpredictable(Exception):
 
 # -- the announcement ----------------------------------------------------------------------------------
 
-#: the line each data method announces with (its `kind`), and the one an address of the other family needs
+#: the line each data method announces with (announce()'s `kind`)
 KINDS = {"pasv": "227", "epsv": "229", "port": "PORT", "eprt": "EPRT"}
 
 
@@ -431,29 +428,26 @@ def announce(net: Net, hops: list[Hop], c2s: bool, host, port: int, learned: dic
         nat, fw = net.sections(node)
         st = learned.setdefault(node.name, Learned())
         if c2s:      # PORT/EPRT: client -> server
-            sender, peer_seen = hop.arrive.src, hop.arrive.dst
+            sender = hop.arrive.src
             sender_known_as, peer_real = hop.leave.src, hop.leave.dst
         else:        # 227/229: the server's reply, server -> client
-            sender, peer_seen = hop.leave.dst, hop.leave.src
+            sender = hop.leave.dst
             sender_known_as, peer_real = hop.arrive.dst, hop.arrive.src
         # the control connection as it reaches this router: the client's packets, and the server's
         forward = (hop.arrive.src, hop.arrive.sport, hop.arrive.dst, hop.arrive.dport)
         back = (hop.leave.dst, hop.leave.dport, hop.leave.src, hop.leave.sport)
         inspector = devices.nat_inspector(nat.alg) if nat is not None else None
-        if inspector is not None and hasattr(inspector, "runtime"):
-            ok, why = inspector.reads(security, first_after_ccc)
-            if not ok:
-                notes.append(f"{node.name}'s {_named(inspector)} cannot read it ({why})")
-            else:
-                outside = (hop.in_if == nat.outside, hop.out_if == nat.outside)   # where each side arrives
-                line, port, shown = _alg_reads(net, node, nat, inspector, st, line, c2s, forward, back, outside,
-                                               sender, peer_seen, port, shown, notes)
-                host = _host(read_announcement(line)[0]) if kind != "229" else None
-        for model, at in _hook_models(net, node):
-            got = model.at_announcement(st.runtimes, at, (forward, back), c2s, line, security, first_after_ccc)
-            line = got.line
+        control = Control(forward, back, hop.in_if, hop.out_if)
+        for model, at in _hook_models(net, node):          # in hook order: the scapy ALG, the dynamic filter
+            got = model.at_announcement(st.runtimes, at, control, c2s, line, security, first_after_ccc)
+            line, was = got.line, shown
+            now = read_announcement(line)
+            if now is not None and now[1] != port:
+                port, shown = now[1], str(now[1])        # the port the device really allocated
             if got.said:
-                notes.append(f"{node.name} ({_named(model)}) " + got.said.replace("{port}", shown))
+                notes.append(got.said.replace("{node}", node.name).replace("{port}", was))
+            if now is not None and kind != "229":
+                host = _host(now[0])
         attached = _ruleset_helper(net, node, fw, hop)
         if inspector is not None and inspector.related:
             host = _helper_reads(node, inspector, _named(inspector), host, sender, sender_known_as, peer_real, port,
@@ -472,77 +466,44 @@ def _host(text):
     return None if text is None else ipaddress.ip_address(text)
 
 
-def _alg_reads(net: Net, node: Node, nat, model, st: Learned, line: bytes, c2s: bool, forward: tuple,
-               back: tuple, outside: tuple[bool, bool], sender, peer_seen, port: int, shown: str, notes: list[str]):
-    """The scapy ALG's runtime on the line: (the line as it leaves, its port, the port as shown)."""
-    engine = st.runtimes.get("alg")
-    if engine is None:
-        six = None
-        try:
-            six = net.outside(node, 6)
-        except (StopIteration, ValueError):
-            pass
-        engine = st.runtimes["alg"] = model.runtime(
-            str(net.outside(node, 4)), net.control_ports(node),
-            one_to_one={str(o.to): str(o.public) for o in nat.one_to_one},
-            outside6=str(six) if six is not None and six.version == 6 else None)
-    replay = st.runtimes.get(("alg", forward))          # one per control connection through it
-    if replay is None:
-        replay = st.runtimes[("alg", forward)] = model.watch(engine, forward, back, outside)
-    seen = len(engine.events.log)
-    out = replay.line(c2s, line) if replay.open else line
-    if out is None:
-        notes.append(f"{node.name}'s {_named(model)} drops it")
-        return line, port, shown
-    said = engine.events.log[seen:]
-    rewrite = next((e for e in said if e["type"] == "rewrite"), None)
-    opened = next((e for e in said if e["type"] == "mapping-open"), None)
-    ignored = next((e for e in said if e["type"] in ("ignored", "error")), None)
-    new = read_announcement(out)
-    new_port = new[1] if new is not None else port
-    new_shown = shown if new_port == port else str(new_port)
-    for peer, public, public_port, host, host_port in model.mappings(engine):
-        st.mappings.add((ipaddress.ip_address(peer), ipaddress.ip_address(public), public_port,
-                         ipaddress.ip_address(host), host_port))
-    name = _named(model)
-    if rewrite is not None and rewrite.get("one_to_one"):
-        notes.append(f"{node.name}'s {name} rewrites it to {new[0]}:{new_shown} (1:1 NAT)")
-    elif opened is not None:
-        public = opened["public"].rsplit(":", 1)[0]
-        notes.append(f"{node.name}'s {name} " + (f"rewrites it to {public}:{new_shown}" if rewrite is not None
-                                                 or new[0] is not None else "reads it")
-                     + f" and maps {public}:{new_shown} to {sender}:{shown} for {peer_seen}")
-    elif ignored is not None and "not its sender" in str(ignored.get("message")):
-        host = read_announcement(line)[0]
-        notes.append(f"{node.name}'s {name} leaves it alone: it names {host}, not its sender {sender}")
-    elif ignored is not None:
-        notes.append(f"{node.name}'s {name} leaves it alone: {ignored.get('message')}")
-    return out, new_port, new_shown
-
-
 def _hook_models(net: Net, node: Node) -> list[tuple[object, At]]:
     """The models on this router that answer at the hooks themselves (lab.devkit.device.HookModel),
-    each with where it is asked."""
+    in hook order, each with where it is asked."""
     nat, fw = net.sections(node)
-    model = devices.model(fw.mode) if fw is not None else None
-    if model is None or not hasattr(model, "at_hook"):
-        return []
     late = nat is not None and nat.alg in ("kernel", "kernel-nft")      # as devices.setups() tells the device
-    return [(model, At(node.name, fw, net.control_ports(node), late_rewrite=late))]
+    found = []
+    for model, section in ((devices.nat_inspector(nat.alg) if nat is not None else None, nat),
+                           (devices.model(fw.mode) if fw is not None else None, fw)):
+        if model is None or not hasattr(model, "at_hook"):
+            continue
+        outside = (None, None)
+        if section is nat:
+            six = None
+            try:
+                six = net.outside(node, 6)
+            except (StopIteration, ValueError):
+                pass
+            outside = (str(net.outside(node, 4)), str(six) if six is not None and six.version == 6 else None)
+        found.append((model, At(node.name, section, net.control_ports(node), late_rewrite=late, outside=outside)))
+    return found
 
 
 def _at_hook(net: Net, node: Node, hook: str, pkt: Packet, in_if: str | None, st: Learned,
-             result: Crossing) -> Stop | None:
-    """The hook models' decisions on a connection's first packet at `hook`: a Stop, or None."""
+             result: Crossing) -> Stop | Packet | None:
+    """The hook models' decisions on a connection's first packet at `hook`: a Stop, the packet as a
+    model translated it, or None (nothing decided)."""
     for model, at in _hook_models(net, node):
         if hook not in model.hooks:
             continue
         got = model.at_hook(hook, Flow(pkt.proto, pkt.src, pkt.dst, pkt.dport, pkt.sport, in_if), st.runtimes, at)
         if got.verdict in ("drop", "reject"):
-            verb = "drops" if got.verdict == "drop" else "rejects"
-            return Stop(node.name, f"{node.name} ({_named(model)}) {verb} it: {got.why} for {pkt}")
+            return Stop(node.name, got.why.format(node=node.name, pkt=pkt))
+        if got.verdict == "translate":
+            moved = pkt.to(ipaddress.ip_address(got.to[0]), got.to[1])
+            result.notes.append(got.why.format(node=node.name, pkt=pkt, target=moved.target))
+            return moved
         if got.verdict == "accept" and got.why:
-            result.notes.append(f"{node.name} ({_named(model)}) {got.why}")
+            result.notes.append(got.why.format(node=node.name, pkt=pkt))
     return None
 
 

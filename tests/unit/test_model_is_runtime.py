@@ -19,6 +19,8 @@ The last tests walk whole cells: the prediction follows the port the ALG really 
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
@@ -28,13 +30,14 @@ from firewall.dynamic import NO_PINHOLE, USED, DynamicFilter
 from firewall.section import Firewall
 from lab import TOPOLOGY_DIR
 from lab.devkit.ctrlstream import Receipt
-from lab.devkit.device import MANGLE_PREROUTING, At
+from lab.devkit.device import MANGLE_PREROUTING, NAT_PREROUTING, At, Control
 from lab.devkit.inspection import announcement_line
 from lab.devkit.tcpseg import ACK, PSH, SYN, parse
 from lab.devkit.types import Flow
 from lab.matrix.pathwalk import Learned, Net, Packet, announce, cross
 from lab.topology import devices, loader
 from nat.alg import AlgEngine, Mappings, NftMaps
+from nat.section import Nat, StaticNat
 
 CLIENT, SERVER, THIRD = "198.51.100.10", "203.0.113.10", "192.0.2.99"
 INSIDE, OUTSIDE, OUTSIDE6 = "10.0.1.2", "203.0.113.1", "2001:db8:1::1"
@@ -180,15 +183,16 @@ def test_the_walks_hook_interface_gives_the_runtimes_verdicts(name):
     model = devices.model("dynamic")
     at = At("fw", Firewall(mode="dynamic", pinhole_lifetime=LIFETIME), (21, 990))
     state: dict = {}
-    control = ((CLIENT, 40000, SERVER, 21), (SERVER, 21, CLIENT, 40000))
+    control = Control((CLIENT, 40000, SERVER, 21), (SERVER, 21, CLIENT, 40000))
     for c2s, line in lines:
         assert model.at_announcement(state, at, control, c2s, line, "plain", "data").line == line
     got = []
     for when, src, sport, dst, dport in knocks:
         state["dynamic"].clock.now = when
         decision = model.at_hook(MANGLE_PREROUTING, Flow("tcp", src, dst, dport, sport), state, at)
-        got.append(None if decision.verdict == "accept" else decision.why)
-    assert got == [None if v is None else "no pinhole" if v == NO_PINHOLE else v for v in verdicts]
+        got.append(None if decision.verdict == "accept" else decision.why.format(node="fw", pkt="P"))
+    assert got == [None if v is None else
+                   f"fw (dynamic filter) drops it: {'no pinhole' if v == NO_PINHOLE else v} for P" for v in verdicts]
     assert model.at_hook(MANGLE_PREROUTING, Flow("tcp", CLIENT, SERVER, 21, 40001), state, at).verdict == "continue"
 
 
@@ -290,6 +294,31 @@ def test_the_algs_model_is_its_runtime(name):
     runtime = alg_runtime(connections)
     assert alg_model(connections) == runtime
     assert runtime == (lines, mapped)
+
+
+@pytest.mark.parametrize("name", ALG_CASES)
+def test_the_walks_hook_interface_gives_the_algs_rewrites_and_mappings(name):
+    """The same cases through at_announcement / at_hook, as pathwalk calls them per router; each
+    mapping then DNATs its peer's connection once (single use, as the kernel's rule)."""
+    connections, lines, mapped = ALG_CASES[name]
+    model = devices.nat_inspector("scapy")
+    section = Nat(outside="eth0", masquerade=True, one_to_one=[StaticNat(public=ip_address(v), to=ip_address(k))
+                                               for k, v in ONE_TO_ONE.items()])
+    at = At("nat", section, (21, 990), outside=(OUTSIDE, OUTSIDE6))
+    state: dict = {}
+    out = []
+    for (client, server, cport, inside_client), said in connections:
+        back = (server, 21, OUTSIDE if ":" not in client else OUTSIDE6, cport) if inside_client else \
+            (server, 21, client, cport)
+        control = Control((client, cport, server, 21), back, *(("eth1", "eth0") if inside_client else ("eth0", "eth1")))
+        out += [model.at_announcement(state, at, control, c2s, line, "plain", "data").line for c2s, line in said]
+    assert (out, sorted(model.mappings(state["alg"]))) == (lines, mapped)
+    for peer, public, public_port, host, port in mapped:
+        flow = Flow("tcp", ip_address(peer), ip_address(public), public_port, 20)
+        decision = model.at_hook(NAT_PREROUTING, flow, state, at)
+        assert (decision.verdict, decision.to) == ("translate", (host, port))
+        assert model.at_hook(NAT_PREROUTING, flow, state, at).verdict == "continue"     # used: gone
+    assert model.mappings(state["alg"]) == []
 
 
 # -- whole cells: the walk follows the port the ALG allocates -------------------------------------------
