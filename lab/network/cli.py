@@ -136,8 +136,9 @@ def _shell(args: argparse.Namespace, topo: Topology) -> int:
             try:
                 env = shell_env(topo, server)
                 prepare_nodes(net, topo, env)
-                progress(f"up in {net.timings['up']:.2f} s; device logs and events in {workdir}")
                 print(banner(topo, env, server, "the picture's server FTP.DATA"), flush=True)
+                progress(f"up in {net.timings['up']:.2f} s; device logs and events in {workdir} "
+                         "(Type 'exit' or Ctrl-D to tear down)")
                 shell_cli()(net.mn, events=net.events_path)
             finally:
                 if server is not None:
@@ -233,7 +234,6 @@ def banner(topo: Topology, env: dict[str, str], server, statements: str, log: Pa
         "--ca $CA get -o /dev/null --verbose",
         "  events            what each device saw since the last `events` (`events all`: from the start)",
         "  exit              tear the network down",
-        "Type 'exit' or Ctrl-D to tear down.",
     ]
     return "\n".join(lines)
 
