@@ -49,7 +49,7 @@ from lab.devkit.ctrlstream import C2S, S2C, Conn, ControlTracker, Finding, Recei
 from lab.devkit.device import MANGLE_PREROUTING, At, Control, Decision, Device, DeviceSetup, Reading
 from lab.devkit.events import EventWriter
 from lab.devkit.inspection import Clock, Inspector, Replay, names_sender, read_announcement, recorder, segment
-from lab.devkit.tcpseg import SYN, Segment, describe, parse
+from lab.devkit.tcpseg import ACK, PSH, SYN, Segment, describe, parse
 from lab.devkit.types import Flow
 from lab.devkit.view import NodeView, config_path
 
@@ -130,6 +130,15 @@ class DynamicModel(Inspector):
             return Decision("accept", "{node} (dynamic filter) admits it through its pinhole")
         return Decision("drop", "{node} (dynamic filter) drops it: " + ("no pinhole" if why == NO_PINHOLE else why)
                         + " for {pkt}")
+
+    def forgotten(self, state: dict, at: At, control: Control) -> str | None:
+        """The kernel forgot the control connection `control` (its idle timeout): why the filter
+        drops the server's next packet on it (the 226), as the runtime says; None: it passes."""
+        fw = self.state_of(state, at)
+        if state.get(("dynamic", control.forward)) is None:
+            state[("dynamic", control.forward)] = self.watch(fw, control.forward, control.back)
+        src, sport, dst, dport = control.back
+        return fw.admit(segment(str(src), sport, str(dst), dport, 9000, 1000, ACK | PSH, b"226 Transfer complete\r\n"))
 
     def at_announcement(self, state: dict, at: At, control: Control, c2s: bool, line: bytes,
                         security: str, first_after_ccc: str) -> Reading:

@@ -603,17 +603,21 @@ def _forgotten(net: Net, ends: Ends, silent: float, security: str = "plain", ver
                 f"{node.name}'s idle timeout ({idle} s), and {why}: {node.name} forgets it")
         back = Flow("tcp", hop.leave.dst, hop.leave.src, hop.leave.sport or EPHEMERAL.low, hop.leave.dport,
                     hop.out_if, hop.in_if)
-        stop = _judges_226(net, node, nat, fw, back)
+        stop = _judges_226(net, node, nat, fw, back, hop)
         if stop is not None:
             return Prediction("fail", "transfer", f"{lost} and {stop}", node.name)
     return None
 
 
-def _judges_226(net: Net, node: Node, nat, fw, flow: Flow) -> str | None:
+def _judges_226(net: Net, node: Node, nat, fw, flow: Flow, hop: Hop) -> str | None:
     """What a router that forgot the control connection does with the server's 226 (None: it
     lets it through), as its devices' models say."""
-    if fw is not None and fw.mode == "dynamic":
-        return "drops the server's 226 as part of no admitted connection"
+    control = Control((hop.arrive.src, hop.arrive.sport, hop.arrive.dst, hop.arrive.dport),
+                      (hop.leave.dst, hop.leave.dport, hop.leave.src, hop.leave.sport), hop.in_if, hop.out_if)
+    for model, at in _hook_models(net, node):
+        why = model.forgotten({}, at, control) if hasattr(model, "forgotten") else None
+        if why is not None:       # the walk's sample of the client's port is no port it knows
+            return f"drops the server's 226: {why}".replace(f":{hop.arrive.sport} ->", ":* ->")
     if nat is not None and devices.model("nat").drops(nat, flow.in_interface, "NEW", False) and \
             (net.owns(node, flow.dst) or nat.masquerade):
         return f"drops the server's 226 as an unsolicited inbound packet on its outside interface {flow.in_interface}"

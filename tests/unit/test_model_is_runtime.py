@@ -196,6 +196,18 @@ def test_the_walks_hook_interface_gives_the_runtimes_verdicts(name):
     assert model.at_hook(MANGLE_PREROUTING, Flow("tcp", CLIENT, SERVER, 21, 40001), state, at).verdict == "continue"
 
 
+def test_a_forgotten_control_connection_is_named_as_the_runtime_names_it():
+    """The kernel forgot the control connection (idle timeout): the server's 226 reaches queue 21."""
+    fw = DynamicFilter("fw", [21, 990], Events(), idle_timeout=2, clock=Clock())
+    Process(lambda seg, c2s: seg if fw.control(seg) else None, CLIENT, SERVER)
+    runtime = fw.admit(packet(SERVER, 21, CLIENT, 40000, 123, 456, ACK | PSH, b"226 Closing data connection\r\n"))
+    model = devices.model("dynamic")
+    at = At("fw", Firewall(mode="dynamic", idle_timeout=2), (21, 990))
+    said = model.forgotten({}, at, Control((CLIENT, 40000, SERVER, 21), (SERVER, 21, CLIENT, 40000)))
+    assert said == runtime and said.startswith(f"control connection {CLIENT}:40000 -> {SERVER}:21 expired: idle "
+                                               "longer than the idle timeout (2 s)")
+
+
 def test_the_dynamic_filters_model_is_its_runtime_over_ipv6():
     client6 = "2001:db8:3::10"
     case = [(True, ann("EPRT", client6, 50000))], [(0, SERVER6, 20, client6, 50000), (0, SERVER6, 21, client6, 50000)]
