@@ -301,8 +301,9 @@ def _forward_chain(net: Net, node: Node, nat, fw, flow: Flow, result: Crossing) 
     if not decided and nat is not None and devices.model("nat").drops(nat, flow.in_interface, flow.state, flow.dnat):
         return Stop(node.name, f"{node.name} drops it: an unsolicited inbound connection (NEW on its outside "
                                f"interface {flow.in_interface}, nothing forwarded or mapped it)")
-    if decided or fw is None or fw.mode == "dynamic" or fw.iptables_save is not None:
-        return None
+    if decided or fw is None or fw.iptables_save is not None or \
+            any(at.section is fw for _, at in _hook_models(net, node)):
+        return None                 # a firewall whose model answers at the hooks itself (HookModel)
     if fw.mode == "static":
         action, where = _decide(node, fw, flow)
         if action in ("drop", "reject"):
