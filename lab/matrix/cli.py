@@ -111,6 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, help="folder for bench.json (default ./reports/bench-<time>)")
     b.set_defaults(func=cmd_bench)
 
+    from lab.matrix import selftest  # `ftlab selftest`: the model against the runtime on generated designs
+    selftest.register(sub)
+
 
 # -- helpers ------------------------------------------------------------------------------------------
 
