@@ -280,7 +280,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
                  "reason": j["reason"], "design": str(folder / f"{name}.yaml")}
         if args.shrink and name not in shrunk_designs and len(shrunk_designs) < args.shrink_max:
             shrunk_designs.add(name)
-            cell = (s["security"], s["data"], tuple(s.get("options") or ()))
+            cell = (s["security"], s["data"], tuple(o for o in (s.get("variant") or "").split("+") if o))
             work = out / "shrink" / f"{k}"
             counter = [0]
             small, dropped = shrink(spec_of[name], _one_cell_differs(cell, j, work, size, args.timeout, counter),
