@@ -13,7 +13,7 @@ import time
 import pytest
 
 SEED, DESIGNS, CELLS = 7, 20, 4
-# measured on the 2-core machine (2026-12-08, 164 s beside another selftest run): 89 cells, outcome 85/88,
+# measured on the 2-core machine (2026-12-08; 164 s beside another selftest run, 101 s alone): 89 cells, outcome 85/88,
 # stage 84/88, device 85/88, all three 84/88 (one cell a lab error under load, not counted). Pinned as
 # those counts over 89 cells, so that the same run with that cell a difference instead still passes.
 # The 4 differences are one design (gen-7-4: an nft ruleset without `ct state established accept`
@@ -40,7 +40,7 @@ def test_selftest_bounded_set(tmp_path):
     assert summary["errors"] == [], summary["errors"]
     assert summary["designs"] == DESIGNS and summary["cells"] >= MIN_CELLS
     for key, pinned in PINNED.items():
-        assert summary["accuracy"][key] >= pinned - 1e-9, (key, summary["accuracy"], "\n".join(summary["table"]))
+        assert summary["accuracy"][key] >= round(pinned, 4) - 1e-4, (key, summary["accuracy"], "\n".join(summary["table"]))
     assert (out / "selftest.txt").read_text().startswith("device kind/mode")
     for d in summary["differences"]:
         if "minimal" in d:                  # a shrunk difference is a design that loads, naming its cell
