@@ -403,8 +403,9 @@ def stop_all(running: dict[int, threading.Thread]) -> None:
 
 
 def _sigint_as_flag(handler) -> tuple | None:
-    """SIGINT calls `handler()` while the run goes on (main thread only); what _restore_sigint needs."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGINT calls `handler()` while the run goes on (main thread only); what _restore_sigint needs.
+    A run started with SIGINT ignored (a background job, `nohup`) keeps ignoring it, as Python does."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return None
     return (signal.signal(signal.SIGINT, lambda signum, frame: handler()),)
 
