@@ -70,6 +70,7 @@ OTHER = {C2S: S2C, S2C: C2S}
 
 HOLD_LIMIT = 512          # an announcement line is short; longer held lines are released as they are
 RECENT = 8192             # bytes of each direction kept to compare a retransmission with
+PAWS_WINDOW = 1           # ticks a timestamp may be behind the last one and still be taken (Linux's TCP_PAWS_WINDOW)
 TLS_TYPES = frozenset((0x14, 0x15, 0x16, 0x17, 0x18))   # change_cipher_spec .. heartbeat
 MASK32 = 0xFFFFFFFF
 
@@ -505,7 +506,8 @@ class ControlTracker:
         if why:
             return why, False
         ts = seg.tsval
-        if ts is not None and half.ts_recent is not None and ((ts - half.ts_recent) & MASK32) >= 0x80000000:
+        if ts is not None and half.ts_recent is not None and \
+                ((half.ts_recent - ts) & MASK32) < 0x80000000 and (half.ts_recent - ts) & MASK32 > PAWS_WINDOW:
             return "its timestamp is older than the sender's last (PAWS): the receiver discards it", False
         if seg.payload and start < half.next and half.differs(start, seg.payload):
             return ("retransmits bytes already read with other bytes: the receiver keeps the first ones, "
@@ -536,7 +538,10 @@ class ControlTracker:
         window = seg.window << (0 if seg.syn else half.scale)
         half.max_window = max(half.max_window, window)
         ts = seg.tsval
-        if ts is not None and (half.ts_recent is None or ((ts - half.ts_recent) & MASK32) < 0x80000000):
+        # as Linux: only a segment at or before the read position moves ts_recent on (one beyond a
+        # hole, or a later one overtaken by an earlier, must not make the earlier look old)
+        if ts is not None and offset <= half.next and \
+                (half.ts_recent is None or ((ts - half.ts_recent) & MASK32) < 0x80000000):
             half.ts_recent = ts
         if seg.has_ack and other.base is not None:
             acked = self.ack_offset(conn, direction, seg.ack)

@@ -68,7 +68,9 @@ def decides_cell(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> bool:
     connection (a device forgot it - its idle timeout - or never admitted it: each retransmission
     meets the same drop, and the reply the client waits for never comes). The caller leaves out
     strays of earlier cells (the worker's seen flows)."""
-    return e.get("type") == "drop" and (is_new_connection(e) or on_control(e, control_ports))
+    if e.get("type") != "drop" or str(e.get("reason", "")).startswith("not read:"):
+        return False          # a segment a device would not read (lab.devkit.ctrlstream): TCP resends it
+    return is_new_connection(e) or on_control(e, control_ports)
 
 
 def drop_stage(e: dict, control_ports: tuple[int, ...] = (21, 990)) -> str:

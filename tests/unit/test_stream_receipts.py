@@ -205,3 +205,12 @@ def test_the_alg_rewrites_and_maps_nothing_for_a_refused_segment(attack):
     s.c = ISN_C + 1
     assert s.client_says(port)                                          # sent properly: rewritten, mapped
     assert len(s.events.of("rewrite")) == 1 and len(s.kernel.added()) == 1
+
+
+def test_a_timestamp_one_tick_behind_is_taken_as_linux_takes_it():
+    """Linux's PAWS lets a segment one tick behind the last one through (TCP_PAWS_WINDOW): a
+    reordering of that size must not make a device drop what the receiver accepts."""
+    s = Session("dynamic", ts=True)
+    assert s.client_says(b"NOOP\r\n")
+    assert s.client_says(PORT, options=s._ts("c", back=2))            # two ticks behind the last: 1 behind
+    assert len(s.opened()) == 1

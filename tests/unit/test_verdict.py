@@ -148,3 +148,15 @@ def test_a_stray_control_drop_does_not_overrule_the_servers_reply():
     client = failed("data-setup", "PASV refused: No IPv4 address available for PASV. Use EPSV.", code=522)
     v = verdict(Observation(client, events=[stray], server_node="server"))
     assert (v.outcome, v.stage, v.device, v.code) == ("fail", "data-setup", "server", 522)
+
+
+def test_a_segment_a_device_would_not_read_does_not_decide_the_cell():
+    """A control segment refused by the stream checks (a stray, a one-off reordering) is dropped,
+    and TCP sends it again: it must not end the cell as a decisive drop would."""
+    from lab.matrix.verdict import decides_cell
+
+    refused = {"type": "drop", "device": "nat-c", "proto": "tcp", "src": "203.0.113.1", "sport": 21,
+               "dst": "198.51.100.1", "dport": 41844, "flags": "PA",
+               "reason": "not read: its timestamp is older than the sender's last (PAWS): the receiver discards it"}
+    assert not decides_cell(refused)
+    assert decides_cell({**refused, "reason": "control connection expired: idle longer than the idle timeout"})
